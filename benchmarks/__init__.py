@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: our layer against the raw library it wraps, in the same run."""

@@ -1,0 +1,79 @@
+"""milo-kernel: a minimal, plugin-based application kernel for Python services."""
+
+from ._asgi import KernelApp, LifespanMiddleware, kernel_lifespan
+from ._config import ENV_PREFIX, KernelSettings, recommended
+from ._errors import (
+    BootError,
+    ConfigError,
+    DependencyError,
+    DuplicateServiceError,
+    KernelError,
+    PluginLoadError,
+    ServiceNotFoundError,
+    ShutdownError,
+    TeardownError,
+)
+from ._health import CheckResult, HealthReport
+from ._kernel import Kernel, LoadedPlugin
+from ._logging import (
+    configure_logging,
+    get_trace_id,
+    new_trace_id,
+    set_trace_id,
+    trace_context,
+)
+from ._plugin import (
+    ENTRY_POINT_GROUP,
+    ASGIApp,
+    Command,
+    HealthCheck,
+    Middleware,
+    NoConfig,
+    Plugin,
+    PluginContext,
+    Route,
+    hookimpl,
+)
+from ._registry import Registry
+from ._secret import Secret
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASGIApp",
+    "BootError",
+    "CheckResult",
+    "Command",
+    "ConfigError",
+    "DependencyError",
+    "DuplicateServiceError",
+    "ENTRY_POINT_GROUP",
+    "ENV_PREFIX",
+    "HealthCheck",
+    "HealthReport",
+    "Kernel",
+    "KernelApp",
+    "KernelError",
+    "KernelSettings",
+    "LifespanMiddleware",
+    "LoadedPlugin",
+    "Middleware",
+    "NoConfig",
+    "Plugin",
+    "PluginContext",
+    "PluginLoadError",
+    "Registry",
+    "Route",
+    "Secret",
+    "ServiceNotFoundError",
+    "ShutdownError",
+    "TeardownError",
+    "configure_logging",
+    "get_trace_id",
+    "hookimpl",
+    "kernel_lifespan",
+    "new_trace_id",
+    "recommended",
+    "set_trace_id",
+    "trace_context",
+]

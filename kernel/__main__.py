@@ -1,0 +1,5 @@
+"""``python -m kernel`` runs the CLI."""
+
+from ._cli import main
+
+raise SystemExit(main())

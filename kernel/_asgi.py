@@ -1,0 +1,161 @@
+"""Pure ASGI glue: a lifespan helper for hosts and a small app serving health and plugin routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from ._kernel import Kernel
+from ._plugin import ASGIApp, Receive, Route, Scope, Send
+
+log = logging.getLogger("kernel.asgi")
+
+
+def kernel_lifespan(
+    kernel: Kernel | Callable[[], Kernel],
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A Starlette/FastAPI ``lifespan=`` that boots ``kernel`` and shuts it down.
+
+    The booted kernel is put in the lifespan state as ``request.state.kernel``.
+    Pass a factory to build the kernel only when the server starts.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        k = kernel() if callable(kernel) and not isinstance(kernel, Kernel) else kernel
+        async with k:
+            if app is not None and hasattr(app, "state"):
+                app.state.kernel = k
+            yield {"kernel": k}
+
+    return lifespan
+
+
+class LifespanMiddleware:
+    """Wrap any ASGI app so that the server's lifespan boots and stops the kernel.
+
+    For frameworks without a ``lifespan=`` parameter. Lifespan events are handled
+    here and not forwarded to ``app``.
+    """
+
+    def __init__(self, app: ASGIApp, kernel: Kernel | Callable[[], Kernel]) -> None:
+        self.app = app
+        self._cm = kernel_lifespan(kernel)(None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            state = await self._cm.__aenter__()
+        except Exception as exc:
+            log.error("kernel boot failed", exc_info=exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        if "state" in scope:
+            scope["state"].update(state)
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        try:
+            await self._cm.__aexit__(None, None, None)
+        except Exception as exc:
+            log.error("kernel shutdown failed", exc_info=exc)
+            await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def send_json(send: Send, status: int, body: Any, *, content_type: str = "application/json",
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a complete JSON response."""
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(payload)).encode()),
+            *(headers or []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": payload})
+
+
+def health_endpoint(kernel: Kernel) -> ASGIApp:
+    """``GET /health``: aggregated checks, 200 or 503, with no error text, versions or hosts."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        report = await kernel.health()
+        await send_json(send, report.http_status, report.to_dict(),
+                        headers=[(b"cache-control", b"no-store")])
+
+    return app
+
+
+class KernelApp:
+    """A tiny ASGI router: ``/health`` plus every plugin route, wrapped in plugin middleware.
+
+    Mount it in a host app or serve it alone (``kernel serve``). It does not handle
+    lifespan; wrap it in :class:`LifespanMiddleware` to serve it standalone.
+    """
+
+    def __init__(self, kernel: Kernel, *, health_path: str = "/health") -> None:
+        self.kernel = kernel
+        routes = [Route(health_path, health_endpoint(kernel), name="health"), *kernel.routes()]
+        self._exact: dict[str, Route] = {}
+        self._prefixes: list[Route] = []
+        for route in routes:
+            if route.prefix:
+                self._prefixes.append(route)
+            elif route.path in self._exact:
+                raise ValueError(f"two routes claim {route.path!r}")
+            else:
+                self._exact[route.path] = route
+        self._prefixes.sort(key=lambda r: len(r.path), reverse=True)
+        app: ASGIApp = self._dispatch
+        for mw in reversed(kernel.middleware()):
+            app = mw.wrap(app)
+        self._app = app
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route served, exact ones first."""
+        return [*self._exact.values(), *self._prefixes]
+
+    def match(self, path: str) -> Route | None:
+        """The route serving ``path``, if any."""
+        route = self._exact.get(path)
+        if route is not None:
+            return route
+        for r in self._prefixes:
+            if path == r.path or path.startswith(r.path.rstrip("/") + "/"):
+                return r
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        route = self.match(scope["path"])
+        if route is None:
+            await send_json(send, 404, {"status": 404, "title": "Not Found"},
+                            content_type="application/problem+json")
+            return
+        if scope["method"] not in route.methods and not (
+            scope["method"] == "HEAD" and "GET" in route.methods
+        ):
+            allow = ", ".join(route.methods).encode()
+            await send_json(send, 405, {"status": 405, "title": "Method Not Allowed"},
+                            content_type="application/problem+json",
+                            headers=[(b"allow", allow)])
+            return
+        scope.setdefault("route_template", route.path)
+        await route.app(scope, receive, send)

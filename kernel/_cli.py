@@ -1,0 +1,297 @@
+"""The ``kernel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from ._discovery import discover
+from ._errors import ConfigError, KernelError, PluginLoadError
+from ._kernel import Kernel
+from ._logging import configure_logging
+from ._plugin import Command
+from ._registry import describe_key
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        if i == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Render plain config data as TOML (``None`` values become comments)."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and (not value or all(isinstance(v, dict) for v in value.values())
+                                        or prefix == "" or prefix == "plugins"):
+            tables.append((f"{prefix}.{key}" if prefix else key, value))
+        elif value is None:
+            lines.append(f"# {key} = (not set)")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    out = "\n".join(lines)
+    for name, table in tables:
+        body = to_toml(table, name)
+        header = f"[{name}]"
+        out += ("\n\n" if out else "") + header + ("\n" + body if body else "")
+    return out
+
+
+def _load(args: argparse.Namespace) -> Kernel:
+    return Kernel.from_config(args.config, configure_logs=True)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List installed plugins, which are enabled, and the load order."""
+    out = sys.stdout
+    kernel: Kernel | None = None
+    problems: list[str] = []
+    try:
+        kernel = _load(args)
+    except (ConfigError, KernelError) as exc:
+        problems = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+    discovery = kernel.discovery if kernel else discover()
+    enabled = kernel.load_order if kernel else []
+    rows = [["name", "version", "distribution", "enabled", "requires", "optional", "status"]]
+    records: list[dict[str, Any]] = []
+    for name in sorted({*discovery.installed, *discovery.conflicts}):
+        if name in discovery.conflicts:
+            dists = " + ".join(c.distribution or "?" for c in discovery.conflicts[name])
+            rows.append([name, "", dists, "-", "", "", "conflict"])
+            records.append({"name": name, "status": "conflict", "distributions": dists.split(" + ")})
+            continue
+        info = discovery.installed[name]
+        try:
+            plugin = info.load()
+            status, req, opt = "ok", ", ".join(plugin.requires), ", ".join(plugin.optional)
+            version = plugin.version
+        except PluginLoadError as exc:
+            status, req, opt, version = f"load error: {exc.cause!r}", "", "", ""
+        pos = enabled.index(name) + 1 if name in enabled else 0
+        rows.append([name, version, f"{info.distribution} {info.dist_version}",
+                     f"yes (#{pos})" if pos else "no", req or "-", opt or "-", status])
+        records.append({"name": name, "version": version, "distribution": info.distribution,
+                        "enabled": bool(pos), "position": pos or None,
+                        "requires": req.split(", ") if req else [],
+                        "optional": opt.split(", ") if opt else [], "status": status})
+    if args.json:
+        json.dump({"plugins": records, "load_order": enabled, "errors": problems}, out, indent=2)
+        print(file=out)
+        return EXIT_CONFIG if problems else EXIT_OK
+    if len(rows) == 1:
+        print("no plugins installed (entry-point group 'kernel.plugins')", file=out)
+    else:
+        _print_table(rows, out)
+    print(file=out)
+    print("load order: " + (" -> ".join(enabled) if enabled else "(none)"), file=out)
+    if kernel is not None:
+        for lp in kernel.plugins:
+            deps = [*lp.plugin.requires, *[o for o in lp.plugin.optional if o in enabled]]
+            why = f"after {', '.join(deps)}" if deps else "no dependencies"
+            print(f"  {lp.name}: {why}", file=out)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_CONFIG if problems else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config; exit 0, or 2 with every error on stderr."""
+    try:
+        kernel = _load(args)
+    except ConfigError as exc:
+        print(f"{args.config or os.environ.get('KERNEL_CONFIG') or 'kernel.toml'}: "
+              f"{len(exc.errors)} error(s)", file=sys.stderr)
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in kernel.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"config OK: {kernel.config_path} ({kernel.settings.env}); "
+          f"load order: {' -> '.join(kernel.load_order) or '(no plugins)'}")
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """Print the effective config (file + environment + defaults), secrets masked."""
+    try:
+        kernel = _load(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    data = kernel.effective_config()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(to_toml(data))
+    return EXIT_OK
+
+
+async def _health(kernel: Kernel, as_json: bool) -> int:
+    async with kernel:
+        report = await kernel.health()
+        if as_json:
+            print(json.dumps({"load_order": kernel.load_order,
+                              "health": report.to_dict(include_errors=True)}, indent=2))
+        else:
+            print(f"kernel booted: {' -> '.join(kernel.load_order) or '(no plugins)'}")
+            services = sorted(
+                (describe_key(k), p or "host") for k, _s, p in kernel.registry.items()
+            )
+            print(f"services ({len(services)}):")
+            for key, provider in services:
+                print(f"  {key:<40} from {provider}")
+            print(f"health: {report.status} ({len(report.checks)} checks)")
+            for c in report.checks:
+                state = "ok" if c.ok else ("timeout" if c.timed_out else "FAIL")
+                extra = f"  {c.error}" if c.error else ""
+                print(f"  {c.name:<30} {state:<8} {c.duration_ms:7.2f} ms{extra}")
+    return EXIT_OK if report.status != "fail" else EXIT_FAIL
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Boot the kernel, print services and health, shut down."""
+    try:
+        kernel = _load(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    return anyio.run(_health, kernel, args.json)
+
+
+def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        kernel: Kernel = args._kernel
+
+        async def go() -> int | None:
+            if command.boot:
+                async with kernel:
+                    result = command.run(args, kernel)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+            result = command.run(args, kernel)
+            if inspect.isawaitable(result):
+                awaited: Awaitable[int | None] = result
+                return await awaited
+            return result
+
+        code = anyio.run(go)
+        return EXIT_OK if code is None else code
+
+    return run
+
+
+def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:
+    """The argument parser, with the enabled plugins' commands when a kernel is configured."""
+    parser = argparse.ArgumentParser(
+        prog="kernel", description="milo-kernel: run and inspect a plugin-based service kernel."
+    )
+    parser.add_argument("--config", "-c", help="config file (default $KERNEL_CONFIG or ./kernel.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="installed plugins, enabled set and load order")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("check", help="validate the config (exit 2 on errors)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="config commands")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = csub.add_parser("show", help="effective config, secrets masked")
+    show.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    show.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("health", help="boot the kernel, print services and health, stop")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_health)
+
+    if kernel is not None:
+        taken = set(sub.choices)
+        for plugin, command in kernel.cli_commands():
+            if command.name in taken:
+                raise KernelError(
+                    f"plugin {plugin!r} contributes command {command.name!r}, which is taken"
+                )
+            taken.add(command.name)
+            p = sub.add_parser(command.name, help=f"{command.help} [{plugin}]")
+            if command.add_arguments is not None:
+                command.add_arguments(p)
+            p.set_defaults(func=_run_plugin_command(command), _kernel=kernel)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kernel`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", "-c")
+    known, _ = pre.parse_known_args(argv)
+    kernel: Kernel | None = None
+    builtin = {"plugins", "check", "config", "health", "-h", "--help"}
+    if not (set(argv) & builtin):
+        # Plugin commands come from the enabled plugins, so the config must load first.
+        try:
+            kernel = Kernel.from_config(known.config, configure_logs=True)
+        except ConfigError as exc:
+            if argv:
+                for line in exc.errors:
+                    print(f"error: {line}", file=sys.stderr)
+                return EXIT_CONFIG
+    elif "-h" in argv or "--help" in argv:
+        try:
+            kernel = Kernel.from_config(known.config)
+        except ConfigError:
+            kernel = None
+    else:
+        configure_logging()
+    parser = build_parser(kernel)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KernelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

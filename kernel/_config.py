@@ -1,0 +1,346 @@
+"""TOML + environment configuration, structured into attrs classes with every error collected."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.cols import list_structure_factory, mapping_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from ._errors import ConfigError
+from ._secret import MASK, Secret
+
+T = TypeVar("T")
+
+ENV_PREFIX = "KERNEL__"
+"""Environment overrides: ``KERNEL__PLUGINS__CACHE__DEFAULT_TTL=60`` sets ``plugins.cache.default_ttl``."""
+
+_RECOMMENDED = "kernel.recommended"
+
+log = logging.getLogger("kernel.config")
+
+Env = Literal["development", "test", "production"]
+
+
+@attrs.define(frozen=True)
+class KernelSettings:
+    """The ``[kernel]`` table."""
+
+    plugins: list[str] = attrs.field(factory=list)
+    env: Env = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    health_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    shutdown_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    host_sections: str | None = None
+    """``"module:attribute"`` naming a ``{table: attrs class}`` mapping for host sections."""
+
+
+def import_sections(spec: str) -> dict[str, type[Any]]:
+    """Import ``"module:attribute"`` and check it maps table names to attrs classes."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected 'module:attribute', got {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {spec!r}: {exc}") from exc
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and attrs.has(v) for k, v in obj.items()
+    ):
+        raise ValueError(f"{spec!r} must be a mapping of table names to attrs classes")
+    return dict(obj)
+
+
+def recommended(default: Any = None, *, reason: str = "") -> Any:
+    """An attrs field that warns when unset, and is required when ``env = "production"``.
+
+    "Unset" means ``None`` or an empty value after structuring.
+    """
+    return attrs.field(default=default, metadata={_RECOMMENDED: reason})
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Secret):
+        return "a secret"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _strict(target: type, accepted: tuple[type, ...]) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and target is not bool:
+            raise TypeError(f"expected {target.__name__}, got {_describe(value)}")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {target.__name__}, got {_describe(value)}")
+        return float(cast(float, value)) if target is float else value
+
+    return hook
+
+
+def _structure_secret(value: Any, _: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected a secret string, got {type(value).__name__}")
+    return Secret(value)
+
+
+def _structure_literal(value: Any, t: Any) -> Any:
+    options = get_args(t)
+    if value not in options:
+        allowed = ", ".join(repr(o) for o in options)
+        raise ValueError(f"expected one of {allowed}, got {_describe(value)}")
+    return value
+
+
+def _structure_path(value: Any, _: Any) -> Path:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a path string, got {_describe(value)}")
+    return Path(value)
+
+
+def _is_literal(t: Any) -> bool:
+    return get_origin(t) is Literal
+
+
+def _is_list(t: Any) -> bool:
+    return t is list or get_origin(t) is list
+
+
+def _is_mapping(t: Any) -> bool:
+    return t is dict or get_origin(t) in (dict, Mapping)
+
+
+def _list_factory(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = list_structure_factory(t, conv)
+
+    def hook(value: Any, tt: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {_describe(value)}")
+        return inner(value, tt)
+
+    return hook
+
+
+def _mapping_factory(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = mapping_structure_factory(t, conv)
+
+    def hook(value: Any, tt: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a table, got {_describe(value)}")
+        return inner(value, tt)
+
+    return hook
+
+
+def make_converter() -> cattrs.Converter:
+    """A converter that is strict about types, forbids unknown keys and reports every error."""
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(int, _strict(int, (int,)))
+    conv.register_structure_hook(float, _strict(float, (int, float)))
+    conv.register_structure_hook(str, _strict(str, (str,)))
+    conv.register_structure_hook(bool, _strict(bool, (bool,)))
+    conv.register_structure_hook(Secret, _structure_secret)
+    conv.register_structure_hook(Path, _structure_path)
+    conv.register_structure_hook_func(_is_literal, _structure_literal)
+    conv.register_structure_hook_factory(_is_list, _list_factory)
+    conv.register_structure_hook_factory(_is_mapping, _mapping_factory)
+    conv.register_unstructure_hook(Secret, lambda _s: MASK)
+    conv.register_unstructure_hook(Path, str)
+    return conv
+
+
+CONVERTER = make_converter()
+
+
+def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
+    if isinstance(exc, ClassValidationError):
+        noted, bare = exc.group_exceptions()
+        for sub, note in noted:
+            if isinstance(sub, KeyError):
+                out.append(f"{path}.{note.name}: required key is missing")
+            else:
+                _flatten(sub, f"{path}.{note.name}", out)
+        for sub in bare:
+            _flatten(sub, path, out)
+    elif isinstance(exc, IterableValidationError):
+        inoted, ibare = exc.group_exceptions()
+        for sub, inote in inoted:
+            _flatten(sub, f"{path}[{inote.index!r}]", out)
+        for sub in ibare:
+            _flatten(sub, path, out)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            out.append(f"{path}.{key}: unknown key")
+    elif isinstance(exc, BaseExceptionGroup):
+        for member in exc.exceptions:
+            _flatten(member, path, out)
+    elif m := _ATTRS_MSG.match(str(exc)):
+        out.append(f"{path}.{m.group(1)}: {m.group(2)}")
+    else:
+        out.append(f"{path}: {_message(exc)}")
+
+
+# attrs validators word their errors "'field' must be ...".
+_ATTRS_MSG = re.compile(r"^'([A-Za-z_]\w*)' (must .*)$", re.DOTALL)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, TypeError) and "missing 1 required" in text:
+        return "required key is missing"
+    return text or type(exc).__name__
+
+
+def structure(
+    data: Mapping[str, Any], cls: type[T], path: str, converter: cattrs.Converter = CONVERTER
+) -> tuple[T | None, list[str]]:
+    """Structure ``data`` into ``cls``; return the instance or every error with its key path."""
+    if not isinstance(data, Mapping):
+        return None, [f"{path}: expected a table, got {_describe(data)}"]
+    try:
+        return converter.structure(dict(data), cls), []
+    except Exception as exc:  # cattrs raises ExceptionGroups of anything a hook raised
+        errors: list[str] = []
+        _flatten(exc, path, errors)
+        return None, errors or [f"{path}: {_message(exc)}"]
+
+
+def check_recommended(obj: object, path: str, env: str) -> tuple[list[str], list[str]]:
+    """Return (warnings, errors) for recommended fields left unset (errors only in production)."""
+    warnings: list[str] = []
+    errors: list[str] = []
+    cls: Any = type(obj)
+    if not attrs.has(cls):
+        return warnings, errors
+    for field in attrs.fields(cls):
+        value = getattr(obj, field.name)
+        if _RECOMMENDED in field.metadata and (value is None or value == "" or value == []):
+            reason = field.metadata[_RECOMMENDED]
+            msg = f"{path}.{field.name} is recommended but not set" + (f" ({reason})" if reason else "")
+            if env == "production":
+                errors.append(f"{path}.{field.name}: required when env = 'production'"
+                              + (f" ({reason})" if reason else ""))
+            else:
+                warnings.append(msg)
+        elif attrs.has(type(value)):
+            w, e = check_recommended(value, f"{path}.{field.name}", env)
+            warnings += w
+            errors += e
+    return warnings, errors
+
+
+def unstructure(obj: object) -> Any:
+    """Plain data for display; secrets become a mask."""
+    return CONVERTER.unstructure(obj)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; a syntax error becomes a ``ConfigError`` naming file and line."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], str, str]]:
+    """``(key path, raw value, variable name)`` for every ``KERNEL__A__B=...`` variable."""
+    out = []
+    for var, raw in sorted(environ.items()):
+        if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
+            parts = tuple(p.lower() for p in var[len(ENV_PREFIX):].split("__"))
+            if all(parts):
+                out.append((parts, raw, var))
+    return out
+
+
+def field_type(cls: Any, parts: tuple[str, ...]) -> Any:
+    """The annotated type at ``parts`` inside attrs class ``cls``, or ``None`` when unknown."""
+    t: Any = cls
+    for part in parts:
+        t = _unwrap_optional(t)
+        if not (isinstance(t, type) and attrs.has(t)):
+            return None
+        try:
+            hints = typing.get_type_hints(t)
+        except Exception:
+            return None
+        names = {f.name: (f.alias or f.name) for f in attrs.fields(t)}
+        by_alias = {alias: name for name, alias in names.items()}
+        name = by_alias.get(part, part)
+        if name not in hints:
+            return None
+        t = hints[name]
+    return t
+
+
+def _unwrap_optional(t: Any) -> Any:
+    if get_origin(t) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return t
+
+
+def coerce_env_value(raw: str, target: Any) -> Any:
+    """Turn an environment string into the value a field of type ``target`` expects.
+
+    Strings (and secrets) stay strings; anything else is read as a TOML value
+    (``60``, ``true``, ``["a", "b"]``), falling back to the raw string so the
+    structuring step reports a precise type error.
+    """
+    inner = _unwrap_optional(target)
+    if inner in (str, Secret, Path) or target is None:
+        return raw
+    if get_origin(inner) is Literal and all(isinstance(a, str) for a in get_args(inner)):
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def set_path(data: dict[str, Any], parts: tuple[str, ...], value: Any) -> None:
+    """Set ``data[a][b][c] = value`` creating tables on the way."""
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """``--config`` wins, then ``KERNEL_CONFIG``, then ``./kernel.toml``."""
+    if path is not None:
+        return Path(path)
+    if environ.get("KERNEL_CONFIG"):
+        return Path(environ["KERNEL_CONFIG"])
+    return Path("kernel.toml")

@@ -1,0 +1,491 @@
+"""The kernel: validated config, ordered plugins, one registry, an async lifecycle."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+import anyio
+import attrs
+import pluggy
+
+from . import _config, hookspecs
+from ._discovery import Discovery, InstalledPlugin, discover
+from ._errors import (
+    BootError,
+    ConfigError,
+    DependencyError,
+    KernelError,
+    ShutdownError,
+    TeardownError,
+)
+from ._health import HealthReport, run_checks
+from ._logging import configure_logging
+from ._ordering import load_enabled, order
+from ._plugin import (
+    PROJECT,
+    Command,
+    HealthCheck,
+    Middleware,
+    Plugin,
+    PluginContext,
+    Route,
+)
+from ._registry import Key, Registry, describe_key
+
+log = logging.getLogger("kernel")
+T = TypeVar("T")
+
+_TOP_LEVEL = ("kernel", "plugins")
+
+
+@attrs.define
+class LoadedPlugin:
+    """An enabled plugin with its validated config and its hook context."""
+
+    plugin: Plugin
+    info: InstalledPlugin
+    ctx: PluginContext[Any]
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+
+@attrs.define
+class _Started:
+    name: str
+    gen: AsyncGenerator[None, None]
+
+
+class Kernel:
+    """A configured set of plugins; ``async with`` boots them and shuts them down.
+
+    Build one with :meth:`from_config` (a TOML file) or :meth:`from_dict`; both
+    validate everything and order the plugins before any plugin code runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: _config.KernelSettings,
+        plugins: Sequence[LoadedPlugin],
+        discovery: Discovery,
+        sections: Mapping[str, Any],
+        raw_config: Mapping[str, Any],
+        config_path: Path | None,
+        registry: Registry,
+        warnings: Sequence[str] = (),
+    ) -> None:
+        self.settings = settings
+        self.plugins: tuple[LoadedPlugin, ...] = tuple(plugins)
+        self.discovery = discovery
+        self.sections: dict[str, Any] = dict(sections)
+        self.raw_config = raw_config
+        self.config_path = config_path
+        self.registry = registry
+        self.warnings = tuple(warnings)
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        for lp in self.plugins:
+            try:
+                self._pm.register(lp.plugin, name=lp.name)
+            except pluggy.PluginValidationError as exc:
+                raise ConfigError([f"plugin {lp.name!r}: invalid hook implementation: {exc}"]) from exc
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError([f"{exc.plugin!r}: {exc}"]) from exc
+        self._started: list[_Started] = []
+        self._checks: list[tuple[str, HealthCheck]] = []
+        self._booted = False
+        self._started_at = time.monotonic()
+        registry.set_miss_hint(self._miss_hint)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        sections: Mapping[str, type[Any]] | None = None,
+        configure_logs: bool = False,
+    ) -> Kernel:
+        """Load ``path`` (else ``$KERNEL_CONFIG``, else ``./kernel.toml``) and validate it all.
+
+        ``sections`` maps host tables (``{"app": AppSettings}``) to attrs classes
+        validated with the same rules. Raises ``ConfigError`` listing every problem.
+        """
+        env = os.environ if environ is None else environ
+        config_path = _config.resolve_config_path(path, env)
+        data = _config.load_toml(config_path)
+        return cls.from_dict(
+            data, environ=env, sections=sections, config_path=config_path,
+            configure_logs=configure_logs,
+        )
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        environ: Mapping[str, str] | None = None,
+        sections: Mapping[str, type[Any]] | None = None,
+        plugins: Iterable[Plugin | type[Plugin]] = (),
+        entry_points: bool = True,
+        registry: Registry | None = None,
+        config_path: Path | None = None,
+        configure_logs: bool = False,
+    ) -> Kernel:
+        """Like :meth:`from_config` for an already parsed document.
+
+        ``plugins`` adds plugin objects directly (they win over installed ones of
+        the same name); ``entry_points=False`` ignores installed plugins entirely.
+        """
+        env = os.environ if environ is None else environ
+        section_types = dict(sections or {})
+        raw = copy.deepcopy(dict(data))
+        errors: list[str] = []
+        overrides = _config.env_overrides(env)
+
+        # [kernel] first: it names the enabled plugins whose classes type the rest.
+        for parts, value, _var in overrides:
+            if parts[0] == "kernel":
+                target = _config.field_type(_config.KernelSettings, parts[1:])
+                _config.set_path(raw, parts, _config.coerce_env_value(value, target))
+        settings, errs = _config.structure(raw.get("kernel", {}), _config.KernelSettings, "kernel")
+        errors += errs
+        if settings is None:
+            raise ConfigError(errors)
+        if settings.host_sections:
+            try:
+                section_types = {**_config.import_sections(settings.host_sections), **section_types}
+            except Exception as exc:
+                errors.append(f"kernel.host_sections: {exc}")
+        for key in raw:
+            if key not in _TOP_LEVEL and key not in section_types:
+                known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
+                errors.append(f"{key}: unknown section (expected one of {known})")
+        if configure_logs:
+            configure_logging(settings.env, settings.log_level, settings.log_format)
+
+        discovery = discover(plugins, entry_points=entry_points)
+        loaded, errs = load_enabled(settings.plugins, discovery)
+        errors += errs
+
+        for parts, value, var in overrides:
+            if parts[0] == "kernel":
+                continue
+            if parts[0] == "plugins" and len(parts) >= 3 and parts[1] in loaded:
+                target = _config.field_type(loaded[parts[1]].config_class, parts[2:])
+            elif parts[0] in section_types and len(parts) >= 2:
+                target = _config.field_type(section_types[parts[0]], parts[1:])
+            else:
+                errors.append(f"{'.'.join(parts)}: set by {var} but matches no known setting")
+                continue
+            _config.set_path(raw, parts, _config.coerce_env_value(value, target))
+
+        tables = raw.get("plugins", {})
+        if not isinstance(tables, Mapping):
+            errors.append(f"plugins: expected a table of plugin tables, got {type(tables).__name__}")
+            tables = {}
+        for name in tables:
+            if name not in loaded and name not in settings.plugins:
+                if name in discovery.installed or name in discovery.conflicts:
+                    log.debug("config for disabled plugin %r ignored", name)
+                else:
+                    errors.append(f"plugins.{name}: no plugin named {name!r} is installed")
+
+        warnings: list[str] = []
+        registry = registry or Registry()
+        ordered, dep_errors = order(settings.plugins, loaded, discovery)
+        contexts: dict[str, LoadedPlugin] = {}
+        for name, plugin in loaded.items():
+            cfg, errs = _config.structure(
+                tables.get(name, {}), plugin.config_class, f"plugins.{name}"
+            )
+            errors += errs
+            if cfg is not None:
+                w, e = _config.check_recommended(cfg, f"plugins.{name}", settings.env)
+                warnings += w
+                errors += e
+            ctx: PluginContext[Any] = PluginContext(
+                name, cfg, settings, registry, logging.getLogger(f"kernel.plugins.{name}")
+            )
+            contexts[name] = LoadedPlugin(plugin, discovery.installed[name], ctx)
+
+        host_sections: dict[str, Any] = {}
+        for section, section_cls in section_types.items():
+            obj, errs = _config.structure(raw.get(section, {}), section_cls, section)
+            errors += errs
+            if obj is not None:
+                host_sections[section] = obj
+                w, e = _config.check_recommended(obj, section, settings.env)
+                warnings += w
+                errors += e
+
+        if dep_errors:
+            raise DependencyError(errors + dep_errors)
+        if errors:
+            raise ConfigError(errors)
+        for line in warnings:
+            log.warning(line)
+        for lp in contexts.values():
+            lp.ctx.sections = host_sections
+        return cls(
+            settings=settings,
+            plugins=[contexts[name] for name in ordered],
+            discovery=discovery,
+            sections=host_sections,
+            raw_config=raw,
+            config_path=config_path,
+            registry=registry,
+            warnings=warnings,
+        )
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def load_order(self) -> list[str]:
+        """Enabled plugin names in boot order."""
+        return [lp.name for lp in self.plugins]
+
+    @property
+    def booted(self) -> bool:
+        """True between a successful boot and shutdown."""
+        return self._booted
+
+    def plugin(self, name: str) -> LoadedPlugin:
+        """The enabled plugin called ``name``."""
+        for lp in self.plugins:
+            if lp.name == name:
+                return lp
+        raise KeyError(f"plugin {name!r} is not enabled (enabled: {', '.join(self.load_order)})")
+
+    def section(self, name: str) -> Any:
+        """A validated host section such as ``[app]``."""
+        return self.sections[name]
+
+    def get(self, key: type[T]) -> T:
+        """Shortcut for ``kernel.registry.get(SomeType)``."""
+        return self.registry.get(key)
+
+    def effective_config(self) -> dict[str, Any]:
+        """The validated config as plain data, secrets masked (``kernel config show``)."""
+        out: dict[str, Any] = {"kernel": _config.unstructure(self.settings), "plugins": {}}
+        for lp in self.plugins:
+            out["plugins"][lp.name] = _config.unstructure(lp.ctx.config)
+        for name, obj in self.sections.items():
+            out[name] = _config.unstructure(obj)
+        return out
+
+    def _miss_hint(self, key: Key) -> str:
+        wanted = key if isinstance(key, str) else getattr(key, "__name__", "")
+        enabled = {lp.name for lp in self.plugins}
+        for name, info in self.discovery.installed.items():
+            plugin = info._plugin
+            if plugin is not None and wanted in plugin.provides:
+                if name in enabled:
+                    return f"plugin {name!r} provides it; resolve it after {name!r} has started"
+                return f"plugin {name!r} provides it but is not enabled"
+        return "no enabled plugin registers it"
+
+    # ------------------------------------------------------------------ hooks
+
+    def _impl(self, hook: str, plugin: str) -> Callable[..., Any] | None:
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hook)
+        for impl in caller.get_hookimpls():
+            if impl.plugin_name == plugin:
+                return _bind(impl.function, impl.argnames)
+        return None
+
+    def _collect(self, hook: str, *, ctx_arg: bool = True) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for lp in self.plugins:
+            impl = self._impl(hook, lp.name)
+            if impl is None:
+                continue
+            result = impl(ctx=lp.ctx) if ctx_arg else impl()
+            out += [(lp.name, item) for item in (result or ())]
+        return out
+
+    def routes(self) -> list[Route]:
+        """Routes contributed by the enabled plugins, in load order."""
+        return [r for _, r in self._collect("kernel_routes")]
+
+    def middleware(self) -> list[Middleware]:
+        """Middleware contributed by the enabled plugins, outermost first."""
+        items = [m for _, m in self._collect("kernel_middleware")]
+        return sorted(items, key=lambda m: m.order)
+
+    def cli_commands(self) -> list[tuple[str, Command]]:
+        """``(plugin, command)`` for every command the enabled plugins contribute."""
+        return self._collect("kernel_cli_commands", ctx_arg=False)
+
+    @property
+    def health_checks(self) -> list[tuple[str, HealthCheck]]:
+        """``(plugin, check)`` pairs collected at boot."""
+        return list(self._checks)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.stop()
+        except ShutdownError as group:
+            if exc is None:
+                raise
+            # Don't hide the body's exception behind teardown failures; attach them.
+            log.error("shutdown failed after an error in the kernel's body", exc_info=group)
+            exc.add_note(f"kernel shutdown also failed: {group.exceptions}")
+
+    async def start(self) -> None:
+        """Boot every plugin in order; on failure unwind what started and raise ``BootError``."""
+        if self._booted or self._started:
+            raise KernelError("the kernel is already booted")
+        self._started_at = time.monotonic()
+        t_boot = time.perf_counter()
+        phase, current = "register", ""
+        try:
+            for lp in self.plugins:
+                current = lp.name
+                impl = self._impl("kernel_register", lp.name)
+                if impl is not None:
+                    impl(ctx=lp.ctx)
+            phase = "start"
+            for lp in self.plugins:
+                current = lp.name
+                await self._start_plugin(lp)
+            phase = "health_checks"
+            self._checks = []
+            for lp in self.plugins:
+                current = lp.name
+                impl = self._impl("kernel_health_checks", lp.name)
+                if impl is not None:
+                    self._checks += [(lp.name, c) for c in impl(ctx=lp.ctx) or ()]
+            names = [c.name for _, c in self._checks]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise KernelError(f"duplicate health check names: {', '.join(dupes)}")
+        except BaseException as exc:
+            cause = exc
+            try:
+                await self._teardown()
+            except ShutdownError as group:
+                cause.add_note(f"while unwinding the failed boot: {group.exceptions}")
+            if not isinstance(exc, Exception):
+                raise  # cancellation, KeyboardInterrupt: unwound, now propagate as is
+            err = BootError(phase, current, exc)
+            log.error(str(err))
+            raise err from exc
+        self._booted = True
+        log.info(
+            "kernel booted: %s", ", ".join(self.load_order) or "(no plugins)",
+            extra={"boot_ms": round((time.perf_counter() - t_boot) * 1000, 2)},
+        )
+
+    async def _start_plugin(self, lp: LoadedPlugin) -> None:
+        impl = self._impl("kernel_lifespan", lp.name)
+        t0 = time.perf_counter()
+        if impl is not None:
+            gen: Any = impl(ctx=lp.ctx)
+            if not inspect.isasyncgen(gen):
+                raise TypeError("kernel_lifespan must be an async generator function (use yield)")
+            try:
+                await gen.__anext__()
+            except StopAsyncIteration:
+                raise TypeError("kernel_lifespan returned without yielding") from None
+            self._started.append(_Started(lp.name, cast("AsyncGenerator[None, None]", gen)))
+        log.debug(
+            "plugin %s started", lp.name,
+            extra={"plugin": lp.name, "start_ms": round((time.perf_counter() - t0) * 1000, 3)},
+        )
+
+    async def stop(self) -> None:
+        """Tear plugins down in exact reverse order; raise ``ShutdownError`` if any failed."""
+        was_booted = self._booted
+        self._booted = False
+        t0 = time.perf_counter()
+        await self._teardown()
+        if was_booted:
+            log.info(
+                "kernel stopped",
+                extra={"shutdown_ms": round((time.perf_counter() - t0) * 1000, 2)},
+            )
+
+    async def _teardown(self) -> None:
+        failures: list[TeardownError] = []
+        while self._started:
+            started = self._started.pop()
+            t0 = time.perf_counter()
+            error: BaseException | None = None
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.settings.shutdown_timeout) as scope:
+                    try:
+                        await started.gen.__anext__()
+                    except StopAsyncIteration:
+                        pass
+                    except Exception as exc:
+                        error = exc
+                    else:
+                        error = TypeError("kernel_lifespan yielded more than once")
+                        await started.gen.aclose()
+                if scope.cancelled_caught:
+                    error = TimeoutError(
+                        f"teardown took longer than {self.settings.shutdown_timeout:g}s"
+                    )
+                    await started.gen.aclose()
+            if error is not None:
+                failure = TeardownError(started.name, error)
+                failure.__cause__ = error
+                log.error(str(failure), exc_info=error)
+                failures.append(failure)
+            log.debug(
+                "plugin %s stopped", started.name,
+                extra={
+                    "plugin": started.name,
+                    "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
+                },
+            )
+        if failures:
+            raise ShutdownError(f"{len(failures)} plugin teardown(s) failed", failures)
+
+    async def health(self) -> HealthReport:
+        """Run every plugin's health checks concurrently, each within its timeout."""
+        return await run_checks(self._checks, self.settings.health_timeout, self._started_at)
+
+    def __repr__(self) -> str:
+        state = "booted" if self._booted else "configured"
+        return f"<Kernel {state} plugins={self.load_order}>"
+
+
+def _bind(fn: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """Call a hook implementation with just the arguments it asks for (pluggy's rule)."""
+
+    def call(**kwargs: Any) -> Any:
+        return fn(*[kwargs[a] for a in argnames])
+
+    return call
+
+
+def describe(key: Key) -> str:
+    """Human name of a registry key."""
+    return describe_key(key)

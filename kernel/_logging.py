@@ -1,0 +1,134 @@
+"""Structured stdlib logging with a trace id carried in a context variable.
+
+stdlib ``logging`` rather than structlog: every library a service uses (uvicorn,
+saq, redis, motor) already logs through it, so one handler formats them all, and
+the kernel stays free of extra dependencies. Extra fields go in ``extra={...}``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+from ._secret import Secret
+
+_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernel_trace_id", default=None)
+
+# LogRecord attributes that are not user-supplied extras.
+_STANDARD: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "trace_id"}
+)
+_HANDLER_MARK: Final = "_kernel_handler"
+
+
+def new_trace_id() -> str:
+    """A fresh random trace id (32 hex characters, W3C trace-context sized)."""
+    return uuid.uuid4().hex
+
+
+def get_trace_id() -> str | None:
+    """The trace id of the current context, if any."""
+    return _trace_id.get()
+
+
+def set_trace_id(trace_id: str | None) -> contextvars.Token[str | None]:
+    """Set the current trace id; keep the token to reset it."""
+    return _trace_id.set(trace_id)
+
+
+@contextmanager
+def trace_context(trace_id: str | None = None) -> Iterator[str]:
+    """Run a block with ``trace_id`` (a new one when omitted) as the current trace id."""
+    tid = trace_id or new_trace_id()
+    token = _trace_id.set(tid)
+    try:
+        yield tid
+    finally:
+        _trace_id.reset(token)
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds ``record.trace_id`` from the context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            record.trace_id = _trace_id.get()
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return str(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, trace_id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            out["trace_id"] = trace_id
+        out.update({k: _jsonable(v) for k, v in _extras(record).items()})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable lines for development: ``time level logger message key=value … [trace]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        extras = " ".join(f"{k}={_jsonable(v)!r}" for k, v in _extras(record).items())
+        trace_id = getattr(record, "trace_id", None)
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if extras:
+            line += f"  {extras}"
+        if trace_id:
+            line += f"  [trace={trace_id[:12]}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(env: str = "development", level: str = "INFO", fmt: str = "auto") -> None:
+    """Install the kernel's handler on the root logger (idempotent).
+
+    ``fmt="auto"`` means JSON in production and readable lines elsewhere.
+    """
+    use_json = fmt == "json" or (fmt == "auto" and env == "production")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(JsonFormatter() if use_json else ConsoleFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,168 @@
+"""The shared service registry: one place where plugins put what they provide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from ._errors import DuplicateServiceError, ServiceNotFoundError
+
+T = TypeVar("T")
+Key = type[Any] | str
+
+
+def describe_key(key: Key) -> str:
+    """``'cache'`` for names, ``CacheManager`` for types."""
+    return repr(key) if isinstance(key, str) else getattr(key, "__qualname__", str(key))
+
+
+@attrs.define
+class _Entry:
+    service: object
+    provider: str | None
+
+
+@attrs.define
+class Registry:
+    """Services resolvable by type and by name.
+
+    >>> r = Registry()
+    >>> r.register(42, name="answer", provider="demo")
+    >>> r.get("answer"), r.get(int)
+    (42, 42)
+    """
+
+    _entries: dict[Key, _Entry] = attrs.field(factory=dict, init=False)
+    _overrides: dict[Key, object] = attrs.field(factory=dict, init=False)
+    _hint: Callable[[Key], str] | None = attrs.field(default=None, init=False)
+
+    def register(
+        self,
+        service: object,
+        *,
+        name: str | None = None,
+        types: type[Any] | Iterable[type[Any]] | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Register ``service`` under ``name`` and under its types.
+
+        ``types`` defaults to ``type(service)``; pass an ABC or protocol class to
+        register under an interface, or ``()`` for a name-only registration.
+        """
+        if types is None:
+            keys: list[Key] = [type(service)]
+        elif isinstance(types, type):
+            keys = [types]
+        else:
+            keys = list(types)
+        if name is not None:
+            keys.insert(0, name)
+        if not keys:
+            raise ValueError("register() needs a name or at least one type")
+        for key in keys:
+            existing = self._entries.get(key)
+            if existing is not None:
+                raise DuplicateServiceError(describe_key(key), existing.provider, provider)
+        entry = _Entry(service, provider)
+        for key in keys:
+            self._entries[key] = entry
+
+    def unregister(self, key: Key) -> None:
+        """Remove every key that points at the service registered under ``key``."""
+        entry = self._entries.get(key)
+        if entry is None:
+            raise self._miss(key)
+        for k in [k for k, e in self._entries.items() if e is entry]:
+            del self._entries[k]
+
+    @overload
+    def get(self, key: type[T]) -> T: ...
+    @overload
+    def get(self, key: str) -> Any: ...
+    @overload
+    def get(self, key: str, expected: type[T]) -> T: ...
+
+    def get(self, key: Key, expected: type[Any] | None = None) -> Any:
+        """The service registered under ``key`` (a type or a name); raises ``ServiceNotFoundError``.
+
+        With ``expected``, a name lookup is also checked against a type.
+        """
+        if key in self._overrides:
+            service = self._overrides[key]
+        else:
+            entry = self._entries.get(key)
+            if entry is None:
+                raise self._miss(key)
+            service = entry.service
+        if expected is not None and not isinstance(service, expected):
+            raise TypeError(
+                f"service {describe_key(key)} is a {type(service).__qualname__}, "
+                f"not a {expected.__qualname__}"
+            )
+        return service
+
+    @overload
+    def find(self, key: type[T]) -> T | None: ...
+    @overload
+    def find(self, key: str) -> Any | None: ...
+
+    def find(self, key: Key) -> Any | None:
+        """Like :meth:`get` but ``None`` when absent (for optional dependencies)."""
+        if key in self._overrides:
+            return self._overrides[key]
+        entry = self._entries.get(key)
+        return None if entry is None else entry.service
+
+    def provider_of(self, key: Key) -> str | None:
+        """The plugin that registered ``key`` (``None`` for the host)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            raise self._miss(key)
+        return entry.provider
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._overrides or key in self._entries
+
+    def keys(self) -> list[Key]:
+        """Every registered name and type."""
+        return list(self._entries)
+
+    def items(self) -> Iterator[tuple[Key, object, str | None]]:
+        """``(key, service, provider)`` for every registration."""
+        for key, entry in self._entries.items():
+            yield key, self._overrides.get(key, entry.service), entry.provider
+
+    def set_override(self, key: Key, service: object) -> None:
+        """Make ``get(key)`` return ``service`` whatever is registered (for tests)."""
+        self._overrides[key] = service
+
+    def clear_override(self, key: Key) -> None:
+        """Undo :meth:`set_override`."""
+        self._overrides.pop(key, None)
+
+    @contextmanager
+    def override(self, key: Key, service: object) -> Iterator[None]:
+        """Temporarily replace ``key`` with ``service``."""
+        previous = self._overrides.get(key, _MISSING)
+        self._overrides[key] = service
+        try:
+            yield
+        finally:
+            if previous is _MISSING:
+                del self._overrides[key]
+            else:
+                self._overrides[key] = previous
+
+    def set_miss_hint(self, hint: Callable[[Key], str]) -> None:
+        """Let the kernel explain misses (which plugin would provide the key)."""
+        self._hint = hint
+
+    def _miss(self, key: Key) -> ServiceNotFoundError:
+        hint = self._hint(key) if self._hint is not None else ""
+        return ServiceNotFoundError(describe_key(key), hint)
+
+
+_MISSING = object()

@@ -1,0 +1,57 @@
+"""The hooks a plugin can implement (pluggy specifications).
+
+pluggy calls hooks synchronously and knows nothing of dependency order, so the
+kernel calls each plugin's implementation itself, plugin by plugin, in
+topological order. Every hook is optional; an implementation may accept any
+subset of a hook's arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pluggy
+
+from ._plugin import PROJECT, Command, HealthCheck, Middleware, PluginContext, Route
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def kernel_register(ctx: PluginContext[Any]) -> None:
+    """Register services that need no I/O. Runs for every plugin before any lifespan starts."""
+
+
+@hookspec
+def kernel_lifespan(ctx: PluginContext[Any]) -> AsyncIterator[None]:
+    """An async generator: set up (and ``ctx.provide`` services), ``yield`` once, then tear down.
+
+    Runs in dependency order at boot; teardowns run in exact reverse order at
+    shutdown, each even if another failed.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def kernel_health_checks(ctx: PluginContext[Any]) -> Iterable[HealthCheck]:
+    """Health probes of this plugin, collected once after boot."""
+    raise NotImplementedError
+
+
+@hookspec
+def kernel_routes(ctx: PluginContext[Any]) -> Iterable[Route]:
+    """HTTP endpoints (pure ASGI) this plugin adds to the served app."""
+    raise NotImplementedError
+
+
+@hookspec
+def kernel_middleware(ctx: PluginContext[Any]) -> Iterable[Middleware]:
+    """ASGI middleware this plugin wraps around the served app."""
+    raise NotImplementedError
+
+
+@hookspec
+def kernel_cli_commands() -> Iterable[Command]:
+    """``kernel <command>`` sub-commands (asked of every installed plugin, enabled or not)."""
+    raise NotImplementedError
