@@ -101,35 +101,50 @@ def health_endpoint(kernel: Kernel) -> ASGIApp:
 class KernelApp:
     """A tiny ASGI router: ``/health`` plus every plugin route, wrapped in plugin middleware.
 
-    Mount it in a host app or serve it alone (``kernel serve``). It does not handle
-    lifespan; wrap it in :class:`LifespanMiddleware` to serve it standalone.
+    Mount it in a host app or serve it alone (``kernel serve``). Routes are collected
+    from the plugins on the first request, so build it before or after boot. It does
+    not handle lifespan; wrap it in :class:`LifespanMiddleware` to serve it standalone.
     """
 
     def __init__(self, kernel: Kernel, *, health_path: str = "/health") -> None:
         self.kernel = kernel
-        routes = [Route(health_path, health_endpoint(kernel), name="health"), *kernel.routes()]
+        self._health_path = health_path
         self._exact: dict[str, Route] = {}
         self._prefixes: list[Route] = []
+        self._app: ASGIApp | None = None
+
+    def _build(self) -> ASGIApp:
+        # Built on first use, after boot: plugin routes may close over started services.
+        kernel = self.kernel
+        routes = [Route(self._health_path, health_endpoint(kernel), name="health"), *kernel.routes()]
+        exact: dict[str, Route] = {}
+        prefixes: list[Route] = []
         for route in routes:
             if route.prefix:
-                self._prefixes.append(route)
-            elif route.path in self._exact:
+                prefixes.append(route)
+            elif route.path in exact:
                 raise ValueError(f"two routes claim {route.path!r}")
             else:
-                self._exact[route.path] = route
-        self._prefixes.sort(key=lambda r: len(r.path), reverse=True)
+                exact[route.path] = route
+        prefixes.sort(key=lambda r: len(r.path), reverse=True)
+        self._exact, self._prefixes = exact, prefixes
         app: ASGIApp = self._dispatch
         for mw in reversed(kernel.middleware()):
             app = mw.wrap(app)
         self._app = app
+        return app
 
     @property
     def routes(self) -> list[Route]:
         """Every route served, exact ones first."""
+        if self._app is None:
+            self._build()
         return [*self._exact.values(), *self._prefixes]
 
     def match(self, path: str) -> Route | None:
         """The route serving ``path``, if any."""
+        if self._app is None:
+            self._build()
         route = self._exact.get(path)
         if route is not None:
             return route
@@ -139,12 +154,17 @@ class KernelApp:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
+        app = self._app or self._build()
+        await app(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        route = self.match(scope["path"])
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: ASGI paths include the mount prefix
+            path = path[len(root):] or "/"
+        route = self.match(path)
         if route is None:
             await send_json(send, 404, {"status": 404, "title": "Not Found"},
                             content_type="application/problem+json")

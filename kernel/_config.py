@@ -195,13 +195,14 @@ def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
         for member in exc.exceptions:
             _flatten(member, path, out)
     elif m := _ATTRS_MSG.match(str(exc)):
-        out.append(f"{path}.{m.group(1)}: {m.group(2)}")
+        prefix = "length " if m.group(1) else ""
+        out.append(f"{path}.{m.group(2)}: {prefix}{m.group(3)}")
     else:
         out.append(f"{path}: {_message(exc)}")
 
 
 # attrs validators word their errors "'field' must be ...".
-_ATTRS_MSG = re.compile(r"^'([A-Za-z_]\w*)' (must .*)$", re.DOTALL)
+_ATTRS_MSG = re.compile(r"^(Length of )?'([A-Za-z_]\w*)' (must .*)$", re.DOTALL)
 
 
 def _message(exc: BaseException) -> str:

@@ -38,7 +38,7 @@ from ._plugin import (
     PluginContext,
     Route,
 )
-from ._registry import Key, Registry, describe_key
+from ._registry import Key, Registry
 
 log = logging.getLogger("kernel")
 T = TypeVar("T")
@@ -118,19 +118,23 @@ class Kernel:
         *,
         environ: Mapping[str, str] | None = None,
         sections: Mapping[str, type[Any]] | None = None,
+        plugins: Iterable[Plugin | type[Plugin]] = (),
+        entry_points: bool = True,
+        registry: Registry | None = None,
         configure_logs: bool = False,
     ) -> Kernel:
         """Load ``path`` (else ``$KERNEL_CONFIG``, else ``./kernel.toml``) and validate it all.
 
         ``sections`` maps host tables (``{"app": AppSettings}``) to attrs classes
         validated with the same rules. Raises ``ConfigError`` listing every problem.
+        The other arguments are those of :meth:`from_dict`.
         """
         env = os.environ if environ is None else environ
         config_path = _config.resolve_config_path(path, env)
         data = _config.load_toml(config_path)
         return cls.from_dict(
-            data, environ=env, sections=sections, config_path=config_path,
-            configure_logs=configure_logs,
+            data, environ=env, sections=sections, plugins=plugins, entry_points=entry_points,
+            registry=registry, config_path=config_path, configure_logs=configure_logs,
         )
 
     @classmethod
@@ -164,9 +168,7 @@ class Kernel:
                 _config.set_path(raw, parts, _config.coerce_env_value(value, target))
         settings, errs = _config.structure(raw.get("kernel", {}), _config.KernelSettings, "kernel")
         errors += errs
-        if settings is None:
-            raise ConfigError(errors)
-        if settings.host_sections:
+        if settings is not None and settings.host_sections:
             try:
                 section_types = {**_config.import_sections(settings.host_sections), **section_types}
             except Exception as exc:
@@ -175,6 +177,8 @@ class Kernel:
             if key not in _TOP_LEVEL and key not in section_types:
                 known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
                 errors.append(f"{key}: unknown section (expected one of {known})")
+        if settings is None:
+            raise ConfigError(errors)
         if configure_logs:
             configure_logging(settings.env, settings.log_level, settings.log_format)
 
@@ -453,6 +457,7 @@ class Kernel:
                         f"teardown took longer than {self.settings.shutdown_timeout:g}s"
                     )
                     await started.gen.aclose()
+            self.registry.remove_provider(started.name)
             if error is not None:
                 failure = TeardownError(started.name, error)
                 failure.__cause__ = error
@@ -465,6 +470,8 @@ class Kernel:
                     "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
                 },
             )
+        for lp in self.plugins:  # plugins without a lifespan may have registered too
+            self.registry.remove_provider(lp.name)
         if failures:
             raise ShutdownError(f"{len(failures)} plugin teardown(s) failed", failures)
 
@@ -484,8 +491,3 @@ def _bind(fn: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., An
         return fn(*[kwargs[a] for a in argnames])
 
     return call
-
-
-def describe(key: Key) -> str:
-    """Human name of a registry key."""
-    return describe_key(key)

@@ -78,6 +78,13 @@ class Registry:
         for k in [k for k, e in self._entries.items() if e is entry]:
             del self._entries[k]
 
+    def remove_provider(self, provider: str) -> int:
+        """Drop everything ``provider`` registered (its teardown has run); return how many keys."""
+        keys = [k for k, e in self._entries.items() if e.provider == provider]
+        for k in keys:
+            del self._entries[k]
+        return len(keys)
+
     @overload
     def get(self, key: type[T]) -> T: ...
     @overload

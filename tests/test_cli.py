@@ -1,0 +1,156 @@
+"""The ``kernel`` command, run as a real subprocess against real installed plugins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+GOOD = """
+[kernel]
+plugins = ["kt_gamma", "kt_beta", "kt_alpha"]
+env = "test"
+
+[plugins.kt_alpha]
+greeting = "hey"
+token = "tok-VERYSECRET"
+"""
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "kernel.toml"
+    path.write_text(GOOD)
+    return path
+
+
+def test_plugins_lists_installed_enabled_versions_and_load_order(
+    good: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(["--config", str(good), "plugins"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "load order: kt_alpha -> kt_beta -> kt_gamma" in out
+    assert "kt_beta: after kt_alpha" in out
+    assert "kt_gamma: after kt_beta" in out
+    line = next(row for row in out.splitlines() if row.startswith("kt_beta "))
+    assert "2.0.0" in line and "kt-plugins 1.2.3" in line and "yes (#2)" in line
+    broken = next(row for row in out.splitlines() if row.startswith("kt_broken "))
+    assert "load error" in broken and "no" in broken
+    dup = next(row for row in out.splitlines() if row.startswith("kt_dup "))
+    assert "conflict" in dup and "kt-dup-one" in dup and "kt-dup-two" in dup
+
+
+def test_plugins_json(good: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["--config", str(good), "plugins", "--json"], cli_env, tmp_path)
+    data = json.loads(result.stdout)
+    assert data["load_order"] == ["kt_alpha", "kt_beta", "kt_gamma"]
+    alpha = next(p for p in data["plugins"] if p["name"] == "kt_alpha")
+    assert alpha["enabled"] and alpha["distribution"] == "kt-plugins"
+
+
+def test_check_accepts_a_good_config(good: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["--config", str(good), "check"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    assert "kt_alpha -> kt_beta -> kt_gamma" in result.stdout
+
+
+def test_check_reports_every_error_on_stderr_with_exit_2(cli_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[kernel]\nplugins = ["kt_alpha", "kt_beta", "kt_gamma", "kt_broken"]\n\n'
+        '[plugins.kt_alpha]\nretries = "three"\ncolour = "blue"\n'
+    )
+    result = run(["--config", str(bad), "check"], cli_env, tmp_path)
+    assert result.returncode == 2
+    err = result.stderr
+    assert "plugins.kt_alpha.retries: expected int, got 'three'" in err
+    assert "plugins.kt_alpha.colour: unknown key" in err
+    assert "plugin 'kt_broken' (distribution 'kt-plugins') failed to load" in err
+    assert result.stdout == ""
+
+
+def test_check_reports_a_dependency_cycle_and_missing_plugins(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kernel]\nplugins = ["kt_beta", "not_installed"]\n')
+    result = run(["--config", str(bad), "check"], cli_env, tmp_path)
+    assert result.returncode == 2
+    assert "requires 'kt_alpha', which is installed but not enabled" in result.stderr
+    assert "'not_installed' is enabled but not installed (pip install milo-kernel-not_installed)" in (
+        result.stderr
+    )
+
+
+def test_config_show_masks_secrets_and_applies_env(
+    good: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "KERNEL__PLUGINS__KT_ALPHA__RETRIES": "7"}
+    result = run(["--config", str(good), "config", "show"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "VERYSECRET" not in result.stdout + result.stderr
+    assert 'token = "**********"' in result.stdout
+    assert "retries = 7" in result.stdout
+    assert "[plugins.kt_alpha]" in result.stdout
+    as_json = run(["--config", str(good), "config", "show", "--json"], env, tmp_path)
+    data = json.loads(as_json.stdout)
+    assert data["plugins"]["kt_alpha"] == {"greeting": "hey", "retries": 7, "token": "**********"}
+
+
+def test_secrets_never_appear_in_any_command_output(
+    good: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    for args in (["plugins"], ["check"], ["config", "show"], ["health"]):
+        result = run(["--config", str(good), *args], cli_env, tmp_path)
+        assert "VERYSECRET" not in result.stdout + result.stderr, args
+
+
+def test_health_boots_prints_services_and_checks(good: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["--config", str(good), "health"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kernel booted: kt_alpha -> kt_beta -> kt_gamma" in result.stdout
+    assert "'greeter'" in result.stdout
+    assert "kt_alpha.ok" in result.stdout
+
+
+def test_default_config_path_is_kernel_toml_in_cwd(good: Path, cli_env: dict[str, str]) -> None:
+    result = run(["check"], cli_env, good.parent)
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_command_prints_help(good: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["--config", str(good)], cli_env, tmp_path)
+    assert result.returncode == 0
+    assert "plugins" in result.stdout and "check" in result.stdout
+
+
+def test_plugins_contribute_commands_that_run_on_a_booted_kernel(
+    good: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    helped = run(["--config", str(good), "--help"], cli_env, tmp_path)
+    assert "greet someone [kt_alpha]" in helped.stdout
+    result = run(["--config", str(good), "greet", "world"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hey, world"
+    assert run(["--config", str(good), "greet", "nobody"], cli_env, tmp_path).returncode == 3
+
+
+def test_plugin_command_with_broken_config_exits_2(cli_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "kernel.toml"
+    bad.write_text('[kernel]\nplugins = ["kt_alpha"]\n[plugins.kt_alpha]\nretries = "x"\n')
+    result = run(["greet", "world"], cli_env, tmp_path)
+    assert result.returncode == 2
+    assert "plugins.kt_alpha.retries: expected int" in result.stderr

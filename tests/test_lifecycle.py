@@ -1,0 +1,263 @@
+"""Boot in order, shut down in reverse, unwind half-failed boots, report every teardown failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel import BootError, KernelError, Plugin, PluginContext, ShutdownError, TeardownError, hookimpl
+from kernel.testing import boot_kernel, make_kernel
+
+EVENTS: list[str] = []
+
+
+def make(
+    name: str,
+    *,
+    requires: tuple[str, ...] = (),
+    fail_setup: bool = False,
+    fail_teardown: bool = False,
+    fail_register: bool = False,
+) -> type[Plugin]:
+    class P(Plugin):
+        @hookimpl
+        def kernel_register(self, ctx: PluginContext[Any]) -> None:
+            EVENTS.append(f"{name}:register")
+            if fail_register:
+                raise RuntimeError(f"{name} register exploded")
+
+        @hookimpl
+        async def kernel_lifespan(self, ctx: PluginContext[Any]) -> AsyncIterator[None]:
+            EVENTS.append(f"{name}:start")
+            if fail_setup:
+                raise RuntimeError(f"{name} setup exploded")
+            yield
+            EVENTS.append(f"{name}:stop")
+            if fail_teardown:
+                raise RuntimeError(f"{name} teardown exploded")
+
+    P.name = name
+    P.requires = requires
+    P.__name__ = P.__qualname__ = name.title()
+    return P
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    EVENTS.clear()
+
+
+@pytest.mark.anyio
+async def test_boot_in_dependency_order_and_shutdown_in_exact_reverse() -> None:
+    plugins = [make("c", requires=("b",)), make("b", requires=("a",)), make("a")]
+    async with boot_kernel(*plugins, entry_points=False) as k:
+        assert k.booted
+        EVENTS.append("body")
+    assert not k.booted
+    assert EVENTS == [
+        "a:register", "b:register", "c:register",
+        "a:start", "b:start", "c:start",
+        "body",
+        "c:stop", "b:stop", "a:stop",
+    ]
+
+
+@pytest.mark.anyio
+async def test_half_failed_boot_unwinds_what_started_and_names_phase_plugin_and_cause() -> None:
+    k = make_kernel(make("a"), make("b", requires=("a",), fail_setup=True),
+                    make("c", requires=("b",)), entry_points=False)
+    with pytest.raises(BootError) as exc_info:
+        async with k:
+            pytest.fail("body must not run")
+    err = exc_info.value
+    assert (err.phase, err.plugin) == ("start", "b")
+    assert isinstance(err.cause, RuntimeError)
+    assert str(err) == "boot failed in phase 'start' of plugin 'b': RuntimeError: b setup exploded"
+    assert EVENTS == ["a:register", "b:register", "c:register", "a:start", "b:start", "a:stop"]
+    assert not k.booted
+
+
+@pytest.mark.anyio
+async def test_failure_in_register_phase_is_reported_as_such() -> None:
+    with pytest.raises(BootError) as exc_info:
+        async with boot_kernel(make("a"), make("b", fail_register=True), entry_points=False):
+            pass
+    assert (exc_info.value.phase, exc_info.value.plugin) == ("register", "b")
+    assert "a:start" not in EVENTS
+
+
+@pytest.mark.anyio
+async def test_every_teardown_runs_and_failures_are_raised_together() -> None:
+    plugins = [make("a", fail_teardown=True), make("b", requires=("a",)),
+               make("c", requires=("b",), fail_teardown=True)]
+    with pytest.raises(ShutdownError) as exc_info:
+        async with boot_kernel(*plugins, entry_points=False):
+            pass
+    assert EVENTS[-3:] == ["c:stop", "b:stop", "a:stop"]
+    failures = exc_info.value.exceptions
+    assert [f.plugin for f in failures] == ["c", "a"]
+    assert all(isinstance(f, TeardownError) for f in failures)
+    assert "c teardown exploded" in str(failures[0])
+
+
+@pytest.mark.anyio
+async def test_teardown_failure_after_a_body_error_does_not_hide_the_body_error() -> None:
+    with pytest.raises(ValueError, match="body failed") as exc_info:
+        async with boot_kernel(make("a", fail_teardown=True), entry_points=False):
+            raise ValueError("body failed")
+    assert "a:stop" in EVENTS
+    assert any("kernel shutdown also failed" in n for n in exc_info.value.__notes__)
+
+
+@pytest.mark.anyio
+async def test_half_failed_boot_whose_unwind_fails_still_raises_boot_error() -> None:
+    with pytest.raises(BootError) as exc_info:
+        async with boot_kernel(make("a", fail_teardown=True), make("b", fail_setup=True),
+                               entry_points=False):
+            pass
+    assert exc_info.value.plugin == "b"
+    assert "a:stop" in EVENTS
+    notes = getattr(exc_info.value.cause, "__notes__", [])
+    assert any("while unwinding the failed boot" in n for n in notes)
+
+
+@pytest.mark.anyio
+async def test_cancellation_during_boot_unwinds_started_plugins() -> None:
+    class Slow(Plugin):
+        name = "slow"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            EVENTS.append("slow:start")
+            await anyio.sleep(30)
+            yield
+
+    k = make_kernel(make("a"), Slow, entry_points=False)
+    with anyio.move_on_after(0.1):
+        await k.start()
+    assert EVENTS == ["a:register", "a:start", "slow:start", "a:stop"]
+
+
+@pytest.mark.anyio
+async def test_hung_teardown_is_bounded_by_shutdown_timeout() -> None:
+    class Hang(Plugin):
+        name = "hang"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            yield
+            await anyio.sleep(30)
+
+    with pytest.raises(ShutdownError) as exc_info:
+        async with boot_kernel(make("a"), Hang, settings={"shutdown_timeout": 0.2}, entry_points=False):
+            pass
+    assert "a:stop" in EVENTS  # the next teardown still ran
+    assert isinstance(exc_info.value.exceptions[0].cause, TimeoutError)
+
+
+@pytest.mark.anyio
+async def test_lifespan_must_yield_exactly_once() -> None:
+    class NoYield(Plugin):
+        name = "noyield"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            if False:
+                yield
+
+    with pytest.raises(BootError, match="returned without yielding"):
+        async with boot_kernel(NoYield, entry_points=False):
+            pass
+
+    class TwoYields(Plugin):
+        name = "twoyields"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            yield
+            yield
+
+    with pytest.raises(ShutdownError) as exc_info:
+        async with boot_kernel(TwoYields, entry_points=False):
+            pass
+    assert "yielded more than once" in str(exc_info.value.exceptions[0])
+
+
+@pytest.mark.anyio
+async def test_a_kernel_cannot_boot_twice_concurrently() -> None:
+    async with boot_kernel(make("a"), entry_points=False) as k:
+        with pytest.raises(KernelError, match="already booted"):
+            await k.start()
+
+
+@pytest.mark.anyio
+async def test_a_kernel_can_be_booted_again_after_shutdown() -> None:
+    k = make_kernel(make("a"), entry_points=False)
+    async with k:
+        pass
+    async with k:
+        pass
+    assert EVENTS.count("a:start") == 2
+
+
+@pytest.mark.anyio
+async def test_boot_and_shutdown_times_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="kernel"):
+        async with boot_kernel(make("a"), entry_points=False):
+            pass
+    starts = [r for r in caplog.records if r.getMessage() == "plugin a started"]
+    stops = [r for r in caplog.records if r.getMessage() == "plugin a stopped"]
+    assert starts and isinstance(starts[0].start_ms, float)
+    assert stops and isinstance(stops[0].stop_ms, float)
+    booted = [r for r in caplog.records if r.getMessage().startswith("kernel booted")]
+    assert booted and isinstance(booted[0].boot_ms, float)
+
+
+def test_misnamed_hook_is_rejected_before_boot() -> None:
+    class Typo(Plugin):
+        name = "typo"
+
+        @hookimpl
+        def kernel_lifespna(self) -> None:
+            pass
+
+    with pytest.raises(KernelError, match="kernel_lifespna"):
+        make_kernel(Typo, entry_points=False)
+
+
+def test_hook_with_unknown_argument_is_rejected_before_boot() -> None:
+    class BadArgs(Plugin):
+        name = "badargs"
+
+        @hookimpl
+        def kernel_register(self, ctx: Any, nope: Any) -> None:
+            pass
+
+    with pytest.raises(KernelError, match="nope"):
+        make_kernel(BadArgs, entry_points=False)
+
+
+@pytest.mark.anyio
+async def test_shutdown_removes_plugin_services_so_a_reboot_registers_them_again() -> None:
+    class Svc(Plugin):
+        name = "svc"
+
+        @hookimpl
+        def kernel_register(self, ctx: PluginContext[Any]) -> None:
+            ctx.provide(object(), name="early", types=())
+
+        @hookimpl
+        async def kernel_lifespan(self, ctx: PluginContext[Any]) -> AsyncIterator[None]:
+            ctx.provide(object(), name="late", types=())
+            yield
+
+    k = make_kernel(Svc, entry_points=False)
+    async with k:
+        first = k.registry.get("late")
+    assert "late" not in k.registry and "early" not in k.registry
+    async with k:
+        assert k.registry.get("late") is not first
