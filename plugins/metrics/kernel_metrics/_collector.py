@@ -1,0 +1,270 @@
+"""The ``MetricsCollector`` service: one private Prometheus registry per kernel."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar, cast
+
+import attrs
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    Summary,
+    multiprocess,
+    values,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
+
+from ._config import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS
+
+log = logging.getLogger("kernel.plugins.metrics")
+
+M = TypeVar("M", bound=MetricWrapperBase)
+Kind = Literal["counter", "gauge", "histogram", "summary"]
+GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+                    "mostrecent", "livemostrecent"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OVERFLOW = "<other>"
+"""Label value that absorbs label sets beyond a metric's series budget."""
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+class MetricConflictError(ValueError):
+    """A metric name is declared again with a different type, label names or buckets."""
+
+    def __init__(self, name: str, existing: str, requested: str) -> None:
+        self.name = name
+        self.existing = existing
+        self.requested = requested
+        super().__init__(
+            f"metric {name!r} is already declared as {existing}; cannot declare it as {requested}"
+        )
+
+
+class MultiprocessSetupError(RuntimeError):
+    """``PROMETHEUS_MULTIPROC_DIR`` is set but unusable (missing, or set after prometheus_client loaded)."""
+
+
+@attrs.frozen
+class _Declared:
+    kind: Kind
+    labelnames: tuple[str, ...]
+    extra: tuple[Any, ...]
+    metric: MetricWrapperBase
+
+    def describe(self) -> str:
+        extra = f", buckets {list(self.extra)}" if self.kind == "histogram" and self.extra else ""
+        return f"a {self.kind} with labels {list(self.labelnames)}{extra}"
+
+
+def multiprocess_dir_from_env() -> str | None:
+    """The multiprocess directory from the environment, checked for use; ``None`` in single-process mode."""
+    path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if not path:
+        return None
+    if not os.path.isdir(path):
+        raise MultiprocessSetupError(f"{MULTIPROC_ENV}={path!r} is not an existing directory")
+    if values.ValueClass is values.MutexValue:
+        # prometheus_client picks its value storage once, at import: metrics would stay per-process.
+        raise MultiprocessSetupError(
+            f"{MULTIPROC_ENV} was set after prometheus_client was imported; "
+            "set it in the environment before the process starts"
+        )
+    return path
+
+
+class MetricsCollector:
+    """Prometheus metrics of one kernel, on its own ``CollectorRegistry``.
+
+    The seed's metrics are created up front; plugins and hosts declare their own
+    with :meth:`counter`, :meth:`gauge`, :meth:`histogram` and :meth:`summary`
+    (get-or-create: the same name returns the same object).
+
+    >>> m = MetricsCollector(process_metrics=False)
+    >>> m.record_event("user.created", "success")
+    >>> m.counter("signups_total", "Accounts created", ["plan"]).labels("free").inc()
+    """
+
+    def __init__(
+        self,
+        *,
+        process_metrics: bool = True,
+        http_buckets: Sequence[float] = DEFAULT_HTTP_BUCKETS,
+        db_buckets: Sequence[float] = DEFAULT_DB_BUCKETS,
+        max_series: int = 10_000,
+        multiprocess_dir: str | Literal["auto"] | None = "auto",
+    ) -> None:
+        self._mp_dir = multiprocess_dir_from_env() if multiprocess_dir == "auto" else multiprocess_dir
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self._declared: dict[str, _Declared] = {}
+        self._max_series = max_series
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._overflowed: set[str] = set()
+        if process_metrics and self._mp_dir is None:
+            ProcessCollector(registry=self.registry)
+
+        self.http_requests = self.counter(
+            "http_requests_total", "HTTP requests served", ["method", "route", "status"])
+        self.http_duration = self.histogram(
+            "http_request_duration_seconds", "HTTP request duration in seconds",
+            ["method", "route", "status"], buckets=http_buckets)
+        self.http_active = self.gauge(
+            "http_active_connections", "HTTP requests being served right now", multiprocess_mode="livesum")
+        self.events = self.counter(
+            "eventbus_events_total", "Events handled by the event bus", ["event", "status"])
+        self.db_duration = self.histogram(
+            "db_query_duration_seconds", "Database query duration in seconds",
+            ["operation", "collection"], buckets=db_buckets)
+        self._event_children: dict[tuple[str, str], Any] = {}
+        self._db_children: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def multiprocess(self) -> bool:
+        """True when values go to ``PROMETHEUS_MULTIPROC_DIR`` and scrapes aggregate every process."""
+        return self._mp_dir is not None
+
+    # ------------------------------------------------------------------ declaring metrics
+
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        """Get or create a counter (``name`` with or without its ``_total`` suffix)."""
+        return self._declare(Counter, "counter", name.removesuffix("_total"), documentation, labelnames, ())
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+              multiprocess_mode: GaugeMode = "livesum") -> Gauge:
+        """Get or create a gauge; ``multiprocess_mode`` says how processes' values combine."""
+        return self._declare(Gauge, "gauge", name, documentation, labelnames, (multiprocess_mode,),
+                             multiprocess_mode=multiprocess_mode)
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                  buckets: Sequence[float] | None = None) -> Histogram:
+        """Get or create a histogram (default buckets are the HTTP ones, in seconds)."""
+        bounds = tuple(float(b) for b in (buckets if buckets is not None else DEFAULT_HTTP_BUCKETS))
+        return self._declare(Histogram, "histogram", name, documentation, labelnames, bounds,
+                             buckets=bounds)
+
+    def summary(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Summary:
+        """Get or create a summary (count and sum only, as prometheus-client does)."""
+        return self._declare(Summary, "summary", name, documentation, labelnames, ())
+
+    def _declare(self, cls: type[M], kind: Kind, name: str, documentation: str,
+                 labelnames: Sequence[str], extra: tuple[Any, ...], **kwargs: Any) -> M:
+        if isinstance(labelnames, str):
+            raise TypeError(f"labelnames of {name!r} must be a sequence of names, not a string")
+        labels = tuple(labelnames)
+        with self._lock:
+            found = self._declared.get(name)
+            if found is not None:
+                if (found.kind, found.labelnames, found.extra) != (kind, labels, extra):
+                    requested = _Declared(kind, labels, extra, found.metric).describe()
+                    raise MetricConflictError(name, found.describe(), requested)
+                return cast(M, found.metric)
+            try:
+                metric = cls(name, documentation, labels, registry=self.registry, **kwargs)
+            except ValueError as exc:
+                if "Duplicated timeseries" in str(exc):
+                    raise MetricConflictError(
+                        name, "a series of another metric (or a process metric)", f"a {kind}"
+                    ) from exc
+                raise
+            self._declared[name] = _Declared(kind, labels, extra, metric)
+            return metric
+
+    # ------------------------------------------------------------------ the seed's API
+
+    def record_event(self, name: str, status: str = "success") -> None:
+        """Count one event-bus event: ``eventbus_events_total{event, status}``."""
+        child = self._event_children.get((name, status))
+        if child is None:
+            child = self._event_children[(name, status)] = self._bounded_child(
+                self.events, "eventbus_events_total", self._event_children, (name, status))
+        child.inc()
+
+    def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
+        """Observe one query's duration: ``db_query_duration_seconds{operation, collection}``."""
+        child = self._db_children.get((operation, collection))
+        if child is None:
+            child = self._db_children[(operation, collection)] = self._bounded_child(
+                self.db_duration, "db_query_duration_seconds", self._db_children, (operation, collection))
+        child.observe(seconds)
+
+    @contextmanager
+    def time_db_query(self, operation: str, collection: str) -> Iterator[None]:
+        """Time a block as one query (recorded even when it raises)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record_db_query(operation, collection, time.perf_counter() - t0)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one served request in ``http_requests_total`` and ``http_request_duration_seconds``.
+
+        ``route`` must be a route *template* (``/users/{id}``), never a raw path.
+        """
+        pair = self._http_children.get((method, route, status))
+        if pair is None:
+            pair = self._http_pair(method, route, status)
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def _http_pair(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        m = method if method in _KNOWN_METHODS else "OTHER"
+        key = (m, route, str(status))
+        if len(self._http_children) >= self._max_series:
+            self._warn_overflow("http_requests_total")
+            key = (m, OVERFLOW, str(status))
+        pair = (self.http_requests.labels(*key), self.http_duration.labels(*key))
+        if len(self._http_children) < self._max_series:
+            self._http_children[(method, route, status)] = pair
+        return pair
+
+    def _bounded_child(self, metric: MetricWrapperBase, name: str, cache: dict[Any, Any],
+                       key: tuple[str, ...]) -> Any:
+        if len(cache) >= self._max_series:
+            self._warn_overflow(name)
+            return metric.labels(*(OVERFLOW for _ in key))
+        return metric.labels(*key)
+
+    def _warn_overflow(self, name: str) -> None:
+        if name not in self._overflowed:
+            self._overflowed.add(name)
+            log.warning("metric %s reached %d label sets; new ones are recorded as %r",
+                        name, self._max_series, OVERFLOW, extra={"metric": name})
+
+    # ------------------------------------------------------------------ exposition
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """``(body, content type)`` for a scrape: OpenMetrics when ``accept`` asks for it.
+
+        In multiprocess mode the body aggregates every process writing to the directory.
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        if self._mp_dir is None:
+            return encoder(self.registry), content_type
+        scrape = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scrape, path=self._mp_dir)
+        return encoder(scrape), content_type
+
+    def mark_process_dead(self, pid: int | None = None) -> None:
+        """Multiprocess mode: drop a finished worker's live gauges (no-op otherwise)."""
+        if self._mp_dir is not None:
+            multiprocess.mark_process_dead(os.getpid() if pid is None else pid, self._mp_dir)
+
+    def __repr__(self) -> str:
+        mode = f"multiprocess dir={self._mp_dir!r}" if self._mp_dir else "single-process"
+        return f"<MetricsCollector {mode} metrics={len(self._declared)}>"

@@ -1,0 +1,65 @@
+"""``GET /health/metrics``: the scrape endpoint, optionally behind a bearer token and/or loopback only."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+from kernel import ASGIApp, Secret
+
+from ._collector import MetricsCollector
+
+
+def _is_loopback(client: Any) -> bool:
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _header(scope: Any, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+async def _plain(send: Any, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *headers,
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def metrics_endpoint(
+    collector: MetricsCollector, *, token: Secret | None = None, loopback_only: bool = False
+) -> ASGIApp:
+    """A pure ASGI app answering scrapes with Prometheus text (OpenMetrics when ``Accept`` asks)."""
+    expected = f"Bearer {token.get_secret_value()}".encode() if token else None
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if loopback_only and not _is_loopback(scope.get("client")):
+            await _plain(send, 403, "forbidden\n")
+            return
+        if expected is not None:
+            given = _header(scope, b"authorization") or b""
+            if not hmac.compare_digest(given, expected):
+                await _plain(send, 401, "unauthorized\n", ((b"www-authenticate", b'Bearer realm="metrics"'),))
+                return
+        accept = (_header(scope, b"accept") or b"").decode("latin-1")
+        body, content_type = collector.render(accept)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]})
+        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+
+    return app

@@ -1,0 +1,133 @@
+"""Pure-ASGI HTTP metrics middleware that labels requests by route template, never by raw path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kernel import ASGIApp
+
+from ._collector import OVERFLOW, MetricsCollector
+
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+
+_SEEN = "kernel_metrics.recorded"
+"""Scope key marking a request already measured, so nested copies (a mounted KernelApp) don't count twice."""
+
+
+def _is_mount(route: object) -> bool:
+    # Starlette Mount/Host expose sub-routes; their matched path is already part of root_path.
+    return hasattr(route, "routes") and not hasattr(route, "endpoint")
+
+
+def _templated(prefix: str, params: Mapping[str, Any]) -> str:
+    """Put ``{name}`` back into the concrete mount prefix for segments that are path parameters."""
+    if not prefix or not params:
+        return prefix
+    by_value = {str(v): k for k, v in params.items()}
+    return "/".join(f"{{{by_value[s]}}}" if s in by_value else s for s in prefix.split("/"))
+
+
+def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str) -> str:
+    """The template of the route that served ``scope``.
+
+    The kernel's ``route_template`` (KernelApp) wins, then Starlette's matched
+    ``scope["route"]`` (prefixed by any mount it sits in), else ``unmatched``.
+    ``root_path`` is the scope's root path before the app ran.
+    """
+    template = scope.get("route_template")
+    if isinstance(template, str):
+        return template
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return unmatched
+    after = scope.get("root_path", "") or ""
+    prefix = after[len(root_path):] if after.startswith(root_path) else ""
+    params = scope.get("path_params") or {}
+    if _is_mount(route):
+        # The request ended inside a mounted app that is not a router (static files, a sub-app).
+        outer = prefix[: -len(path)] if path and prefix.endswith(path) else prefix
+        return _templated(outer, params) + path + "/{path}"
+    return _templated(prefix, params) + path
+
+
+class MetricsMiddleware:
+    """Measure every HTTP request: count, duration and in-flight gauge, labelled by route template.
+
+    ``collector`` may be omitted when the app runs under :func:`kernel.kernel_lifespan`:
+    it is then resolved from the booted kernel in the lifespan state on first use.
+    Requests for ``exclude`` templates are served but not recorded. At most
+    ``max_routes`` distinct templates become labels; further ones are recorded as ``<other>``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        collector: MetricsCollector | Callable[[], MetricsCollector] | None = None,
+        *,
+        exclude: Iterable[str] = (),
+        unmatched_route: str = "<unmatched>",
+        max_routes: int = 1000,
+    ) -> None:
+        self.app = app
+        self._collector = collector if isinstance(collector, MetricsCollector) else None
+        self._explicit = self._collector is not None
+        self._factory = collector if callable(collector) and self._collector is None else None
+        self._kernel: object = None
+        self._exclude = frozenset(exclude)
+        self._unmatched = unmatched_route
+        self._max_routes = max_routes
+        self._routes: set[str] = set()
+
+    def _resolve(self, scope: Scope) -> MetricsCollector | None:
+        if self._factory is not None:
+            self._collector = self._factory()
+            self._factory = None
+            return self._collector
+        kernel = (scope.get("state") or {}).get("kernel")
+        if kernel is not None and kernel is not self._kernel:
+            self._kernel = kernel
+            self._collector = kernel.registry.find(MetricsCollector)
+        return self._collector
+
+    def _label(self, template: str) -> str:
+        if template in self._routes:
+            return template
+        if len(self._routes) >= self._max_routes:
+            return OVERFLOW
+        self._routes.add(template)
+        return template
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _SEEN in scope:
+            await self.app(scope, receive, send)
+            return
+        collector = self._collector if self._explicit else self._resolve(scope)
+        if collector is None:
+            await self.app(scope, receive, send)
+            return
+        scope[_SEEN] = True
+        root_path = scope.get("root_path", "")
+        # 500 unless the app starts a response: an escaping exception becomes the server's 500.
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        active = collector.http_active
+        active.inc()
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - t0
+            active.dec()
+            template = route_template(scope, root_path, self._unmatched)
+            if template not in self._exclude:
+                collector.observe_http(scope["method"], self._label(template), status, elapsed)

@@ -1,0 +1,70 @@
+"""The ``metrics`` plugin: registers the collector, serves the scrape route, wraps HTTP in the middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from kernel import Middleware, Plugin, PluginContext, Route, hookimpl
+
+from ._collector import MetricsCollector
+from ._config import MetricsConfig
+from ._endpoint import metrics_endpoint
+from ._middleware import MetricsMiddleware
+
+log = logging.getLogger("kernel.plugins.metrics")
+
+
+class MetricsPlugin(Plugin):
+    """Prometheus metrics: ``MetricsCollector`` service, HTTP middleware and ``GET /health/metrics``."""
+
+    name = "metrics"
+    version = "0.1.0"
+    config_class = MetricsConfig
+    provides = ("metrics", "MetricsCollector")
+    description = "Prometheus metrics, HTTP middleware and the /health/metrics endpoint"
+
+    @hookimpl
+    def kernel_register(self, ctx: PluginContext[MetricsConfig]) -> None:
+        # No I/O here, so every plugin can find the collector from its own lifespan.
+        cfg = ctx.config
+        collector = MetricsCollector(
+            process_metrics=cfg.process_metrics,
+            http_buckets=cfg.http_buckets,
+            db_buckets=cfg.db_buckets,
+            max_series=cfg.max_series,
+        )
+        ctx.provide(collector, name="metrics")
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[MetricsConfig]) -> AsyncIterator[None]:
+        collector = ctx.registry.get(MetricsCollector)
+        cfg = ctx.config
+        if ctx.settings.env == "production" and cfg.token is None and not cfg.loopback_only:
+            ctx.log.warning("metrics endpoint %s is open to any client: set plugins.metrics.token "
+                            "or plugins.metrics.loopback_only", cfg.path)
+        ctx.log.info("metrics ready", extra={"multiprocess": collector.multiprocess, "path": cfg.path})
+        yield
+        # Live gauges of this process must not linger in the shared multiprocess directory.
+        collector.mark_process_dead()
+
+    @hookimpl
+    def kernel_routes(self, ctx: PluginContext[MetricsConfig]) -> list[Route]:
+        cfg = ctx.config
+        app = metrics_endpoint(ctx.registry.get(MetricsCollector), token=cfg.token,
+                               loopback_only=cfg.loopback_only)
+        return [Route(cfg.path, app, methods=("GET",), name="metrics")]
+
+    @hookimpl
+    def kernel_middleware(self, ctx: PluginContext[MetricsConfig]) -> list[Middleware]:
+        cfg = ctx.config
+        if not cfg.http_middleware:
+            return []
+        collector = ctx.registry.get(MetricsCollector)
+        exclude = [*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])]
+
+        def wrap(app: object) -> MetricsMiddleware:
+            return MetricsMiddleware(app, collector, exclude=exclude,  # type: ignore[arg-type]
+                                     unmatched_route=cfg.unmatched_route, max_routes=cfg.max_routes)
+
+        return [Middleware(wrap, order=cfg.middleware_order, name="metrics")]
