@@ -59,6 +59,21 @@ class LoadedPlugin:
         return self.plugin.name
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy inspects every attribute of a plugin with ``getattr_static`` (~1 ms a plugin).
+
+    Only ``kernel_*`` names can be hooks, and a misspelt one still carries the
+    ``@hookimpl`` marker, so everything else is skipped with a cheap check.
+    """
+
+    _MARK = f"{PROJECT}_impl"
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        if not name.startswith("kernel_") and not hasattr(getattr(type(plugin), name, None), self._MARK):
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 @attrs.define
 class _Started:
     name: str
@@ -92,7 +107,7 @@ class Kernel:
         self.config_path = config_path
         self.registry = registry
         self.warnings = tuple(warnings)
-        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm = _PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
         for lp in self.plugins:
             try:
@@ -103,6 +118,7 @@ class Kernel:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise ConfigError([f"{exc.plugin!r}: {exc}"]) from exc
+        self._impls: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started: list[_Started] = []
         self._checks: list[tuple[str, HealthCheck]] = []
         self._booted = False
@@ -306,11 +322,12 @@ class Kernel:
     # ------------------------------------------------------------------ hooks
 
     def _impl(self, hook: str, plugin: str) -> Callable[..., Any] | None:
-        caller: pluggy.HookCaller = getattr(self._pm.hook, hook)
-        for impl in caller.get_hookimpls():
-            if impl.plugin_name == plugin:
-                return _bind(impl.function, impl.argnames)
-        return None
+        impls = self._impls.get(hook)
+        if impls is None:
+            caller: pluggy.HookCaller = getattr(self._pm.hook, hook)
+            impls = {i.plugin_name: _bind(i.function, i.argnames) for i in caller.get_hookimpls()}
+            self._impls[hook] = impls
+        return impls.get(plugin)
 
     def _collect(self, hook: str, *, ctx_arg: bool = True) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []

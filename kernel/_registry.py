@@ -37,6 +37,8 @@ class Registry:
 
     _entries: dict[Key, _Entry] = attrs.field(factory=dict, init=False)
     _overrides: dict[Key, object] = attrs.field(factory=dict, init=False)
+    # What get() returns, overrides applied: one dict lookup on the hot path.
+    _lookup: dict[Key, object] = attrs.field(factory=dict, init=False, repr=False)
     _hint: Callable[[Key], str] | None = attrs.field(default=None, init=False)
 
     def register(
@@ -69,6 +71,15 @@ class Registry:
         entry = _Entry(service, provider)
         for key in keys:
             self._entries[key] = entry
+            self._refresh(key)
+
+    def _refresh(self, key: Key) -> None:
+        if key in self._overrides:
+            self._lookup[key] = self._overrides[key]
+        elif key in self._entries:
+            self._lookup[key] = self._entries[key].service
+        else:
+            self._lookup.pop(key, None)
 
     def unregister(self, key: Key) -> None:
         """Remove every key that points at the service registered under ``key``."""
@@ -77,12 +88,14 @@ class Registry:
             raise self._miss(key)
         for k in [k for k, e in self._entries.items() if e is entry]:
             del self._entries[k]
+            self._refresh(k)
 
     def remove_provider(self, provider: str) -> int:
         """Drop everything ``provider`` registered (its teardown has run); return how many keys."""
         keys = [k for k, e in self._entries.items() if e.provider == provider]
         for k in keys:
             del self._entries[k]
+            self._refresh(k)
         return len(keys)
 
     @overload
@@ -97,13 +110,10 @@ class Registry:
 
         With ``expected``, a name lookup is also checked against a type.
         """
-        if key in self._overrides:
-            service = self._overrides[key]
-        else:
-            entry = self._entries.get(key)
-            if entry is None:
-                raise self._miss(key)
-            service = entry.service
+        try:
+            service = self._lookup[key]
+        except KeyError:
+            raise self._miss(key) from None
         if expected is not None and not isinstance(service, expected):
             raise TypeError(
                 f"service {describe_key(key)} is a {type(service).__qualname__}, "
@@ -118,10 +128,7 @@ class Registry:
 
     def find(self, key: Key) -> Any | None:
         """Like :meth:`get` but ``None`` when absent (for optional dependencies)."""
-        if key in self._overrides:
-            return self._overrides[key]
-        entry = self._entries.get(key)
-        return None if entry is None else entry.service
+        return self._lookup.get(key)
 
     def provider_of(self, key: Key) -> str | None:
         """The plugin that registered ``key`` (``None`` for the host)."""
@@ -131,7 +138,7 @@ class Registry:
         return entry.provider
 
     def __contains__(self, key: object) -> bool:
-        return key in self._overrides or key in self._entries
+        return key in self._lookup
 
     def keys(self) -> list[Key]:
         """Every registered name and type."""
@@ -145,23 +152,25 @@ class Registry:
     def set_override(self, key: Key, service: object) -> None:
         """Make ``get(key)`` return ``service`` whatever is registered (for tests)."""
         self._overrides[key] = service
+        self._refresh(key)
 
     def clear_override(self, key: Key) -> None:
         """Undo :meth:`set_override`."""
         self._overrides.pop(key, None)
+        self._refresh(key)
 
     @contextmanager
     def override(self, key: Key, service: object) -> Iterator[None]:
         """Temporarily replace ``key`` with ``service``."""
         previous = self._overrides.get(key, _MISSING)
-        self._overrides[key] = service
+        self.set_override(key, service)
         try:
             yield
         finally:
             if previous is _MISSING:
-                del self._overrides[key]
+                self.clear_override(key)
             else:
-                self._overrides[key] = previous
+                self.set_override(key, previous)
 
     def set_miss_hint(self, hint: Callable[[Key], str]) -> None:
         """Let the kernel explain misses (which plugin would provide the key)."""
