@@ -40,7 +40,7 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None, check: bool = True) 
 
 def setup(force: bool = False) -> None:
     """Create the venv and install everything (skipped when nothing changed)."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"milo-kernel needs Python >= 3.11, this is {sys.version.split()[0]}")
     if not PY.exists():
         sh(sys.executable, "-m", "venv", VENV)

@@ -31,7 +31,10 @@ from ._plugin import (
     NoConfig,
     Plugin,
     PluginContext,
+    Receive,
     Route,
+    Scope,
+    Send,
     hookimpl,
 )
 from ._registry import Registry
@@ -62,9 +65,12 @@ __all__ = [
     "Plugin",
     "PluginContext",
     "PluginLoadError",
+    "Receive",
     "Registry",
     "Route",
+    "Scope",
     "Secret",
+    "Send",
     "ServiceNotFoundError",
     "ShutdownError",
     "TeardownError",
