@@ -435,10 +435,10 @@ class Kernel:
             except StopAsyncIteration:
                 raise TypeError("kernel_lifespan returned without yielding") from None
             self._started.append(_Started(lp.name, cast("AsyncGenerator[None, None]", gen)))
-        log.debug(
-            "plugin %s started", lp.name,
-            extra={"plugin": lp.name, "start_ms": round((time.perf_counter() - t0) * 1000, 3)},
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("plugin %s started", lp.name, extra={
+                "plugin": lp.name, "start_ms": round((time.perf_counter() - t0) * 1000, 3),
+            })
 
     async def stop(self) -> None:
         """Tear plugins down in exact reverse order; raise ``ShutdownError`` if any failed."""
@@ -454,12 +454,14 @@ class Kernel:
 
     async def _teardown(self) -> None:
         failures: list[TeardownError] = []
-        while self._started:
-            started = self._started.pop()
-            t0 = time.perf_counter()
-            error: BaseException | None = None
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.settings.shutdown_timeout) as scope:
+        timeout = self.settings.shutdown_timeout
+        debug = log.isEnabledFor(logging.DEBUG)
+        with anyio.CancelScope(shield=True):  # teardown must finish even if our caller is cancelled
+            while self._started:
+                started = self._started.pop()
+                t0 = time.perf_counter()
+                error: BaseException | None = None
+                with anyio.move_on_after(timeout) as scope:
                     try:
                         await started.gen.__anext__()
                     except StopAsyncIteration:
@@ -470,23 +472,18 @@ class Kernel:
                         error = TypeError("kernel_lifespan yielded more than once")
                         await started.gen.aclose()
                 if scope.cancelled_caught:
-                    error = TimeoutError(
-                        f"teardown took longer than {self.settings.shutdown_timeout:g}s"
-                    )
+                    error = TimeoutError(f"teardown took longer than {timeout:g}s")
                     await started.gen.aclose()
-            self.registry.remove_provider(started.name)
-            if error is not None:
-                failure = TeardownError(started.name, error)
-                failure.__cause__ = error
-                log.error(str(failure), exc_info=error)
-                failures.append(failure)
-            log.debug(
-                "plugin %s stopped", started.name,
-                extra={
-                    "plugin": started.name,
-                    "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
-                },
-            )
+                self.registry.remove_provider(started.name)
+                if error is not None:
+                    failure = TeardownError(started.name, error)
+                    failure.__cause__ = error
+                    log.error(str(failure), exc_info=error)
+                    failures.append(failure)
+                if debug:
+                    log.debug("plugin %s stopped", started.name, extra={
+                        "plugin": started.name, "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
+                    })
         for lp in self.plugins:  # plugins without a lifespan may have registered too
             self.registry.remove_provider(lp.name)
         if failures:

@@ -39,6 +39,7 @@ class Registry:
     _overrides: dict[Key, object] = attrs.field(factory=dict, init=False)
     # What get() returns, overrides applied: one dict lookup on the hot path.
     _lookup: dict[Key, object] = attrs.field(factory=dict, init=False, repr=False)
+    _by_provider: dict[str | None, list[Key]] = attrs.field(factory=dict, init=False, repr=False)
     _hint: Callable[[Key], str] | None = attrs.field(default=None, init=False)
 
     def register(
@@ -72,6 +73,7 @@ class Registry:
         for key in keys:
             self._entries[key] = entry
             self._refresh(key)
+        self._by_provider.setdefault(provider, []).extend(keys)
 
     def _refresh(self, key: Key) -> None:
         if key in self._overrides:
@@ -92,11 +94,14 @@ class Registry:
 
     def remove_provider(self, provider: str) -> int:
         """Drop everything ``provider`` registered (its teardown has run); return how many keys."""
-        keys = [k for k, e in self._entries.items() if e.provider == provider]
-        for k in keys:
-            del self._entries[k]
-            self._refresh(k)
-        return len(keys)
+        removed = 0
+        for k in self._by_provider.pop(provider, ()):
+            entry = self._entries.get(k)
+            if entry is not None and entry.provider == provider:
+                del self._entries[k]
+                self._refresh(k)
+                removed += 1
+        return removed
 
     @overload
     def get(self, key: type[T]) -> T: ...
