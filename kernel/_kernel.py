@@ -209,6 +209,11 @@ class Kernel:
                 target = _config.field_type(loaded[parts[1]].config_class, parts[2:])
             elif parts[0] in section_types and len(parts) >= 2:
                 target = _config.field_type(section_types[parts[0]], parts[1:])
+            elif parts[0] == "plugins" and len(parts) >= 3 and (
+                parts[1] in discovery.installed or parts[1] in discovery.conflicts
+            ):
+                log.debug("%s ignored: plugin %r is not enabled", var, parts[1])
+                continue
             else:
                 errors.append(f"{'.'.join(parts)}: set by {var} but matches no known setting")
                 continue

@@ -262,3 +262,8 @@ def test_secret_rejects_non_strings_and_compares_by_value() -> None:
 def test_a_plugin_table_for_an_installed_but_disabled_plugin_is_ignored(test_plugins_path: Path) -> None:
     k = make_kernel(config={"kt_alpha": {"greeting": "hi"}})
     assert k.load_order == []
+
+
+def test_env_override_for_an_installed_but_disabled_plugin_is_ignored(test_plugins_path: Path) -> None:
+    k = make_kernel(environ={"KERNEL__PLUGINS__KT_ALPHA__RETRIES": "5"})
+    assert k.load_order == []
