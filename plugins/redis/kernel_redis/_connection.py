@@ -1,0 +1,96 @@
+"""The shared connection: effective URL, the main client and extra clients on the same server."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import Any, cast
+
+import anyio
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from kernel import Secret
+
+from ._config import RedisConfig, redact_url
+from ._server import RedisServer
+
+
+class RedisConnection:
+    """What the ``redis`` plugin registers as ``"redis.connection"``.
+
+    ``url`` is the effective URL (with the embedded server's address and password)
+    as a :class:`~kernel.Secret`; :meth:`new_client` builds another
+    ``redis.asyncio.Redis`` on the same server with the plugin's settings, e.g.
+    one without a socket timeout for blocking reads::
+
+        conn = ctx.registry.get("redis.connection")
+        blocking = conn.new_client(socket_timeout=None)
+
+    Clients from :meth:`new_client` belong to the caller; any still open when
+    the plugin stops are closed then.
+    """
+
+    def __init__(self, url: Secret, config: RedisConfig, server: RedisServer | None = None) -> None:
+        self.url = url
+        self.config = config
+        self.server = server
+        """The embedded server, when ``url = "embedded"``."""
+        self._extra: weakref.WeakSet[aioredis.Redis] = weakref.WeakSet()
+        self.client: aioredis.Redis = self._build({})
+
+    @property
+    def redacted_url(self) -> str:
+        """The effective URL with the password masked (for logs)."""
+        return redact_url(self.url.get_secret_value())
+
+    def client_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The ``redis.asyncio.Redis.from_url`` keyword arguments the plugin uses, with ``overrides``."""
+        cfg = self.config
+        kwargs: dict[str, Any] = {
+            "decode_responses": False,
+            "max_connections": cfg.max_connections,
+            "socket_timeout": cfg.socket_timeout,
+            "socket_connect_timeout": cfg.socket_connect_timeout,
+            "health_check_interval": cfg.health_check_interval,
+            "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), cfg.retries),
+            "client_name": cfg.client_name,
+        }
+        if self.url.get_secret_value().startswith("rediss:"):
+            kwargs["ssl_cert_reqs"] = cfg.ssl_cert_reqs
+            if cfg.ssl_ca_certs is not None:
+                kwargs["ssl_ca_certs"] = str(cfg.ssl_ca_certs)
+        kwargs.update(overrides)
+        return kwargs
+
+    def new_client(self, **overrides: Any) -> aioredis.Redis:
+        """Another client on the same server (own pool); ``overrides`` are ``from_url`` kwargs."""
+        client = self._build(overrides)
+        self._extra.add(client)
+        return client
+
+    def _build(self, overrides: dict[str, Any]) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url.get_secret_value(), **self.client_kwargs(**overrides))
+
+    async def ping(self, within: float | None = None) -> float:
+        """PING through the shared client; the round trip in seconds.
+
+        Raises on failure, or ``TimeoutError`` after ``within`` seconds (default ``health_timeout``).
+        """
+        limit = self.config.health_timeout if within is None else within
+        t0 = time.perf_counter()
+        with anyio.fail_after(limit):
+            await cast("Awaitable[bool]", self.client.ping())
+        return time.perf_counter() - t0
+
+    async def aclose(self) -> None:
+        """Close the shared client and every extra client still open."""
+        for client in list(self._extra):
+            await client.aclose()
+        self._extra.clear()
+        await self.client.aclose()
+
+    def __repr__(self) -> str:
+        return f"<RedisConnection {self.redacted_url}>"

@@ -1,0 +1,103 @@
+"""The ``redis`` plugin: owns the Redis connection (and the embedded server) for the kernel's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+import redis.asyncio as aioredis
+
+from kernel import HealthCheck, Plugin, PluginContext, Secret, hookimpl
+
+from ._config import EMBEDDED, RedisConfig
+from ._connection import RedisConnection
+from ._server import RedisServer
+
+log = logging.getLogger("kernel.plugins.redis")
+
+
+class RedisPlugin(Plugin):
+    """One shared ``redis.asyncio.Redis`` client for cache, event bus and queue."""
+
+    name = "redis"
+    version = "0.1.0"
+    config_class = RedisConfig
+    provides = ("redis", "redis.connection", "Redis", "RedisConnection")
+    description = "Redis connection (URL, TLS, health check) or an embedded private redis-server"
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[RedisConfig]) -> AsyncIterator[None]:
+        cfg = ctx.config
+        server: RedisServer | None = None
+        url = cfg.url
+        if url.get_secret_value() == EMBEDDED:
+            server = await start_embedded(cfg)
+            url = Secret(server.url)
+        try:
+            connection = RedisConnection(url, cfg, server)
+            try:
+                if cfg.check_on_start:
+                    await _check_reachable(connection)
+                ctx.provide(connection.client, name="redis", types=aioredis.Redis)
+                ctx.provide(connection, name="redis.connection")
+                ctx.log.info(
+                    "redis: connected to %s%s", connection.redacted_url,
+                    f" (embedded redis-server pid {server.pid})" if server else "",
+                )
+                yield
+            finally:
+                await connection.aclose()
+        finally:
+            if server is not None:
+                # Stopping blocks while the server shuts down; keep the event loop free meanwhile.
+                await anyio.to_thread.run_sync(server.close)
+
+    @hookimpl
+    def kernel_health_checks(self, ctx: PluginContext[RedisConfig]) -> list[HealthCheck]:
+        async def ping() -> bool:
+            connection: RedisConnection = ctx.registry.get("redis.connection")
+            await connection.ping()
+            return True
+
+        return [HealthCheck("redis", ping, critical=True, timeout=ctx.config.health_timeout)]
+
+
+async def start_embedded(cfg: RedisConfig) -> RedisServer:
+    """Start the private server described by ``[plugins.redis.embedded]`` and wait until it answers."""
+    emb = cfg.embedded
+    options: dict[str, str | bool] = {"appendonly": emb.appendonly}
+    if emb.maxmemory:
+        options["maxmemory"] = emb.maxmemory
+    if emb.maxmemory_policy:
+        options["maxmemory_policy"] = emb.maxmemory_policy
+    server = RedisServer(
+        binary=emb.binary,
+        port=emb.port,
+        unix_socket=emb.unix_socket,
+        password=emb.password,
+        data_dir=emb.data_dir,
+        startup_timeout=emb.startup_timeout,
+        **options,
+    )
+    try:
+        # Spawn from the event loop's thread: the parent-death signal is tied to the forking
+        # thread, and a worker thread may exit long before the kernel does.
+        server.spawn()
+        await anyio.to_thread.run_sync(server.wait_ready)
+    except BaseException:
+        await anyio.to_thread.run_sync(server.close)
+        raise
+    log.debug("embedded redis-server %s started (pid %s)", server.binary, server.pid)
+    return server
+
+
+async def _check_reachable(connection: RedisConnection) -> None:
+    cfg = connection.config
+    try:
+        await connection.ping(within=cfg.socket_connect_timeout + cfg.health_timeout)
+    except Exception as exc:
+        raise ConnectionError(
+            f"cannot reach Redis at {connection.redacted_url}: {type(exc).__name__}: {exc} "
+            "(set [plugins.redis] check_on_start = false to boot anyway)"
+        ) from exc
