@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from . import _serve
 from ._discovery import discover
 from ._errors import ConfigError, KernelError, PluginLoadError
 from ._kernel import Kernel
@@ -231,6 +232,10 @@ def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
     show.set_defaults(func=cmd_config_show)
 
+    p = sub.add_parser("serve", help="serve health, metrics and plugin routes (or --app) on uvicorn")
+    _serve.add_arguments(p)
+    p.set_defaults(func=_serve.cmd_serve)
+
     p = sub.add_parser("health", help="boot the kernel, print services and health, stop")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_health)
@@ -257,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--config", "-c")
     known, _ = pre.parse_known_args(argv)
     kernel: Kernel | None = None
-    builtin = {"plugins", "check", "config", "health", "-h", "--help"}
+    builtin = {"plugins", "check", "config", "health", "serve", "-h", "--help"}
     if not (set(argv) & builtin):
         # Plugin commands come from the enabled plugins, so the config must load first.
         try:
