@@ -30,12 +30,13 @@ def _templated(prefix: str, params: Mapping[str, Any]) -> str:
     return "/".join(f"{{{by_value[s]}}}" if s in by_value else s for s in prefix.split("/"))
 
 
-def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str) -> str:
+def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str, status: int = 200) -> str:
     """The template of the route that served ``scope``.
 
     The kernel's ``route_template`` (KernelApp) wins, then Starlette's matched
     ``scope["route"]`` (prefixed by any mount it sits in), else ``unmatched``.
-    ``root_path`` is the scope's root path before the app ran.
+    ``root_path`` is the scope's root path before the app ran. A 404 from inside
+    a mounted non-router app (a KernelApp or static files under a Mount) counts as unmatched.
     """
     template = scope.get("route_template")
     if isinstance(template, str):
@@ -48,6 +49,8 @@ def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str) -> 
     prefix = after[len(root_path):] if after.startswith(root_path) else ""
     params = scope.get("path_params") or {}
     if _is_mount(route):
+        if status == 404:
+            return unmatched
         # The request ended inside a mounted app that is not a router (static files, a sub-app).
         outer = prefix[: -len(path)] if path and prefix.endswith(path) else prefix
         return _templated(outer, params) + path + "/{path}"
@@ -128,6 +131,6 @@ class MetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - t0
             active.dec()
-            template = route_template(scope, root_path, self._unmatched)
+            template = route_template(scope, root_path, self._unmatched, status)
             if template not in self._exclude:
                 collector.observe_http(scope["method"], self._label(template), status, elapsed)

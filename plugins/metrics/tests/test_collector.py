@@ -1,0 +1,135 @@
+"""MetricsCollector: the seed's API, get-or-create declarations, isolation, bounded series, exposition."""
+
+from __future__ import annotations
+
+import pytest
+from kernel_metrics import OVERFLOW, MetricConflictError, MetricsCollector
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def value(c: MetricsCollector, name: str, **labels: str) -> float | None:
+    return c.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def collector() -> MetricsCollector:
+    return MetricsCollector(process_metrics=False)
+
+
+def test_record_event_counts_by_name_and_status(collector: MetricsCollector) -> None:
+    collector.record_event("user.created", "success")
+    collector.record_event("user.created", "success")
+    collector.record_event("user.created", "failure")
+    collector.record_event("order.placed")
+    assert value(collector, "eventbus_events_total", event="user.created", status="success") == 2
+    assert value(collector, "eventbus_events_total", event="user.created", status="failure") == 1
+    assert value(collector, "eventbus_events_total", event="order.placed", status="success") == 1
+
+
+def test_record_db_query_observes_duration(collector: MetricsCollector) -> None:
+    collector.record_db_query("findOne", "users", 0.05)
+    collector.record_db_query("findOne", "users", 0.002)
+    labels = {"operation": "findOne", "collection": "users"}
+    assert value(collector, "db_query_duration_seconds_count", **labels) == 2
+    assert value(collector, "db_query_duration_seconds_sum", **labels) == pytest.approx(0.052)
+    assert value(collector, "db_query_duration_seconds_bucket", le="0.005", **labels) == 1
+
+
+def test_time_db_query_records_even_when_the_block_raises(collector: MetricsCollector) -> None:
+    with pytest.raises(RuntimeError), collector.time_db_query("insert", "orders"):
+        raise RuntimeError("boom")
+    assert value(collector, "db_query_duration_seconds_count", operation="insert", collection="orders") == 1
+
+
+def test_observe_http_counts_and_times(collector: MetricsCollector) -> None:
+    collector.observe_http("GET", "/users/{id}", 200, 0.01)
+    collector.observe_http("GET", "/users/{id}", 200, 0.3)
+    collector.observe_http("BREW", "/users/{id}", 405, 0.001)
+    labels = {"method": "GET", "route": "/users/{id}", "status": "200"}
+    assert value(collector, "http_requests_total", **labels) == 2
+    assert value(collector, "http_request_duration_seconds_count", **labels) == 2
+    assert value(collector, "http_request_duration_seconds_sum", **labels) == pytest.approx(0.31)
+    # Arbitrary methods don't create label values: they all count as OTHER.
+    assert value(collector, "http_requests_total", method="OTHER", route="/users/{id}", status="405") == 1
+
+
+def test_declared_metrics_are_get_or_create(collector: MetricsCollector) -> None:
+    a = collector.counter("signups_total", "Accounts created", ["plan"])
+    b = collector.counter("signups", "other help text is ignored", ["plan"])
+    assert a is b
+    assert isinstance(a, Counter)
+    g = collector.gauge("queue_depth", "Jobs waiting", ["queue"])
+    assert isinstance(g, Gauge)
+    assert collector.gauge("queue_depth", "Jobs waiting", ["queue"]) is g
+    h = collector.histogram("job_seconds", "Job duration", buckets=[0.1, 1])
+    assert isinstance(h, Histogram)
+    assert collector.histogram("job_seconds", "Job duration", buckets=[0.1, 1.0]) is h
+    a.labels("free").inc(3)
+    assert value(collector, "signups_total", plan="free") == 3
+
+
+def test_redeclaring_with_other_labels_names_both(collector: MetricsCollector) -> None:
+    collector.counter("signups_total", "Accounts created", ["plan"])
+    with pytest.raises(MetricConflictError) as info:
+        collector.counter("signups_total", "Accounts created", ["plan", "region"])
+    message = str(info.value)
+    assert "'signups'" in message
+    assert "['plan']" in message
+    assert "['plan', 'region']" in message
+
+
+def test_redeclaring_with_another_type_or_buckets_fails(collector: MetricsCollector) -> None:
+    collector.histogram("job_seconds", "Job duration", buckets=[0.1, 1])
+    with pytest.raises(MetricConflictError, match="histogram"):
+        collector.gauge("job_seconds", "Job duration")
+    with pytest.raises(MetricConflictError, match=r"buckets \[0.1, 1.0\]"):
+        collector.histogram("job_seconds", "Job duration", buckets=[0.5, 5])
+
+
+def test_clash_with_another_metrics_series_is_a_conflict(collector: MetricsCollector) -> None:
+    # http_request_duration_seconds already exposes http_request_duration_seconds_count.
+    with pytest.raises(MetricConflictError, match="another metric"):
+        collector.counter("http_request_duration_seconds_count", "clash")
+
+
+def test_label_names_as_a_string_are_rejected(collector: MetricsCollector) -> None:
+    with pytest.raises(TypeError, match="not a string"):
+        collector.counter("things_total", "Things", "kind")  # type: ignore[arg-type]
+
+
+def test_two_collectors_in_one_process_do_not_collide() -> None:
+    first = MetricsCollector()
+    second = MetricsCollector()
+    first.record_event("a")
+    second.counter("only_in_second_total", "x").inc()
+    assert value(first, "eventbus_events_total", event="a", status="success") == 1
+    assert value(second, "eventbus_events_total", event="a", status="success") is None
+    assert value(first, "only_in_second_total") is None
+    # Both carry process metrics without a duplicate-registration error.
+    assert value(first, "process_resident_memory_bytes")
+    assert value(second, "process_cpu_seconds_total") is not None
+
+
+def test_series_beyond_the_budget_collapse_into_one(caplog: pytest.LogCaptureFixture) -> None:
+    collector = MetricsCollector(process_metrics=False, max_series=5)
+    for i in range(50):
+        collector.record_event(f"event-{i}")
+    for i in range(50):
+        collector.observe_http("GET", f"/r{i}", 200, 0.0)
+    body, _ = collector.render()
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert len(families["eventbus_events"].samples) == 6  # 5 label sets + the overflow one
+    assert value(collector, "eventbus_events_total", event=OVERFLOW, status=OVERFLOW) == 45
+    assert value(collector, "http_requests_total", method="GET", route=OVERFLOW, status="200") == 45
+    assert "reached 5 label sets" in caplog.text
+
+
+def test_render_prometheus_text_and_openmetrics(collector: MetricsCollector) -> None:
+    collector.record_event("x")
+    text, ctype = collector.render(None)
+    assert ctype.startswith("text/plain")
+    assert b"eventbus_events_total" in text
+    om, octype = collector.render("application/openmetrics-text; version=1.0.0")
+    assert octype.startswith("application/openmetrics-text")
+    assert om.rstrip().endswith(b"# EOF")

@@ -1,0 +1,184 @@
+"""MetricsMiddleware: route-template labels (Starlette routes, mounts, KernelApp), bounded series, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from kernel_metrics import OVERFLOW, MetricsCollector, MetricsMiddleware
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+
+from kernel import KernelApp, kernel_lifespan
+from kernel.testing import boot_kernel, make_kernel
+
+Call = Callable[..., Any]
+
+
+def requests_total(c: MetricsCollector) -> dict[tuple[str, str, str], float]:
+    body, _ = c.render()
+    out = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == "http_requests_total":
+                out[(s.labels["method"], s.labels["route"], s.labels["status"])] = s.value
+    return out
+
+
+async def user(request: Request) -> JSONResponse:
+    return JSONResponse(dict(request.path_params))
+
+
+async def boom(request: Request) -> JSONResponse:
+    raise RuntimeError("unexpected")
+
+
+async def static_files(scope: Any, receive: Any, send: Any) -> None:
+    await PlainTextResponse("file")(scope, receive, send)
+
+
+def starlette_app() -> Starlette:
+    return Starlette(routes=[
+        Route("/users/{user_id}", user),
+        Route("/boom", boom),
+        Mount("/api", routes=[Route("/items/{item_id:int}", user, name="item")]),
+        Mount("/tenants/{tenant}", routes=[Route("/orders/{user_id}", user)]),
+        Mount("/static", app=static_files),
+    ])
+
+
+@pytest.mark.anyio
+async def test_starlette_routes_are_labelled_by_template(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    app = MetricsMiddleware(starlette_app(), collector)
+    for i in range(3):
+        assert await asgi_call(app, f"/users/{i}") == 200
+        assert await asgi_call(app, f"/api/items/{i}") == 200
+        assert await asgi_call(app, f"/tenants/t{i}/orders/{i}") == 200
+        assert await asgi_call(app, f"/static/css/{i}.css") == 200
+        assert await asgi_call(app, f"/nothing/{i}") == 404
+    assert requests_total(collector) == {
+        ("GET", "/users/{user_id}", "200"): 3,
+        ("GET", "/api/items/{item_id:int}", "200"): 3,
+        ("GET", "/tenants/{tenant}/orders/{user_id}", "200"): 3,
+        ("GET", "/static/{path}", "200"): 3,
+        ("GET", "<unmatched>", "404"): 3,
+    }
+
+
+@pytest.mark.anyio
+async def test_an_escaping_exception_is_recorded_as_500_and_reraised(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    app = MetricsMiddleware(starlette_app(), collector)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        await asgi_call(app, "/boom")
+    assert requests_total(collector) == {("GET", "/boom", "500"): 1}
+    assert collector.registry.get_sample_value("http_active_connections") == 0
+
+
+@pytest.mark.anyio
+async def test_active_connections_counts_requests_in_flight(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    seen: list[float | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(collector.registry.get_sample_value("http_active_connections"))
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    wrapped = MetricsMiddleware(app, collector)
+    await asgi_call(wrapped, "/")
+    assert seen == [1.0]
+    assert collector.registry.get_sample_value("http_active_connections") == 0
+
+
+@pytest.mark.anyio
+async def test_ten_thousand_distinct_paths_make_a_bounded_number_of_series(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    app = MetricsMiddleware(starlette_app(), collector)
+    for i in range(5000):
+        await asgi_call(app, f"/users/{i}")
+        await asgi_call(app, f"/scan/{i}/wp-admin.php", method="GET" if i % 2 else f"X{i}")
+    series = requests_total(collector)
+    assert series == {
+        ("GET", "/users/{user_id}", "200"): 5000,
+        ("GET", "<unmatched>", "404"): 2500,
+        ("OTHER", "<unmatched>", "404"): 2500,
+    }
+
+
+@pytest.mark.anyio
+async def test_kernel_app_routes_use_the_kernel_route_template(asgi_call: Call) -> None:
+    async with boot_kernel("metrics", config={"metrics": {"process_metrics": False}}) as kernel:
+        app = KernelApp(kernel)
+        collector = kernel.get(MetricsCollector)
+        for i in range(10_000):
+            await asgi_call(app, f"/probe/{i}")
+        assert await asgi_call(app, "/health") == 200
+        assert await asgi_call(app, "/health/metrics") == 200  # scrapes aren't recorded by default
+        assert requests_total(collector) == {
+            ("GET", "<unmatched>", "404"): 10_000,
+            ("GET", "/health", "200"): 1,
+        }
+
+
+@pytest.mark.anyio
+async def test_route_labels_beyond_max_routes_collapse(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    routes = [Route(f"/r{i}", user) for i in range(10)]
+    app = MetricsMiddleware(Starlette(routes=routes), collector, max_routes=3)
+    for i in range(10):
+        await asgi_call(app, f"/r{i}")
+    series = requests_total(collector)
+    assert len(series) == 4
+    assert series[("GET", OVERFLOW, "200")] == 7
+
+
+@asynccontextmanager
+async def lifespan_running(app: Any) -> AsyncIterator[dict[str, Any]]:
+    """Run ``app``'s ASGI lifespan like a server does; yield the lifespan state."""
+    state: dict[str, Any] = {}
+    to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](4)
+    app_outbox, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+    async with to_app, app_inbox, app_outbox, from_app, anyio.create_task_group() as tg:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+        tg.start_soon(app, scope, app_inbox.receive, app_outbox.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        yield state
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+
+
+@pytest.mark.anyio
+async def test_host_app_resolves_the_collector_from_the_lifespan_and_counts_kernel_routes_once(
+    asgi_call: Call,
+) -> None:
+    kernel = make_kernel("metrics", config={"metrics": {"process_metrics": False}})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with kernel_lifespan(kernel)(app) as state:
+            yield {**state, "kernel_app": KernelApp(state["kernel"])}
+
+    async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
+        await scope["state"]["kernel_app"](scope, receive, send)
+
+    host = Starlette(routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)],
+                     lifespan=lifespan)
+    app = MetricsMiddleware(host)  # no collector yet: found in the booted kernel
+    async with lifespan_running(app) as state:
+        assert await asgi_call(app, "/users/7", state=dict(state)) == 200
+        assert await asgi_call(app, "/health", state=dict(state)) == 200
+        assert await asgi_call(app, "/nope", state=dict(state)) == 404
+        collector = kernel.get(MetricsCollector)
+        assert requests_total(collector) == {
+            ("GET", "/users/{user_id}", "200"): 1,
+            ("GET", "/health", "200"): 1,  # once, though KernelApp has the plugin's middleware too
+            ("GET", "<unmatched>", "404"): 1,
+        }
