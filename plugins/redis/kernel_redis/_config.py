@@ -105,6 +105,8 @@ class RedisConfig:
     url: Secret = attrs.field(default=Secret(EMBEDDED), validator=_url_validator)
     """``"embedded"``, ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) or ``unix:///path``."""
     max_connections: int = attrs.field(default=50, validator=attrs.validators.gt(0))
+    pool_timeout: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    """Seconds a command waits for a free connection when ``max_connections`` are busy (0: fail at once)."""
     socket_timeout: float | None = attrs.field(default=5.0, validator=_positive_or_none)
     """Seconds a command may wait for a reply; unset waits forever."""
     socket_connect_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))

@@ -47,11 +47,13 @@ class RedisConnection:
         return redact_url(self.url.get_secret_value())
 
     def client_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """The ``redis.asyncio.Redis.from_url`` keyword arguments the plugin uses, with ``overrides``."""
+        """Client settings the plugin uses, with ``overrides``: ``from_url`` keyword arguments plus
+        ``pool_timeout`` (> 0: a ``BlockingConnectionPool`` waiting that long for a free connection)."""
         cfg = self.config
         kwargs: dict[str, Any] = {
             "decode_responses": False,
             "max_connections": cfg.max_connections,
+            "pool_timeout": cfg.pool_timeout,
             "socket_timeout": cfg.socket_timeout,
             "socket_connect_timeout": cfg.socket_connect_timeout,
             "health_check_interval": cfg.health_check_interval,
@@ -72,7 +74,17 @@ class RedisConnection:
         return client
 
     def _build(self, overrides: dict[str, Any]) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.url.get_secret_value(), **self.client_kwargs(**overrides))
+        kwargs = self.client_kwargs(**overrides)
+        pool_timeout = kwargs.pop("pool_timeout")
+        url = self.url.get_secret_value()
+        pool: aioredis.ConnectionPool
+        if pool_timeout:
+            # A burst beyond max_connections waits for a free connection instead of failing
+            # with "Too many connections" (redis-py's default pool).
+            pool = aioredis.BlockingConnectionPool.from_url(url, timeout=pool_timeout, **kwargs)
+        else:
+            pool = aioredis.ConnectionPool.from_url(url, **kwargs)
+        return aioredis.Redis.from_pool(pool)
 
     async def ping(self, within: float | None = None) -> float:
         """PING through the shared client; the round trip in seconds.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -80,7 +81,7 @@ async def test_embedded_server_lives_exactly_as_long_as_the_kernel() -> None:
         assert await client.incr("n") == 1
         assert (await client.config_get("save"))["save"] == ""
         # The random password keeps other local users out.
-        with redis.Redis(port=server.port) as anonymous, pytest.raises(redis.AuthenticationError):
+        with redis.Redis(port=server.port, retry=None) as anonymous, pytest.raises(redis.AuthenticationError):
             anonymous.ping()
     assert _gone(pid)
 
@@ -130,3 +131,22 @@ async def test_embedded_start_failure_is_a_clear_boot_error() -> None:
             pass
     assert "exited with code" in str(info.value)
     assert "maxmemory-policy" in str(info.value)
+
+
+async def test_a_burst_beyond_max_connections_waits_for_a_connection(redis_url: str) -> None:
+    config = {"redis": {"url": redis_url, "max_connections": 4}}
+    async with boot_kernel("redis", config=config) as kernel:
+        client = kernel.get(aioredis.Redis)
+        key = f"test:burst:{os.getpid()}"
+        await asyncio.gather(*(client.incr(key) for _ in range(200)))
+        assert int(await client.get(key)) == 200
+        await client.delete(key)
+    config = {"redis": {"url": redis_url, "max_connections": 2, "pool_timeout": 0}}
+    async with boot_kernel("redis", config=config) as kernel:
+        client = kernel.get(aioredis.Redis)
+        results = await asyncio.gather(
+            *(client.blpop([f"test:none:{os.getpid()}"], timeout=0.05) for _ in range(5)),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, redis.ConnectionError)]
+        assert failures and "Too many connections" in str(failures[0])

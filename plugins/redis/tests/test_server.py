@@ -95,7 +95,7 @@ def test_unix_socket_with_password() -> None:
         assert server.password and server.password in server.url
         with redis.Redis.from_url(server.url) as client:
             assert client.ping() is True
-        with redis.Redis(unix_socket_path=str(server.socket_path)) as anonymous, \
+        with redis.Redis(unix_socket_path=str(server.socket_path), retry=None) as anonymous, \
                 pytest.raises(redis.AuthenticationError):
             anonymous.ping()
 
