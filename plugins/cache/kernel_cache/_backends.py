@@ -1,0 +1,294 @@
+"""Storage backends: in-process memory (TTL + LRU) and Redis. Both work on full keys and bytes."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from ._errors import NotACounterError
+from ._keys import glob_to_regex
+
+TTL = float | None
+"""Seconds; ``None`` means no expiry."""
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """What a :class:`~kernel_cache.CacheManager` needs from its storage."""
+
+    name: str
+    outage_errors: tuple[type[BaseException], ...]
+    """Exceptions meaning "the store is unreachable" (fail open); anything else propagates."""
+
+    def get(self, key: str) -> Awaitable[bytes | None]: ...
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+    async def set(self, key: str, value: bytes, ttl: TTL) -> None: ...
+    async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None: ...
+    async def delete(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool: ...
+    async def incr(self, key: str, amount: int, ttl: TTL) -> int: ...
+    async def delete_matching(self, pattern: str) -> int: ...
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left; ``inf`` without expiry; ``None`` when the key is absent."""
+        ...
+    async def acquire(self, key: str, token: str, ttl: float) -> bool: ...
+    async def release(self, key: str, token: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """An in-process store: per-entry TTL, at most ``max_entries`` entries, least recently used evicted.
+
+    Values are stored encoded, exactly as Redis would hold them, so both backends behave the
+    same (no aliasing of mutable values). Every operation completes without awaiting, so each
+    is atomic under asyncio. A process crash or restart loses everything.
+    """
+
+    name = "memory"
+    outage_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._locks: dict[str, tuple[str, float]] = {}
+        self.evictions = 0
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return item[0]
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._live(k) for k in keys]
+
+    def _put(self, key: str, value: bytes, ttl: TTL) -> None:
+        expires = float("inf") if ttl is None else self._clock() + ttl
+        data = self._data
+        data[key] = (value, expires)
+        data.move_to_end(key)
+        if len(data) > self.max_entries:
+            self._evict()
+
+    def _evict(self) -> None:
+        data = self._data
+        now = self._clock()
+        # Expired entries go first, then the least recently used. The full sweep is O(n), so
+        # it runs at most once a second; in between a full store drops its LRU entry.
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            for k in [k for k, (_, exp) in data.items() if exp <= now]:
+                del data[k]
+        while len(data) > self.max_entries:
+            data.popitem(last=False)
+            self.evictions += 1
+
+    async def set(self, key: str, value: bytes, ttl: TTL) -> None:
+        self._put(key, value, ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
+        for key, value, ttl in items:
+            self._put(key, value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        present = self._live(key) is not None
+        self._data.pop(key, None)
+        return present
+
+    async def exists(self, key: str) -> bool:
+        return self._live(key) is not None
+
+    async def incr(self, key: str, amount: int, ttl: TTL) -> int:
+        item = self._data.get(key)
+        now = self._clock()
+        if item is None or item[1] <= now:
+            value, expires = amount, (float("inf") if ttl is None else now + ttl)
+        else:
+            try:
+                value = int(item[0]) + amount
+            except ValueError:
+                raise NotACounterError(key) from None
+            expires = item[1]  # the TTL is set on creation only
+        self._data[key] = (str(value).encode(), expires)
+        self._data.move_to_end(key)
+        if len(self._data) > self.max_entries:
+            self._evict()
+        return value
+
+    async def delete_matching(self, pattern: str) -> int:
+        match = glob_to_regex(pattern).fullmatch
+        now = self._clock()
+        doomed = [k for k, (_, exp) in self._data.items() if match(k)]
+        live = sum(1 for k in doomed if self._data[k][1] > now)
+        for k in doomed:
+            del self._data[k]
+        return live
+
+    async def ttl(self, key: str) -> float | None:
+        item = self._data.get(key)
+        now = self._clock()
+        if item is None or item[1] <= now:
+            return None
+        return item[1] - now
+
+    async def acquire(self, key: str, token: str, ttl: float) -> bool:
+        held = self._locks.get(key)
+        if held is not None and held[1] > self._clock():
+            return False
+        self._locks[key] = (token, self._clock() + ttl)
+        return True
+
+    async def release(self, key: str, token: str) -> bool:
+        held = self._locks.get(key)
+        if held is None or held[0] != token:
+            return False
+        del self._locks[key]
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+        self._locks.clear()
+
+
+# Deletes the lock only if it still holds our token: a lock that expired and was taken by
+# another process is never released by us.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# INCRBY, and set the TTL only when this call created the key.
+_INCR = """
+local created = redis.call('exists', KEYS[1]) == 0
+local value = redis.call('incrby', KEYS[1], ARGV[1])
+if created and tonumber(ARGV[2]) > 0 then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+
+class RedisBackend:
+    """Redis through one ``redis.asyncio.Redis`` client (bytes responses)."""
+
+    name = "redis"
+    outage_errors: tuple[type[BaseException], ...] = (
+        rexc.ConnectionError,
+        rexc.TimeoutError,
+        rexc.ReadOnlyError,
+        OSError,
+        TimeoutError,
+    )
+    scan_count: ClassVar[int] = 1000
+    unlink_batch: ClassVar[int] = 500
+
+    def __init__(self, client: aioredis.Redis, *, owns_client: bool = False) -> None:
+        self.client = client
+        self._owns = owns_client
+        # Bound once: the hot path awaits redis-py directly, with no wrapper coroutine.
+        self.get: Callable[[str], Awaitable[bytes | None]] = client.get
+        self._release = client.register_script(_RELEASE)
+        self._incr = client.register_script(_INCR)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return list(await self.client.mget(keys))
+
+    async def set(self, key: str, value: bytes, ttl: TTL) -> None:
+        if ttl is None:
+            await self.client.set(key, value)
+        elif type(ttl) is int:
+            await self.client.set(key, value, ex=ttl)
+        else:
+            await self.client.set(key, value, px=max(1, round(ttl * 1000)))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
+        if not items:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value, ttl in items:
+                if ttl is None:
+                    pipe.set(key, value)
+                elif type(ttl) is int:
+                    pipe.set(key, value, ex=ttl)
+                else:
+                    pipe.set(key, value, px=max(1, round(ttl * 1000)))
+            await pipe.execute()
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self.client.unlink(key))
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self.client.exists(key))
+
+    async def incr(self, key: str, amount: int, ttl: TTL) -> int:
+        ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        try:
+            return int(await self._incr(keys=[key], args=[amount, ms]))
+        except rexc.ResponseError as exc:
+            if "not an integer" in str(exc):
+                raise NotACounterError(key) from None
+            raise
+
+    async def delete_matching(self, pattern: str) -> int:
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=pattern, count=self.scan_count):
+            batch.append(key)
+            if len(batch) >= self.unlink_batch:
+                deleted += await self.client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.client.unlink(*batch)
+        return deleted
+
+    async def ttl(self, key: str) -> float | None:
+        ms = await self.client.pttl(key)
+        if ms == -2:
+            return None
+        return float("inf") if ms == -1 else ms / 1000
+
+    async def acquire(self, key: str, token: str, ttl: float) -> bool:
+        return bool(await self.client.set(key, token, nx=True, px=max(1, round(ttl * 1000))))
+
+    async def release(self, key: str, token: str) -> bool:
+        return bool(await self._release(keys=[key], args=[token]))
+
+    async def close(self) -> None:
+        if self._owns:
+            await self.client.aclose()
+
+
+def backend_for(target: Any, max_entries: int = 10_000) -> CacheBackend:
+    """The backend for what the seed's constructor receives: a redis client, a backend or ``None``."""
+    if target is None:
+        return MemoryBackend(max_entries)
+    if isinstance(target, aioredis.Redis):
+        return RedisBackend(target)
+    if isinstance(target, CacheBackend):
+        return target
+    raise TypeError(
+        f"expected a redis.asyncio.Redis client, a CacheBackend or None, got {type(target).__qualname__}"
+    )

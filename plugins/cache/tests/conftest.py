@@ -1,0 +1,44 @@
+"""Fixtures: a ``CacheManager`` on each backend (Redis: a private server, or ``$REDIS_URL``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kernel_cache import CacheManager
+from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+
+from kernel.testing import boot_kernel
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own per test: tests never flush a shared server."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def cache_config(backend: str, url: str, prefix: str, **extra: Any) -> dict[str, dict[str, Any]]:
+    config: dict[str, dict[str, Any]] = {"cache": {"backend": backend, "key_prefix": prefix, **extra}}
+    if backend == "redis":
+        config["redis"] = {"url": url}
+    return config
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(
+    request: pytest.FixtureRequest, redis_url: str, prefix: str  # noqa: F811 - the imported fixture
+) -> AsyncIterator[CacheManager]:
+    """The registered manager of a booted kernel, on the memory and on the Redis backend."""
+    backend = request.param
+    plugins = ["redis", "cache"] if backend == "redis" else ["cache"]
+    async with boot_kernel(*plugins, config=cache_config(backend, redis_url, prefix)) as kernel:
+        manager = kernel.get(CacheManager)
+        yield manager
+        await manager.backend.delete_matching(f"{prefix}:*")  # every namespace of this test

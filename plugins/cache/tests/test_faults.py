@@ -1,0 +1,214 @@
+"""Failure behaviour with a real redis-server: outage, hung server, recovery, and cross-process locks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import redis.asyncio as aioredis
+from kernel_cache import CacheManager, CacheUnavailableError
+from kernel_redis.testing import private_redis_server
+
+from kernel.testing import boot_kernel
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def redis_cache(url: str, **cache: object) -> AsyncIterator[CacheManager]:
+    config = {"redis": {"url": url}, "cache": {"backend": "redis", **cache}}
+    async with boot_kernel("redis", "cache", config=config) as kernel:
+        yield kernel.get(CacheManager)
+
+
+@pytest.mark.slow
+async def test_outage_fails_open_then_recovers_after_restart(caplog: pytest.LogCaptureFixture) -> None:
+    with private_redis_server() as server:
+        async with redis_cache(server.url, timeout=0.5, outage_backoff=0.2, log_interval=60) as cache:
+            assert await cache.set("a", 1) is True
+            server.stop()
+            calls = 0
+
+            async def factory() -> str:
+                nonlocal calls
+                calls += 1
+                return "fresh"
+
+            with caplog.at_level(logging.WARNING, logger="kernel.plugins.cache"):
+                t0 = time.perf_counter()
+                assert await cache.get("a") is None  # a miss, not an exception
+                assert await cache.set("b", 2) is False  # the write is skipped
+                assert await cache.get_or_set("c", factory) == "fresh"
+                assert await cache.get_or_set("c", factory) == "fresh"
+                assert await cache.has("a") is False
+                assert await cache.get_many(["a", "b"]) == {}
+                assert await cache.set_many({"x": 1}) is False
+                assert await cache.invalidate("*") == 0
+                assert await cache.delete("a") is False
+                for _ in range(50):
+                    await cache.get("a")
+                elapsed = time.perf_counter() - t0
+                with pytest.raises(CacheUnavailableError):
+                    await cache.increment("n")  # counters never pretend
+            assert calls == 2
+            assert elapsed < 1.5  # fails fast: connection refused, then the circuit stays open
+            stats = cache.get_stats()
+            assert stats.errors >= 59
+            assert stats.hits == 0
+            outage_lines = [r for r in caplog.records if "unavailable" in r.getMessage()]
+            assert len(outage_lines) == 1  # rate-limited: one line per log_interval
+
+            server.start()  # same port; no persistence, so it comes back empty
+            await asyncio.sleep(0.25)  # past outage_backoff
+            assert await cache.set("b", 2) is True
+            assert await cache.get("b") == 2
+            assert await cache.get_or_set("c", factory) == "fresh"
+            assert calls == 3
+            assert await cache.increment("n") == 1
+
+
+@pytest.mark.slow
+async def test_a_hung_server_bounds_writes_by_the_timeout() -> None:
+    with private_redis_server() as server:
+        async with redis_cache(server.url, timeout=0.3, outage_backoff=0.2) as cache:
+            assert await cache.set("k", "v") is True
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)  # alive but unresponsive
+            try:
+                t0 = time.perf_counter()
+                assert await cache.set("k", "w") is False
+                assert time.perf_counter() - t0 < 1.0
+                t0 = time.perf_counter()
+                assert await cache.get_or_set("slow", lambda: 1) == 1
+                assert time.perf_counter() - t0 < 1.0
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            await asyncio.sleep(0.25)
+            # The timed-out SET had reached the server's socket buffer: it was applied once the
+            # server resumed. A timed-out write is "unknown", not "not done" (documented).
+            assert await cache.get("k") == "w"
+            assert await cache.set("k", "x") is True
+            assert await cache.get("k") == "x"
+
+
+async def test_fail_closed_raises(prefix: str) -> None:
+    with private_redis_server() as server:
+        async with redis_cache(server.url, fail_open=False, key_prefix=prefix) as cache:
+            server.stop()
+            with pytest.raises(CacheUnavailableError, match="during get"):
+                await cache.get("a")
+            with pytest.raises(CacheUnavailableError):
+                await cache.set("a", 1)
+            with pytest.raises(CacheUnavailableError):
+                await cache.get_or_set("a", lambda: 1)
+
+
+async def test_lock_release_is_token_checked(cache: CacheManager) -> None:
+    backend = cache.backend
+    key = cache.key("lock-test")
+    assert await backend.acquire(key, "A", 0.1) is True
+    assert await backend.acquire(key, "B", 5) is False
+    await asyncio.sleep(0.15)  # A's lock expired (A was too slow, or crashed)
+    assert await backend.acquire(key, "B", 5) is True
+    assert await backend.release(key, "A") is False  # A must not free B's lock
+    assert await backend.acquire(key, "C", 5) is False
+    assert await backend.release(key, "B") is True
+    assert await backend.acquire(key, "C", 5) is True
+    assert await backend.release(key, "C") is True
+
+
+async def test_lock_left_by_a_crashed_holder_expires(redis_url: str, prefix: str) -> None:
+    async with redis_cache(redis_url, key_prefix=prefix, lock=True, lock_ttl=0.5) as cache:
+        # A process that took the lock and died: its lock stays until lock_ttl.
+        assert await cache.backend.acquire(f"{prefix}:__lock__:default:report", "dead", 0.5)
+        calls = 0
+
+        async def factory() -> int:
+            nonlocal calls
+            calls += 1
+            return 42
+
+        t0 = time.perf_counter()
+        assert await cache.get_or_set("report", factory) == 42
+        assert 0.3 < time.perf_counter() - t0 < 2.0
+        assert calls == 1
+
+
+_WORKER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    import redis.asyncio as aioredis
+    from kernel.testing import boot_kernel
+    from kernel_cache import CacheManager
+
+    url, prefix, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
+
+    async def main():
+        config = {"redis": {"url": url},
+                  "cache": {"backend": "redis", "key_prefix": prefix, "lock": lock}}
+        async with boot_kernel("redis", "cache", config=config) as kernel:
+            raw = kernel.get(aioredis.Redis)
+            cache = kernel.get(CacheManager).namespace("reports")
+
+            async def factory():
+                await raw.incr(f"{prefix}:factory-calls")
+                await asyncio.sleep(0.5)
+                return {"computed_by": os.getpid()}
+
+            await raw.incr(f"{prefix}:ready")
+            while not await raw.exists(f"{prefix}:go"):
+                await asyncio.sleep(0.005)
+            print(json.dumps(await cache.get_or_set("monthly", factory)), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _race(url: str, prefix: str, mode: str, n: int = 2) -> tuple[int, list[dict[str, int]]]:
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", _WORKER, url, prefix, mode,
+                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(n)]
+    raw = aioredis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while int(await raw.get(f"{prefix}:ready") or 0) < n:
+            assert time.monotonic() < deadline, "workers did not start"
+            assert all(p.returncode is None for p in procs), "a worker died before the race"
+            await asyncio.sleep(0.01)
+        await raw.set(f"{prefix}:go", 1)
+        outputs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
+        for p, (_out, err) in zip(procs, outputs, strict=True):
+            assert p.returncode == 0, err.decode()
+        calls = int(await raw.get(f"{prefix}:factory-calls") or 0)
+        await raw.delete(*[k async for k in raw.scan_iter(match=f"{prefix}:*")])
+        return calls, [json.loads(out) for out, _ in outputs]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.communicate()
+        await raw.aclose()
+
+
+@pytest.mark.slow
+async def test_two_processes_with_the_distributed_lock_call_the_factory_once(
+    redis_url: str, prefix: str
+) -> None:
+    calls, results = await _race(redis_url, prefix, "lock")
+    assert calls == 1
+    assert results[0] == results[1]  # both got the one computed value
+    # Control: without the lock each process computes it (single-flight is per process).
+    calls, _ = await _race(redis_url, prefix + "n", "nolock")
+    assert calls == 2
+

@@ -1,0 +1,84 @@
+"""Pattern invalidation: glob escaping, namespace confinement, and memory matching == Redis SCAN MATCH."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+from kernel_cache import CacheManager, glob, glob_escape, glob_to_regex
+
+pytestmark = pytest.mark.anyio
+
+USERS = ["1", "2", "12", "*", "?", "[12]", "\\", "a*b", "]", "[", "^"]
+
+
+async def _seed(cache: CacheManager) -> None:
+    await cache.set_many({f"user:{u}:{part}": u for u in USERS for part in ("profile", "posts")})
+
+
+async def _remaining_users(cache: CacheManager) -> set[str]:
+    found = await cache.get_many([f"user:{u}:profile" for u in USERS])
+    return {key.split(":")[1] for key in found}
+
+
+@pytest.mark.parametrize("hostile", USERS)
+async def test_hostile_ids_delete_only_their_own_keys(cache: CacheManager, hostile: str) -> None:
+    await _seed(cache)
+    assert await cache.invalidate("user:{}:*", hostile) == 2
+    assert await _remaining_users(cache) == set(USERS) - {hostile}
+
+
+async def test_glob_builder_and_prefix(cache: CacheManager) -> None:
+    await _seed(cache)
+    assert await cache.invalidate(glob("user:{}:posts", "*")) == 1
+    assert await cache.has("user:*:profile") is True
+    assert await cache.has("user:1:posts") is True
+    assert await cache.invalidate_prefix("user:[12]") == 2  # literal "[12]", not a character class
+    assert await cache.has("user:1:profile") is True
+    assert await cache.has("user:2:profile") is True
+
+
+async def test_wildcards_still_work_when_meant(cache: CacheManager) -> None:
+    await _seed(cache)
+    singles = len([u for u in USERS if len(u) == 1])
+    assert await cache.invalidate("user:?:posts") == singles
+    assert await cache.invalidate("user:[12]:profile") == 2
+    assert await cache.invalidate("user:*") == 2 * len(USERS) - singles - 2
+
+
+async def test_invalidation_never_leaves_the_namespace(cache: CacheManager) -> None:
+    neighbours = [cache.namespace(n) for n in ("user", "users", "user-2", "x")]
+    for ns in [cache, *neighbours]:
+        await ns.set("k", ns.name)
+    user = neighbours[0]
+    for hostile in ["*", "../*", "\\*", "]*", ":*", "*:*", "[^x]*"]:
+        await user.invalidate(hostile)
+    for ns in [cache, *neighbours[1:]]:
+        assert await ns.get("k") == ns.name
+    assert await user.get("k") is None
+    assert await user.clear() == 0
+
+
+def test_glob_escape() -> None:
+    assert glob_escape("a*b?c[d]e\\f") == "a\\*b\\?c\\[d\\]e\\\\f"
+    assert glob_escape("plain:text-1") == "plain:text-1"
+    assert glob("user:{}:{}:*", "*", 5) == "user:\\*:5:*"
+
+
+PATTERNS = ["*", "a*", "*b", "a?c", "a[bc]d", "a[^b]d", "a[b-d]x", "a[d-b]x", "a\\*c", "a\\?c", "a\\[b]",
+            "[a", "a[]b", "a[^]b", "a\\", "*\\\\*", "h*llo", "h[a-z]llo"]
+KEYS = ["a", "ab", "abc", "acc", "a*c", "a?c", "abd", "acd", "aad", "abx", "acx", "adx", "aex", "a[b]", "[a",
+        "a]b", "a\\", "x\\y", "hello", "hallo", "hllo", "heeello", "h-llo", "b"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+async def test_memory_matching_equals_redis_scan_match(redis_url: str, prefix: str, pattern: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.mset({f"{prefix}:{k}": 1 for k in KEYS})
+        scanned = {k.decode()[len(prefix) + 1:]
+                   async for k in client.scan_iter(match=glob_escape(prefix) + ":" + pattern, count=1000)}
+        regex = glob_to_regex(pattern)
+        assert {k for k in KEYS if regex.fullmatch(k)} == scanned
+    finally:
+        await client.delete(*(f"{prefix}:{k}" for k in KEYS))
+        await client.aclose()

@@ -1,0 +1,76 @@
+"""Memory backend specifics: LRU eviction under max_entries, expiry, no aliasing."""
+
+from __future__ import annotations
+
+import pytest
+from kernel_cache import CacheManager, MemoryBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_lru_eviction_keeps_the_recently_used() -> None:
+    backend = MemoryBackend(max_entries=3)
+    cache = CacheManager(backend)
+    for k in "abc":
+        await cache.set(k, k)
+    assert await cache.get("a") == "a"  # a is now the most recently used
+    await cache.set("d", "d")  # evicts b, the least recently used
+    assert len(backend) == 3
+    assert backend.evictions == 1
+    assert await cache.get_many(["a", "b", "c", "d"]) == {"a": "a", "c": "c", "d": "d"}
+
+
+async def test_expired_entries_are_evicted_before_live_ones() -> None:
+    clock = Clock()
+    backend = MemoryBackend(max_entries=3, clock=clock)
+    cache = CacheManager(backend)
+    await cache.set("old", 1, ttl=10)
+    await cache.set("live1", 1, ttl=100)
+    await cache.set("live2", 1, ttl=100)
+    clock.now += 20
+    await cache.set("new", 1, ttl=100)
+    assert backend.evictions == 0  # the expired entry made room
+    assert await cache.get_many(["live1", "live2", "new"]) == {"live1": 1, "live2": 1, "new": 1}
+
+
+async def test_expiry_follows_the_clock() -> None:
+    clock = Clock()
+    cache = CacheManager(MemoryBackend(clock=clock), default_ttl=60)
+    await cache.set("k", "v")
+    await cache.increment("n", ttl=30)
+    clock.now += 59.9
+    assert await cache.get("k") == "v"
+    assert await cache.get("n") is None  # the counter's 30 s window is over
+    clock.now += 0.2
+    assert await cache.get("k") is None
+    assert await cache.invalidate("*") == 0  # expired entries are not counted as deleted
+
+
+async def test_values_are_copied_not_aliased() -> None:
+    cache = CacheManager()  # the seed's constructor form with no client: memory
+    value = {"list": [1]}
+    await cache.set("k", value)
+    value["list"].append(2)
+    got = await cache.get("k")
+    assert got == {"list": [1]}
+    got["list"].append(3)
+    assert await cache.get("k") == {"list": [1]}
+
+
+def test_constructor_validation() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryBackend(0)
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis client, a CacheBackend or None"):
+        CacheManager("redis://localhost")
+    with pytest.raises(ValueError, match="default_ttl"):
+        CacheManager(default_ttl=0)
+    with pytest.raises(ValueError, match="key_prefix"):
+        CacheManager(key_prefix="a:b")

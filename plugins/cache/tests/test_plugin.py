@@ -1,0 +1,101 @@
+"""The plugin in a kernel: registration, config, backends, metrics export, health."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+from kernel_cache import CacheConfig, CacheManager, MemoryBackend, RedisBackend
+
+from kernel import BootError, ConfigError
+from kernel.testing import boot_kernel, make_kernel
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_memory_backend_needs_no_redis() -> None:
+    async with boot_kernel("cache", config={"cache": {"default_ttl": 60, "namespace": "app"}}) as kernel:
+        manager = kernel.get(CacheManager)
+        assert kernel.registry.get("cache") is manager
+        assert isinstance(manager.backend, MemoryBackend)
+        assert manager.name == "app"
+        assert manager.default_ttl == 60
+        assert "redis" not in kernel.load_order
+        assert (await kernel.health()).status == "ok"
+
+
+async def test_redis_backend_through_the_redis_plugin(redis_url: str, prefix: str) -> None:
+    config = {"redis": {"url": redis_url}, "cache": {"backend": "redis", "key_prefix": prefix}}
+    async with boot_kernel("cache", "redis", config=config) as kernel:
+        assert kernel.load_order == ["redis", "cache"]
+        manager = kernel.get(CacheManager)
+        assert isinstance(manager.backend, RedisBackend)
+        users = manager.namespace("user")
+        await users.set("profile:1", {"id": 1})
+        raw = kernel.get(aioredis.Redis)
+        # Key design: <key_prefix>:<namespace>:<key>, JSON bytes.
+        assert await raw.get(f"{prefix}:user:profile:1") == b'{"id":1}'
+        assert users.key("profile:1") == f"{prefix}:user:profile:1"
+        report = await kernel.health()
+        assert {c.name: c.ok for c in report.checks} == {"redis": True, "cache": True}
+        await users.clear()
+
+
+async def test_redis_backend_without_the_redis_plugin_is_a_clear_boot_error() -> None:
+    with pytest.raises(BootError, match=r"needs the redis plugin: add \"redis\" to \[kernel\] plugins"):
+        async with boot_kernel("cache", config={"cache": {"backend": "redis"}}):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"backend": "memcached"}, "plugins.cache.backend: expected one of 'memory', 'redis'"),
+        ({"default_ttl": 0}, "plugins.cache.default_ttl: must be > 0"),
+        ({"jitter": 1.0}, "plugins.cache.jitter: must be < 1"),
+        ({"namespace": "a:b"}, "plugins.cache.namespace: must be letters"),
+        ({"key_prefix": "*"}, "plugins.cache.key_prefix: must be letters"),
+        ({"ttl": 5}, "plugins.cache.ttl: unknown key"),
+    ],
+)
+def test_config_errors(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_kernel("cache", config={"cache": table})
+    assert any(e.startswith(message) for e in info.value.errors), info.value.errors
+
+
+def test_config_from_environment() -> None:
+    kernel = make_kernel("cache", environ={"KERNEL__PLUGINS__CACHE__DEFAULT_TTL": "300",
+                                           "KERNEL__PLUGINS__CACHE__BACKEND": "memory"})
+    cfg = kernel.plugin("cache").ctx.config
+    assert cfg == CacheConfig(default_ttl=300)
+
+
+async def test_stats_are_exported_to_prometheus_per_namespace() -> None:
+    kernel_metrics = pytest.importorskip("kernel_metrics")
+    async with boot_kernel("metrics", "cache") as kernel:
+        assert kernel.load_order == ["metrics", "cache"]
+        caches = kernel.get(CacheManager)
+        users = caches.namespace("user")
+        await users.set("a", 1)
+        await users.get("a")
+        await users.get("a")
+        await users.get("b")
+        await caches.get("zzz")
+        await users.invalidate("*")
+        collector = kernel.get(kernel_metrics.MetricsCollector)
+        body, _ = collector.render()
+        text = body.decode()
+        assert 'cache_hits_total{namespace="user"} 2.0' in text
+        assert 'cache_misses_total{namespace="user"} 1.0' in text
+        assert 'cache_sets_total{namespace="user"} 1.0' in text
+        assert 'cache_deletes_total{namespace="user"} 1.0' in text
+        assert 'cache_misses_total{namespace="default"} 1.0' in text
+
+
+async def test_logger_is_the_plugins(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="kernel.plugins.cache"):
+        async with boot_kernel("cache"):
+            pass
+    assert any(r.name == "kernel.plugins.cache" and "cache ready" in r.getMessage() for r in caplog.records)
