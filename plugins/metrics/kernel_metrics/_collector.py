@@ -123,6 +123,10 @@ class MetricsCollector:
             ["method", "route", "status"], buckets=http_buckets)
         self.http_active = self.gauge(
             "http_active_connections", "HTTP requests being served right now", multiprocess_mode="livesum")
+        self._in_flight = 0
+        if self._mp_dir is None:
+            # A plain int read at scrape time: no lock per request (the event loop is one thread).
+            self.http_active.set_function(lambda: self._in_flight)
         self.events = self.counter(
             "eventbus_events_total", "Events handled by the event bus", ["event", "status"])
         self.db_duration = self.histogram(
@@ -210,6 +214,20 @@ class MetricsCollector:
             yield
         finally:
             self.record_db_query(operation, collection, time.perf_counter() - t0)
+
+    def request_started(self) -> None:
+        """One more HTTP request in flight (``http_active_connections``)."""
+        if self._mp_dir is None:
+            self._in_flight += 1
+        else:
+            self.http_active.inc()
+
+    def request_finished(self) -> None:
+        """One HTTP request fewer in flight."""
+        if self._mp_dir is None:
+            self._in_flight -= 1
+        else:
+            self.http_active.dec()
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one served request in ``http_requests_total`` and ``http_request_duration_seconds``.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
+from time import perf_counter
 from typing import Any
 
 from kernel import ASGIApp
@@ -84,6 +84,7 @@ class MetricsMiddleware:
         self._unmatched = unmatched_route
         self._max_routes = max_routes
         self._routes: set[str] = set()
+        self._by_route: dict[int, tuple[object, str]] = {}
 
     def _resolve(self, scope: Scope) -> MetricsCollector | None:
         if self._factory is not None:
@@ -104,6 +105,23 @@ class MetricsMiddleware:
         self._routes.add(template)
         return template
 
+    def _template(self, scope: Scope, root_path: str, status: int) -> str:
+        template = scope.get("route_template")
+        if template is not None:
+            return str(template)
+        route = scope.get("route")
+        # Fast path: a plain route outside any mount; its template never changes.
+        if route is not None and scope.get("root_path", "") == root_path:
+            # Starlette routes are unhashable; key by id and check identity so a reused id can't lie.
+            entry = self._by_route.get(id(route))
+            if entry is not None and entry[0] is route:
+                return entry[1]
+            template = route_template(scope, root_path, self._unmatched, status)
+            if not _is_mount(route) and len(self._by_route) < self._max_routes:
+                self._by_route[id(route)] = (route, template)
+            return template
+        return route_template(scope, root_path, self._unmatched, status)
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or _SEEN in scope:
             await self.app(scope, receive, send)
@@ -123,14 +141,15 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        active = collector.http_active
-        active.inc()
-        t0 = time.perf_counter()
+        collector.request_started()
+        t0 = perf_counter()
         try:
             await self.app(scope, receive, send_status)
         finally:
-            elapsed = time.perf_counter() - t0
-            active.dec()
-            template = route_template(scope, root_path, self._unmatched, status)
+            elapsed = perf_counter() - t0
+            collector.request_finished()
+            template = self._template(scope, root_path, status)
             if template not in self._exclude:
-                collector.observe_http(scope["method"], self._label(template), status, elapsed)
+                if template not in self._routes:
+                    template = self._label(template)
+                collector.observe_http(scope["method"], template, status, elapsed)
