@@ -1,0 +1,510 @@
+"""QueueManager: the seed's API (add, schedule, stats, pause, clean, workers) on SAQ + Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from saq.job import Job, Status
+from saq.utils import now, uuid1
+
+from ._config import QueueConfig
+from ._errors import InvalidJobOptionError, JobNotFoundError
+from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
+from ._queue import KernelRedisQueue
+from ._registry import ANY_NAME, Processor, ProcessorRegistry
+from ._worker import QueueWorker
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("kernel.plugins.queue")
+
+QUEUES_KEY = "kernel_queue:queues"
+"""Redis set of every queue name a manager has used (for ``get_all_queue_stats``)."""
+_RETRIES_SENTINEL = 1 << 30
+"""SAQ's own ``retries`` is set out of reach: every failure goes through our retry policy."""
+
+CleanStatus = Literal["completed", "failed", "waiting", "delayed"]
+EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class QueueManager:
+    """Named job queues on one Redis: enqueue, inspect, control, and run workers.
+
+    >>> qm = kernel.get(QueueManager)                                   # doctest: +SKIP
+    >>> await qm.add_job("notifications", "send-notification", {"user_id": "456"})
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        config: QueueConfig | None = None,
+        *,
+        blocking: Redis | None = None,
+        metrics: Any = None,
+        eventbus: Any = None,
+        processors: ProcessorRegistry | None = None,
+    ) -> None:
+        self.redis = redis
+        self.config = config or QueueConfig()
+        self.processors = processors or ProcessorRegistry()
+        self._blocking = blocking
+        self._metrics = metrics
+        self._eventbus = eventbus
+        self._queues: dict[str, KernelRedisQueue] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
+        self._workers: list[tuple[QueueWorker, asyncio.Task[None]]] = []
+        self._listeners: set[asyncio.Task[None]] = set()
+        self._counter: Any = None
+        self._duration: Any = None
+        self._known_pending: set[str] = set()
+        if metrics is not None:
+            self._counter = metrics.counter(
+                "queue_jobs_total", "Job events handled by this process", ["queue", "event"])
+            self._duration = metrics.histogram(
+                "queue_job_duration_seconds", "Processing time of finished jobs", ["queue", "status"])
+
+    # ------------------------------------------------------------------ queues
+
+    def get_queue(self, name: str, **defaults: Any) -> KernelRedisQueue:
+        """The queue ``name`` (created on first use); ``defaults`` are job options for its ``add_job``.
+
+        Accepted defaults: ``priority``, ``attempts``, ``backoff``, ``timeout``.
+        """
+        if not isinstance(name, str) or not name or ":" in name:
+            raise InvalidJobOptionError(f"queue name must be a non-empty str without ':', got {name!r}")
+        if defaults:
+            unknown = set(defaults) - {"priority", "attempts", "backoff", "timeout"}
+            if unknown:
+                raise InvalidJobOptionError(f"unknown queue defaults {sorted(unknown)} for queue {name!r}")
+            self._defaults[name] = {**self._defaults.get(name, {}), **self._options(**defaults)}
+        queue = self._queues.get(name)
+        if queue is None:
+            cfg = self.config
+            queue = KernelRedisQueue(
+                self.redis, name, blocking=self._blocking, poll_interval=cfg.poll_interval,
+                stall_timeout=cfg.stall_timeout, max_stalls=cfg.max_stalls, events=cfg.events,
+            )
+            if self._eventbus is not None:
+                queue.event_hooks.append(self._publish_to_bus)
+            if self._metrics is not None:
+                queue.event_hooks.append(self._record_metrics)
+            self._queues[name] = queue
+            self._known_pending.add(name)
+        return queue
+
+    async def _remember(self, name: str) -> None:
+        if name in self._known_pending:
+            self._known_pending.discard(name)
+            await self.redis.sadd(QUEUES_KEY, name)
+
+    async def queue_names(self) -> list[str]:
+        """Every queue known to this Redis (used by any manager) plus the configured ones."""
+        stored = {n.decode() if isinstance(n, bytes) else n for n in await self.redis.smembers(QUEUES_KEY)}
+        return sorted(stored | set(self.config.queues) | set(self._queues))
+
+    # ------------------------------------------------------------------ options and jobs
+
+    def _options(self, *, priority: int | None = None, attempts: int | None = None, backoff: Any = None,
+                 timeout: float | timedelta | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if priority is not None:
+            out["priority"] = check_priority(priority)
+        if attempts is not None:
+            out["attempts"] = check_attempts(attempts)
+        if backoff is not None:
+            out["backoff"] = check_backoff(backoff)
+        if timeout is not None:
+            out["timeout"] = seconds(timeout, "timeout")
+        return out
+
+    def _build(self, queue: KernelRedisQueue, name: str, data: Any, *, priority: int | None,
+               attempts: int | None, backoff: Any, delay: float | timedelta | None, job_id: str | None,
+               timeout: float | timedelta | None) -> Job:
+        if not isinstance(name, str) or not name:
+            raise InvalidJobOptionError(f"job name must be a non-empty str, got {name!r}")
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise InvalidJobOptionError(f"job_id must be a non-empty str, got {job_id!r}")
+        defaults = self._defaults.get(queue.name, {})
+        prio = check_priority(priority) if priority is not None else defaults.get("priority")
+        tries = check_attempts(attempts) if attempts is not None else defaults.get(
+            "attempts", self.config.default_attempts)
+        back = check_backoff(backoff) if backoff is not None else defaults.get("backoff")
+        limit = seconds(timeout, "timeout") if timeout is not None else defaults.get(
+            "timeout", self.config.default_timeout)
+        wait = seconds(delay, "delay")
+        meta: dict[str, Any] = {"max_attempts": tries}
+        if back:
+            meta["backoff"] = back
+        job = Job(
+            function=name, kwargs={"data": data}, key=job_id or uuid1(), timeout=limit,  # type: ignore[arg-type]
+            heartbeat=0, retries=_RETRIES_SENTINEL, ttl=0, priority=prio or 0, meta=meta,
+            scheduled=time.time() + wait if wait else 0,  # type: ignore[arg-type]
+        )
+        job.queue = queue
+        job.queued = now()
+        job.status = Status.QUEUED
+        return job
+
+    async def add_job(
+        self,
+        queue: str,
+        name: str,
+        data: Any = None,
+        *,
+        priority: int | None = None,
+        attempts: int | None = None,
+        backoff: Any = None,
+        delay: float | timedelta | None = None,
+        job_id: str | None = None,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the job's limit, not this call's
+    ) -> str:
+        """Enqueue one job; returns its id.
+
+        ``priority``: 1 (highest) .. 2,097,152; jobs without one run after every prioritised job.
+        ``attempts``: total tries; ``backoff``: ``{"type": "exponential"|"fixed", "delay": s}``;
+        ``delay``/``timeout`` in seconds or ``timedelta``. A ``job_id`` that already exists
+        (in any state, until cleaned) is not enqueued again: its id is returned.
+        """
+        q = self.get_queue(queue)
+        job = self._build(q, name, data, priority=priority, attempts=attempts, backoff=backoff,
+                          delay=delay, job_id=job_id, timeout=timeout)
+        if self._known_pending:
+            await self._remember(queue)
+        await q._enqueue(job)
+        return job.key
+
+    async def add_bulk_jobs(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Enqueue many jobs in one round trip; each item: ``name``, ``data`` and any ``add_job`` option."""
+        q = self.get_queue(queue)
+        built: list[Job] = []
+        allowed = {"name", "data", "priority", "attempts", "backoff", "delay", "job_id", "timeout"}
+        for i, spec in enumerate(jobs):
+            if not isinstance(spec, Mapping) or "name" not in spec:
+                raise InvalidJobOptionError(f"jobs[{i}] must be a mapping with at least 'name', got {spec!r}")
+            unknown = set(spec) - allowed
+            if unknown:
+                raise InvalidJobOptionError(f"jobs[{i}]: unknown keys {sorted(unknown)}")
+            built.append(self._build(
+                q, spec["name"], spec.get("data"), priority=spec.get("priority"),
+                attempts=spec.get("attempts"), backoff=spec.get("backoff"), delay=spec.get("delay"),
+                job_id=spec.get("job_id"), timeout=spec.get("timeout")))
+        if not built:
+            return []
+        if self._known_pending:
+            await self._remember(queue)
+        await q.enqueue_many(built)
+        return [job.key for job in built]
+
+    async def schedule_job(self, queue: str, name: str, data: Any, delay: float | timedelta,
+                           **options: Any) -> str:
+        """``add_job`` with a delay (seconds or ``timedelta``)."""
+        return await self.add_job(queue, name, data, delay=delay, **options)
+
+    # ------------------------------------------------------------------ recurring jobs
+
+    async def schedule_recurring_job(self, queue: str, name: str, data: Any, cron: str, *,
+                                     key: str | None = None, tz: str = "UTC", **options: Any) -> str:
+        """Run ``name`` on every tick of ``cron`` (5 fields, or 6 with seconds last), once per tick.
+
+        Stored in Redis, so it survives restarts and fires once per tick however many workers
+        run; replaced when scheduled again under the same ``key`` (default: ``name``).
+        Returns the key for :meth:`remove_recurring_job`.
+        """
+        if not isinstance(cron, str) or not croniter.is_valid(cron):
+            raise InvalidJobOptionError(f"invalid cron expression {cron!r} (e.g. '0 0 * * *' = daily)")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidJobOptionError(f"unknown time zone {tz!r}") from exc
+        key = key or name
+        if ":" in key:
+            raise InvalidJobOptionError(f"recurring job key must not contain ':', got {key!r}")
+        q = self.get_queue(queue)
+        self._options(**options)  # validate now, not at every tick
+        spec = {"name": name, "data": data, "cron": cron, "tz": tz, "options": options}
+        try:
+            payload = json.dumps(spec, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobOptionError(
+                f"recurring job {key!r}: data must be JSON-serializable: {exc}") from exc
+        await self._remember(queue)
+        await self._drop_pending_ticks(q, key)
+        await self.redis.hset(q._repeat, key, payload)
+        await self._fire_recurring(q)
+        return key
+
+    async def remove_recurring_job(self, queue: str, key: str) -> bool:
+        """Stop a recurring job at runtime (its pending next tick is removed too)."""
+        q = self.get_queue(queue)
+        removed = bool(await self.redis.hdel(q._repeat, key))
+        await self._drop_pending_ticks(q, key)
+        return removed
+
+    async def list_recurring_jobs(self, queue: str) -> dict[str, dict[str, Any]]:
+        q = self.get_queue(queue)
+        raw = await self.redis.hgetall(q._repeat)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def _drop_pending_ticks(self, q: KernelRedisQueue, key: str) -> None:
+        pattern = q.job_id(f"repeat:{key}:*")
+        async for member, score in self.redis.zscan_iter(q._incomplete, match=pattern):
+            if score > 0:  # still delayed: not started yet
+                await self.redis.pipeline(transaction=True).zrem(q._incomplete, member).delete(
+                    member).execute()
+
+    async def _fire_recurring(self, q: KernelRedisQueue) -> None:
+        raw = await self.redis.hgetall(q._repeat)
+        if not raw:
+            return
+        current = time.time()
+        for key_b, payload in raw.items():
+            key = key_b.decode()
+            try:
+                spec = json.loads(payload)
+                base = datetime.fromtimestamp(current, ZoneInfo(spec.get("tz", "UTC")))
+                tick = float(croniter(spec["cron"], base).get_next(float))
+                opts = spec.get("options", {})
+                job = self._build(q, spec["name"], spec.get("data"), priority=opts.get("priority"),
+                                  attempts=opts.get("attempts"), backoff=opts.get("backoff"), delay=None,
+                                  job_id=f"repeat:{key}:{int(tick)}", timeout=opts.get("timeout"))
+                job.scheduled = tick  # type: ignore[assignment]
+                # The same id for the same tick from every worker: the enqueue dedupes it.
+                await q._enqueue(job)
+            except Exception:
+                log.exception("recurring job %r on queue %r could not be scheduled", key, q.name)
+
+    # ------------------------------------------------------------------ inspection
+
+    async def get_job(self, queue: str, job_id: str) -> JobInfo | None:
+        """State, progress, result, attempts and failure reason of one job (None if unknown)."""
+        q = self.get_queue(queue)
+        job = await q.job(job_id)
+        if job is None:
+            return None
+        delayed = False
+        if job.status == Status.QUEUED:
+            score = await self.redis.zscore(q._incomplete, job.id)
+            delayed = bool(score and score > 0)
+        return JobInfo.from_job(job, delayed=delayed)
+
+    async def get_queue_stats(self, queue: str) -> dict[str, Any]:
+        """``{queue_name, waiting, active, completed, failed, delayed, total, paused}``.
+
+        ``completed``/``failed`` count finished jobs kept in Redis (until ``clean_queue``);
+        ``total`` = waiting + active + delayed (unfinished jobs), as in the seed's example.
+        """
+        q = self.get_queue(queue)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(q._waiting).llen(q._active).zcount(q._incomplete, "(0", "+inf")
+            pipe.zcard(q._completed).zcard(q._failed).exists(q._paused)
+            waiting, active, delayed, completed, failed, paused = await pipe.execute()
+        return {
+            "queue_name": queue, "waiting": waiting, "active": active, "completed": completed,
+            "failed": failed, "delayed": delayed, "total": waiting + active + delayed, "paused": bool(paused),
+        }
+
+    async def get_all_queue_stats(self) -> list[dict[str, Any]]:
+        return [await self.get_queue_stats(name) for name in await self.queue_names()]
+
+    async def get_counts(self, queue: str) -> dict[str, int]:
+        """Lifetime totals kept even after ``clean_queue``: completed, failed, stalled."""
+        q = self.get_queue(queue)
+        raw = await self.redis.hgetall(q._counts)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    # ------------------------------------------------------------------ control
+
+    async def pause_queue(self, queue: str) -> None:
+        """Every worker process stops taking jobs from ``queue``; running jobs finish."""
+        await self.get_queue(queue).pause()
+
+    async def resume_queue(self, queue: str) -> None:
+        await self.get_queue(queue).resume()
+
+    async def is_paused(self, queue: str) -> bool:
+        return await self.get_queue(queue).is_paused()
+
+    async def clean_queue(self, queue: str, grace: float | timedelta = 0, limit: int = 1000,
+                          status: CleanStatus = "completed") -> list[str]:
+        """Delete up to ``limit`` (<= 0: all) jobs in ``status`` older than ``grace`` seconds; their ids."""
+        if status not in ("completed", "failed", "waiting", "delayed"):
+            raise InvalidJobOptionError(
+                f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}")
+        q = self.get_queue(queue)
+        cutoff_ms = now() - int(seconds(grace, "grace") * 1000)
+        count = None if limit <= 0 else limit
+        removed: list[str] = []
+        if status in ("completed", "failed"):
+            zset = q._completed if status == "completed" else q._failed
+            ids = await self.redis.zrangebyscore(zset, 0, cutoff_ms, start=0 if count else None, num=count)
+            if ids:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(zset, *ids).delete(*ids)
+                    await pipe.execute()
+            removed = [i.decode() for i in ids]
+        else:
+            if status == "waiting":
+                ids = await self.redis.zrange(q._waiting, 0, -1)
+            else:
+                ids = await self.redis.zrangebyscore(q._incomplete, "(0", "+inf")
+            jobs = await q.jobs(q.job_key_from_id(i.decode()) for i in ids) if ids else []
+            for raw_id, job in zip(ids, jobs, strict=True):
+                if count is not None and len(removed) >= count:
+                    break
+                if job is not None and job.queued > cutoff_ms:
+                    continue
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(q._waiting, raw_id).zrem(q._incomplete, raw_id).delete(raw_id)
+                    res = await pipe.execute()
+                if res[0] or res[1]:
+                    removed.append(raw_id.decode())
+        return [q.job_key_from_id(i) for i in removed]
+
+    async def retry_failed(self, queue: str, job_id: str | None = None) -> int:
+        """Re-queue one failed job (or every failed job) with a fresh attempt budget; how many."""
+        q = self.get_queue(queue)
+        if job_id is not None:
+            keys = [job_id]
+        else:
+            keys = [q.job_key_from_id(i.decode()) for i in await self.redis.zrange(q._failed, 0, -1)]
+        done = 0
+        for key in keys:
+            job = await q.job(key)
+            if job is None:
+                if job_id is not None:
+                    raise JobNotFoundError(f"no job {job_id!r} on queue {queue!r}")
+                continue
+            if job.status != Status.FAILED:
+                if job_id is not None:
+                    raise InvalidJobOptionError(
+                        f"job {job_id!r} on queue {queue!r} is {job.status.value}, not failed")
+                continue
+            job.meta["failures"] = 0
+            job.meta["stalls"] = 0
+            if await q.requeue(job, guard=False):
+                done += 1
+        return done
+
+    # ------------------------------------------------------------------ processors and workers
+
+    def register_processor(self, queue: str, name: str, fn: Processor, *, replace: bool = False) -> None:
+        """``fn(job)`` (async) processes jobs named ``name`` on ``queue``; ``name="*"`` takes the rest."""
+        self.get_queue(queue)
+        self.processors.register(queue, name, fn, replace=replace)
+
+    def processor(self, queue: str, name: str = ANY_NAME) -> Callable[[Processor], Processor]:
+        """Decorator form of :meth:`register_processor`."""
+        def deco(fn: Processor) -> Processor:
+            self.register_processor(queue, name, fn)
+            return fn
+        return deco
+
+    def make_worker(self, queue: str, *, concurrency: int = 1) -> QueueWorker:
+        """A worker for ``queue`` (not started): ``await worker.start()`` runs it until stopped."""
+        if concurrency < 1:
+            raise InvalidJobOptionError(f"concurrency must be >= 1, got {concurrency!r}")
+        q = self.get_queue(queue)
+        return QueueWorker(q, self.processors, self.config, concurrency=concurrency,
+                           recurring=lambda: self._fire_recurring(q))
+
+    async def create_worker(self, queue: str, processor: Processor | None = None, *,
+                            concurrency: int = 1) -> QueueWorker:
+        """Start processing ``queue`` in this process (the seed's ``createWorker``).
+
+        ``processor`` (if given) handles every job name of the queue without a specific
+        processor. The worker runs until :meth:`close` (or ``await worker.stop()``).
+        """
+        if processor is not None:
+            self.register_processor(queue, ANY_NAME, processor, replace=True)
+        worker = self.make_worker(queue, concurrency=concurrency)
+        await self._remember(queue)
+        task = asyncio.create_task(worker.start(), name=f"queue-worker-{queue}")
+        self._workers.append((worker, task))
+        started = asyncio.create_task(worker.wait_started())
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            task.result()
+        return worker
+
+    async def stop_workers(self) -> None:
+        """Graceful stop of this manager's workers: no new jobs; running ones get ``shutdown_grace``."""
+        workers, self._workers = self._workers, []
+        for worker, _task in workers:
+            worker.request_stop()
+        results = await asyncio.gather(*(t for _, t in workers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("queue worker ended with an error", exc_info=result)
+
+    # ------------------------------------------------------------------ events
+
+    async def queue_events(self, queue: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield the events of ``queue`` from every process (waiting, delayed, active, progress, completed,
+        failed) as dicts ``{event, queue, job_id, name, attempts, ...}``."""
+        q = self.get_queue(queue)
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(q.events_channel)
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    yield json.loads(message["data"])
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+    def listen_to_queue_events(self, queue: str, handler: EventHandler | None = None) -> asyncio.Task[None]:
+        """Call ``handler(event)`` (default: log it) for every event of ``queue`` until :meth:`close`."""
+        async def run() -> None:
+            async for event in self.queue_events(queue):
+                try:
+                    if handler is None:
+                        log.info("queue %s: job %s %s", queue, event.get("job_id"), event.get("event"),
+                                 extra={"queue": queue, "job_event": event})
+                    else:
+                        result = handler(event)
+                        if result is not None:
+                            await result
+                except Exception:
+                    log.exception("queue event handler failed", extra={"queue": queue})
+
+        task = asyncio.create_task(run(), name=f"queue-events-{queue}")
+        self._listeners.add(task)
+        task.add_done_callback(self._listeners.discard)
+        return task
+
+    async def _publish_to_bus(self, event: str, job: Job, extra: dict[str, Any]) -> None:
+        data = {"queue": job.get_queue().name, "job_id": job.key, "name": job.function,
+                "attempts": job.attempts, **extra}
+        await self._eventbus.publish(f"queue.job.{event}", data, source="queue")
+
+    async def _record_metrics(self, event: str, job: Job, extra: dict[str, Any]) -> None:
+        name = job.get_queue().name
+        self._counter.labels(name, event).inc()
+        if event in ("completed", "failed") and job.started and job.completed:
+            self._duration.labels(name, event).observe(max(job.completed - job.started, 0) / 1000)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Stop workers gracefully and event listeners; the Redis client belongs to the redis plugin."""
+        await self.stop_workers()
+        for task in list(self._listeners):
+            task.cancel()
+        if self._listeners:
+            await asyncio.gather(*self._listeners, return_exceptions=True)
+        for q in self._queues.values():
+            await q.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<QueueManager queues={sorted(self._queues)}>"

@@ -1,0 +1,182 @@
+"""The ``queue`` plugin: a QueueManager in the registry, ``kernel worker`` and ``kernel queue``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, hookimpl
+
+from ._config import QueueConfig
+from ._errors import QueueError
+from ._manager import QueueManager
+
+
+def load_processor_hooks(manager: QueueManager, specs: list[str]) -> None:
+    """Import each ``"module:function"`` and call it with ``manager`` (it registers processors)."""
+    errors = []
+    for i, spec in enumerate(specs):
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            errors.append(f"plugins.queue.processors[{i}]: expected 'module:function', got {spec!r}")
+            continue
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"plugins.queue.processors[{i}]: cannot import {spec!r}: {exc}")
+            continue
+        if not callable(fn):
+            errors.append(f"plugins.queue.processors[{i}]: {spec!r} is not callable")
+            continue
+        fn(manager)
+    if errors:
+        raise ConfigError(errors)
+
+
+class QueuePlugin(Plugin):
+    """Background jobs on SAQ + Redis (``QueueManager``), workers via ``kernel worker``."""
+
+    name = "queue"
+    version = "0.1.0"
+    requires = ("redis",)
+    optional = ("metrics", "eventbus")
+    config_class = QueueConfig
+    provides = ("queue", "QueueManager")
+    description = "Job queues: priorities, delays, exact retries, cron, pause/resume, no lost jobs."
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[QueueConfig]) -> AsyncIterator[None]:
+        client = ctx.registry.get("redis")
+        connection = ctx.registry.find("redis.connection")
+        # Idle workers block on BLPOP: give them a client without a socket read timeout.
+        blocking = connection.new_client(socket_timeout=None) if connection is not None else None
+        manager = QueueManager(
+            client, ctx.config, blocking=blocking,
+            metrics=ctx.registry.find("metrics"), eventbus=ctx.registry.find("eventbus"),
+        )
+        try:
+            load_processor_hooks(manager, ctx.config.processors)
+            ctx.provide(manager, name="queue")
+            yield
+        finally:
+            await manager.close()
+            if blocking is not None:
+                await blocking.aclose()
+
+    @hookimpl
+    def kernel_cli_commands(self) -> list[Command]:
+        return [
+            Command("worker", "run queue workers until SIGTERM/SIGINT", run_worker, add_worker_arguments),
+            Command("queue", "queue stats, pause, resume, clean, retry", run_queue, add_queue_arguments),
+        ]
+
+
+# ---------------------------------------------------------------------- kernel worker
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", "-q", action="append", dest="queues", metavar="NAME",
+                        help="queue to process (repeatable; default: config 'queues', else every queue "
+                             "with a registered processor)")
+    parser.add_argument("--concurrency", "-n", type=int, default=None,
+                        help="jobs run at once per queue (default: config 'concurrency')")
+
+
+async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
+    manager = kernel.get(QueueManager)
+    cfg = manager.config
+    queues = args.queues or cfg.queues or manager.processors.queues()
+    if not queues:
+        print("error: no queue to process: register processors (config 'processors' or a plugin calling "
+              "register_processor) or pass --queue", file=sys.stderr)
+        return 2
+    concurrency = args.concurrency or cfg.concurrency
+    if concurrency < 1:
+        print(f"error: --concurrency must be >= 1, got {concurrency}", file=sys.stderr)
+        return 2
+    for name in queues:
+        if not manager.processors.names(name):
+            print(f"warning: queue {name!r} has no processor; its jobs will fail with "
+                  "UnknownProcessorError", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for name in queues:
+            await manager.create_worker(name, concurrency=concurrency)
+        print(f"worker ready: queues={','.join(queues)} concurrency={concurrency}", flush=True)
+        await stop.wait()
+        print("worker stopping: finishing running jobs", flush=True)
+        await manager.stop_workers()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    print("worker stopped", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------- kernel queue
+
+
+def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="queue_command", metavar="SUBCOMMAND", required=True)
+    p = sub.add_parser("stats", help="waiting/active/completed/failed/delayed per queue")
+    p.add_argument("names", nargs="*", metavar="NAME", help="queues (default: all known)")
+    p.add_argument("--json", action="store_true")
+    for name, text in (("pause", "stop every worker taking jobs from a queue"),
+                       ("resume", "let workers take jobs again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("clean", help="delete old finished (or waiting/delayed) jobs")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--status", choices=["completed", "failed", "waiting", "delayed"], default="completed")
+    p.add_argument("--grace", type=float, default=0.0, help="only jobs older than this many seconds")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (0: all)")
+    p = sub.add_parser("retry", help="re-queue failed jobs")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--job", dest="job_id", help="one job id (default: every failed job)")
+
+
+async def run_queue(args: argparse.Namespace, kernel: Kernel) -> int:
+    try:
+        return await _queue_command(args, kernel.get(QueueManager))
+    except QueueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _queue_command(args: argparse.Namespace, manager: QueueManager) -> int:
+    cmd = args.queue_command
+    if cmd == "stats":
+        stats: list[dict[str, Any]] = (
+            [await manager.get_queue_stats(n) for n in args.names] if args.names
+            else await manager.get_all_queue_stats())
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            cols = ["queue_name", "waiting", "active", "delayed", "completed", "failed", "total", "paused"]
+            rows = [cols] + [[str(s[c]) for c in cols] for s in stats]
+            widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+            for row in rows:
+                print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+    if cmd == "pause":
+        await manager.pause_queue(args.name)
+        print(f"queue {args.name!r} paused")
+    elif cmd == "resume":
+        await manager.resume_queue(args.name)
+        print(f"queue {args.name!r} resumed")
+    elif cmd == "clean":
+        removed = await manager.clean_queue(args.name, args.grace, args.limit, args.status)
+        print(f"removed {len(removed)} {args.status} job(s) from {args.name!r}")
+    elif cmd == "retry":
+        count = await manager.retry_failed(args.name, args.job_id)
+        print(f"re-queued {count} failed job(s) on {args.name!r}")
+    return 0

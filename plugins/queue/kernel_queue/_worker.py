@@ -1,0 +1,124 @@
+"""A SAQ worker that heartbeats automatically, dispatches by job name and fires recurring jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from saq.worker import Worker
+
+from ._errors import UnknownProcessorError
+from ._job import JobContext
+
+if TYPE_CHECKING:
+    from ._config import QueueConfig
+    from ._queue import KernelRedisQueue
+    from ._registry import ProcessorRegistry
+
+log = logging.getLogger("kernel.plugins.queue")
+
+Processor = Callable[[JobContext], Awaitable[Any]]
+
+
+class _Dispatch(dict[str, Any]):
+    """SAQ looks functions up by job name; every name resolves to one dispatcher per name."""
+
+    def __init__(self, queue: KernelRedisQueue, processors: ProcessorRegistry) -> None:
+        super().__init__()
+        self._queue = queue
+        self._processors = processors
+
+    def __missing__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        queue, processors = self._queue, self._processors
+
+        async def run(ctx: dict[str, Any], **_kwargs: Any) -> Any:
+            fn = processors.resolve(queue.name, name)
+            if fn is None:
+                raise UnknownProcessorError(queue.name, name, processors.names(queue.name))
+            result = fn(JobContext(ctx["job"], queue))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        run.__qualname__ = name
+        self[name] = run
+        return run
+
+
+class QueueWorker(Worker):  # type: ignore[type-arg]
+    """Runs the processors registered for one queue, ``concurrency`` jobs at a time.
+
+    Signals are handled by whoever runs the worker (``kernel worker``, the manager), not by
+    SAQ: several workers share one process and one SIGTERM.
+    """
+
+    SIGNALS = []  # type: ignore[misc]
+
+    def __init__(self, queue: KernelRedisQueue, processors: ProcessorRegistry, config: QueueConfig,
+                 *, concurrency: int, recurring: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__(
+            queue,
+            functions=[],
+            concurrency=concurrency,
+            timers={
+                "schedule": config.schedule_interval,  # type: ignore[typeddict-item]
+                "sweep": config.sweep_interval,  # type: ignore[typeddict-item]
+                "abort": 1,
+                "worker_info": 10,
+            },
+            shutdown_grace_period_s=config.shutdown_grace,  # type: ignore[arg-type]
+        )
+        self.functions = _Dispatch(queue, processors)
+        self.kqueue = queue
+        self.heartbeat_interval = config.heartbeat_interval
+        self._recurring = recurring
+        self._started = asyncio.Event()
+        self._upkeep: list[asyncio.Task[None]] = []
+
+    async def process(self) -> bool:
+        if self.event.is_set():  # stopping: take no new job
+            return False
+        return await super().process()
+
+    async def schedule(self, lock: int = 1) -> None:
+        if self._recurring is not None:
+            await self._recurring()
+        await self.kqueue.schedule(lock)
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        # Upkeep tasks are kept out of ``self.tasks``: SAQ's stop() would wait the whole grace
+        # period for their sleeps. They are cancelled once the running jobs are done.
+        self._upkeep = [*await super().upkeep(),
+                        asyncio.create_task(self._beat(), name="queue-heartbeat")]
+        self._started.set()
+        return []
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()
+        finally:
+            upkeep, self._upkeep = self._upkeep, []
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
+
+    async def _beat(self) -> None:
+        # Automatic heartbeat for every job this process runs: a processor that never reports
+        # progress is not mistaken for a dead one.
+        # Keeps beating while a graceful stop lets running jobs finish.
+        while not self.event.is_set() or self.job_task_contexts:
+            try:
+                await self.kqueue.heartbeat([job.id for job in list(self.job_task_contexts)])
+            except Exception:
+                log.exception("queue heartbeat failed", extra={"queue": self.kqueue.name})
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    def request_stop(self) -> None:
+        """Stop taking jobs; ``start()`` then finishes running ones within the grace period."""
+        self.event.set()
