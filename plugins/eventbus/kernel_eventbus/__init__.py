@@ -1,0 +1,46 @@
+"""milo-kernel ``eventbus`` plugin: durable events with metadata, retries, dead-letter queue and replay."""
+
+from ._bus import EventBus, Handler, Subscription
+from ._config import EventBusConfig
+from ._dlq import DeadLetterEntry
+from ._errors import (
+    AdapterUnavailableError,
+    DeadLetterNotFoundError,
+    DeliveryLimitError,
+    EventBusError,
+    EventDataError,
+    NonRetryableError,
+    SubscriptionError,
+    UndecodableEventError,
+)
+from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, idempotent
+from ._memory import MemoryEventBus
+from ._metadata import EventMetadata, new_event_id
+from ._plugin import EventBusPlugin, build_bus
+from ._retry import RetryPolicy
+
+__all__ = [
+    "AdapterUnavailableError",
+    "DeadLetterEntry",
+    "DeadLetterNotFoundError",
+    "DeliveryLimitError",
+    "EventBus",
+    "EventBusConfig",
+    "EventBusError",
+    "EventBusPlugin",
+    "EventDataError",
+    "EventMetadata",
+    "Handler",
+    "IdempotencyStore",
+    "MemoryEventBus",
+    "MemoryIdempotencyStore",
+    "NonRetryableError",
+    "RedisIdempotencyStore",
+    "RetryPolicy",
+    "Subscription",
+    "SubscriptionError",
+    "UndecodableEventError",
+    "build_bus",
+    "idempotent",
+    "new_event_id",
+]

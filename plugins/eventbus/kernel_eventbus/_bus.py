@@ -1,0 +1,335 @@
+"""The adapter-independent part of the bus: publish validation, subscriptions, handler runs, metrics."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from kernel import get_trace_id, new_trace_id, set_trace_id
+
+from ._dlq import DeadLetterEntry
+from ._errors import EventDataError, SubscriptionError
+from ._idempotency import IdempotencyStore, idempotent
+from ._metadata import EventMetadata, new_event_id, rfc3339
+from ._retry import RetryPolicy
+
+log = logging.getLogger("kernel.plugins.eventbus")
+
+Handler = Callable[[Any, EventMetadata], Awaitable[object]]
+"""``async def handler(data, metadata) -> None``."""
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON; what the bus stores and hands a copy of to every handler."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def default_subscription_name(event: str, handler: Callable[..., Any]) -> str:
+    """``<event>:<module>.<qualname>`` -- stable across processes, so they share one consumer group."""
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None)
+    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
+        raise SubscriptionError(
+            f"cannot derive a stable subscription name for handler {handler!r} of {event!r}: "
+            "pass group=\"...\" (processes sharing the work must use the same group)"
+        )
+    return f"{event}:{module}.{qualname}"
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One handler of one event; retried and dead-lettered independently of every other subscription."""
+
+    event: str
+    handler: Handler
+    name: str
+    """The consumer-group name: processes subscribing with the same name share the work."""
+    policy: RetryPolicy
+    concurrency: int = 1
+
+
+@attrs.define
+class Failure:
+    """The outcome of a failed handler run."""
+
+    error: BaseException
+    retry: bool
+    at: str
+
+
+class _Metrics:
+    """Records into the metrics plugin's collector when it is enabled (duck-typed: no import)."""
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+        self.duration = collector.histogram(
+            "eventbus_handler_duration_seconds", "Event handler run time in seconds",
+            ["event", "subscription"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+        )
+        self.dlq_size = collector.gauge(
+            "eventbus_dlq_size", "Entries in the event bus dead-letter queue", multiprocess_mode="max"
+        )
+
+    def event(self, name: str, status: str) -> None:
+        self.collector.record_event(name, status)
+
+    def handled(self, sub: Subscription, seconds: float) -> None:
+        self.duration.labels(sub.event, sub.name).observe(seconds)
+
+
+class EventBus(abc.ABC):
+    """Publish events, subscribe handlers, inspect and replay the dead-letter queue.
+
+    >>> meta = await bus.publish("user.created", {"user_id": "123"}, source="UserService")  # doctest: +SKIP
+    >>> bus.subscribe("user.created", on_user_created)                                     # doctest: +SKIP
+    """
+
+    adapter: str = ""
+
+    def __init__(
+        self,
+        *,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 1,
+        metrics: Any | None = None,
+        idempotency_ttl: int = 86_400,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self.concurrency = concurrency
+        self.idempotency_ttl = idempotency_ttl
+        self._metrics = _Metrics(metrics) if metrics is not None else None
+        self._subs: dict[str, list[Subscription]] = {}
+        self._by_name: dict[str, Subscription] = {}
+        self.running = False
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(
+        self, name: str, data: Any, *, source: str | None = None, trace_id: str | None = None
+    ) -> EventMetadata:
+        """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
+
+        ``trace_id`` defaults to the current trace id (or a new one).
+        """
+        if not isinstance(name, str) or not name:
+            raise EventDataError(repr(name), "the event name must be a non-empty string")
+        try:
+            body = dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise EventDataError(name, f"data is not JSON-serializable ({exc})") from None
+        if source is not None and not isinstance(source, str):
+            raise EventDataError(name, f"source must be a string, not {type(source).__name__}")
+        ms = time.time_ns() // 1_000_000
+        meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
+                             trace_id or get_trace_id() or new_trace_id())
+        await self._publish(meta, body)
+        if self._metrics is not None:
+            self._metrics.event(name, "published")
+        return meta
+
+    @abc.abstractmethod
+    async def _publish(self, meta: EventMetadata, body: str) -> None: ...
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(
+        self,
+        event: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        max_retries: int | None = None,
+        backoff: RetryPolicy | None = None,
+        concurrency: int | None = None,
+    ) -> Subscription:
+        """Call ``await handler(data, metadata)`` for every ``event``.
+
+        ``group`` names the subscription (default ``<event>:<module>.<qualname>``);
+        processes using the same group share its events. ``backoff`` replaces
+        the bus's retry policy, ``max_retries`` just the retry count.
+        """
+        if not isinstance(event, str) or not event:
+            raise SubscriptionError(f"event name must be a non-empty string, not {event!r}")
+        if not callable(handler):
+            raise SubscriptionError(f"handler of {event!r} must be an async callable, not {handler!r}")
+        name = group or default_subscription_name(event, handler)
+        if "|" in name:
+            raise SubscriptionError(f"subscription name {name!r} must not contain '|'")
+        if name in self._by_name:
+            raise SubscriptionError(
+                f"subscription {name!r} already exists in this bus; pass another group= to subscribe twice"
+            )
+        policy = backoff or self.policy
+        if max_retries is not None:
+            policy = attrs.evolve(policy, max_retries=max_retries)
+        sub = Subscription(event, handler, name, policy, concurrency or self.concurrency)
+        self._subs.setdefault(event, []).append(sub)
+        self._by_name[name] = sub
+        self._started(sub)
+        return sub
+
+    def unsubscribe(self, subscription: Subscription | str, handler: Handler | None = None) -> bool:
+        """Remove a subscription (the object, its name, or ``event, handler``); False if none matched."""
+        if isinstance(subscription, Subscription):
+            found = self._by_name.get(subscription.name)
+            found = found if found is subscription else None
+        elif handler is not None:
+            found = next((s for s in self._subs.get(subscription, []) if s.handler is handler), None)
+        else:
+            found = self._by_name.get(subscription)
+        if found is None:
+            return False
+        self._subs[found.event].remove(found)
+        if not self._subs[found.event]:
+            del self._subs[found.event]
+        del self._by_name[found.name]
+        self._stopped(found)
+        return True
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._by_name.values())
+
+    def _started(self, sub: Subscription) -> None:  # noqa: B027 - optional hook
+        """A subscription was added (adapters start consuming for it)."""
+
+    def _stopped(self, sub: Subscription) -> None:  # noqa: B027 - optional hook
+        """A subscription was removed."""
+
+    # ------------------------------------------------------------------ running handlers
+
+    async def _invoke(self, sub: Subscription, data: Any, meta: EventMetadata) -> Failure | None:
+        """Run the handler with the event's trace id set; the failure, if any, and whether to retry it."""
+        prev = get_trace_id()
+        set_trace_id(meta.trace_id)
+        t0 = time.perf_counter()
+        try:
+            result = sub.handler(data, meta)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            retry = sub.policy.should_retry(exc, meta.attempt)
+            log.warning(
+                "eventbus: %s failed for %s (attempt %d): %s: %s%s", sub.name, meta.event_name, meta.attempt,
+                type(exc).__name__, exc, " -- will retry" if retry else " -- dead-lettered",
+                extra={"event_id": meta.event_id, "event": meta.event_name, "subscription": sub.name,
+                       "attempt": meta.attempt},
+            )
+            if self._metrics is not None:
+                self._metrics.handled(sub, time.perf_counter() - t0)
+                self._metrics.event(meta.event_name, "retried" if retry else "failed")
+            return Failure(exc, retry, rfc3339(time.time_ns() // 1_000_000))
+        finally:
+            set_trace_id(prev)
+        if self._metrics is not None:
+            self._metrics.handled(sub, time.perf_counter() - t0)
+            self._metrics.event(meta.event_name, "success")
+        return None
+
+    def _dead_entry(self, sub: Subscription, data: Any, meta: EventMetadata, failure: Failure,
+                    first_failure_at: str | None) -> DeadLetterEntry:
+        exc = failure.error
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if self._metrics is not None:
+            self._metrics.event(meta.event_name, "dead_lettered")
+        return DeadLetterEntry(
+            metadata=meta, data=data, subscription=sub.name, attempts=meta.attempt,
+            first_failure_at=first_failure_at or failure.at, last_failure_at=failure.at,
+            error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            error_message=str(exc), traceback=tb,
+        )
+
+    def _dlq_size_changed(self, size: int) -> None:
+        if self._metrics is not None:
+            self._metrics.dlq_size.set(size)
+
+    # ------------------------------------------------------------------ dead-letter queue
+
+    @abc.abstractmethod
+    async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
+                                    ) -> list[DeadLetterEntry]:
+        """The newest ``limit`` dead-letter entries (newest first), optionally of one ``event`` name."""
+
+    @abc.abstractmethod
+    async def dead_letter_count(self) -> int:
+        """How many entries the dead-letter queue holds."""
+
+    @abc.abstractmethod
+    async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
+        """The entries of one event (one per subscription that gave up); raises if none."""
+
+    @abc.abstractmethod
+    async def replay_from_dlq(self, event_id: str) -> int:
+        """Re-deliver a dead-lettered event to the subscription(s) that failed it; how many entries.
+
+        The entry leaves the DLQ; the new delivery starts again at attempt 1 with
+        ``replayed_at`` set, and is retried (and dead-lettered) like any other.
+        Raises :class:`DeadLetterNotFoundError` when the event is not in the DLQ.
+        """
+
+    async def replay_all(
+        self, *, event: str | None = None, limit: int | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> int:
+        """Replay every dead-letter entry (of ``event``, at most ``limit``); ``progress(done, total)``."""
+        entries = await self.get_dead_letter_queue(limit or 1_000_000_000, event=event)
+        ids = list(dict.fromkeys(e.event_id for e in reversed(entries)))  # oldest first
+        done = 0
+        for event_id in ids:
+            try:
+                done += await self.replay_from_dlq(event_id)
+            except LookupError:
+                continue  # replayed meanwhile by someone else
+            if progress is not None:
+                progress(done, len(entries))
+        return done
+
+    @abc.abstractmethod
+    async def clear_dead_letter_queue(self) -> int:
+        """Drop every dead-letter entry; how many there were."""
+
+    @abc.abstractmethod
+    async def delete_dead_letter(self, event_id: str) -> int:
+        """Drop the entries of one event; how many."""
+
+    # ------------------------------------------------------------------ idempotency
+
+    @abc.abstractmethod
+    def idempotency_store(self) -> IdempotencyStore:
+        """Where :meth:`idempotent` remembers handled event ids (memory, or Redis with the redis adapter)."""
+
+    def idempotent(self, handler: Handler, *, key: str | None = None, ttl: int | None = None) -> Handler:
+        """``handler`` wrapped to skip events it already handled (by ``event_id``), in the bus's store.
+
+        >>> bus.subscribe("user.created", bus.idempotent(send_welcome_mail))  # doctest: +SKIP
+        """
+        return idempotent(handler, store=self.idempotency_store(), key=key, ttl=ttl or self.idempotency_ttl)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start consuming for the subscriptions made so far (later ones start at once)."""
+        self.running = True
+
+    async def close(self) -> None:
+        """Stop consuming; in-flight handlers are cancelled (their events are delivered again later)."""
+        self.running = False
+
+    async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} subscriptions={len(self._by_name)}>"

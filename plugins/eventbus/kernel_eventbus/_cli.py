@@ -1,0 +1,157 @@
+"""``kernel dlq list|show|replay|clear``: operate the dead-letter queue from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from kernel import Command
+
+from ._errors import DeadLetterNotFoundError
+
+if TYPE_CHECKING:
+    from kernel import Kernel
+
+    from ._bus import EventBus
+    from ._dlq import DeadLetterEntry
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class ProgressBar:
+    """A one-line text progress bar on a terminal (plain lines when not a TTY)."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr, width: int = 30) -> None:
+        self.total, self.out, self.width = total, out, width
+        self.tty = out.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        total = total or self.total
+        pct = int(100 * done / total) if total else 100
+        if self.tty:
+            fill = int(self.width * done / total) if total else self.width
+            self.out.write(f"\rreplaying [{'#' * fill}{'.' * (self.width - fill)}] {done}/{total} {pct:3d}%")
+            self.out.flush()
+        elif pct // 10 != self._last // 10 or done == total:
+            print(f"replaying {done}/{total} ({pct}%)", file=self.out)
+        self._last = pct
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+
+
+def _rows(entries: list[DeadLetterEntry]) -> list[list[str]]:
+    rows = [["event_id", "event", "subscription", "attempts", "last failure", "error"]]
+    for e in entries:
+        rows.append([e.event_id, e.event_name, _short(e.subscription, 40), str(e.attempts), e.last_failure_at,
+                     _short(f"{e.error_type.rsplit('.', 1)[-1]}: {e.error_message}", 60)])
+    return rows
+
+
+async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
+    """Entry point of ``kernel dlq``."""
+    bus: EventBus = kernel.registry.get("eventbus")
+    out = sys.stdout
+    action = args.dlq_command
+    if action == "list":
+        entries = await bus.get_dead_letter_queue(args.limit, event=args.event)
+        if args.json:
+            print(json.dumps([e.to_dict(traceback=False) for e in entries], indent=2), file=out)
+            return 0
+        total = await bus.dead_letter_count()
+        if not entries:
+            print(f"dead-letter queue is empty ({bus.adapter} adapter)", file=out)
+            return 0
+        _table(_rows(entries), out)
+        print(f"\n{len(entries)} shown of {total} entries ({bus.adapter} adapter)", file=out)
+        return 0
+    if action == "show":
+        try:
+            found = await bus.get_dead_letter(args.event_id)
+        except DeadLetterNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps([e.to_dict() for e in found], indent=2), file=out)
+            return 0
+        for e in found:
+            for k, v in [("event_id", e.event_id), ("event", e.event_name), ("subscription", e.subscription),
+                         ("attempts", str(e.attempts)), ("published", e.metadata.timestamp),
+                         ("source", e.metadata.source or "-"), ("trace_id", e.metadata.trace_id or "-"),
+                         ("first failure", e.first_failure_at), ("last failure", e.last_failure_at),
+                         ("error", f"{e.error_type}: {e.error_message}"),
+                         ("data", json.dumps(e.data, ensure_ascii=False))]:
+                print(f"{k + ':':<15} {v}", file=out)
+            if e.traceback:
+                print("traceback:\n" + e.traceback.rstrip(), file=out)
+            print(file=out)
+        return 0
+    if action == "replay":
+        if args.all:
+            total = await bus.dead_letter_count()
+            bar = ProgressBar(total)
+            n = await bus.replay_all(event=args.event, progress=bar)
+            bar.close()
+            print(f"replayed {n} entries", file=out)
+            return 0
+        if not args.event_id:
+            print("error: give an EVENT_ID or --all", file=sys.stderr)
+            return 2
+        try:
+            n = await bus.replay_from_dlq(args.event_id)
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"replayed {args.event_id} to {n} subscription(s)", file=out)
+        return 0
+    if action == "clear":
+        if args.event_id:
+            n = await bus.delete_dead_letter(args.event_id)
+        else:
+            if not args.yes:
+                print("error: this drops every dead-letter entry; repeat with --yes", file=sys.stderr)
+                return 2
+            n = await bus.clear_dead_letter_queue()
+        print(f"removed {n} entries", file=out)
+        return 0
+    raise AssertionError(action)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    p = sub.add_parser("list", help="newest dead-letter entries, as a table")
+    p.add_argument("--event", help="only this event name")
+    p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p = sub.add_parser("show", help="one event's entries with data, error and traceback")
+    p.add_argument("event_id")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("replay", help="re-deliver an event (or --all) to the subscription that failed it")
+    p.add_argument("event_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="replay every entry (with a progress bar)")
+    p.add_argument("--event", help="with --all: only this event name")
+    p = sub.add_parser("clear", help="drop every entry (--yes), or one event's entries")
+    p.add_argument("event_id", nargs="?")
+    p.add_argument("--yes", action="store_true", help="confirm dropping the whole queue")
+
+
+def dlq_command() -> Command:
+    """The ``kernel dlq`` command."""
+    return Command("dlq", "dead-letter queue of the event bus: list, show, replay, clear",
+                   run_dlq, add_arguments=_arguments)

@@ -1,0 +1,47 @@
+"""Errors of the event bus."""
+
+from __future__ import annotations
+
+
+class EventBusError(Exception):
+    """Base class of event-bus errors."""
+
+
+class EventDataError(EventBusError, TypeError):
+    """The event data (or an argument of ``publish``) cannot be published."""
+
+    def __init__(self, event: str, problem: str) -> None:
+        self.event = event
+        self.problem = problem
+        super().__init__(f"cannot publish {event!r}: {problem}")
+
+
+class NonRetryableError(EventBusError):
+    """Raise it (or subclass it) from a handler to send the event straight to the dead-letter queue.
+
+    Any exception with a ``retryable = False`` attribute is treated the same way.
+    """
+
+
+class DeadLetterNotFoundError(EventBusError, LookupError):
+    """No dead-letter entry has this event id."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"no dead-letter entry for event {event_id!r} (see `kernel dlq list`)")
+
+
+class SubscriptionError(EventBusError, ValueError):
+    """A subscription is invalid (bad handler, duplicate name, unknown subscription)."""
+
+
+class AdapterUnavailableError(EventBusError):
+    """The configured adapter cannot run (e.g. ``adapter = "redis"`` without the redis plugin)."""
+
+
+class UndecodableEventError(NonRetryableError):
+    """A stream entry could not be decoded (corrupt or foreign payload): it goes to the DLQ at once."""
+
+
+class DeliveryLimitError(NonRetryableError):
+    """An entry was delivered more than ``max_deliveries`` times without an acknowledgement."""

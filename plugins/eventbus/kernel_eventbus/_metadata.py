@@ -1,0 +1,63 @@
+"""Event metadata and time-sortable event ids."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import attrs
+
+
+def new_event_id(ms: int | None = None) -> str:
+    """A UUIDv7 string: 48-bit Unix milliseconds then 74 random bits, so ids sort by time (to the ms)."""
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def rfc3339(ms: int) -> str:
+    """UTC RFC 3339 timestamp with milliseconds (``2026-11-28T15:04:05.123Z``)."""
+    sec, milli = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{milli:03d}Z"
+
+
+def now_rfc3339() -> str:
+    """The current time as :func:`rfc3339`."""
+    return rfc3339(time.time_ns() // 1_000_000)
+
+
+@attrs.frozen(slots=True)
+class EventMetadata:
+    """What a handler gets next to the data: identity, origin, trace and delivery attempt."""
+
+    event_id: str
+    event_name: str
+    timestamp: str
+    """When the event was published (UTC, RFC 3339)."""
+    source: str | None = None
+    trace_id: str | None = None
+    attempt: int = 1
+    """1 for the first delivery to a subscription, 2 for the first retry, ..."""
+    replayed_at: str | None = None
+    """Set when the event was re-delivered from the dead-letter queue."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (keys are the attribute names)."""
+        return {
+            "event_id": self.event_id, "event_name": self.event_name, "timestamp": self.timestamp,
+            "source": self.source, "trace_id": self.trace_id, "attempt": self.attempt,
+            "replayed_at": self.replayed_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EventMetadata:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            event_id=str(data["event_id"]), event_name=str(data["event_name"]),
+            timestamp=str(data["timestamp"]), source=data.get("source"), trace_id=data.get("trace_id"),
+            attempt=int(data.get("attempt", 1)), replayed_at=data.get("replayed_at"),
+        )

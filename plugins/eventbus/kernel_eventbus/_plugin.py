@@ -1,0 +1,78 @@
+"""The ``eventbus`` plugin: builds the configured bus, registers it, stops it at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kernel import Command, HealthCheck, Plugin, PluginContext, hookimpl
+
+from ._bus import EventBus
+from ._cli import dlq_command
+from ._config import EventBusConfig
+from ._errors import AdapterUnavailableError
+from ._memory import MemoryEventBus
+
+
+def build_bus(config: EventBusConfig, *, redis_connection: Any | None = None, metrics: Any | None = None
+              ) -> EventBus:
+    """The bus ``config`` describes; ``redis_connection`` is the redis plugin's ``RedisConnection``."""
+    common: dict[str, Any] = {"policy": config.retry_policy(), "concurrency": config.concurrency,
+                              "metrics": metrics, "idempotency_ttl": config.idempotency_ttl}
+    if config.adapter == "memory":
+        return MemoryEventBus(**common)
+    if redis_connection is None:
+        raise AdapterUnavailableError(
+            'eventbus: adapter = "redis" needs the redis plugin, which is not enabled: add "redis" to '
+            '[kernel] plugins (pip install milo-kernel-redis), or set adapter = "memory" in '
+            '[plugins.eventbus]'
+        )
+    from ._redis import RedisEventBus  # imports redis-py only when the adapter is used
+
+    # blocking reads get their own connections, with a socket timeout longer than the longest block
+    blocking = redis_connection.new_client(socket_timeout=config.read_block + 10.0)
+    return RedisEventBus(
+        redis_connection.client, blocking_client=blocking, prefix=config.prefix,
+        batch_size=config.batch_size, read_block=config.read_block,
+        visibility_timeout=config.visibility_timeout, reclaim_interval=config.reclaim_interval,
+        max_deliveries=config.max_deliveries, stream_maxlen=config.stream_maxlen,
+        new_group_start=config.new_group_start, reconnect_max_delay=config.reconnect_max_delay, **common,
+    )
+
+
+class EventBusPlugin(Plugin):
+    """Durable events: publish/subscribe with metadata, retries with backoff, DLQ and replay."""
+
+    name = "eventbus"
+    version = "0.1.0"
+    optional = ("redis", "metrics")
+    config_class = EventBusConfig
+    provides = ("eventbus", "EventBus")
+    install_hints = {"redis": "milo-kernel-redis"}
+    description = "Event bus with retries, dead-letter queue and replay (memory or Redis Streams)"
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:
+        bus = build_bus(ctx.config, redis_connection=ctx.registry.find("redis.connection")
+                        if ctx.config.adapter == "redis" else None,
+                        metrics=ctx.registry.find("metrics"))
+        ctx.provide(bus, name="eventbus", types=(EventBus, type(bus)))
+        await bus.start()
+        ctx.log.info("eventbus: %s adapter started", bus.adapter)
+        try:
+            yield
+        finally:
+            await bus.close()
+
+    @hookimpl
+    def kernel_health_checks(self, ctx: PluginContext[EventBusConfig]) -> list[HealthCheck]:
+        async def dlq() -> bool:
+            bus: EventBus = ctx.registry.get("eventbus")
+            await bus.dead_letter_count()  # reachable storage; a non-empty DLQ is not unhealthy
+            return True
+
+        return [HealthCheck("eventbus", dlq, critical=False)]
+
+    @hookimpl
+    def kernel_cli_commands(self) -> list[Command]:
+        return [dlq_command()]

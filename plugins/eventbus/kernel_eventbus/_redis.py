@@ -1,0 +1,535 @@
+"""The Redis Streams adapter: durable events, one consumer group per subscription, retries kept in Redis.
+
+Keys (``P`` is the prefix):
+
+- ``P:stream:<event>``     the event stream (XADD MAXLEN ~ ``stream_maxlen``); one group per subscription
+- ``P:retry:<sub>``        re-deliveries of one subscription (due retries, replays), deleted once acked
+- ``P:schedule:<sub>``     retries scored by due time (ms), moved to ``P:retry:<sub>`` by a script
+- ``P:dlq`` / ``P:dlq:index``  dead-letter entries (hash by ``<event_id>|<sub>``) and their order (sorted set)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import attrs
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from ._bus import EventBus, Failure, Subscription, dumps, log
+from ._dlq import DeadLetterEntry
+from ._errors import DeadLetterNotFoundError, DeliveryLimitError, UndecodableEventError
+from ._idempotency import IdempotencyStore, RedisIdempotencyStore
+from ._metadata import EventMetadata, now_rfc3339, rfc3339
+
+# Moves due retries of one subscription into its retry stream; returns [moved, next due ms or -1].
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'j', m)
+  redis.call('ZREM', KEYS[1], m)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, nxt[2] or '-1'}
+"""
+
+# Takes one entry out of the DLQ and re-delivers it, only if it was still there (concurrent replays are safe).
+_REPLAY = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('XADD', KEYS[3], '*', 'j', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@attrs.define
+class _State:
+    """Per-subscription consumer state."""
+
+    task: asyncio.Task[None] | None = None
+    acks: list[tuple[str, bytes]] = attrs.field(factory=list)
+    """Entries handled successfully but not yet acknowledged (kept across a lost connection)."""
+    next_due: float = 0.0
+    """Earliest known retry due time (ms); 0 = check now."""
+    next_reclaim: float = 0.0
+    next_cleanup: float = 0.0
+    ready: bool = False
+
+
+class RedisEventBus(EventBus):
+    """Events in Redis Streams: nothing published is lost when a consumer dies or Redis restarts (with AOF).
+
+    Delivery is at-least-once per subscription: an entry is acknowledged only
+    after its handler succeeded (or it was scheduled for retry / dead-lettered
+    in the same transaction), so a crash re-delivers, never drops.
+    """
+
+    adapter = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        blocking_client: aioredis.Redis | None = None,
+        prefix: str = "eventbus",
+        batch_size: int = 100,
+        read_block: float = 1.0,
+        visibility_timeout: float = 30.0,
+        reclaim_interval: float = 5.0,
+        max_deliveries: int = 10,
+        stream_maxlen: int = 100_000,
+        new_group_start: Literal["latest", "earliest"] = "latest",
+        reconnect_max_delay: float = 5.0,
+        consumer_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.client = client
+        self.blocking = blocking_client or client
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.read_block = read_block
+        self.visibility_timeout = visibility_timeout
+        self.reclaim_interval = reclaim_interval
+        self.max_deliveries = max_deliveries
+        self.stream_maxlen = stream_maxlen
+        self.new_group_start = new_group_start
+        self.reconnect_max_delay = reconnect_max_delay
+        self.consumer = consumer_name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._dlq_key = f"{prefix}:dlq"
+        self._dlq_index = f"{prefix}:dlq:index"
+        self._move_due = client.register_script(_MOVE_DUE)
+        self._replay = client.register_script(_REPLAY)
+        self._states: dict[str, _State] = {}
+        self._setup: set[asyncio.Task[None]] = set()
+        self._stream_keys: dict[str, str] = {}
+        self._idem = RedisIdempotencyStore(client, f"{prefix}:done:")
+        self._stopping = False
+
+    # ------------------------------------------------------------------ keys
+
+    def stream_key(self, event: str) -> str:
+        key = self._stream_keys.get(event)
+        if key is None:
+            key = self._stream_keys[event] = f"{self.prefix}:stream:{event}"
+        return key
+
+    def retry_key(self, sub: str) -> str:
+        return f"{self.prefix}:retry:{sub}"
+
+    def schedule_key(self, sub: str) -> str:
+        return f"{self.prefix}:schedule:{sub}"
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _publish(self, meta: EventMetadata, body: str) -> None:
+        if self._setup:
+            # groups of subscriptions made just before must exist, or a "latest" group would miss this event
+            await asyncio.gather(*self._setup)
+        fields: dict[str, str] = {"id": meta.event_id, "ts": meta.timestamp, "tid": meta.trace_id or "",
+                                  "d": body}
+        if meta.source is not None:
+            fields["src"] = meta.source
+        await self.client.xadd(self.stream_key(meta.event_name), fields,  # type: ignore[arg-type]
+                               maxlen=self.stream_maxlen or None, approximate=True)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _started(self, sub: Subscription) -> None:
+        self._states[sub.name] = _State()
+        if self.running:
+            self._launch(sub)
+
+    def _stopped(self, sub: Subscription) -> None:
+        state = self._states.pop(sub.name, None)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+
+    def _launch(self, sub: Subscription) -> None:
+        state = self._states[sub.name]
+        setup = asyncio.get_running_loop().create_task(self._ensure_groups_quietly(sub, state))
+        self._setup.add(setup)
+        setup.add_done_callback(self._setup.discard)
+        state.task = asyncio.get_running_loop().create_task(self._consume(sub, state, setup),
+                                                            name=f"eventbus:{sub.name}")
+
+    async def _ensure_groups(self, sub: Subscription, state: _State) -> None:
+        start = "$" if self.new_group_start == "latest" else "0"
+        for key, first in ((self.stream_key(sub.event), start), (self.retry_key(sub.name), "0")):
+            try:
+                await self.client.xgroup_create(key, sub.name, id=first, mkstream=True)
+            except rexc.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        state.ready = True
+
+    async def _ensure_groups_quietly(self, sub: Subscription, state: _State) -> None:
+        # a failure here is retried by the consumer loop; publish must not fail because of it
+        with contextlib.suppress(Exception):
+            await self._ensure_groups(sub, state)
+
+    async def start(self) -> None:
+        await super().start()
+        self._stopping = False
+        for sub in self.subscriptions:
+            if self._states[sub.name].task is None:
+                self._launch(sub)
+        if self._setup:
+            await asyncio.gather(*self._setup)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop consuming after the batch in hand (cancelled after ``grace`` s); flush acknowledgements."""
+        self._stopping = True
+        tasks = [s.task for s in self._states.values() if s.task is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.read_block + grace)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for name, state in self._states.items():
+            state.task = None
+            sub = self._by_name.get(name)
+            if sub is not None and state.acks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._flush_acks(sub, state), 2.0)
+        await super().close()
+
+    # ------------------------------------------------------------------ consuming
+
+    async def _consume(self, sub: Subscription, state: _State, setup: asyncio.Task[None]) -> None:
+        with contextlib.suppress(Exception):
+            await setup
+        main, retry = self.stream_key(sub.event), self.retry_key(sub.name)
+        streams = {main: ">", retry: ">"}
+        delay = 0.0
+        failing = False
+        while not self._stopping:
+            try:
+                if not state.ready:
+                    await self._ensure_groups(sub, state)
+                if state.acks:
+                    await self._flush_acks(sub, state)
+                now = _ms()
+                if now >= state.next_due:
+                    moved, nxt = await self._move_due(keys=[self.schedule_key(sub.name), retry],
+                                                      args=[now, self.batch_size])
+                    nxt = float(nxt)
+                    state.next_due = nxt if nxt >= 0 else now + self.read_block * 1000
+                    if moved >= self.batch_size:
+                        state.next_due = 0  # more are due: move the next batch after this read
+                mono = time.monotonic()
+                if mono >= state.next_reclaim:
+                    await self._reclaim(sub, state)
+                    state.next_reclaim = time.monotonic() + self.reclaim_interval
+                    if mono >= state.next_cleanup:
+                        await self._cleanup_consumers(sub)
+                        state.next_cleanup = mono + max(60.0, self.reclaim_interval)
+                wait = min(self.read_block * 1000, state.next_due - _ms(),
+                           (state.next_reclaim - time.monotonic()) * 1000)
+                response = await self.blocking.xreadgroup(
+                    sub.name, self.consumer, streams,  # type: ignore[arg-type]
+                    count=self.batch_size, block=int(wait) if wait >= 1 else None,
+                )
+                if failing:
+                    log.warning("eventbus: %s reconnected to Redis", sub.name)
+                    failing, delay = False, 0.0
+                if not response:
+                    continue
+                items = response.items() if isinstance(response, dict) else response
+                for stream, entries in items:
+                    if isinstance(stream, bytes):
+                        stream = stream.decode()
+                    if entries and isinstance(entries[0], list):  # RESP3 nests one more level
+                        entries = entries[0]
+                    await self._process(sub, state, stream, entries, None)
+            except asyncio.CancelledError:
+                raise
+            except _CONNECTION_ERRORS as exc:
+                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
+                if not failing:
+                    log.warning("eventbus: %s lost Redis (%s: %s); reconnecting with backoff",
+                                sub.name, type(exc).__name__, exc)
+                failing = True
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            except rexc.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # the stream or group vanished (Redis restarted without persistence, or keys deleted)
+                    log.warning("eventbus: %s: consumer group missing, recreating it", sub.name)
+                    state.ready = False
+                    await asyncio.sleep(0.05)
+                    continue
+                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
+                log.exception("eventbus: %s: unexpected Redis error", sub.name)
+                await asyncio.sleep(delay)
+            except Exception:
+                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
+                log.exception("eventbus: %s: consumer loop error; continuing", sub.name)
+                await asyncio.sleep(delay)
+
+    async def _process(self, sub: Subscription, state: _State, stream: str,
+                       entries: Sequence[Any], deliveries: dict[bytes, int] | None) -> None:
+        is_retry = not stream.startswith(f"{self.prefix}:stream:")
+        if sub.concurrency == 1 or len(entries) == 1:
+            for entry_id, fields in entries:
+                if entry_id is not None:
+                    await self._handle(sub, state, stream, is_retry, entry_id, fields,
+                                       deliveries.get(entry_id) if deliveries else None)
+        else:
+            limit = asyncio.Semaphore(sub.concurrency)
+
+            async def one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+                async with limit:
+                    await self._handle(sub, state, stream, is_retry, entry_id, fields,
+                                       deliveries.get(entry_id) if deliveries else None)
+
+            await asyncio.gather(*(one(i, f) for i, f in entries if i is not None))
+        if state.acks:
+            await self._flush_acks(sub, state)
+
+    def _decode(self, sub: Subscription, is_retry: bool, fields: dict[bytes, bytes]
+                ) -> tuple[Any, EventMetadata, str | None]:
+        if is_retry:
+            env = json.loads(fields[b"j"])
+            meta = EventMetadata(env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"),
+                                 int(env["att"]), env.get("rep"))
+            return env["d"], meta, env.get("ff")
+        src = fields.get(b"src")
+        meta = EventMetadata(fields[b"id"].decode(), sub.event, fields[b"ts"].decode(),
+                             src.decode() if src is not None else None, fields[b"tid"].decode() or None)
+        return json.loads(fields[b"d"]), meta, None
+
+    async def _handle(self, sub: Subscription, state: _State, stream: str, is_retry: bool, entry_id: bytes,
+                      fields: dict[bytes, bytes] | None, delivered: int | None) -> None:
+        try:
+            if fields is None:
+                raise KeyError("entry has no fields")
+            data, meta, first_failure = self._decode(sub, is_retry, fields)
+        except Exception as exc:
+            await self._dead_raw(sub, stream, is_retry, entry_id, fields or {}, exc)
+            return
+        if delivered is not None and delivered > self.max_deliveries:
+            err = DeliveryLimitError(
+                f"delivered {delivered} times without an acknowledgement (its consumers died or "
+                f"outlived visibility_timeout={self.visibility_timeout}s each time); max_deliveries="
+                f"{self.max_deliveries}")
+            failure = Failure(err, False, now_rfc3339())
+            await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
+            return
+        failure = await self._invoke(sub, data, meta)
+        if failure is None:
+            state.acks.append((stream, entry_id))
+        elif failure.retry:
+            await self._schedule_retry(sub, state, stream, is_retry, entry_id, data, meta, failure,
+                                       first_failure)
+        else:
+            await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
+
+    async def _flush_acks(self, sub: Subscription, state: _State) -> None:
+        acks = state.acks
+        main = [i for s, i in acks if s.startswith(f"{self.prefix}:stream:")]
+        retry = [(s, i) for s, i in acks if not s.startswith(f"{self.prefix}:stream:")]
+        pipe = self.client.pipeline(transaction=False)
+        if main:
+            pipe.xack(self.stream_key(sub.event), sub.name, *main)
+        if retry:
+            ids = [i for _s, i in retry]
+            pipe.xack(retry[0][0], sub.name, *ids)
+            pipe.xdel(retry[0][0], *ids)
+        await pipe.execute()
+        del acks[: len(acks)]
+
+    def _ack_in(self, pipe: Any, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes) -> None:
+        pipe.xack(stream, sub.name, entry_id)
+        if is_retry:
+            pipe.xdel(stream, entry_id)
+
+    async def _schedule_retry(self, sub: Subscription, state: _State, stream: str, is_retry: bool,
+                              entry_id: bytes, data: Any, meta: EventMetadata, failure: Failure,
+                              first_failure: str | None) -> None:
+        due = _ms() + int(sub.policy.delay(meta.attempt) * 1000)
+        member = dumps({
+            "id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp, "src": meta.source,
+            "tid": meta.trace_id, "att": meta.attempt + 1, "rep": meta.replayed_at,
+            "ff": first_failure or failure.at, "d": data,
+        })
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(self.schedule_key(sub.name), {member: due})
+        self._ack_in(pipe, sub, stream, is_retry, entry_id)
+        await pipe.execute()
+        state.next_due = min(state.next_due, due) if state.next_due else due
+
+    async def _dead(self, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes, data: Any,
+                    meta: EventMetadata, failure: Failure, first_failure: str | None) -> None:
+        entry = self._dead_entry(sub, data, meta, failure, first_failure)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._dlq_key, entry.key, dumps(entry.to_dict()))
+        pipe.zadd(self._dlq_index, {entry.key: _ms()})
+        self._ack_in(pipe, sub, stream, is_retry, entry_id)
+        pipe.hlen(self._dlq_key)
+        result = await pipe.execute()
+        self._dlq_size_changed(int(result[-1]))
+        log.error("eventbus: %s dead-lettered %s %s after %d attempt(s): %s: %s", sub.name, meta.event_name,
+                  meta.event_id, meta.attempt, entry.error_type, entry.error_message,
+                  extra={"event_id": meta.event_id, "event": meta.event_name, "subscription": sub.name})
+
+    async def _dead_raw(self, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes,
+                        fields: dict[bytes, bytes], exc: Exception) -> None:
+        raw = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        event_id = raw.get("id") or f"stream-{entry_id.decode()}"
+        ts = raw.get("ts") or rfc3339(int(entry_id.split(b"-")[0]))
+        meta = EventMetadata(event_id, sub.event, ts, raw.get("src"), raw.get("tid") or None)
+        err = UndecodableEventError(f"cannot decode stream entry {entry_id.decode()} of {stream}: "
+                                    f"{type(exc).__name__}: {exc}")
+        await self._dead(sub, stream, is_retry, entry_id, raw, meta, Failure(err, False, now_rfc3339()), None)
+
+    async def _reclaim(self, sub: Subscription, state: _State) -> None:
+        """Take over entries a dead (or too slow) consumer left unacknowledged past the visibility timeout."""
+        idle = int(self.visibility_timeout * 1000)
+        for stream in (self.stream_key(sub.event), self.retry_key(sub.name)):
+            start: bytes | str = "0-0"
+            for _page in range(100):
+                res = await self.client.xautoclaim(stream, sub.name, self.consumer, idle, start_id=start,
+                                                   count=self.batch_size)
+                start, entries = res[0], res[1]
+                trimmed = res[2] if len(res) > 2 else []
+                if trimmed:
+                    # pending entries that the stream trimming deleted before anyone handled them
+                    log.error("eventbus: %s: %d pending entries of %s were trimmed before being handled; "
+                              "raise stream_maxlen", sub.name, len(trimmed), stream)
+                    await self.client.xack(stream, sub.name, *trimmed)
+                live = [(i, f) for i, f in entries if i is not None]
+                if live:
+                    ids = [i for i, _f in live]
+                    pending = await self.client.xpending_range(stream, sub.name, min=min(ids), max=max(ids),
+                                                               count=len(ids) * 2, consumername=self.consumer)
+                    counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+                    log.warning("eventbus: %s reclaimed %d entries of %s left by a dead or slow consumer",
+                                sub.name, len(live), stream)
+                    await self._process(sub, state, stream, live, counts)
+                if start in (b"0-0", "0-0"):
+                    break
+
+    async def _cleanup_consumers(self, sub: Subscription) -> None:
+        """Forget consumers (dead processes) with nothing pending that have been idle for an hour."""
+        for stream in (self.stream_key(sub.event), self.retry_key(sub.name)):
+            with contextlib.suppress(rexc.ResponseError):
+                for c in await self.client.xinfo_consumers(stream, sub.name):
+                    name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                    if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > 3_600_000:
+                        await self.client.xgroup_delconsumer(stream, sub.name, name)
+
+    # ------------------------------------------------------------------ DLQ
+
+    async def _load(self, keys: Sequence[bytes | str]) -> list[DeadLetterEntry]:
+        if not keys:
+            return []
+        raw = await self.client.hmget(self._dlq_key, list(keys))  # type: ignore[arg-type]
+        return [DeadLetterEntry.from_dict(json.loads(r)) for r in raw if r is not None]
+
+    async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
+                                    ) -> list[DeadLetterEntry]:
+        if event is None:
+            return await self._load(await self.client.zrevrange(self._dlq_index, 0, limit - 1))
+        out: list[DeadLetterEntry] = []
+        start = 0
+        while len(out) < limit:
+            keys = await self.client.zrevrange(self._dlq_index, start, start + 499)
+            if not keys:
+                break
+            out += [e for e in await self._load(keys) if e.event_name == event]
+            start += 500
+        return out[:limit]
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.client.hlen(self._dlq_key))
+
+    async def _keys_of(self, event_id: str) -> list[bytes]:
+        # field names start with the event id; escape glob characters so ids cannot widen the match
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in event_id) + "|*"
+        return [k async for k, _v in self.client.hscan_iter(self._dlq_key, match=pattern, count=1000)]
+
+    async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
+        entries = await self._load(await self._keys_of(event_id))
+        if not entries:
+            raise DeadLetterNotFoundError(event_id)
+        return entries
+
+    async def replay_from_dlq(self, event_id: str) -> int:
+        entries = await self.get_dead_letter(event_id)
+        replayed_at = now_rfc3339()
+        n = 0
+        for entry in entries:
+            meta = entry.metadata
+            retry = self.retry_key(entry.subscription)
+            try:
+                await self.client.xgroup_create(retry, entry.subscription, id="0", mkstream=True)
+            except rexc.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            payload = dumps({"id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp,
+                             "src": meta.source, "tid": meta.trace_id, "att": 1, "rep": replayed_at,
+                             "d": entry.data})
+            n += int(await self._replay(keys=[self._dlq_key, self._dlq_index, retry],
+                                        args=[entry.key, payload]))
+        if not n:
+            raise DeadLetterNotFoundError(event_id)
+        self._dlq_size_changed(await self.dead_letter_count())
+        return n
+
+    async def clear_dead_letter_queue(self) -> int:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hlen(self._dlq_key)
+        pipe.delete(self._dlq_key, self._dlq_index)
+        n, _ = await pipe.execute()
+        self._dlq_size_changed(0)
+        return int(n)
+
+    async def delete_dead_letter(self, event_id: str) -> int:
+        keys = await self._keys_of(event_id)
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self._dlq_key, *keys)
+        pipe.zrem(self._dlq_index, *keys)
+        n, _ = await pipe.execute()
+        self._dlq_size_changed(await self.dead_letter_count())
+        return int(n)
+
+    # ------------------------------------------------------------------ misc
+
+    def idempotency_store(self) -> IdempotencyStore:
+        return self._idem
+
+    async def pending(self, subscription: str) -> dict[str, int]:
+        """Backlog of a subscription: ``lag`` (unread), ``pending`` (unacked), ``scheduled`` retries."""
+        sub = self._by_name.get(subscription)
+        event = sub.event if sub else subscription.split(":", 1)[0]
+        out = {"lag": 0, "pending": 0, "scheduled": 0}
+        with contextlib.suppress(rexc.ResponseError):
+            for g in await self.client.xinfo_groups(self.stream_key(event)):
+                gname = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if gname == subscription:
+                    out["pending"] += int(g.get("pending") or 0)
+                    out["lag"] = int(g.get("lag") or 0)
+        with contextlib.suppress(rexc.ResponseError):
+            out["pending"] += int((await self.client.xpending(self.retry_key(subscription), subscription))
+                                  ["pending"])
+        out["scheduled"] = int(await self.client.zcard(self.schedule_key(subscription)))
+        return out

@@ -1,0 +1,85 @@
+"""Metadata, ids, retry policy and config: the parts without I/O."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import attrs
+import pytest
+from kernel_eventbus import EventBusConfig, EventMetadata, NonRetryableError, RetryPolicy, new_event_id
+from kernel_eventbus._metadata import rfc3339
+
+import kernel
+from kernel.testing import make_kernel
+
+
+def test_event_ids_are_unique_uuid7_and_sort_by_time() -> None:
+    ids = [new_event_id(1_700_000_000_000 + i) for i in range(200)]
+    assert len(set(ids)) == 200
+    assert ids == sorted(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i) for i in ids)
+    same_ms = {new_event_id(1_700_000_000_000) for _ in range(1000)}
+    assert len(same_ms) == 1000
+
+
+def test_rfc3339_is_utc_with_milliseconds() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
+    assert rfc3339(1_764_342_245_123) == "2025-11-28T15:04:05.123Z"
+
+
+def test_metadata_round_trips() -> None:
+    meta = EventMetadata("id", "user.created", "2025-01-01T00:00:00.000Z", "UserService", "t" * 32, 3, "x")
+    assert EventMetadata.from_dict(meta.to_dict()) == meta
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        meta.attempt = 2  # type: ignore[misc]
+
+
+def test_default_policy_is_three_retries_after_1_2_4_seconds() -> None:
+    policy = RetryPolicy()
+    assert [policy.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert [policy.should_retry(RuntimeError(), a) for a in (1, 2, 3, 4)] == [True, True, True, False]
+    assert RetryPolicy(base_delay=10, max_delay=15).delay(3) == 15
+
+
+def test_jitter_stays_within_its_fraction() -> None:
+    policy = RetryPolicy(base_delay=1.0, jitter=0.2)
+    delays = [policy.delay(1) for _ in range(500)]
+    assert all(0.8 <= d <= 1.2 for d in delays)
+    assert max(delays) - min(delays) > 0.1
+
+
+def test_non_retryable_errors() -> None:
+    policy = RetryPolicy(non_retryable=(KeyError,))
+    assert not policy.retryable(NonRetryableError("bad input"))
+    assert not policy.retryable(KeyError("k"))
+    exc = ValueError("v")
+    exc.retryable = False  # type: ignore[attr-defined]
+    assert not policy.retryable(exc)
+    assert policy.retryable(ValueError("transient"))
+
+
+def test_bad_policy_values_are_rejected() -> None:
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)
+    with pytest.raises(ValueError, match="base_delay"):
+        RetryPolicy(base_delay=-1)
+
+
+def test_config_defaults_and_errors() -> None:
+    cfg = EventBusConfig()
+    assert cfg.adapter == "memory"
+    assert cfg.retry_policy() == RetryPolicy()
+    with pytest.raises(kernel.ConfigError) as info:
+        make_kernel("eventbus", config={"eventbus": {"adapter": "kafka", "nope": 1}})
+    text = "\n".join(info.value.errors)
+    assert "plugins.eventbus.adapter" in text
+    assert "plugins.eventbus.nope" in text
+    with pytest.raises(kernel.ConfigError, match="max_retries"):
+        make_kernel("eventbus", config={"eventbus": {"max_retries": -1}})
+
+
+def test_ids_are_time_ordered_across_calls() -> None:
+    a = new_event_id()
+    time.sleep(0.002)
+    assert new_event_id() > a
