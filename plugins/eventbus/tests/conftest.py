@@ -74,12 +74,12 @@ async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator
         await c.aclose()
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` every 10 ms; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def wait_until(cond: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` every 10 ms; fail with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)
 
 

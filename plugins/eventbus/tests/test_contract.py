@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from typing import Any
 
 import pytest
@@ -294,7 +295,7 @@ async def test_per_subscription_backoff_spacing(make_bus: Any, wait: Any) -> Non
     bus.subscribe("s", failing, group="gs", backoff=RetryPolicy(max_retries=3, base_delay=0.1))
     await bus.publish("s", 0)
     await _dead(bus, 1)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 4
     for gap, want in zip(gaps, (0.1, 0.2, 0.4), strict=True):
         assert want - 0.01 <= gap <= want + 0.15, gaps
