@@ -26,7 +26,7 @@ MAX_PRIORITY = 2_097_152
 NO_PRIORITY_RANK = MAX_PRIORITY + 1
 """Jobs without a priority run after every prioritised job (BullMQ's convention)."""
 _RANK_SHIFT = 2**31
-"""score = rank * 2**31 + sequence: exact in a double for every rank, FIFO within a rank."""
+"""score = rank * 2**31 + 2**30 + seq (seq - for re-runs that go first): exact in a double, FIFO per rank."""
 MAX_TOKENS = 1000
 """Wake-up tokens kept at most; workers drain the waiting set on every wake-up anyway."""
 
@@ -38,7 +38,7 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
 if ARGV[2] == '0' then
     local seq = redis.call('INCR', KEYS[5])
-    redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) * 2147483648 + seq, KEYS[2])
+    redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[2])
     redis.call('LPUSH', KEYS[4], 1)
     redis.call('LTRIM', KEYS[4], 0, 999)
 end
@@ -93,7 +93,8 @@ redis.call('SET', KEYS[7], ARGV[1])
 if ARGV[2] == '0' then
     redis.call('ZADD', KEYS[3], 0, KEYS[7])
     local seq = redis.call('INCR', KEYS[6])
-    redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) * 2147483648 + seq, KEYS[7])
+    if ARGV[5] == '1' then seq = -seq end
+    redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[7])
     redis.call('LPUSH', KEYS[5], 1)
     redis.call('LTRIM', KEYS[5], 0, 999)
 else
@@ -113,7 +114,7 @@ for _, id in ipairs(due) do
         local ok, job = pcall(cjson.decode, raw)
         if ok and type(job['priority']) == 'number' and job['priority'] > 0 then rank = job['priority'] end
         local seq = redis.call('INCR', KEYS[4])
-        redis.call('ZADD', KEYS[2], rank * 2147483648 + seq, id)
+        redis.call('ZADD', KEYS[2], rank * 2147483648 + 1073741824 + seq, id)
         redis.call('LPUSH', KEYS[3], 1)
     else
         redis.call('ZREM', KEYS[1], id)
@@ -346,8 +347,11 @@ class KernelRedisQueue(RedisQueue):
         if event and self.event_hooks:
             await self._fire(event, job, extra)
 
-    async def requeue(self, job: Job, *, delay: float = 0.0, guard: bool = True) -> bool:
-        """Put ``job`` back to waiting (or delayed by ``delay`` seconds); False if it was not ours."""
+    async def requeue(self, job: Job, *, delay: float = 0.0, guard: bool = True, front: bool = False) -> bool:
+        """Put ``job`` back to waiting (or delayed by ``delay`` seconds); False if it was not ours.
+
+        ``front``: ahead of the other jobs of its priority (re-runs of interrupted jobs).
+        """
         job.status = Status.QUEUED
         job.completed = 0
         job.started = 0
@@ -359,7 +363,8 @@ class KernelRedisQueue(RedisQueue):
         done = await self._script("requeue", _REQUEUE)(
             keys=[self._active, self._heartbeat, self._incomplete, self._waiting, self._wake, self._seq,
                   job.id, self._failed],
-            args=[self.serialize(job), scheduled, rank_of(job.priority), "1" if guard else "0"],
+            args=[self.serialize(job), scheduled, rank_of(job.priority), "1" if guard else "0",
+                  "1" if front else "0"],
         )
         return bool(done)
 
@@ -369,7 +374,7 @@ class KernelRedisQueue(RedisQueue):
         job.error = error
         if error == "cancelled":
             # Interrupted by a graceful shutdown: not the job's fault, so no failure is counted.
-            if await self.requeue(job):
+            if await self.requeue(job, front=True):
                 self.retried += 1
             return
         failures = int(meta.get("failures", 0)) + 1
@@ -423,7 +428,7 @@ class KernelRedisQueue(RedisQueue):
                 job.error = reason
                 log.warning("reclaimed job %s from a dead worker (stall %d)", job.key, stalls,
                             extra={"queue": self.name, "job_id": job.key})
-                await self.requeue(job, guard=False)
+                await self.requeue(job, guard=False, front=True)
                 if self.event_hooks:
                     await self._fire("stalled", job, {"stalls": stalls})
         return swept

@@ -1,0 +1,48 @@
+"""Processors the fault tests run inside real ``kernel worker`` processes.
+
+Loaded through ``[plugins.queue] processors = ["fault_processors:register"]``; every run is
+logged to a Redis list so the test process can count runs, completions and timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from kernel_queue import JobContext, QueueManager
+
+
+def register(manager: QueueManager) -> None:
+    queue = os.environ["KQ_TEST_QUEUE"]
+    client = aioredis.from_url(os.environ["KQ_TEST_REDIS"])
+    log_key = f"kqtest:{queue}:log"
+    pid = os.getpid()
+
+    async def record(event: str, job: JobContext) -> None:
+        entry = {"e": event, "id": job.id, "pid": pid, "t": time.time(), "attempts": job.attempts}
+        await client.rpush(log_key, json.dumps(entry))
+
+    async def work(job: JobContext) -> int:
+        await record("start", job)
+        await asyncio.sleep(float(job.data.get("sleep", 0.05)))
+        await record("done", job)
+        return pid
+
+    async def silent(job: JobContext) -> int:
+        # Longer than stall_timeout, never reports progress: only the automatic heartbeat keeps it.
+        await record("start", job)
+        await asyncio.sleep(float(job.data["sleep"]))
+        await record("done", job)
+        return pid
+
+    async def tick(job: JobContext) -> Any:
+        await record("start", job)
+        return pid
+
+    manager.register_processor(queue, "work", work)
+    manager.register_processor(queue, "silent", silent)
+    manager.register_processor(queue, "tick", tick)
