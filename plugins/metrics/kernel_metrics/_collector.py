@@ -275,13 +275,14 @@ class MetricsCollector:
         if self._mp_dir is None:
             return encoder(self.registry), content_type
         scrape = CollectorRegistry()
-        multiprocess.MultiProcessCollector(scrape, path=self._mp_dir)
+        multiprocess.MultiProcessCollector(scrape, path=self._mp_dir)  # type: ignore[no-untyped-call]
         return encoder(scrape), content_type
 
     def mark_process_dead(self, pid: int | None = None) -> None:
         """Multiprocess mode: drop a finished worker's live gauges (no-op otherwise)."""
         if self._mp_dir is not None:
-            multiprocess.mark_process_dead(os.getpid() if pid is None else pid, self._mp_dir)
+            multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                os.getpid() if pid is None else pid, self._mp_dir)
 
     def __repr__(self) -> str:
         mode = f"multiprocess dir={self._mp_dir!r}" if self._mp_dir else "single-process"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
 from typing import Any
 
@@ -10,8 +10,10 @@ from kernel import ASGIApp
 
 from ._collector import OVERFLOW, MetricsCollector
 
-Scope = dict[str, Any]
-Message = Mapping[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 _SEEN = "kernel_metrics.recorded"
 """Scope key marking a request already measured, so nested copies (a mounted KernelApp) don't count twice."""
@@ -122,7 +124,7 @@ class MetricsMiddleware:
             return template
         return route_template(scope, root_path, self._unmatched, status)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _SEEN in scope:
             await self.app(scope, receive, send)
             return

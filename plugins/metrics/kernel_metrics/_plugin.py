@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from kernel import Middleware, Plugin, PluginContext, Route, hookimpl
+from kernel import ASGIApp, Middleware, Plugin, PluginContext, Route, hookimpl
 
 from ._collector import MetricsCollector
 from ._config import MetricsConfig
@@ -63,8 +63,8 @@ class MetricsPlugin(Plugin):
         collector = ctx.registry.get(MetricsCollector)
         exclude = [*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])]
 
-        def wrap(app: object) -> MetricsMiddleware:
-            return MetricsMiddleware(app, collector, exclude=exclude,  # type: ignore[arg-type]
+        def wrap(app: ASGIApp) -> ASGIApp:
+            return MetricsMiddleware(app, collector, exclude=exclude,
                                      unmatched_route=cfg.unmatched_route, max_routes=cfg.max_routes)
 
         return [Middleware(wrap, order=cfg.middleware_order, name="metrics")]
