@@ -1,0 +1,135 @@
+"""``kernel serve``: the served app's lifespan, and the CLI without uvicorn installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel import Plugin, PluginContext, Route, hookimpl
+from kernel._plugin import Receive, Scope, Send
+from kernel._serve import ServedApp
+from kernel.testing import make_kernel
+
+EVENTS: list[str] = []
+
+
+class Needy(Plugin):
+    """Its route needs a service that exists only after its lifespan started."""
+
+    name = "needy"
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[Any]) -> AsyncIterator[None]:
+        EVENTS.append("start")
+        ctx.provide("started", name="state", types=())
+        yield
+        EVENTS.append("stop")
+
+    @hookimpl
+    def kernel_routes(self, ctx: PluginContext[Any]) -> list[Route]:
+        state = ctx.registry.get("state")
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": state.encode()})
+
+        return [Route("/state", app)]
+
+
+class Broken(Plugin):
+    name = "broken"
+
+    @hookimpl
+    async def kernel_lifespan(self) -> AsyncIterator[None]:
+        raise RuntimeError("cannot start")
+        yield
+
+
+async def request(app: Any, path: str, state: dict[str, Any]) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "state": dict(state)}
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def lifespan(app: Any, state: dict[str, Any], during: Any = None) -> list[str]:
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+    started = anyio.Event()
+    proceed = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        message = inbox.pop(0)
+        if message["type"] == "lifespan.shutdown":
+            started.set()
+            await proceed.wait()
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.failed":
+            started.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, {"type": "lifespan", "state": state}, receive, send)
+        await started.wait()
+        if during is not None:
+            await during()
+        proceed.set()
+    return sent
+
+
+@pytest.mark.anyio
+async def test_served_app_boots_builds_routes_after_boot_and_tears_down() -> None:
+    EVENTS.clear()
+    app = ServedApp(lambda: make_kernel(Needy, entry_points=False))
+    state: dict[str, Any] = {}
+    before = await request(app, "/state", state)
+    results: list[tuple[int, bytes]] = []
+
+    async def during() -> None:
+        results.append(await request(app, "/state", state))
+        results.append(await request(app, "/health", state))
+
+    sent = await lifespan(app, state, during)
+    assert before[0] == 503
+    assert results[0] == (200, b"started")
+    assert results[1][0] == 200
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert EVENTS == ["start", "stop"]
+    assert "kernel" in state
+
+
+@pytest.mark.anyio
+async def test_boot_failure_fails_the_startup(caplog: pytest.LogCaptureFixture) -> None:
+    app = ServedApp(lambda: make_kernel(Broken, entry_points=False))
+    sent = await lifespan(app, {})
+    assert sent == ["lifespan.startup.failed"]
+    assert "kernel serve: startup failed" in caplog.text
+    assert "cannot start" in caplog.text
+
+
+def test_serve_without_uvicorn_says_how_to_install(tmp_path: Path) -> None:
+    config = tmp_path / "kernel.toml"
+    config.write_text("[kernel]\nplugins = []\n")
+    code = ("import sys; sys.modules['uvicorn'] = None\n"
+            "from kernel._cli import main\n"
+            f"raise SystemExit(main(['--config', {str(config)!r}, 'serve']))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "kernel serve needs uvicorn: pip install 'milo-kernel[serve]'" in result.stderr
