@@ -63,9 +63,11 @@ class WorkerProcess:
 
     async def wait(self, within: float = 30.0) -> int:
         with anyio.fail_after(within):
-            while self.proc.poll() is None:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    return code
                 await anyio.sleep(0.05)
-        return self.proc.returncode
 
 
 @pytest.fixture
