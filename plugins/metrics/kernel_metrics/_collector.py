@@ -24,12 +24,14 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
+from . import _http_series as http_series
 from ._config import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS
+from ._http_series import HttpSeries
 
 log = logging.getLogger("kernel.plugins.metrics")
 
 M = TypeVar("M", bound=MetricWrapperBase)
-Kind = Literal["counter", "gauge", "histogram", "summary"]
+Kind = Literal["counter", "gauge", "histogram", "summary", "builtin"]
 GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
                     "mostrecent", "livemostrecent"]
 
@@ -61,11 +63,27 @@ class _Declared:
     kind: Kind
     labelnames: tuple[str, ...]
     extra: tuple[Any, ...]
-    metric: MetricWrapperBase
+    metric: MetricWrapperBase | None
 
     def describe(self) -> str:
+        if self.kind == "builtin":
+            return "a built-in metric of the collector (record it with observe_http)"
         extra = f", buckets {list(self.extra)}" if self.kind == "histogram" and self.extra else ""
         return f"a {self.kind} with labels {list(self.labelnames)}{extra}"
+
+
+class _PromHttpSeries:
+    """One HTTP label set on prometheus-client's Counter and Histogram (multiprocess mode)."""
+
+    __slots__ = ("_count", "_duration")
+
+    def __init__(self, metrics: tuple[Counter, Histogram], key: tuple[str, str, str]) -> None:
+        self._count = metrics[0].labels(*key)
+        self._duration = metrics[1].labels(*key)
+
+    def observe(self, seconds: float) -> None:
+        self._count.inc()
+        self._duration.observe(seconds)
 
 
 def multiprocess_dir_from_env() -> str | None:
@@ -110,17 +128,27 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._declared: dict[str, _Declared] = {}
         self._max_series = max_series
-        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._http_children: dict[tuple[str, str, int], Any] = {}
         self._overflowed: set[str] = set()
         if process_metrics and self._mp_dir is None:
             ProcessCollector(registry=self.registry)
 
-        self.http_requests = self.counter(
-            "http_requests_total", "HTTP requests served", ["method", "route", "status"])
-        self.http_duration = self.histogram(
-            "http_request_duration_seconds", "HTTP request duration in seconds",
-            ["method", "route", "status"], buckets=http_buckets)
+        # The HTTP metrics are recorded on every request: plain numbers exported at scrape time,
+        # except in multiprocess mode where values must go to the shared files.
+        self._http_fast: HttpSeries | None = None
+        self._mp_http: tuple[Counter, Histogram] | None = None
+        if self._mp_dir is None:
+            self._http_fast = HttpSeries(http_buckets)
+            self.registry.register(self._http_fast)
+        else:
+            self._mp_http = (
+                Counter(http_series.REQUESTS, http_series.REQUESTS_HELP, http_series.LABELS,
+                        registry=self.registry),
+                Histogram(http_series.DURATION, http_series.DURATION_HELP, http_series.LABELS,
+                          registry=self.registry, buckets=tuple(http_buckets)),
+            )
+        for name in (http_series.REQUESTS, http_series.DURATION):
+            self._declared[name] = _Declared("builtin", http_series.LABELS, (), None)
         self.http_active = self.gauge(
             "http_active_connections", "HTTP requests being served right now", multiprocess_mode="livesum")
         self._in_flight = 0
@@ -173,7 +201,8 @@ class MetricsCollector:
         with self._lock:
             found = self._declared.get(name)
             if found is not None:
-                if (found.kind, found.labelnames, found.extra) != (kind, labels, extra):
+                same = (found.kind, found.labelnames, found.extra) == (kind, labels, extra)
+                if found.metric is None or not same:
                     requested = _Declared(kind, labels, extra, found.metric).describe()
                     raise MetricConflictError(name, found.describe(), requested)
                 return cast(M, found.metric)
@@ -234,22 +263,23 @@ class MetricsCollector:
 
         ``route`` must be a route *template* (``/users/{id}``), never a raw path.
         """
-        pair = self._http_children.get((method, route, status))
-        if pair is None:
-            pair = self._http_pair(method, route, status)
-        pair[0].inc()
-        pair[1].observe(seconds)
+        series = self._http_children.get((method, route, status))
+        if series is None:
+            series = self._http_series(method, route, status)
+        series.observe(seconds)
 
-    def _http_pair(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+    def _http_series(self, method: str, route: str, status: int) -> Any:
         m = method if method in _KNOWN_METHODS else "OTHER"
         key = (m, route, str(status))
-        if len(self._http_children) >= self._max_series:
+        full = len(self._http_children) >= self._max_series
+        if full:
             self._warn_overflow("http_requests_total")
             key = (m, OVERFLOW, str(status))
-        pair = (self.http_requests.labels(*key), self.http_duration.labels(*key))
-        if len(self._http_children) < self._max_series:
-            self._http_children[(method, route, status)] = pair
-        return pair
+        series: Any = (self._http_fast.series(key) if self._http_fast is not None
+                       else _PromHttpSeries(cast(tuple[Counter, Histogram], self._mp_http), key))
+        if not full:
+            self._http_children[(method, route, status)] = series
+        return series
 
     def _bounded_child(self, metric: MetricWrapperBase, name: str, cache: dict[Any, Any],
                        key: tuple[str, ...]) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kernel_metrics import OVERFLOW, MetricConflictError, MetricsCollector
-from prometheus_client import Counter, Gauge, Histogram
+from kernel_metrics import DEFAULT_HTTP_BUCKETS, OVERFLOW, MetricConflictError, MetricsCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -133,3 +133,37 @@ def test_render_prometheus_text_and_openmetrics(collector: MetricsCollector) -> 
     om, octype = collector.render("application/openmetrics-text; version=1.0.0")
     assert octype.startswith("application/openmetrics-text")
     assert om.rstrip().endswith(b"# EOF")
+
+
+def test_http_metrics_match_prometheus_client_exactly(collector: MetricsCollector) -> None:
+    # The HTTP series are exported by our own collector (no per-request locks): same numbers as
+    # prometheus-client's Counter and Histogram given the same observations, bucket edges included.
+    reference = CollectorRegistry()
+    labels = ["method", "route", "status"]
+    ref_count = Counter("http_requests", "x", labels, registry=reference)
+    ref_hist = Histogram("http_request_duration_seconds", "x", labels, registry=reference,
+                         buckets=DEFAULT_HTTP_BUCKETS)
+    observations = [0.0, 0.005, 0.0051, 0.01, 0.3, 2.5, 9.99, 10.0, 10.01, 1e6]
+    for i, seconds in enumerate(observations):
+        key = ("GET" if i % 2 else "POST", "/r/{id}", 200 if i % 3 else 404)
+        collector.observe_http(*key, seconds)
+        ref_count.labels(key[0], key[1], str(key[2])).inc()
+        ref_hist.labels(key[0], key[1], str(key[2])).observe(seconds)
+
+    def numbers(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect() for s in family.samples
+            if s.name.startswith("http_request") and not s.name.endswith("_created")
+        }
+
+    ours = numbers(collector.registry)
+    assert ours == numbers(reference)
+    assert len(ours) == 4 * (1 + 12 + 2)  # 4 label sets: _total; 11 buckets + Inf; _count, _sum
+
+
+def test_builtin_http_metrics_cannot_be_redeclared(collector: MetricsCollector) -> None:
+    with pytest.raises(MetricConflictError, match="built-in metric of the collector"):
+        collector.counter("http_requests_total", "x", ["method", "route", "status"])
+    with pytest.raises(MetricConflictError, match="built-in"):
+        collector.histogram("http_request_duration_seconds", "x")
