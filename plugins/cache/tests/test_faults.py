@@ -142,6 +142,7 @@ async def test_lock_left_by_a_crashed_holder_expires(redis_url: str, prefix: str
         assert await cache.get_or_set("report", factory) == 42
         assert 0.3 < time.perf_counter() - t0 < 2.0
         assert calls == 1
+        await cache.delete("report")
 
 
 _WORKER = textwrap.dedent(

@@ -1,0 +1,224 @@
+"""Cache overhead: ``CacheManager`` on Redis vs raw redis-py on the very same client.
+
+Raw baselines: ``GET`` / ``SET EX`` of pre-encoded JSON bytes, ``MGET``, a non-transactional
+pipeline of ``SET EX``, and a ``SCAN MATCH`` + ``UNLINK`` loop. Ours includes JSON encoding,
+key building, stats and fail-open handling. aiocache and cashews (when installed) run the same
+workload against the same server, each with its own client, and are printed with the same raw
+baseline, so their ratios compare directly with ours. The memory backend is compared with
+aiocache's ``SimpleMemoryCache`` when installed, else with a bare dict + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from kernel_cache import CacheManager, MemoryBackend
+from kernel_redis.testing import private_redis_server
+
+from kernel.testing import boot_kernel
+
+from ._harness import acompare, emit, rounds
+
+SUITE = "cache"
+VALUE = {"id": 123, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin", "dev"],
+         "active": True, "score": 98.5}
+PAYLOAD = json.dumps(VALUE, separators=(",", ":")).encode()
+BATCH = 20
+
+
+async def run(quick: bool) -> None:
+    with private_redis_server() as server:
+        config = {"redis": {"url": server.url}, "cache": {"backend": "redis", "key_prefix": "bench"}}
+        async with boot_kernel("redis", "cache", config=config) as kernel:
+            cache = kernel.get(CacheManager).namespace("user", default_ttl=3600)
+            raw: aioredis.Redis = cache.backend.client  # type: ignore[attr-defined]
+            await _single(cache, raw, quick)
+            await _batches(cache, raw, quick)
+            await _invalidate(cache, raw, quick)
+            await _others(server.url, server.port, raw, quick)
+    await _memory(quick)
+
+
+async def _single(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None:
+    key = "profile:123"
+    full = cache.key(key)
+    await cache.set(key, VALUE)
+    # Many short interleaved rounds: this box shares two cores with redis-server, so drift is
+    # the main noise; medians of short rounds absorb it.
+    ops, n = (150, 25) if quick else (200, 61)
+
+    async def ours_get() -> Any:
+        return await cache.get(key)
+
+    async def raw_get() -> Any:
+        return await raw.get(full)
+
+    async def ours_set() -> Any:
+        return await cache.set(key, VALUE, 3600)
+
+    async def raw_set() -> Any:
+        return await raw.set(full, PAYLOAD, ex=3600)
+
+    await acompare(SUITE, "get", ours_get, raw_get, ops=ops, rounds_=n)
+    await acompare(SUITE, "set", ours_set, raw_set, ops=ops, rounds_=n)
+
+
+async def _batches(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None:
+    keys = [f"item:{i}" for i in range(BATCH)]
+    full = [cache.key(k) for k in keys]
+    items = dict.fromkeys(keys, VALUE)
+    await cache.set_many(items)
+    ops, n = (50, 15) if quick else (50, 41)
+
+    async def ours_get_many() -> Any:
+        return await cache.get_many(keys)
+
+    async def raw_mget() -> Any:
+        return await raw.mget(full)
+
+    async def ours_set_many() -> Any:
+        return await cache.set_many(items, 3600)
+
+    async def raw_pipeline() -> Any:
+        async with raw.pipeline(transaction=False) as pipe:
+            for k in full:
+                pipe.set(k, PAYLOAD, ex=3600)
+            return await pipe.execute()
+
+    await acompare(SUITE, f"get_many_{BATCH}", ours_get_many, raw_mget, ops=ops, rounds_=n)
+    await acompare(SUITE, f"set_many_{BATCH}", ours_set_many, raw_pipeline, ops=ops, rounds_=n)
+
+
+async def _invalidate(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None:
+    # 1,000 keys of the namespace to delete among 5,000 keys of others that SCAN must skip.
+    size = 1000
+    others = {f"bench:other:{i}": b"x" for i in range(5000)}
+    await raw.mset(others)
+    pattern = cache.key("page:*")
+
+    async def fill() -> None:
+        async with raw.pipeline(transaction=False) as pipe:
+            for i in range(size):
+                pipe.set(cache.key(f"page:{i}"), PAYLOAD, ex=3600)
+            await pipe.execute()
+
+    async def raw_invalidate() -> int:
+        deleted = 0
+        batch: list[bytes] = []
+        async for k in raw.scan_iter(match=pattern, count=1000):
+            batch.append(k)
+            if len(batch) >= 500:
+                deleted += await raw.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await raw.unlink(*batch)
+        return deleted
+
+    ours_t: list[float] = []
+    raw_t: list[float] = []
+    for i in range(rounds(9, 3)):  # each round deletes 1,000 keys, so a few rounds suffice
+        for label in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
+            await fill()
+            t0 = time.perf_counter()
+            deleted = await (cache.invalidate("page:*") if label == "ours" else raw_invalidate())
+            elapsed = (time.perf_counter() - t0) / size * 1e6
+            assert deleted == size, deleted
+            (ours_t if label == "ours" else raw_t).append(elapsed)
+    emit(SUITE, f"invalidate_{size}_of_{size + len(others)}", statistics.median(ours_t),
+         statistics.median(raw_t))
+    await raw.delete(*others)
+
+
+async def _others(url: str, port: int, raw: aioredis.Redis, quick: bool) -> None:
+    """aiocache and cashews on the same workload, each against the same raw baseline."""
+    ops, n = (150, 7) if quick else (200, 41)
+    full = "bench:raw:profile"
+    await raw.set(full, PAYLOAD)
+
+    async def raw_get() -> Any:
+        return await raw.get(full)
+
+    async def raw_set() -> Any:
+        return await raw.set(full, PAYLOAD, ex=3600)
+
+    try:
+        from aiocache import RedisCache
+        from aiocache.serializers import JsonSerializer
+    except ImportError:
+        print("# aiocache not installed: skipped", flush=True)
+    else:
+        ac = RedisCache(serializer=JsonSerializer(), endpoint="127.0.0.1", port=port, namespace="bench-ac")
+        await ac.set("p", VALUE)
+
+        async def ac_get() -> Any:
+            return await ac.get("p")
+
+        async def ac_set() -> Any:
+            return await ac.set("p", VALUE, ttl=3600)
+
+        await acompare(SUITE, "aiocache_get", ac_get, raw_get, ops=ops, rounds_=n)
+        await acompare(SUITE, "aiocache_set", ac_set, raw_set, ops=ops, rounds_=n)
+        await ac.close()
+
+    try:
+        from cashews import Cache
+    except ImportError:
+        print("# cashews not installed: skipped", flush=True)
+    else:
+        cw = Cache()
+        cw.setup(url, client_side=False)
+        await cw.init()
+        await cw.set("bench-cw:p", VALUE)
+
+        async def cw_get() -> Any:
+            return await cw.get("bench-cw:p")
+
+        async def cw_set() -> Any:
+            return await cw.set("bench-cw:p", VALUE, expire=3600)
+
+        await acompare(SUITE, "cashews_get", cw_get, raw_get, ops=ops, rounds_=n)
+        await acompare(SUITE, "cashews_set", cw_set, raw_set, ops=ops, rounds_=n)
+        await cw.close()
+
+
+async def _memory(quick: bool) -> None:
+    cache = CacheManager(MemoryBackend(10_000), namespace="user")
+    await cache.set("k", VALUE)
+    ops, n = (3000, rounds(9, 5)) if quick else (20000, rounds(9, 5))
+    try:
+        from aiocache import SimpleMemoryCache
+        from aiocache.serializers import JsonSerializer
+    except ImportError:
+        store: dict[str, tuple[bytes, float]] = {}
+        label = "dict+json"
+
+        async def other_get() -> Any:
+            item = store.get("k")
+            return json.loads(item[0]) if item and item[1] > time.monotonic() else None
+
+        async def other_set() -> Any:
+            store["k"] = (json.dumps(VALUE).encode(), time.monotonic() + 3600)
+    else:
+        label = "aiocache"
+        mem = SimpleMemoryCache(serializer=JsonSerializer())
+        await mem.set("k", VALUE)
+
+        async def other_get() -> Any:
+            return await mem.get("k")
+
+        async def other_set() -> Any:
+            return await mem.set("k", VALUE, ttl=3600)
+
+    async def ours_get() -> Any:
+        return await cache.get("k")
+
+    async def ours_set() -> Any:
+        return await cache.set("k", VALUE)
+
+    get = await acompare(SUITE, f"memory_get_vs_{label}", ours_get, other_get, ops=ops, rounds_=n)
+    put = await acompare(SUITE, f"memory_set_vs_{label}", ours_set, other_set, ops=ops, rounds_=n)
+    print(f"# cache.memory ops/s: get={1e6 / get.ours_us:,.0f} set={1e6 / put.ours_us:,.0f}", flush=True)
