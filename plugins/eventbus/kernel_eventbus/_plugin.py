@@ -36,7 +36,8 @@ def build_bus(config: EventBusConfig, *, redis_connection: Any | None = None, me
         batch_size=config.batch_size, read_block=config.read_block,
         visibility_timeout=config.visibility_timeout, reclaim_interval=config.reclaim_interval,
         max_deliveries=config.max_deliveries, stream_maxlen=config.stream_maxlen,
-        new_group_start=config.new_group_start, reconnect_max_delay=config.reconnect_max_delay, **common,
+        new_group_start=config.new_group_start, reconnect_max_delay=config.reconnect_max_delay,
+        max_ack_delay=config.max_ack_delay, **common,
     )
 
 

@@ -97,6 +97,7 @@ class RedisEventBus(EventBus):
         stream_maxlen: int = 100_000,
         new_group_start: Literal["latest", "earliest"] = "latest",
         reconnect_max_delay: float = 5.0,
+        max_ack_delay: float = 0.1,
         consumer_name: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -112,6 +113,7 @@ class RedisEventBus(EventBus):
         self.stream_maxlen = stream_maxlen
         self.new_group_start = new_group_start
         self.reconnect_max_delay = reconnect_max_delay
+        self.max_ack_delay = max_ack_delay
         self.consumer = consumer_name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._dlq_key = f"{prefix}:dlq"
         self._dlq_index = f"{prefix}:dlq:index"
@@ -287,10 +289,15 @@ class RedisEventBus(EventBus):
                        entries: Sequence[Any], deliveries: dict[bytes, int] | None) -> None:
         is_retry = not stream.startswith(f"{self.prefix}:stream:")
         if sub.concurrency == 1 or len(entries) == 1:
+            flush_at = time.monotonic() + self.max_ack_delay
             for entry_id, fields in entries:
                 if entry_id is not None:
                     await self._handle(sub, state, stream, is_retry, entry_id, fields,
                                        deliveries.get(entry_id) if deliveries else None)
+                    # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
+                    if state.acks and time.monotonic() >= flush_at:
+                        await self._flush_acks(sub, state)
+                        flush_at = time.monotonic() + self.max_ack_delay
         else:
             limit = asyncio.Semaphore(sub.concurrency)
 
