@@ -160,7 +160,7 @@ class CacheManager:
         sh = self._sh
         st = self._stats
         if sh.down_until and self._skipping():
-            st.misses += 1
+            self._count_misses(1)
             return default
         try:
             data = await self._backend.get(self._prefix + key)
@@ -199,14 +199,14 @@ class CacheManager:
         keys = list(keys)
         st = self._stats
         if self._sh.down_until and self._skipping():
-            st.misses += len(keys)
+            self._count_misses(len(keys))
             return {}
         prefix = self._prefix
         try:
             found = await self._backend.get_many([prefix + k for k in keys])
         except self._sh.outage_errors as exc:
             self._outage("get_many", exc)
-            st.misses += len(keys)
+            self._count_misses(len(keys))
             return {}
         out: dict[str, Any] = {}
         loads = self._ser.loads
@@ -216,8 +216,7 @@ class CacheManager:
             try:
                 out[key] = loads(data, as_type)
             except Exception as exc:
-                self._undecodable(key, exc, None)
-                st.misses -= 1  # counted below as a miss already
+                self._bad_entry(key, exc)  # counted as a miss in the total below
         hits = len(out)
         st.hits += hits
         st.misses += len(keys) - hits
@@ -546,13 +545,23 @@ class CacheManager:
         if not sh.fail_open:
             raise CacheUnavailableError(operation, exc) from exc
 
+    def _count_misses(self, n: int) -> None:
+        self._stats.misses += n
+        if self._stats.exported:
+            self._stats.exported.misses.inc(n)
+
     def _undecodable(self, key: str, exc: Exception, default: Any) -> Any:
+        self._bad_entry(key, exc)
+        self._count_misses(1)
+        return default
+
+    def _bad_entry(self, key: str, exc: Exception) -> None:
         st = self._stats
         st.errors += 1
-        st.misses += 1
+        if st.exported:
+            st.exported.errors.inc()
         self._sh.log.warning("cache entry %r of namespace %r cannot be decoded (%s: %s); treated as a miss",
                              key, self.name, type(exc).__name__, exc)
-        return default
 
     async def close(self) -> None:
         """Close the backend (the plugin does this at shutdown)."""

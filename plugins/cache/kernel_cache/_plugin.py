@@ -70,6 +70,9 @@ def _backend(ctx: PluginContext[CacheConfig]) -> CacheBackend:
         return MemoryBackend(cfg.max_entries)
     connection = ctx.registry.find("redis.connection")
     if connection is None:
+        client = ctx.registry.find("redis")
+        if client is not None:  # a client registered (or overridden) by the host: used as is
+            return RedisBackend(client)
         raise RuntimeError(
             "[plugins.cache] backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
             "(pip install milo-kernel-redis)"
@@ -77,5 +80,6 @@ def _backend(ctx: PluginContext[CacheConfig]) -> CacheBackend:
     # Own client with the cache's short timeout and no retries: a write is bounded by `timeout`,
     # and an outage fails open at once instead of stalling requests.
     client = connection.new_client(socket_timeout=cfg.timeout, socket_connect_timeout=cfg.timeout,
-                                   retry=Retry(NoBackoff(), 0), health_check_interval=0)
+                                   pool_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0),
+                                   health_check_interval=0)
     return RedisBackend(client, owns_client=True)

@@ -291,3 +291,17 @@ async def test_jitter_only_shortens_the_ttl(cache: CacheManager) -> None:
     assert max(ttls) - min(ttls) > 1  # actually spread out
     with pytest.raises(ValueError, match="jitter"):
         cache.namespace("x", jitter=1.5)
+
+
+async def test_undecodable_entries_are_misses_and_get_repaired(
+    cache: CacheManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bytes some other writer left under our key (not JSON): a miss and an error, never a crash.
+    await cache.backend.set(cache.key("bad"), b"\x80\x04 not json", None)
+    assert await cache.get("bad", "fallback") == "fallback"
+    assert await cache.get_many(["bad"]) == {}
+    stats = cache.get_stats()
+    assert (stats.hits, stats.misses, stats.errors) == (0, 2, 2)
+    assert "cannot be decoded" in caplog.text
+    assert await cache.get_or_set("bad", lambda: {"fixed": True}) == {"fixed": True}
+    assert await cache.get("bad") == {"fixed": True}

@@ -99,3 +99,18 @@ async def test_logger_is_the_plugins(caplog: pytest.LogCaptureFixture) -> None:
         async with boot_kernel("cache"):
             pass
     assert any(r.name == "kernel.plugins.cache" and "cache ready" in r.getMessage() for r in caplog.records)
+
+
+async def test_redis_backend_on_a_client_given_by_the_host(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        config = {"cache": {"backend": "redis", "key_prefix": prefix}}
+        async with boot_kernel("cache", config=config, overrides={"redis": client}) as kernel:
+            cache = kernel.get(CacheManager)
+            assert isinstance(cache.backend, RedisBackend) and cache.backend.client is client
+            await cache.set("k", [1])
+            assert await client.get(f"{prefix}:default:k") == b"[1]"
+            await cache.clear()
+        assert await client.ping() is True  # the host's client is not closed by the plugin
+    finally:
+        await client.aclose()

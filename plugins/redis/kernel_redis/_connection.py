@@ -10,7 +10,7 @@ from typing import Any, cast
 import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 
 from kernel import Secret
 
@@ -57,7 +57,7 @@ class RedisConnection:
             "socket_timeout": cfg.socket_timeout,
             "socket_connect_timeout": cfg.socket_connect_timeout,
             "health_check_interval": cfg.health_check_interval,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), cfg.retries),
+            "retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), cfg.retries),
             "client_name": cfg.client_name,
         }
         if self.url.get_secret_value().startswith("rediss:"):
