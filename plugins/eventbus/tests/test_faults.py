@@ -1,4 +1,4 @@
-"""Fault tests: real consumer processes SIGKILLed, poison events, a Redis restart, replay into an idempotent handler.
+"""Fault tests: SIGKILLed consumer processes, poison events, a Redis crash, replay into an idempotent handler.
 
 Figures (lost, duplicates, timings) are printed; run with ``pytest -s`` to see them.
 """
@@ -6,11 +6,13 @@ Figures (lost, duplicates, timings) are printed; run with ``pytest -s`` to see t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,23 @@ class Consumer:
         self._close_pipe()
 
 
+async def until(check: Callable[[], Awaitable[bool]], within: float, step: float = 0.05) -> None:
+    """Poll ``check`` until it is true or ``within`` seconds passed (the assertions after it decide)."""
+    deadline = time.monotonic() + within
+    for _ in itertools.count():
+        if await check() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(step)
+
+
+async def _ge(value: Awaitable[int], minimum: int) -> bool:
+    return await value >= minimum
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def publisher(url: str, prefix: str) -> tuple[aioredis.Redis, RedisEventBus]:
     client = aioredis.Redis.from_url(url)
     return client, RedisEventBus(client, prefix=prefix)
@@ -89,13 +108,10 @@ async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, cli
     try:
         ids = [(await bus.publish("job.created", {"i": i})).event_id for i in range(n)]
         for mark in kill_at:
-            while await client.hlen(f"{prefix}:handled") < mark:
-                await asyncio.sleep(0.01)
+            await until(lambda m=mark: _ge(client.hlen(f"{prefix}:handled"), m), 30, step=0.01)
             consumer.kill()  # mid-handler: the handler sleeps most of the time
             await anyio.to_thread.run_sync(consumer.start)
-        deadline = time.monotonic() + 60
-        while await client.hlen(f"{prefix}:handled") < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: _ge(client.hlen(f"{prefix}:handled"), n), 60)
         await asyncio.sleep(1.5)  # let late re-deliveries land so duplicates are counted in full
     finally:
         consumer.stop()
@@ -128,9 +144,7 @@ async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
     await bus.start()
     try:
         metas = [await bus.publish("order.placed", {"i": i, "poison": i in poison}) for i in range(n)]
-        deadline = time.monotonic() + 20
-        while await bus.dead_letter_count() < len(poison) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: _ge(bus.dead_letter_count(), len(poison)), 20)
         await asyncio.sleep(0.5)
         dlq = await bus.get_dead_letter_queue()
     finally:
@@ -144,7 +158,7 @@ async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
         assert e.error_type == "ValueError"
         times = attempts[e.event_id]
         assert len(times) == 4, "max_retries + 1 attempts"
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         gaps_all.append(gaps)
         for gap, want in zip(gaps, (1.0, 2.0, 4.0), strict=True):
             assert want - 0.02 <= gap <= want + 0.25, f"retry spacing {gaps} not 1/2/4 s"
@@ -206,9 +220,7 @@ async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: st
                 await asyncio.sleep(0.001)
             assert restarter is not None
             await restarter
-            deadline = time.monotonic() + 30
-            while not set(acked) <= set(handled) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until(lambda: _true(set(acked) <= set(handled)), 30)
         finally:
             await consumer.close()
             await pub_client.aclose()
@@ -235,9 +247,7 @@ async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
     _c, bus = await publisher(redis_url, prefix)
     try:
         metas = [await bus.publish("invoice.due", {"i": i, "broken": i in broken}) for i in range(n)]
-        deadline = time.monotonic() + 20
-        while await bus.dead_letter_count() < len(broken) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: _ge(bus.dead_letter_count(), len(broken)), 20)
         assert await bus.dead_letter_count() == len(broken)
         await client.set(f"{prefix}:fixed", 1)
         # two operators replay at once: each entry is re-delivered once (atomic take-out of the DLQ)

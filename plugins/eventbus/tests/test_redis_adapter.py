@@ -1,0 +1,208 @@
+"""Redis Streams specifics on a real server: persisted retries, reclaim, poison entries, groups, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from kernel_eventbus import EventMetadata, RetryPolicy
+from kernel_eventbus._redis import RedisEventBus
+
+pytestmark = pytest.mark.anyio
+
+
+def make(client: aioredis.Redis, prefix: str, **kw: Any) -> RedisEventBus:
+    kw.setdefault("read_block", 0.2)
+    return RedisEventBus(client, prefix=prefix, **kw)
+
+
+async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, prefix: str,
+                                                      wait: Any) -> None:
+    calls: list[int] = []
+
+    async def fails_first(data: Any, meta: EventMetadata) -> None:
+        calls.append(meta.attempt)
+        raise RuntimeError("first process dies before retrying")
+
+    first = make(client, prefix, policy=RetryPolicy(base_delay=0.5))
+    first.subscribe("e", fails_first, group="g")
+    await first.start()
+    meta = await first.publish("e", {"k": 1})
+    await wait(lambda: calls == [1])
+    await asyncio.sleep(0.05)
+    await first.close()
+    assert await client.zcard(f"{prefix}:schedule:g") == 1, "the retry lives in Redis, not in the process"
+
+    got: list[EventMetadata] = []
+
+    async def works(data: Any, meta: EventMetadata) -> None:
+        got.append(meta)
+
+    second = make(client, prefix)
+    second.subscribe("e", works, group="g")
+    await second.start()
+    try:
+        await wait(lambda: len(got) == 1, what="the retry, by the next process")
+    finally:
+        await second.close()
+    assert got[0].event_id == meta.event_id
+    assert got[0].attempt == 2
+    assert await client.zcard(f"{prefix}:schedule:g") == 0
+    assert await client.xlen(f"{prefix}:retry:g") == 0, "acknowledged re-deliveries are deleted"
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(client: aioredis.Redis, prefix: str,
+                                                       wait: Any) -> None:
+    bus = make(client, prefix, visibility_timeout=0.3, reclaim_interval=0.1)
+    got: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        got.append(data)
+
+    stream = bus.stream_key("e")
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    await bus.publish("e", {"n": 1})
+    # a consumer reads it and dies without acknowledging
+    assert await client.xreadgroup("g", "dead-consumer", {stream: ">"}, count=10)
+    bus.subscribe("e", handler, group="g")
+    await bus.start()
+    try:
+        await wait(lambda: got == [{"n": 1}], what="reclaim after the visibility timeout")
+        await asyncio.sleep(0.1)
+        assert (await client.xpending(stream, "g"))["pending"] == 0
+    finally:
+        await bus.close()
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered(client: aioredis.Redis, prefix: str) -> None:
+    bus = make(client, prefix, visibility_timeout=0.1, reclaim_interval=0.05, max_deliveries=2)
+    stream = bus.stream_key("e")
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    await bus.publish("e", {"crash": "loop"})
+    # two consumers took it and died: delivered twice, never acknowledged
+    ((_s, ((entry_id, _f),)),) = await client.xreadgroup("g", "dead-0", {stream: ">"})
+    await client.xclaim(stream, "g", "dead-1", 0, [entry_id])
+    calls: list[int] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        calls.append(1)
+
+    bus.subscribe("e", handler, group="g")
+    await bus.start()
+    try:
+        for _ in range(200):
+            if await bus.dead_letter_count():
+                break
+            await asyncio.sleep(0.02)
+        (entry,) = await bus.get_dead_letter_queue()
+    finally:
+        await bus.close()
+    assert entry.error_type == "kernel_eventbus._errors.DeliveryLimitError"
+    assert "delivered 3 times" in entry.error_message
+    assert calls == [], "a crash-looping entry is not handed to the handler again"
+
+
+async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aioredis.Redis, prefix: str,
+                                                                  wait: Any) -> None:
+    bus = make(client, prefix)
+    got: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        got.append(data)
+
+    bus.subscribe("e", handler, group="g")
+    await bus.start()
+    try:
+        await client.xadd(bus.stream_key("e"), {"id": "x1", "ts": "t", "tid": "", "d": "{not json"})
+        await client.xadd(bus.stream_key("e"), {"foreign": "producer"})
+        await bus.publish("e", {"ok": True})
+        await wait(lambda: got == [{"ok": True}])
+        for _ in range(100):
+            if await bus.dead_letter_count() == 2:
+                break
+            await asyncio.sleep(0.02)
+        dlq = await bus.get_dead_letter_queue()
+    finally:
+        await bus.close()
+    assert sorted(e.error_type for e in dlq) == ["kernel_eventbus._errors.UndecodableEventError"] * 2
+    assert {e.event_id for e in dlq} >= {"x1"}
+    assert any(e.data == {"foreign": "producer"} for e in dlq)
+
+
+async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str, wait: Any) -> None:
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    seen: dict[str, list[str]] = {"a": [], "b": [], "audit": []}
+
+    def handler(tag: str) -> Any:
+        async def handle(data: Any, meta: EventMetadata) -> None:
+            seen[tag].append(meta.event_id)
+            await asyncio.sleep(0.001)
+        return handle
+
+    a, b = make(clients[0], prefix, batch_size=5), make(clients[1], prefix, batch_size=5)
+    a.subscribe("job", handler("a"), group="workers")
+    b.subscribe("job", handler("b"), group="workers")
+    audit = make(clients[2], prefix)
+    audit.subscribe("job", handler("audit"), group="audit")
+    for bus in (a, b, audit):
+        await bus.start()
+    try:
+        ids = [(await a.publish("job", i)).event_id for i in range(200)]
+        await wait(lambda: len(seen["a"]) + len(seen["b"]) == 200 and len(seen["audit"]) == 200)
+        await asyncio.sleep(0.2)
+    finally:
+        for bus in (a, b, audit):
+            await bus.close()
+        for c in clients:
+            await c.aclose()
+    assert sorted(seen["a"] + seen["b"]) == sorted(ids), "each event once per subscription"
+    assert seen["a"] and seen["b"], "both processes got work"
+    assert sorted(seen["audit"]) == sorted(ids)
+
+
+async def test_streams_are_trimmed_to_about_stream_maxlen(client: aioredis.Redis, prefix: str) -> None:
+    bus = make(client, prefix, stream_maxlen=100)
+    for i in range(1000):
+        await bus.publish("t", i)
+    length = await client.xlen(bus.stream_key("t"))
+    assert 100 <= length < 300
+
+
+async def test_published_entry_layout(client: aioredis.Redis, prefix: str) -> None:
+    bus = make(client, prefix)
+    meta = await bus.publish("user.created", {"id": "1"}, source="svc", trace_id="t1")
+    ((_id, fields),) = await client.xrange(bus.stream_key("user.created"))
+    assert fields == {b"id": meta.event_id.encode(), b"ts": meta.timestamp.encode(), b"tid": b"t1",
+                      b"d": json.dumps({"id": "1"}, separators=(",", ":")).encode(), b"src": b"svc"}
+
+
+async def test_replay_works_from_a_process_without_the_subscription(client: aioredis.Redis, prefix: str,
+                                                                    wait: Any) -> None:
+    failing = {"on": True}
+    got: list[EventMetadata] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        if failing["on"]:
+            raise RuntimeError("down")
+        got.append(meta)
+
+    worker = make(client, prefix, policy=RetryPolicy(max_retries=0))
+    worker.subscribe("e", handler, group="g")
+    await worker.start()
+    try:
+        meta = await worker.publish("e", 1)
+        for _ in range(100):
+            if await worker.dead_letter_count():
+                break
+            await asyncio.sleep(0.02)
+        failing["on"] = False
+        operator = make(client, prefix)  # e.g. `kernel dlq replay` in another process
+        assert await operator.replay_from_dlq(meta.event_id) == 1
+        await wait(lambda: len(got) == 1)
+    finally:
+        await worker.close()
+    assert got[0].replayed_at is not None
+    assert got[0].event_id == meta.event_id
