@@ -1,4 +1,4 @@
-"""The plugin through the kernel: adapters, the redis dependency, metrics, health and the ``kernel dlq`` CLI."""
+"""The plugin through the kernel: adapters, the redis dependency, metrics, health and `kernel dlq`."""
 
 from __future__ import annotations
 
