@@ -26,6 +26,14 @@ def plugin_dirs() -> list[Path]:
     return sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 
 
+def _extras(project: Path) -> list[str]:
+    """Every optional-dependency group of a plugin (its test and embedded-server extras)."""
+    import tomllib
+
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    return sorted(data.get("project", {}).get("optional-dependencies", {}))
+
+
 def _fingerprint() -> str:
     h = hashlib.sha256()
     for path in [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in plugin_dirs())]:
@@ -50,7 +58,8 @@ def setup(force: bool = False) -> None:
     sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip")
     targets: list[str] = ["-e", f"{ROOT}[serve,dev]"]
     for plugin in plugin_dirs():
-        targets += ["-e", f"{plugin}[test]"]
+        extras = ",".join(_extras(plugin))
+        targets += ["-e", f"{plugin}[{extras}]" if extras else str(plugin)]
     sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *targets)
     STAMP.write_text(fingerprint)
 
