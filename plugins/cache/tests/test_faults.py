@@ -213,3 +213,55 @@ async def test_two_processes_with_the_distributed_lock_call_the_factory_once(
     calls, _ = await _race(redis_url, prefix + "n", "nolock")
     assert calls == 2
 
+
+
+_COUNTER_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import redis.asyncio as aioredis
+    from kernel.testing import boot_kernel
+    from kernel_cache import CacheManager
+
+    url, prefix = sys.argv[1], sys.argv[2]
+
+    async def main():
+        config = {"redis": {"url": url}, "cache": {"backend": "redis", "key_prefix": prefix}}
+        async with boot_kernel("redis", "cache", config=config) as kernel:
+            raw = kernel.get(aioredis.Redis)
+            cache = kernel.get(CacheManager)
+            await raw.incr(f"{prefix}:ready")
+            while not await raw.exists(f"{prefix}:go"):
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*(cache.increment("hits", ttl=60) for _ in range(500)))
+            await asyncio.gather(*(cache.decrement("hits", 2) for _ in range(100)))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+async def test_counters_are_exact_across_processes(redis_url: str, prefix: str) -> None:
+    n = 3
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", _COUNTER_WORKER, redis_url, prefix,
+                                                  stderr=subprocess.PIPE) for _ in range(n)]
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 30
+        while int(await raw.get(f"{prefix}:ready") or 0) < n:
+            assert time.monotonic() < deadline, "workers did not start"
+            await asyncio.sleep(0.01)
+        await raw.set(f"{prefix}:go", 1)
+        for p in procs:
+            _, err = await asyncio.wait_for(p.communicate(), 30)
+            assert p.returncode == 0, err.decode()
+        assert int(await raw.get(f"{prefix}:default:hits")) == n * (500 - 200)
+        ttl = await raw.ttl(f"{prefix}:default:hits")
+        assert 0 < ttl <= 60  # set once by whichever increment created it
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.communicate()
+        await raw.delete(*[k async for k in raw.scan_iter(match=f"{prefix}:*")])
+        await raw.aclose()
