@@ -142,6 +142,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("error: kernel serve needs uvicorn: pip install 'milo-kernel[serve]'", file=sys.stderr)
         return EXIT_FAIL
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be between 0 and 65535, got {args.port}", file=sys.stderr)
+        return EXIT_FAIL
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return EXIT_FAIL

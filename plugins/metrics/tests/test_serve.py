@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -101,3 +102,18 @@ def test_invalid_config_fails_fast_with_every_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "plugins.metrics.path: must start with '/'" in result.stderr
     assert "bogus: unknown section" in result.stderr
+
+
+def test_port_in_use_exits_1_after_tearing_the_kernel_down(tmp_path: Path) -> None:
+    config = tmp_path / "kernel.toml"
+    config.write_text('[kernel]\nplugins = ["metrics"]\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "kernel", "--config", str(config), "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert "kernel stopped" in result.stderr
