@@ -6,6 +6,7 @@ import abc
 import inspect
 import json
 import logging
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from kernel import get_trace_id, new_trace_id, set_trace_id
+from kernel import get_trace_id, set_trace_id
 
 from ._dlq import DeadLetterEntry
 from ._errors import EventDataError, SubscriptionError
@@ -27,9 +28,13 @@ Handler = Callable[[Any, EventMetadata], Awaitable[object]]
 """``async def handler(data, metadata) -> None``."""
 
 
+# one encoder for every call: json.dumps builds a new one whenever an option is not the default
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def dumps(data: Any) -> str:
     """Compact JSON; what the bus stores and hands a copy of to every handler."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return _ENCODER.encode(data)
 
 
 def default_subscription_name(event: str, handler: Callable[..., Any]) -> str:
@@ -54,6 +59,11 @@ class Subscription:
     """The consumer-group name: processes subscribing with the same name share the work."""
     policy: RetryPolicy
     concurrency: int = 1
+    is_coroutine: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # known coroutine functions skip the per-call awaitable check
+        self.is_coroutine = inspect.iscoroutinefunction(self.handler)
 
 
 @attrs.define
@@ -118,7 +128,8 @@ class EventBus(abc.ABC):
     ) -> EventMetadata:
         """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
 
-        ``trace_id`` defaults to the current trace id (or a new one).
+        ``trace_id`` defaults to the current trace id (or a new random one, 32 hex digits like
+        :func:`kernel.new_trace_id`).
         """
         if not isinstance(name, str) or not name:
             raise EventDataError(repr(name), "the event name must be a non-empty string")
@@ -126,11 +137,12 @@ class EventBus(abc.ABC):
             body = dumps(data)
         except (TypeError, ValueError) as exc:
             raise EventDataError(name, f"data is not JSON-serializable ({exc})") from None
-        if source is not None and not isinstance(source, str):
-            raise EventDataError(name, f"source must be a string, not {type(source).__name__}")
+        for label, value in (("source", source), ("trace_id", trace_id)):
+            if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
+                raise EventDataError(name, f"{label} must be a string without tabs or newlines: {value!r}")
         ms = time.time_ns() // 1_000_000
         meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
-                             trace_id or get_trace_id() or new_trace_id())
+                             trace_id or get_trace_id() or os.urandom(16).hex())
         await self._publish(meta, body)
         if self._metrics is not None:
             self._metrics.event(name, "published")
@@ -211,11 +223,14 @@ class EventBus(abc.ABC):
         """Run the handler with the event's trace id set; the failure, if any, and whether to retry it."""
         prev = get_trace_id()
         set_trace_id(meta.trace_id)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if self._metrics is not None else 0.0
         try:
-            result = sub.handler(data, meta)
-            if inspect.isawaitable(result):
-                await result
+            if sub.is_coroutine:
+                await sub.handler(data, meta)
+            else:
+                result = sub.handler(data, meta)
+                if inspect.isawaitable(result):
+                    await result
         except Exception as exc:
             retry = sub.policy.should_retry(exc, meta.attempt)
             log.warning(

@@ -19,10 +19,17 @@ def new_event_id(ms: int | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def rfc3339(ms: int) -> str:
     """UTC RFC 3339 timestamp with milliseconds (``2026-11-28T15:04:05.123Z``)."""
     sec, milli = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{milli:03d}Z"
+    global _second
+    cached = _second  # one tuple, replaced whole: safe to share between threads
+    if cached[0] != sec:  # formatting is the slow part; events of one second share it
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{milli:03d}Z"
 
 
 def now_rfc3339() -> str:

@@ -116,7 +116,7 @@ async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aiored
     bus.subscribe("e", handler, group="g")
     await bus.start()
     try:
-        await client.xadd(bus.stream_key("e"), {"id": "x1", "ts": "t", "tid": "", "d": "{not json"})
+        await client.xadd(bus.stream_key("e"), {"e": "1\tx1\tt\t\t\n{not json"})
         await client.xadd(bus.stream_key("e"), {"foreign": "producer"})
         await bus.publish("e", {"ok": True})
         await wait(lambda: got == [{"ok": True}])
@@ -175,8 +175,8 @@ async def test_published_entry_layout(client: aioredis.Redis, prefix: str) -> No
     bus = make(client, prefix)
     meta = await bus.publish("user.created", {"id": "1"}, source="svc", trace_id="t1")
     ((_id, fields),) = await client.xrange(bus.stream_key("user.created"))
-    assert fields == {b"id": meta.event_id.encode(), b"ts": meta.timestamp.encode(), b"tid": b"t1",
-                      b"d": json.dumps({"id": "1"}, separators=(",", ":")).encode(), b"src": b"svc"}
+    head = f"1\t{meta.event_id}\t{meta.timestamp}\tt1\tsvc"
+    assert fields == {b"e": f"{head}\n{json.dumps({'id': '1'}, separators=(',', ':'))}".encode()}
 
 
 async def test_replay_works_from_a_process_without_the_subscription(client: aioredis.Redis, prefix: str,

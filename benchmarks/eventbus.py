@@ -1,0 +1,163 @@
+"""Event bus: publish vs raw XADD, consume vs a raw XREADGROUP + XACK loop, memory adapter throughput.
+
+Raw baselines do the same work without our layer: ``XADD`` of the JSON-encoded data
+with the same trimming; a consumer-group loop reading ``COUNT`` entries, decoding
+each payload, calling the handler and acknowledging the batch in one ``XACK``; an
+``asyncio.Queue`` with one worker task for the in-process case. A private
+redis-server is started for the run (or ``$REDIS_URL`` is used, with a unique prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from kernel_eventbus import EventMetadata, MemoryEventBus
+from kernel_eventbus._redis import RedisEventBus
+from kernel_redis import RedisServer
+
+from ._harness import acompare, emit, rounds
+
+DATA = {"user_id": "123", "email": "user@example.com", "plan": "pro", "tags": ["a", "b"]}
+
+
+async def _noop(data: Any, meta: EventMetadata) -> None:
+    return None
+
+
+async def _consume_ours(client: aioredis.Redis, prefix: str, n: int, batch: int) -> float:
+    bus = RedisEventBus(client, prefix=prefix, batch_size=batch, new_group_start="earliest", read_block=0.05)
+    done = asyncio.Event()
+    count = 0
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+
+    bus.subscribe("bench.consume", handler, group=f"g-{secrets.token_hex(4)}")
+    t0 = time.perf_counter()
+    await bus.start()
+    await done.wait()
+    # the last batch's acknowledgement is part of the work
+    for _ in range(10_000):
+        if not (await client.xpending(bus.stream_key("bench.consume"), bus.subscriptions[0].name))["pending"]:
+            break
+    elapsed = time.perf_counter() - t0
+    await bus.close()
+    await client.xgroup_destroy(bus.stream_key("bench.consume"), bus.subscriptions[0].name)
+    return elapsed / n * 1e6
+
+
+async def _consume_raw(client: aioredis.Redis, stream: str, n: int, batch: int) -> float:
+    group = f"raw-{secrets.token_hex(4)}"
+    await client.xgroup_create(stream, group, id="0")
+    t0 = time.perf_counter()
+    handled = 0
+    while handled < n:
+        resp = await client.xreadgroup(group, "c1", {stream: ">"}, count=batch, block=50)
+        for _stream, entries in resp:
+            ids = []
+            for entry_id, fields in entries:
+                await _noop(json.loads(fields[b"e"].partition(b"\n")[2]), None)  # type: ignore[arg-type]
+                ids.append(entry_id)
+            handled += len(ids)
+            await client.xack(stream, group, *ids)
+    elapsed = time.perf_counter() - t0
+    await client.xgroup_destroy(stream, group)
+    return elapsed / n * 1e6
+
+
+async def _memory(n: int) -> tuple[float, float]:
+    bus = MemoryEventBus()
+    bus.subscribe("bench.mem", _noop, group="g")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await bus.publish("bench.mem", DATA)
+    await bus.join()
+    ours = (time.perf_counter() - t0) / n * 1e6
+    await bus.close()
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    async def worker() -> None:
+        while True:
+            body = await queue.get()
+            await _noop(json.loads(body), None)  # type: ignore[arg-type]
+            queue.task_done()
+
+    task = asyncio.create_task(worker())
+    t0 = time.perf_counter()
+    for _ in range(n):
+        queue.put_nowait(json.dumps(DATA))
+    await queue.join()
+    raw = (time.perf_counter() - t0) / n * 1e6
+    task.cancel()
+    return ours, raw
+
+
+async def run(quick: bool) -> None:
+    external = os.environ.get("REDIS_URL")
+    server = None if external else RedisServer().start()
+    url = external or server.url  # type: ignore[union-attr]
+    prefix = f"bench-{secrets.token_hex(4)}"
+    client = aioredis.Redis.from_url(url)
+    try:
+        bus = RedisEventBus(client, prefix=prefix)
+        stream = bus.stream_key("bench.publish")
+
+        async def ours() -> None:
+            await bus.publish("bench.publish", DATA)
+
+        async def raw() -> None:
+            await client.xadd(stream, {"d": json.dumps(DATA)}, maxlen=100_000, approximate=True)
+
+        await acompare("eventbus", "publish_vs_xadd", ours, raw, ops=rounds(2000, 400), rounds_=rounds(9, 5))
+
+        n, batch = rounds(10_000, 5_000), 100
+        pipe = client.pipeline(transaction=False)
+        body = json.dumps(DATA)
+        for i in range(n):
+            pipe.xadd(bus.stream_key("bench.consume"),
+                      {"e": f"1\tbench-{i}\t2026-01-01T00:00:00.000Z\tt\t\n{body}"})
+        await pipe.execute()
+        o: list[float] = []
+        r: list[float] = []
+        await _consume_ours(client, prefix, n, batch)  # warm-up
+        await _consume_raw(client, bus.stream_key("bench.consume"), n, batch)
+        for i in range(rounds(7, 3)):
+            if i % 2:
+                r.append(await _consume_raw(client, bus.stream_key("bench.consume"), n, batch))
+                o.append(await _consume_ours(client, prefix, n, batch))
+            else:
+                o.append(await _consume_ours(client, prefix, n, batch))
+                r.append(await _consume_raw(client, bus.stream_key("bench.consume"), n, batch))
+        result = emit("eventbus", f"consume_batch{batch}_vs_xreadgroup_xack", statistics.median(o),
+                      statistics.median(r))
+        print(f"  consume throughput: ours {1e6 / result.ours_us:,.0f} events/s, raw "
+              f"{1e6 / result.raw_us:,.0f} events/s ({result.raw_us / result.ours_us:.2f}x of raw)")
+
+        m = rounds(20_000, 5_000)
+        mo, mr = [], []
+        for _ in range(rounds(5, 3)):
+            a, b = await _memory(m)
+            mo.append(a)
+            mr.append(b)
+        res = emit("eventbus", "memory_publish_deliver_vs_asyncio_queue", statistics.median(mo),
+                   statistics.median(mr))
+        print(f"  memory adapter: {1e6 / res.ours_us:,.0f} events/s published and handled "
+              f"(asyncio.Queue baseline {1e6 / res.raw_us:,.0f}/s)")
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        if server is not None:
+            server.close()
