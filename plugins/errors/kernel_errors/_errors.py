@@ -1,0 +1,182 @@
+"""The AppError hierarchy: expected failures with a status, a stable code and context."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class AppError(Exception):
+    """Base of every expected application error.
+
+    ``is_operational`` errors are expected conditions (bad input, missing record,
+    a dependency down): their message is shown to the client. Programming errors
+    (``is_operational=False``) render as a generic 500, like any unexpected exception.
+    ``context`` is shown with operational errors; ``internal`` never leaves the logs.
+    """
+
+    status_code: ClassVar[int] = 500
+    error_code: ClassVar[str] = "APP_ERROR"
+    title: ClassVar[str] = "Internal Server Error"
+
+    def __init__(
+        self,
+        message: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        error_code: str | None = None,
+        status_code: int | None = None,
+        is_operational: bool = True,
+        internal: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context: dict[str, Any] = dict(context or {})
+        self.internal: dict[str, Any] = dict(internal or {})
+        self.is_operational = is_operational
+        self.headers: dict[str, str] = dict(headers or {})
+        if error_code is not None:
+            self.error_code = error_code  # type: ignore[misc]
+        if status_code is not None:
+            if not 400 <= status_code <= 599:
+                raise ValueError(f"status_code must be an HTTP error status (400-599), got {status_code}")
+            self.status_code = status_code  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.error_code!r}, status={self.status_code})"
+
+
+class ValidationError(AppError):
+    """400: the request is malformed; ``errors`` lists problems per field."""
+
+    status_code = 400
+    error_code = "VALIDATION_ERROR"
+    title = "Bad Request"
+
+    def __init__(
+        self,
+        message: str = "Validation failed",
+        context: Mapping[str, Any] | None = None,
+        *,
+        errors: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, context, **kwargs)
+        if errors is None:
+            field = self.context.get("field")
+            self.errors = [{"field": str(field), "message": message}] if field else []
+        elif isinstance(errors, Mapping):
+            self.errors = [{"field": f, "message": m} for f, m in errors.items()]
+        else:
+            self.errors = [dict(e) for e in errors]
+
+
+class AuthenticationError(AppError):
+    """401: who you are is unknown or unproven."""
+
+    status_code = 401
+    error_code = "AUTHENTICATION_ERROR"
+    title = "Unauthorized"
+
+    def __init__(self, message: str = "Authentication required", context: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+class AuthorizationError(AppError):
+    """403: you are known but not allowed."""
+
+    status_code = 403
+    error_code = "AUTHORIZATION_ERROR"
+    title = "Forbidden"
+
+    def __init__(self, message: str = "You are not allowed to do this",
+                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+class NotFoundError(AppError):
+    """404: ``NotFoundError("User", {"user_id": id})`` reads "User not found"."""
+
+    status_code = 404
+    error_code = "NOT_FOUND"
+    title = "Not Found"
+
+    def __init__(self, resource: str = "Resource", context: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        self.resource = resource
+        super().__init__(f"{resource} not found", context, **kwargs)
+
+
+class ConflictError(AppError):
+    """409: the request conflicts with the current state (duplicates, stale versions)."""
+
+    status_code = 409
+    error_code = "CONFLICT"
+    title = "Conflict"
+
+
+class _RetryAfter(AppError):
+    def __init__(self, message: str, context: Mapping[str, Any] | None = None, *,
+                 retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+        if retry_after is not None and retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0 seconds, got {retry_after}")
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers.setdefault("Retry-After", str(math.ceil(retry_after)))
+
+
+class RateLimitError(_RetryAfter):
+    """429: too many requests; ``retry_after`` seconds becomes a ``Retry-After`` header."""
+
+    status_code = 429
+    error_code = "RATE_LIMITED"
+    title = "Too Many Requests"
+
+    def __init__(self, message: str = "Too many requests", context: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+class ServiceUnavailableError(_RetryAfter):
+    """503: a dependency or this service is temporarily unavailable."""
+
+    status_code = 503
+    error_code = "SERVICE_UNAVAILABLE"
+    title = "Service Unavailable"
+
+    def __init__(self, message: str = "Service temporarily unavailable",
+                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+class DatabaseError(AppError):
+    """500: the database failed. Keep driver details in ``internal``, not in the message."""
+
+    status_code = 500
+    error_code = "DATABASE_ERROR"
+    title = "Internal Server Error"
+
+    def __init__(self, message: str = "A database error occurred",
+                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+class ExternalServiceError(AppError):
+    """502: an upstream service answered badly or not at all."""
+
+    status_code = 502
+    error_code = "EXTERNAL_SERVICE_ERROR"
+    title = "Bad Gateway"
+
+    def __init__(self, message: str = "An upstream service failed",
+                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, context, **kwargs)
+
+
+def is_operational(exc: BaseException) -> bool:
+    """True for expected errors whose message may be shown; False for bugs and unknown exceptions."""
+    return isinstance(exc, AppError) and exc.is_operational

@@ -1,0 +1,110 @@
+"""Pure-ASGI middleware: exceptions become problem+json, every response carries the trace id."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from kernel import ASGIApp, Message, Receive, Scope, Send, get_trace_id, new_trace_id, trace_context
+
+from ._errors import AppError
+from ._problem import PROBLEM_JSON, ProblemRenderer
+
+log = logging.getLogger("kernel.plugins.errors")
+
+# A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# W3C traceparent: version-traceid-parentid-flags; the trace id must not be all zeros.
+_TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def incoming_trace_id(headers: list[tuple[bytes, bytes]], header: bytes) -> str | None:
+    """The caller's trace id from ``header`` or ``traceparent``, if well-formed."""
+    request_id = traceparent = None
+    for name, value in headers:
+        if name == header:
+            request_id = value
+        elif name == b"traceparent":
+            traceparent = value
+    if request_id is not None and _REQUEST_ID.match(request_id):
+        return request_id.decode()
+    if traceparent is not None:
+        m = _TRACEPARENT.match(traceparent.strip().lower())
+        if m and m.group(1) != b"0" * 32:
+            return m.group(1).decode()
+    return None
+
+
+class ErrorMiddleware:
+    """Wrap any ASGI app: exceptions render as RFC 9457 problems, never leaking internals.
+
+    Each request runs with a trace id (the caller's ``X-Request-ID``/``traceparent``
+    when well-formed, else a new one) set in the logging context and echoed in the
+    response header. An exception after the response has started cannot change
+    the status any more: it is logged and the connection is closed.
+    """
+
+    def __init__(self, app: ASGIApp, *, renderer: ProblemRenderer | None = None,
+                 trace_header: str = "x-request-id", client_error_level: int = logging.INFO) -> None:
+        self.app = app
+        self.renderer = renderer or ProblemRenderer()
+        self._header = trace_header.lower().encode("latin-1")
+        self._client_level = client_error_level
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        tid = incoming_trace_id(scope.get("headers") or [], self._header) or new_trace_id()
+        header = (self._header, tid.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        with trace_context(tid):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                self._log(exc, scope, started)
+                if started:
+                    return  # returning without finishing the body makes the server close it
+                await self._send_problem(exc, scope, send, header)
+
+    def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
+        operational = isinstance(exc, AppError) and exc.is_operational
+        status = exc.status_code if isinstance(exc, AppError) and operational else 500
+        extra: dict[str, Any] = {
+            "method": scope.get("method"), "path": scope.get("path"), "status": status,
+            "error_code": getattr(exc, "error_code", "INTERNAL_ERROR"),
+            "trace_id": get_trace_id(),
+        }
+        if isinstance(exc, AppError) and exc.internal:
+            extra["internal"] = exc.internal
+        if started:
+            log.error("error after the response started; closing the connection",
+                      exc_info=exc, extra=extra)
+        elif status >= 500:
+            log.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"),
+                      type(exc).__name__, exc, exc_info=exc, extra=extra)
+        else:
+            log.log(self._client_level, "%s %s -> %d %s", scope.get("method"), scope.get("path"),
+                    status, getattr(exc, "error_code", ""), extra=extra)
+
+    async def _send_problem(self, exc: Exception, scope: Scope, send: Send,
+                            header: tuple[bytes, bytes]) -> None:
+        problem = self.renderer.render(exc, instance=scope.get("path"))
+        body = problem.encode()
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            header,
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers),
+        ]
+        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

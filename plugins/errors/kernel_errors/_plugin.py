@@ -1,0 +1,62 @@
+"""The errors plugin: a shared ProblemRenderer and the error middleware for served apps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import attrs
+
+from kernel import ASGIApp, Middleware, Plugin, PluginContext, hookimpl
+
+from ._middleware import ErrorMiddleware
+from ._problem import ProblemRenderer
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def _url_base(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not value.startswith(("https://", "http://", "urn:", "tag:")):
+        raise ValueError(f"'{attribute.name}' must be an absolute URI prefix, got {value!r}")
+
+
+@attrs.define(frozen=True)
+class ErrorsConfig:
+    """The ``[plugins.errors]`` table."""
+
+    type_base_url: str | None = attrs.field(default=None, validator=_url_base)
+    """Problem ``type`` URIs become ``<type_base_url><code-slug>``; ``about:blank`` when unset."""
+    expose_context: bool = True
+    """Show an operational error's ``context`` in the response (``internal`` is never shown)."""
+    trace_header: str = "x-request-id"
+    """Request/response header carrying the trace id."""
+    client_error_log_level: Literal["debug", "info", "warning"] = "info"
+    """Log level of 4xx errors (5xx always log at ERROR with the traceback)."""
+
+
+class ErrorsPlugin(Plugin):
+    """Registers a :class:`ProblemRenderer` and wraps the served app in :class:`ErrorMiddleware`."""
+
+    name = "errors"
+    version = "0.1.0"
+    config_class = ErrorsConfig
+    provides = ("errors", "ProblemRenderer")
+    description = "AppError hierarchy rendered as RFC 9457 problem+json"
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[ErrorsConfig]) -> AsyncIterator[None]:
+        renderer = ProblemRenderer(ctx.config.type_base_url, ctx.config.expose_context)
+        ctx.provide(renderer, name="errors")
+        yield
+
+    @hookimpl
+    def kernel_middleware(self, ctx: PluginContext[ErrorsConfig]) -> list[Middleware]:
+        cfg = ctx.config
+        renderer = ctx.registry.get(ProblemRenderer)
+
+        def wrap(app: ASGIApp) -> ASGIApp:
+            return ErrorMiddleware(app, renderer=renderer, trace_header=cfg.trace_header,
+                                   client_error_level=_LEVELS[cfg.client_error_log_level])
+
+        return [Middleware(wrap, order=10, name="errors")]

@@ -1,0 +1,187 @@
+"""ErrorMiddleware over real ASGI apps: problem+json, no leaks, trace ids in body, header and logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from kernel_errors import (
+    PROBLEM_JSON,
+    AppError,
+    ErrorMiddleware,
+    NotFoundError,
+    ProblemRenderer,
+    RateLimitError,
+    ValidationError,
+)
+
+from kernel import Receive, Scope, Send, get_trace_id
+
+SECRET = "postgres://admin:hunter2@db.internal:5432"
+
+
+def app_raising(exc: BaseException | None, *, after_start: bool = False) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if after_start:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        if exc is not None:
+            raise exc
+        body = json.dumps({"trace_id": get_trace_id()}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def call(app: Any, path: str = "/things/1", headers: dict[str, str] | None = None) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.get(path, headers=headers)
+
+
+@pytest.mark.anyio
+async def test_operational_error_renders_rfc9457_problem() -> None:
+    resp = await call(ErrorMiddleware(app_raising(NotFoundError("User", {"user_id": "42"}))))
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == PROBLEM_JSON
+    body = resp.json()
+    assert body["type"] == "about:blank"
+    assert body["title"] == "Not Found"
+    assert body["status"] == 404
+    assert body["detail"] == "User not found"
+    assert body["code"] == "NOT_FOUND"
+    assert body["instance"] == "/things/1"
+    assert body["context"] == {"user_id": "42"}
+    assert body["trace_id"] == resp.headers["x-request-id"]
+
+
+@pytest.mark.anyio
+async def test_unexpected_exception_body_carries_only_the_trace_id(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="kernel.plugins.errors"):
+        resp = await call(ErrorMiddleware(app_raising(RuntimeError(f"cannot connect to {SECRET}"))))
+    assert resp.status_code == 500
+    assert "hunter2" not in resp.text
+    assert "RuntimeError" not in resp.text
+    assert "Traceback" not in resp.text
+    body = resp.json()
+    assert body["code"] == "INTERNAL_ERROR"
+    assert set(body) == {"type", "title", "status", "detail", "code", "instance", "trace_id"}
+    # ... while the operator gets everything, tied to the same trace id.
+    (record,) = caplog.records
+    assert record.trace_id == body["trace_id"]  # type: ignore[attr-defined]
+    assert record.exc_info is not None
+    assert "cannot connect" in record.getMessage()
+
+
+@pytest.mark.anyio
+async def test_programming_app_error_is_hidden_like_any_bug() -> None:
+    resp = await call(ErrorMiddleware(app_raising(AppError("invariant broken: x<0", is_operational=False,
+                                                           status_code=400))))
+    assert resp.status_code == 500
+    assert "invariant" not in resp.text
+
+
+@pytest.mark.anyio
+async def test_internal_context_is_never_rendered() -> None:
+    exc = ValidationError("Bad email", {"field": "email"}, internal={"db_host": "db.internal", "dsn": SECRET})
+    resp = await call(ErrorMiddleware(app_raising(exc)))
+    assert resp.status_code == 400
+    assert "db.internal" not in resp.text and "hunter2" not in resp.text
+    assert resp.json()["errors"] == [{"field": "email", "message": "Bad email"}]
+
+
+@pytest.mark.anyio
+async def test_context_can_be_hidden_and_type_uris_configured() -> None:
+    renderer = ProblemRenderer(type_base_url="https://errors.example.com/", expose_context=False)
+    app = ErrorMiddleware(app_raising(NotFoundError("User", {"user_id": "42"})), renderer=renderer)
+    resp = await call(app)
+    body = resp.json()
+    assert body["type"] == "https://errors.example.com/not-found"
+    assert "context" not in body
+
+
+@pytest.mark.anyio
+async def test_retry_after_header() -> None:
+    resp = await call(ErrorMiddleware(app_raising(RateLimitError(retry_after=12.5))))
+    assert resp.status_code == 429
+    assert resp.headers["retry-after"] == "13"
+
+
+@pytest.mark.anyio
+async def test_trace_id_from_caller_is_used_when_well_formed() -> None:
+    app = ErrorMiddleware(app_raising(None))
+    ok = await call(app, headers={"x-request-id": "req-123.abc"})
+    assert ok.json()["trace_id"] == "req-123.abc"
+    assert ok.headers["x-request-id"] == "req-123.abc"
+    tp = await call(app, headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert tp.json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    hostile = await call(app, headers={"x-request-id": "x" * 500})
+    assert hostile.json()["trace_id"] != "x" * 500
+    assert len(hostile.json()["trace_id"]) == 32
+    injected = await call(app, headers={"x-request-id": "a\tb"})
+    assert injected.json()["trace_id"] != "a\tb"
+
+
+@pytest.mark.anyio
+async def test_error_after_response_started_is_logged_and_the_response_not_faked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    app = ErrorMiddleware(app_raising(RuntimeError("late"), after_start=True))
+    with caplog.at_level(logging.ERROR, logger="kernel.plugins.errors"):
+        await app({"type": "http", "method": "GET", "path": "/x", "headers": []}, receive, send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[-1].get("more_body") is True  # never completed: the server closes the connection
+    assert "after the response started" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_non_http_scopes_pass_through() -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    async def noop_receive() -> dict[str, Any]:
+        return {}
+
+    async def noop_send(message: Any) -> None:
+        return None
+
+    await ErrorMiddleware(inner)({"type": "lifespan"}, noop_receive, noop_send)
+    assert seen == ["lifespan"]
+
+
+@pytest.mark.anyio
+async def test_inside_a_starlette_app() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def user(request: Request) -> JSONResponse:
+        raise NotFoundError("User", {"user_id": request.path_params["uid"]})
+
+    async def boom(request: Request) -> JSONResponse:
+        raise KeyError(SECRET)
+
+    app = Starlette(routes=[Route("/users/{uid}", user), Route("/boom", boom)],
+                    middleware=[Middleware(ErrorMiddleware)])
+    resp = await call(app, "/users/7")
+    assert resp.status_code == 404
+    assert resp.json()["context"] == {"user_id": "7"}
+    boom_resp = await call(app, "/boom")
+    assert boom_resp.status_code == 500
+    assert "hunter2" not in boom_resp.text

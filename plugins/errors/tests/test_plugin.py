@@ -1,0 +1,49 @@
+"""The errors plugin booted in isolation."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from kernel_errors import NotFoundError, ProblemRenderer
+
+from kernel import ConfigError, KernelApp, Plugin, PluginContext, Route, hookimpl
+from kernel.testing import boot_kernel, make_kernel
+
+
+class Routes(Plugin):
+    name = "routes"
+    requires = ("errors",)
+
+    @hookimpl
+    def kernel_routes(self, ctx: PluginContext[object]) -> list[Route]:
+        async def missing(scope: object, receive: object, send: object) -> None:
+            raise NotFoundError("Widget", {"widget_id": "9"})
+
+        return [Route("/widgets/9", missing)]
+
+
+@pytest.mark.anyio
+async def test_plugin_registers_renderer_and_wraps_served_routes() -> None:
+    config = {"errors": {"type_base_url": "https://errors.example.com/"}}
+    async with boot_kernel("errors", Routes, config=config) as k:
+        assert isinstance(k.registry.get("errors"), ProblemRenderer)
+        transport = httpx.ASGITransport(app=KernelApp(k))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            resp = await c.get("/widgets/9")
+            health = await c.get("/health")
+    assert resp.status_code == 404
+    assert resp.json()["type"] == "https://errors.example.com/not-found"
+    assert "x-request-id" in health.headers
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("errors", config={"errors": {"client_error_log_level": "loud"}})
+    assert sorted(exc_info.value.errors) == [
+        "plugins.errors.client_error_log_level: expected one of 'debug', 'info', 'warning', got 'loud'",
+    ]
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("errors", config={"errors": {"type_base_url": "errors/"}})
+    assert exc_info.value.errors == [
+        "plugins.errors.type_base_url: must be an absolute URI prefix, got 'errors/'"
+    ]
