@@ -64,8 +64,10 @@ class _State:
     """Per-subscription consumer state."""
 
     task: asyncio.Task[None] | None = None
-    acks: list[tuple[str, bytes]] = attrs.field(factory=list)
-    """Entries handled successfully but not yet acknowledged (kept across a lost connection)."""
+    acks: list[bytes] = attrs.field(factory=list)
+    """Event-stream entries handled successfully but not yet acknowledged (kept across a lost connection)."""
+    retry_acks: list[bytes] = attrs.field(factory=list)
+    """The same for the subscription's retry stream."""
     next_due: float = 0.0
     """Earliest known retry due time (ms); 0 = check now."""
     next_reclaim: float = 0.0
@@ -206,7 +208,7 @@ class RedisEventBus(EventBus):
         for name, state in self._states.items():
             state.task = None
             sub = self._by_name.get(name)
-            if sub is not None and state.acks:
+            if sub is not None and (state.acks or state.retry_acks):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._flush_acks(sub, state), 2.0)
         await super().close()
@@ -224,7 +226,7 @@ class RedisEventBus(EventBus):
             try:
                 if not state.ready:
                     await self._ensure_groups(sub, state)
-                if state.acks:
+                if state.acks or state.retry_acks:
                     await self._flush_acks(sub, state)
                 now = _ms()
                 if now >= state.next_due:
@@ -293,7 +295,7 @@ class RedisEventBus(EventBus):
                     await self._handle(sub, state, stream, is_retry, entry_id, fields,
                                        deliveries.get(entry_id) if deliveries else None)
                     # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
-                    if state.acks and time.monotonic() >= flush_at:
+                    if (state.acks or state.retry_acks) and time.monotonic() >= flush_at:
                         await self._flush_acks(sub, state)
                         flush_at = time.monotonic() + self.max_ack_delay
         else:
@@ -305,7 +307,7 @@ class RedisEventBus(EventBus):
                                        deliveries.get(entry_id) if deliveries else None)
 
             await asyncio.gather(*(one(i, f) for i, f in entries if i is not None))
-        if state.acks:
+        if state.acks or state.retry_acks:
             await self._flush_acks(sub, state)
 
     def _decode(self, sub: Subscription, is_retry: bool, fields: dict[bytes, bytes]
@@ -315,8 +317,9 @@ class RedisEventBus(EventBus):
             meta = EventMetadata(env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"),
                                  int(env["att"]), env.get("rep"))
             return env["d"], meta, env.get("ff")
-        head, _, body = fields[b"e"].partition(b"\n")
-        version, event_id, ts, tid, src = head.decode().split("\t")
+        # decode once: json.loads of a str skips the encoding sniffing it does for bytes
+        head, _, body = fields[b"e"].decode().partition("\n")
+        version, event_id, ts, tid, src = head.split("\t")
         if version != "1":
             raise ValueError(f"unknown entry format {version!r}")
         meta = EventMetadata(event_id, sub.event, ts, src or None, tid or None)
@@ -341,7 +344,7 @@ class RedisEventBus(EventBus):
             return
         failure = await self._invoke(sub, data, meta)
         if failure is None:
-            state.acks.append((stream, entry_id))
+            (state.retry_acks if is_retry else state.acks).append(entry_id)
         elif failure.retry:
             await self._schedule_retry(sub, state, stream, is_retry, entry_id, data, meta, failure,
                                        first_failure)
@@ -349,20 +352,21 @@ class RedisEventBus(EventBus):
             await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
 
     async def _flush_acks(self, sub: Subscription, state: _State) -> None:
-        acks = state.acks
-        main = [i for s, i in acks if s.startswith(f"{self.prefix}:stream:")]
-        retry = [(s, i) for s, i in acks if not s.startswith(f"{self.prefix}:stream:")]
-        if main and not retry:
+        main, retry = state.acks, state.retry_acks
+        n_main, n_retry = len(main), len(retry)
+        if not retry:
             await self.client.xack(self.stream_key(sub.event), sub.name, *main)  # the common case
         else:
+            key = self.retry_key(sub.name)
             pipe = self.client.pipeline(transaction=False)
             if main:
                 pipe.xack(self.stream_key(sub.event), sub.name, *main)
-            ids = [i for _s, i in retry]
-            pipe.xack(retry[0][0], sub.name, *ids)
-            pipe.xdel(retry[0][0], *ids)
+            pipe.xack(key, sub.name, *retry)
+            pipe.xdel(key, *retry)
             await pipe.execute()
-        del acks[: len(acks)]
+        # entries handled while the acknowledgement was in flight stay for the next flush
+        del main[:n_main]
+        del retry[:n_retry]
 
     def _ack_in(self, pipe: Any, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes) -> None:
         pipe.xack(stream, sub.name, entry_id)
@@ -427,7 +431,8 @@ class RedisEventBus(EventBus):
                 live = [(i, f) for i, f in entries if i is not None]
                 if live:
                     ids = [i for i, _f in live]
-                    pending = await self.client.xpending_range(stream, sub.name, min=min(ids), max=max(ids),
+                    # XAUTOCLAIM answers in id order: the first and last ids bound the range
+                    pending = await self.client.xpending_range(stream, sub.name, min=ids[0], max=ids[-1],
                                                                count=len(ids) * 2, consumername=self.consumer)
                     counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
                     log.warning("eventbus: %s reclaimed %d entries of %s left by a dead or slow consumer",

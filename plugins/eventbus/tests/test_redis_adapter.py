@@ -206,3 +206,27 @@ async def test_replay_works_from_a_process_without_the_subscription(client: aior
         await worker.close()
     assert got[0].replayed_at is not None
     assert got[0].event_id == meta.event_id
+
+
+async def test_pending_reports_the_backlog_of_a_subscription(client: aioredis.Redis, prefix: str) -> None:
+    bus = make(client, prefix, policy=RetryPolicy(base_delay=60))
+    failed = asyncio.Event()
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        failed.set()
+        raise RuntimeError("retry in a minute")
+
+    bus.subscribe("e", handler, group="g")
+    await bus.start()
+    try:
+        await bus.publish("e", 1)
+        await asyncio.wait_for(failed.wait(), 5)
+        for _ in range(100):
+            if (await bus.pending("g"))["scheduled"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await bus.pending("g") == {"lag": 0, "pending": 0, "scheduled": 1}
+    finally:
+        await bus.close()
+    await client.xgroup_create(bus.stream_key("e"), "other", id="0")
+    assert (await bus.pending("other"))["scheduled"] == 0
