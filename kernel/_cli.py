@@ -21,6 +21,7 @@ from ._plugin import Command
 from ._registry import describe_key
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+BUILTIN_COMMANDS = frozenset({"plugins", "check", "config", "health", "serve"})
 
 
 def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -260,19 +261,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", "-c")
+    pre.add_argument("-h", "--help", action="store_true")
+    pre.add_argument("command", nargs="?")
     known, _ = pre.parse_known_args(argv)
     kernel: Kernel | None = None
-    builtin = {"plugins", "check", "config", "health", "serve", "-h", "--help"}
-    if not (set(argv) & builtin):
+    if known.command is not None and known.command not in BUILTIN_COMMANDS:
         # Plugin commands come from the enabled plugins, so the config must load first.
         try:
             kernel = Kernel.from_config(known.config, configure_logs=True)
         except ConfigError as exc:
-            if argv:
-                for line in exc.errors:
-                    print(f"error: {line}", file=sys.stderr)
-                return EXIT_CONFIG
-    elif "-h" in argv or "--help" in argv:
+            for line in exc.errors:
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif known.command is None:
+        # Bare `kernel` or `kernel --help`: list plugin commands when the config loads.
         try:
             kernel = Kernel.from_config(known.config)
         except ConfigError:

@@ -154,3 +154,11 @@ def test_plugin_command_with_broken_config_exits_2(cli_env: dict[str, str], tmp_
     result = run(["greet", "world"], cli_env, tmp_path)
     assert result.returncode == 2
     assert "plugins.kt_alpha.retries: expected int" in result.stderr
+
+
+def test_a_plugin_command_argument_that_looks_like_a_builtin_is_just_an_argument(
+    good: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(["--config", str(good), "greet", "check"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hey, check"
