@@ -10,6 +10,8 @@ from ._retry import RetryPolicy
 
 _pos = attrs.validators.gt(0)
 _nonneg = attrs.validators.ge(0)
+_pos_f = attrs.validators.gt(0.0)
+_nonneg_f = attrs.validators.ge(0.0)
 
 
 @attrs.frozen
@@ -19,11 +21,11 @@ class EventBusConfig:
     adapter: Literal["memory", "redis"] = "memory"
     """``memory``: in-process (a crash loses pending retries and the DLQ); ``redis``: Redis Streams."""
     max_retries: int = attrs.field(default=3, validator=_nonneg)
-    retry_base_delay: float = attrs.field(default=1.0, validator=_nonneg)
+    retry_base_delay: float = attrs.field(default=1.0, validator=_nonneg_f)
     """Seconds before the first retry; retry n waits ``base * factor ** (n - 1)``."""
     retry_factor: float = attrs.field(default=2.0, validator=attrs.validators.ge(1.0))
-    retry_max_delay: float = attrs.field(default=300.0, validator=_nonneg)
-    retry_jitter: float = attrs.field(default=0.0, validator=[_nonneg, attrs.validators.le(1.0)])
+    retry_max_delay: float = attrs.field(default=300.0, validator=_nonneg_f)
+    retry_jitter: float = attrs.field(default=0.0, validator=[_nonneg_f, attrs.validators.le(1.0)])
     concurrency: int = attrs.field(default=1, validator=_pos)
     """Handler calls in flight per subscription and process (1 keeps per-process order)."""
     idempotency_ttl: int = attrs.field(default=86_400, validator=_pos)
@@ -33,11 +35,11 @@ class EventBusConfig:
     """Key prefix of every stream, set and hash the bus writes."""
     batch_size: int = attrs.field(default=100, validator=_pos)
     """Entries per XREADGROUP/XAUTOCLAIM call."""
-    read_block: float = attrs.field(default=1.0, validator=_pos)
+    read_block: float = attrs.field(default=1.0, validator=_pos_f)
     """Longest blocking read in seconds (also how soon a crashed peer's retries are picked up)."""
-    visibility_timeout: float = attrs.field(default=30.0, validator=_pos)
+    visibility_timeout: float = attrs.field(default=30.0, validator=_pos_f)
     """Seconds an entry may stay unacknowledged before another consumer reclaims it (> slowest handler)."""
-    reclaim_interval: float = attrs.field(default=5.0, validator=_pos)
+    reclaim_interval: float = attrs.field(default=5.0, validator=_pos_f)
     """Seconds between XAUTOCLAIM scans for entries left by dead consumers."""
     max_deliveries: int = attrs.field(default=10, validator=_pos)
     """An entry delivered more often than this without an ack (its consumer keeps dying) is dead-lettered."""
@@ -45,9 +47,9 @@ class EventBusConfig:
     """Approximate cap per event stream (XADD MAXLEN ~); 0 disables trimming."""
     new_group_start: Literal["latest", "earliest"] = "latest"
     """Where a brand-new subscription starts: events published from now on, or the whole stream."""
-    max_ack_delay: float = attrs.field(default=0.1, validator=_nonneg)
+    max_ack_delay: float = attrs.field(default=0.1, validator=_nonneg_f)
     """Seconds a handled entry may wait for its (batched) acknowledgement; bounds duplicates after a crash."""
-    reconnect_max_delay: float = attrs.field(default=5.0, validator=_pos)
+    reconnect_max_delay: float = attrs.field(default=5.0, validator=_pos_f)
     """Cap of the exponential backoff between reconnection attempts."""
 
     def retry_policy(self) -> RetryPolicy:

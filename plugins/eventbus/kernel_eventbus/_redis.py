@@ -339,8 +339,8 @@ class RedisEventBus(EventBus):
                 f"delivered {delivered} times without an acknowledgement (its consumers died or "
                 f"outlived visibility_timeout={self.visibility_timeout}s each time); max_deliveries="
                 f"{self.max_deliveries}")
-            failure = Failure(err, False, now_rfc3339())
-            await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
+            limit = Failure(err, False, now_rfc3339())
+            await self._dead(sub, stream, is_retry, entry_id, data, meta, limit, first_failure)
             return
         failure = await self._invoke(sub, data, meta)
         if failure is None:
@@ -455,7 +455,7 @@ class RedisEventBus(EventBus):
     async def _load(self, keys: Sequence[bytes | str]) -> list[DeadLetterEntry]:
         if not keys:
             return []
-        raw = await self.client.hmget(self._dlq_key, list(keys))  # type: ignore[arg-type]
+        raw = await self.client.hmget(self._dlq_key, list(keys))  # type: ignore[misc]
         return [DeadLetterEntry.from_dict(json.loads(r)) for r in raw if r is not None]
 
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
@@ -473,7 +473,7 @@ class RedisEventBus(EventBus):
         return out[:limit]
 
     async def dead_letter_count(self) -> int:
-        return int(await self.client.hlen(self._dlq_key))
+        return int(await self.client.hlen(self._dlq_key))  # type: ignore[misc]
 
     async def _keys_of(self, event_id: str) -> list[bytes]:
         # field names start with the event id; escape glob characters so ids cannot widen the match
@@ -521,7 +521,7 @@ class RedisEventBus(EventBus):
         if not keys:
             return 0
         pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self._dlq_key, *keys)
+        pipe.hdel(self._dlq_key, *keys)  # type: ignore[arg-type]
         pipe.zrem(self._dlq_index, *keys)
         n, _ = await pipe.execute()
         self._dlq_size_changed(await self.dead_letter_count())
