@@ -131,6 +131,10 @@ def _configure_logs_from_file(path: Path) -> None:
             table = tomllib.load(fh).get("kernel", {})
     except (OSError, tomllib.TOMLDecodeError):
         table = {}
+    for key in ("env", "log_level", "log_format"):
+        var = f"KERNEL__KERNEL__{key.upper()}"
+        if var in os.environ:
+            table[key] = os.environ[var]
     configure_logging(str(table.get("env", "development")), str(table.get("log_level", "INFO")),
                       str(table.get("log_format", "auto")))
 
