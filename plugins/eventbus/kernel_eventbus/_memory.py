@@ -15,9 +15,23 @@ from ._errors import DeadLetterNotFoundError, SubscriptionError
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
 from ._metadata import EventMetadata, now_rfc3339
 
+# (JSON body, metadata of the attempt, first failure time)
+_Item = tuple[str, EventMetadata, "str | None"]
+
+
+@attrs.define(eq=False)
+class _Queue:
+    """The deliveries waiting for one subscription and the worker tasks that run them."""
+
+    items: asyncio.Queue[_Item] = attrs.field(factory=asyncio.Queue)
+    workers: list[asyncio.Task[None]] = attrs.field(factory=list)
+    timers: dict[int, asyncio.TimerHandle] = attrs.field(factory=dict)
+    """Scheduled retries, by a serial number the callback gets."""
+    serial: int = 0
+
 
 class MemoryEventBus(EventBus):
-    """Delivers in this process: each subscription gets its own copy and its own retries.
+    """Delivers in this process: each subscription has its own queue, workers and retries.
 
     A crash (or :meth:`close`) loses events in flight, scheduled retries and the
     dead-letter queue; use the Redis adapter when that matters.
@@ -29,47 +43,72 @@ class MemoryEventBus(EventBus):
         super().__init__(**kwargs)
         self.dlq_max_len = dlq_max_len
         self._dlq: OrderedDict[str, DeadLetterEntry] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._limits: dict[str, asyncio.Semaphore] = {}
-        self._idem = MemoryIdempotencyStore()
+        self._queues: dict[str, _Queue] = {}
+        self._outstanding = 0
+        """Deliveries queued, running or waiting for a retry."""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._idem = MemoryIdempotencyStore()
+
+    # ------------------------------------------------------------------ delivering
 
     async def _publish(self, meta: EventMetadata, body: str) -> None:
         for sub in self._subs.get(meta.event_name, ()):
-            self._spawn(sub, body, meta, None)
+            self._enqueue(sub, (body, meta, None))
 
-    def _spawn(self, sub: Subscription, body: str, meta: EventMetadata, first_failure: str | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(sub, body, meta, first_failure))
-        self._tasks.add(task)
+    def _enqueue(self, sub: Subscription, item: _Item) -> None:
+        queue = self._queues.get(sub.name)
+        if queue is None:
+            queue = self._queues[sub.name] = _Queue()
+            loop = asyncio.get_running_loop()
+            queue.workers = [loop.create_task(self._work(sub, queue)) for _ in range(sub.concurrency)]
+        self._outstanding += 1
         self._idle.clear()
-        task.add_done_callback(self._done)
+        queue.items.put_nowait(item)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not self._tasks:
+    def _finished(self, n: int = 1) -> None:
+        self._outstanding -= n
+        if self._outstanding <= 0:
+            self._outstanding = 0
             self._idle.set()
 
-    async def _deliver(self, sub: Subscription, body: str, meta: EventMetadata,
-                       first_failure: str | None) -> None:
-        limit = self._limits.get(sub.name)
-        if limit is None:
-            limit = self._limits[sub.name] = asyncio.Semaphore(sub.concurrency)
+    async def _work(self, sub: Subscription, queue: _Queue) -> None:
+        get = queue.items.get
         while True:
-            # each attempt gets a fresh copy: a handler mutating its data cannot affect a retry or a peer
-            data = json.loads(body)
-            async with limit:
-                if self._by_name.get(sub.name) is not sub:
-                    return  # unsubscribed meanwhile
-                failure = await self._invoke(sub, data, meta)
-            if failure is None:
-                return
-            first_failure = first_failure or failure.at
-            if not failure.retry:
-                self._add_dead(self._dead_entry(sub, json.loads(body), meta, failure, first_failure))
-                return
-            await asyncio.sleep(sub.policy.delay(meta.attempt))
-            meta = attrs.evolve(meta, attempt=meta.attempt + 1)
+            body, meta, first_failure = await get()
+            try:
+                # each attempt gets a fresh copy: a handler mutating its data cannot affect a retry or a peer
+                failure = await self._invoke(sub, json.loads(body), meta)
+                if failure is not None:
+                    first_failure = first_failure or failure.at
+                    if failure.retry:
+                        retry = (body, attrs.evolve(meta, attempt=meta.attempt + 1), first_failure)
+                        self._outstanding += 1
+                        queue.serial += 1
+                        queue.timers[queue.serial] = asyncio.get_running_loop().call_later(
+                            sub.policy.delay(meta.attempt), self._requeue, sub, queue, queue.serial, retry)
+                    else:
+                        self._add_dead(self._dead_entry(sub, json.loads(body), meta, failure, first_failure))
+            finally:
+                self._finished()
+
+    def _requeue(self, sub: Subscription, queue: _Queue, serial: int, item: _Item) -> None:
+        queue.timers.pop(serial, None)
+        if self._queues.get(sub.name) is queue:
+            queue.items.put_nowait(item)
+        else:
+            self._finished()  # unsubscribed meanwhile
+
+    def _stopped(self, sub: Subscription) -> None:
+        queue = self._queues.pop(sub.name, None)
+        if queue is None:
+            return
+        for task in queue.workers:
+            task.cancel()
+        for timer in queue.timers.values():
+            timer.cancel()
+        # what was waiting is dropped with the subscription
+        self._finished(queue.items.qsize() + len(queue.timers))
 
     def _add_dead(self, entry: DeadLetterEntry) -> None:
         self._dlq[entry.key] = entry
@@ -79,10 +118,8 @@ class MemoryEventBus(EventBus):
         self._dlq_size_changed(len(self._dlq))
 
     async def join(self) -> None:
-        """Wait until no delivery is in flight or waiting for a retry (wrap in ``asyncio.timeout``)."""
-        while self._tasks:
-            await self._idle.wait()
-            await asyncio.sleep(0)  # let a just-spawned retry register
+        """Wait until no delivery is queued, running or waiting for a retry (wrap in ``asyncio.timeout``)."""
+        await self._idle.wait()
 
     # ------------------------------------------------------------------ DLQ
 
@@ -116,7 +153,7 @@ class MemoryEventBus(EventBus):
         for entry in entries:
             del self._dlq[entry.key]
             meta = attrs.evolve(entry.metadata, attempt=1, replayed_at=replayed_at)
-            self._spawn(self._by_name[entry.subscription], json.dumps(entry.data), meta, None)
+            self._enqueue(self._by_name[entry.subscription], (json.dumps(entry.data), meta, None))
         self._dlq_size_changed(len(self._dlq))
         return len(entries)
 
@@ -137,12 +174,15 @@ class MemoryEventBus(EventBus):
         return self._idem
 
     async def close(self) -> None:
-        lost = len(self._tasks)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        lost = self._outstanding
+        tasks = [t for q in self._queues.values() for t in q.workers]
+        for sub in list(self._by_name.values()):
+            self._stopped(sub)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if lost:
-            log.warning("eventbus: memory adapter closed with %d deliveries in flight or awaiting retry; "
-                        "they are lost", lost)
+            log.warning("eventbus: memory adapter closed with %d deliveries queued, running or awaiting "
+                        "retry; they are lost", lost)
+        self._outstanding = 0
+        self._idle.set()
         await super().close()

@@ -1,0 +1,115 @@
+"""Memory adapter specifics: ordering, concurrency, join, unsubscribe and close with pending work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from kernel_eventbus import EventMetadata, MemoryEventBus, RetryPolicy
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_one_worker_keeps_publish_order() -> None:
+    bus = MemoryEventBus()
+    seen: list[int] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        await asyncio.sleep(0.001 * (data % 3))
+        seen.append(data)
+
+    bus.subscribe("e", handler, group="g")
+    for i in range(30):
+        await bus.publish("e", i)
+    await asyncio.wait_for(bus.join(), 5)
+    assert seen == list(range(30))
+    await bus.close()
+
+
+async def test_concurrency_runs_handlers_in_parallel() -> None:
+    bus = MemoryEventBus(concurrency=5)
+    running, peak = 0, 0
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    bus.subscribe("e", handler, group="g")
+    for i in range(20):
+        await bus.publish("e", i)
+    await asyncio.wait_for(bus.join(), 5)
+    assert peak == 5
+    await bus.close()
+
+
+async def test_join_waits_for_scheduled_retries() -> None:
+    bus = MemoryEventBus(policy=RetryPolicy(max_retries=2, base_delay=0.05))
+    attempts: list[int] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        attempts.append(meta.attempt)
+        if meta.attempt < 3:
+            raise RuntimeError("again")
+
+    bus.subscribe("e", handler, group="g")
+    await bus.publish("e", 0)
+    await asyncio.wait_for(bus.join(), 5)
+    assert attempts == [1, 2, 3]
+    await bus.close()
+
+
+async def test_unsubscribe_drops_its_scheduled_retries() -> None:
+    bus = MemoryEventBus(policy=RetryPolicy(max_retries=3, base_delay=0.05))
+    attempts: list[int] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        attempts.append(meta.attempt)
+        raise RuntimeError("fails")
+
+    sub = bus.subscribe("e", handler, group="g")
+    await bus.publish("e", 0)
+    for _ in range(100):
+        if attempts:
+            break
+        await asyncio.sleep(0.005)
+    bus.unsubscribe(sub)
+    await asyncio.wait_for(bus.join(), 1)
+    await asyncio.sleep(0.1)
+    assert attempts == [1]
+    assert await bus.dead_letter_count() == 0
+    await bus.close()
+
+
+async def test_close_reports_what_is_lost(caplog: pytest.LogCaptureFixture) -> None:
+    bus = MemoryEventBus(policy=RetryPolicy(base_delay=30))
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        raise RuntimeError("retry in 30 s")
+
+    bus.subscribe("e", handler, group="g")
+    await bus.publish("e", 1)
+    await bus.publish("e", 2)
+    await asyncio.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="kernel.plugins.eventbus"):
+        await bus.close()
+    assert "closed with 2 deliveries queued, running or awaiting retry; they are lost" in caplog.text
+    await asyncio.wait_for(bus.join(), 1)
+
+
+async def test_dlq_is_bounded() -> None:
+    bus = MemoryEventBus(policy=RetryPolicy(max_retries=0), dlq_max_len=3)
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        raise RuntimeError("x")
+
+    bus.subscribe("e", handler, group="g")
+    for i in range(5):
+        await bus.publish("e", i)
+    await asyncio.wait_for(bus.join(), 5)
+    assert [e.data for e in await bus.get_dead_letter_queue()] == [4, 3, 2]
+    await bus.close()
