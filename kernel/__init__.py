@@ -19,6 +19,7 @@ from ._logging import (
     configure_logging,
     get_trace_id,
     new_trace_id,
+    reset_trace_id,
     set_trace_id,
     trace_context,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "kernel_lifespan",
     "new_trace_id",
     "recommended",
+    "reset_trace_id",
     "set_trace_id",
     "trace_context",
 ]

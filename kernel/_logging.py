@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -23,14 +23,15 @@ _trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernel_t
 
 # LogRecord attributes that are not user-supplied extras.
 _STANDARD: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "trace_id"}
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "trace_id", "color_message"}  # uvicorn adds a coloured copy of the message
 )
 _HANDLER_MARK: Final = "_kernel_handler"
 
 
 def new_trace_id() -> str:
     """A fresh random trace id (32 hex characters, W3C trace-context sized)."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def get_trace_id() -> str | None:
@@ -39,8 +40,13 @@ def get_trace_id() -> str | None:
 
 
 def set_trace_id(trace_id: str | None) -> contextvars.Token[str | None]:
-    """Set the current trace id; keep the token to reset it."""
+    """Set the current trace id; keep the token for :func:`reset_trace_id`."""
     return _trace_id.set(trace_id)
+
+
+def reset_trace_id(token: contextvars.Token[str | None]) -> None:
+    """Restore the trace id that was current before :func:`set_trace_id` returned ``token``."""
+    _trace_id.reset(token)
 
 
 @contextmanager

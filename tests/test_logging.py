@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernel import configure_logging, get_trace_id, set_trace_id, trace_context
+from kernel import configure_logging, get_trace_id, reset_trace_id, set_trace_id, trace_context
 from kernel._logging import ConsoleFormatter, JsonFormatter, TraceIdFilter
 from kernel.testing import boot_kernel
 
@@ -56,9 +56,8 @@ async def test_trace_id_follows_tasks_started_inside_the_context() -> None:
     assert seen == [tid]
     token = set_trace_id("x")
     assert get_trace_id() == "x"
-    from kernel._logging import _trace_id
-
-    _trace_id.reset(token)
+    reset_trace_id(token)
+    assert get_trace_id() is None
 
 
 @pytest.mark.anyio

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from kernel import ASGIApp, Message, Receive, Scope, Send, get_trace_id, new_trace_id, trace_context
+from kernel import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    get_trace_id,
+    new_trace_id,
+    reset_trace_id,
+    set_trace_id,
+)
 
 from ._errors import AppError
 from ._problem import PROBLEM_JSON, ProblemRenderer
@@ -19,7 +30,7 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def incoming_trace_id(headers: list[tuple[bytes, bytes]], header: bytes) -> str | None:
+def incoming_trace_id(headers: Iterable[tuple[bytes, bytes]], header: bytes) -> str | None:
     """The caller's trace id from ``header`` or ``traceparent``, if well-formed."""
     request_id = traceparent = None
     for name, value in headers:
@@ -56,7 +67,7 @@ class ErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        tid = incoming_trace_id(scope.get("headers") or [], self._header) or new_trace_id()
+        tid = incoming_trace_id(scope.get("headers") or (), self._header) or new_trace_id()
         header = (self._header, tid.encode())
         started = False
 
@@ -67,14 +78,16 @@ class ErrorMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        with trace_context(tid):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception as exc:
-                self._log(exc, scope, started)
-                if started:
-                    return  # returning without finishing the body makes the server close it
+        # set/reset rather than the trace_context() manager: this runs on every request.
+        token = set_trace_id(tid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            self._log(exc, scope, started)
+            if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
+        finally:
+            reset_trace_id(token)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
         operational = isinstance(exc, AppError) and exc.is_operational
