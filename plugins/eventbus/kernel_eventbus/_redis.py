@@ -73,6 +73,8 @@ class _State:
     next_reclaim: float = 0.0
     next_cleanup: float = attrs.field(factory=lambda: time.monotonic() + 60.0)
     ready: bool = False
+    lost: bool = False
+    """The group existed and vanished."""
 
 
 class RedisEventBus(EventBus):
@@ -173,7 +175,9 @@ class RedisEventBus(EventBus):
                                                             name=f"eventbus:{sub.name}")
 
     async def _ensure_groups(self, sub: Subscription, state: _State) -> None:
-        start = "$" if self.new_group_start == "latest" else "0"
+        # a group that vanished (Redis lost its data) restarts at the stream's beginning: everything in the
+        # stream was published after the loss, and "latest" would skip what came before the recreation
+        start = "0" if state.lost or self.new_group_start == "earliest" else "$"
         for key, first in ((self.stream_key(sub.event), start), (self.retry_key(sub.name), "0")):
             try:
                 await self.client.xgroup_create(key, sub.name, id=first, mkstream=True)
@@ -273,8 +277,10 @@ class RedisEventBus(EventBus):
             except rexc.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     # the stream or group vanished (Redis restarted without persistence, or keys deleted)
-                    log.warning("eventbus: %s: consumer group missing, recreating it", sub.name)
+                    log.warning("eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
+                                "from the start of the stream", sub.name)
                     state.ready = False
+                    state.lost = True
                     await asyncio.sleep(0.05)
                     continue
                 delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 from kernel_eventbus import EventMetadata, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
+from kernel_redis.testing import private_redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +234,34 @@ async def test_pending_reports_the_backlog_of_a_subscription(client: aioredis.Re
         await bus.close()
     await client.xgroup_create(bus.stream_key("e"), "other", id="0")
     assert (await bus.pending("other"))["scheduled"] == 0
+
+
+async def test_redis_outage_backs_off_without_spinning(prefix: str, caplog: pytest.LogCaptureFixture,
+                                                       wait: Any) -> None:
+    with private_redis_server() as server:
+        c = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+        got: list[Any] = []
+
+        async def handler(data: Any, meta: EventMetadata) -> None:
+            got.append(data)
+
+        bus = make(c, prefix, reconnect_max_delay=0.4)
+        bus.subscribe("e", handler, group="g")
+        await bus.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="kernel.plugins.eventbus"):
+                await anyio.to_thread.run_sync(server.stop)
+                cpu0, t0 = time.process_time(), time.monotonic()
+                await asyncio.sleep(2.0)
+                cpu = time.process_time() - cpu0
+                elapsed = time.monotonic() - t0
+                await anyio.to_thread.run_sync(server.start)
+                await bus.publish("e", "after")  # a server without persistence: the group is recreated
+                await wait(lambda: got == ["after"], within=10, what="consumption after the outage")
+        finally:
+            await bus.close()
+            await c.aclose()
+    print(f"\nOUTAGE: {elapsed:.1f}s down, consumer loop used {cpu * 1000:.0f} ms CPU")
+    assert cpu < 0.3 * elapsed, "the consumer loop must back off, not spin"
+    assert caplog.text.count("lost Redis") == 1
+    assert "reconnected to Redis" in caplog.text
