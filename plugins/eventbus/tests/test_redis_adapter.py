@@ -265,3 +265,30 @@ async def test_redis_outage_backs_off_without_spinning(prefix: str, caplog: pyte
     assert cpu < 0.3 * elapsed, "the consumer loop must back off, not spin"
     assert caplog.text.count("lost Redis") == 1
     assert "reconnected to Redis" in caplog.text
+
+
+async def test_concurrency_handles_a_batch_in_parallel(client: aioredis.Redis, prefix: str,
+                                                       wait: Any) -> None:
+    running, peak, done = 0, 0, []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        done.append(data)
+
+    bus = make(client, prefix, concurrency=4)
+    bus.subscribe("e", handler, group="g")
+    await bus.start()
+    try:
+        for i in range(16):
+            await bus.publish("e", i)
+        await wait(lambda: len(done) == 16)
+        await asyncio.sleep(0.1)
+        assert (await client.xpending(bus.stream_key("e"), "g"))["pending"] == 0
+    finally:
+        await bus.close()
+    assert sorted(done) == list(range(16))
+    assert 2 <= peak <= 4
