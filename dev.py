@@ -78,7 +78,14 @@ def cmd_run(args: list[str]) -> int:
     config = ROOT / "examples" / "kernel.toml"
     env = venv_env()
     sh(BIN / "kernel", "--config", config, "plugins", env=env)
-    return sh(BIN / "kernel", "--config", config, "health", *args, env=env, check=False)
+    port = "4000"
+    for i, arg in enumerate(args):
+        if arg == "--port" and i + 1 < len(args):
+            port = args[i + 1]
+    print(f"\nserving the example service on http://127.0.0.1:{port} -- try /users/1, /health, "
+          "/health/metrics; Ctrl-C stops it (the kernel shuts down cleanly)\n", flush=True)
+    return sh(BIN / "kernel", "--config", config, "serve", "--app", "examples.service.app:app", *args,
+              env=env, check=False)
 
 
 def cmd_test(args: list[str]) -> int:
