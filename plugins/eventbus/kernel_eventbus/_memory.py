@@ -126,6 +126,8 @@ class MemoryEventBus(EventBus):
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
                                     ) -> list[DeadLetterEntry]:
         out: list[DeadLetterEntry] = []
+        if limit <= 0:
+            return out
         for entry in reversed(self._dlq.values()):
             if event is None or entry.event_name == event:
                 out.append(entry)

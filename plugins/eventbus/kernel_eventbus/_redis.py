@@ -466,6 +466,8 @@ class RedisEventBus(EventBus):
 
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
                                     ) -> list[DeadLetterEntry]:
+        if limit <= 0:
+            return []
         if event is None:
             return await self._load(await self.client.zrevrange(self._dlq_index, 0, limit - 1))
         out: list[DeadLetterEntry] = []

@@ -214,6 +214,7 @@ async def test_replay_all_with_progress_and_filters(make_bus: Any, wait: Any) ->
     await _dead(bus, 8)
     assert len(await bus.get_dead_letter_queue(event="a")) == 5
     assert len(await bus.get_dead_letter_queue(limit=2)) == 2
+    assert await bus.get_dead_letter_queue(limit=0) == []
     broken["on"] = False
     progress: list[tuple[int, int]] = []
     assert await bus.replay_all(event="b", progress=lambda d, t: progress.append((d, t))) == 3
