@@ -47,7 +47,7 @@ class EventBusConfig:
     """Approximate cap per event stream (XADD MAXLEN ~); 0 disables trimming."""
     new_group_start: Literal["latest", "earliest"] = "latest"
     """Where a brand-new subscription starts: events published from now on, or the whole stream."""
-    max_ack_delay: float = attrs.field(default=0.1, validator=_nonneg_f)
+    max_ack_delay: float = attrs.field(default=0.05, validator=_nonneg_f)
     """Seconds a handled entry may wait for its (batched) acknowledgement; bounds duplicates after a crash."""
     reconnect_max_delay: float = attrs.field(default=5.0, validator=_pos_f)
     """Cap of the exponential backoff between reconnection attempts."""

@@ -101,7 +101,7 @@ class RedisEventBus(EventBus):
         stream_maxlen: int = 100_000,
         new_group_start: Literal["latest", "earliest"] = "latest",
         reconnect_max_delay: float = 5.0,
-        max_ack_delay: float = 0.1,
+        max_ack_delay: float = 0.05,
         consumer_name: str | None = None,
         **kwargs: Any,
     ) -> None:
