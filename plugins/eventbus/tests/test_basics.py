@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import attrs
 import pytest
@@ -84,3 +85,21 @@ def test_ids_are_time_ordered_across_calls() -> None:
     a = new_event_id()
     time.sleep(0.002)
     assert new_event_id() > a
+
+
+def test_public_names_are_exported_sorted() -> None:
+    import kernel_eventbus
+
+    assert list(kernel_eventbus.__all__) == sorted(kernel_eventbus.__all__)
+    public = {n for n, v in vars(kernel_eventbus).items()
+              if not n.startswith("_") and getattr(v, "__module__", "").startswith("kernel_eventbus.")}
+    assert public <= set(kernel_eventbus.__all__)
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = Path(__file__).resolve().parents[3] / "docs" / "plugins" / "eventbus.md"
+    if not doc.exists():
+        pytest.skip("docs are not next to this checkout")
+    text = doc.read_text()
+    for field in attrs.fields(EventBusConfig):
+        assert f"| `{field.name}` |" in text, f"{field.name} missing from the config table"
