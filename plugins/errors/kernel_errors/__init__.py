@@ -7,15 +7,17 @@ from ._errors import (
     ConflictError,
     DatabaseError,
     ExternalServiceError,
+    Internal,
     NotFoundError,
     RateLimitError,
     ServiceUnavailableError,
     ValidationError,
+    error_to_dict,
     is_operational,
 )
 from ._middleware import ErrorMiddleware, incoming_trace_id
 from ._plugin import ErrorsConfig, ErrorsPlugin
-from ._problem import PROBLEM_JSON, Problem, ProblemRenderer, error_to_dict
+from ._problem import PROBLEM_JSON, Problem, ProblemRenderer
 
 __all__ = [
     "PROBLEM_JSON",
@@ -28,6 +30,7 @@ __all__ = [
     "ErrorsConfig",
     "ErrorsPlugin",
     "ExternalServiceError",
+    "Internal",
     "NotFoundError",
     "Problem",
     "ProblemRenderer",

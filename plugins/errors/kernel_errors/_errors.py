@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import math
+import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Self
+
+INTERNAL_CODE: Final = "INTERNAL_ERROR"
+
+
+class Internal:
+    """Marks a ``context`` value as internal: logged with the error, never rendered to clients.
+
+    ``NotFoundError("User", {"user_id": uid, "query": Internal(q)})`` moves ``query``
+    into ``err.internal``.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Internal({self.value!r})"
+
+
+def _check_header(name: str, value: str) -> None:
+    for part in (name, value):
+        if any(c in part for c in "\r\n\0") or not part.isascii():
+            raise ValueError(f"header {name!r}: names and values must be single-line ASCII, got {part!r}")
 
 
 class AppError(Exception):
@@ -13,7 +39,9 @@ class AppError(Exception):
     ``is_operational`` errors are expected conditions (bad input, missing record,
     a dependency down): their message is shown to the client. Programming errors
     (``is_operational=False``) render as a generic 500, like any unexpected exception.
-    ``context`` is shown with operational errors; ``internal`` never leaves the logs.
+    ``context`` describes the failure (rendered only when the renderer's
+    ``expose_context`` is on); ``internal`` — and any context value wrapped in
+    :class:`Internal` — is for logs and :func:`error_to_dict` only, never rendered.
     """
 
     status_code: ClassVar[int] = 500
@@ -33,10 +61,17 @@ class AppError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.context: dict[str, Any] = dict(context or {})
+        self.context: dict[str, Any] = {}
         self.internal: dict[str, Any] = dict(internal or {})
+        for key, value in (context or {}).items():
+            if isinstance(value, Internal):
+                self.internal[key] = value.value
+            else:
+                self.context[key] = value
         self.is_operational = is_operational
         self.headers: dict[str, str] = dict(headers or {})
+        for name, value in self.headers.items():
+            _check_header(name, value)
         if error_code is not None:
             self.error_code = error_code  # type: ignore[misc]
         if status_code is not None:
@@ -46,6 +81,26 @@ class AppError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.error_code!r}, status={self.status_code})"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *args: Any, **kwargs: Any) -> Self:
+        """Wrap a foreign exception (a driver error, a timeout) as this class.
+
+        ``args``/``kwargs`` go to the constructor (omit them for the class's default
+        message). The original's type and text land in ``internal["cause"]`` — logged,
+        never rendered — and it is chained as ``__cause__``. An instance of ``cls`` is
+        returned unchanged.
+        """
+        if isinstance(exc, cls):
+            return exc
+        err = cls(*args, **kwargs)
+        err.internal.setdefault("cause", f"{type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+
+    def to_dict(self, *, include_traceback: bool = False) -> dict[str, Any]:
+        """Same as :func:`error_to_dict` (operator-facing: includes ``internal``)."""
+        return error_to_dict(self, include_traceback=include_traceback)
 
 
 class ValidationError(AppError):
@@ -178,5 +233,50 @@ class ExternalServiceError(AppError):
 
 
 def is_operational(exc: BaseException) -> bool:
-    """True for expected errors whose message may be shown; False for bugs and unknown exceptions."""
-    return isinstance(exc, AppError) and exc.is_operational
+    """True for expected errors whose message may be shown; False for bugs and unknown exceptions.
+
+    A group holding exactly one exception (what a task group raises for one failed
+    task) is classified by that exception.
+    """
+    return isinstance(exc := unwrap(exc), AppError) and exc.is_operational
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The single leaf of nested one-exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def error_to_dict(exc: BaseException, *, include_traceback: bool = False) -> dict[str, Any]:
+    """A JSON-ready description of ``exc`` for operators (DLQ entries, failed jobs).
+
+    Keys: ``type`` (qualified class name), ``message``, ``operational``, ``code``,
+    ``status``, plus ``context``/``internal`` when present and ``traceback`` on request.
+    Includes exception text and internal data: for people who run the service,
+    never for HTTP clients.
+    """
+    out: dict[str, Any] = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "operational": is_operational(exc),
+    }
+    leaf = unwrap(exc)
+    if isinstance(leaf, AppError):
+        out["code"] = leaf.error_code
+        out["status"] = leaf.status_code
+        if leaf.context:
+            out["context"] = _jsonable(leaf.context)
+        if leaf.internal:
+            out["internal"] = _jsonable(leaf.internal)
+    else:
+        out["code"] = INTERNAL_CODE
+        out["status"] = 500
+    if include_traceback:
+        out["traceback"] = "".join(traceback.format_exception(exc))
+    return out
+
+
+def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
+    # Round-trip so that DLQ/job stores get plain JSON types (datetimes, ObjectIds -> str).
+    return dict(json.loads(json.dumps(dict(data), default=str)))

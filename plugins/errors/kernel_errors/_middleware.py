@@ -19,7 +19,7 @@ from kernel import (
     set_trace_id,
 )
 
-from ._errors import AppError
+from ._errors import INTERNAL_CODE, AppError, unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer
 
 log = logging.getLogger("kernel.plugins.errors")
@@ -90,15 +90,20 @@ class ErrorMiddleware:
             reset_trace_id(token)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
-        operational = isinstance(exc, AppError) and exc.is_operational
-        status = exc.status_code if isinstance(exc, AppError) and operational else 500
+        err = unwrap(exc)
+        operational = isinstance(err, AppError) and err.is_operational
+        status = err.status_code if isinstance(err, AppError) and operational else 500
         extra: dict[str, Any] = {
             "method": scope.get("method"), "path": scope.get("path"), "status": status,
-            "error_code": getattr(exc, "error_code", "INTERNAL_ERROR"),
+            "error_code": err.error_code if isinstance(err, AppError) else INTERNAL_CODE,
             "trace_id": get_trace_id(),
         }
-        if isinstance(exc, AppError) and exc.internal:
-            extra["internal"] = exc.internal
+        # The log is where context and internal data belong: the response hides them.
+        if isinstance(err, AppError):
+            if err.context:
+                extra["context"] = err.context
+            if err.internal:
+                extra["internal"] = err.internal
         if started:
             log.error("error after the response started; closing the connection",
                       exc_info=exc, extra=extra)
@@ -107,7 +112,7 @@ class ErrorMiddleware:
                       type(exc).__name__, exc, exc_info=exc, extra=extra)
         else:
             log.log(self._client_level, "%s %s -> %d %s", scope.get("method"), scope.get("path"),
-                    status, getattr(exc, "error_code", ""), extra=extra)
+                    status, extra["error_code"], extra=extra)
 
     async def _send_problem(self, exc: Exception, scope: Scope, send: Send,
                             header: tuple[bytes, bytes]) -> None:

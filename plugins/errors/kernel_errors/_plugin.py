@@ -27,8 +27,12 @@ class ErrorsConfig:
 
     type_base_url: str | None = attrs.field(default=None, validator=_url_base)
     """Problem ``type`` URIs become ``<type_base_url><code-slug>``; ``about:blank`` when unset."""
-    expose_context: bool = True
-    """Show an operational error's ``context`` in the response (``internal`` is never shown)."""
+    expose_context: bool = False
+    """Show an operational error's ``context`` in the response (``internal`` is never shown).
+
+    Off by default: context is written for logs and often names collections, ids or
+    queries; the message and validation ``errors`` are what clients need.
+    """
     trace_header: str = "x-request-id"
     """Request/response header carrying the trace id."""
     client_error_log_level: Literal["debug", "info", "warning"] = "info"

@@ -1,21 +1,18 @@
-"""RFC 9457 problem details, and a plain-dict form of any error for DLQ entries and failed jobs."""
+"""RFC 9457 problem details: what an HTTP client is allowed to see of an error."""
 
 from __future__ import annotations
 
 import json
 import re
-import traceback
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from kernel import get_trace_id
 
-from ._errors import AppError, ValidationError, is_operational
+from ._errors import INTERNAL_CODE, AppError, ValidationError, unwrap
 
 PROBLEM_JSON = "application/problem+json"
-INTERNAL_CODE = "INTERNAL_ERROR"
 _GENERIC_DETAIL = "An unexpected error occurred. Quote the trace id when reporting it."
 
 
@@ -42,13 +39,14 @@ class ProblemRenderer:
 
     type_base_url: str | None = None
     """Base for the problem ``type`` URI (``<base><code-slug>``); ``about:blank`` when unset."""
-    expose_context: bool = True
+    expose_context: bool = False
     """Show an operational error's ``context`` (never its ``internal`` data)."""
 
     def render(self, exc: BaseException, *, instance: str | None = None,
                trace_id: str | None = None) -> Problem:
-        """The problem for ``exc`` (any exception)."""
+        """The problem for ``exc`` (any exception; a one-exception group renders as its member)."""
         tid = trace_id or get_trace_id()
+        exc = unwrap(exc)
         if isinstance(exc, AppError) and exc.is_operational:
             body: dict[str, Any] = {
                 "type": self._type(exc.error_code),
@@ -81,33 +79,3 @@ class ProblemRenderer:
 
     def _type(self, code: str) -> str:
         return f"{self.type_base_url}{_slug(code)}" if self.type_base_url else "about:blank"
-
-
-def error_to_dict(exc: BaseException, *, include_traceback: bool = False) -> dict[str, Any]:
-    """A JSON-ready description of ``exc`` for operators (DLQ entries, failed jobs).
-
-    Includes the message of unexpected exceptions and the internal context: this
-    is for people who run the service, never for HTTP clients.
-    """
-    out: dict[str, Any] = {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "operational": is_operational(exc),
-    }
-    if isinstance(exc, AppError):
-        out["code"] = exc.error_code
-        out["status"] = exc.status_code
-        if exc.context:
-            out["context"] = _jsonable(exc.context)
-        if exc.internal:
-            out["internal"] = _jsonable(exc.internal)
-    else:
-        out["code"] = INTERNAL_CODE
-        out["status"] = 500
-    if include_traceback:
-        out["traceback"] = "".join(traceback.format_exception(exc))
-    return out
-
-
-def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(json.loads(json.dumps(dict(data), default=str)))

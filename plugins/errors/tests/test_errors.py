@@ -10,6 +10,7 @@ from kernel_errors import (
     ConflictError,
     DatabaseError,
     ExternalServiceError,
+    Internal,
     NotFoundError,
     RateLimitError,
     ServiceUnavailableError,
@@ -100,3 +101,54 @@ def test_error_to_dict_for_operators() -> None:
         plain = error_to_dict(exc, include_traceback=True)
     assert plain["code"] == "INTERNAL_ERROR" and plain["operational"] is False
     assert "ZeroDivisionError" in plain["traceback"]
+
+
+def test_internal_marked_context_entries_move_to_internal() -> None:
+    err = ConflictError("Email taken", {"field": "email", "dsn": Internal("mongodb://u:p@h")},
+                        internal={"index": "email_1"})
+    assert err.context == {"field": "email"}
+    assert err.internal == {"index": "email_1", "dsn": "mongodb://u:p@h"}
+
+
+def test_from_exception_wraps_a_foreign_error_and_keeps_the_cause() -> None:
+    cause = ConnectionResetError("peer reset by db-3:5432")
+    err = ExternalServiceError.from_exception(cause, "Payment provider unreachable", {"provider": "acme"})
+    assert (err.message, err.status_code, err.context) == ("Payment provider unreachable", 502,
+                                                           {"provider": "acme"})
+    assert err.internal == {"cause": "ConnectionResetError: peer reset by db-3:5432"}
+    assert err.__cause__ is cause
+    default = DatabaseError.from_exception(cause)
+    assert default.message == "A database error occurred"
+    # Already the right kind: returned unchanged, not double-wrapped.
+    existing = NotFoundError("User")
+    assert NotFoundError.from_exception(existing) is existing
+    assert isinstance(AppError.from_exception(existing), NotFoundError)
+
+
+def test_to_dict_matches_error_to_dict() -> None:
+    err = RateLimitError(retry_after=3, context={"limit": 100})
+    assert err.to_dict() == error_to_dict(err) == {
+        "type": "kernel_errors._errors.RateLimitError",
+        "message": "Too many requests",
+        "operational": True,
+        "code": "RATE_LIMITED",
+        "status": 429,
+        "context": {"limit": 100},
+    }
+
+
+def test_error_to_dict_makes_context_json_safe_and_classifies_groups() -> None:
+    import datetime
+    import json
+
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    data = error_to_dict(ExceptionGroup("one", [ConflictError("stale", {"seen": when})]))
+    assert data["code"] == "CONFLICT" and data["operational"] is True
+    assert data["context"] == {"seen": "2026-01-02 00:00:00+00:00"}
+    json.dumps(data)  # must not raise
+
+
+@pytest.mark.parametrize("headers", [{"X-Bad": "a\r\nSet-Cookie: x=1"}, {"X-Bad": "caf\u00e9"}])
+def test_headers_must_be_single_line_ascii(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="single-line ASCII"):
+        AppError("x", headers=headers)

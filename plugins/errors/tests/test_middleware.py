@@ -11,10 +11,14 @@ import pytest
 from kernel_errors import (
     PROBLEM_JSON,
     AppError,
+    ConflictError,
+    DatabaseError,
     ErrorMiddleware,
+    Internal,
     NotFoundError,
     ProblemRenderer,
     RateLimitError,
+    ServiceUnavailableError,
     ValidationError,
 )
 
@@ -55,8 +59,9 @@ async def test_operational_error_renders_rfc9457_problem() -> None:
     assert body["detail"] == "User not found"
     assert body["code"] == "NOT_FOUND"
     assert body["instance"] == "/things/1"
-    assert body["context"] == {"user_id": "42"}
+    assert "context" not in body  # off by default: context is for the logs
     assert body["trace_id"] == resp.headers["x-request-id"]
+    assert set(body) == {"type", "title", "status", "detail", "code", "instance", "trace_id"}
 
 
 @pytest.mark.anyio
@@ -95,13 +100,63 @@ async def test_internal_context_is_never_rendered() -> None:
 
 
 @pytest.mark.anyio
-async def test_context_can_be_hidden_and_type_uris_configured() -> None:
-    renderer = ProblemRenderer(type_base_url="https://errors.example.com/", expose_context=False)
-    app = ErrorMiddleware(app_raising(NotFoundError("User", {"user_id": "42"})), renderer=renderer)
-    resp = await call(app)
+async def test_context_can_be_exposed_and_type_uris_configured() -> None:
+    renderer = ProblemRenderer(type_base_url="https://errors.example.com/", expose_context=True)
+    exc = NotFoundError("User", {"user_id": "42", "query": Internal({"email": "a@b.c"})})
+    resp = await call(ErrorMiddleware(app_raising(exc), renderer=renderer))
     body = resp.json()
     assert body["type"] == "https://errors.example.com/not-found"
-    assert "context" not in body
+    assert body["context"] == {"user_id": "42"}  # the Internal-marked entry stays out
+    assert "a@b.c" not in resp.text
+
+
+@pytest.mark.anyio
+async def test_context_and_internal_data_go_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    exc = ConflictError("User already exists", {"email": "a@b.c"}, internal={"index": "email_1"})
+    with caplog.at_level(logging.INFO, logger="kernel.plugins.errors"):
+        resp = await call(ErrorMiddleware(app_raising(exc)))
+    assert resp.status_code == 409
+    assert "email_1" not in resp.text and "a@b.c" not in resp.text
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO  # 4xx: the client's mistake, not an alert
+    assert record.context == {"email": "a@b.c"}  # type: ignore[attr-defined]
+    assert record.internal == {"index": "email_1"}  # type: ignore[attr-defined]
+    assert record.error_code == "CONFLICT"  # type: ignore[attr-defined]
+    assert record.trace_id == resp.headers["x-request-id"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_client_error_log_level_is_configurable(caplog: pytest.LogCaptureFixture) -> None:
+    app = ErrorMiddleware(app_raising(NotFoundError("User")), client_error_level=logging.DEBUG)
+    with caplog.at_level(logging.DEBUG, logger="kernel.plugins.errors"):
+        await call(app)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+@pytest.mark.anyio
+async def test_operational_5xx_logs_at_error_with_the_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    exc = DatabaseError.from_exception(TimeoutError(f"timed out talking to {SECRET}"))
+    with caplog.at_level(logging.INFO, logger="kernel.plugins.errors"):
+        resp = await call(ErrorMiddleware(app_raising(exc)))
+    assert resp.status_code == 500
+    assert resp.json()["detail"] == "A database error occurred"
+    assert resp.json()["code"] == "DATABASE_ERROR"
+    assert "hunter2" not in resp.text and "timed out" not in resp.text
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert "hunter2" in record.internal["cause"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_task_group_wrapping_one_app_error_renders_that_error() -> None:
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [NotFoundError("Order")])
+    resp = await call(ErrorMiddleware(app_raising(group)))
+    assert resp.status_code == 404
+    assert resp.json()["detail"] == "Order not found"
+    several = ExceptionGroup("two", [NotFoundError("Order"), ValueError(SECRET)])
+    resp = await call(ErrorMiddleware(app_raising(several)))
+    assert resp.status_code == 500
+    assert "hunter2" not in resp.text and "Order" not in resp.text
 
 
 @pytest.mark.anyio
@@ -109,6 +164,9 @@ async def test_retry_after_header() -> None:
     resp = await call(ErrorMiddleware(app_raising(RateLimitError(retry_after=12.5))))
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "13"
+    assert resp.json()["code"] == "RATE_LIMITED"
+    unavailable = await call(ErrorMiddleware(app_raising(ServiceUnavailableError(retry_after=5))))
+    assert (unavailable.status_code, unavailable.headers["retry-after"]) == (503, "5")
 
 
 @pytest.mark.anyio
@@ -179,9 +237,12 @@ async def test_inside_a_starlette_app() -> None:
 
     app = Starlette(routes=[Route("/users/{uid}", user), Route("/boom", boom)],
                     middleware=[Middleware(ErrorMiddleware)])
-    resp = await call(app, "/users/7")
+    resp = await call(app, "/users/7", headers={"x-request-id": "abc-123"})
     assert resp.status_code == 404
-    assert resp.json()["context"] == {"user_id": "7"}
+    assert resp.headers["content-type"] == PROBLEM_JSON
+    assert resp.json()["detail"] == "User not found"
+    assert resp.json()["trace_id"] == resp.headers["x-request-id"] == "abc-123"
     boom_resp = await call(app, "/boom")
     assert boom_resp.status_code == 500
-    assert "hunter2" not in boom_resp.text
+    assert boom_resp.json()["code"] == "INTERNAL_ERROR"
+    assert "hunter2" not in boom_resp.text and "KeyError" not in boom_resp.text
