@@ -238,10 +238,10 @@ def is_operational(exc: BaseException) -> bool:
     A group holding exactly one exception (what a task group raises for one failed
     task) is classified by that exception.
     """
-    return isinstance(exc := unwrap(exc), AppError) and exc.is_operational
+    return isinstance(exc := _unwrap(exc), AppError) and exc.is_operational
 
 
-def unwrap(exc: BaseException) -> BaseException:
+def _unwrap(exc: BaseException) -> BaseException:
     """The single leaf of nested one-exception groups, else ``exc`` itself."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -261,7 +261,7 @@ def error_to_dict(exc: BaseException, *, include_traceback: bool = False) -> dic
         "message": str(exc),
         "operational": is_operational(exc),
     }
-    leaf = unwrap(exc)
+    leaf = _unwrap(exc)
     if isinstance(leaf, AppError):
         out["code"] = leaf.error_code
         out["status"] = leaf.status_code

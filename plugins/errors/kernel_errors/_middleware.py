@@ -19,7 +19,7 @@ from kernel import (
     set_trace_id,
 )
 
-from ._errors import INTERNAL_CODE, AppError, unwrap
+from ._errors import INTERNAL_CODE, AppError, _unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer
 
 log = logging.getLogger("kernel.plugins.errors")
@@ -90,7 +90,7 @@ class ErrorMiddleware:
             reset_trace_id(token)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
-        err = unwrap(exc)
+        err = _unwrap(exc)
         operational = isinstance(err, AppError) and err.is_operational
         status = err.status_code if isinstance(err, AppError) and operational else 500
         extra: dict[str, Any] = {

@@ -10,7 +10,7 @@ import attrs
 
 from kernel import get_trace_id
 
-from ._errors import INTERNAL_CODE, AppError, ValidationError, unwrap
+from ._errors import INTERNAL_CODE, AppError, ValidationError, _unwrap
 
 PROBLEM_JSON = "application/problem+json"
 _GENERIC_DETAIL = "An unexpected error occurred. Quote the trace id when reporting it."
@@ -46,7 +46,7 @@ class ProblemRenderer:
                trace_id: str | None = None) -> Problem:
         """The problem for ``exc`` (any exception; a one-exception group renders as its member)."""
         tid = trace_id or get_trace_id()
-        exc = unwrap(exc)
+        exc = _unwrap(exc)
         if isinstance(exc, AppError) and exc.is_operational:
             body: dict[str, Any] = {
                 "type": self._type(exc.error_code),

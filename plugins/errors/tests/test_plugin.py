@@ -24,16 +24,27 @@ class Routes(Plugin):
 
 @pytest.mark.anyio
 async def test_plugin_registers_renderer_and_wraps_served_routes() -> None:
-    config = {"errors": {"type_base_url": "https://errors.example.com/"}}
+    config = {"errors": {"type_base_url": "https://errors.example.com/", "expose_context": True}}
     async with boot_kernel("errors", Routes, config=config) as k:
-        assert isinstance(k.registry.get("errors"), ProblemRenderer)
+        renderer = k.registry.get(ProblemRenderer)
+        assert k.registry.get("errors") is renderer
+        assert renderer.expose_context is True
         transport = httpx.ASGITransport(app=KernelApp(k))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             resp = await c.get("/widgets/9")
             health = await c.get("/health")
     assert resp.status_code == 404
     assert resp.json()["type"] == "https://errors.example.com/not-found"
-    assert "x-request-id" in health.headers
+    assert resp.json()["context"] == {"widget_id": "9"}
+    assert resp.json()["trace_id"] == resp.headers["x-request-id"]
+    assert "x-request-id" in health.headers  # kernel routes are wrapped too
+
+
+@pytest.mark.anyio
+async def test_defaults_hide_context() -> None:
+    async with boot_kernel("errors") as k:
+        renderer = k.registry.get(ProblemRenderer)
+        assert (renderer.type_base_url, renderer.expose_context) == (None, False)
 
 
 def test_config_is_validated() -> None:
