@@ -37,6 +37,9 @@ class ErrorsConfig:
     """Request/response header carrying the trace id."""
     client_error_log_level: Literal["debug", "info", "warning"] = "info"
     """Log level of 4xx errors (5xx always log at ERROR with the traceback)."""
+    middleware_order: int = 20
+    """Position among kernel middleware (lower is further out): just inside metrics (10), so
+    metrics records the status the client got, and outside everything else."""
 
 
 class ErrorsPlugin(Plugin):
@@ -63,4 +66,4 @@ class ErrorsPlugin(Plugin):
             return ErrorMiddleware(app, renderer=renderer, trace_header=cfg.trace_header,
                                    client_error_level=_LEVELS[cfg.client_error_log_level])
 
-        return [Middleware(wrap, order=10, name="errors")]
+        return [Middleware(wrap, order=cfg.middleware_order, name="errors")]

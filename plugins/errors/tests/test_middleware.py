@@ -22,7 +22,7 @@ from kernel_errors import (
     ValidationError,
 )
 
-from kernel import Receive, Scope, Send, get_trace_id
+from kernel import Message, Receive, Scope, Send, get_trace_id
 
 SECRET = "postgres://admin:hunter2@db.internal:5432"
 
@@ -188,12 +188,12 @@ async def test_trace_id_from_caller_is_used_when_well_formed() -> None:
 async def test_error_after_response_started_is_logged_and_the_response_not_faked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     app = ErrorMiddleware(app_raising(RuntimeError("late"), after_start=True))

@@ -6,8 +6,19 @@ import httpx
 import pytest
 from kernel_errors import NotFoundError, ProblemRenderer
 
-from kernel import ConfigError, KernelApp, Plugin, PluginContext, Route, hookimpl
+from kernel import ConfigError, KernelApp, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.testing import boot_kernel, make_kernel
+
+
+class Outer(Plugin):
+    """Stands in for metrics (order 10) and an app-level middleware (order 100)."""
+
+    name = "outer"
+
+    @hookimpl
+    def kernel_middleware(self, ctx: PluginContext[object]) -> list[Middleware]:
+        return [Middleware(lambda app: app, order=100, name="auth"),
+                Middleware(lambda app: app, order=10, name="metrics")]
 
 
 class Routes(Plugin):
@@ -38,6 +49,14 @@ async def test_plugin_registers_renderer_and_wraps_served_routes() -> None:
     assert resp.json()["context"] == {"widget_id": "9"}
     assert resp.json()["trace_id"] == resp.headers["x-request-id"]
     assert "x-request-id" in health.headers  # kernel routes are wrapped too
+
+
+@pytest.mark.anyio
+async def test_middleware_sits_inside_metrics_and_outside_the_rest() -> None:
+    async with boot_kernel("errors", Outer) as k:
+        assert [m.name for m in k.middleware()] == ["metrics", "errors", "auth"]
+    async with boot_kernel("errors", Outer, config={"errors": {"middleware_order": 1}}) as k:
+        assert [m.name for m in k.middleware()] == ["errors", "metrics", "auth"]
 
 
 @pytest.mark.anyio
