@@ -1,0 +1,61 @@
+"""The ``[plugins.repository]`` table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from kernel import Secret
+
+EMBEDDED = "embedded"
+"""``uri = "embedded"``: start a private MongoDB wire-protocol server for the kernel's lifetime."""
+
+
+def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret) -> None:
+    uri = value.get_secret_value()
+    if uri == EMBEDDED:
+        return
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        # Never echo the value: it may hold credentials.
+        raise ValueError("must start with mongodb:// or mongodb+srv://, or be \"embedded\"")
+    if uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1] == "":
+        raise ValueError("names no host")
+
+
+def _check_database(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or any(c in value for c in '/\\. "$\x00') or len(value) > 63:
+        raise ValueError("must be a MongoDB database name (1-63 chars, none of / \\ . space \" $)")
+
+
+@attrs.define(frozen=True)
+class RepositoryConfig:
+    """MongoDB connection, pool and repository settings."""
+
+    uri: Secret = attrs.field(default=Secret(EMBEDDED), validator=_check_uri)
+    """``mongodb://…`` / ``mongodb+srv://…`` (credentials stay masked), or ``"embedded"``."""
+    database: str = attrs.field(default="app", validator=_check_database)
+    min_pool_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    max_pool_size: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    connect_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds to open a connection."""
+    server_selection_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds to find a usable server before an operation fails (then ServiceUnavailableError)."""
+    socket_timeout: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """Seconds to wait for a reply; 0 waits forever."""
+    transaction_attempts: int = attrs.field(default=3, validator=attrs.validators.gt(0))
+    """Attempts of a ``with_transaction`` callback on transient transaction errors."""
+    ensure_indexes: bool = True
+    """Create the indexes declared by the models of ``repositories`` at boot."""
+    repositories: list[str] = attrs.field(factory=list)
+    """``"module:Class"`` repository classes known to the plugin (indexes, ``kernel repo migrate``)."""
+    health_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    embedded_data_dir: Path | None = None
+    """Data directory of the embedded server (default: a temporary directory removed at exit)."""
+    embedded_startup_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_pool_size > self.max_pool_size:
+            raise ValueError(
+                f"min_pool_size ({self.min_pool_size}) must not exceed max_pool_size ({self.max_pool_size})"
+            )

@@ -1,0 +1,117 @@
+"""``RepositoryManager``: the motor client, the odmantic engine and the repositories built on them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from motor.motor_asyncio import AsyncIOMotorClient
+from odmantic import AIOEngine, Model
+
+from ._config import RepositoryConfig
+from ._errors import map_error
+from ._repository import BaseRepository, QueryMetrics, Session, run_transaction
+from ._server import MongoWireServer
+
+R = TypeVar("R", bound=BaseRepository[Any])
+T = TypeVar("T")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` and the query string dropped (for logs)."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hosts = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hosts}" if ":" in userinfo else f"{user}@{hosts}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def import_repository(spec: str) -> type[BaseRepository[Any]]:
+    """Import ``"module:Class"`` and check it is a ``BaseRepository`` subclass."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected 'module:Class', got {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import repository {spec!r}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, BaseRepository) and hasattr(obj, "model")):
+        raise ValueError(f"{spec!r} is not a BaseRepository subclass with a model")
+    return obj
+
+
+def make_client(uri: str, config: RepositoryConfig) -> AsyncIOMotorClient[Any]:
+    """A motor client with the configured pool and timeouts; datetimes come back UTC-aware."""
+    return AsyncIOMotorClient(
+        uri,
+        minPoolSize=config.min_pool_size,
+        maxPoolSize=config.max_pool_size,
+        connectTimeoutMS=int(config.connect_timeout * 1000),
+        serverSelectionTimeoutMS=int(config.server_selection_timeout * 1000),
+        socketTimeoutMS=int(config.socket_timeout * 1000) or None,
+        tz_aware=True,
+        appname="milo-kernel",
+    )
+
+
+class RepositoryManager:
+    """Registered as ``"repository"``: builds repositories, runs transactions, pings, migrates."""
+
+    def __init__(
+        self,
+        client: AsyncIOMotorClient[Any],
+        config: RepositoryConfig,
+        *,
+        metrics: QueryMetrics | None = None,
+        server: MongoWireServer | None = None,
+        repositories: Iterable[type[BaseRepository[Any]]] = (),
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.metrics = metrics
+        self.server = server
+        self.engine = AIOEngine(client, database=config.database)
+        self.database = self.engine.database
+        self.repository_classes: list[type[BaseRepository[Any]]] = list(repositories)
+        self._instances: dict[type[Any], BaseRepository[Any]] = {}
+
+    def repository(self, cls: type[R]) -> R:
+        """The (cached) instance of repository class ``cls`` bound to this database and metrics."""
+        repo = self._instances.get(cls)
+        if repo is None:
+            repo = self._instances[cls] = cls(
+                self.engine, metrics=self.metrics, transaction_attempts=self.config.transaction_attempts
+            )
+        return repo  # type: ignore[return-value]
+
+    async def with_transaction(
+        self, callback: Callable[[Session], Awaitable[T]], *, attempts: int | None = None
+    ) -> T:
+        """Run ``callback(session)`` in one transaction (commit, abort on error, retry transient errors)."""
+        return await run_transaction(
+            self.client, callback, attempts=attempts or self.config.transaction_attempts
+        )
+
+    async def ping(self) -> None:
+        """One ``ping`` command; raises ``ServiceUnavailableError``/``DatabaseError``."""
+        try:
+            await self.database.command("ping")
+        except Exception as exc:
+            raise map_error(exc, "ping", "") from exc
+
+    async def ensure_indexes(self, models: Iterable[type[Model]] | None = None) -> None:
+        """Create the indexes the models declare (``Field(index=True / unique=True)``, ``model_config``)."""
+        todo = list(models) if models is not None else [c.model for c in self.repository_classes]
+        if not todo:
+            return
+        try:
+            await self.engine.configure_database(todo)
+        except Exception as exc:
+            raise map_error(exc, "ensure_indexes", ",".join(m.__collection__ for m in todo)) from exc
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,159 @@
+"""The ``repository`` plugin: MongoDB client + odmantic engine for the kernel's lifetime, ``kernel repo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TextIO
+
+import anyio
+from odmantic import AIOEngine
+
+from kernel import Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
+
+from ._config import EMBEDDED, RepositoryConfig
+from ._manager import RepositoryManager, import_repository, make_client, redact_uri
+from ._repository import BaseRepository
+from ._server import MongoWireServer
+
+
+class RepositoryPlugin(Plugin):
+    """odmantic repositories over MongoDB (or the embedded wire-protocol server)."""
+
+    name = "repository"
+    version = "0.1.0"
+    requires = ("errors",)
+    optional = ("metrics",)
+    config_class = RepositoryConfig
+    provides = ("repository", "repository.engine", "RepositoryManager", "AIOEngine")
+    description = "MongoDB repositories (odmantic): CRUD, pagination, transactions, audit, schema versions"
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[RepositoryConfig]) -> AsyncIterator[None]:
+        cfg = ctx.config
+        classes = [import_repository(spec) for spec in cfg.repositories]
+        server: MongoWireServer | None = None
+        uri = cfg.uri.get_secret_value()
+        if uri == EMBEDDED:
+            server = await start_embedded(cfg)
+            uri = server.uri
+        try:
+            manager = RepositoryManager(
+                make_client(uri, cfg), cfg, metrics=ctx.registry.find("metrics"),
+                server=server, repositories=classes,
+            )
+            try:
+                await manager.ping()
+                if cfg.ensure_indexes:
+                    await manager.ensure_indexes()
+                ctx.provide(manager, name="repository")
+                ctx.provide(manager.engine, name="repository.engine", types=AIOEngine)
+                ctx.log.info(
+                    "repository: database %r at %s%s", cfg.database, redact_uri(uri),
+                    f" (embedded wire server pid {server.pid})" if server else "",
+                )
+                yield
+            finally:
+                manager.close()
+        finally:
+            if server is not None:
+                await anyio.to_thread.run_sync(server.close)
+
+    @hookimpl
+    def kernel_health_checks(self, ctx: PluginContext[RepositoryConfig]) -> list[HealthCheck]:
+        async def ping() -> bool:
+            manager: RepositoryManager = ctx.registry.get("repository")
+            await manager.ping()
+            return True
+
+        return [HealthCheck("repository", ping, critical=True, timeout=ctx.config.health_timeout)]
+
+    @hookimpl
+    def kernel_cli_commands(self) -> list[Command]:
+        return [Command("repo", "repository maintenance: migrate documents to the current schema version",
+                        run_repo, add_repo_arguments)]
+
+
+async def start_embedded(cfg: RepositoryConfig) -> MongoWireServer:
+    """Start the private wire-protocol server and wait until it answers ``ping``."""
+    server = MongoWireServer(data_dir=cfg.embedded_data_dir, startup_timeout=cfg.embedded_startup_timeout)
+    try:
+        # Spawn from the event loop's thread: the parent-death signal is tied to the forking thread.
+        server.spawn()
+        await anyio.to_thread.run_sync(server.wait_ready)
+    except BaseException:
+        await anyio.to_thread.run_sync(server.close)
+        raise
+    return server
+
+
+# ---------------------------------------------------------------------- kernel repo migrate
+
+
+def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
+    p = sub.add_parser("migrate", help="upgrade stored documents to each repository's schema_version")
+    p.add_argument("repositories", nargs="*", metavar="REPOSITORY",
+                   help="'module:Class' or a class name from [plugins.repository] repositories "
+                        "(default: all of them)")
+    p.add_argument("--batch-size", type=int, default=500, help="documents per bulk write (default 500)")
+
+
+def progress_printer(label: str, out: TextIO) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback drawing a bar (redrawn in place on a terminal)."""
+    tty = out.isatty()
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width if total == 0 else min(width, done * width // total)
+        pct = 100 if total == 0 else done * 100 // total
+        line = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({pct}%)"
+        if tty:
+            out.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            out.write(line + "\n")
+        out.flush()
+
+    return show
+
+
+def _select(manager: RepositoryManager, names: list[str]) -> list[type[BaseRepository[Any]]]:
+    known = {cls.__name__: cls for cls in manager.repository_classes}
+    if not names:
+        return list(manager.repository_classes)
+    out = []
+    for name in names:
+        if ":" in name:
+            out.append(import_repository(name))
+        elif name in known:
+            out.append(known[name])
+        else:
+            raise ValueError(
+                f"unknown repository {name!r}: use 'module:Class' or one of "
+                f"{', '.join(sorted(known)) or '(none configured in [plugins.repository] repositories)'}"
+            )
+    return out
+
+
+async def run_repo(args: argparse.Namespace, kernel: Kernel) -> int:
+    manager = kernel.get(RepositoryManager)
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        classes = _select(manager, list(args.repositories))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not classes:
+        print("nothing to migrate: name repositories or list them in [plugins.repository] repositories",
+              file=sys.stderr)
+        return 2
+    for cls in classes:
+        repo = manager.repository(cls)
+        label = f"{cls.__name__} ({repo.collection_name}) -> v{repo.schema_version}"
+        report = await repo.migrate(batch_size=args.batch_size, progress=progress_printer(label, sys.stdout))
+        print(f"{cls.__name__}: scanned {report.scanned}, upgraded {report.upgraded}, "
+              f"skipped {report.skipped} (changed concurrently)")
+    return 0
