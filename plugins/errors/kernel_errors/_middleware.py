@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections.abc import Iterable
@@ -23,6 +24,10 @@ from ._errors import INTERNAL_CODE, AppError, _unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer
 
 log = logging.getLogger("kernel.plugins.errors")
+
+# True while an ErrorMiddleware handles the request: a nested one (a host's middleware around a
+# mounted KernelApp that has its own) steps aside instead of adding a second id header and log line.
+_handling: contextvars.ContextVar[bool] = contextvars.ContextVar("kernel_errors_handling", default=False)
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -50,10 +55,12 @@ def incoming_trace_id(headers: Iterable[tuple[bytes, bytes]], header: bytes) -> 
 class ErrorMiddleware:
     """Wrap any ASGI app: exceptions render as RFC 9457 problems, never leaking internals.
 
-    Each request runs with a trace id (the caller's ``X-Request-ID``/``traceparent``
-    when well-formed, else a new one) set in the logging context and echoed in the
-    response header. An exception after the response has started cannot change
-    the status any more: it is logged and the connection is closed.
+    Each request runs with a trace id set in the logging context and echoed in the
+    response header: the caller's ``X-Request-ID``/``traceparent`` when well-formed,
+    else the trace id already current (set by a host's tracing layer), else a new
+    one. An exception after the response has started cannot change the status any
+    more: it is logged and the connection is closed. Nested inside another
+    ErrorMiddleware it passes requests straight through.
     """
 
     def __init__(self, app: ASGIApp, *, renderer: ProblemRenderer | None = None,
@@ -64,10 +71,11 @@ class ErrorMiddleware:
         self._client_level = client_error_level
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _handling.get():
             await self.app(scope, receive, send)
             return
-        tid = incoming_trace_id(scope.get("headers") or (), self._header) or new_trace_id()
+        tid = (incoming_trace_id(scope.get("headers") or (), self._header) or get_trace_id()
+               or new_trace_id())
         header = (self._header, tid.encode())
         started = False
 
@@ -80,6 +88,7 @@ class ErrorMiddleware:
 
         # set/reset rather than the trace_context() manager: this runs on every request.
         token = set_trace_id(tid)
+        handling = _handling.set(True)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -87,6 +96,7 @@ class ErrorMiddleware:
             if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
         finally:
+            _handling.reset(handling)
             reset_trace_id(token)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:

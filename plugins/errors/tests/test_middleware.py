@@ -22,7 +22,7 @@ from kernel_errors import (
     ValidationError,
 )
 
-from kernel import Message, Receive, Scope, Send, get_trace_id
+from kernel import Message, Receive, Scope, Send, get_trace_id, trace_context
 
 SECRET = "postgres://admin:hunter2@db.internal:5432"
 
@@ -246,3 +246,22 @@ async def test_inside_a_starlette_app() -> None:
     assert boom_resp.status_code == 500
     assert boom_resp.json()["code"] == "INTERNAL_ERROR"
     assert "hunter2" not in boom_resp.text and "KeyError" not in boom_resp.text
+
+
+@pytest.mark.anyio
+async def test_a_trace_id_set_upstream_is_kept() -> None:
+    with trace_context("set-by-the-host"):
+        resp = await call(ErrorMiddleware(app_raising(None)))
+    assert resp.json()["trace_id"] == resp.headers["x-request-id"] == "set-by-the-host"
+
+
+@pytest.mark.anyio
+async def test_nested_middleware_steps_aside(caplog: pytest.LogCaptureFixture) -> None:
+    inner = ErrorMiddleware(app_raising(RuntimeError(SECRET)),
+                            renderer=ProblemRenderer(type_base_url="https://inner.example/"))
+    with caplog.at_level(logging.ERROR, logger="kernel.plugins.errors"):
+        resp = await call(ErrorMiddleware(inner))
+    assert resp.status_code == 500
+    assert len(resp.headers.get_list("x-request-id")) == 1
+    assert len(caplog.records) == 1
+    assert caplog.records[0].trace_id == resp.json()["trace_id"]  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from kernel_errors import NotFoundError, ProblemRenderer
+from kernel_errors import ErrorMiddleware, NotFoundError, ProblemRenderer
 
 from kernel import ConfigError, KernelApp, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.testing import boot_kernel, make_kernel
@@ -49,6 +49,24 @@ async def test_plugin_registers_renderer_and_wraps_served_routes() -> None:
     assert resp.json()["context"] == {"widget_id": "9"}
     assert resp.json()["trace_id"] == resp.headers["x-request-id"]
     assert "x-request-id" in health.headers  # kernel routes are wrapped too
+
+
+@pytest.mark.anyio
+async def test_host_app_mounting_the_kernel_app_renders_once() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware as StarletteMiddleware
+    from starlette.routing import Mount
+
+    config = {"errors": {"type_base_url": "https://errors.example.com/"}}
+    async with boot_kernel("errors", Routes, config=config) as k:
+        host = Starlette(routes=[Mount("/", app=KernelApp(k))], middleware=[
+            StarletteMiddleware(ErrorMiddleware, renderer=k.get(ProblemRenderer))])
+        transport = httpx.ASGITransport(app=host)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            resp = await c.get("/widgets/9", headers={"x-request-id": "host-req-7"})
+    assert resp.status_code == 404
+    assert resp.headers.get_list("x-request-id") == ["host-req-7"]
+    assert resp.json()["type"] == "https://errors.example.com/not-found"
 
 
 @pytest.mark.anyio
