@@ -152,3 +152,17 @@ def test_error_to_dict_makes_context_json_safe_and_classifies_groups() -> None:
 def test_headers_must_be_single_line_ascii(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="single-line ASCII"):
         AppError("x", headers=headers)
+
+
+class PaymentRequiredError(AppError):
+    status_code = 402
+    error_code = "PAYMENT_REQUIRED"
+    title = "Payment Required"
+
+
+def test_own_error_kinds_are_subclasses_with_class_attributes() -> None:
+    err = PaymentRequiredError("Upgrade your plan", {"plan": "free"})
+    assert (err.status_code, err.error_code, err.title, is_operational(err)) == (
+        402, "PAYMENT_REQUIRED", "Payment Required", True)
+    assert error_to_dict(err)["code"] == "PAYMENT_REQUIRED"
+    assert "PaymentRequiredError" in repr(err) and "402" in repr(err)

@@ -265,3 +265,27 @@ async def test_nested_middleware_steps_aside(caplog: pytest.LogCaptureFixture) -
     assert len(resp.headers.get_list("x-request-id")) == 1
     assert len(caplog.records) == 1
     assert caplog.records[0].trace_id == resp.json()["trace_id"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_log_line_from_the_kernel_json_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel import Secret, configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(env="production", level="INFO", fmt="json")  # binds the captured stderr
+    try:
+        exc = ServiceUnavailableError("Search is down", {"backend": "es"}, internal={"dsn": Secret(SECRET)})
+        resp = await call(ErrorMiddleware(app_raising(exc)))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()
+             if '"kernel.plugins.errors"' in x]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["trace_id"] == resp.headers["x-request-id"]
+    assert (line["status"], line["error_code"]) == (503, "SERVICE_UNAVAILABLE")
+    assert line["context"] == {"backend": "es"}
+    assert "hunter2" not in json.dumps(line)  # a Secret stays masked even in the operator log
+    assert "Traceback" in line["exception"]
