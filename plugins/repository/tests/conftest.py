@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from kernel_repository import RepositoryManager
-from kernel_repository.testing import mongo_server, mongo_uri, on_wire_server, unique_database  # noqa: F401
+from kernel_repository.testing import mongo_server, mongo_uri, unique_database  # noqa: F401
 
 from kernel import Kernel
 from kernel.testing import boot_kernel
@@ -25,7 +25,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def kernel(mongo_uri: str) -> AsyncIterator[Kernel]:
+async def kernel(mongo_uri: str) -> AsyncIterator[Kernel]:  # noqa: F811
     database = unique_database()
     config = {"repository": {"uri": mongo_uri, "database": database, "server_selection_timeout": 5.0}}
     async with boot_kernel("errors", "repository", config=config) as k:
@@ -36,8 +36,3 @@ async def kernel(mongo_uri: str) -> AsyncIterator[Kernel]:
 @pytest.fixture
 def manager(kernel: Kernel) -> RepositoryManager:
     return kernel.get(RepositoryManager)
-
-
-def wire_server_deviation(reason: str) -> pytest.MarkDecorator:
-    """Expected to fail on the embedded wire server only (a real MongoDB must pass it)."""
-    return pytest.mark.xfail(on_wire_server(), reason=f"nx-27017 deviation: {reason}", strict=True)

@@ -1,11 +1,13 @@
-"""Models and repositories shared by the tests (imported as ``models`` from the tests directory)."""
+"""Models, repositories and helpers shared by the tests (on sys.path through conftest)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from kernel_repository import BaseRepository
+import pytest
+from kernel_repository import BaseRepository, RepositoryManager
+from kernel_repository.testing import on_wire_server
 from odmantic import EmbeddedModel, Field, Model, Reference
 
 
@@ -78,3 +80,15 @@ def _add_tags(doc: dict[str, Any]) -> dict[str, Any]:
 class PersonRepository(BaseRepository[Person]):
     schema_version = 3
     upgrades = {1: _split_name, 2: _add_tags}
+
+
+def wire_server_deviation(reason: str) -> pytest.MarkDecorator:
+    """Expected to fail on the embedded wire server only (a real MongoDB must pass it)."""
+    return pytest.mark.xfail(on_wire_server(), reason=f"nx-27017 deviation: {reason}", strict=True)
+
+
+async def create_collections(manager: RepositoryManager) -> None:
+    """Create the test collections up front (needed before transactions on MongoDB < 4.4 and nx-27017)."""
+    for model in (User, Publisher, Book, Person):
+        await manager.database.create_collection(model.__collection__)
+    await manager.ensure_indexes([User])

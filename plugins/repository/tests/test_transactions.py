@@ -1,0 +1,136 @@
+"""with_transaction: commit, abort on exception, no partial writes, transient-error retries."""
+
+from __future__ import annotations
+
+import pytest
+from kernel_errors import ConflictError, DatabaseError
+from kernel_repository import RepositoryManager
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from pymongo.errors import OperationFailure
+from repository_models import (
+    PublisherRepository,
+    User,
+    UserRepository,
+    create_collections,
+    wire_server_deviation,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_commit_makes_every_write_visible(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+    pubs = manager.repository(PublisherRepository)
+
+    async def work(session: AsyncIOMotorClientSession) -> User:
+        user = await users.create({"name": "T", "email": "t@x.io"}, session=session)
+        await pubs.create({"name": "P"}, session=session)
+        await users.update_by_id(user.id, {"age": 5}, session=session)
+        # Reads inside the transaction see its own writes.
+        assert (await users.find_by_id(user.id, session=session)).age == 5  # type: ignore[union-attr]
+        return user
+
+    user = await users.with_transaction(work)
+    assert (await users.find_by_id(user.id)).age == 5  # type: ignore[union-attr]
+    assert await pubs.count() == 1
+
+
+async def test_exception_aborts_everything(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+    pubs = manager.repository(PublisherRepository)
+    existing = await users.create({"name": "keep", "email": "keep@x.io"})
+
+    async def work(session: AsyncIOMotorClientSession) -> None:
+        await users.create({"name": "A", "email": "a@x.io"}, session=session)
+        await pubs.create({"name": "P"}, session=session)
+        await users.update_by_id(existing.id, {"name": "changed"}, session=session)
+        await users.delete_many({}, session=session)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await manager.with_transaction(work)
+    assert [u.name for u in await users.find()] == ["keep"]
+    assert await pubs.count() == 0
+
+
+async def test_database_error_inside_aborts_and_is_mapped(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+    await users.create({"name": "A", "email": "dup@x.io"})
+
+    async def work(session: AsyncIOMotorClientSession) -> None:
+        await users.create({"name": "B", "email": "fresh@x.io"}, session=session)
+        await users.create({"name": "C", "email": "dup@x.io"}, session=session)
+
+    with pytest.raises(ConflictError):
+        await users.with_transaction(work)
+    assert await users.count() == 1 and not await users.exists({"email": "fresh@x.io"})
+
+
+async def test_transient_errors_rerun_the_callback(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+    calls = 0
+
+    async def work(session: AsyncIOMotorClientSession) -> int:
+        nonlocal calls
+        calls += 1
+        await users.create({"name": f"try{calls}", "email": f"try{calls}@x.io"}, session=session)
+        if calls < 3:
+            # What the server sends on a write conflict; the driver exposes the label.
+            error = OperationFailure("WriteConflict", code=112)
+            error._add_error_label("TransientTransactionError")
+            raise error
+        return calls
+
+    assert await manager.with_transaction(work, attempts=3) == 3
+    # Only the last attempt's write survives: the two aborted attempts left nothing behind.
+    assert [u.name for u in await users.find()] == ["try3"]
+
+
+async def test_transient_errors_give_up_after_attempts(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+    calls = 0
+
+    async def work(session: AsyncIOMotorClientSession) -> None:
+        nonlocal calls
+        calls += 1
+        await users.create({"name": "x", "email": f"x{calls}@x.io"}, session=session)
+        error = OperationFailure("WriteConflict", code=112)
+        error._add_error_label("TransientTransactionError")
+        raise error
+
+    with pytest.raises(DatabaseError) as info:
+        await users.with_transaction(work, attempts=2)
+    assert calls == 2 and isinstance(info.value.__cause__, OperationFailure)
+    assert await users.count() == 0
+
+
+async def test_non_transient_errors_are_not_retried(manager: RepositoryManager) -> None:
+    calls = 0
+
+    async def work(session: AsyncIOMotorClientSession) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        await manager.with_transaction(work, attempts=5)
+    assert calls == 1
+
+
+@wire_server_deviation("a collection first created inside an aborted transaction is left unusable "
+                       "('no such table'); create collections before using them in transactions")
+async def test_collection_created_in_aborted_transaction_stays_usable(manager: RepositoryManager) -> None:
+    pubs = manager.repository(PublisherRepository)
+
+    async def work(session: AsyncIOMotorClientSession) -> None:
+        await pubs.create({"name": "P"}, session=session)
+        raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        await manager.with_transaction(work)
+    assert await pubs.count() == 0
