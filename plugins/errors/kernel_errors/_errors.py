@@ -82,6 +82,11 @@ class AppError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.error_code!r}, status={self.status_code})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclass constructors take other arguments than ``args`` (NotFoundError's resource):
+        # rebuild without calling them, so pickling (worker processes) and copy keep the error intact.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
     @classmethod
     def from_exception(cls, exc: BaseException, *args: Any, **kwargs: Any) -> Self:
         """Wrap a foreign exception (a driver error, a timeout) as this class.
@@ -101,6 +106,12 @@ class AppError(Exception):
     def to_dict(self, *, include_traceback: bool = False) -> dict[str, Any]:
         """Same as :func:`error_to_dict` (operator-facing: includes ``internal``)."""
         return error_to_dict(self, include_traceback=include_traceback)
+
+
+def _rebuild(cls: type[AppError], args: tuple[Any, ...]) -> AppError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    return err
 
 
 class ValidationError(AppError):

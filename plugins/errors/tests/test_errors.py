@@ -166,3 +166,24 @@ def test_own_error_kinds_are_subclasses_with_class_attributes() -> None:
         402, "PAYMENT_REQUIRED", "Payment Required", True)
     assert error_to_dict(err)["code"] == "PAYMENT_REQUIRED"
     assert "PaymentRequiredError" in repr(err) and "402" in repr(err)
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        NotFoundError("User", {"user_id": "42"}, internal={"q": "x"}),
+        ValidationError(errors={"email": "bad"}),
+        RateLimitError(retry_after=3),
+        AppError("bug", is_operational=False, error_code="BUG", status_code=418),
+        PaymentRequiredError("pay"),
+    ],
+)
+def test_pickle_and_copy_keep_the_error_intact(err: AppError) -> None:
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert type(clone) is type(err)
+        assert str(clone) == str(err)
+        assert vars(clone) == vars(err)
+        assert (clone.status_code, clone.error_code) == (err.status_code, err.error_code)
