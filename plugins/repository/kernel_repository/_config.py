@@ -18,14 +18,14 @@ def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret)
         return
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
         # Never echo the value: it may hold credentials.
-        raise ValueError("must start with mongodb:// or mongodb+srv://, or be \"embedded\"")
+        raise ValueError("'uri' must start with mongodb:// or mongodb+srv://, or be \"embedded\"")
     if uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1] == "":
-        raise ValueError("names no host")
+        raise ValueError("'uri' must name a host")
 
 
 def _check_database(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value or any(c in value for c in '/\\. "$\x00') or len(value) > 63:
-        raise ValueError("must be a MongoDB database name (1-63 chars, none of / \\ . space \" $)")
+        raise ValueError("'database' must be a MongoDB database name (1-63 chars, none of / \\ . space \" $)")
 
 
 @attrs.define(frozen=True)
@@ -49,6 +49,8 @@ class RepositoryConfig:
     """Create the indexes declared by the models of ``repositories`` at boot."""
     repositories: list[str] = attrs.field(factory=list)
     """``"module:Class"`` repository classes known to the plugin (indexes, ``kernel repo migrate``)."""
+    check_on_start: bool = True
+    """Ping the server at boot and fail the boot when it does not answer."""
     health_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
     embedded_data_dir: Path | None = None
     """Data directory of the embedded server (default: a temporary directory removed at exit)."""
@@ -57,5 +59,5 @@ class RepositoryConfig:
     def __attrs_post_init__(self) -> None:
         if self.min_pool_size > self.max_pool_size:
             raise ValueError(
-                f"min_pool_size ({self.min_pool_size}) must not exceed max_pool_size ({self.max_pool_size})"
+                f"'min_pool_size' must not exceed max_pool_size ({self.min_pool_size} > {self.max_pool_size})"
             )

@@ -44,7 +44,8 @@ class RepositoryPlugin(Plugin):
                 server=server, repositories=classes,
             )
             try:
-                await manager.ping()
+                if cfg.check_on_start:
+                    await _check_reachable(manager, uri)
                 if cfg.ensure_indexes:
                     await manager.ensure_indexes()
                 ctx.provide(manager, name="repository")
@@ -73,6 +74,17 @@ class RepositoryPlugin(Plugin):
     def kernel_cli_commands(self) -> list[Command]:
         return [Command("repo", "repository maintenance: migrate documents to the current schema version",
                         run_repo, add_repo_arguments)]
+
+
+async def _check_reachable(manager: RepositoryManager, uri: str) -> None:
+    try:
+        await manager.ping()
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ConnectionError(
+            f"cannot reach MongoDB at {redact_uri(uri)}: {type(cause).__name__}: {cause} "
+            "(set [plugins.repository] check_on_start = false to boot anyway)"
+        ) from exc
 
 
 async def start_embedded(cfg: RepositoryConfig) -> MongoWireServer:
