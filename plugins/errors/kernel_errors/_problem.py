@@ -64,7 +64,7 @@ class ProblemRenderer:
         else:
             status = 500
             body = {
-                "type": "about:blank",
+                "type": self._type(INTERNAL_CODE),
                 "title": "Internal Server Error",
                 "status": 500,
                 "detail": _GENERIC_DETAIL,

@@ -108,6 +108,8 @@ async def test_context_can_be_exposed_and_type_uris_configured() -> None:
     assert body["type"] == "https://errors.example.com/not-found"
     assert body["context"] == {"user_id": "42"}  # the Internal-marked entry stays out
     assert "a@b.c" not in resp.text
+    bug = await call(ErrorMiddleware(app_raising(KeyError("k")), renderer=renderer))
+    assert bug.json()["type"] == "https://errors.example.com/internal-error"
 
 
 @pytest.mark.anyio
