@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -13,12 +14,20 @@ from kernel import ASGIApp, Middleware, Plugin, PluginContext, hookimpl
 from ._middleware import ErrorMiddleware
 from ._problem import ProblemRenderer
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
 def _url_base(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not value.startswith(("https://", "http://", "urn:", "tag:")):
         raise ValueError(f"'{attribute.name}' must be an absolute URI prefix, got {value!r}")
+
+
+def _header_name(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(
+            f"'{attribute.name}' must be an HTTP header name (letters, digits, '-'), got {value!r}"
+        )
 
 
 @attrs.define(frozen=True)
@@ -33,7 +42,7 @@ class ErrorsConfig:
     Off by default: context is written for logs and often names collections, ids or
     queries; the message and validation ``errors`` are what clients need.
     """
-    trace_header: str = "x-request-id"
+    trace_header: str = attrs.field(default="x-request-id", validator=_header_name)
     """Request/response header carrying the trace id."""
     client_error_log_level: Literal["debug", "info", "warning"] = "info"
     """Log level of 4xx errors (5xx always log at ERROR with the traceback)."""

@@ -91,6 +91,11 @@ def test_config_is_validated() -> None:
         "plugins.errors.client_error_log_level: expected one of 'debug', 'info', 'warning', got 'loud'",
     ]
     with pytest.raises(ConfigError) as exc_info:
+        make_kernel("errors", config={"errors": {"trace_header": "x request id"}})
+    assert exc_info.value.errors == [
+        "plugins.errors.trace_header: must be an HTTP header name (letters, digits, '-'), got 'x request id'"
+    ]
+    with pytest.raises(ConfigError) as exc_info:
         make_kernel("errors", config={"errors": {"type_base_url": "errors/"}})
     assert exc_info.value.errors == [
         "plugins.errors.type_base_url: must be an absolute URI prefix, got 'errors/'"
