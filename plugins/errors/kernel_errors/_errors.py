@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final, Self
 
 INTERNAL_CODE: Final = "INTERNAL_ERROR"
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def _check_code(code: object) -> None:
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise ValueError(f"error_code must be UPPER_SNAKE_CASE (A-Z, 0-9, _; <= 64 chars), got {code!r}")
+
+
+def _check_status(status: object) -> None:
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError(f"status_code must be an HTTP error status (400-599), got {status!r}")
 
 
 class Internal:
@@ -73,11 +85,17 @@ class AppError(Exception):
         for name, value in self.headers.items():
             _check_header(name, value)
         if error_code is not None:
+            _check_code(error_code)
             self.error_code = error_code  # type: ignore[misc]
         if status_code is not None:
-            if not 400 <= status_code <= 599:
-                raise ValueError(f"status_code must be an HTTP error status (400-599), got {status_code}")
+            _check_status(status_code)
             self.status_code = status_code  # type: ignore[misc]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass with a bad code or status fails at import, not on the first request.
+        super().__init_subclass__(**kwargs)
+        _check_code(cls.error_code)
+        _check_status(cls.status_code)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.error_code!r}, status={self.status_code})"

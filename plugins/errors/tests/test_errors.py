@@ -60,6 +60,19 @@ def test_status_code_must_be_an_error_status() -> None:
         AppError("x", status_code=200)
 
 
+@pytest.mark.parametrize("code", ["", "custom error", "lower_case", "X" * 65])
+def test_error_code_must_be_upper_snake_case(code: str) -> None:
+    with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
+        AppError("x", error_code=code)
+
+
+def test_bad_subclasses_fail_at_definition() -> None:
+    with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
+        type("Bad", (AppError,), {"error_code": "not-a-code"})
+    with pytest.raises(ValueError, match="400-599"):
+        type("Bad", (AppError,), {"status_code": 302})
+
+
 def test_validation_field_errors_three_ways() -> None:
     assert ValidationError("Invalid email format", {"field": "email"}).errors == [
         {"field": "email", "message": "Invalid email format"}
