@@ -1,24 +1,32 @@
-"""The example host: a Starlette app whose lifespan boots the kernel (errors + metrics).
+"""The example host: a users/notifications service on the kernel and its plugins.
 
-Run it from the repository root::
+Web processes run this Starlette app (``kernel serve --app examples.service.app:app``);
+worker processes run ``kernel worker`` (the processor is in :mod:`.notifications`).
+``python -m examples.service.run`` starts both on one embedded Redis and wire server.
 
-    python -m kernel --config examples/kernel.toml serve --app examples.service.app:app
-
-Routes: ``GET /users/{user_id}`` (404 problem for unknown ids), ``POST /users``
-(400 for bad input, 409 for a duplicate), ``GET /crash`` (an unexpected exception:
-a generic 500 carrying only the trace id), and the kernel's ``/health`` and
-``/health/metrics`` (mounted KernelApp).
+Flow: ``POST /users`` -> repository create (audit fields, ``created_by`` from ``X-User-Id``)
+-> event ``user.created`` (the request's trace id) -> a subscriber enqueues
+``send-notification`` -> a worker runs it. ``GET /users/{id}`` is cache-aside
+(``get_or_set``); ``PATCH /users/{id}`` updates and invalidates. Errors are
+problem+json; ``/health`` and ``/health/metrics`` come from the kernel's app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from kernel_errors import ConflictError, ErrorMiddleware, NotFoundError, ValidationError
-from kernel_metrics import MetricsCollector, MetricsMiddleware
+from bson import ObjectId
+from kernel_cache import CacheManager
+from kernel_errors import ErrorMiddleware, NotFoundError, ServiceUnavailableError, ValidationError
+from kernel_eventbus import EventBus, EventMetadata
+from kernel_metrics import MetricsMiddleware
+from kernel_queue import QueueManager
+from kernel_repository import RepositoryManager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -27,10 +35,16 @@ from starlette.routing import Mount, Route
 
 from kernel import Kernel, KernelApp, kernel_lifespan
 
+from .models import User, UserRepository, public
+from .notifications import JOB, QUEUE
 from .settings import SECTIONS, AppSettings
 
-# A stand-in for a database, so the example needs no server.
-USERS: dict[str, dict[str, str]] = {"1": {"id": "1", "name": "Ada Lovelace"}}
+log = logging.getLogger("examples.service")
+
+USER_CREATED = "user.created"
+CACHE_TTL = 300.0
+PUBLISH_DEADLINE = 10.0
+"""Seconds a request keeps retrying a publish while Redis is unreachable (a restart), then 503."""
 
 
 def make_kernel() -> Kernel:
@@ -38,48 +52,129 @@ def make_kernel() -> Kernel:
     return Kernel.from_config(sections=SECTIONS, configure_logs=True)
 
 
-@asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-    """Boot the kernel; build its app (health, metrics) only once plugins have started."""
-    async with kernel_lifespan(make_kernel)(app) as state:
-        yield {**state, "kernel_app": KernelApp(state["kernel"])}
+class Users:
+    """The service's handlers, bound to the plugins' services once the kernel has started."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.repo = kernel.get(RepositoryManager).repository(UserRepository)
+        self.cache = kernel.get(CacheManager).namespace("user", default_ttl=CACHE_TTL)
+        self.bus = kernel.get(EventBus)
+        self.queue = kernel.get(QueueManager)
+
+    # ------------------------------------------------------------------ events
+
+    async def on_user_created(self, data: dict[str, Any], metadata: EventMetadata) -> None:
+        """Subscriber of ``user.created``: enqueue the welcome notification (once per user)."""
+        notification_id = f"welcome-{data['user_id']}"
+        # The job id makes a re-delivered event (at-least-once) enqueue nothing new.
+        await self.queue.add_job(
+            QUEUE, JOB,
+            {"notification_id": notification_id, "user_id": data["user_id"], "type": "email",
+             "trace_id": metadata.trace_id},
+            job_id=notification_id, attempts=5, backoff={"type": "exponential", "delay": 0.5},
+        )
+        log.info("notification queued", extra={"user_id": data["user_id"], "event_id": metadata.event_id})
+
+    async def publish_created(self, user: User) -> None:
+        """Publish ``user.created``; a short Redis outage is waited out rather than losing the event."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE
+        delay = 0.05
+        while True:
+            try:
+                await self.bus.publish(USER_CREATED, {"user_id": str(user.id), "email": user.email},
+                                       source="users-api")
+                return
+            except (ConnectionError, OSError) as exc:
+                if loop.time() + delay > deadline:
+                    raise ServiceUnavailableError("the event bus is unreachable") from exc
+                log.warning("publish failed (%s), retrying in %.2fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # ------------------------------------------------------------------ routes
+
+    async def create(self, request: Request) -> JSONResponse:
+        body = await json_body(request)
+        user = await self.repo.create(
+            {"name": body.get("name"), "email": body.get("email")}, created_by=actor(request))
+        await self.publish_created(user)
+        log.info("user created", extra={"user_id": str(user.id)})
+        return JSONResponse(public(user), status_code=201)
+
+    async def get(self, request: Request) -> JSONResponse:
+        user_id = user_id_of(request)
+
+        async def load() -> dict[str, Any]:
+            user = await self.repo.find_by_id(user_id)
+            if user is None:
+                raise NotFoundError("User", {"user_id": user_id})
+            return public(user)
+
+        return JSONResponse(await self.cache.get_or_set(user_id, load))
+
+    async def update(self, request: Request) -> JSONResponse:
+        user_id = user_id_of(request)
+        body = await json_body(request)
+        changes = {k: body[k] for k in ("name", "email") if k in body}
+        if not changes or set(body) - {"name", "email"}:
+            raise ValidationError("invalid user update",
+                                  errors={"body": "only 'name' and 'email' may be changed, at least one"})
+        user = await self.repo.update_by_id(user_id, changes, updated_by=actor(request))
+        if user is None:
+            raise NotFoundError("User", {"user_id": user_id})
+        # Write-then-invalidate (the seed's caching strategy): the next GET reloads from the database.
+        await self.cache.delete(user_id)
+        return JSONResponse(public(user))
 
 
-async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
-    """Hand ``/health``, ``/health/metrics`` and other plugin routes to the kernel's app."""
-    await scope["state"]["kernel_app"](scope, receive, send)
-
-
-def metrics(request: Request) -> MetricsCollector:
-    kernel: Kernel = request.state.kernel
-    return kernel.get(MetricsCollector)
-
-
-async def get_user(request: Request) -> JSONResponse:
-    user_id = request.path_params["user_id"]
-    with metrics(request).time_db_query("findOne", "users"):
-        user = USERS.get(user_id)
-    if user is None:
-        raise NotFoundError("User", {"user_id": user_id})
-    return JSONResponse(user)
-
-
-async def create_user(request: Request) -> JSONResponse:
+async def json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
     except ValueError:
         raise ValidationError("request body must be JSON") from None
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("invalid user", errors={"name": "a non-empty string is required"})
-    if any(u["name"] == name for u in USERS.values()):
-        metrics(request).record_event("user.created", "conflict")
-        raise ConflictError(f"a user named {name!r} already exists")
-    user = {"id": str(len(USERS) + 1), "name": name}
-    with metrics(request).time_db_query("insertOne", "users"):
-        USERS[user["id"]] = user
-    metrics(request).record_event("user.created", "success")
-    return JSONResponse(user, status_code=201)
+    if not isinstance(body, dict):
+        raise ValidationError("request body must be a JSON object")
+    return body
+
+
+def actor(request: Request) -> str:
+    """Who acts: the ``X-User-Id`` header an upstream gateway sets (``anonymous`` without one)."""
+    return request.headers.get("x-user-id", "anonymous")[:100]
+
+
+def user_id_of(request: Request) -> str:
+    user_id: str = request.path_params["user_id"]
+    if not ObjectId.is_valid(user_id):
+        raise NotFoundError("User", {"user_id": user_id})
+    return user_id
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    """Boot the kernel, subscribe the event handler, build the kernel's app (health, metrics)."""
+    async with kernel_lifespan(make_kernel)(app) as state:
+        users = Users(state["kernel"])
+        # One consumer group for every web process: each event is handled by one of them.
+        users.bus.subscribe(USER_CREATED, users.on_user_created, group="user.created:enqueue-notification")
+        yield {**state, "kernel_app": KernelApp(state["kernel"]), "users": users}
+
+
+def _users(request: Request) -> Users:
+    return request.state.users  # type: ignore[no-any-return]
+
+
+async def create_user(request: Request) -> JSONResponse:
+    return await _users(request).create(request)
+
+
+async def get_user(request: Request) -> JSONResponse:
+    return await _users(request).get(request)
+
+
+async def update_user(request: Request) -> JSONResponse:
+    return await _users(request).update(request)
 
 
 async def crash(request: Request) -> JSONResponse:
@@ -88,10 +183,16 @@ async def crash(request: Request) -> JSONResponse:
     raise RuntimeError(f"ledger row 1337 for {settings.name} has password_hash=$2b$12$internalOnly")
 
 
+async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
+    """Hand ``/health``, ``/health/metrics`` and other plugin routes to the kernel's app."""
+    await scope["state"]["kernel_app"](scope, receive, send)
+
+
 app = Starlette(
     routes=[
-        Route("/users/{user_id}", get_user, methods=["GET"]),
         Route("/users", create_user, methods=["POST"]),
+        Route("/users/{user_id}", get_user, methods=["GET"]),
+        Route("/users/{user_id}", update_user, methods=["PATCH"]),
         Route("/crash", crash),
         Mount("/", app=kernel_routes),  # last: everything else goes to the kernel's app
     ],

@@ -1,0 +1,225 @@
+"""Two web and two worker processes on one private Redis and one wire server, under load and faults.
+
+500 concurrent POST /users over loopback while a worker is SIGKILLed and Redis is restarted;
+then every user is stored once, every event handled, every job completed once, and the
+metrics summed over all processes (prometheus multiprocess mode) match what the client saw.
+Run with ``pytest -s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pymongo
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from examples.service.notifications import RUNS_KEY, SENT_KEY
+from examples.service.run import Stack
+
+REQUESTS = 500
+CONCURRENCY = 50
+ATTEMPTS = 5
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == name]
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(v for lab, v in samples(text, name) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def kernel_cli(stack: Stack, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "kernel", "--config", str(stack.config), *args],
+                         env=stack.env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+class Load:
+    """The client side: what was sent, what came back."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.urls = [w.url for w in stack.webs]
+        self.responses = 0              # HTTP responses received (what the servers' metrics must count)
+        self.statuses: Counter[int] = Counter()
+        self.transport_errors = 0
+        self.created: dict[str, str] = {}   # email -> user id (201)
+        self.conflict_on_retry: list[str] = []  # 409 after a failed attempt: stored by that attempt
+        self.failed: list[str] = []
+        self.latencies: list[float] = []
+        self.trace_ids: dict[str, str] = {}
+        self.done = 0
+
+    async def create(self, client: httpx.AsyncClient, i: int) -> None:
+        email = f"user{i}@load.example"
+        for attempt in range(ATTEMPTS):
+            url = self.urls[(i + attempt) % len(self.urls)]
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(f"{url}/users", json={"name": f"User {i}", "email": email},
+                                      headers={"x-user-id": "load-test"})
+            except httpx.TransportError:
+                self.transport_errors += 1
+                await asyncio.sleep(0.2)
+                continue
+            self.latencies.append(time.perf_counter() - t0)
+            self.responses += 1
+            self.statuses[r.status_code] += 1
+            if r.status_code == 201:
+                self.created[email] = r.json()["id"]
+                self.trace_ids[email] = r.headers["x-request-id"]
+                return
+            if r.status_code == 409 and attempt > 0:
+                self.conflict_on_retry.append(email)
+                return
+            await asyncio.sleep(0.2)
+        self.failed.append(email)
+
+
+async def run_load(stack: Stack, faults: list[str]) -> Load:
+    load = Load(stack)
+    sem = asyncio.Semaphore(CONCURRENCY)
+    killed = asyncio.Event()
+    restarted = asyncio.Event()
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        async with sem:
+            await load.create(client, i)
+        load.done += 1
+        if load.done == REQUESTS // 4 and not killed.is_set():
+            killed.set()
+            victim = stack.workers[0]
+            victim.kill()  # SIGKILL: its running jobs must be reclaimed by the other worker
+            faults.append(f"SIGKILL worker0 pid {victim.pid} after {load.done} requests")
+        if load.done == REQUESTS // 2 and not restarted.is_set():
+            restarted.set()
+            t0 = time.perf_counter()
+            # In this (the main) thread: the server's parent-death signal is tied to the spawning thread.
+            stack.redis.restart()
+            faults.append(f"Redis restarted after {load.done} requests "
+                          f"({(time.perf_counter() - t0) * 1000:.0f} ms down)")
+            stack.restart_worker(0)
+            faults.append("worker0 restarted")
+
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+        await asyncio.gather(*(one(client, i) for i in range(REQUESTS)))
+    return load
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(
+        web=2, workers=2, worker_args=["--concurrency", "10"],
+        redis_options={"appendonly": True, "appendfsync": "always"},
+        # A killed worker's jobs come back after ~4 s instead of the default 10.
+        env={"KERNEL__PLUGINS__QUEUE__HEARTBEAT_INTERVAL": "1", "KERNEL__PLUGINS__QUEUE__STALL_TIMEOUT": "4"},
+    )
+    faults: list[str] = []
+    t0 = time.perf_counter()
+    load = asyncio.run(run_load(stack, faults))
+    elapsed = time.perf_counter() - t0
+    assert not load.failed, f"requests that never succeeded: {load.failed[:5]} ({len(load.failed)})"
+    assert len(faults) == 3, faults
+
+    # Every user stored exactly once, with its audit fields.
+    mongo: pymongo.MongoClient[Any] = pymongo.MongoClient(stack.mongo_uri)
+    try:
+        docs = list(mongo["example"]["users"].find({"email": {"$regex": "@load\\.example$"}}))
+    finally:
+        mongo.close()
+    emails = Counter(d["email"] for d in docs)
+    assert len(emails) == REQUESTS and set(emails.values()) == {1}
+    assert all(d["created_by"] == "load-test" and d["created_at"] is not None for d in docs)
+    ids = {d["email"]: str(d["_id"]) for d in docs}
+    assert all(ids[e] == uid for e, uid in load.created.items())
+
+    # Every event handled and every job completed: one sent notification per user.
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        drain = wait_for(lambda: r.hlen(SENT_KEY) >= REQUESTS, 120, "every notification")
+        sent = {k.decode() for k in r.hkeys(SENT_KEY)}
+        runs = {k.decode(): int(v) for k, v in r.hgetall(RUNS_KEY).items()}
+    finally:
+        r.close()
+    expected = {f"welcome-{uid}" for uid in ids.values()}
+    assert sent == expected
+    lost = len(expected - sent)
+    reruns = sum(runs.values()) - len(runs)  # processor runs repeated after the SIGKILL (at-least-once)
+
+    stats = {s["queue_name"]: s for s in json.loads(kernel_cli(stack, "queue", "stats", "--json"))}
+    notifications = stats["notifications"]
+    assert notifications["completed"] == REQUESTS, notifications
+    assert notifications["failed"] == 0 and notifications["waiting"] == 0 and notifications["active"] == 0
+    dlq = json.loads(kernel_cli(stack, "dlq", "list", "--json"))
+    assert dlq == []
+
+    # Metrics of all six processes (2 web, 3 workers incl. the killed one) summed by one scrape.
+    def scrape_metrics() -> str:
+        return httpx.get(f"{stack.webs[1].url}/health/metrics", trust_env=False).text
+
+    # A job's "completed" is counted just after its processor returns: let the last ones land.
+    wait_for(lambda: total(scrape_metrics(), "queue_jobs_total", queue="notifications", event="completed")
+             >= REQUESTS, 15, "the last job completions in the metrics")
+    scrape = scrape_metrics()
+    http_posts = total(scrape, "http_requests_total", method="POST", route="/users")
+    assert http_posts == load.responses
+    assert total(scrape, "http_requests_total", method="POST", route="/users", status="201") == len(
+        load.created)
+    published = total(scrape, "eventbus_events_total", event="user.created", status="published")
+    handled = total(scrape, "eventbus_events_total", event="user.created", status="success")
+    assert published == len(load.created)
+    assert handled >= REQUESTS
+    completed = total(scrape, "queue_jobs_total", queue="notifications", event="completed")
+    assert completed == REQUESTS
+    db_creates = total(scrape, "db_query_duration_seconds_count", operation="create", collection="users")
+    assert db_creates == load.statuses[201] + load.statuses[409]
+
+    # One trace id from the request through the event and the job, in every process's log.
+    email, trace = next(iter(load.trace_ids.items()))
+    uid = ids[email]
+    lines = [json.loads(line) for c in (*stack.webs, *stack.workers) for line in c.log.splitlines()
+             if line.startswith("{") and trace in line]
+    messages = {ln["message"] for ln in lines if ln.get("trace_id") == trace}
+    assert {"user created", "notification queued", "notification sent"} <= messages, messages
+    assert any(ln.get("user_id") == uid for ln in lines)
+
+    codes = stack.stop()
+    assert all(code == 0 for code in codes.values()), codes
+    lat = sorted(load.latencies)
+    print(
+        f"\nsystem: {REQUESTS} users over 2 web + 2 worker processes, concurrency {CONCURRENCY}: "
+        f"{elapsed:.1f} s ({REQUESTS / elapsed:.0f} users/s), then {drain:.1f} s to drain the jobs\n"
+        f"system: faults: {'; '.join(faults)}\n"
+        f"system: HTTP responses {load.responses} (statuses {dict(load.statuses)}), transport errors "
+        f"{load.transport_errors}, 409-after-retry {len(load.conflict_on_retry)}; latency p50 "
+        f"{lat[len(lat) // 2] * 1000:.1f} ms p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms\n"
+        f"system: stored {len(docs)} (duplicates 0), events published {published:.0f} handled {handled:.0f}, "
+        f"jobs completed {notifications['completed']} failed {notifications['failed']} lost {lost}, "
+        f"processor re-runs after SIGKILL {reruns}, DLQ {len(dlq)}\n"
+        f"system: summed metrics: http POST /users {http_posts:.0f} == client {load.responses}, "
+        f"queue complete {completed:.0f}, db creates {db_creates:.0f}"
+    )
