@@ -37,6 +37,11 @@ def free_port_pair() -> int:
 
 
 @pytest.fixture
+def port_pair() -> int:
+    return free_port_pair()
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 

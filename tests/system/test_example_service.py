@@ -1,37 +1,26 @@
-"""The example host (examples/service) over real HTTP: errors + metrics, [app] secrets, kernel serve."""
+"""The example service (examples/service) as real processes: its routes, the trace, the launcher, config."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-
-pytest.importorskip("kernel_errors", reason="the example needs the errors plugin")
-pytest.importorskip("kernel_metrics", reason="the example needs the metrics plugin")
-pytest.importorskip("uvicorn", reason="kernel serve needs uvicorn")
-pytest.importorskip("starlette", reason="the example is a Starlette app")
-
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "examples" / "kernel.toml"
+from examples.service.run import CONFIG, ROOT, Stack
+
 APP_SECRETS = tomllib.loads(CONFIG.read_text())["app"]
 SECRETS = [APP_SECRETS["jwt_secret"], APP_SECRETS["session_secret"]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -45,44 +34,6 @@ def kernel(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           cwd=ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=60)
 
 
-class Service:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc, self.url, self.log_path = proc, url, log
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    port = free_port()
-    log = tmp_path / "service.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kernel", "--config", str(CONFIG), "serve",
-             "--app", "examples.service.app:app", "--port", str(port)],
-            cwd=ROOT, env=clean_env(KERNEL__KERNEL__LOG_FORMAT="json"), stdout=fh, stderr=subprocess.STDOUT,
-        )
-    svc = Service(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the example exited with {proc.returncode}:\n{svc.log}")
-        try:
-            httpx.get(svc.url + "/health", timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"the example did not start:\n{svc.log}") from None
-            time.sleep(0.1)
-    yield svc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
-
-
 def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {
         tuple(sorted(s.labels.items())): s.value
@@ -90,66 +41,143 @@ def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     }
 
 
-def test_example_routes_errors_metrics_and_graceful_stop(service: Service) -> None:
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is not running either.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(web=1, workers=1)
+    web, worker = stack.webs[0], stack.workers[0]
     responses: list[httpx.Response] = []
-    with httpx.Client(base_url=service.url) as c:
-        ok = c.get("/users/1")
-        assert ok.status_code == 200
-        assert ok.json() == {"id": "1", "name": "Ada Lovelace"}
-        for i in range(200):
-            missing = c.get(f"/users/{1000 + i}")
-            assert missing.status_code == 404
-            responses.append(missing)
-        problem = missing.json()
-        assert missing.headers["content-type"].startswith("application/problem+json")
-        assert problem["status"] == 404
-        assert problem["detail"] == "User not found"
+    with httpx.Client(base_url=web.url, trust_env=False) as c:
+        created = c.post("/users", json={"name": "Ada Lovelace", "email": "ada@example.org"},
+                         headers={"x-user-id": "admin-7"})
+        assert created.status_code == 201, created.text
+        user = created.json()
+        trace = created.headers["x-request-id"]
+        assert user["created_by"] == user["updated_by"] == "admin-7"
+        assert user["created_at"] and user["created_at"] == user["updated_at"]
 
-        bad = c.post("/users", json={"name": ""})
-        assert bad.status_code == 400
-        assert bad.headers["content-type"].startswith("application/problem+json")
-        created = c.post("/users", json={"name": "Grace Hopper"})
-        assert created.status_code == 201
-        duplicate = c.post("/users", json={"name": "Grace Hopper"})
-        assert duplicate.status_code == 409
+        # Cache-aside: the first read loads from the database, the second is a cache hit.
+        first = c.get(f"/users/{user['id']}")
+        second = c.get(f"/users/{user['id']}")
+        assert first.json() == second.json() == user
+        # Update, then invalidate: the next read sees the new name, not the cached one.
+        patched = c.patch(f"/users/{user['id']}", json={"name": "Ada King"}, headers={"x-user-id": "admin-8"})
+        assert patched.status_code == 200
+        assert patched.json()["updated_by"] == "admin-8" and patched.json()["created_by"] == "admin-7"
+        assert c.get(f"/users/{user['id']}").json()["name"] == "Ada King"
 
+        duplicate = c.post("/users", json={"name": "Other", "email": "ada@example.org"})
+        bad = c.post("/users", json={"name": "", "email": "x@example.org"})
+        not_json = c.post("/users", content=b"{nope")
+        missing = c.get("/users/0123456789abcdef01234567")
+        bad_id = c.get("/users/not-an-id")
+        bad_patch = c.patch(f"/users/{user['id']}", json={"created_by": "me"})
         crash = c.get("/crash")
-        assert crash.status_code == 500
-        body = crash.json()
-        assert body["status"] == 500
-        assert "password_hash" not in crash.text
-        assert "internalOnly" not in crash.text
-        assert "ledger" not in crash.text
-        assert "Traceback" not in crash.text
-        trace_id = next(v for k, v in body.items() if "trace" in k.lower())
+        for r, status in ((duplicate, 409), (bad, 400), (not_json, 400), (missing, 404), (bad_id, 404),
+                          (bad_patch, 400), (crash, 500)):
+            assert r.status_code == status, (r.request.url, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["status"] == status
+        assert missing.json()["detail"] == "User not found"
+        for text in ("password_hash", "internalOnly", "ledger", "Traceback"):
+            assert text not in crash.text
+        responses += [created, first, second, patched, duplicate, bad, not_json, missing, bad_patch, crash]
 
-        health = c.get("/health")
-        assert health.status_code == 200
+        # The worker sends the notification: wait for its log line.
+        deadline = time.monotonic() + 30
+        while not any(ln["message"] == "notification sent" for ln in json_lines(worker.log)):
+            assert time.monotonic() < deadline, worker.log[-3000:]
+            time.sleep(0.1)
         scrape = c.get("/health/metrics")
         assert scrape.status_code == 200
-        responses += [ok, bad, created, duplicate, crash, health, scrape]
 
-    requests = series(scrape.text, "http_requests_total")
-    assert requests[(("method", "GET"), ("route", "/users/{user_id}"), ("status", "404"))] == 200
-    assert requests[(("method", "GET"), ("route", "/users/{user_id}"), ("status", "200"))] == 1
-    assert requests[(("method", "POST"), ("route", "/users"), ("status", "409"))] == 1
-    assert requests[(("method", "GET"), ("route", "/crash"), ("status", "500"))] == 1
-    # 200 distinct raw paths, one series per status: no raw path ever becomes a label.
-    assert not any("1000" in dict(k)["route"] for k in requests)
-    events = series(scrape.text, "eventbus_events_total")
-    assert events[(("event", "user.created"), ("status", "success"))] == 1
-    assert events[(("event", "user.created"), ("status", "conflict"))] == 1
-    assert series(scrape.text, "db_query_duration_seconds_count")
+    # One trace id: the request, the event's subscriber (web) and the job (worker process).
+    traced = [ln for ln in json_lines(web.log) + json_lines(worker.log) if ln.get("trace_id") == trace]
+    assert {"user created", "notification queued", "notification sent"} <= {ln["message"] for ln in traced}
+    sent = next(ln for ln in json_lines(worker.log) if ln["message"] == "notification sent")
+    assert sent["trace_id"] == trace and sent["user_id"] == user["id"]
 
-    service.proc.send_signal(signal.SIGTERM)
-    assert service.proc.wait(30) == 0
-    log = service.log
-    assert "kernel stopped" in log
-    assert trace_id in log  # the unexpected error is logged in full, with its trace id
+    # Metrics from both processes (multiprocess mode): HTTP, events, cache, DB, jobs.
+    text = scrape.text
+    http = series(text, "http_requests_total")
+    assert http[(("method", "POST"), ("route", "/users"), ("status", "201"))] == 1
+    assert http[(("method", "GET"), ("route", "/users/{user_id}"), ("status", "200"))] == 3
+    assert not any("0123456789" in dict(k)["route"] for k in http)  # raw paths never become labels
+    assert series(text, "eventbus_events_total")[(("event", "user.created"), ("status", "published"))] == 1
+    assert series(text, "cache_hits_total")[(("namespace", "user"),)] == 1
+    assert series(text, "cache_misses_total")[(("namespace", "user"),)] >= 2
+    assert series(text, "cache_deletes_total")[(("namespace", "user"),)] == 1
+    db = series(text, "db_query_duration_seconds_count")
+    assert db[(("collection", "users"), ("operation", "create"))] == 2  # one stored, one duplicate
+    assert series(text, "queue_jobs_total")[(("event", "completed"), ("queue", "notifications"))] == 1
+
+    crash_trace = crash.json().get("trace_id") or crash.headers["x-request-id"]
+    pids = [web.pid, worker.pid, stack.redis.pid, stack.mongo.pid]
+    codes = stack.stop()
+    assert codes == {"web0": 0, "worker0": 0}
+    assert not any(alive(pid) for pid in pids if pid)
+    log = web.log + worker.log
+    assert "kernel stopped" in web.log and "worker stopped" in worker.log
+    assert crash_trace in web.log  # the unexpected error is logged in full, with its trace id
     for secret in SECRETS:
         assert secret not in log
         for r in responses:
             assert secret not in r.text
+
+
+def _launch(port: int) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.service.run", "--port", str(port)],
+        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        if line.startswith("service ready"):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, line
+    else:
+        raise AssertionError(f"the launcher exited with {proc.wait()}")
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return proc, [int(k) for k in kids]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_launcher_runs_web_and_worker_and_leaves_no_orphans(port_pair: int, sig: signal.Signals) -> None:
+    port = port_pair
+    proc, kids = _launch(port)
+    try:
+        assert len(kids) == 4, kids  # Redis, wire server, web, worker
+        r = httpx.post(f"http://127.0.0.1:{port}/users", json={"name": "Grace", "email": "g@example.org"},
+                       trust_env=False, timeout=10)
+        assert r.status_code == 201
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+        if sig != signal.SIGKILL:
+            assert proc.returncode == 0, out
+            assert "service stopped: exit codes {'web0': 0, 'worker0': 0}" in out
+        deadline = time.monotonic() + 15
+        while any(alive(k) for k in kids):
+            assert time.monotonic() < deadline, [k for k in kids if alive(k)]
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_check_validates_the_app_section_fail_fast() -> None:
@@ -168,7 +196,7 @@ def test_missing_secrets_stop_the_service_before_it_serves(tmp_path: Path) -> No
     config.write_text(text[: text.index("[app]")] + '[app]\nname = "no-secrets"\n')
     result = subprocess.run(
         [sys.executable, "-m", "kernel", "--config", str(config), "serve",
-         "--app", "examples.service.app:app", "--port", str(free_port())],
+         "--app", "examples.service.app:app", "--port", "1"],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
