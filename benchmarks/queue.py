@@ -1,0 +1,144 @@
+"""Queue overhead: ``QueueManager`` vs raw SAQ ``RedisQueue``/``Worker`` on the same Redis client.
+
+- ``add_job``: ours (validation, priority-ordered waiting set, dedupe, ``waiting`` event) vs
+  ``saq`` ``queue.enqueue(name, data=...)``.
+- ``throughput_c10``: N no-op jobs already enqueued, then one worker with concurrency 10 runs
+  them all; time per job. Ours has the automatic heartbeat, persisted stats, priorities and
+  events on; raw is a stock ``saq.Worker``.
+- ``add_bulk``: ``add_bulk_jobs`` of 100 jobs (one round trip) vs 100 sequential raw enqueues;
+  time per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from kernel_queue import JobContext, QueueManager
+from kernel_redis.testing import private_redis_server
+from saq import Worker
+from saq.queue.redis import RedisQueue
+
+from kernel.testing import boot_kernel
+
+from ._harness import acompare, acompare_batches, emit, rounds
+
+SUITE = "queue"
+DATA = {"notification_id": "123", "user_id": "456", "type": "push"}
+FAST = {"heartbeat_interval": 2.0, "stall_timeout": 10.0, "sweep_interval": 2.0,
+        "schedule_interval": 0.5, "poll_interval": 0.5}
+
+
+async def run(quick: bool) -> None:
+    with private_redis_server() as server:
+        async with boot_kernel("redis", "queue", config={"redis": {"url": server.url}, "queue": FAST}) as k:
+            manager = k.get(QueueManager)
+            raw_client: aioredis.Redis = k.registry.get("redis")
+            await _add_job(manager, raw_client, quick)
+            await _bulk(manager, raw_client, quick)
+            # SAQ's idle workers block in BLMOVE: like ours (BLPOP), they get a client without a
+            # socket read timeout, else every idle read times out after 5 s.
+            blocking = k.registry.get("redis.connection").new_client(socket_timeout=None)
+            await _throughput(manager, blocking, quick)
+
+
+def _name(tag: str) -> str:
+    return f"bench{tag}{uuid.uuid4().hex[:6]}"
+
+
+async def _add_job(manager: QueueManager, client: aioredis.Redis, quick: bool) -> None:
+    ours_q, raw_q = _name("o"), RedisQueue(client, name=_name("r"))
+
+    async def ours() -> Any:
+        return await manager.add_job(ours_q, "send-notification", DATA)
+
+    async def raw() -> Any:
+        return await raw_q.enqueue("send-notification", data=DATA)
+
+    ops, n = (150, 11) if quick else (300, 31)
+    await acompare(SUITE, "add_job", ours, raw, ops=ops, rounds_=rounds(n, n))
+
+
+async def _bulk(manager: QueueManager, client: aioredis.Redis, quick: bool) -> None:
+    size = 100
+    ours_q, raw_q = _name("o"), RedisQueue(client, name=_name("r"))
+    specs = [{"name": "send-notification", "data": DATA}] * size
+
+    async def ours() -> int:
+        await manager.add_bulk_jobs(ours_q, specs)
+        return size
+
+    async def raw() -> int:
+        for _ in range(size):
+            await raw_q.enqueue("send-notification", data=DATA)
+        return size
+
+    await acompare_batches(SUITE, "add_bulk_100_vs_100_enqueues", ours, raw, rounds_=rounds(21, 7))
+
+
+async def _throughput(manager: QueueManager, client: aioredis.Redis, quick: bool) -> None:
+    jobs = 300 if quick else 1000
+
+    async def ours_batch() -> float:
+        queue = _name("o")
+        done = asyncio.Event()
+        count = 0
+
+        async def noop(job: JobContext) -> None:
+            nonlocal count
+            count += 1
+            if count == jobs:
+                done.set()
+
+        await manager.add_bulk_jobs(queue, [{"name": "noop", "data": None}] * jobs)
+        t0 = time.perf_counter()
+        await manager.create_worker(queue, noop, concurrency=10)
+        await done.wait()
+        elapsed = time.perf_counter() - t0
+        await manager.stop_workers()
+        return elapsed
+
+    async def raw_batch() -> float:
+        queue = RedisQueue(client, name=_name("r"))
+        done = asyncio.Event()
+        count = 0
+
+        async def noop(ctx: Any, **_: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == jobs:
+                done.set()
+
+        for _ in range(jobs):
+            await queue.enqueue("noop")
+        worker = Worker(queue, functions=[("noop", noop)], concurrency=10)
+        t0 = time.perf_counter()
+        task = asyncio.create_task(worker.start())
+        await done.wait()
+        elapsed = time.perf_counter() - t0
+        worker.event.set()
+        await task
+        return elapsed
+
+    await _interleaved("throughput_c10", ours_batch, raw_batch, jobs, rounds(9, 3))
+
+
+async def _interleaved(case: str, ours: Callable[[], Awaitable[float]], raw: Callable[[], Awaitable[float]],
+                       per: int, n: int) -> None:
+    o: list[float] = []
+    r: list[float] = []
+    await ours()
+    await raw()
+    for i in range(n):
+        if i % 2:
+            r.append(await raw())
+            o.append(await ours())
+        else:
+            o.append(await ours())
+            r.append(await raw())
+    emit(SUITE, case, statistics.median(o) / per * 1e6, statistics.median(r) / per * 1e6)
