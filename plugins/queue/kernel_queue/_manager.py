@@ -141,7 +141,7 @@ class QueueManager:
         limit = seconds(timeout, "timeout") if timeout is not None else defaults.get(
             "timeout", self.config.default_timeout)
         wait = seconds(delay, "delay")
-        meta: dict[str, Any] = {"max_attempts": tries}
+        meta: dict[str, Any] = {"max_attempts": tries} if tries != 1 else {}  # readers default to 1
         if back:
             meta["backoff"] = back
         job = Job(

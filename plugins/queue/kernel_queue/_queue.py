@@ -39,8 +39,7 @@ redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
 if ARGV[2] == '0' then
     local seq = redis.call('INCR', KEYS[5])
     redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[2])
-    redis.call('LPUSH', KEYS[4], 1)
-    redis.call('LTRIM', KEYS[4], 0, 999)
+    if redis.call('LPUSH', KEYS[4], 1) > 1000 then redis.call('LTRIM', KEYS[4], 0, 999) end
 end
 if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
 return 1
@@ -95,8 +94,7 @@ if ARGV[2] == '0' then
     local seq = redis.call('INCR', KEYS[6])
     if ARGV[5] == '1' then seq = -seq end
     redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[7])
-    redis.call('LPUSH', KEYS[5], 1)
-    redis.call('LTRIM', KEYS[5], 0, 999)
+    if redis.call('LPUSH', KEYS[5], 1) > 1000 then redis.call('LTRIM', KEYS[5], 0, 999) end
 else
     redis.call('ZADD', KEYS[3], ARGV[2], KEYS[7])
 end
