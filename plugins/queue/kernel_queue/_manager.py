@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import croniter  # type: ignore[import-untyped]
 from saq.job import Job, Status
 from saq.utils import now, uuid1
 
@@ -53,10 +53,11 @@ class QueueManager:
         eventbus: Any = None,
         processors: ProcessorRegistry | None = None,
     ) -> None:
-        self.redis = redis
+        # redis-py types its asyncio methods ``Awaitable[T] | T``; every call here is awaited.
+        self.redis: Any = redis
         self.config = config or QueueConfig()
         self.processors = processors or ProcessorRegistry()
-        self._blocking = blocking
+        self._blocking: Any = blocking
         self._metrics = metrics
         self._eventbus = eventbus
         self._queues: dict[str, KernelRedisQueue] = {}

@@ -163,7 +163,9 @@ class KernelRedisQueue(RedisQueue):
         events: bool = True,
     ) -> None:
         super().__init__(redis, name=name, dump=_strict_dumps)
-        self.blocking = blocking or redis
+        self.blocking: Any = blocking or redis
+        self.r: Any = redis
+        """The client, typed loosely: redis-py types asyncio methods ``Awaitable[T] | T``."""
         self.poll_interval = poll_interval
         self.stall_timeout = stall_timeout
         self.max_stalls = max_stalls
@@ -245,7 +247,7 @@ class KernelRedisQueue(RedisQueue):
             delayed = bool(job.scheduled) and job.scheduled > time.time()
             rows.append((job, self.serialize(job), job.scheduled if delayed else 0,
                          self._event("delayed" if delayed else "waiting", job)))
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.r.pipeline(transaction=False) as pipe:
             for job, payload, score, event in rows:
                 await script(
                     keys=[self._incomplete, job.id, self._waiting, self._wake, self._seq, self._events],
@@ -270,7 +272,7 @@ class KernelRedisQueue(RedisQueue):
                 if job is not None:
                     return job
                 # The record was cleaned away while waiting: drop the dangling id.
-                await self.redis.pipeline(transaction=True).lrem(self._active, 0, job_id).zrem(
+                await self.r.pipeline(transaction=True).lrem(self._active, 0, job_id).zrem(
                     self._heartbeat, job_id).zrem(self._incomplete, job_id).execute()
                 continue
             # Nothing to run (or paused): block until an enqueue wakes us, at most poll_interval.
@@ -279,7 +281,7 @@ class KernelRedisQueue(RedisQueue):
 
     async def count(self, kind: CountKind) -> int:
         if kind == "queued":
-            return cast(int, await self.redis.zcard(self._waiting))
+            return cast(int, await self.r.zcard(self._waiting))
         return await super().count(kind)
 
     # ------------------------------------------------------------------ running jobs
@@ -308,7 +310,7 @@ class KernelRedisQueue(RedisQueue):
         stamp = now()
         mapping = {job_id: stamp for job_id in job_ids}
         if mapping:
-            await self.redis.zadd(self._heartbeat, mapping, xx=True)
+            await self.r.zadd(self._heartbeat, mapping, xx=True)
 
     # ------------------------------------------------------------------ finishing and retrying
 
@@ -411,12 +413,12 @@ class KernelRedisQueue(RedisQueue):
             swept.append(job_id)
             job = await self._get_job_by_id(job_id)
             if job is None:
-                await self.redis.zrem(self._incomplete, job_id)
+                await self.r.zrem(self._incomplete, job_id)
                 continue
             stalls = int(job.meta.get("stalls", 0)) + 1
             job.meta["stalls"] = stalls
             reason = f"worker lost: no heartbeat for {self.stall_timeout:g}s (stall {stalls})"
-            await self.redis.hincrby(self._counts, "stalled", 1)
+            await self.r.hincrby(self._counts, "stalled", 1)
             if stalls > self.max_stalls:
                 log.error("job %s failed: it lost its worker %d times", job.key, stalls,
                           extra={"queue": self.name, "job_id": job.key})
@@ -432,7 +434,7 @@ class KernelRedisQueue(RedisQueue):
         return swept
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.r.pipeline(transaction=True) as pipe:
             job.status = Status.ABORTING
             job.error = error
             dequeued, *_ = await (
@@ -445,7 +447,7 @@ class KernelRedisQueue(RedisQueue):
             )
         if dequeued:
             await self.finish(job, Status.ABORTED, error=error, guard=False)
-            await self.redis.delete(job.abort_id)
+            await self.r.delete(job.abort_id)
 
     async def disconnect(self) -> None:
         # The Redis client belongs to the redis plugin: only close what SAQ opened on it.
@@ -454,18 +456,18 @@ class KernelRedisQueue(RedisQueue):
     # ------------------------------------------------------------------ pause
 
     async def pause(self) -> None:
-        await self.redis.set(self._paused, 1)
+        await self.r.set(self._paused, 1)
 
     async def resume(self) -> None:
-        waiting = cast(int, await self.redis.zcard(self._waiting))
-        async with self.redis.pipeline(transaction=True) as pipe:
+        waiting = cast(int, await self.r.zcard(self._waiting))
+        async with self.r.pipeline(transaction=True) as pipe:
             pipe.delete(self._paused)
             pipe.lpush(self._wake, *([1] * max(1, min(waiting, MAX_TOKENS))))
             pipe.ltrim(self._wake, 0, MAX_TOKENS - 1)
             await pipe.execute()
 
     async def is_paused(self) -> bool:
-        return bool(await self.redis.exists(self._paused))
+        return bool(await self.r.exists(self._paused))
 
 
 def backoff_delay(spec: Any, failures: int) -> float:
@@ -478,5 +480,5 @@ def backoff_delay(spec: Any, failures: int) -> float:
         return 0.0
     delay = float(spec["delay"])
     if spec["type"] == "exponential":
-        return delay * 2 ** (failures - 1)
+        return delay * float(2 ** (failures - 1))
     return delay

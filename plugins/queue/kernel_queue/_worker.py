@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from saq.worker import Worker
 
@@ -14,6 +14,8 @@ from ._errors import UnknownProcessorError
 from ._job import JobContext
 
 if TYPE_CHECKING:
+    from saq.types import PartialTimersDict
+
     from ._config import QueueConfig
     from ._queue import KernelRedisQueue
     from ._registry import ProcessorRegistry
@@ -55,7 +57,7 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
     SAQ: several workers share one process and one SIGTERM.
     """
 
-    SIGNALS = []  # type: ignore[misc]
+    SIGNALS = []
 
     def __init__(self, queue: KernelRedisQueue, processors: ProcessorRegistry, config: QueueConfig,
                  *, concurrency: int, recurring: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -63,12 +65,11 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
             queue,
             functions=[],
             concurrency=concurrency,
-            timers={
-                "schedule": config.schedule_interval,  # type: ignore[typeddict-item]
-                "sweep": config.sweep_interval,  # type: ignore[typeddict-item]
-                "abort": 1,
-                "worker_info": 10,
-            },
+            # SAQ types its timers int; fractions of a second work (they only feed asyncio.sleep).
+            timers=cast("PartialTimersDict", {
+                "schedule": config.schedule_interval, "sweep": config.sweep_interval,
+                "abort": 1, "worker_info": 10,
+            }),
             shutdown_grace_period_s=config.shutdown_grace,  # type: ignore[arg-type]
         )
         self.functions = _Dispatch(queue, processors)
