@@ -90,6 +90,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
     manager = kernel.get(QueueManager)
+    redis_url = getattr(getattr(kernel.plugin("redis").ctx.config, "url", None), "get_secret_value", None)
+    if redis_url is not None and redis_url() == "embedded":
+        print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
+              "jobs added by other processes never reach it; point url at a shared server",
+              file=sys.stderr)
     cfg = manager.config
     queues = args.queues or cfg.queues or manager.processors.queues()
     if not queues:

@@ -190,5 +190,10 @@ def test_cli_worker_without_processors_explains(tmp_path: Path, redis_url: str) 
                       f'[plugins.redis]\nurl = "{redis_url}"\n')
     out = _cli(config, "worker")
     assert out.returncode == 2 and "no queue to process" in out.stderr
+    embedded = tmp_path / "embedded.toml"
+    embedded.write_text('[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
+                        '[plugins.redis]\nurl = "embedded"\n')
+    out = _cli(embedded, "worker")
+    assert out.returncode == 2 and "own private Redis" in out.stderr
     out = _cli(config, "worker", "--help")
     assert "--concurrency" in out.stdout and "--queue" in out.stdout
