@@ -27,6 +27,8 @@ from kernel_eventbus import EventBus, EventMetadata
 from kernel_metrics import MetricsMiddleware
 from kernel_queue import QueueManager
 from kernel_repository import RepositoryManager
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -44,7 +46,10 @@ log = logging.getLogger("examples.service")
 USER_CREATED = "user.created"
 CACHE_TTL = 300.0
 PUBLISH_DEADLINE = 10.0
-"""Seconds a request keeps retrying a publish while Redis is unreachable (a restart), then 503."""
+"""Seconds a request keeps retrying a publish while Redis is unreachable (a restart), then 503.
+
+The user is stored before the event is published: an outage longer than this leaves a user
+without its ``user.created`` (a transactional outbox would close that gap)."""
 
 
 def make_kernel() -> Kernel:
@@ -86,7 +91,7 @@ class Users:
                 await self.bus.publish(USER_CREATED, {"user_id": str(user.id), "email": user.email},
                                        source="users-api")
                 return
-            except (ConnectionError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
                 if loop.time() + delay > deadline:
                     raise ServiceUnavailableError("the event bus is unreachable") from exc
                 log.warning("publish failed (%s), retrying in %.2fs", type(exc).__name__, delay)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from examples.service.run import Stack
 REQUESTS = 500
 CONCURRENCY = 50
 ATTEMPTS = 5
+REDIS_DOWN = 1.0
+"""Seconds Redis stays down mid-run."""
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -88,35 +91,58 @@ class Load:
         self.failed.append(email)
 
 
-async def run_load(stack: Stack, faults: list[str]) -> Load:
-    load = Load(stack)
+async def run_load(stack: Stack, load: Load) -> None:
     sem = asyncio.Semaphore(CONCURRENCY)
-    killed = asyncio.Event()
-    restarted = asyncio.Event()
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         async with sem:
             await load.create(client, i)
         load.done += 1
-        if load.done == REQUESTS // 4 and not killed.is_set():
-            killed.set()
-            victim = stack.workers[0]
-            victim.kill()  # SIGKILL: its running jobs must be reclaimed by the other worker
-            faults.append(f"SIGKILL worker0 pid {victim.pid} after {load.done} requests")
-        if load.done == REQUESTS // 2 and not restarted.is_set():
-            restarted.set()
-            t0 = time.perf_counter()
-            # In this (the main) thread: the server's parent-death signal is tied to the spawning thread.
-            stack.redis.restart()
-            faults.append(f"Redis restarted after {load.done} requests "
-                          f"({(time.perf_counter() - t0) * 1000:.0f} ms down)")
-            stack.restart_worker(0)
-            faults.append("worker0 restarted")
 
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
         await asyncio.gather(*(one(client, i) for i in range(REQUESTS)))
-    return load
+
+
+def load_with_faults(stack: Stack) -> tuple[Load, list[str]]:
+    """The load runs in a thread; the faults are made from this (the main) thread while it runs.
+
+    The servers' parent-death signal is tied to the thread that spawned them, so Redis must be
+    restarted from the long-lived main thread.
+    """
+    load = Load(stack)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(run_load(stack, load))
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="load")
+    thread.start()
+    faults: list[str] = []
+    while load.done < REQUESTS // 4 and thread.is_alive():
+        time.sleep(0.01)
+    victim = stack.workers[0]
+    victim.kill()  # SIGKILL: its running jobs must be reclaimed by the other worker
+    faults.append(f"SIGKILL worker0 (pid {victim.pid}) after {load.done} requests")
+    while load.done < REQUESTS // 2 and thread.is_alive():
+        time.sleep(0.01)
+    at = load.done
+    t0 = time.perf_counter()
+    stack.redis.stop()
+    time.sleep(REDIS_DOWN)  # a real outage: requests, events and jobs in flight meet a dead Redis
+    stack.redis.start()
+    faults.append(f"Redis stopped after {at} requests, restarted {(time.perf_counter() - t0) * 1000:.0f} ms "
+                  f"later ({load.done - at} requests completed meanwhile)")
+    stack.restart_worker(0)
+    faults.append("worker0 restarted")
+    thread.join(180)
+    assert not thread.is_alive(), "the load did not finish"
+    if errors:
+        raise errors[0]
+    return load, faults
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
@@ -135,12 +161,14 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     stack = make_stack(
         web=2, workers=2, worker_args=["--concurrency", "10"],
         redis_options={"appendonly": True, "appendfsync": "always"},
-        # A killed worker's jobs come back after ~4 s instead of the default 10.
-        env={"KERNEL__PLUGINS__QUEUE__HEARTBEAT_INTERVAL": "1", "KERNEL__PLUGINS__QUEUE__STALL_TIMEOUT": "4"},
+        # A killed worker's jobs come back after ~4 s instead of the default 10; an event whose
+        # acknowledgement was lost with Redis is re-delivered after 5 s instead of 30.
+        env={"KERNEL__PLUGINS__QUEUE__HEARTBEAT_INTERVAL": "1", "KERNEL__PLUGINS__QUEUE__STALL_TIMEOUT": "4",
+             "KERNEL__PLUGINS__EVENTBUS__VISIBILITY_TIMEOUT": "5",
+             "KERNEL__PLUGINS__EVENTBUS__RECLAIM_INTERVAL": "1"},
     )
-    faults: list[str] = []
     t0 = time.perf_counter()
-    load = asyncio.run(run_load(stack, faults))
+    load, faults = load_with_faults(stack)
     elapsed = time.perf_counter() - t0
     assert not load.failed, f"requests that never succeeded: {load.failed[:5]} ({len(load.failed)})"
     assert len(faults) == 3, faults
