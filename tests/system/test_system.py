@@ -209,9 +209,17 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     def scrape_metrics() -> str:
         return httpx.get(f"{stack.webs[1].url}/health/metrics", trust_env=False).text
 
+    # A worker counts "completed" once Redis has confirmed the job's completion. When Redis stops
+    # after storing a completion but before its reply arrives, the job is complete (the stats
+    # above count it) but the worker saw an error (SAQ logs "Error processing job") and did not
+    # count it: the metric may be short by exactly those jobs, never by more.
+    unconfirmed = sum(c.log.count('"message": "Error processing job') for c in stack.workers)
+
+    def completed_metric() -> float:
+        return total(scrape_metrics(), "queue_jobs_total", queue="notifications", event="completed")
+
     # A job's "completed" is counted just after its processor returns: let the last ones land.
-    wait_for(lambda: total(scrape_metrics(), "queue_jobs_total", queue="notifications", event="completed")
-             >= REQUESTS, 15, "the last job completions in the metrics")
+    wait_for(lambda: completed_metric() >= REQUESTS - unconfirmed, 15, "the last completions in the metrics")
     scrape = scrape_metrics()
     http_posts = total(scrape, "http_requests_total", method="POST", route="/users")
     assert http_posts == load.responses
@@ -222,7 +230,7 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     assert published == len(load.created)
     assert handled >= REQUESTS
     completed = total(scrape, "queue_jobs_total", queue="notifications", event="completed")
-    assert completed == REQUESTS
+    assert REQUESTS - unconfirmed <= completed <= REQUESTS
     db_creates = total(scrape, "db_query_duration_seconds_count", operation="create", collection="users")
     assert db_creates == load.statuses[201] + load.statuses[409]
 
@@ -249,5 +257,6 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
         f"jobs completed {notifications['completed']} failed {notifications['failed']} lost {lost}, "
         f"processor re-runs after SIGKILL {reruns}, DLQ {len(dlq)}\n"
         f"system: summed metrics: http POST /users {http_posts:.0f} == client {load.responses}, "
-        f"queue complete {completed:.0f}, db creates {db_creates:.0f}"
+        f"queue completed {completed:.0f} (+ {REQUESTS - completed:.0f} completions whose Redis reply was "
+        f"lost in the restart; {unconfirmed} unconfirmed logged), db creates {db_creates:.0f}"
     )
