@@ -1,6 +1,6 @@
 """One command for the whole service: one Redis, one wire server, N web and M worker processes.
 
-    python -m examples.service.run [--web 1] [--workers 1] [--port 8000]
+    python -m examples.service.run [--web 1] [--workers 1] [--port 4000]
 
 Web and worker processes must share their servers, so the launcher starts one embedded
 Redis (append-only, so jobs and events survive a Redis restart) and one MongoDB wire
@@ -112,7 +112,7 @@ class Stack:
         web: int = 1,
         workers: int = 1,
         host: str = "127.0.0.1",
-        port: int = 8000,
+        port: int = 4000,
         config: Path = CONFIG,
         redis_url: str | None = None,
         mongo_uri: str | None = None,
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--web", type=int, default=1, help="web processes (ports PORT, PORT+1, ...)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument("--mongo-uri", help="use this MongoDB instead of starting the wire server")
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start()
         print(f"service ready: {', '.join(c.url or '' for c in stack.webs)} "
               f"(web pids {[c.pid for c in stack.webs]}, worker pids {[c.pid for c in stack.workers]}); "
-              "Ctrl-C stops it", flush=True)
+              "try POST /users, GET/PATCH /users/{id}, /health, /health/metrics; Ctrl-C stops it", flush=True)
         while True:
             dead = [c for c in (*stack.webs, *stack.workers) if not c.running]
             if dead:
