@@ -64,7 +64,7 @@ class Users:
         self.kernel = kernel
         self.repo = kernel.get(RepositoryManager).repository(UserRepository)
         self.cache = kernel.get(CacheManager).namespace("user", default_ttl=CACHE_TTL)
-        self.bus = kernel.get(EventBus)
+        self.bus: EventBus = kernel.registry.get("eventbus")  # EventBus is abstract: look up by name
         self.queue = kernel.get(QueueManager)
 
     # ------------------------------------------------------------------ events
@@ -117,12 +117,13 @@ class Users:
                 raise NotFoundError("User", {"user_id": user_id})
             return public(user)
 
-        return JSONResponse(await self.cache.get_or_set(user_id, load))
+        # get_or_set's union-typed factory parameter makes mypy infer Never for T here.
+        return JSONResponse(await self.cache.get_or_set(user_id, load))  # type: ignore[arg-type]
 
     async def update(self, request: Request) -> JSONResponse:
         user_id = user_id_of(request)
         body = await json_body(request)
-        changes = {k: body[k] for k in ("name", "email") if k in body}
+        changes: dict[str, Any] = {k: body[k] for k in ("name", "email") if k in body}
         if not changes or set(body) - {"name", "email"}:
             raise ValidationError("invalid user update",
                                   errors={"body": "only 'name' and 'email' may be changed, at least one"})

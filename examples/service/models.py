@@ -27,7 +27,7 @@ class UserRepository(BaseRepository[User]):
     """Users by id and by e-mail (unique index: a second POST with one e-mail is a 409)."""
 
     async def find_by_email(self, email: str) -> User | None:
-        return await self.find_one(User.email == email)
+        return await self.find_one({"email": email})
 
 
 def public(user: User) -> dict[str, Any]:
