@@ -115,7 +115,7 @@ def normalize_sort(sort: SortSpec) -> list[tuple[str, int]] | None:
             raise ValidationError(f"invalid sort field {sort!r}", {"field": "sort"})
         return [(name, -1 if sort.startswith("-") else 1)]
     if isinstance(sort, FieldProxy):
-        return normalize_sort(+sort)  # type: ignore[operator]
+        return normalize_sort(+sort)
     if isinstance(sort, Mapping):
         out = []
         for key, direction in sort.items():
@@ -126,5 +126,6 @@ def normalize_sort(sort: SortSpec) -> list[tuple[str, int]] | None:
     if isinstance(sort, tuple) and len(sort) == 2 and isinstance(sort[0], str) and sort[1] in (1, -1):
         return [(sort[0], int(sort[1]))]
     if isinstance(sort, Sequence):
-        return [item for part in sort for item in normalize_sort(part) or []]
+        parts: Sequence[Any] = sort
+        return [item for part in parts for item in normalize_sort(part) or []]
     raise ValidationError(f"unsupported sort specification {sort!r}", {"field": "sort"})

@@ -263,7 +263,7 @@ class BaseRepository(Generic[M]):
 
     def _instance(self, data: M | Mapping[str, Any]) -> M:
         if isinstance(data, self.model):
-            return data  # type: ignore[return-value]
+            return data
         if not isinstance(data, Mapping):
             raise ValidationError(
                 f"expected a {self.model.__name__} or a mapping, got {type(data).__name__}"
@@ -301,7 +301,7 @@ class BaseRepository(Generic[M]):
             adapter = self._adapters.get(name)
             if adapter is None:
                 info = self.model.model_fields[name]
-                adapter = self._adapters[name] = pydantic.TypeAdapter(info.annotation)
+                adapter = self._adapters[name] = pydantic.TypeAdapter(info.annotation or Any)
             try:
                 value = adapter.validate_python(value)
             except pydantic.ValidationError as exc:
@@ -486,11 +486,11 @@ class BaseRepository(Generic[M]):
             self._record("find_after", t0)
         more = len(docs) > limit
         docs = docs[:limit]
-        cursor = None
+        token: str | None = None
         if more and docs:
             last = docs[-1]
-            cursor = self._encode_cursor(field, direction, last.get(field), last["_id"])
-        return CursorPage(await self._models(docs, session), cursor, limit)
+            token = self._encode_cursor(field, direction, last.get(field), last["_id"])
+        return CursorPage(await self._models(docs, session), token, limit)
 
     @staticmethod
     def _encode_cursor(field: str, direction: int, value: Any, last_id: Any) -> str:
@@ -629,7 +629,7 @@ class BaseRepository(Generic[M]):
                 guard = {"_id": doc["_id"], "schema_version": old}
                 result = await self.collection.update_one(guard, {"$set": changes}, session=session)
                 if result.matched_count:
-                    return await self.collection.find_one({"_id": doc["_id"]}, session=session)  # type: ignore[no-any-return]
+                    return await self.collection.find_one({"_id": doc["_id"]}, session=session)
                 continue
             new = self._upgrade(doc)
             new.update(changes)
@@ -766,7 +766,8 @@ async def run_transaction(
             try:
                 result = await callback(session)
             except BaseException as exc:
-                if session.in_transaction:
+                # A property at runtime (motor's stub declares a method).
+                if session.in_transaction:  # type: ignore[truthy-function]
                     # The callback's error is the one to report, not a failed abort.
                     with contextlib.suppress(Exception):
                         await session.abort_transaction()
