@@ -73,19 +73,17 @@ def venv_env() -> dict[str, str]:
 
 
 def cmd_run(args: list[str]) -> int:
-    """The main job on embedded defaults: the example service (no servers to install)."""
+    """The main job on embedded defaults: the example service, one web and one worker process.
+
+    The launcher starts one embedded Redis and one MongoDB wire server, then the web
+    process (port 4000) and the worker; flags: ``--web N --workers M --port P``.
+    """
     setup()
     config = ROOT / "examples" / "kernel.toml"
     env = venv_env()
     sh(BIN / "kernel", "--config", config, "plugins", env=env)
-    port = "4000"
-    for i, arg in enumerate(args):
-        if arg == "--port" and i + 1 < len(args):
-            port = args[i + 1]
-    print(f"\nserving the example service on http://127.0.0.1:{port} -- try /users/1, /health, "
-          "/health/metrics; Ctrl-C stops it (the kernel shuts down cleanly)\n", flush=True)
-    return sh(BIN / "kernel", "--config", config, "serve", "--app", "examples.service.app:app", *args,
-              env=env, check=False)
+    os.chdir(ROOT)
+    os.execve(PY, [str(PY), "-m", "examples.service.run", *args], env)
 
 
 def cmd_test(args: list[str]) -> int:
