@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast, overload
 
 import anyio
 import attrs
@@ -300,7 +300,12 @@ class Kernel:
         """A validated host section such as ``[app]``."""
         return self.sections[name]
 
-    def get(self, key: type[T]) -> T:
+    @overload
+    def get(self, key: type[T]) -> T: ...
+    @overload
+    def get(self, key: Callable[..., T]) -> T: ...  # abstract classes and protocols, see Registry.get
+
+    def get(self, key: Any) -> Any:
         """Shortcut for ``kernel.registry.get(SomeType)``."""
         return self.registry.get(key)
 

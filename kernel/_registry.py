@@ -103,14 +103,21 @@ class Registry:
                 removed += 1
         return removed
 
+    # Each ``type[T]`` overload has a ``Callable[..., T]`` twin: mypy refuses abstract classes
+    # and protocols as ``type[T]`` ("Only concrete class can be given"), and services are
+    # often registered under exactly such an interface (``EventBus``).
     @overload
     def get(self, key: type[T]) -> T: ...
+    @overload
+    def get(self, key: Callable[..., T]) -> T: ...
     @overload
     def get(self, key: str) -> Any: ...
     @overload
     def get(self, key: str, expected: type[T]) -> T: ...
+    @overload
+    def get(self, key: str, expected: Callable[..., T]) -> T: ...
 
-    def get(self, key: Key, expected: type[Any] | None = None) -> Any:
+    def get(self, key: Any, expected: Any = None) -> Any:
         """The service registered under ``key`` (a type or a name); raises ``ServiceNotFoundError``.
 
         With ``expected``, a name lookup is also checked against a type.
@@ -129,9 +136,11 @@ class Registry:
     @overload
     def find(self, key: type[T]) -> T | None: ...
     @overload
+    def find(self, key: Callable[..., T]) -> T | None: ...
+    @overload
     def find(self, key: str) -> Any | None: ...
 
-    def find(self, key: Key) -> Any | None:
+    def find(self, key: Any) -> Any | None:
         """Like :meth:`get` but ``None`` when absent (for optional dependencies)."""
         return self._lookup.get(key)
 

@@ -361,10 +361,23 @@ class CacheManager:
 
     # ------------------------------------------------------------------ get_or_set
 
+    # On a miss the value returned is the stored one read back, so without ``as_type`` it is
+    # JSON data whatever the factory returned: typed ``Any``, ``T`` only with ``as_type=T``.
+    @overload
+    async def get_or_set(
+        self, key: str, factory: Callable[[], Any], ttl: float | None = None, *,
+        as_type: None = None, lock: bool | None = None,
+    ) -> Any: ...
+    @overload
+    async def get_or_set(
+        self, key: str, factory: Callable[[], Any], ttl: float | None = None, *,
+        as_type: type[T], lock: bool | None = None,
+    ) -> T: ...
+
     async def get_or_set(
         self,
         key: str,
-        factory: Callable[[], Awaitable[T]] | Callable[[], T],
+        factory: Callable[[], Any],
         ttl: float | None = None,
         *,
         as_type: Any = None,
