@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
+from kernel import Secret
+
 from ._keys import check_name
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _url(_inst: Any, _attr: attrs.Attribute[Any], value: Secret | None) -> None:
+    if value is None:
+        return
+    try:
+        parts = urlsplit(value.get_secret_value())
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"'url' must be a valid URL ({exc})") from None
+    if parts.scheme not in _SCHEMES:
+        # The value may hold a password: name the scheme only.
+        raise ValueError(f"'url' must start with redis://, rediss:// or unix://, not {parts.scheme + ':'!r}")
 
 
 def _name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
@@ -21,7 +39,13 @@ class CacheConfig:
     """``[plugins.cache]``."""
 
     backend: Literal["memory", "redis"] = "memory"
-    """``memory``: in-process; ``redis``: shared, through the ``redis`` plugin (must be enabled)."""
+    """``memory``: in-process; ``redis``: shared, through the ``redis`` plugin, or ``url`` when set."""
+    url: Secret | None = attrs.field(default=None, validator=_url)
+    """Redis backend on its own server (``redis://``, ``rediss://``, ``unix://``) instead of the
+    ``redis`` plugin's -- e.g. an ``allkeys-lru`` instance apart from the ``noeviction`` one that
+    holds events and jobs. Unset: the ``redis`` plugin's server."""
+    max_connections: int = attrs.field(default=50, validator=attrs.validators.gt(0))
+    """Redis backend: connections in the cache's own pool."""
     namespace: str = attrs.field(default="default", validator=_name)
     """Namespace of the registered ``CacheManager``; ``manager.namespace("user")`` makes others."""
     key_prefix: str = attrs.field(default="cache", validator=_name)
@@ -46,3 +70,7 @@ class CacheConfig:
     """Seconds the lock lives: longer than the slowest factory, short enough to recover from a crash."""
     lock_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     """Seconds a process waits for another's value before computing it itself."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.url is not None and self.backend != "redis":
+            raise ValueError("'url' needs backend = 'redis' (the memory backend has no server)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -68,6 +69,17 @@ def _backend(ctx: PluginContext[CacheConfig]) -> CacheBackend:
     cfg = ctx.config
     if cfg.backend == "memory":
         return MemoryBackend(cfg.max_entries)
+    # The cache's clients: short timeouts and no retries, so a write is bounded by `timeout`
+    # and an outage fails open at once instead of stalling requests.
+    limits: dict[str, Any] = {
+        "socket_timeout": cfg.timeout, "socket_connect_timeout": cfg.timeout, "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if cfg.url is not None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            cfg.url.get_secret_value(), timeout=cfg.timeout, max_connections=cfg.max_connections, **limits
+        )
+        return RedisBackend(aioredis.Redis.from_pool(pool), owns_client=True)
     connection = ctx.registry.find("redis.connection")
     if connection is None:
         client = ctx.registry.find("redis")
@@ -75,11 +87,7 @@ def _backend(ctx: PluginContext[CacheConfig]) -> CacheBackend:
             return RedisBackend(client)
         raise RuntimeError(
             "[plugins.cache] backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
-            "(pip install milo-kernel-redis)"
+            "(pip install milo-kernel-redis), or give the cache its own server: [plugins.cache] url = \"redis://…\""
         )
-    # Own client with the cache's short timeout and no retries: a write is bounded by `timeout`,
-    # and an outage fails open at once instead of stalling requests.
-    client = connection.new_client(socket_timeout=cfg.timeout, socket_connect_timeout=cfg.timeout,
-                                   pool_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0),
-                                   health_check_interval=0)
+    client = connection.new_client(pool_timeout=cfg.timeout, max_connections=cfg.max_connections, **limits)
     return RedisBackend(client, owns_client=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -42,6 +43,49 @@ async def test_redis_backend_through_the_redis_plugin(redis_url: str, prefix: st
         await users.clear()
 
 
+def _other_db(url: str) -> str:
+    """``url`` pointing at another logical database of the same server."""
+    parts = urlsplit(url)
+    db = (int(parts.path.strip("/") or 0) + 7) % 16
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+async def test_redis_backend_on_its_own_url_needs_no_redis_plugin(redis_url: str, prefix: str) -> None:
+    own_url = _other_db(redis_url)
+    config = {"cache": {"backend": "redis", "url": own_url, "key_prefix": prefix}}
+    async with boot_kernel("cache", config=config) as kernel:
+        assert "redis" not in kernel.load_order
+        users = kernel.get(CacheManager).namespace("user")
+        await users.set("1", {"id": 1})
+        assert await users.get("1") == {"id": 1}
+        shared = aioredis.Redis.from_url(redis_url)
+        own = aioredis.Redis.from_url(own_url)
+        try:
+            assert await own.get(f"{prefix}:user:1") == b'{"id":1}'
+            assert await shared.get(f"{prefix}:user:1") is None  # not on the shared server's database
+        finally:
+            await users.clear()
+            await shared.aclose()
+            await own.aclose()
+        assert (await kernel.health()).status == "ok"
+        # The URL is a secret: the effective config masks it.
+        assert own_url not in repr(kernel.effective_config())
+
+
+async def test_url_wins_over_the_redis_plugin(redis_url: str, prefix: str) -> None:
+    own_url = _other_db(redis_url)
+    config = {"redis": {"url": redis_url},
+              "cache": {"backend": "redis", "url": own_url, "key_prefix": prefix}}
+    async with boot_kernel("cache", "redis", config=config) as kernel:
+        cache = kernel.get(CacheManager)
+        await cache.set("k", 1)
+        try:
+            assert await kernel.get(aioredis.Redis).exists(cache.key("k")) == 0
+            assert await cache.get("k") == 1
+        finally:
+            await cache.clear()
+
+
 async def test_redis_backend_without_the_redis_plugin_is_a_clear_boot_error() -> None:
     with pytest.raises(BootError, match=r"needs the redis plugin: add \"redis\" to \[kernel\] plugins"):
         async with boot_kernel("cache", config={"cache": {"backend": "redis"}}):
@@ -57,6 +101,10 @@ async def test_redis_backend_without_the_redis_plugin_is_a_clear_boot_error() ->
         ({"namespace": "a:b"}, "plugins.cache.namespace: must be letters"),
         ({"key_prefix": "*"}, "plugins.cache.key_prefix: must be letters"),
         ({"ttl": 5}, "plugins.cache.ttl: unknown key"),
+        ({"backend": "redis", "url": "http://cache:6379"}, "plugins.cache.url: must start with redis://"),
+        ({"backend": "redis", "url": "redis://h:port"}, "plugins.cache.url: must be a valid URL"),
+        ({"url": "redis://cache:6379"}, "plugins.cache: 'url' needs backend = 'redis'"),
+        ({"backend": "redis", "max_connections": 0}, "plugins.cache.max_connections: must be > 0"),
     ],
 )
 def test_config_errors(table: dict[str, object], message: str) -> None:
