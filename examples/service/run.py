@@ -256,6 +256,16 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def health_line(url: str) -> str:
+    """One line summing up ``GET {url}/health``: overall status and each plugin's check."""
+    try:
+        report = httpx.get(f"{url}/health", timeout=5).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"health: unavailable ({type(exc).__name__})"
+    checks = ", ".join(f"{name} {c.get('status')}" for name, c in report.get("checks", {}).items())
+    return f"health: {report.get('status')} ({checks})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.service.run",
                                      description=(__doc__ or "").split("\n\n")[0])
@@ -279,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"service ready: {', '.join(c.url or '' for c in stack.webs)} "
               f"(web pids {[c.pid for c in stack.webs]}, worker pids {[c.pid for c in stack.workers]}); "
               "try POST /users, GET/PATCH /users/{id}, /health, /health/metrics; Ctrl-C stops it", flush=True)
+        print(health_line(stack.webs[0].url or ""), flush=True)
         while True:
             dead = [c for c in (*stack.webs, *stack.workers) if not c.running]
             if dead:

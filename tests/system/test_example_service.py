@@ -140,14 +140,18 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
 
 
 def _launch(port: int) -> tuple[subprocess.Popen[str], list[int]]:
+    """Start the launcher; return once it is ready and has shown the plugins' health."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.service.run", "--port", str(port)],
         cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
+    ready = False
     for line in proc.stdout:
-        if line.startswith("service ready"):
+        ready = ready or line.startswith("service ready")
+        if ready and line.startswith("health:"):
+            assert line.strip() == "health: ok (redis ok, eventbus ok, cache ok, repository ok)", line
             break
         assert time.monotonic() < deadline and proc.poll() is None, line
     else:
