@@ -139,11 +139,12 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
             assert secret not in r.text
 
 
-def _launch(port: int) -> tuple[subprocess.Popen[str], list[int]]:
-    """Start the launcher; return once it is ready and has shown the plugins' health."""
+def _launch(port: int, tmp: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """Start the launcher (temporary files under ``tmp``); return once it is ready and has shown
+    the plugins' health."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.service.run", "--port", str(port)],
-        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=clean_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -161,9 +162,12 @@ def _launch(port: int) -> tuple[subprocess.Popen[str], list[int]]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_launcher_runs_web_and_worker_and_leaves_no_orphans(port_pair: int, sig: signal.Signals) -> None:
+def test_launcher_runs_web_and_worker_and_leaves_no_orphans(
+    port_pair: int, sig: signal.Signals, tmp_path: Path
+) -> None:
     port = port_pair
-    proc, kids = _launch(port)
+    proc, kids = _launch(port, tmp_path)
+    assert any(tmp_path.iterdir())  # the servers' data and the metrics directory live there
     try:
         assert len(kids) == 4, kids  # Redis, wire server, web, worker
         r = httpx.post(f"http://127.0.0.1:{port}/users", json={"name": "Grace", "email": "g@example.org"},
@@ -174,6 +178,7 @@ def test_launcher_runs_web_and_worker_and_leaves_no_orphans(port_pair: int, sig:
         if sig != signal.SIGKILL:
             assert proc.returncode == 0, out
             assert "service stopped: exit codes {'web0': 0, 'worker0': 0}" in out
+            assert list(tmp_path.iterdir()) == []  # a clean stop removes every temporary directory
         deadline = time.monotonic() + 15
         while any(alive(k) for k in kids):
             assert time.monotonic() < deadline, [k for k in kids if alive(k)]
