@@ -56,7 +56,7 @@ def setup(force: bool = False) -> None:
     if not force and STAMP.exists() and STAMP.read_text() == fingerprint:
         return
     sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip")
-    targets: list[str] = ["-e", f"{ROOT}[serve,dev]"]
+    targets: list[str] = ["-e", f"{ROOT}[serve,dev,bench]"]
     for plugin in plugin_dirs():
         extras = ",".join(_extras(plugin))
         targets += ["-e", f"{plugin}[{extras}]" if extras else str(plugin)]
