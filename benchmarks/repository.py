@@ -91,7 +91,7 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
     engine = manager.engine
     coll = manager.database[BenchUser.__collection__]
     await manager.ensure_indexes([BenchUser])
-    ops, n = (25, 5) if quick else (60, 11)
+    ops, n = (40, 7) if quick else (60, 11)
     counter = 0
 
     def fresh() -> dict[str, Any]:
