@@ -1,6 +1,7 @@
 """milo-kernel: a minimal, plugin-based application kernel for Python services."""
 
 from ._asgi import KernelApp, LifespanMiddleware, kernel_lifespan
+from ._child import ChildServer, die_with_parent, free_port
 from ._config import ENV_PREFIX, KernelSettings, recommended
 from ._errors import (
     BootError,
@@ -48,6 +49,7 @@ __all__ = [
     "ASGIApp",
     "BootError",
     "CheckResult",
+    "ChildServer",
     "Command",
     "ConfigError",
     "DependencyError",
@@ -78,6 +80,8 @@ __all__ = [
     "ShutdownError",
     "TeardownError",
     "configure_logging",
+    "die_with_parent",
+    "free_port",
     "get_trace_id",
     "hookimpl",
     "kernel_lifespan",

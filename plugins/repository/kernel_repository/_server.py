@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import importlib.util
 import os
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import weakref
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import bson
 
-_PR_SET_PDEATHSIG = 1
+from kernel import ChildServer, free_port
+
+__all__ = ["INSTALL_HINT", "MongoServerError", "MongoWireServer", "free_port", "ping_wire",
+           "wire_server_available"]
+
 _OP_MSG = 2013
 
 INSTALL_HINT = (
@@ -60,35 +51,6 @@ def wire_server_available() -> bool:
         return False
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (even by SIGKILL).
-
-    The signal fires when the *thread* that forked exits: spawn from a long-lived thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        # The parent may have died between fork and prctl: then no signal would ever come.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 def ping_wire(host: str, port: int, timeout: float = 1.0) -> None:
     """One ``ping`` OP_MSG over a fresh socket; raises ``OSError`` or :class:`MongoServerError`."""
     body = bson.encode({"ping": 1, "$db": "admin"})
@@ -108,17 +70,7 @@ def ping_wire(host: str, port: int, timeout: float = 1.0) -> None:
         raise MongoServerError(f"ping answered {reply!r}")
 
 
-_LIVE: weakref.WeakSet[MongoWireServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_LIVE):
-        with contextlib.suppress(Exception):
-            server.close()
-
-
-class MongoWireServer:
+class MongoWireServer(ChildServer):
     """A private ``nx-27017`` server on a free loopback port with its own data directory.
 
     >>> with MongoWireServer() as server:        # doctest: +SKIP
@@ -128,6 +80,11 @@ class MongoWireServer:
     data directory survive :meth:`stop`/:meth:`start`. :meth:`close` also removes a
     temporary data directory. The child gets SIGTERM when this process dies (Linux).
     """
+
+    error = MongoServerError
+    probe_name = "ping"
+    probe_errors = (bson.errors.BSONError,)
+    poll_interval = 0.02
 
     def __init__(
         self,
@@ -139,19 +96,9 @@ class MongoWireServer:
     ) -> None:
         if not wire_server_available():
             raise MongoServerError(f"the embedded MongoDB wire server is not installed: {INSTALL_HINT}")
+        super().__init__(port=port, startup_timeout=startup_timeout, prefix="kernel-mongo-")
         self.python = str(python or sys.executable)
-        self.startup_timeout = startup_timeout
-        self._port = port
-        self._auto_port = port == 0
-        self._workdir = Path(tempfile.mkdtemp(prefix="kernel-mongo-"))
         self.data_dir = Path(data_dir) if data_dir is not None else self._workdir / "data"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        _LIVE.add(self)
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def uri(self) -> str:
@@ -160,135 +107,26 @@ class MongoWireServer:
             raise MongoServerError("the server has no port yet: start() it first")
         return f"mongodb://127.0.0.1:{self._port}/?directConnection=true"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+    def _describe(self) -> str:
+        return "nx-27017"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def log_path(self) -> Path:
-        return self._workdir / "server.log"
+    def _cwd(self) -> Path:
+        return self._workdir
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server wrote (startup errors included)."""
-        out: list[str] = []
-        for path in (self._workdir / "stderr.log", self.log_path):
-            with contextlib.suppress(OSError):
-                out += path.read_text(errors="replace").splitlines()
-        return "\n".join(out[-lines:]) or "(the server logged nothing)"
+    def _argv(self) -> list[str]:
+        return [
+            self.python, "-c", _LAUNCH,
+            "--host", "127.0.0.1", "--port", str(self._port),
+            "--data-dir", str(self.data_dir),
+            "--pid-file", str(self._workdir / "server.pid"),
+            "--log-file", str(self.log_path),
+        ]
 
-    def start(self) -> Self:
-        """Spawn the server and wait until it answers ``ping``; a no-op when it runs."""
-        for attempt in range(3):
-            self.spawn()
-            try:
-                self.wait_ready()
-                return self
-            except MongoServerError:
-                # A port we picked can be taken before the server binds it: pick another.
-                if self._auto_port and attempt < 2 and "in use" in self.log_tail(50):
-                    self._port = 0
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
-    def spawn(self) -> None:
-        """Start the child without waiting for it (call from a long-lived thread)."""
-        with self._lock:
-            if self.running:
-                return
-            if not self._port:
-                self._port = free_port()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            argv = [
-                self.python, "-c", _LAUNCH,
-                "--host", "127.0.0.1", "--port", str(self._port),
-                "--data-dir", str(self.data_dir),
-                "--pid-file", str(self._workdir / "server.pid"),
-                "--log-file", str(self.log_path),
-            ]
-            with (self._workdir / "stderr.log").open("ab") as err:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=err,
-                    stderr=subprocess.STDOUT,
-                    close_fds=True,
-                    cwd=self._workdir,
-                    # Own session: a terminal's Ctrl-C reaches the kernel, which stops us in order.
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent(),
-                )
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until the server answers ``ping``; raise with the log tail if it dies or times out."""
-        limit = self.startup_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        last: BaseException | None = None
-        while True:
-            proc = self._proc
-            if proc is None:
-                raise MongoServerError("the server was not started")
-            code = proc.poll()
-            if code is not None:
-                raise MongoServerError(
-                    f"nx-27017 exited with code {code} during startup; log tail:\n{self.log_tail()}"
-                )
-            try:
-                ping_wire("127.0.0.1", self._port, timeout=0.5)
-                return
-            except (OSError, MongoServerError, bson.errors.BSONError) as exc:
-                last = exc
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise MongoServerError(
-                    f"nx-27017 did not answer ping within {limit:g}s (last error: {last}); "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the server (SIGKILL after ``timeout``) and reap it; data dir and port are kept."""
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None:
-                return
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the server (a crash) and reap it."""
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def close(self) -> None:
-        """Stop the server and remove its temporary directory."""
-        self.stop()
-        shutil.rmtree(self._workdir, ignore_errors=True)
-        _LIVE.discard(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    def _probe(self, timeout: float) -> None:
+        ping_wire("127.0.0.1", self._port, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<MongoWireServer 127.0.0.1:{self._port} {'running' if self.running else 'stopped'}>"
