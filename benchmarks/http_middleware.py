@@ -8,10 +8,24 @@ Starlette app (routing, path params, JSON responses) -- what the middleware is f
 renders 50 records, closer to a real handler, still without I/O);
 ``asgi_noop`` uses an app that does nothing but send a response, so its ratio shows
 the middleware's absolute cost against an empty request, not a realistic one.
+
+The ``served_*`` cases measure what the issue asks for, requests/s over real HTTP: two uvicorn
+processes on loopback (the bare app and the wrapped one, same settings, no access log), driven
+by 8 keep-alive connections of a minimal asyncio client (raw streams, so the client's own cost
+stays small), rounds alternating between the servers. µs/op is wall time per request at that
+concurrency (1e6 / requests per second). The client and the server share the machine's cores,
+equally for both sides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from kernel_metrics import MetricsCollector, MetricsMiddleware
@@ -20,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._harness import acompare, rounds
+from ._harness import acompare, emit, rounds
 
 SUITE = "http_middleware"
 
@@ -53,6 +67,115 @@ async def noop(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+def served_raw() -> Any:
+    """The bare Starlette app, for ``uvicorn --factory``."""
+    return Starlette(routes=[Route("/users", users), Route("/users/{user_id}", user)])
+
+
+def served_ours() -> Any:
+    """The same app wrapped by the errors and metrics middleware, for ``uvicorn --factory``."""
+    return wrap(served_raw(), MetricsCollector(process_metrics=False, multiprocess_dir=None))
+
+
+def served_noop_raw() -> Any:
+    return noop
+
+
+def served_noop_ours() -> Any:
+    return wrap(noop, MetricsCollector(process_metrics=False, multiprocess_dir=None))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """A uvicorn process serving ``factory`` on a free loopback port."""
+
+    def __init__(self, factory: str) -> None:
+        self.port = _free_port()
+        root = Path(__file__).resolve().parents[1]
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.http_middleware:{factory}",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+             "--no-access-log", "--loop", "asyncio", "--lifespan", "off"],
+            cwd=root, env=env, stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def _load(port: int, path: str, requests: int, connections: int = 8) -> float:
+    """Send ``requests`` GETs over ``connections`` keep-alive connections; wall µs per request."""
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: application/json\r\n\r\n".encode()
+    per_conn = requests // connections
+
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(per_conn):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"unexpected response: {head[:80]!r}")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return (time.perf_counter() - t0) / (per_conn * connections) * 1e6
+
+
+async def served(case: str, ours: str, raw: str, path: str, *, requests: int, rounds_: int) -> None:
+    """Alternate load rounds against the two servers; emit medians."""
+    servers = {"ours": Served(ours), "raw": Served(raw)}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for server in servers.values():  # warm-up: imports, first-request paths
+            await _load(server.port, path, 400)
+        o: list[float] = []
+        r: list[float] = []
+        for i in range(rounds_):
+            order = ("raw", "ours") if i % 2 else ("ours", "raw")
+            for side in order:
+                result = await _load(servers[side].port, path, requests)
+                (o if side == "ours" else r).append(result)
+        emit(SUITE, case, sorted(o)[len(o) // 2], sorted(r)[len(r) // 2])
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def driver(app: Any, path: str) -> Any:
@@ -96,3 +219,9 @@ async def run(quick: bool) -> None:
                    driver(starlette, "/missing/42"), ops=2000, rounds_=n)
     await acompare(SUITE, "asgi_noop", driver(wrap(noop, collector), "/"), driver(noop, "/"),
                    ops=5000, rounds_=n)
+    # Over real HTTP (uvicorn, h11): what a client sees.
+    requests = 1600 if n <= 5 else 4000
+    await served("served_starlette_json", "served_ours", "served_raw", "/users/42",
+                 requests=requests, rounds_=n)
+    await served("served_asgi_noop", "served_noop_ours", "served_noop_raw", "/",
+                 requests=requests, rounds_=n)
