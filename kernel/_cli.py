@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
@@ -195,7 +197,11 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
 
         async def go() -> int | None:
             if command.boot:
-                async with kernel:
+                async with contextlib.AsyncExitStack() as stack:
+                    if not await boot_interruptibly(kernel, stack):
+                        print("kernel: stopped by a signal during boot (nothing was left running)",
+                              file=sys.stderr)
+                        return EXIT_OK
                     result = command.run(args, kernel)
                     if inspect.isawaitable(result):
                         result = await result
@@ -210,6 +216,35 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
         return EXIT_OK if code is None else code
 
     return run
+
+
+async def boot_interruptibly(kernel: Kernel, stack: contextlib.AsyncExitStack) -> bool:
+    """Boot ``kernel`` onto ``stack``; a SIGTERM/SIGINT meanwhile unwinds the boot in order.
+
+    Without this a supervisor stopping a process that is still booting kills it mid-way
+    (plugins half-started, no teardown). Returns False when a signal arrived: the plugins
+    that had started are then stopped (at once, or when ``stack`` closes).
+    """
+    if sys.platform == "win32":  # no signal receivers there: boot as is
+        await stack.enter_async_context(kernel)
+        return True
+    interrupted = False
+    boot = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    boot.cancel()
+                    return
+
+            tg.start_soon(watch)
+            with boot:
+                await stack.enter_async_context(kernel)
+            tg.cancel_scope.cancel()
+    return not interrupted
 
 
 def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:

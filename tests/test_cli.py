@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +110,8 @@ def test_config_show_masks_secrets_and_applies_env(
     assert "[plugins.kt_alpha]" in result.stdout
     as_json = run(["--config", str(good), "config", "show", "--json"], env, tmp_path)
     data = json.loads(as_json.stdout)
-    assert data["plugins"]["kt_alpha"] == {"greeting": "hey", "retries": 7, "token": "**********"}
+    assert data["plugins"]["kt_alpha"] == {"greeting": "hey", "retries": 7, "token": "**********",
+                                          "boot_delay": 0.0}
 
 
 def test_secrets_never_appear_in_any_command_output(
@@ -162,3 +166,44 @@ def test_a_plugin_command_argument_that_looks_like_a_builtin_is_just_an_argument
     result = run(["--config", str(good), "greet", "check"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hey, check"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_boot_unwinds_the_started_plugins_and_exits_cleanly(
+    cli_env: dict[str, str], tmp_path: Path, sig: signal.Signals
+) -> None:
+    config = tmp_path / "kernel.toml"
+    config.write_text(
+        '[kernel]\nplugins = ["kt_gamma", "kt_alpha"]\nlog_level = "DEBUG"\n'
+        "[plugins.kt_alpha]\nboot_delay = 60\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "kernel", "--config", str(config), "greet", "x"],
+                            env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    try:
+        seen: list[str] = []
+        for line in proc.stderr:  # wait until kt_alpha is in the middle of its boot
+            seen.append(line)
+            if "kt_alpha: booting" in line:
+                break
+        else:
+            raise AssertionError("".join(seen))
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = "".join(seen) + err
+    assert time.monotonic() - t0 < 10  # not the 60 s boot
+    assert proc.returncode == 0, err
+    assert "kt_alpha: boot unwound" in err
+    assert "stopped by a signal during boot" in err
+    assert out == ""  # the command never ran
+    started = re.findall(r"plugin (\w+) started", err)
+    stopped = re.findall(r"plugin (\w+) stopped", err)
+    assert started == ["kt_gamma"], err  # gamma had booted before alpha
+    assert sorted(started) == sorted(stopped), err  # every plugin that had started was stopped
