@@ -120,6 +120,7 @@ class Stack:
         self.redis: Any = None  # kernel_redis.RedisServer when embedded
         self.mongo: Any = None  # kernel_repository.MongoWireServer when embedded
         self.metrics_dir: Path | None = None
+        self.run_dir: Path | None = None  # the workers' ready files
         self.webs: list[Child] = []
         self.workers: list[Child] = []
 
@@ -143,6 +144,7 @@ class Stack:
 
             self.mongo = MongoWireServer().start()
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="kernel-metrics-"))
+        self.run_dir = Path(tempfile.mkdtemp(prefix="kernel-run-"))
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -169,11 +171,17 @@ class Stack:
         return Child(f"web{i}", argv, self.env(), self._log(f"web{i}"), f"http://{self.host}:{port}")
 
     def worker(self, i: int) -> Child:
-        argv = [sys.executable, "-m", "kernel", "--config", str(self.config), "worker", *self.worker_args]
-        return Child(f"worker{i}", argv, self.env(), self._log(f"worker{i}"))
+        assert self.run_dir is not None, "start_servers() first"
+        ready = self.run_dir / f"worker{i}.ready"
+        argv = [sys.executable, "-m", "kernel", "--config", str(self.config), "worker", *self.worker_args,
+                "--ready-file", str(ready)]
+        child = Child(f"worker{i}", argv, self.env(), self._log(f"worker{i}"))
+        child.ready_file = ready
+        return child
 
     def start(self, ready_timeout: float = 60.0) -> None:
-        """Servers, then every process; returns once each web process answers ``/health``."""
+        """Servers, then every process; returns once each web process answers ``/health`` and
+        each worker takes jobs."""
         self.start_servers()
         self.webs = [self.web(i) for i in range(self.web_count)]
         self.workers = [self.worker(i) for i in range(self.worker_count)]
@@ -195,6 +203,13 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{child.name} did not become healthy\n{child.log[-4000:]}")
                 time.sleep(0.1)
+        for child in self.workers:
+            while child.ready_file is not None and not child.ready_file.exists():
+                if not child.running:
+                    raise RuntimeError(f"{child.name} exited with {child.wait(0)}\n{child.log[-4000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{child.name} did not become ready\n{child.log[-4000:]}")
+                time.sleep(0.05)
 
     def restart_worker(self, i: int) -> Child:
         """Start a fresh worker process in slot ``i`` (after a kill)."""
@@ -221,8 +236,9 @@ class Stack:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.close()
-        if self.metrics_dir is not None:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        for path in (self.metrics_dir, self.run_dir):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
         return codes
 
     def __enter__(self) -> Stack:

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, hookimpl
@@ -86,6 +88,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                              "with a registered processor)")
     parser.add_argument("--concurrency", "-n", type=int, default=None,
                         help="jobs run at once per queue (default: config 'concurrency')")
+    parser.add_argument("--ready-file", metavar="PATH", default=None,
+                        help="create this file once the workers take jobs, remove it on stop "
+                             "(for supervisors and readiness probes)")
 
 
 async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
@@ -109,6 +114,9 @@ async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
         if not manager.processors.names(name):
             print(f"warning: queue {name!r} has no processor; its jobs will fail with "
                   "UnknownProcessorError", file=sys.stderr)
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a stale one from an earlier run
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -117,12 +125,18 @@ async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
         for name in queues:
             await manager.create_worker(name, concurrency=concurrency)
         print(f"worker ready: queues={','.join(queues)} concurrency={concurrency}", flush=True)
+        if ready_file is not None:
+            ready_file.write_text(f"{os.getpid()}\n")
         await stop.wait()
         print("worker stopping: finishing running jobs", flush=True)
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
         await manager.stop_workers()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     print("worker stopped", flush=True)
     return 0
 

@@ -38,12 +38,13 @@ class WorkerProcess:
     def __init__(self, config: Path, queue: str, redis_url: str, concurrency: int, logdir: Path,
                  env: dict[str, str] | None = None) -> None:
         self.out = logdir / f"worker-{time.monotonic_ns()}.out"
+        self.ready_file = self.out.with_suffix(".ready")
         environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
                    "KQ_TEST_QUEUE": queue, "KQ_TEST_REDIS": redis_url, **(env or {})}
         with self.out.open("wb") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kernel", "--config", str(config), "worker", "--queue", queue,
-                 "--concurrency", str(concurrency)],
+                 "--concurrency", str(concurrency), "--ready-file", str(self.ready_file)],
                 stdout=fh, stderr=subprocess.STDOUT, env=environ,
             )
         self.pid = self.proc.pid
@@ -53,7 +54,7 @@ class WorkerProcess:
 
     async def ready(self, within: float = 20.0) -> None:
         with anyio.fail_after(within):
-            while "worker ready" not in self.output():
+            while "worker ready" not in self.output() or not self.ready_file.exists():
                 if self.proc.poll() is not None:
                     raise AssertionError(f"worker exited early ({self.proc.returncode}):\n{self.output()}")
                 await anyio.sleep(0.05)
@@ -209,8 +210,10 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
     async def running() -> bool:
         return len([e for e in await read_log(redis_url, qname) if e["e"] == "start"]) >= 3
     await until(running, 15)
+    assert first.ready_file.read_text().strip() == str(first.pid)
     first.kill(signal.SIGTERM)
     assert await first.wait() == 0
+    assert not first.ready_file.exists()  # a stopped worker is no longer ready
     log = await read_log(redis_url, qname)
     started = {e["id"] for e in log if e["e"] == "start"}
     finished = {e["id"] for e in log if e["e"] == "done"}
