@@ -215,7 +215,7 @@ class ChildServer(abc.ABC):
                     f"{self._describe()} exited with code {code} during startup; log tail:\n{self.log_tail()}"
                 )
             try:
-                self._probe(min(0.5, max(limit, 0.01)))
+                self._probe(0.5)
                 return
             except not_ready as exc:
                 last = exc
