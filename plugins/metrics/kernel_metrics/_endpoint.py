@@ -27,6 +27,14 @@ def _header(scope: Any, name: bytes) -> bytes | None:
     return None
 
 
+def _authorized(header: bytes | None, token: bytes) -> bool:
+    """True when ``header`` is ``Bearer <token>``; the scheme is case-insensitive (RFC 9110 §11.1)."""
+    scheme, sep, credentials = (header or b"").partition(b" ")
+    # Compare the token in constant time even when the scheme is wrong.
+    same = hmac.compare_digest(credentials.lstrip(b" "), token)
+    return bool(sep) and scheme.lower() == b"bearer" and same
+
+
 async def _plain(send: Any, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = text.encode()
     await send({"type": "http.response.start", "status": status, "headers": [
@@ -42,15 +50,14 @@ def metrics_endpoint(
     collector: MetricsCollector, *, token: Secret | None = None, loopback_only: bool = False
 ) -> ASGIApp:
     """A pure ASGI app answering scrapes with Prometheus text (OpenMetrics when ``Accept`` asks)."""
-    expected = f"Bearer {token.get_secret_value()}".encode() if token else None
+    expected = token.get_secret_value().encode() if token else None
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if loopback_only and not _is_loopback(scope.get("client")):
             await _plain(send, 403, "forbidden\n")
             return
         if expected is not None:
-            given = _header(scope, b"authorization") or b""
-            if not hmac.compare_digest(given, expected):
+            if not _authorized(_header(scope, b"authorization"), expected):
                 await _plain(send, 401, "unauthorized\n", ((b"www-authenticate", b'Bearer realm="metrics"'),))
                 return
         accept = (_header(scope, b"accept") or b"").decode("latin-1")

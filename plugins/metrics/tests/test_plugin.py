@@ -140,3 +140,19 @@ def test_bad_config_is_reported_with_its_key(table: dict[str, Any], expected: st
     with pytest.raises(ConfigError) as info:
         make_kernel("metrics", config={"metrics": table})
     assert any(e.startswith(expected) for e in info.value.errors), info.value.errors
+
+
+@pytest.mark.anyio
+async def test_bearer_scheme_is_case_insensitive() -> None:
+    async with boot_kernel("metrics", config={"metrics": {"token": TOKEN}}) as kernel:
+        async with client(KernelApp(kernel)) as c:
+            for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+                r = await c.get("/health/metrics", headers={"authorization": f"{scheme} {TOKEN}"})
+                assert r.status_code == 200, scheme
+            wrong_case_token = await c.get("/health/metrics",
+                                           headers={"authorization": f"bearer {TOKEN.upper()}"})
+            other_scheme = await c.get("/health/metrics", headers={"authorization": f"Basic {TOKEN}"})
+            no_token = await c.get("/health/metrics", headers={"authorization": "bearer"})
+            glued = await c.get("/health/metrics", headers={"authorization": f"bearer{TOKEN}"})
+        assert wrong_case_token.status_code == 401  # the token itself stays case-sensitive
+        assert other_scheme.status_code == no_token.status_code == glued.status_code == 401
