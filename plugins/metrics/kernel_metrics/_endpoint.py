@@ -56,10 +56,9 @@ def metrics_endpoint(
         if loopback_only and not _is_loopback(scope.get("client")):
             await _plain(send, 403, "forbidden\n")
             return
-        if expected is not None:
-            if not _authorized(_header(scope, b"authorization"), expected):
-                await _plain(send, 401, "unauthorized\n", ((b"www-authenticate", b'Bearer realm="metrics"'),))
-                return
+        if expected is not None and not _authorized(_header(scope, b"authorization"), expected):
+            await _plain(send, 401, "unauthorized\n", ((b"www-authenticate", b'Bearer realm="metrics"'),))
+            return
         accept = (_header(scope, b"accept") or b"").decode("latin-1")
         body, content_type = collector.render(accept)
         await send({"type": "http.response.start", "status": 200, "headers": [
