@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import sys
 import time
@@ -66,17 +65,36 @@ class HealthReport:
         }
 
 
-def memory_usage() -> dict[str, int]:
-    """Resident and peak memory of this process in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_bytes = peak if sys.platform == "darwin" else peak * 1024
-    rss = peak_bytes
+def _proc_status_bytes(*fields: str) -> dict[str, int] | None:
+    """``VmRSS``-style fields of ``/proc/self/status`` in bytes (one snapshot), or None off Linux."""
+    found: dict[str, int] = {}
     try:
-        with open("/proc/self/statm", "rb") as fh:
-            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"rss_bytes": rss, "peak_rss_bytes": peak_bytes}
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                key, _, value = line.decode("ascii", "replace").partition(":")
+                if key in fields:
+                    number, _, unit = value.strip().partition(" ")
+                    found[key] = int(number) * (1024 if unit.strip().lower() == "kb" else 1)
+    except (OSError, ValueError):
+        return None
+    return found if len(found) == len(fields) else None
+
+
+def memory_usage() -> dict[str, int]:
+    """Resident and peak (high-water mark) memory of this process in bytes; peak >= resident.
+
+    On Linux both come from one read of ``/proc/self/status`` (``VmRSS``, ``VmHWM``):
+    ``ru_maxrss`` and ``/proc/self/statm`` are sampled differently and can disagree by a few pages.
+    Elsewhere ``ru_maxrss`` is used for both (bytes on macOS, kilobytes on the BSDs).
+    """
+    status = _proc_status_bytes("VmRSS", "VmHWM")
+    if status is not None:
+        rss, peak = status["VmRSS"], status["VmHWM"]
+    else:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = maxrss if sys.platform == "darwin" else maxrss * 1024
+        rss = peak
+    return {"rss_bytes": rss, "peak_rss_bytes": max(peak, rss)}
 
 
 async def run_checks(

@@ -116,3 +116,31 @@ async def test_duplicate_check_names_fail_the_boot() -> None:
     with pytest.raises(BootError, match="duplicate health check names: x"):
         async with boot_kernel(plugin, entry_points=False):
             pass
+
+
+def test_peak_rss_is_never_below_the_current_rss() -> None:
+    """Both numbers come from one consistent source, in bytes: peak >= current, in a fresh process too."""
+    import json
+    import subprocess
+    import sys
+
+    from kernel._health import memory_usage
+
+    probe = (
+        "import json\n"
+        "from kernel._health import memory_usage\n"
+        "samples = [memory_usage()]\n"
+        "held = bytearray(64 * 1024 * 1024)\n"  # zero-filled: every page resident now
+        "samples.append(memory_usage())\n"
+        "del held\n"
+        "samples.append(memory_usage())\n"
+        "print(json.dumps(samples))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         timeout=60)
+    fresh, holding, released = json.loads(out.stdout)
+    for sample in (fresh, holding, released, memory_usage()):
+        assert 0 < sample["rss_bytes"] <= sample["peak_rss_bytes"], sample
+    assert holding["rss_bytes"] >= fresh["rss_bytes"] + 60 * 1024 * 1024  # bytes, not kB or pages
+    # The kernel's RSS counters are approximate (per-CPU batches): allow a little slack across reads.
+    assert released["peak_rss_bytes"] >= holding["rss_bytes"] - 4 * 1024 * 1024
