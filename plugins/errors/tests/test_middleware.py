@@ -27,6 +27,11 @@ from kernel import Message, Receive, Scope, Send, get_trace_id, trace_context
 SECRET = "postgres://admin:hunter2@db.internal:5432"
 
 
+def ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The errors plugin's own records (other libraries, e.g. httpx, log too)."""
+    return [r for r in caplog.records if r.name == "kernel.plugins.errors"]
+
+
 def app_raising(exc: BaseException | None, *, after_start: bool = False) -> Any:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if after_start:
@@ -76,7 +81,7 @@ async def test_unexpected_exception_body_carries_only_the_trace_id(caplog: pytes
     assert body["code"] == "INTERNAL_ERROR"
     assert set(body) == {"type", "title", "status", "detail", "code", "instance", "trace_id"}
     # ... while the operator gets everything, tied to the same trace id.
-    (record,) = caplog.records
+    (record,) = ours(caplog)
     assert record.trace_id == body["trace_id"]  # type: ignore[attr-defined]
     assert record.exc_info is not None
     assert "cannot connect" in record.getMessage()
@@ -119,7 +124,7 @@ async def test_context_and_internal_data_go_to_the_log(caplog: pytest.LogCapture
         resp = await call(ErrorMiddleware(app_raising(exc)))
     assert resp.status_code == 409
     assert "email_1" not in resp.text and "a@b.c" not in resp.text
-    (record,) = caplog.records
+    (record,) = ours(caplog)
     assert record.levelno == logging.INFO  # 4xx: the client's mistake, not an alert
     assert record.context == {"email": "a@b.c"}  # type: ignore[attr-defined]
     assert record.internal == {"index": "email_1"}  # type: ignore[attr-defined]
@@ -132,7 +137,7 @@ async def test_client_error_log_level_is_configurable(caplog: pytest.LogCaptureF
     app = ErrorMiddleware(app_raising(NotFoundError("User")), client_error_level=logging.DEBUG)
     with caplog.at_level(logging.DEBUG, logger="kernel.plugins.errors"):
         await call(app)
-    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert [r.levelno for r in ours(caplog)] == [logging.DEBUG]
 
 
 @pytest.mark.anyio
@@ -144,7 +149,7 @@ async def test_operational_5xx_logs_at_error_with_the_traceback(caplog: pytest.L
     assert resp.json()["detail"] == "A database error occurred"
     assert resp.json()["code"] == "DATABASE_ERROR"
     assert "hunter2" not in resp.text and "timed out" not in resp.text
-    (record,) = caplog.records
+    (record,) = ours(caplog)
     assert record.levelno == logging.ERROR and record.exc_info is not None
     assert "hunter2" in record.internal["cause"]  # type: ignore[attr-defined]
 
@@ -265,8 +270,8 @@ async def test_nested_middleware_steps_aside(caplog: pytest.LogCaptureFixture) -
         resp = await call(ErrorMiddleware(inner))
     assert resp.status_code == 500
     assert len(resp.headers.get_list("x-request-id")) == 1
-    assert len(caplog.records) == 1
-    assert caplog.records[0].trace_id == resp.json()["trace_id"]  # type: ignore[attr-defined]
+    assert len(ours(caplog)) == 1
+    assert ours(caplog)[0].trace_id == resp.json()["trace_id"]  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio
