@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast
 
@@ -112,6 +112,10 @@ class MetricsCollector:
     >>> m = MetricsCollector(process_metrics=False)
     >>> m.record_event("user.created", "success")
     >>> m.counter("signups_total", "Accounts created", ["plan"]).labels("free").inc()
+
+    ``exclude_routes`` are route templates that every :class:`MetricsMiddleware` recording
+    into this collector leaves out (the plugin puts its scrape path here unless
+    ``record_scrapes``, plus its ``exclude_routes``), so host apps' middleware follows the config.
     """
 
     def __init__(
@@ -122,7 +126,9 @@ class MetricsCollector:
         db_buckets: Sequence[float] = DEFAULT_DB_BUCKETS,
         max_series: int = 10_000,
         multiprocess_dir: str | Literal["auto"] | None = "auto",
+        exclude_routes: Iterable[str] = (),
     ) -> None:
+        self.exclude_routes: frozenset[str] = frozenset(exclude_routes)
         self._mp_dir = multiprocess_dir_from_env() if multiprocess_dir == "auto" else multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()

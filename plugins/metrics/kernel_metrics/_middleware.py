@@ -64,7 +64,9 @@ class MetricsMiddleware:
 
     ``collector`` may be omitted when the app runs under :func:`kernel.kernel_lifespan`:
     it is then resolved from the booted kernel in the lifespan state on first use.
-    Requests for ``exclude`` templates are served but not recorded. At most
+    Requests for ``exclude`` templates, and for the collector's own ``exclude_routes``
+    (the plugin's ``exclude_routes`` and, unless ``record_scrapes``, its scrape path),
+    are served but not recorded. At most
     ``max_routes`` distinct templates become labels; further ones are recorded as ``<other>``.
     """
 
@@ -151,7 +153,7 @@ class MetricsMiddleware:
             elapsed = perf_counter() - t0
             collector.request_finished()
             template = self._template(scope, root_path, status)
-            if template not in self._exclude:
+            if template not in self._exclude and template not in collector.exclude_routes:
                 if template not in self._routes:
                     template = self._label(template)
                 collector.observe_http(scope["method"], template, status, elapsed)

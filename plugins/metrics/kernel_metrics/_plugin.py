@@ -33,6 +33,8 @@ class MetricsPlugin(Plugin):
             http_buckets=cfg.http_buckets,
             db_buckets=cfg.db_buckets,
             max_series=cfg.max_series,
+            # Every MetricsMiddleware on this collector skips these, a host app's own included.
+            exclude_routes=[*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])],
         )
         ctx.provide(collector, name="metrics")
 
@@ -61,10 +63,10 @@ class MetricsPlugin(Plugin):
         if not cfg.http_middleware:
             return []
         collector = ctx.registry.get(MetricsCollector)
-        exclude = [*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])]
 
         def wrap(app: ASGIApp) -> ASGIApp:
-            return MetricsMiddleware(app, collector, exclude=exclude,
-                                     unmatched_route=cfg.unmatched_route, max_routes=cfg.max_routes)
+            # The collector carries exclude_routes and the scrape path (see kernel_register).
+            return MetricsMiddleware(app, collector, unmatched_route=cfg.unmatched_route,
+                                     max_routes=cfg.max_routes)
 
         return [Middleware(wrap, order=cfg.middleware_order, name="metrics")]

@@ -182,3 +182,40 @@ async def test_host_app_resolves_the_collector_from_the_lifespan_and_counts_kern
             ("GET", "/health", "200"): 1,  # once, though KernelApp has the plugin's middleware too
             ("GET", "<unmatched>", "404"): 1,
         }
+
+
+def host_app(kernel: Any) -> Starlette:
+    """A host app as docs/embedding.md shows it: own routes, then the kernel's app mounted at the root."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with kernel_lifespan(kernel)(app) as state:
+            yield {**state, "kernel_app": KernelApp(state["kernel"])}
+
+    async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
+        await scope["state"]["kernel_app"](scope, receive, send)
+
+    return Starlette(routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)],
+                     lifespan=lifespan)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("explicit", [False, True], ids=["from-lifespan", "explicit-collector"])
+@pytest.mark.parametrize("record_scrapes", [False, True])
+async def test_host_middleware_follows_record_scrapes_and_exclude_routes(
+    asgi_call: Call, record_scrapes: bool, explicit: bool
+) -> None:
+    config = {"metrics": {"process_metrics": False, "path": "/ops/metrics", "record_scrapes": record_scrapes,
+                          "exclude_routes": ["/health"]}}
+    kernel = make_kernel("metrics", config=config)
+    host = host_app(kernel)
+    # The collector exists once plugins registered (before boot), so a host may also pass it in.
+    app = MetricsMiddleware(host, (lambda: kernel.get(MetricsCollector)) if explicit else None)
+    async with lifespan_running(app) as state:
+        assert await asgi_call(app, "/users/7", state=dict(state)) == 200
+        assert await asgi_call(app, "/ops/metrics", state=dict(state)) == 200
+        assert await asgi_call(app, "/health", state=dict(state)) == 200
+        expected = {("GET", "/users/{user_id}", "200"): 1}
+        if record_scrapes:
+            expected[("GET", "/ops/metrics", "200")] = 1
+        assert requests_total(kernel.get(MetricsCollector)) == expected
