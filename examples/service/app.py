@@ -22,7 +22,7 @@ from typing import Any
 
 from bson import ObjectId
 from kernel_cache import CacheManager
-from kernel_errors import ErrorMiddleware, NotFoundError, ServiceUnavailableError, ValidationError
+from kernel_errors import AppError, ErrorMiddleware, NotFoundError, ServiceUnavailableError, ValidationError
 from kernel_eventbus import EventBus, EventMetadata
 from kernel_metrics import MetricsMiddleware
 from kernel_queue import QueueManager
@@ -30,14 +30,15 @@ from kernel_repository import RepositoryManager
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from kernel import Kernel, KernelApp, kernel_lifespan
 
-from .models import User, UserRepository, public
+from .models import User, UserRepository, field_problems, public
 from .notifications import JOB, QUEUE
 from .settings import SECTIONS, AppSettings
 
@@ -102,6 +103,9 @@ class Users:
 
     async def create(self, request: Request) -> JSONResponse:
         body = await json_body(request)
+        problems = field_problems(body)
+        if problems:
+            raise ValidationError("invalid user", errors=problems)
         user = await self.repo.create(
             {"name": body.get("name"), "email": body.get("email")}, created_by=actor(request))
         await self.publish_created(user)
@@ -127,6 +131,10 @@ class Users:
         if not changes or set(body) - {"name", "email"}:
             raise ValidationError("invalid user update",
                                   errors={"body": "only 'name' and 'email' may be changed, at least one"})
+        # The repository checks an update's types only, not the model's lengths or validators.
+        problems = field_problems(changes)
+        if problems:
+            raise ValidationError("invalid user update", errors=problems)
         user = await self.repo.update_by_id(user_id, changes, updated_by=actor(request))
         if user is None:
             raise NotFoundError("User", {"user_id": user_id})
@@ -135,9 +143,20 @@ class Users:
         return JSONResponse(public(user))
 
 
+class MethodNotAllowedError(AppError):
+    """405: the path exists, the method does not (``Allow`` lists the ones that do)."""
+
+    status_code = 405
+    error_code = "METHOD_NOT_ALLOWED"
+    title = "Method Not Allowed"
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
+    except RecursionError:
+        # The decoder recurses once per nesting level: thousands of levels exhaust the stack.
+        raise ValidationError("request body is nested too deeply") from None
     except ValueError:
         raise ValidationError("request body must be JSON") from None
     if not isinstance(body, dict):
@@ -183,6 +202,13 @@ async def update_user(request: Request) -> JSONResponse:
     return await _users(request).update(request)
 
 
+async def user_item(request: Request) -> JSONResponse:
+    """``/users/{id}``: one route for every method, so a 405's ``Allow`` lists them all."""
+    if request.method == "PATCH":
+        return await update_user(request)
+    return await get_user(request)
+
+
 async def crash(request: Request) -> JSONResponse:
     settings: AppSettings = request.state.kernel.section("app")
     # A programming error whose text holds something private: clients get only a trace id.
@@ -194,15 +220,26 @@ async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
     await scope["state"]["kernel_app"](scope, receive, send)
 
 
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own HTTP errors (405 from routing) become problem+json through the errors plugin."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        raise MethodNotAllowedError(f"{request.method} is not allowed on this path",
+                                    headers=dict(exc.headers or {}))
+    raise AppError(exc.detail, status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
 app = Starlette(
     routes=[
         Route("/users", create_user, methods=["POST"]),
-        Route("/users/{user_id}", get_user, methods=["GET"]),
-        Route("/users/{user_id}", update_user, methods=["PATCH"]),
+        Route("/users/{user_id}", user_item, methods=["GET", "PATCH"]),
         Route("/crash", crash),
-        Mount("/", app=kernel_routes),  # last: everything else goes to the kernel's app
     ],
     # Metrics outside errors, so the recorded status is the one the client got.
     middleware=[Middleware(MetricsMiddleware), Middleware(ErrorMiddleware)],
+    exception_handlers={HTTPException: http_error},
     lifespan=lifespan,
 )
+# Paths matching no route above go to the kernel's app. A router's default runs only when no route
+# matches the path at all, so a known path with another method is a 405, not a kernel-app 404.
+app.router.default = kernel_routes
