@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import re
+import weakref
 from collections.abc import Iterable
 from typing import Any
+
+import anyio
 
 from kernel import (
     ASGIApp,
@@ -25,9 +29,30 @@ from ._problem import PROBLEM_JSON, ProblemRenderer
 
 log = logging.getLogger("kernel.plugins.errors")
 
-# True while an ErrorMiddleware handles the request: a nested one (a host's middleware around a
-# mounted KernelApp that has its own) steps aside instead of adding a second id header and log line.
-_handling: contextvars.ContextVar[bool] = contextvars.ContextVar("kernel_errors_handling", default=False)
+# Scope key set by the ErrorMiddleware that handles a request: a nested one (a host's middleware
+# around a mounted KernelApp that has its own) steps aside instead of adding a second id header and
+# log line. Kept in the scope, not in a context variable: a server may start the next request on a
+# keep-alive connection from a copy of this request's context (uvicorn does when it resumes reading
+# inside a request, or parses a pipelined request inside ``send``), and the scope is never shared.
+_HANDLED = "kernel_errors.handled"
+
+# The trace id this middleware set (compared by identity) and the task that set it. Finding it
+# still current in another task when a new request arrives means that task's context was copied
+# from an earlier request: the id is stale, not one a host layer set for this request.
+_ours: contextvars.ContextVar[tuple[str, object] | None] = contextvars.ContextVar(
+    "kernel_errors_trace", default=None)
+
+
+def _task() -> object:
+    """The running task: a weak reference (asyncio's, cheap to get) or anyio's task id (other backends).
+
+    Two results are ``==`` while they name the same live task.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return anyio.get_current_task().id
+    return weakref.ref(task) if task is not None else None
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -71,11 +96,18 @@ class ErrorMiddleware:
         self._client_level = client_error_level
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _handling.get():
+        if scope["type"] != "http" or scope.get(_HANDLED):
             await self.app(scope, receive, send)
             return
-        tid = (incoming_trace_id(scope.get("headers") or (), self._header) or get_trace_id()
-               or new_trace_id())
+        scope[_HANDLED] = True
+        current, ours = get_trace_id(), _ours.get()
+        if current is not None and ours is not None and current is ours[0] and ours[1] != _task():
+            # Inherited from an earlier request: drop it for the rest of this task (set, not
+            # reset), so that nothing logged around this request (the server's own lines) has it.
+            set_trace_id(None)
+            _ours.set(None)
+            current = None
+        tid = incoming_trace_id(scope.get("headers") or (), self._header) or current or new_trace_id()
         header = (self._header, tid.encode())
         started = False
 
@@ -88,7 +120,7 @@ class ErrorMiddleware:
 
         # set/reset rather than the trace_context() manager: this runs on every request.
         token = set_trace_id(tid)
-        handling = _handling.set(True)
+        ours_token = _ours.set((tid, _task()))
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -96,7 +128,7 @@ class ErrorMiddleware:
             if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
         finally:
-            _handling.reset(handling)
+            _ours.reset(ours_token)
             reset_trace_id(token)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
