@@ -27,6 +27,7 @@ from ._logging import (
 from ._plugin import (
     ENTRY_POINT_GROUP,
     ASGIApp,
+    CheckIssue,
     Command,
     HealthCheck,
     Message,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ASGIApp",
     "BootError",
+    "CheckIssue",
     "CheckResult",
     "ChildServer",
     "Command",

@@ -215,15 +215,135 @@ def _message(exc: BaseException) -> str:
 def structure(
     data: Mapping[str, Any], cls: type[T], path: str, converter: cattrs.Converter = CONVERTER
 ) -> tuple[T | None, list[str]]:
-    """Structure ``data`` into ``cls``; return the instance or every error with its key path."""
+    """Structure ``data`` into ``cls``; return the instance or every error with its key path.
+
+    attrs classes are structured field by field, so one run reports every type error,
+    unknown key, missing key *and* every failing validator of the table (cattrs alone
+    runs the validators only once every field structured).
+    """
+    obj, _values, errors = structure_partial(data, cls, path, converter)
+    return obj, errors
+
+
+def structure_partial(
+    data: Mapping[str, Any], cls: type[T], path: str, converter: cattrs.Converter = CONVERTER
+) -> tuple[T | None, dict[str, Any], list[str]]:
+    """Like :func:`structure`, plus the init arguments of the fields that were valid.
+
+    The kernel uses them to carry on with a partly invalid ``[kernel]`` table, so the
+    errors of the other tables show up in the same run.
+    """
     if not isinstance(data, Mapping):
-        return None, [f"{path}: expected a table, got {_describe(data)}"]
+        return None, {}, [f"{path}: expected a table, got {_describe(data)}"]
+    if not attrs.has(cls):
+        try:
+            return converter.structure(dict(data), cls), {}, []
+        except Exception as exc:  # cattrs raises ExceptionGroups of anything a hook raised
+            return None, {}, _errors_of(exc, path)
+    fields, hints = _fields_of(cls)
+    errors: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key in data:
+        if key not in fields:
+            errors.append(f"{path}.{key}: unknown key")
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                errors.append(f"{path}.{name}: required key is missing")
+            continue
+        value, errs = _structure_value(data[name], hints[name], f"{path}.{name}", converter)
+        if errs:
+            errors += errs
+        else:
+            kwargs[field.alias or name] = value
+    construct_error: Exception | None = None
+    if not errors:
+        try:
+            return cast(T, cls(**kwargs)), kwargs, []
+        except Exception as exc:  # a validator or __attrs_post_init__
+            construct_error = exc
+    errors += _validator_errors(cls, fields, kwargs, path)
+    if not errors and construct_error is not None:
+        errors = _errors_of(construct_error, path)
+    valid = dict(kwargs)
+    for name, field in fields.items():
+        if any(e.startswith((f"{path}.{name}:", f"{path}.{name}.", f"{path}.{name}[")) for e in errors):
+            valid.pop(field.alias or name, None)
+    return None, valid, errors
+
+
+_FIELDS: dict[type[Any], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _fields_of(cls: type[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({name: attrs field}, {name: resolved type})`` of the init fields of ``cls`` (cached)."""
+    cached = _FIELDS.get(cls)
+    if cached is None:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = {}
+        fields = {f.name: f for f in attrs.fields(cls) if f.init}
+        cached = fields, {name: hints.get(name, f.type or Any) for name, f in fields.items()}
+        _FIELDS[cls] = cached
+    return cached
+
+
+def _structure_value(
+    value: Any, t: Any, path: str, converter: cattrs.Converter
+) -> tuple[Any, list[str]]:
+    inner = _unwrap_optional(t)
+    if isinstance(inner, type) and attrs.has(inner) and not (inner is not t and value is None):
+        obj, errs = structure(value, inner, path, converter)
+        return obj, errs
     try:
-        return converter.structure(dict(data), cls), []
-    except Exception as exc:  # cattrs raises ExceptionGroups of anything a hook raised
-        errors: list[str] = []
-        _flatten(exc, path, errors)
-        return None, errors or [f"{path}: {_message(exc)}"]
+        return converter.structure(value, t), []
+    except Exception as exc:
+        return None, _errors_of(exc, path)
+
+
+def _errors_of(exc: BaseException, path: str) -> list[str]:
+    errors: list[str] = []
+    _flatten(exc, path, errors)
+    return errors or [f"{path}: {_message(exc)}"]
+
+
+def _validator_errors(
+    cls: type[Any], fields: Mapping[str, Any], kwargs: Mapping[str, Any], path: str
+) -> list[str]:
+    """Run the validator of every field that structured, each on its own.
+
+    The validators see an instance built without ``__init__``: the structured values,
+    defaults for the rest (fields without one are left unset).
+    """
+    inst = object.__new__(cls)
+    for name, field in fields.items():
+        key = field.alias or name
+        if key in kwargs:
+            object.__setattr__(inst, name, kwargs[key])
+        elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            if not field.default.takes_self:
+                object.__setattr__(inst, name, field.default.factory())
+        elif field.default is not attrs.NOTHING:
+            object.__setattr__(inst, name, field.default)
+    errors: list[str] = []
+    for name, field in fields.items():
+        key = field.alias or name
+        if field.validator is None or key not in kwargs:
+            continue
+        try:
+            field.validator(inst, field, kwargs[key])
+        except AttributeError:
+            continue  # it reads a field that is itself invalid or missing: reported already
+        except Exception as exc:
+            text = str(exc)
+            m = _ATTRS_MSG.match(text)
+            if m:
+                prefix = "length " if m.group(1) else ""
+                errors.append(f"{path}.{m.group(2)}: {prefix}{m.group(3)}")
+            else:
+                errors.append(f"{path}.{name}: {text or type(exc).__name__}")
+    return errors
 
 
 def check_recommended(obj: object, path: str, env: str) -> tuple[list[str], list[str]]:

@@ -31,6 +31,7 @@ from ._logging import configure_logging
 from ._ordering import load_enabled, order
 from ._plugin import (
     PROJECT,
+    CheckIssue,
     Command,
     HealthCheck,
     Middleware,
@@ -98,6 +99,7 @@ class Kernel:
         config_path: Path | None,
         registry: Registry,
         warnings: Sequence[str] = (),
+        _plugin_manager: _PluginManager | None = None,
     ) -> None:
         self.settings = settings
         self.plugins: tuple[LoadedPlugin, ...] = tuple(plugins)
@@ -107,17 +109,11 @@ class Kernel:
         self.config_path = config_path
         self.registry = registry
         self.warnings = tuple(warnings)
-        self._pm = _PluginManager(PROJECT)
-        self._pm.add_hookspecs(hookspecs)
-        for lp in self.plugins:
-            try:
-                self._pm.register(lp.plugin, name=lp.name)
-            except pluggy.PluginValidationError as exc:
-                raise ConfigError([f"plugin {lp.name!r}: invalid hook implementation: {exc}"]) from exc
-        try:
-            self._pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise ConfigError([f"{exc.plugin!r}: {exc}"]) from exc
+        if _plugin_manager is None:
+            _plugin_manager, errors = _make_plugin_manager([lp.plugin for lp in self.plugins])
+            if errors:
+                raise ConfigError(errors)
+        self._pm = _plugin_manager
         self._impls: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started: list[_Started] = []
         self._checks: list[tuple[str, HealthCheck]] = []
@@ -138,6 +134,7 @@ class Kernel:
         entry_points: bool = True,
         registry: Registry | None = None,
         configure_logs: bool = False,
+        processes: int = 1,
     ) -> Kernel:
         """Load ``path`` (else ``$KERNEL_CONFIG``, else ``./kernel.toml``) and validate it all.
 
@@ -151,6 +148,7 @@ class Kernel:
         return cls.from_dict(
             data, environ=env, sections=sections, plugins=plugins, entry_points=entry_points,
             registry=registry, config_path=config_path, configure_logs=configure_logs,
+            processes=processes,
         )
 
     @classmethod
@@ -165,26 +163,36 @@ class Kernel:
         registry: Registry | None = None,
         config_path: Path | None = None,
         configure_logs: bool = False,
+        processes: int = 1,
     ) -> Kernel:
         """Like :meth:`from_config` for an already parsed document.
 
         ``plugins`` adds plugin objects directly (they win over installed ones of
         the same name); ``entry_points=False`` ignores installed plugins entirely.
+        ``processes`` is how many processes will serve this config (``kernel serve
+        --workers``); plugins' ``kernel_check`` hooks see it. After every table is
+        structured, every enabled plugin's ``kernel_check`` runs; its errors (and, with
+        ``env = "production"``, its production rules) join the other errors.
         """
         env = os.environ if environ is None else environ
         section_types = dict(sections or {})
         raw = copy.deepcopy(dict(data))
         errors: list[str] = []
         overrides = _config.env_overrides(env)
+        variables: dict[str, str] = {}  # key path -> the environment variable that set it
 
         # [kernel] first: it names the enabled plugins whose classes type the rest.
-        for parts, value, _var in overrides:
+        for parts, value, var in overrides:
             if parts[0] == "kernel":
                 target = _config.field_type(_config.KernelSettings, parts[1:])
                 _config.set_path(raw, parts, _config.coerce_env_value(value, target))
-        settings, errs = _config.structure(raw.get("kernel", {}), _config.KernelSettings, "kernel")
+                variables[".".join(parts)] = var
+        parsed, valid, errs = _config.structure_partial(
+            raw.get("kernel", {}), _config.KernelSettings, "kernel"
+        )
         errors += errs
-        if settings is not None and settings.host_sections:
+        settings = parsed if parsed is not None else _fallback_settings(valid)
+        if settings.host_sections:
             try:
                 section_types = {**_config.import_sections(settings.host_sections), **section_types}
             except Exception as exc:
@@ -193,9 +201,9 @@ class Kernel:
             if key not in _TOP_LEVEL and key not in section_types:
                 known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
                 errors.append(f"{key}: unknown section (expected one of {known})")
-        if settings is None:
-            raise ConfigError(errors)
-        if configure_logs:
+        # A partly invalid [kernel] table: carry on with its valid keys so that the errors of
+        # every other table come in the same run.
+        if configure_logs and parsed is not None:
             configure_logging(settings.env, settings.log_level, settings.log_format)
 
         discovery = discover(plugins, entry_points=entry_points)
@@ -218,6 +226,7 @@ class Kernel:
                 errors.append(f"{'.'.join(parts)}: set by {var} but matches no known setting")
                 continue
             _config.set_path(raw, parts, _config.coerce_env_value(value, target))
+            variables[".".join(parts)] = var
 
         tables = raw.get("plugins", {})
         if not isinstance(tables, Mapping):
@@ -258,14 +267,22 @@ class Kernel:
                 warnings += w
                 errors += e
 
-        if dep_errors:
-            raise DependencyError(errors + dep_errors)
-        if errors:
-            raise ConfigError(errors)
-        for line in warnings:
-            log.warning(line)
         for lp in contexts.values():
             lp.ctx.sections = host_sections
+        pm, errs = _make_plugin_manager(loaded.values())
+        errors += errs
+        if not errs:
+            w, e = _run_checks(pm, contexts, ordered or list(loaded), frozenset(settings.plugins),
+                               processes, settings.env)
+            warnings += w
+            errors += e
+
+        if dep_errors:
+            raise DependencyError(_name_variables(errors + dep_errors, variables))
+        if errors:
+            raise ConfigError(_name_variables(errors, variables))
+        for line in warnings:
+            log.warning(line)
         return cls(
             settings=settings,
             plugins=[contexts[name] for name in ordered],
@@ -275,6 +292,7 @@ class Kernel:
             config_path=config_path,
             registry=registry,
             warnings=warnings,
+            _plugin_manager=pm,
         )
 
     # ------------------------------------------------------------------ introspection
@@ -506,6 +524,88 @@ class Kernel:
     def __repr__(self) -> str:
         state = "booted" if self._booted else "configured"
         return f"<Kernel {state} plugins={self.load_order}>"
+
+
+def _fallback_settings(valid: Mapping[str, Any]) -> _config.KernelSettings:
+    """``[kernel]`` settings from the keys that were valid, defaults for the rest."""
+    try:
+        return _config.KernelSettings(**valid)
+    except Exception:
+        return _config.KernelSettings()
+
+
+def _make_plugin_manager(plugins: Iterable[Plugin]) -> tuple[_PluginManager, list[str]]:
+    """Register ``plugins`` with pluggy; return the manager and an error per invalid hook."""
+    pm = _PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    errors: list[str] = []
+    for plugin in plugins:
+        try:
+            pm.register(plugin, name=plugin.name)
+        except pluggy.PluginValidationError as exc:
+            errors.append(f"plugin {plugin.name!r}: invalid hook implementation: {exc}")
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        errors.append(f"{exc.plugin!r}: {exc}")
+    return pm, errors
+
+
+def _run_checks(
+    pm: _PluginManager,
+    contexts: Mapping[str, LoadedPlugin],
+    names: Iterable[str],
+    enabled: frozenset[str],
+    processes: int,
+    env: str,
+) -> tuple[list[str], list[str]]:
+    """Call every plugin's ``kernel_check``; return (warnings, errors) with key paths."""
+    impls = {i.plugin_name: _bind(i.function, i.argnames) for i in pm.hook.kernel_check.get_hookimpls()}
+    warnings: list[str] = []
+    errors: list[str] = []
+    for name in names:
+        impl = impls.get(name)
+        lp = contexts[name]
+        if impl is None or lp.ctx.config is None:
+            continue  # an invalid table is reported already; its checks would only add noise
+        try:
+            issues = list(impl(ctx=lp.ctx, enabled=enabled, processes=processes) or ())
+        except Exception as exc:
+            errors.append(f"plugins.{name}: kernel_check failed: {type(exc).__name__}: {exc}")
+            continue
+        for issue in issues:
+            if not isinstance(issue, CheckIssue):
+                errors.append(f"plugins.{name}: kernel_check returned {type(issue).__qualname__}, "
+                              "not a kernel.CheckIssue")
+                continue
+            path = f"plugins.{name}" + (f".{issue.key}" if issue.key else "")
+            if issue.severity == "error":
+                errors.append(f"{path}: {issue.message}")
+            elif issue.severity == "warning":
+                warnings.append(f"{path}: {issue.message}")
+            elif env == "production":
+                errors.append(f"{path}: {issue.message} (not allowed when env = 'production')")
+            else:
+                warnings.append(f"{path}: {issue.message} (an error when env = 'production')")
+    return warnings, errors
+
+
+def _name_variables(errors: Iterable[str], variables: Mapping[str, str]) -> list[str]:
+    """Errors about a key set from the environment name the variable instead of the key path."""
+    if not variables:
+        return list(errors)
+    out = []
+    for error in errors:
+        key, _sep, message = error.partition(": ")
+        for path, var in variables.items():
+            if key == path:
+                error = f"{var} (from the environment): {message}"
+                break
+            if key.startswith((f"{path}.", f"{path}[")):
+                error = f"{var} (from the environment) at {key[len(path):].lstrip('.')}: {message}"
+                break
+        out.append(error)
+    return out
 
 
 def _bind(fn: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:

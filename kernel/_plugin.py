@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import attrs
 import pluggy
@@ -112,6 +112,41 @@ class Command:
     run: Callable[[argparse.Namespace, Kernel], int | Awaitable[int | None] | None]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     boot: bool = True
+
+
+Severity = Literal["error", "production", "warning"]
+
+
+@attrs.define(frozen=True)
+class CheckIssue:
+    """A finding of a plugin's ``kernel_check`` hook about the config as a whole.
+
+    ``severity``: ``"error"`` always fails the config (the kernel cannot boot like this);
+    ``"production"`` is an error when ``[kernel] env = "production"`` and a warning
+    otherwise (a production rule); ``"warning"`` is always only a warning. ``key`` is the
+    key path inside the plugin's table (``"backend"``, ``"embedded.port"``), or ``""``
+    for the table as a whole; the kernel prefixes ``plugins.<name>``.
+    """
+
+    message: str
+    key: str = ""
+    severity: Severity = attrs.field(default="error", validator=attrs.validators.in_(
+        ("error", "production", "warning")))
+
+    @classmethod
+    def error(cls, key: str, message: str) -> CheckIssue:
+        """A problem that stops the kernel from booting, whatever the environment."""
+        return cls(message, key, "error")
+
+    @classmethod
+    def production(cls, key: str, message: str) -> CheckIssue:
+        """A production rule: an error when ``env = "production"``, else a warning."""
+        return cls(message, key, "production")
+
+    @classmethod
+    def warning(cls, key: str, message: str) -> CheckIssue:
+        """Worth knowing, never fatal."""
+        return cls(message, key, "warning")
 
 
 @attrs.define

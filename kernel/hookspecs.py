@@ -13,9 +13,27 @@ from typing import Any
 
 import pluggy
 
-from ._plugin import PROJECT, Command, HealthCheck, Middleware, PluginContext, Route
+from ._plugin import PROJECT, CheckIssue, Command, HealthCheck, Middleware, PluginContext, Route
 
 hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def kernel_check(
+    ctx: PluginContext[Any], enabled: frozenset[str], processes: int
+) -> Iterable[CheckIssue]:
+    """Check this plugin's validated config against the whole deployment, before anything starts.
+
+    Runs in ``Kernel.from_dict`` (so in ``kernel check``) once every table has been
+    structured. ``ctx.config`` is this plugin's config and ``ctx.settings`` the ``[kernel]``
+    table (``env``); ``enabled`` holds the names of every enabled plugin; ``processes``
+    is how many processes serve this config (``kernel serve --workers N``; 1 otherwise).
+    A plugin must never read another plugin's config: decide from ``enabled`` only.
+    Return :class:`~kernel.CheckIssue` findings; production rules use
+    ``CheckIssue.production`` (errors when ``env = "production"``, warnings otherwise).
+    No I/O here: this also runs for ``kernel check``.
+    """
+    raise NotImplementedError
 
 
 @hookspec

@@ -168,8 +168,11 @@ def test_a_bad_environment_override_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, '[kernel]\nplugins = ["cache"]\n', environ,
              plugins=[CachePlugin], entry_points=False)
-    assert "plugins.cache.default_ttl: expected int, got 'sixty'" in exc_info.value.errors
-    assert "plugins.cache.nope: unknown key" in exc_info.value.errors
+    # the error names the variable, not only the key path it maps to (issue 11, item 3)
+    assert sorted(exc_info.value.errors) == [
+        "KERNEL__PLUGINS__CACHE__DEFAULT_TTL (from the environment): expected int, got 'sixty'",
+        "KERNEL__PLUGINS__CACHE__NOPE (from the environment): unknown key",
+    ]
 
 
 def test_env_override_for_an_unknown_target_is_reported(tmp_path: Path) -> None:
@@ -191,7 +194,10 @@ def test_env_override_parsing_rules() -> None:
 def test_host_sections_are_validated_with_the_same_rules(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, '[app]\njwt_secret = "short"\nnmae = "x"\n', sections={"app": AppConfig})
-    assert sorted(exc_info.value.errors) == ["app.nmae: unknown key"]
+    # an unknown key no longer hides the validator error of another field (issue 11, item 3)
+    assert sorted(exc_info.value.errors) == [
+        "app.jwt_secret: must be at least 8 characters", "app.nmae: unknown key"
+    ]
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, '[app]\njwt_secret = "short"\n', sections={"app": AppConfig})
     assert exc_info.value.errors == ["app.jwt_secret: must be at least 8 characters"]
@@ -267,3 +273,99 @@ def test_a_plugin_table_for_an_installed_but_disabled_plugin_is_ignored(test_plu
 def test_env_override_for_an_installed_but_disabled_plugin_is_ignored(test_plugins_path: Path) -> None:
     k = make_kernel(environ={"KERNEL__PLUGINS__KT_ALPHA__RETRIES": "5"})
     assert k.load_order == []
+
+
+# ---------------------------------------------------------------- issue 11, item 3: every error at once
+
+
+@attrs.define(frozen=True)
+class Limits:
+    burst: int = attrs.field(default=1, validator=attrs.validators.gt(0))
+    names: list[str] = attrs.field(factory=list, validator=attrs.validators.max_len(2))
+
+
+@attrs.define(frozen=True)
+class XConfig:
+    greeting: str = "hello"
+    max_name_length: int = attrs.field(default=20, validator=attrs.validators.gt(0))
+    mode: Literal["a", "b"] = attrs.field(default="a", validator=attrs.validators.in_(("a", "b")))
+    limits: Limits = attrs.field(factory=Limits)
+
+
+class XPlugin(Plugin):
+    name = "x"
+    config_class = XConfig
+
+
+def test_type_errors_do_not_hide_validator_errors_of_the_same_table(tmp_path: Path) -> None:
+    text = """
+[kernel]
+plugins = ["x"]
+
+[plugins.x]
+greeting = 42
+max_name_length = 0
+colour = "red"
+
+[plugins.x.limits]
+burst = -1
+names = ["a", "b", "c"]
+"""
+    with pytest.raises(ConfigError) as exc_info:
+        load(tmp_path, text, plugins=[XPlugin], entry_points=False)
+    assert sorted(exc_info.value.errors) == [
+        "plugins.x.colour: unknown key",
+        "plugins.x.greeting: expected str, got 42",
+        "plugins.x.limits.burst: must be > 0: -1",
+        "plugins.x.limits.names: length must be <= 2: 3",
+        "plugins.x.max_name_length: must be > 0: 0",
+    ]
+
+
+def test_an_invalid_kernel_table_does_not_hide_the_other_tables(tmp_path: Path) -> None:
+    text = """
+[kernel]
+plugins = ["x"]
+env = "prod"
+health_timeout = -1
+
+[plugins.x]
+max_name_length = 0
+
+[plugins.nosuch]
+a = 1
+
+[app]
+name = 3
+"""
+    with pytest.raises(ConfigError) as exc_info:
+        load(tmp_path, text, plugins=[XPlugin], entry_points=False, sections={"app": AppConfig})
+    assert sorted(exc_info.value.errors) == sorted([
+        "kernel.env: expected one of 'development', 'test', 'production', got 'prod'",
+        "kernel.health_timeout: must be > 0: -1.0",
+        "plugins.x.max_name_length: must be > 0: 0",
+        "plugins.nosuch: no plugin named 'nosuch' is installed",
+        "app.jwt_secret: required key is missing",
+        "app.name: expected str, got 3",
+    ])
+
+
+def test_errors_from_environment_variables_name_the_variable(tmp_path: Path) -> None:
+    environ = {
+        "KERNEL__PLUGINS__X__COLOUR": "red",
+        "KERNEL__PLUGINS__X__MAX_NAME_LENGTH": "0",
+        "KERNEL__PLUGINS__X__LIMITS__NAMES": '["a", 2]',
+        "KERNEL__KERNEL__HEALTH_TIMEOUT": "-1",
+        "KERNEL__APP__NAME": "fine",
+    }
+    with pytest.raises(ConfigError) as exc_info:
+        load(tmp_path, '[kernel]\nplugins = ["x"]\n[plugins.x]\ngreeting = 1\n', environ,
+             plugins=[XPlugin], entry_points=False, sections={"app": AppConfig})
+    assert sorted(exc_info.value.errors) == sorted([
+        "KERNEL__PLUGINS__X__COLOUR (from the environment): unknown key",
+        "KERNEL__PLUGINS__X__MAX_NAME_LENGTH (from the environment): must be > 0: 0",
+        "KERNEL__PLUGINS__X__LIMITS__NAMES (from the environment) at [1]: expected str, got 2",
+        "KERNEL__KERNEL__HEALTH_TIMEOUT (from the environment): must be > 0: -1.0",
+        "plugins.x.greeting: expected str, got 1",  # from the file: named by its key path
+        "app.jwt_secret: required key is missing",
+    ])
