@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -108,6 +109,20 @@ def _server_class() -> type[Any]:
     return Server
 
 
+def _fresh_context_option(uvicorn: Any) -> dict[str, Any]:
+    """``reset_contextvars=True`` where the installed uvicorn has it (0.45 and later).
+
+    Each request then starts from an empty context: without it, uvicorn may start a request
+    from a copy of the previous one's on the same connection (after pausing reading for a body
+    above 64 KiB, or for a pipelined request), and every context variable a library set during
+    that request, and never reset, leaks into it. Context set in the lifespan is not visible
+    to requests any more; the kernel keeps none there.
+    """
+    if "reset_contextvars" in inspect.signature(uvicorn.Config).parameters:
+        return {"reset_contextvars": True}
+    return {}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``kernel serve``."""
     # SUPPRESS keeps ``kernel --config X serve`` working: the sub-parser must not reset it to None.
@@ -182,7 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = uvicorn.Config(
         app, host=args.host, port=args.port, factory=factory, workers=args.workers,
-        lifespan="on", log_config=None, access_log=args.access_log,
+        lifespan="on", log_config=None, access_log=args.access_log, **_fresh_context_option(uvicorn),
     )
     server = _server_class()(config)
     log.info("kernel serve: http://%s:%d (%d worker(s))", args.host, args.port, args.workers)

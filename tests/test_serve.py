@@ -133,3 +133,80 @@ def test_serve_without_uvicorn_says_how_to_install(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1
     assert "kernel serve needs uvicorn: pip install 'milo-kernel[serve]'" in result.stderr
+
+
+LEAKY_APP = '''
+import contextvars
+import json
+
+# A library that sets a context variable and never resets it.
+LEAK = contextvars.ContextVar("leak", default=None)
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    before = LEAK.get()
+    LEAK.set(dict(scope["headers"]).get(b"x-tag", b"").decode())
+    more = True
+    while more:  # a body above 64 KiB makes uvicorn pause reading and resume it from this task
+        message = await receive()
+        more = message.get("more_body", False)
+    body = json.dumps({"before": before}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("size", [70_000, 10_000], ids=["above-64KiB", "below-64KiB"])
+def test_serve_starts_every_request_from_a_fresh_context(tmp_path: Path, size: int) -> None:
+    import http.client
+    import json
+    import time
+
+    (tmp_path / "leaky.py").write_text(LEAKY_APP)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernel", "--config", str(tmp_path / "kernel.toml"), "serve",
+             "--app", "leaky:app", "--app-dir", str(tmp_path), "--port", str(port), "--no-access-log"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:  # wait until it listens
+            try:
+                conn.connect()
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "kernel serve did not start listening"
+                time.sleep(0.05)  # polling a subprocess's port, with a deadline
+        seen = []
+        for tag, body in (("poison-1", b"x" * size), ("second", b"{}"), ("third", b"{}")):
+            conn.request("POST", "/", body=body, headers={"x-tag": tag})
+            resp = conn.getresponse()
+            assert resp.status == 200, log.read_text()
+            seen.append(json.loads(resp.read())["before"])
+        assert seen == [None, None, None]  # one keep-alive connection, nothing inherited
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
