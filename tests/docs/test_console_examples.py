@@ -1,0 +1,334 @@
+"""Every ```console block of the docs is run and its output compared: the docs cannot drift.
+
+The convention (documented in docs/writing-a-plugin.md, "Tested console examples"):
+
+- A fenced block whose info string is ``console`` is a tested example. Lines starting with ``$ ``
+  are commands (a trailing ``\\`` continues one on the next line); the lines after a command, up
+  to the next command, are its expected output (stdout and stderr as a terminal shows them).
+- A line that is exactly ``...`` in the expected output matches any number of lines (zero or more).
+  Trailing spaces and trailing blank lines are ignored.
+- A command shown without output must exit 0; its output is not compared. A command shown with
+  output may exit with any status -- show it with ``$ echo $?`` when it matters.
+- A block of any language whose first line is ``# <file name>`` (e.g. ``# kernel.toml``) defines
+  that file: each console block runs in a fresh empty directory holding the files defined above
+  it on the same page (the latest definition of a name wins) and a link to the repository's
+  ``examples/``. The commands of a block run in one ``bash`` session, in order.
+- ``kernel``, ``python`` and ``pip`` come from a throw-away virtual environment layered on the one
+  running the tests, so ``pip install`` in an example changes nothing outside it. No ``KERNEL*``
+  variable of the caller leaks in. Commands that start servers must use embedded defaults.
+- Anything that cannot run like this (needs a real deployment, shows a synopsis) is not a console
+  block: use ``text`` or ``bash``. Console means tested.
+
+The env-var test checks every ``KERNEL__…`` variable named anywhere in the docs against the
+settings the installed plugins really have.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+FIRST_PARTY = ("errors", "metrics", "redis", "eventbus", "cache", "repository", "queue")
+COMMAND_TIMEOUT = 300.0  # a whole block; generous for a loaded 2-core CI machine
+
+_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
+_FILE_COMMENT = re.compile(r"^#\s+(?P<name>[\w.-]+(?:/[\w.-]+)*\.\w+)\s*$")
+_ENV_VAR = re.compile(r"\bKERNEL__[A-Z0-9]+(?:_[A-Z0-9]+)*(?:__[A-Z0-9]+(?:_[A-Z0-9]+)*)+\b")
+
+
+@attrs.frozen
+class Step:
+    """One ``$ command`` of a console block and the output the page shows after it."""
+
+    command: str
+    line: int
+    expected: tuple[str, ...]
+
+
+@attrs.frozen
+class ConsoleBlock:
+    """A ```console block with the files its page defined above it."""
+
+    page: Path
+    line: int
+    steps: tuple[Step, ...]
+    files: tuple[tuple[str, str], ...]
+
+    @property
+    def id(self) -> str:
+        return f"{_rel(self.page)}:{self.line}"
+
+
+@attrs.frozen
+class Fence:
+    """A fenced code block: its language, first line number (of the fence) and body."""
+
+    lang: str
+    line: int
+    body: tuple[str, ...]
+
+
+def _rel(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix() if page.is_relative_to(ROOT) else str(page)
+
+
+def fences(page: Path) -> Iterator[Fence]:
+    """The fenced code blocks of a Markdown page, in order."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i].strip())
+        if m is None:
+            i += 1
+            continue
+        fence, start = m["fence"], i
+        lang = m["info"].strip().split(" ")[0].strip("{}.") if m["info"].strip() else ""
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        yield Fence(lang, start + 1, tuple(body))
+        i += 1
+
+
+def parse_steps(fence: Fence, page: Path) -> tuple[Step, ...]:
+    """Commands and expected output of a console block; a block without a command is an error."""
+    steps: list[Step] = []
+    command: list[str] | None = None
+    line = 0
+    expected: list[str] = []
+    for n, text in enumerate(fence.body, start=fence.line + 1):
+        if command is not None and command[-1].endswith("\\") and not expected:
+            command.append(text.removeprefix("> "))
+            continue
+        if text.startswith("$ "):
+            if command is not None:
+                steps.append(Step("\n".join(command), line, tuple(expected)))
+            command, line, expected = [text[2:]], n, []
+        elif command is None:
+            if text.strip():
+                raise ValueError(f"{_rel(page)}:{n}: console block output before any "
+                                 f"'$ ' command: {text!r} (use a text block for plain output)")
+        else:
+            expected.append(text)
+    if command is None:
+        raise ValueError(f"{_rel(page)}:{fence.line}: console block without a '$ ' "
+                         "command (console blocks are run; use a text block)")
+    steps.append(Step("\n".join(command), line, tuple(expected)))
+    return tuple(steps)
+
+
+def console_blocks(page: Path) -> list[ConsoleBlock]:
+    """Every console block of ``page`` with the files defined above it."""
+    files: dict[str, str] = {}
+    blocks: list[ConsoleBlock] = []
+    for fence in fences(page):
+        if fence.lang == "console":
+            blocks.append(ConsoleBlock(page, fence.line, parse_steps(fence, page),
+                                       tuple(files.items())))
+        elif fence.body and (m := _FILE_COMMENT.match(fence.body[0])):
+            files[m["name"]] = "\n".join(fence.body) + "\n"
+    return blocks
+
+
+def _clean(lines: list[str] | tuple[str, ...]) -> list[str]:
+    out = [ln.rstrip() for ln in lines]
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def output_matches(expected: list[str], actual: list[str]) -> bool:
+    """``actual`` equals ``expected``, where an expected line ``...`` matches zero or more lines."""
+
+    @functools.cache
+    def match(i: int, j: int) -> bool:
+        if i == len(expected):
+            return j == len(actual)
+        if expected[i] == "...":
+            return any(match(i + 1, k) for k in range(j, len(actual) + 1))
+        return j < len(actual) and expected[i] == actual[j] and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def _all_blocks() -> list[ConsoleBlock]:
+    return [block for page in PAGES for block in console_blocks(page)]
+
+
+def _missing_plugins() -> list[str]:
+    from importlib.metadata import entry_points
+
+    installed = {ep.name for ep in entry_points(group="kernel.plugins")}
+    return [name for name in FIRST_PARTY if name not in installed]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _every_plugin_installed() -> None:
+    """The examples need the kernel and every first-party plugin (tox -e docs installs them)."""
+    missing = _missing_plugins()
+    if missing and os.environ.get("KERNEL_DOCS_TESTS") != "required":
+        pytest.skip(f"docs examples need every plugin installed; missing: {', '.join(missing)}")
+    assert not missing, f"the docs env must install every plugin; missing: {', '.join(missing)}"
+
+
+def _sandbox(root: Path) -> dict[str, str]:
+    """A throw-away venv over the running one, with ``kernel``/``pip`` shims; its environment."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=120)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    site.mkdir(parents=True, exist_ok=True)
+    # The running environment's packages (the kernel, the plugins, pip) stay importable,
+    # after the sandbox's own site-packages where `pip install` puts things.
+    # addsitedir (not a plain path line) so the editable installs' own .pth files apply too.
+    parents = dict.fromkeys(p for p in sys.path if p.endswith("site-packages"))
+    (site / "_docs_parent_env.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+    python = bin_dir / "python"
+    shims = {"kernel": "from kernel._cli import main\nsys.exit(main())",
+             "pip": "import runpy\nrunpy.run_module('pip', run_name='__main__', alter_sys=True)"}
+    for name, body in shims.items():
+        shim = bin_dir / name
+        shim.write_text(f"#!{python}\nimport sys\n{body}\n")
+        shim.chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KERNEL", "PYTHON", "PIP_", "VIRTUAL_ENV"))}
+    env.update({
+        "PATH": os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
+        "VIRTUAL_ENV": str(venv),
+        "PYTHONUNBUFFERED": "1",  # stdout and stderr interleave as on a terminal
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PIP_NO_INDEX": "1",  # everything an example installs is local; never the network
+        "PIP_NO_BUILD_ISOLATION": "0",  # i.e. --no-build-isolation: use the env's hatchling
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+        "COLUMNS": "120",
+    })
+    return env
+
+
+def run_block(block: ConsoleBlock, workdir: Path) -> list[tuple[Step, list[str], int]]:
+    """Run every step of ``block`` in one bash session in ``workdir``; (step, output, status)."""
+    cwd = workdir / "cwd"
+    cwd.mkdir()
+    (cwd / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    for name, text in block.files:
+        path = cwd / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = _sandbox(workdir)
+    mark = f"@@docs-step-{uuid.uuid4().hex}"
+    script = []
+    for i, step in enumerate(block.steps):
+        # `( exit $s )` restores the status, so a following `$ echo $?` shows the command's.
+        script.append(f"{step.command}\n__s=$?; printf '\\n{mark} {i} %d\\n' \"$__s\"; ( exit $__s )")
+    result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, timeout=COMMAND_TIMEOUT)
+    chunks = re.split(rf"\n{re.escape(mark)} (\d+) (\d+)\n", result.stdout)
+    results: list[tuple[Step, list[str], int]] = []
+    for k, step in enumerate(block.steps):
+        if 3 * k + 2 >= len(chunks):
+            raise AssertionError(f"{block.id}: the block stopped before `{step.command}` "
+                                 f"(bash exit {result.returncode}); output:\n{result.stdout}")
+        assert int(chunks[3 * k + 1]) == k
+        results.append((step, chunks[3 * k].splitlines(), int(chunks[3 * k + 2])))
+    return results
+
+
+BLOCKS = _all_blocks()
+
+
+def test_the_docs_have_console_examples() -> None:
+    """The collector finds the examples (a parser regression must not pass silently)."""
+    pages = {b.page.relative_to(ROOT).as_posix() for b in BLOCKS}
+    assert {"README.md", "docs/getting-started.md", "docs/writing-a-plugin.md"} <= pages
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def test_console_example(block: ConsoleBlock, tmp_path: Path) -> None:
+    """Run the block as the page shows it; each output must match, silent steps must exit 0."""
+    failures: list[str] = []
+    for step, output, status in run_block(block, tmp_path):
+        where = f"{block.page.relative_to(ROOT)}:{step.line}: $ {step.command}"
+        expected, actual = _clean(step.expected), _clean(output)
+        if not expected:
+            if status != 0:
+                failures.append(f"{where}\nexited {status} (a step shown without output must "
+                                f"succeed); output:\n" + "\n".join(actual))
+        elif not output_matches(expected, actual):
+            diff = difflib.unified_diff(expected, actual, "documented", "actual", lineterm="")
+            failures.append(f"{where}\noutput differs (exit {status}):\n" + "\n".join(diff))
+    assert not failures, "\n\n".join(failures)
+
+
+def test_the_matcher() -> None:
+    """``...`` matches zero or more lines; everything else must be equal."""
+    assert output_matches(["a", "...", "d"], ["a", "b", "c", "d"])
+    assert output_matches(["a", "...", "d"], ["a", "d"])
+    assert output_matches(["...", "c"], ["a", "b", "c"])
+    assert not output_matches(["a", "...", "d"], ["a", "b", "c"])
+    assert not output_matches(["a"], ["a", "b"])
+    assert not output_matches(["a b"], ["a  b"])
+
+
+def _setting_paths(data: dict[str, object], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for key, value in data.items():
+        path = (*prefix, key)
+        yield path
+        if isinstance(value, dict):
+            yield from _setting_paths(value, path)
+
+
+def test_every_environment_variable_in_the_docs_names_a_setting(tmp_path: Path) -> None:
+    """``KERNEL__A__B`` names in the docs must be real settings (a wrong name is silently useless).
+
+    The known settings are those of ``kernel config show --json`` for the example service's
+    config, which enables every first-party plugin and the example's host sections. A line
+    showing the "unknown key" error itself is skipped.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    shown = subprocess.run([sys.executable, "-m", "kernel", "--config", "examples/kernel.toml",
+                            "config", "show", "--json"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    known = set(_setting_paths(json.loads(shown.stdout)))
+    wrong: list[str] = []
+    for page in PAGES:
+        for n, text in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            if "unknown key" in text:  # the docs showing the error for a wrong name
+                continue
+            for var in _ENV_VAR.findall(text):
+                path = tuple(part.lower() for part in var.removeprefix("KERNEL__").split("__"))
+                if path[:2] == ("plugins", "x"):  # the docs' placeholder plugin
+                    continue
+                if path not in known:
+                    wrong.append(f"{page.relative_to(ROOT)}:{n}: {var} names no setting "
+                                 f"({'.'.join(path)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_parser_rejects_output_without_a_command(tmp_path: Path) -> None:
+    """A console block must start with a command; plain output belongs in a text block."""
+    page = tmp_path / "page.md"
+    page.write_text("```console\nHi, ada!\n```\n")
+    with pytest.raises(ValueError, match="before any '\\$ ' command"):
+        console_blocks(page)
