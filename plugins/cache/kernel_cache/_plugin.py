@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from kernel import HealthCheck, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, hookimpl
 
 from ._backends import CacheBackend, MemoryBackend, RedisBackend
 from ._config import CacheConfig
@@ -27,6 +27,18 @@ class CachePlugin(Plugin):
     provides = ("cache", "CacheManager")
     install_hints = {"redis": "milo-kernel-redis", "metrics": "milo-kernel-metrics"}
     description = "Namespaced TTL cache (memory or Redis) with safe invalidation and single-flight get_or_set"
+
+    @hookimpl
+    def kernel_check(self, ctx: PluginContext[CacheConfig], enabled: frozenset[str]) -> list[CheckIssue]:
+        cfg = ctx.config
+        # A host may bring its own client: registered under "redis" before the kernel is built.
+        if (cfg.backend == "redis" and cfg.url is None and "redis" not in enabled
+                and ctx.registry.find("redis") is None):
+            return [CheckIssue.error(
+                "backend", "backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
+                "(pip install milo-kernel-redis), or give the cache its own server: "
+                "[plugins.cache] url = \"redis://…\"")]
+        return []
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[CacheConfig]) -> AsyncIterator[None]:

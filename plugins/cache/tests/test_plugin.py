@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from kernel_cache import CacheConfig, CacheManager, MemoryBackend, RedisBackend
 
-from kernel import BootError, ConfigError
+from kernel import ConfigError
 from kernel.testing import boot_kernel, make_kernel
 
 pytestmark = pytest.mark.anyio
@@ -86,10 +86,14 @@ async def test_url_wins_over_the_redis_plugin(redis_url: str, prefix: str) -> No
             await cache.clear()
 
 
-async def test_redis_backend_without_the_redis_plugin_is_a_clear_boot_error() -> None:
-    with pytest.raises(BootError, match=r"needs the redis plugin: add \"redis\" to \[kernel\] plugins"):
-        async with boot_kernel("cache", config={"cache": {"backend": "redis"}}):
-            pass
+def test_redis_backend_without_the_redis_plugin_is_a_config_error_before_boot() -> None:
+    # reported by the cache's kernel_check hook, so `kernel check` fails too (issue 11, item 4)
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("cache", config={"cache": {"backend": "redis"}})
+    assert exc_info.value.errors == [
+        "plugins.cache.backend: backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
+        "(pip install milo-kernel-redis), or give the cache its own server: [plugins.cache] url = \"redis://…\""
+    ]
 
 
 @pytest.mark.parametrize(

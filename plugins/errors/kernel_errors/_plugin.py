@@ -9,7 +9,7 @@ from typing import Literal
 
 import attrs
 
-from kernel import ASGIApp, Middleware, Plugin, PluginContext, hookimpl
+from kernel import ASGIApp, CheckIssue, Middleware, Plugin, PluginContext, hookimpl
 
 from ._middleware import ErrorMiddleware
 from ._problem import ProblemRenderer
@@ -59,6 +59,14 @@ class ErrorsPlugin(Plugin):
     config_class = ErrorsConfig
     provides = ("errors", "ProblemRenderer")
     description = "AppError hierarchy rendered as RFC 9457 problem+json"
+
+    @hookimpl
+    def kernel_check(self, ctx: PluginContext[ErrorsConfig]) -> list[CheckIssue]:
+        if ctx.config.expose_context:
+            return [CheckIssue.production(
+                "expose_context", "expose_context = true shows internal error context (collections, ids, "
+                "queries) to every client")]
+        return []
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[ErrorsConfig]) -> AsyncIterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kernel import Command, HealthCheck, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, hookimpl
 
 from ._bus import EventBus
 from ._cli import dlq_command
@@ -51,6 +51,29 @@ class EventBusPlugin(Plugin):
     provides = ("eventbus", "EventBus")
     install_hints = {"redis": "milo-kernel-redis"}
     description = "Event bus with retries, dead-letter queue and replay (memory or Redis Streams)"
+
+    @hookimpl
+    def kernel_check(
+        self, ctx: PluginContext[EventBusConfig], enabled: frozenset[str], processes: int
+    ) -> list[CheckIssue]:
+        issues: list[CheckIssue] = []
+        if (ctx.config.adapter == "redis" and "redis" not in enabled
+                and ctx.registry.find("redis.connection") is None):
+            issues.append(CheckIssue.error(
+                "adapter", 'adapter = "redis" needs the redis plugin, which is not enabled: add "redis" to '
+                '[kernel] plugins (pip install milo-kernel-redis), or set adapter = "memory"'))
+        if ctx.config.adapter == "memory":
+            if processes > 1:
+                issues.append(CheckIssue.production(
+                    "adapter", f'adapter = "memory" delivers only inside one process, but {processes} '
+                    'server processes share this config: events published in one never reach the others; '
+                    'use adapter = "redis"'))
+            if "queue" in enabled:
+                issues.append(CheckIssue.production(
+                    "adapter", 'adapter = "memory" delivers only inside one process, and the queue plugin '
+                    'runs jobs in `kernel worker` processes: their events never reach this one; '
+                    'use adapter = "redis"'))
+        return issues
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:

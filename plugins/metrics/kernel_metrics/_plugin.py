@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from kernel import ASGIApp, Middleware, Plugin, PluginContext, Route, hookimpl
+from kernel import ASGIApp, CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
 
 from ._collector import MetricsCollector
 from ._config import MetricsConfig
@@ -23,6 +23,15 @@ class MetricsPlugin(Plugin):
     config_class = MetricsConfig
     provides = ("metrics", "MetricsCollector")
     description = "Prometheus metrics, HTTP middleware and the /health/metrics endpoint"
+
+    @hookimpl
+    def kernel_check(self, ctx: PluginContext[MetricsConfig]) -> list[CheckIssue]:
+        cfg = ctx.config
+        if cfg.token is None and not cfg.loopback_only:
+            return [CheckIssue.production(
+                "token", f"the scrape endpoint {cfg.path} is open to any client: set token (scrapers send "
+                "'Authorization: Bearer <token>') or loopback_only = true")]
+        return []
 
     @hookimpl
     def kernel_register(self, ctx: PluginContext[MetricsConfig]) -> None:

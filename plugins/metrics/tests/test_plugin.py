@@ -118,11 +118,23 @@ async def test_middleware_can_be_turned_off() -> None:
         assert b'route="/health"' not in body
 
 
-@pytest.mark.anyio
-async def test_production_without_protection_warns(caplog: pytest.LogCaptureFixture) -> None:
-    async with boot_kernel("metrics", settings={"env": "production"}):
-        pass
-    assert "open to any client" in caplog.text
+def test_an_open_endpoint_is_a_production_error_and_a_warning_elsewhere() -> None:
+    # a production rule of the metrics plugin's kernel_check hook (issue 11, item 5)
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("metrics", settings={"env": "production"})
+    assert exc_info.value.errors == [
+        "plugins.metrics.token: the scrape endpoint /health/metrics is open to any client: set token "
+        "(scrapers send 'Authorization: Bearer <token>') or loopback_only = true "
+        "(not allowed when env = 'production')"
+    ]
+    assert make_kernel("metrics", settings={"env": "development"}).warnings == (
+        "plugins.metrics.token: the scrape endpoint /health/metrics is open to any client: set token "
+        "(scrapers send 'Authorization: Bearer <token>') or loopback_only = true "
+        "(an error when env = 'production')",
+    )
+    for table in ({"token": "s3cret-token"}, {"loopback_only": True}):
+        protected = make_kernel("metrics", config={"metrics": table}, settings={"env": "production"})
+        assert protected.warnings == ()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import redis.asyncio as aioredis
 
-from kernel import HealthCheck, Plugin, PluginContext, Secret, hookimpl
+from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hookimpl
 
 from ._config import EMBEDDED, RedisConfig
 from ._connection import RedisConnection
@@ -25,6 +25,14 @@ class RedisPlugin(Plugin):
     config_class = RedisConfig
     provides = ("redis", "redis.connection", "Redis", "RedisConnection")
     description = "Redis connection (URL, TLS, health check) or an embedded private redis-server"
+
+    @hookimpl
+    def kernel_check(self, ctx: PluginContext[RedisConfig]) -> list[CheckIssue]:
+        if ctx.config.url.get_secret_value() == EMBEDDED:
+            return [CheckIssue.production(
+                "url", 'url = "embedded" runs a private redis-server per process: other processes (workers) '
+                "never see its data, and it is lost when the process ends; point url at a shared server")]
+        return []
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RedisConfig]) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import anyio
 from odmantic import AIOEngine
 
-from kernel import Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
 
 from ._config import EMBEDDED, RepositoryConfig
 from ._manager import RepositoryManager, import_repository, make_client, redact_uri
@@ -28,6 +28,14 @@ class RepositoryPlugin(Plugin):
     config_class = RepositoryConfig
     provides = ("repository", "repository.engine", "RepositoryManager", "AIOEngine")
     description = "MongoDB repositories (odmantic): CRUD, pagination, transactions, audit, schema versions"
+
+    @hookimpl
+    def kernel_check(self, ctx: PluginContext[RepositoryConfig]) -> list[CheckIssue]:
+        if ctx.config.uri.get_secret_value() == EMBEDDED:
+            return [CheckIssue.production(
+                "uri", 'uri = "embedded" runs a private MongoDB wire server per process (not MongoDB: no '
+                "replication, other processes never see its data); point uri at a MongoDB deployment")]
+        return []
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RepositoryConfig]) -> AsyncIterator[None]:
