@@ -2,13 +2,15 @@
 
 from ._bus import EventBus, Handler, Subscription
 from ._config import EventBusConfig
-from ._dlq import DeadLetterEntry
+from ._dlq import DeadLetterEntry, ReplayResult
 from ._errors import (
     AdapterUnavailableError,
+    CorruptDeadLetterError,
     DeadLetterNotFoundError,
     DeliveryLimitError,
     EventBusError,
     EventDataError,
+    EventTooLargeError,
     NonRetryableError,
     SubscriptionError,
     UndecodableEventError,
@@ -21,6 +23,7 @@ from ._retry import RetryPolicy
 
 __all__ = [
     "AdapterUnavailableError",
+    "CorruptDeadLetterError",
     "DeadLetterEntry",
     "DeadLetterNotFoundError",
     "DeliveryLimitError",
@@ -30,12 +33,14 @@ __all__ = [
     "EventBusPlugin",
     "EventDataError",
     "EventMetadata",
+    "EventTooLargeError",
     "Handler",
     "IdempotencyStore",
     "MemoryEventBus",
     "MemoryIdempotencyStore",
     "NonRetryableError",
     "RedisIdempotencyStore",
+    "ReplayResult",
     "RetryPolicy",
     "Subscription",
     "SubscriptionError",

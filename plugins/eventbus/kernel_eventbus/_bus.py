@@ -16,8 +16,8 @@ import attrs
 
 from kernel import get_trace_id, set_trace_id
 
-from ._dlq import DeadLetterEntry
-from ._errors import EventDataError, SubscriptionError
+from ._dlq import DeadLetterEntry, ReplayResult
+from ._errors import CorruptDeadLetterError, EventDataError, EventTooLargeError, SubscriptionError
 from ._idempotency import IdempotencyStore, idempotent
 from ._metadata import EventMetadata, new_event_id, rfc3339
 from ._retry import RetryPolicy
@@ -112,8 +112,12 @@ class EventBus(abc.ABC):
         concurrency: int = 1,
         metrics: Any | None = None,
         idempotency_ttl: int = 86_400,
+        max_payload_bytes: int = 1_048_576,
     ) -> None:
+        if max_payload_bytes <= 0:
+            raise ValueError(f"max_payload_bytes must be > 0, got {max_payload_bytes!r}")
         self.policy = policy or RetryPolicy()
+        self.max_payload_bytes = max_payload_bytes
         self.concurrency = concurrency
         self.idempotency_ttl = idempotency_ttl
         self._metrics = _Metrics(metrics) if metrics is not None else None
@@ -128,6 +132,8 @@ class EventBus(abc.ABC):
     ) -> EventMetadata:
         """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
 
+        Data larger than ``max_payload_bytes`` as JSON raises :class:`EventTooLargeError`.
+
         ``trace_id`` defaults to the current trace id (or a new random one, 32 hex digits like
         :func:`kernel.new_trace_id`).
         """
@@ -137,6 +143,11 @@ class EventBus(abc.ABC):
             body = dumps(data)
         except (TypeError, ValueError) as exc:
             raise EventDataError(name, f"data is not JSON-serializable ({exc})") from None
+        limit = self.max_payload_bytes
+        if len(body) * 4 > limit:  # a character is at most 4 bytes in UTF-8: most events skip the encoding
+            size = len(body) if len(body) > limit else len(body.encode())
+            if size > limit:
+                raise EventTooLargeError(name, size, limit)
         for label, value in (("source", source), ("trace_id", trace_id)):
             if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
                 raise EventDataError(name, f"{label} must be a string without tabs or newlines: {value!r}")
@@ -272,7 +283,10 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
                                     ) -> list[DeadLetterEntry]:
-        """The newest ``limit`` dead-letter entries (newest first), optionally of one ``event`` name."""
+        """The newest ``limit`` dead-letter entries (newest first), optionally of one ``event`` name.
+
+        An entry that cannot be read is listed with :attr:`DeadLetterEntry.corrupt` set.
+        """
 
     @abc.abstractmethod
     async def dead_letter_count(self) -> int:
@@ -280,7 +294,7 @@ class EventBus(abc.ABC):
 
     @abc.abstractmethod
     async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
-        """The entries of one event (one per subscription that gave up); raises if none."""
+        """The entries of one event (one per subscription that gave up, corrupt ones too); raises if none."""
 
     @abc.abstractmethod
     async def replay_from_dlq(self, event_id: str) -> int:
@@ -288,25 +302,35 @@ class EventBus(abc.ABC):
 
         The entry leaves the DLQ; the new delivery starts again at attempt 1 with
         ``replayed_at`` set, and is retried (and dead-lettered) like any other.
-        Raises :class:`DeadLetterNotFoundError` when the event is not in the DLQ.
+        Raises :class:`DeadLetterNotFoundError` when the event is not in the DLQ, and
+        :class:`CorruptDeadLetterError` when all its entries are corrupt (corrupt ones are never replayed).
         """
 
     async def replay_all(
         self, *, event: str | None = None, limit: int | None = None,
         progress: Callable[[int, int], object] | None = None,
-    ) -> int:
-        """Replay every dead-letter entry (of ``event``, at most ``limit``); ``progress(done, total)``."""
+    ) -> ReplayResult:
+        """Replay every dead-letter entry (of ``event``, at most ``limit``); ``progress(done, total)``.
+
+        Corrupt entries are skipped (left in the DLQ): the result is the number replayed, and
+        ``result.skipped_corrupt`` the keys of the skipped ones.
+        """
         entries = await self.get_dead_letter_queue(limit or 1_000_000_000, event=event)
-        ids = list(dict.fromkeys(e.event_id for e in reversed(entries)))  # oldest first
+        corrupt = [e.key for e in entries if e.corrupt is not None]
+        sound = [e for e in entries if e.corrupt is None]
+        ids = list(dict.fromkeys(e.event_id for e in reversed(sound)))  # oldest first
         done = 0
         for event_id in ids:
             try:
                 done += await self.replay_from_dlq(event_id)
-            except LookupError:
-                continue  # replayed meanwhile by someone else
+            except (LookupError, CorruptDeadLetterError):
+                continue  # replayed meanwhile by someone else (or only its corrupt entries are left)
             if progress is not None:
-                progress(done, len(entries))
-        return done
+                progress(done, len(sound))
+        if corrupt:
+            log.warning("eventbus: replay_all skipped %d corrupt dead-letter entries (see `kernel dlq list`)",
+                        len(corrupt))
+        return ReplayResult(done, corrupt)
 
     @abc.abstractmethod
     async def clear_dead_letter_queue(self) -> int:

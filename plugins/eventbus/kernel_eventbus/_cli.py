@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from kernel import Command
 
-from ._errors import DeadLetterNotFoundError
+from ._errors import CorruptDeadLetterError, DeadLetterNotFoundError
 
 if TYPE_CHECKING:
     from kernel import Kernel
@@ -59,9 +59,24 @@ class ProgressBar:
 def _rows(entries: list[DeadLetterEntry]) -> list[list[str]]:
     rows = [["event_id", "event", "subscription", "attempts", "last failure", "error"]]
     for e in entries:
+        if e.corrupt is not None:
+            rows.append([e.event_id, e.event_name or "?", _short(e.subscription, 40) or "?", "-", "-",
+                         _short(f"CORRUPT ({e.raw_size} bytes): {e.corrupt}", 60)])
+            continue
         rows.append([e.event_id, e.event_name, _short(e.subscription, 40), str(e.attempts), e.last_failure_at,
                      _short(f"{e.error_type.rsplit('.', 1)[-1]}: {e.error_message}", 60)])
     return rows
+
+
+_CORRUPT_HINT = "`kernel dlq show EVENT_ID` shows one, `kernel dlq clear EVENT_ID` drops it"
+
+
+def _show_corrupt(e: DeadLetterEntry, out: TextIO) -> None:
+    for k, v in [("event_id", e.event_id), ("subscription", e.subscription or "?"),
+                 ("CORRUPT", e.corrupt or ""), ("raw size", f"{e.raw_size} bytes"),
+                 ("note", f"cannot be replayed; drop it with `kernel dlq clear {e.event_id}`")]:
+        print(f"{k + ':':<15} {v}", file=out)
+    print(file=out)
 
 
 async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
@@ -80,6 +95,9 @@ async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
             return 0
         _table(_rows(entries), out)
         print(f"\n{len(entries)} shown of {total} entries ({bus.adapter} adapter)", file=out)
+        corrupt = sum(e.corrupt is not None for e in entries)
+        if corrupt:
+            print(f"{corrupt} shown entries are corrupt: {_CORRUPT_HINT}", file=out)
         return 0
     if action == "show":
         try:
@@ -91,6 +109,9 @@ async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
             print(json.dumps([e.to_dict() for e in found], indent=2), file=out)
             return 0
         for e in found:
+            if e.corrupt is not None:
+                _show_corrupt(e, out)
+                continue
             for k, v in [("event_id", e.event_id), ("event", e.event_name), ("subscription", e.subscription),
                          ("attempts", str(e.attempts)), ("published", e.metadata.timestamp),
                          ("source", e.metadata.source or "-"), ("trace_id", e.metadata.trace_id or "-"),
@@ -106,16 +127,19 @@ async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
         if args.all:
             total = await bus.dead_letter_count()
             bar = ProgressBar(total)
-            n = await bus.replay_all(event=args.event, progress=bar)
+            result = await bus.replay_all(event=args.event, progress=bar)
             bar.close()
-            print(f"replayed {n} entries", file=out)
+            print(f"replayed {result.replayed} entries", file=out)
+            if result.skipped_corrupt:
+                print(f"warning: skipped {len(result.skipped_corrupt)} corrupt entries, left in the "
+                      f"dead-letter queue: {_CORRUPT_HINT}", file=sys.stderr)
             return 0
         if not args.event_id:
             print("error: give an EVENT_ID or --all", file=sys.stderr)
             return 2
         try:
             n = await bus.replay_from_dlq(args.event_id)
-        except LookupError as exc:
+        except (LookupError, CorruptDeadLetterError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"replayed {args.event_id} to {n} subscription(s)", file=out)

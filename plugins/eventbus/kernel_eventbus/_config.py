@@ -30,6 +30,8 @@ class EventBusConfig:
     """Handler calls in flight per subscription and process (1 keeps per-process order)."""
     idempotency_ttl: int = attrs.field(default=86_400, validator=_pos)
     """Seconds :meth:`EventBus.idempotent` remembers a handled event id."""
+    max_payload_bytes: int = attrs.field(default=1_048_576, validator=_pos)
+    """Largest event data accepted by ``publish``, in bytes of its JSON (``EventTooLargeError`` above it)."""
     # Redis adapter
     prefix: str = attrs.field(default="eventbus", validator=attrs.validators.min_len(1))
     """Key prefix of every stream, set and hash the bus writes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +25,14 @@ class DeadLetterEntry:
     error_message: str
     traceback: str = attrs.field(default="", repr=False)
     """For operators (``kernel dlq show``); never sent back to handlers."""
+    corrupt: str | None = None
+    """Why the stored entry could not be read (``None`` for a sound entry).
+
+    A corrupt entry keeps only what its storage key tells (event id and subscription) and its
+    ``raw_size``; it is listed and deletable, never replayed.
+    """
+    raw_size: int = 0
+    """Bytes the entry takes in storage (set for corrupt entries of the redis adapter)."""
 
     @property
     def event_id(self) -> str:
@@ -34,8 +43,15 @@ class DeadLetterEntry:
         return self.metadata.event_name
 
     @property
+    def is_corrupt(self) -> bool:
+        """True when the stored entry could not be read (see :attr:`corrupt`)."""
+        return self.corrupt is not None
+
+    @property
     def key(self) -> str:
-        """Unique per event and subscription."""
+        """Unique per event and subscription (the storage key)."""
+        if self.corrupt is not None and not self.subscription:
+            return self.metadata.event_id  # a stored key without '|' (written by something else)
         return f"{self.metadata.event_id}|{self.subscription}"
 
     @property
@@ -53,11 +69,27 @@ class DeadLetterEntry:
         }
         if traceback:
             out["traceback"] = self.traceback
+        if self.corrupt is not None:
+            out["corrupt"] = self.corrupt
+            out["raw_size"] = self.raw_size
         return out
+
+    @classmethod
+    def corrupted(cls, key: str, raw: bytes, problem: str, *, event_name: str = "",
+                  failed_at: str = "") -> DeadLetterEntry:
+        """A placeholder for the unreadable stored entry ``key`` (``<event_id>|<subscription>``)."""
+        event_id, _, subscription = key.partition("|")
+        return cls(
+            metadata=EventMetadata(event_id, event_name, ""), data=None, subscription=subscription,
+            attempts=0, first_failure_at=failed_at, last_failure_at=failed_at, error_type="corrupt entry",
+            error_message=problem, corrupt=problem, raw_size=len(raw),
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeadLetterEntry:
         """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a dead-letter entry is a JSON object, not {type(d).__name__}")
         err = d.get("error") or {}
         return cls(
             metadata=EventMetadata.from_dict(d["metadata"]), data=d.get("data"),
@@ -66,3 +98,24 @@ class DeadLetterEntry:
             error_type=str(err.get("type", "")), error_message=str(err.get("message", "")),
             traceback=str(d.get("traceback", "")),
         )
+
+
+class ReplayResult(int):
+    """What :meth:`EventBus.replay_all` did: it *is* the number of entries replayed (an ``int``).
+
+    ``skipped_corrupt`` holds the keys of the corrupt entries it left in the DLQ.
+    """
+
+    skipped_corrupt: tuple[str, ...]
+
+    def __new__(cls, replayed: int, skipped_corrupt: Sequence[str] = ()) -> ReplayResult:
+        self = super().__new__(cls, replayed)
+        self.skipped_corrupt = tuple(skipped_corrupt)
+        return self
+
+    @property
+    def replayed(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"ReplayResult(replayed={int(self)}, skipped_corrupt={len(self.skipped_corrupt)})"

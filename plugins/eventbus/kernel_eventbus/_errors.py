@@ -16,6 +16,17 @@ class EventDataError(EventBusError, TypeError):
         super().__init__(f"cannot publish {event!r}: {problem}")
 
 
+class EventTooLargeError(EventDataError, ValueError):
+    """The event data, as JSON, is larger than ``max_payload_bytes``."""
+
+    def __init__(self, event: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(event, f"its data is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+                                "(plugins.eventbus.max_payload_bytes); store large data elsewhere and "
+                                "publish its id")
+
+
 class NonRetryableError(EventBusError):
     """Raise it (or subclass it) from a handler to send the event straight to the dead-letter queue.
 
@@ -29,6 +40,18 @@ class DeadLetterNotFoundError(EventBusError, LookupError):
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         super().__init__(f"no dead-letter entry for event {event_id!r} (see `kernel dlq list`)")
+
+
+class CorruptDeadLetterError(EventBusError, ValueError):
+    """A dead-letter entry cannot be read (corrupt or written by something else), so it cannot be replayed."""
+
+    def __init__(self, event_id: str, keys: list[str]) -> None:
+        self.event_id = event_id
+        self.keys = keys
+        super().__init__(
+            f"dead-letter entry {', '.join(map(repr, keys))} of event {event_id!r} is corrupt and cannot be "
+            f"replayed (inspect it with `kernel dlq show {event_id}`, drop it with "
+            f"`kernel dlq clear {event_id}`)")
 
 
 class SubscriptionError(EventBusError, ValueError):

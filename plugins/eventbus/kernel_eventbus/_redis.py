@@ -27,7 +27,12 @@ from redis import exceptions as rexc
 
 from ._bus import EventBus, Failure, Subscription, dumps, log
 from ._dlq import DeadLetterEntry
-from ._errors import DeadLetterNotFoundError, DeliveryLimitError, UndecodableEventError
+from ._errors import (
+    CorruptDeadLetterError,
+    DeadLetterNotFoundError,
+    DeliveryLimitError,
+    UndecodableEventError,
+)
 from ._idempotency import IdempotencyStore, RedisIdempotencyStore
 from ._metadata import EventMetadata, now_rfc3339, rfc3339
 
@@ -57,6 +62,23 @@ _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.
 
 def _ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _parse_dead(key: bytes | str, raw: bytes) -> DeadLetterEntry:
+    """The stored dead-letter entry, or a :meth:`~DeadLetterEntry.corrupted` placeholder saying why not."""
+    name = key.decode(errors="replace") if isinstance(key, bytes) else key
+    try:
+        return DeadLetterEntry.from_dict(json.loads(raw))
+    except Exception as exc:  # anything stored there: bad UTF-8 or JSON, missing fields, wrong types
+        problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    event_name = ""
+    with contextlib.suppress(Exception):  # best effort, so `--event` filters still see it
+        event_name = str(json.loads(raw)["metadata"]["event_name"])
+    return DeadLetterEntry.corrupted(name, raw, _cut(problem, 200), event_name=event_name)
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 @attrs.define
@@ -462,7 +484,7 @@ class RedisEventBus(EventBus):
         if not keys:
             return []
         raw = await self.client.hmget(self._dlq_key, list(keys))  # type: ignore[misc]
-        return [DeadLetterEntry.from_dict(json.loads(r)) for r in raw if r is not None]
+        return [_parse_dead(k, r) for k, r in zip(keys, raw, strict=True) if r is not None]
 
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
                                     ) -> list[DeadLetterEntry]:
@@ -486,7 +508,10 @@ class RedisEventBus(EventBus):
     async def _keys_of(self, event_id: str) -> list[bytes]:
         # field names start with the event id; escape glob characters so ids cannot widen the match
         pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in event_id) + "|*"
-        return [k async for k, _v in self.client.hscan_iter(self._dlq_key, match=pattern, count=1000)]
+        keys = [k async for k, _v in self.client.hscan_iter(self._dlq_key, match=pattern, count=1000)]
+        if "|" not in event_id and await self.client.hexists(self._dlq_key, event_id):  # type: ignore[misc]
+            keys.append(event_id.encode())  # a foreign field without a subscription part (corrupt)
+        return keys
 
     async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
         entries = await self._load(await self._keys_of(event_id))
@@ -495,7 +520,10 @@ class RedisEventBus(EventBus):
         return entries
 
     async def replay_from_dlq(self, event_id: str) -> int:
-        entries = await self.get_dead_letter(event_id)
+        found = await self.get_dead_letter(event_id)
+        entries = [e for e in found if e.corrupt is None]
+        if not entries:
+            raise CorruptDeadLetterError(event_id, [e.key for e in found])
         replayed_at = now_rfc3339()
         n = 0
         for entry in entries:

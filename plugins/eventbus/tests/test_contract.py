@@ -78,6 +78,34 @@ async def test_unserializable_data_is_a_clear_error(make_bus: Any) -> None:
         await bus.publish("", {})
 
 
+async def test_event_data_over_max_payload_bytes_is_refused(make_bus: Any, wait: Any) -> None:
+    from kernel_eventbus import EventBusConfig, EventTooLargeError, build_bus
+
+    default: EventBus = await make_bus()
+    assert default.max_payload_bytes == EventBusConfig().max_payload_bytes == 1_048_576
+    big = "x" * (2 * 1_048_576)
+    with pytest.raises(EventTooLargeError, match=r"over the limit of 1,048,576 bytes "
+                                                 r"\(plugins\.eventbus\.max_payload_bytes\)") as info:
+        await default.publish("big", {"blob": big})
+    assert isinstance(info.value, EventDataError)
+    assert info.value.limit == 1_048_576
+    assert info.value.size == len(big) + len('{"blob":""}')
+
+    bus: EventBus = await make_bus(max_payload_bytes=100)
+    got: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        got.append(data)
+
+    bus.subscribe("s", handler, group="gs")
+    with pytest.raises(EventTooLargeError, match="is 102 bytes as JSON"):
+        await bus.publish("s", "é" * 50)  # 52 characters, 102 bytes in UTF-8
+    await bus.publish("s", "é" * 49)  # exactly 100 bytes
+    await wait(lambda: len(got) == 1, what="the event at the limit")
+    assert got == ["é" * 49], "the refused event was not stored or delivered"
+    assert build_bus(EventBusConfig(max_payload_bytes=7)).max_payload_bytes == 7
+
+
 async def test_each_subscription_gets_its_own_copy(make_bus: Any, wait: Any) -> None:
     bus: EventBus = await make_bus()
     seen: list[Any] = []

@@ -1,0 +1,180 @@
+"""Corrupt dead-letter entries (issue 11 item 7): listed as corrupt, skipped by replay, deletable; the rest works.
+
+The entries are written straight into the redis adapter's DLQ hash and index, as a foreign writer,
+a partial restore or a bug would leave them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from kernel_eventbus import EventBus, EventMetadata, NonRetryableError
+from kernel_eventbus._redis import RedisEventBus
+
+pytestmark = pytest.mark.anyio
+
+# key -> stored bytes: not JSON, bad UTF-8, JSON but not an object, an object without its fields
+CORRUPT: dict[str, bytes] = {
+    "bad-json|orders": b"{not json",
+    "bad-utf8|orders": b'{"x": "\xff\xfe"}',
+    "a-list|orders": b"[1, 2, 3]",
+    "no-fields|orders": json.dumps({"metadata": {"event_id": "no-fields"}}).encode(),
+}
+
+
+async def _dead_letter_three(client: aioredis.Redis, prefix: str) -> list[EventMetadata]:
+    """Three sound entries, made the real way: a handler that rejects every event."""
+    bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
+
+    async def reject(data: Any, meta: EventMetadata) -> None:
+        raise NonRetryableError(f"invalid order {data['n']}")
+
+    bus.subscribe("order.created", reject, group="orders")
+    await bus.start()
+    try:
+        metas = [await bus.publish("order.created", {"n": i}) for i in range(3)]
+        deadline = time.monotonic() + 20
+        while await bus.dead_letter_count() < 3:
+            assert time.monotonic() < deadline, "the three events were not dead-lettered in time"
+            await asyncio.sleep(0.01)
+    finally:
+        await bus.close()
+    return metas
+
+
+async def _corrupt(client: aioredis.Redis, prefix: str) -> None:
+    now = time.time() * 1000
+    for n, (key, raw) in enumerate(CORRUPT.items()):
+        await client.hset(f"{prefix}:dlq", key, raw)  # type: ignore[misc]
+        await client.zadd(f"{prefix}:dlq:index", {key: now + n})
+
+
+async def test_corrupt_entries_are_listed_skipped_and_deletable(client: aioredis.Redis, prefix: str,
+                                                                wait: Any) -> None:
+    metas = await _dead_letter_three(client, prefix)
+    await _corrupt(client, prefix)
+    bus: EventBus = RedisEventBus(client, prefix=prefix, read_block=0.2)
+    handled: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        handled.append(data)
+
+    bus.subscribe("order.created", handler, group="orders")
+    await bus.start()
+    try:
+        entries = await bus.get_dead_letter_queue()
+        assert len(entries) == 7
+        corrupt = {e.key: e for e in entries if e.corrupt is not None}
+        assert set(corrupt) == set(CORRUPT)
+        for key, e in corrupt.items():
+            assert e.raw_size == len(CORRUPT[key])
+            assert e.event_id == key.split("|")[0]
+            assert e.subscription == "orders"
+        assert "JSONDecodeError" in corrupt["bad-json|orders"].corrupt  # type: ignore[operator]
+        assert "UnicodeDecodeError" in corrupt["bad-utf8|orders"].corrupt  # type: ignore[operator]
+        assert "JSON object" in corrupt["a-list|orders"].corrupt  # type: ignore[operator]
+        assert "missing field" in corrupt["no-fields|orders"].corrupt  # type: ignore[operator]
+        sound = [e for e in entries if e.corrupt is None]
+        assert {e.event_id for e in sound} == {m.event_id for m in metas}
+        assert [e.data for e in await bus.get_dead_letter_queue(event="order.created")][::-1] == [
+            {"n": 0}, {"n": 1}, {"n": 2}]
+
+        [shown] = await bus.get_dead_letter("bad-json")
+        assert shown.corrupt is not None
+        with pytest.raises(ValueError, match="corrupt and cannot be replayed") as info:
+            await bus.replay_from_dlq("bad-json")
+        assert type(info.value).__name__ == "CorruptDeadLetterError"
+
+        assert await bus.replay_from_dlq(metas[0].event_id) == 1
+        result = await bus.replay_all()
+        assert result == 2, "the sound entries are replayed"
+        assert sorted(result.skipped_corrupt) == sorted(CORRUPT)  # type: ignore[attr-defined]
+        await wait(lambda: len(handled) == 3, what="the three replayed events")
+        assert sorted(d["n"] for d in handled) == [0, 1, 2]
+        assert await bus.dead_letter_count() == 4, "corrupt entries stay until deleted"
+
+        for n, key in enumerate(CORRUPT, 1):
+            assert await bus.delete_dead_letter(key.split("|")[0]) == 1
+            assert await bus.dead_letter_count() == 4 - n
+        assert await client.zcard(f"{prefix}:dlq:index") == 0
+    finally:
+        await bus.close()
+
+
+async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable(
+        client: aioredis.Redis, prefix: str) -> None:
+    await client.hset(f"{prefix}:dlq", "foreign", b"\x00")  # type: ignore[misc]
+    await client.zadd(f"{prefix}:dlq:index", {"foreign": 1})
+    bus = RedisEventBus(client, prefix=prefix)
+    [entry] = await bus.get_dead_letter_queue()
+    assert (entry.key, entry.event_id, entry.subscription, entry.raw_size) == ("foreign", "foreign", "", 1)
+    assert (await bus.replay_all()).skipped_corrupt == ("foreign",)
+    assert await bus.delete_dead_letter("foreign") == 1
+    assert await bus.dead_letter_count() == 0
+
+
+def _kernel_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_dlq_cli_with_corrupt_entries(redis_url: str, prefix: str, client: aioredis.Redis,
+                                            tmp_path: Path) -> None:
+    metas = await _dead_letter_three(client, prefix)
+    await _corrupt(client, prefix)
+    config = tmp_path / "kernel.toml"
+    config.write_text(
+        f'[kernel]\nplugins = ["redis", "eventbus"]\n\n[plugins.redis]\nurl = "{redis_url}"\n\n'
+        f'[plugins.eventbus]\nadapter = "redis"\nprefix = "{prefix}"\n'
+    )
+
+    async def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        out = await asyncio.to_thread(_kernel_cli, config, *args)
+        assert out.returncode == code, (args, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    out = await cli("list")
+    for m in metas:
+        assert m.event_id in out.stdout
+    for key, raw in CORRUPT.items():
+        row = next(line for line in out.stdout.splitlines() if line.startswith(key.split("|")[0] + " "))
+        assert f"CORRUPT ({len(raw)} bytes)" in row
+    assert "7 shown of 7 entries (redis adapter)" in out.stdout
+    assert "4 shown entries are corrupt" in out.stdout
+
+    listed = json.loads((await cli("list", "--json")).stdout)
+    assert {e["event_id"]: e.get("raw_size") for e in listed if "corrupt" in e} == {
+        k.split("|")[0]: len(v) for k, v in CORRUPT.items()}
+
+    out = await cli("show", "bad-json")
+    assert "CORRUPT:" in out.stdout
+    assert "JSONDecodeError" in out.stdout
+    assert f"{len(CORRUPT['bad-json|orders'])} bytes" in out.stdout
+    out = await cli("show", metas[1].event_id)
+    assert 'data:           {"n": 1}' in out.stdout
+
+    out = await cli("replay", "bad-utf8", code=1)
+    assert "corrupt and cannot be replayed" in out.stderr
+
+    out = await cli("replay", metas[0].event_id)
+    assert f"replayed {metas[0].event_id} to 1 subscription(s)" in out.stdout
+
+    out = await cli("replay", "--all")
+    assert "replayed 2 entries" in out.stdout
+    assert "skipped 4 corrupt entries" in out.stderr
+    assert await client.xlen(f"{prefix}:retry:orders") == 3, "every sound entry was re-delivered"
+
+    out = await cli("clear", "bad-json")
+    assert "removed 1 entries" in out.stdout
+    out = await cli("list")
+    assert "3 shown of 3 entries" in out.stdout
+    assert "bad-json" not in out.stdout
