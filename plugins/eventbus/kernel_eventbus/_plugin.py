@@ -18,7 +18,8 @@ def build_bus(config: EventBusConfig, *, redis_connection: Any | None = None, me
               ) -> EventBus:
     """The bus ``config`` describes; ``redis_connection`` is the redis plugin's ``RedisConnection``."""
     common: dict[str, Any] = {"policy": config.retry_policy(), "concurrency": config.concurrency,
-                              "metrics": metrics, "idempotency_ttl": config.idempotency_ttl}
+                              "metrics": metrics, "idempotency_ttl": config.idempotency_ttl,
+                              "max_payload_bytes": config.max_payload_bytes}
     if config.adapter == "memory":
         return MemoryEventBus(**common)
     if redis_connection is None:
