@@ -5,6 +5,7 @@ from ._errors import (
     InvalidJobOptionError,
     JobDataError,
     JobNotFoundError,
+    JobTooLargeError,
     QueueError,
     UnknownProcessorError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "JobDataError",
     "JobInfo",
     "JobNotFoundError",
+    "JobTooLargeError",
     "KernelRedisQueue",
     "MAX_PRIORITY",
     "ProcessorRegistry",

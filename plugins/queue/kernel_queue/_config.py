@@ -42,6 +42,14 @@ class QueueConfig:
     """On SIGTERM/close, seconds running jobs get to finish before they are cancelled and re-queued."""
     events: bool = True
     """Publish job events on Redis (``listen_to_queue_events``) and on the event bus when enabled."""
+    max_payload_bytes: int = attrs.field(default=1_048_576, validator=attrs.validators.ge(1))
+    """Largest job data (and job result) accepted, in bytes of its JSON (``JobTooLargeError`` above it)."""
+    completed_retention: float = attrs.field(default=86_400.0, validator=attrs.validators.ge(0))
+    """Seconds a completed job stays in Redis (result, ``get_job``, stats); 0: until ``clean_queue``."""
+    failed_retention: float = attrs.field(default=604_800.0, validator=attrs.validators.ge(0))
+    """Seconds a failed (or aborted) job stays for inspection and ``retry_failed``; 0: until cleaned."""
+    log_data_chars: int = attrs.field(default=100, validator=attrs.validators.ge(0))
+    """Job data, results and errors in log lines are cut to this many characters; 0 leaves them out."""
 
     def __attrs_post_init__(self) -> None:
         if self.stall_timeout < 2 * self.heartbeat_interval:

@@ -11,6 +11,18 @@ class JobDataError(QueueError, TypeError):
     """Job data (or a job result) that is not JSON-serializable."""
 
 
+class JobTooLargeError(QueueError, ValueError):
+    """Job data (or a job result) whose JSON is over ``[plugins.queue] max_payload_bytes``."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+            f"(plugins.queue.max_payload_bytes); store large data elsewhere and pass its id"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class InvalidJobOptionError(QueueError, ValueError):
     """A bad ``priority``, ``attempts``, ``backoff``, ``delay``, ``timeout`` or cron expression."""
 

@@ -18,7 +18,7 @@ from saq.utils import now, uuid1
 from ._config import QueueConfig
 from ._errors import InvalidJobOptionError, JobNotFoundError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
-from ._queue import KernelRedisQueue
+from ._queue import KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
 
@@ -93,6 +93,8 @@ class QueueManager:
             queue = KernelRedisQueue(
                 self.redis, name, blocking=self._blocking, poll_interval=cfg.poll_interval,
                 stall_timeout=cfg.stall_timeout, max_stalls=cfg.max_stalls, events=cfg.events,
+                max_payload_bytes=cfg.max_payload_bytes, completed_retention=cfg.completed_retention,
+                failed_retention=cfg.failed_retention, log_data_chars=cfg.log_data_chars,
             )
             if self._eventbus is not None:
                 queue.event_hooks.append(self._publish_to_bus)
@@ -129,9 +131,10 @@ class QueueManager:
 
     def _build(self, queue: KernelRedisQueue, name: str, data: Any, *, priority: int | None,
                attempts: int | None, backoff: Any, delay: float | timedelta | None, job_id: str | None,
-               timeout: float | timedelta | None) -> Job:
+               timeout: float | timedelta | None, where: str = "") -> Job:
         if not isinstance(name, str) or not name:
             raise InvalidJobOptionError(f"job name must be a non-empty str, got {name!r}")
+        queue.check_payload(data, f"{where}job {name!r} on queue {queue.name!r}: data")
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise InvalidJobOptionError(f"job_id must be a non-empty str, got {job_id!r}")
         defaults = self._defaults.get(queue.name, {})
@@ -145,7 +148,8 @@ class QueueManager:
         meta: dict[str, Any] = {"max_attempts": tries} if tries != 1 else {}  # readers default to 1
         if back:
             meta["backoff"] = back
-        job = Job(
+        # SAQ's ttl is unused: the finish script applies completed_retention / failed_retention.
+        job = KernelJob(
             function=name, kwargs={"data": data}, key=job_id or uuid1(), timeout=limit,  # type: ignore[arg-type]
             heartbeat=0, retries=_RETRIES_SENTINEL, ttl=0, priority=prio or 0, meta=meta,
             scheduled=time.time() + wait if wait else 0,  # type: ignore[arg-type]
@@ -197,7 +201,7 @@ class QueueManager:
             built.append(self._build(
                 q, spec["name"], spec.get("data"), priority=spec.get("priority"),
                 attempts=spec.get("attempts"), backoff=spec.get("backoff"), delay=spec.get("delay"),
-                job_id=spec.get("job_id"), timeout=spec.get("timeout")))
+                job_id=spec.get("job_id"), timeout=spec.get("timeout"), where=f"jobs[{i}]: "))
         if not built:
             return []
         if self._known_pending:
@@ -231,6 +235,7 @@ class QueueManager:
             raise InvalidJobOptionError(f"recurring job key must not contain ':', got {key!r}")
         q = self.get_queue(queue)
         self._options(**options)  # validate now, not at every tick
+        q.check_payload(data, f"recurring job {key!r} on queue {queue!r}: data")
         spec = {"name": name, "data": data, "cron": cron, "tz": tz, "options": options}
         try:
             payload = json.dumps(spec, allow_nan=False)
@@ -300,10 +305,12 @@ class QueueManager:
     async def get_queue_stats(self, queue: str) -> dict[str, Any]:
         """``{queue_name, waiting, active, completed, failed, delayed, total, paused}``.
 
-        ``completed``/``failed`` count finished jobs kept in Redis (until ``clean_queue``);
+        ``completed``/``failed`` count finished jobs kept in Redis (for ``completed_retention`` /
+        ``failed_retention``, or until ``clean_queue``);
         ``total`` = waiting + active + delayed (unfinished jobs), as in the seed's example.
         """
         q = self.get_queue(queue)
+        await q.trim_finished()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zcard(q._waiting).llen(q._active).zcount(q._incomplete, "(0", "+inf")
             pipe.zcard(q._completed).zcard(q._failed).exists(q._paused)
@@ -341,6 +348,7 @@ class QueueManager:
             raise InvalidJobOptionError(
                 f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}")
         q = self.get_queue(queue)
+        await q.trim_finished()
         cutoff_ms = now() - int(seconds(grace, "grace") * 1000)
         count = None if limit <= 0 else limit
         removed: list[str] = []
@@ -470,8 +478,10 @@ class QueueManager:
             async for event in self.queue_events(queue):
                 try:
                     if handler is None:
+                        shown = {k: clip(v, self.config.log_data_chars) if k in ("result", "error") else v
+                                 for k, v in event.items()}
                         log.info("queue %s: job %s %s", queue, event.get("job_id"), event.get("event"),
-                                 extra={"queue": queue, "job_event": event})
+                                 extra={"queue": queue, "job_event": shown})
                     else:
                         result = handler(event)
                         if result is not None:

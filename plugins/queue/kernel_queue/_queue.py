@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from ._errors import JobDataError
+from ._errors import JobDataError, JobTooLargeError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -73,10 +74,15 @@ if ARGV[4] == '1' and removed == 0 then return 0 end
 redis.call('ZREM', KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[5], KEYS[3])
 redis.call('ZREM', KEYS[8], KEYS[3])
-redis.call('SET', KEYS[3], ARGV[1])
+if ARGV[7] ~= '0' then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
+else
+    redis.call('SET', KEYS[3], ARGV[1])
+end
 if ARGV[3] ~= '' then
     redis.call('ZADD', KEYS[4], ARGV[2], KEYS[3])
     redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
+    if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
 end
 redis.call('PUBLISH', KEYS[3], ARGV[5])
 if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[7], ARGV[6]) end
@@ -138,6 +144,54 @@ def _strict_dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"))
 
 
+_NOT_JSON = "must be JSON-serializable (dicts, lists, str, int, finite float, bool, None)"
+_LOG_CLIPPED = frozenset({"kwargs", "result", "error"})
+"""Job fields that hold user data: cut to ``log_data_chars`` in log text."""
+
+
+def clip(value: Any, limit: int) -> str:
+    """``str(value)`` cut to ``limit`` characters, with the full length; hidden when ``limit`` is 0."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    if limit == 0:
+        return f"<{len(text)} chars hidden>"
+    return f"{text[:limit]}...<{len(text)} chars>"
+
+
+class KernelJob(Job):
+    """SAQ's job whose log text (``info``, ``repr``) cuts data, result and error to ``log_data_chars``.
+
+    SAQ logs ``repr(job)`` (every field, the job data included) when a processor raises, and
+    ``job.info(True)`` at DEBUG: personal data and megabytes of it would reach the logs.
+    """
+
+    def info(self, full: bool = False) -> str:
+        limit = getattr(self.queue, "log_data_chars", 100)
+        parts = []
+        for field in dataclasses.fields(self):
+            key = field.name
+            value = getattr(self, key)
+            if not full and key in self._EXCLUDE_NON_FULL:
+                continue
+            try:
+                if value == field.default or (key == "meta" and not value):
+                    continue
+            except ValueError:
+                pass
+            if key == "queue":
+                value = value.name
+            elif key == "status":
+                value = value.name.lower()
+            elif key in _LOG_CLIPPED:
+                value = clip(value, limit)
+            parts.append(f"{key}: {value}")
+        return f"Job<{', '.join(parts)}>"
+
+    def __repr__(self) -> str:
+        return self.info(True)
+
+
 def rank_of(priority: int | None) -> int:
     return priority if priority else NO_PRIORITY_RANK
 
@@ -161,6 +215,10 @@ class KernelRedisQueue(RedisQueue):
         stall_timeout: float = 10.0,
         max_stalls: int = 3,
         events: bool = True,
+        max_payload_bytes: int = 1_048_576,
+        completed_retention: float = 86_400.0,
+        failed_retention: float = 604_800.0,
+        log_data_chars: int = 100,
     ) -> None:
         super().__init__(redis, name=name, dump=_strict_dumps)
         self.blocking: Any = blocking or redis
@@ -170,6 +228,12 @@ class KernelRedisQueue(RedisQueue):
         self.stall_timeout = stall_timeout
         self.max_stalls = max_stalls
         self.events_enabled = events
+        self.max_payload_bytes = max_payload_bytes
+        self.completed_retention = completed_retention
+        """Seconds a completed job is kept (0: until cleaned)."""
+        self.failed_retention = failed_retention
+        """Seconds a failed or aborted job is kept (0: until cleaned)."""
+        self.log_data_chars = log_data_chars
         self.event_hooks: list[EventHook] = []
         self._waiting = self.namespace("waiting")
         self._heartbeat = self.namespace("heartbeat")
@@ -198,11 +262,54 @@ class KernelRedisQueue(RedisQueue):
     def serialize(self, job: Job) -> bytes | str:
         try:
             return self._dump(job.to_dict())
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise JobDataError(
-                f"job {job.function!r} on queue {self.name!r}: data and results must be JSON-serializable "
-                f"(dicts, lists, str, int, finite float, bool, None): {exc}"
+                f"job {job.function!r} on queue {self.name!r}: data and results {_NOT_JSON}: {exc}"
             ) from exc
+
+    def deserialize(self, payload: dict[str, Any] | str | bytes | None,
+                    status: Status | str | None = None) -> Job | None:
+        """A ``KernelJob`` from its stored record (SAQ's, without job data in its error)."""
+        if not payload:
+            return None
+        job_dict = payload if isinstance(payload, dict) else self._load(payload)
+        stored_queue = job_dict.pop("queue")
+        if stored_queue != self.name:
+            raise ValueError(f"job {job_dict.get('key')!r} of queue {stored_queue!r} fetched by queue "
+                             f"{self.name!r}")
+        if status:
+            job_dict["status"] = status
+        return KernelJob(**job_dict, queue=self)
+
+    def check_payload(self, value: Any, what: str) -> None:
+        """Raise ``JobTooLargeError`` if the JSON of ``value`` is over ``max_payload_bytes``.
+
+        ``JobDataError`` if it is not JSON at all. ``what`` names it in the message.
+        """
+        try:
+            # ASCII-escaped JSON: its length is the byte count stored in Redis.
+            size = len(_strict_dumps(value))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise JobDataError(f"{what} {_NOT_JSON}: {exc}") from exc
+        if size > self.max_payload_bytes:
+            raise JobTooLargeError(what, size, self.max_payload_bytes)
+
+    def retention_ms(self, status: Status) -> int:
+        """How long a job finished with ``status`` is kept, in ms (0: until cleaned)."""
+        seconds = self.completed_retention if status == Status.COMPLETE else self.failed_retention
+        return int(seconds * 1000)
+
+    async def trim_finished(self) -> None:
+        """Drop ids whose retention has passed from the completed and failed sets (their records expired)."""
+        stamp = now()
+        sets = ((self._completed, self.retention_ms(Status.COMPLETE)),
+                (self._failed, self.retention_ms(Status.FAILED)))
+        due = [(zset, stamp - keep) for zset, keep in sets if keep]
+        if due:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for zset, cutoff in due:
+                    pipe.zremrangebyscore(zset, "-inf", f"({cutoff}")
+                await pipe.execute()
 
     def _event(self, event: str, job: Job, **extra: Any) -> str:
         if not self.events_enabled:
@@ -327,18 +434,23 @@ class KernelRedisQueue(RedisQueue):
         elif error is not None:
             extra["error"] = error.strip().splitlines()[-1] if error.strip() else error
         try:
+            if status == Status.COMPLETE and result is not None:
+                self.check_payload(result, f"job {job.function!r} on queue {self.name!r}: result")
             payload = self.serialize(job)
-        except JobDataError as exc:
-            # A processor returned something we cannot store: record that as the failure.
+        except (JobDataError, JobTooLargeError) as exc:
+            # A processor returned something we cannot (or will not) store: record that as the failure.
             job.status, job.result, job.error = Status.FAILED, None, str(exc)
             status, target, counter, event, extra = Status.FAILED, self._failed, "failed", "failed", {
                 "error": str(exc)}
             payload = self.serialize(job)
+        finished = job.completed or now()
+        keep = self.retention_ms(status)
         done = await self._script("finish", _FINISH)(
             keys=[self._active, self._incomplete, job.id, target or self._completed, self._heartbeat,
                   self._counts, self._events, self._waiting],
-            args=[payload, job.completed or now(), counter if target else "", "1" if guard else "0",
-                  job.status.value, self._event(event, job, **extra) if event else ""],
+            args=[payload, finished, counter if target else "", "1" if guard else "0",
+                  job.status.value, self._event(event, job, **extra) if event else "", keep,
+                  finished - keep],
         )
         if not done:
             log.warning("late finish of job %s ignored: its worker had been presumed dead and the job "
