@@ -9,21 +9,25 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import pluggy
 
 from . import _serve
-from ._discovery import discover
+from ._config import resolve_config_path
+from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
 from ._kernel import Kernel
 from ._logging import configure_logging
-from ._plugin import Command
+from ._plugin import PROJECT, Command
 from ._registry import describe_key
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 BUILTIN_COMMANDS = frozenset({"plugins", "check", "config", "health", "serve"})
+CONFIG_HELP = "config file (default $KERNEL_CONFIG or ./kernel.toml)"
 
 
 def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -72,15 +76,24 @@ def _load(args: argparse.Namespace) -> Kernel:
     return Kernel.from_config(args.config, configure_logs=True)
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    return resolve_config_path(getattr(args, "config", None), os.environ)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List installed plugins, which are enabled, and the load order."""
     out = sys.stdout
     kernel: Kernel | None = None
     problems: list[str] = []
-    try:
-        kernel = _load(args)
-    except (ConfigError, KernelError) as exc:
-        problems = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+    config_path = _config_path(args)
+    found = config_path.is_file()  # listing what is installed needs no config
+    if found:
+        try:
+            kernel = _load(args)
+        except (ConfigError, KernelError) as exc:
+            problems = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+    else:
+        configure_logging()
     discovery = kernel.discovery if kernel else discover()
     enabled = kernel.load_order if kernel else []
     rows = [["name", "version", "distribution", "enabled", "requires", "optional", "status"]]
@@ -106,7 +119,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                         "requires": req.split(", ") if req else [],
                         "optional": opt.split(", ") if opt else [], "status": status})
     if args.json:
-        json.dump({"plugins": records, "load_order": enabled, "errors": problems}, out, indent=2)
+        json.dump({"plugins": records, "load_order": enabled, "errors": problems,
+                   "config": str(config_path) if found else None}, out, indent=2)
         print(file=out)
         return EXIT_CONFIG if problems else EXIT_OK
     if len(rows) == 1:
@@ -114,6 +128,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, out)
     print(file=out)
+    if not found:
+        print(f"no config found ({config_path}): nothing is enabled; list plugins to enable under "
+              "[kernel] plugins = [...]", file=out)
     print("load order: " + (" -> ".join(enabled) if enabled else "(none)"), file=out)
     if kernel is not None:
         for lp in kernel.plugins:
@@ -229,6 +246,7 @@ async def boot_interruptibly(kernel: Kernel, stack: contextlib.AsyncExitStack) -
         await stack.enter_async_context(kernel)
         return True
     interrupted = False
+    failure: Exception | None = None
     boot = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -242,17 +260,114 @@ async def boot_interruptibly(kernel: Kernel, stack: contextlib.AsyncExitStack) -
 
             tg.start_soon(watch)
             with boot:
-                await stack.enter_async_context(kernel)
+                try:
+                    await stack.enter_async_context(kernel)
+                except Exception as exc:  # re-raised below as is, not inside an ExceptionGroup
+                    failure = exc
             tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return not interrupted
 
 
-def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:
-    """The argument parser, with the enabled plugins' commands when a kernel is configured."""
+def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+    """Let ``--config``/``-c`` follow a command too (``kernel check --config k.toml``), at every level.
+
+    ``SUPPRESS`` keeps a value given before the command: a sub-parser must not reset it to None.
+    An option string a plugin's command defines itself stays the plugin's.
+    """
+    flags = [f for f in ("--config", "-c") if f not in parser._option_string_actions]
+    if "--config" in flags:
+        parser.add_argument(*flags, dest="config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_global_options(child)
+
+
+def installed_commands(discovery: Discovery, skip: Collection[str] = ()) -> list[tuple[str, Command]]:
+    """``(plugin, command)`` of every installed plugin (by name) except ``skip``, enabled or not.
+
+    The hookspec asks every installed plugin, so ``kernel --help`` lists them all without a
+    config. A plugin that fails to load, whose name two distributions claim, or whose hook
+    raises is left out (``kernel plugins`` reports the first two).
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    out: list[tuple[str, Command]] = []
+    for name in sorted(set(discovery.installed) - set(skip)):
+        try:
+            plugin = discovery.installed[name].load()
+            hook = getattr(plugin, "kernel_cli_commands", None)
+            if hook is None or pm.parse_hookimpl_opts(plugin, "kernel_cli_commands") is None:
+                continue
+            commands = list(hook() or ())
+        except Exception:  # a broken plugin that is not enabled must not break the CLI
+            continue
+        out += [(name, c) for c in commands if isinstance(c, Command)]
+    return out
+
+
+def _enable_list(plugin: str, discovery: Discovery, enabled: Collection[str]) -> list[str]:
+    """``plugin`` after the installed plugins it requires (transitively) that are not enabled."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order or name in enabled:
+            return
+        order.append(name)  # marks it visited; moved behind its requirements below
+        info = discovery.installed.get(name)
+        try:
+            requires = info.load().requires if info is not None else ()
+        except PluginLoadError:
+            requires = ()
+        for dep in requires:
+            visit(dep)
+        order.remove(name)
+        order.append(name)
+
+    visit(plugin)
+    return order
+
+
+def _not_enabled(
+    plugin: str, command: Command, discovery: Discovery, config_path: Path,
+    enabled: Collection[str], config_errors: Sequence[str],
+) -> Callable[[argparse.Namespace], int]:
+    """The ``func`` of a command whose plugin is not enabled: say how to enable it, exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        if config_errors:  # whether the plugin is enabled is unknown until the config is fixed
+            for line in config_errors:
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+        names = ", ".join(json.dumps(n) for n in _enable_list(plugin, discovery, enabled))
+        where = (f"in {config_path}" if config_path.is_file()
+                 else f"(no config found: {config_path})")
+        print(f"error: command {command.name!r} comes from plugin {plugin!r}, which is not enabled "
+              f"{where}; enable it in the [kernel] table of {config_path}: plugins = [..., {names}]",
+              file=sys.stderr)
+        return EXIT_CONFIG
+
+    return run
+
+
+def build_parser(
+    kernel: Kernel | None,
+    *,
+    installed: bool = True,
+    discovery: Discovery | None = None,
+    config_path: Path | None = None,
+    config_errors: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    """The argument parser: built-in commands, the enabled plugins' commands (run on ``kernel``).
+
+    With ``installed`` the commands of every other installed plugin are listed too; running one
+    says how to enable its plugin (or prints ``config_errors`` when the config did not load).
+    """
     parser = argparse.ArgumentParser(
         prog="kernel", description="milo-kernel: run and inspect a plugin-based service kernel."
     )
-    parser.add_argument("--config", "-c", help="config file (default $KERNEL_CONFIG or ./kernel.toml)")
+    parser.add_argument("--config", "-c", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="installed plugins, enabled set and load order")
@@ -276,8 +391,10 @@ def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_health)
 
+    taken = set(sub.choices)
+    enabled: list[str] = []
     if kernel is not None:
-        taken = set(sub.choices)
+        enabled = list(kernel.load_order)
         for plugin, command in kernel.cli_commands():
             if command.name in taken:
                 raise KernelError(
@@ -288,7 +405,27 @@ def build_parser(kernel: Kernel | None) -> argparse.ArgumentParser:
             if command.add_arguments is not None:
                 command.add_arguments(p)
             p.set_defaults(func=_run_plugin_command(command), _kernel=kernel)
+    if installed:
+        found = discovery or (kernel.discovery if kernel is not None else discover())
+        path = config_path or resolve_config_path(None, os.environ)
+        for plugin, command in installed_commands(found, skip=enabled):
+            if command.name in taken:  # an enabled plugin's or a built-in command wins
+                continue
+            taken.add(command.name)
+            p = sub.add_parser(command.name, help=f"{command.help} [{plugin}, not enabled]")
+            if command.add_arguments is not None:
+                command.add_arguments(p)
+            p.set_defaults(func=_not_enabled(plugin, command, found, path, enabled, config_errors))
+    for child in sub.choices.values():
+        _accept_global_options(child)
     return parser
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,24 +436,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("-h", "--help", action="store_true")
     pre.add_argument("command", nargs="?")
     known, _ = pre.parse_known_args(argv)
-    kernel: Kernel | None = None
-    if known.command is not None and known.command not in BUILTIN_COMMANDS:
-        # Plugin commands come from the enabled plugins, so the config must load first.
-        try:
-            kernel = Kernel.from_config(known.config, configure_logs=True)
-        except ConfigError as exc:
-            for line in exc.errors:
-                print(f"error: {line}", file=sys.stderr)
-            return EXIT_CONFIG
-    elif known.command is None:
-        # Bare `kernel` or `kernel --help`: list plugin commands when the config loads.
-        try:
-            kernel = Kernel.from_config(known.config)
-        except ConfigError:
-            kernel = None
-    else:
+    if known.command in BUILTIN_COMMANDS:
         configure_logging()
-    parser = build_parser(kernel)
+        parser = build_parser(None, installed=False)
+    else:
+        # Bare `kernel`, `--help`, or a plugin command: plugin commands come from every installed
+        # plugin; those of the plugins the config enables run on its kernel.
+        config_path = resolve_config_path(known.config, os.environ)
+        running = known.command is not None and not known.help
+        kernel: Kernel | None = None
+        errors: list[str] = []
+        if config_path.is_file():
+            try:
+                kernel = Kernel.from_config(known.config, configure_logs=running)
+            except ConfigError as exc:
+                errors = exc.errors
+        if kernel is None and running:
+            configure_logging()
+        enabled_names = {c.name for _, c in kernel.cli_commands()} if kernel is not None else set()
+        parser = build_parser(kernel, installed=not running or known.command not in enabled_names,
+                              config_path=config_path, config_errors=errors)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -332,6 +471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # A task group around a kernel error: report it as `kernel health` does, not as a traceback.
+        leaves = _leaves(group)
+        if not leaves or not all(isinstance(e, KernelError) for e in leaves):
+            raise
+        for leaf in leaves:
+            lines = leaf.errors if isinstance(leaf, ConfigError) else [str(leaf)]
+            for line in lines:
+                print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG if all(isinstance(e, ConfigError) for e in leaves) else EXIT_FAIL
     return code
 
 

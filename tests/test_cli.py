@@ -207,3 +207,99 @@ def test_a_signal_during_boot_unwinds_the_started_plugins_and_exits_cleanly(
     stopped = re.findall(r"plugin (\w+) stopped", err)
     assert started == ["kt_gamma"], err  # gamma had booted before alpha
     assert sorted(started) == sorted(stopped), err  # every plugin that had started was stopped
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_every_command_fails_with_one_error_line_when_mongodb_is_unreachable(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "kernel.toml"
+    config.write_text(
+        '[kernel]\nplugins = ["errors", "redis", "eventbus", "queue", "repository"]\n'
+        '[plugins.redis]\nurl = "embedded"\n'
+        f'[plugins.repository]\nuri = "mongodb://127.0.0.1:{closed_port()}/app"\n'
+        "server_selection_timeout = 0.5\nconnect_timeout = 0.5\n"
+    )
+    for args in (["health"], ["dlq", "list"], ["queue", "stats"]):
+        result = run(args, cli_env, tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, (args, result.stderr)
+        assert "cannot reach MongoDB" in errors[0]
+        assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr, args
+
+
+def test_plugins_without_a_config_lists_what_is_installed_and_exits_0(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(["plugins"], cli_env, tmp_path)  # tmp_path has no kernel.toml
+    assert result.returncode == 0, result.stderr
+    assert "no config found" in result.stdout
+    assert "kernel.toml" in result.stdout
+    assert any(row.startswith("eventbus ") for row in result.stdout.splitlines())
+    assert "error" not in result.stderr
+    as_json = run(["plugins", "--json"], cli_env, tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["errors"] == [] and data["config"] is None
+
+
+def test_help_lists_every_installed_plugins_commands_without_a_config(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    helped = run(["--help"], cli_env, tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    for command in ("dlq", "queue", "worker", "repo", "greet"):
+        assert re.search(rf"^\s+{command}\s", helped.stdout, flags=re.M), (command, helped.stdout)
+    assert "not enabled" in helped.stdout
+    dlq = run(["dlq", "--help"], cli_env, tmp_path)
+    assert dlq.returncode == 0, dlq.stderr
+    assert "list" in dlq.stdout and "replay" in dlq.stdout
+
+
+def test_a_command_of_a_plugin_that_is_not_enabled_says_how_to_enable_it(
+    cli_env: dict[str, str], tmp_path: Path, good: Path
+) -> None:
+    empty = tmp_path / "empty"  # no kernel.toml here
+    empty.mkdir()
+    missing = run(["dlq", "list"], cli_env, empty)
+    assert missing.returncode == 2, missing.stderr
+    assert "'dlq'" in missing.stderr and "'eventbus'" in missing.stderr
+    assert "no config found" in missing.stderr
+    assert 'plugins = [..., "eventbus"]' in missing.stderr and "[kernel]" in missing.stderr
+    queue = run(["queue", "stats"], cli_env, empty)
+    assert queue.returncode == 2
+    assert 'plugins = [..., "redis", "queue"]' in queue.stderr  # what queue requires comes along
+    configured = run(["--config", str(good), "dlq", "list"], cli_env, tmp_path)
+    assert configured.returncode == 2
+    assert str(good) in configured.stderr and 'plugins = [..., "eventbus"]' in configured.stderr
+    assert "Traceback" not in missing.stderr + queue.stderr + configured.stderr
+
+
+@pytest.mark.parametrize("flag", ["--config", "-c"])
+def test_global_options_are_accepted_after_the_command(
+    good: Path, cli_env: dict[str, str], tmp_path: Path, flag: str
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    check = run(["check", flag, str(good)], cli_env, elsewhere)
+    assert check.returncode == 0, check.stderr
+    assert "config OK" in check.stdout
+    show = run(["config", "show", flag, str(good)], cli_env, elsewhere)
+    assert show.returncode == 0, show.stderr
+    assert "[plugins.kt_alpha]" in show.stdout
+    greet = run(["greet", "world", flag, str(good)], cli_env, elsewhere)
+    assert greet.returncode == 0, greet.stderr
+    assert greet.stdout.strip() == "hey, world"
+    nested = run(["dlq", "list", flag, str(good)], cli_env, elsewhere)  # past a nested sub-command too
+    assert nested.returncode == 2
+    assert "not enabled" in nested.stderr and "unrecognized arguments" not in nested.stderr
+    assert f"{flag} " in run(["check", "--help"], cli_env, elsewhere).stdout
