@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -215,9 +217,53 @@ async def crash(request: Request) -> JSONResponse:
     raise RuntimeError(f"ledger row 1337 for {settings.name} has password_hash=$2b$12$internalOnly")
 
 
+SUPERVISOR_STATE_ENV = "EXAMPLE_SUPERVISOR_STATE"
+"""Path of the launcher's state file (``run.py`` sets it): its restart counts go into ``/health``."""
+
+
+def supervisor_state() -> dict[str, Any] | None:
+    """``{"restarts": n, "processes": {name: {"restarts": n, "running": bool}}}`` from the
+    launcher's state file; ``None`` when this process was not started by the launcher."""
+    path = os.environ.get(SUPERVISOR_STATE_ENV)
+    if not path:
+        return None
+    try:
+        state = json.loads(Path(path).read_text())
+        processes = {str(name): {"restarts": int(p["restarts"]), "running": bool(p["running"])}
+                     for name, p in state["processes"].items()}
+        return {"restarts": int(state["restarts"]), "processes": processes}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"restarts": None, "processes": {}}  # the launcher is stopping (or was killed)
+
+
 async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
-    """Hand ``/health``, ``/health/metrics`` and other plugin routes to the kernel's app."""
-    await scope["state"]["kernel_app"](scope, receive, send)
+    """Hand ``/health``, ``/health/metrics`` and other plugin routes to the kernel's app
+    (``GET /health`` gets the launcher's ``supervisor`` section added)."""
+    kernel_app = scope["state"]["kernel_app"]
+    state = supervisor_state() if scope["path"] == "/health" and scope["method"] == "GET" else None
+    if state is None:
+        await kernel_app(scope, receive, send)
+        return
+    start: MutableMapping[str, Any] = {}
+    body = bytearray()
+
+    async def capture(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        else:
+            body.extend(message.get("body", b""))
+
+    await kernel_app(scope, receive, capture)
+    payload = bytes(body)
+    try:
+        report = json.loads(payload)
+        report["supervisor"] = state
+        payload = json.dumps(report, separators=(",", ":")).encode()
+    except (ValueError, TypeError):
+        pass  # not the JSON report: passed on unchanged
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    await send({**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
