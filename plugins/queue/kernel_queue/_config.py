@@ -6,6 +6,15 @@ from typing import Any
 
 import attrs
 
+MAX_RETENTION = 315_360_000.0
+"""Longest retention accepted: 10 years, in seconds (Redis expiry times are bounded)."""
+
+
+def _retention(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= MAX_RETENTION:  # NaN fails too
+        raise ValueError(
+            f"'{attribute.name}' must be seconds from 0 to {MAX_RETENTION:.0f} (10 years): {value!r}")
+
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
@@ -44,9 +53,9 @@ class QueueConfig:
     """Publish job events on Redis (``listen_to_queue_events``) and on the event bus when enabled."""
     max_payload_bytes: int = attrs.field(default=1_048_576, validator=attrs.validators.ge(1))
     """Largest job data (and job result) accepted, in bytes of its JSON (``JobTooLargeError`` above it)."""
-    completed_retention: float = attrs.field(default=86_400.0, validator=attrs.validators.ge(0))
+    completed_retention: float = attrs.field(default=86_400.0, validator=_retention)
     """Seconds a completed job stays in Redis (result, ``get_job``, stats); 0: until ``clean_queue``."""
-    failed_retention: float = attrs.field(default=604_800.0, validator=attrs.validators.ge(0))
+    failed_retention: float = attrs.field(default=604_800.0, validator=_retention)
     """Seconds a failed (or aborted) job stays for inspection and ``retry_failed``; 0: until cleaned."""
     log_data_chars: int = attrs.field(default=100, validator=attrs.validators.ge(0))
     """Job data, results and errors in log lines are cut to this many characters; 0 leaves them out."""

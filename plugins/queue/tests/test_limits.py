@@ -12,8 +12,9 @@ from kernel_queue import JobContext, JobTooLargeError, QueueManager
 from kernel_queue._manager import QUEUES_KEY
 from kernel_redis.testing import redis_server, redis_url  # noqa: F401
 
+from kernel import ConfigError
 from kernel._logging import ConsoleFormatter, JsonFormatter
-from kernel.testing import boot_kernel
+from kernel.testing import boot_kernel, make_kernel
 
 MiB = 1_048_576
 
@@ -61,6 +62,17 @@ async def assert_nothing_stored(manager: QueueManager, qname: str) -> None:
 
 
 # ---------------------------------------------------------------------- payload size
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("max_payload_bytes", 0, "must be >= 1"),
+    ("failed_retention", float("inf"), "must be seconds from 0 to 315360000"),
+    ("completed_retention", -1.0, "must be seconds from 0"),
+    ("log_data_chars", -5, "must be >= 0"),
+])
+def test_bad_limits_are_config_errors_naming_the_key(key: str, value: float, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"plugins\.queue\.{key}.*{problem}"):
+        make_kernel("redis", "queue", config={"queue": {key: value}})
 
 
 @pytest.mark.anyio
