@@ -298,19 +298,27 @@ def _setting_paths(data: dict[str, object], prefix: tuple[str, ...] = ()) -> Ite
             yield from _setting_paths(value, path)
 
 
-def test_every_environment_variable_in_the_docs_names_a_setting(tmp_path: Path) -> None:
-    """``KERNEL__A__B`` names in the docs must be real settings (a wrong name is silently useless).
+@pytest.fixture(scope="module")
+def known_settings() -> dict[str, object]:
+    """Every setting, as ``kernel config show --json`` of the example service's config shows it.
 
-    The known settings are those of ``kernel config show --json`` for the example service's
-    config, which enables every first-party plugin and the example's host sections. Console
-    blocks (run by ``test_console_example``) and lines showing the "unknown key" error are skipped.
+    That config enables every first-party plugin and the example's host sections.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
     shown = subprocess.run([sys.executable, "-m", "kernel", "--config", "examples/kernel.toml",
                             "config", "show", "--json"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    known = set(_setting_paths(json.loads(shown.stdout)))
+    data: dict[str, object] = json.loads(shown.stdout)
+    return data
+
+
+def test_every_environment_variable_in_the_docs_names_a_setting(known_settings: dict[str, object]) -> None:
+    """``KERNEL__A__B`` names in the docs must be real settings (a wrong name is silently useless).
+
+    Console blocks (run by ``test_console_example``) and lines showing the "unknown key" error are skipped.
+    """
+    known = set(_setting_paths(known_settings))
     wrong: list[str] = []
     for page in PAGES:
         # Console blocks are run, so a wrong name there fails them (or is shown failing on purpose).
@@ -334,3 +342,45 @@ def test_parser_rejects_output_without_a_command(tmp_path: Path) -> None:
     page.write_text("```console\nHi, ada!\n```\n")
     with pytest.raises(ValueError, match="before any '\\$ ' command"):
         console_blocks(page)
+
+
+def _unknown_keys(data: dict[str, object], known: dict[str, object], path: str) -> Iterator[str]:
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in known:
+            yield where
+        elif isinstance(value, dict) and isinstance(known[key], dict) and known[key]:
+            yield from _unknown_keys(value, known[key], where)  # type: ignore[arg-type]
+
+
+def test_every_toml_example_uses_real_settings(known_settings: dict[str, object]) -> None:
+    """Keys under ``[kernel]`` and ``[plugins.<first-party>]`` in the docs' TOML blocks exist.
+
+    A misspelt or removed key in an example is what a reader copies; config validation
+    would reject it (``unknown key``), so the docs must not show one. Blocks that define a
+    file (``# kernel.toml``) are left to the console examples that run them.
+    """
+    import tomllib
+
+    known = known_settings
+    wrong: list[str] = []
+    for page in PAGES:
+        for fence in fences(page):
+            if fence.lang != "toml" or (fence.body and _FILE_COMMENT.match(fence.body[0])):
+                continue  # a page's file is checked by running the console blocks that use it
+            try:
+                data = tomllib.loads("\n".join(fence.body))
+            except tomllib.TOMLDecodeError as exc:
+                wrong.append(f"{_rel(page)}:{fence.line}: not valid TOML ({exc})")
+                continue
+            scoped = {"kernel": data.get("kernel", {}),
+                      "plugins": {k: v for k, v in data.get("plugins", {}).items() if k in FIRST_PARTY}}
+            wrong += [f"{_rel(page)}:{fence.line}: {key}: no such setting"
+                      for key in _unknown_keys(scoped, known, "")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_unknown_keys_descends_into_tables() -> None:
+    known: dict[str, object] = {"plugins": {"redis": {"url": "embedded", "embedded": {"password": True}}}}
+    data: dict[str, object] = {"plugins": {"redis": {"url": "x", "embedded": {"pasword": True}, "colour": 1}}}
+    assert list(_unknown_keys(data, known, "")) == ["plugins.redis.embedded.pasword", "plugins.redis.colour"]
