@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kernel_cache import CacheManager
-from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel.testing import boot_kernel
 
@@ -21,7 +21,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def prefix() -> str:
     """A key prefix of its own per test: tests never flush a shared server."""
-    return f"t{uuid.uuid4().hex[:12]}"
+    return f"kctest{uuid.uuid4().hex[:12]}"  # under kernel_redis.testing.TEST_KEY_PATTERNS
 
 
 def cache_config(backend: str, url: str, prefix: str, **extra: Any) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, MemoryEventBus, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
-from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.05, factor=2.0)
 

@@ -136,7 +136,9 @@ async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aiored
     assert any(e.data == {"foreign": "producer"} for e in dlq)
 
 
-async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str, wait: Any) -> None:
+async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str, wait: Any,
+                                                     client: aioredis.Redis) -> None:
+    # ``client`` removes the streams and groups under ``prefix`` after the test.
     clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
     seen: dict[str, list[str]] = {"a": [], "b": [], "audit": []}
 

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from kernel_queue import QueueManager
-from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+from kernel_queue._manager import QUEUES_KEY
+from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel.testing import boot_kernel
 
@@ -33,14 +35,34 @@ def fast_config() -> dict[str, Any]:
     return dict(FAST)
 
 
-@pytest.fixture
-def qname() -> str:
-    """A fresh queue name per test: no flushing of a server the tests may share."""
-    return f"t{uuid.uuid4().hex[:10]}"
+async def delete_queue_keys(url: str, qname: str) -> None:
+    """Remove every key of queue ``qname`` (SAQ's sets and job records, the fault tests' run log)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        for pattern in (f"saq:{qname}:*", f"saq:job:{qname}:*", f"kqtest:{qname}:*"):
+            keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+            for i in range(0, len(keys), 500):
+                await client.delete(*keys[i:i + 500])
+        await client.srem(QUEUES_KEY, qname)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
-async def manager(redis_url: str, fast_config: dict[str, Any]) -> AsyncIterator[QueueManager]:  # noqa: F811
+async def qname(redis_url: str) -> AsyncIterator[str]:  # noqa: F811
+    """A fresh queue name per test (no flushing of a server the tests may share); its keys are removed after.
+
+    Fixtures that run workers on the queue take ``qname`` so that they stop before this cleanup.
+    """
+    name = f"kqtest{uuid.uuid4().hex[:10]}"
+    yield name
+    await delete_queue_keys(redis_url, name)
+
+
+@pytest.fixture
+async def manager(redis_url: str, fast_config: dict[str, Any],  # noqa: F811
+                  qname: str) -> AsyncIterator[QueueManager]:
+    """A booted kernel's manager, shut down (workers stopped) before ``qname``'s keys are removed."""
     async with boot_kernel("redis", "queue",
                            config={"redis": {"url": redis_url}, "queue": fast_config}) as k:
         yield k.get(QueueManager)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 
 @pytest.fixture
