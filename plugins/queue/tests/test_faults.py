@@ -116,12 +116,16 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
                                               tmp_path: Path, spawn: Callable[..., WorkerProcess]) -> None:
     total, kills, concurrency = 1000, 10, 5
     config = write_config(tmp_path / "kernel.toml", redis_url, {**FAST, "max_stalls": 10})
-    ids = await manager.add_bulk_jobs(qname, [{"name": "work", "data": {"sleep": 0.04}}] * total)
     workers = [spawn(config, concurrency), spawn(config, concurrency)]
     for w in workers:
         await w.ready()
+    ids: list[str] = []
     killed: list[tuple[int, float]] = []
     for i in range(kills):
+        # A batch per kill: however slowly a loaded machine restarts workers, every kill meets
+        # running jobs (all 1000 up front could be done before the last kill).
+        batch = [{"name": "work", "data": {"sleep": 0.08}}] * (total // kills)
+        ids += await manager.add_bulk_jobs(qname, batch)
         victim = workers[i % 2]
         # Kill mid-job: wait until the victim has a started, unfinished job.
         async def busy(pid: int = victim.pid) -> bool:
@@ -135,8 +139,7 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
         await victim.wait()
         replacement = spawn(config, concurrency)
         workers[i % 2] = replacement
-        await replacement.ready()
-        await anyio.sleep(0.1)
+        await replacement.ready()  # the ready file: it takes jobs
 
     async def all_done() -> bool:
         return (await manager.get_queue_stats(qname))["completed"] == total
