@@ -7,15 +7,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+
+import anyio
 
 from ._kernel import Kernel
 from ._plugin import Plugin
 from ._registry import Key, Registry
 
-__all__ = ["boot_kernel", "make_kernel"]
+__all__ = ["boot_kernel", "make_kernel", "wait_until"]
 
 
 def make_kernel(
@@ -77,3 +81,27 @@ async def boot_kernel(
     )
     async with kernel:
         yield kernel
+
+
+async def wait_until(
+    predicate: Callable[[], object | Awaitable[object]],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not a cancel scope for callers
+    *,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> None:
+    """Poll ``predicate`` (sync or async) every ``interval`` s until it is truthy.
+
+    Raises ``AssertionError`` naming ``what`` after ``timeout`` seconds: tests wait on a
+    real state instead of a fixed sleep, and a loaded machine only makes them slower.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(interval)
