@@ -384,3 +384,52 @@ def test_unknown_keys_descends_into_tables() -> None:
     known: dict[str, object] = {"plugins": {"redis": {"url": "embedded", "embedded": {"password": True}}}}
     data: dict[str, object] = {"plugins": {"redis": {"url": "x", "embedded": {"pasword": True}, "colour": 1}}}
     assert list(_unknown_keys(data, known, "")) == ["plugins.redis.embedded.pasword", "plugins.redis.colour"]
+
+
+_KERNEL_CALL = re.compile(
+    r"(?:^|[\s`$(])kernel(?: (?:-c|--config) \S+)? (?P<cmd>[a-z]+)(?P<rest>[^`#|()\n;,]*)"
+)
+_SUBCOMMAND_LINE = re.compile(r"^    (?P<name>[a-z][a-z-]*)(?:\s|$)")
+
+
+def _kernel_help(*args: str) -> str:
+    """``kernel --config examples/kernel.toml ARGS --help`` (every plugin enabled, nothing booted)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    done = subprocess.run([sys.executable, "-m", "kernel", "--config", "examples/kernel.toml", *args,
+                           "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"kernel {' '.join(args)} --help failed:\n{done.stderr}"
+    return done.stdout
+
+
+def _subcommands(help_text: str) -> set[str]:
+    return {m["name"] for line in help_text.splitlines() if (m := _SUBCOMMAND_LINE.match(line))}
+
+
+def test_every_documented_command_option_exists() -> None:
+    """Each ``kernel CMD [SUB] --option`` the docs mention is an option of that command.
+
+    Checked against ``--help`` with every plugin enabled, so a renamed or removed option (or
+    a flag attached to the wrong command) fails here, whatever kind of block or prose shows it.
+    """
+    commands = _subcommands(_kernel_help())
+    helps: dict[tuple[str, ...], str] = {}
+    wrong: list[str] = []
+    for page in PAGES:
+        for n, text in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            for m in _KERNEL_CALL.finditer(text):
+                if m["cmd"] not in commands:
+                    continue
+                key: tuple[str, ...] = (m["cmd"],)
+                if key not in helps:
+                    helps[key] = _kernel_help(*key)
+                words = m["rest"].split()
+                if words and words[0] in _subcommands(helps[key]):
+                    key = (m["cmd"], words[0])
+                    if key not in helps:
+                        helps[key] = _kernel_help(*key)
+                for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", m["rest"]):
+                    if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", helps[key]):
+                        wrong.append(f"{_rel(page)}:{n}: `kernel {' '.join(key)}` has no option "
+                                     f"{option}")
+    assert helps, "no kernel command found in the docs (the pattern is broken)"
+    assert not wrong, "\n".join(wrong)
