@@ -124,8 +124,8 @@ def remove_stale_folders(tmp: Path | None = None) -> list[Path]:
     return removed
 
 
-def url_has_password(url: str) -> bool:
-    """Whether a redis/mongodb URL carries a password (in the userinfo or a ``password=`` query)."""
+def url_has_credentials(url: str) -> bool:
+    """Whether a redis/mongodb URL carries credentials (a userinfo part or a ``password=`` query)."""
     try:
         parts = urlsplit(url)
         userinfo = parts.netloc.rpartition("@")[0]
@@ -363,6 +363,7 @@ class Stack:
                 continue
             if child.restart_at is None:
                 code = child.wait(0)
+                self._forget_metrics(child.pid)
                 child.failures += 1
                 delay = min(BACKOFF_FIRST * 2 ** (child.failures - 1), BACKOFF_MAX)
                 child.restart_at = now + delay
@@ -414,6 +415,15 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{child.name} did not become ready\n{child.log[-4000:]}")
                 time.sleep(0.05)
+
+    def _forget_metrics(self, pid: int | None) -> None:
+        """Drop a dead process's live gauges from the shared metrics (its counters keep counting)."""
+        if pid is None or self.metrics_dir is None:
+            return
+        with contextlib.suppress(Exception):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, str(self.metrics_dir))
 
     def restart_worker(self, i: int) -> Child:
         """Start a fresh worker process in slot ``i`` (after a kill)."""
@@ -522,9 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--web must be >= 1 and --workers >= 0")
     for option, value, env_name in (("--redis-url", args.redis_url, REDIS_ENV),
                                     ("--mongo-uri", args.mongo_uri, MONGO_ENV)):
-        if value is not None and url_has_password(value):
-            # Never echo the value: it holds the password.
-            parser.error(f"{option} contains a password, and a command line is visible to every local user "
+        if value is not None and url_has_credentials(value):
+            # Never echo the value: it holds a secret.
+            parser.error(f"{option} contains credentials, and a command line is visible to every local user "
                          f"(ps); pass that URL in the environment instead: {env_name}=... "
                          "python -m examples.service.run")
     redis_url = args.redis_url or _external(REDIS_ENV)

