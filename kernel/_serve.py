@@ -189,7 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_FAIL
         app = args.app if args.workers > 1 else host_app
     else:
-        kernel = Kernel.from_config(config_path, configure_logs=True)  # fail fast on a bad config
+        # Fail fast on a bad config; the plugins' checks see how many processes will serve it.
+        kernel = Kernel.from_config(config_path, configure_logs=True, processes=args.workers)
         if args.workers > 1:
             app, factory = "kernel._serve:app_factory", True
         else:

@@ -7,9 +7,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
-from kernel import BootError, KernelError, Plugin, PluginContext, ShutdownError, TeardownError, hookimpl
+from kernel import (
+    BootError,
+    CheckIssue,
+    ConfigError,
+    Kernel,
+    KernelError,
+    Plugin,
+    PluginContext,
+    ShutdownError,
+    TeardownError,
+    hookimpl,
+)
 from kernel.testing import boot_kernel, make_kernel
 
 EVENTS: list[str] = []
@@ -261,3 +273,129 @@ async def test_shutdown_removes_plugin_services_so_a_reboot_registers_them_again
     assert "late" not in k.registry and "early" not in k.registry
     async with k:
         assert k.registry.get("late") is not first
+
+
+# ---------------------------------------------------------------- kernel_check (issue 11, items 4 and 5)
+
+CHECKS: list[tuple[str, Any, frozenset[str], int]] = []
+
+
+@attrs.define(frozen=True)
+class CheckedConfig:
+    mode: str = "fine"
+    size: int = attrs.field(default=1, validator=attrs.validators.gt(0))
+
+
+class Checked(Plugin):
+    """Turns ``mode`` into findings: ``error``, ``production``, ``warning``, ``boom``, ``junk``."""
+
+    name = "checked"
+    config_class = CheckedConfig
+
+    @hookimpl
+    def kernel_check(
+        self, ctx: PluginContext[CheckedConfig], enabled: frozenset[str], processes: int
+    ) -> list[CheckIssue]:
+        CHECKS.append((ctx.name, ctx.config, enabled, processes))
+        mode = ctx.config.mode
+        if mode == "boom":
+            raise RuntimeError("the check itself broke")
+        if mode == "junk":
+            return ["not an issue"]  # type: ignore[list-item]
+        issues = {
+            "error": [CheckIssue.error("mode", "cannot work like this")],
+            "production": [CheckIssue.production("", "fine for a laptop only")],
+            "warning": [CheckIssue.warning("size", "just so you know")],
+            "needs": [] if "partner" in enabled else [CheckIssue.error("mode", "needs the partner plugin")],
+            "many": [CheckIssue.error("mode", f"{processes} processes")] if processes > 1 else [],
+        }
+        return issues.get(mode, [])
+
+    @hookimpl
+    def kernel_register(self, ctx: PluginContext[CheckedConfig]) -> None:
+        EVENTS.append("checked:register")
+
+    @hookimpl
+    async def kernel_lifespan(self, ctx: PluginContext[CheckedConfig]) -> AsyncIterator[None]:
+        EVENTS.append("checked:start")
+        yield
+
+
+class Partner(Plugin):
+    name = "partner"
+
+
+def checked(mode: str, env: str = "test", *extra: type[Plugin], **kw: Any) -> Kernel:
+    return Kernel.from_dict(
+        {"kernel": {"plugins": ["checked", *(p.name for p in extra)], "env": env},
+         "plugins": {"checked": {"mode": mode}}},
+        environ={}, plugins=[Checked, *extra], entry_points=False, **kw,
+    )
+
+
+def test_the_check_hook_sees_its_config_the_enabled_set_and_the_process_count() -> None:
+    EVENTS.clear()
+    CHECKS.clear()
+    k = checked("fine", "test", Partner, processes=3)
+    seen = CHECKS
+    assert seen == [("checked", CheckedConfig("fine"), frozenset({"checked", "partner"}), 3)]
+    assert EVENTS == []  # nothing registered or started: checks run while the config is validated
+    assert k.warnings == ()
+    with pytest.raises(ConfigError) as exc_info:
+        checked("needs")
+    assert exc_info.value.errors == ["plugins.checked.mode: needs the partner plugin"]
+    checked("needs", "test", Partner)
+    checked("many")
+    with pytest.raises(ConfigError) as exc_info:
+        checked("many", processes=2)
+    assert exc_info.value.errors == ["plugins.checked.mode: 2 processes"]
+
+
+def test_check_errors_fail_in_every_env_and_production_rules_only_in_production() -> None:
+    for env in ("development", "test", "production"):
+        with pytest.raises(ConfigError) as exc_info:
+            checked("error", env)
+        assert exc_info.value.errors == ["plugins.checked.mode: cannot work like this"]
+    with pytest.raises(ConfigError) as exc_info:
+        checked("production", "production")
+    assert exc_info.value.errors == [
+        "plugins.checked: fine for a laptop only (not allowed when env = 'production')"
+    ]
+    assert checked("production", "development").warnings == (
+        "plugins.checked: fine for a laptop only (an error when env = 'production')",
+    )
+    assert checked("warning", "production").warnings == ("plugins.checked.size: just so you know",)
+
+
+def test_check_findings_join_every_other_error_and_broken_checks_are_reported() -> None:
+    other = type("Other", (Plugin,), {"name": "other", "config_class": CheckedConfig})
+    with pytest.raises(ConfigError) as exc_info:
+        Kernel.from_dict(
+            {"kernel": {"plugins": ["checked", "other"]},
+             "plugins": {"checked": {"mode": "error"}, "other": {"size": 0, "mode": 1}}},
+            environ={}, plugins=[Checked, other], entry_points=False,
+        )
+    assert sorted(exc_info.value.errors) == [
+        "plugins.checked.mode: cannot work like this",
+        "plugins.other.mode: expected str, got 1",
+        "plugins.other.size: must be > 0: 0",
+    ]
+    with pytest.raises(ConfigError) as exc_info:
+        checked("boom")
+    assert exc_info.value.errors == [
+        "plugins.checked: kernel_check failed: RuntimeError: the check itself broke"
+    ]
+    with pytest.raises(ConfigError) as exc_info:
+        checked("junk")
+    assert exc_info.value.errors == ["plugins.checked: kernel_check returned str, not a kernel.CheckIssue"]
+    CHECKS.clear()
+    with pytest.raises(ConfigError) as exc_info:
+        Kernel.from_dict({"kernel": {"plugins": ["checked"]}, "plugins": {"checked": {"size": -1}}},
+                         environ={}, plugins=[Checked], entry_points=False)
+    assert exc_info.value.errors == ["plugins.checked.size: must be > 0: -1"]
+    assert CHECKS == []  # an invalid table is not checked
+
+
+def test_check_issue_rejects_an_unknown_severity() -> None:
+    with pytest.raises(ValueError, match="severity"):
+        CheckIssue("x", "", "fatal")  # type: ignore[arg-type]
