@@ -19,8 +19,10 @@ The convention (documented in docs/writing-a-plugin.md, "Tested console examples
 - Anything that cannot run like this (needs a real deployment, shows a synopsis) is not a console
   block: use ``text`` or ``bash``. Console means tested.
 
-The env-var test checks every ``KERNEL__…`` variable named anywhere in the docs against the
-settings the installed plugins really have.
+The other tests keep the rest of the docs honest without running it: every ``KERNEL__…``
+variable and every ``[kernel]``/``[plugins.x]`` key in a TOML example must be a real setting,
+every ``kernel CMD --option`` must be an option of that command, and every ```python block
+must parse and import only names that exist.
 """
 
 from __future__ import annotations
@@ -432,4 +434,46 @@ def test_every_documented_command_option_exists() -> None:
                         wrong.append(f"{_rel(page)}:{n}: `kernel {' '.join(key)}` has no option "
                                      f"{option}")
     assert helps, "no kernel command found in the docs (the pattern is broken)"
+    assert not wrong, "\n".join(wrong)
+
+
+def test_python_examples_compile_and_import_real_names() -> None:
+    """Every ```python block parses, and what it imports from the kernel and plugins exists.
+
+    The blocks are fragments (top-level ``await``, ``...``), so they are not run; a renamed or
+    removed public name still shows up here.
+    """
+    import ast
+    import importlib
+    import importlib.util
+
+    wrong: list[str] = []
+    for page in PAGES:
+        for fence in fences(page):
+            if fence.lang not in ("python", "py"):
+                continue
+            where = f"{_rel(page)}:{fence.line}"
+            try:
+                tree = compile("\n".join(fence.body), where, "exec",
+                               flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            except SyntaxError as exc:
+                wrong.append(f"{where}: {exc}")
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    modules = [node.module] if node.module and not node.level else []
+                else:
+                    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for module in modules:
+                    if module.split(".")[0] != "kernel" and not module.startswith("kernel_"):
+                        continue
+                    try:
+                        imported = importlib.import_module(module)
+                    except ImportError as exc:
+                        wrong.append(f"{where}: import {module}: {exc}")
+                        continue
+                    if isinstance(node, ast.ImportFrom):
+                        wrong += [f"{where}: {module} has no {a.name!r}" for a in node.names
+                                  if a.name != "*" and not hasattr(imported, a.name)
+                                  and importlib.util.find_spec(f"{module}.{a.name}") is None]
     assert not wrong, "\n".join(wrong)
