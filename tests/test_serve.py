@@ -178,6 +178,7 @@ def test_serve_starts_every_request_from_a_fresh_context(tmp_path: Path, size: i
     import json
     import time
 
+    pytest.importorskip("uvicorn", reason="kernel serve needs the serve extra")
     (tmp_path / "leaky.py").write_text(LEAKY_APP)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
