@@ -257,3 +257,46 @@ def test_the_next_start_removes_the_folders_a_killed_launcher_left(
     assert live.exists()
     assert again.stop(signal.SIGTERM) == 0, again.output
     assert set(tmp_path.iterdir()) == {live}
+
+
+def test_restart_backoff_doubles_up_to_the_cap_and_resets_after_a_stable_run(tmp_path: Path) -> None:
+    """The supervisor's schedule, with a real process that keeps crashing (exit 3) and the clock
+    handed to :meth:`Stack.supervise` (no waiting for the delays themselves)."""
+    from examples.service.run import BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER, Child
+
+    stack = Stack(web=1, workers=0)
+    crasher = Child("web0", [sys.executable, "-c", "raise SystemExit(3)"], clean_env(), tmp_path / "web0.log")
+    stack.webs = [crasher]
+    crasher.start()
+    delays: list[float] = []
+    now = time.monotonic()
+    try:
+        for restart in range(1, 10):
+            assert crasher.proc is not None
+            crasher.proc.wait(30)
+            (died,) = stack.supervise(now)
+            found = re.fullmatch(r"web0 \(pid \d+\) exited with code 3; restarting it in ([\d.]+)s", died)
+            assert found, died
+            delays.append(float(found.group(1)))
+            assert stack.supervise(now + delays[-1] - 0.01) == []  # not before its delay
+            (started,) = stack.supervise(now + delays[-1])
+            assert re.fullmatch(rf"web0 restarted \(pid \d+, restart {restart}\)", started), started
+            now += delays[-1]
+        assert delays == [min(BACKOFF_FIRST * 2**i, BACKOFF_MAX) for i in range(9)]
+        assert delays[-1] == BACKOFF_MAX
+
+        # It stays up long enough: the next crash is restarted after the first delay again.
+        assert crasher.proc is not None
+        crasher.proc.wait(30)
+        stack.supervise(now)
+        crasher.argv = [sys.executable, "-c", "import signal; signal.pause()"]
+        (started,) = stack.supervise(now + BACKOFF_MAX)
+        assert "restart 10" in started
+        assert stack.supervise(crasher.started_at + STABLE_AFTER) == []
+        assert crasher.failures == 0
+        crasher.kill()
+        (died,) = stack.supervise(crasher.started_at + STABLE_AFTER + 1)
+        assert died.endswith(f"exited with signal SIGKILL; restarting it in {BACKOFF_FIRST:g}s"), died
+    finally:
+        crasher.kill()
+        crasher.close()
