@@ -2,7 +2,7 @@
 
 from ._backends import CacheBackend, MemoryBackend, RedisBackend
 from ._config import CacheConfig
-from ._errors import CacheError, CacheUnavailableError, NotACounterError
+from ._errors import CacheError, CacheUnavailableError, NotACounterError, UncacheableValueError
 from ._keys import glob, glob_escape, glob_to_regex
 from ._manager import CacheManager
 from ._plugin import CachePlugin
@@ -22,6 +22,7 @@ __all__ = [
     "NotACounterError",
     "RedisBackend",
     "Serializer",
+    "UncacheableValueError",
     "glob",
     "glob_escape",
     "glob_to_regex",

@@ -22,3 +22,16 @@ class NotACounterError(CacheError, TypeError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"cache key {key!r} does not hold an integer counter")
+
+
+class UncacheableValueError(CacheError, TypeError, ValueError):
+    """A value the cache cannot store without changing it.
+
+    NaN or ±infinity (JSON has neither), an int over Python's digit limit, a circular reference.
+    A ``TypeError`` like the other refusals of ``set``, and a ``ValueError``.
+    """
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = where
+        self.problem = problem
+        super().__init__(f"cannot cache {where}: {problem}")

@@ -1,15 +1,16 @@
-"""The JSON serializer: the fast path writes exactly what the stdlib encoder writes; edge values."""
+"""The JSON serializer: the fast path writes exactly what the stdlib encoder writes; values never change."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from kernel_cache import JsonSerializer
+from kernel_cache import JsonSerializer, UncacheableValueError
 
 VALUES: list[Any] = [
     {"id": 1, "name": "Ada ✓ ünïcode", "tags": ["a", "b"], "ok": True, "none": None, "f": 0.1},
@@ -29,12 +30,55 @@ def test_fast_path_matches_the_stdlib_encoder(value: Any) -> None:
     assert s.loads(s.dumps(value)) == s.loads(stdlib)
 
 
-def test_non_finite_floats_become_null() -> None:
-    # JSON has no NaN/Infinity: they are stored as null (documented).
+NON_FINITE: list[tuple[Any, str]] = [
+    (float("nan"), "the value = nan"),
+    ([1.5, float("inf")], "the value[1] = inf"),
+    ({"a": {"b": [None, -math.inf]}}, "the value['a']['b'][1] = -inf"),
+    ({"none": None, "x": float("nan"), "big": 2**70}, "the value['x'] = nan"),  # the stdlib path
+]
+
+
+@pytest.mark.parametrize(("value", "where"), NON_FINITE)
+def test_non_finite_floats_are_refused_never_stored_as_null(value: Any, where: str) -> None:
+    # JSON has no NaN/Infinity: storing null would change the value, so it is a clear error.
     s = JsonSerializer()
-    assert s.loads(s.dumps([float("nan"), float("inf"), 1.5])) == [None, None, 1.5]
+    with pytest.raises(UncacheableValueError, match=re.escape(f"cannot cache {where}: JSON has no NaN")):
+        s.dumps(value)
+    assert issubclass(UncacheableValueError, TypeError), "set() documents a TypeError for what it refuses"
+    assert issubclass(UncacheableValueError, ValueError)
     # Values written by the stdlib encoder elsewhere (NaN tokens) are still readable.
     assert math.isnan(s.loads(b"NaN"))
+
+
+BIG_INTS: list[Any] = [
+    2**70, -(2**70), 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**40, [1, 2**100, "12345678901234567890"],
+    {"id": 2**70, "none": None, "f": 1e300, "small": -5},
+]
+
+
+@pytest.mark.parametrize("value", BIG_INTS)
+def test_integers_of_any_size_round_trip_exactly(value: Any) -> None:
+    s = JsonSerializer()
+    back = s.loads(s.dumps(value))
+    assert back == value
+    assert repr(back) == repr(value), "never a float"
+
+
+@pytest.mark.anyio
+async def test_exact_values_through_both_backends(cache: Any) -> None:
+    ns = cache.namespace("exact")
+    await ns.set("big", 2**70)
+    assert await ns.get("big") == 2**70
+    assert type(await ns.get("big")) is int
+    await ns.set_many({"a": [2**64, -(2**63) - 1], "b": {"n": 10**30, "none": None}})
+    got = await ns.get_many(["a", "b"])
+    assert repr(got) == repr({"a": [2**64, -(2**63) - 1], "b": {"n": 10**30, "none": None}})
+    with pytest.raises(UncacheableValueError, match=r"the value\['p'\] = nan"):
+        await ns.set("nan", {"p": float("nan")})
+    with pytest.raises(UncacheableValueError, match=r"the value = inf"):
+        await ns.set_many({"ok": 1, "inf": float("inf")})
+    assert await ns.get_many(["nan", "ok", "inf"]) == {}, "nothing of a refused batch was stored"
+    # the fixture deletes every key under the test's prefix
 
 
 def test_explicit_hooks() -> None:
