@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 from kernel_queue import QueueManager
@@ -28,6 +29,23 @@ FAST: dict[str, Any] = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def wait_subscribed(manager: QueueManager, qname: str, within: float = 10.0) -> None:
+    """Wait until something subscribes to ``qname``'s event channel (``PUBSUB NUMSUB``), not a fixed sleep."""
+    channel = manager.get_queue(qname).events_channel
+    with anyio.fail_after(within):
+        while True:
+            ((_, count),) = await manager.redis.pubsub_numsub(channel)
+            if count:
+                return
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture
+def subscribed() -> Callable[[QueueManager, str], Awaitable[None]]:
+    """:func:`wait_subscribed` for tests (test modules cannot import conftest under importlib mode)."""
+    return wait_subscribed
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ async def test_bad_processor_hook_is_a_config_error(redis_url: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_sample_notification_processor(redis_url: str, qname: str) -> None:
+async def test_sample_notification_processor(redis_url: str, qname: str, subscribed: Any) -> None:
     async with boot_kernel("redis", "queue", config={
         "redis": {"url": redis_url},
         "queue": {**FAST, "processors": ["kernel_queue:register_sample_processors"]},
@@ -56,7 +56,7 @@ async def test_sample_notification_processor(redis_url: str, qname: str) -> None
         manager.register_processor(qname, "send-notification", notification_processor)
         events: list[dict[str, Any]] = []
         manager.listen_to_queue_events(qname, events.append)
-        await anyio.sleep(0.1)
+        await subscribed(manager, qname)
         jid = await manager.add_job(qname, "send-notification",
                                     {"notification_id": "123", "user_id": "456", "type": "push"})
         await manager.create_worker(qname, concurrency=5)
