@@ -240,7 +240,7 @@ async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
     """Hand ``/health``, ``/health/metrics`` and other plugin routes to the kernel's app
     (``GET /health`` gets the launcher's ``supervisor`` section added)."""
     kernel_app = scope["state"]["kernel_app"]
-    state = supervisor_state() if scope["path"] == "/health" and scope["method"] == "GET" else None
+    state = supervisor_state() if scope.get("path") == "/health" and scope.get("method") == "GET" else None
     if state is None:
         await kernel_app(scope, receive, send)
         return
