@@ -477,3 +477,15 @@ def test_python_examples_compile_and_import_real_names() -> None:
                                   if a.name != "*" and not hasattr(imported, a.name)
                                   and importlib.util.find_spec(f"{module}.{a.name}") is None]
     assert not wrong, "\n".join(wrong)
+
+
+def test_shell_sessions_say_whether_they_are_tested() -> None:
+    """A block with ``$ `` prompts is ``console`` (run) or explicitly ``text`` (not run).
+
+    An untagged or ``bash`` block with prompts looks like a tested example but is not.
+    """
+    wrong = [f"{_rel(page)}:{fence.line}: a shell session in a {fence.lang or 'plain'} block: make it "
+             "console (tested) or text (not run)"
+             for page in PAGES for fence in fences(page)
+             if fence.lang not in ("console", "text") and any(ln.startswith("$ ") for ln in fence.body)]
+    assert not wrong, "\n".join(wrong)
