@@ -15,12 +15,23 @@ from kernel_eventbus import EventMetadata, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis.testing import private_redis_server
 
+from kernel.testing import wait_until
+
 pytestmark = pytest.mark.anyio
 
 
 def make(client: aioredis.Redis, prefix: str, **kw: Any) -> RedisEventBus:
     kw.setdefault("read_block", 0.2)
     return RedisEventBus(client, prefix=prefix, **kw)
+
+
+async def _equals(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
+
+
+async def _unacked(client: aioredis.Redis, stream: str, group: str, expected: int) -> bool:
+    """Whether ``group`` has ``expected`` delivered-but-unacknowledged entries on ``stream``."""
+    return bool((await client.xpending(stream, group))["pending"] == expected)
 
 
 async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, prefix: str,
@@ -36,7 +47,7 @@ async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, pr
     await first.start()
     meta = await first.publish("e", {"k": 1})
     await wait(lambda: calls == [1])
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: _equals(client.zcard(f"{prefix}:schedule:g"), 1), what="the scheduled retry")
     await first.close()
     assert await client.zcard(f"{prefix}:schedule:g") == 1, "the retry lives in Redis, not in the process"
 
@@ -75,8 +86,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(client: aioredis.Redis, 
     await bus.start()
     try:
         await wait(lambda: got == [{"n": 1}], what="reclaim after the visibility timeout")
-        await asyncio.sleep(0.1)
-        assert (await client.xpending(stream, "g"))["pending"] == 0
+        await wait_until(lambda: _unacked(client, stream, "g", 0), what="the reclaimed entry's ack")
     finally:
         await bus.close()
 
@@ -158,7 +168,9 @@ async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str
     try:
         ids = [(await a.publish("job", i)).event_id for i in range(200)]
         await wait(lambda: len(seen["a"]) + len(seen["b"]) == 200 and len(seen["audit"]) == 200)
-        await asyncio.sleep(0.2)
+        for group in ("workers", "audit"):  # all acknowledged: nothing is left to deliver again
+            await wait_until(lambda g=group: _unacked(client, a.stream_key("job"), g, 0),
+                             what=f"{group} acks")
     finally:
         for bus in (a, b, audit):
             await bus.close()
@@ -288,8 +300,7 @@ async def test_concurrency_handles_a_batch_in_parallel(client: aioredis.Redis, p
         for i in range(16):
             await bus.publish("e", i)
         await wait(lambda: len(done) == 16)
-        await asyncio.sleep(0.1)
-        assert (await client.xpending(bus.stream_key("e"), "g"))["pending"] == 0
+        await wait_until(lambda: _unacked(client, bus.stream_key("e"), "g", 0), what="every ack")
     finally:
         await bus.close()
     assert sorted(done) == list(range(16))
