@@ -21,8 +21,9 @@ The convention (documented in docs/writing-a-plugin.md, "Tested console examples
 
 The other tests keep the rest of the docs honest without running it: every ``KERNEL__…``
 variable and every ``[kernel]``/``[plugins.x]`` key in a TOML example must be a real setting,
-every ``kernel CMD --option`` must be an option of that command, and every ```python block
-must parse and import only names that exist.
+every ``kernel CMD --option`` must be an option of that command, every ```python block
+must parse and import only names that exist, and the ``| key | type | default | meaning |``
+tables of configuration.md and each plugin page list exactly the real settings and defaults.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sysconfig
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -489,3 +491,76 @@ def test_shell_sessions_say_whether_they_are_tested() -> None:
              for page in PAGES for fence in fences(page)
              if fence.lang not in ("console", "text") and any(ln.startswith("$ ") for ln in fence.body)]
     assert not wrong, "\n".join(wrong)
+
+
+def _settings_rows(page: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, key, default column) of every ``| key | type | default | meaning |`` table row."""
+    in_table = False
+    for n, text in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+        row = text.strip().removeprefix("|").removesuffix("|")
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)] if text.startswith("|") else []
+        if cells[:3] == ["key", "type", "default"]:
+            in_table = True
+        elif not cells:
+            in_table = False
+        elif in_table and (m := re.fullmatch(r"`([a-z_]+)`", cells[0])):
+            yield n, m[1], cells[2]
+
+
+def _documented_default(cell: str) -> tuple[bool, object]:
+    """(parsed?, value) of a default column: ``unset``/``none`` or the first backticked TOML value."""
+    import tomllib
+
+    if cell.split(" ")[0].lower() in ("unset", "none"):
+        return True, None
+    m = re.match(r"`([^`]+)`", cell)
+    if m is None:
+        return False, None
+    try:
+        return True, tomllib.loads(f"v = {m[1]}")["v"]
+    except tomllib.TOMLDecodeError:
+        return False, None
+
+
+@pytest.fixture(scope="module")
+def default_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``kernel config show --json`` with every first-party plugin enabled and nothing set."""
+    config = tmp_path_factory.mktemp("defaults") / "kernel.toml"
+    config.write_text(f"[kernel]\nplugins = {json.dumps(list(FIRST_PARTY))}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    shown = subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), "config", "show",
+                            "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    data: dict[str, Any] = json.loads(shown.stdout)
+    return data
+
+
+@pytest.mark.parametrize("name", ["kernel", *FIRST_PARTY])
+def test_settings_tables_match_the_code(name: str, default_settings: dict[str, Any]) -> None:
+    """A page's settings tables list every setting, only real ones, with the real default.
+
+    Secrets (masked in ``config show``) and ``[kernel] plugins`` (set here) are not compared.
+    """
+    if name == "kernel":
+        page, settings = ROOT / "docs" / "configuration.md", default_settings["kernel"]
+    else:
+        page, settings = ROOT / "docs" / "plugins" / f"{name}.md", default_settings["plugins"][name]
+    # Sub-tables (redis's [plugins.redis.embedded]) are documented in their own table on the page.
+    flat: dict[str, object] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(value)
+        else:
+            flat[key] = value
+    rows = list(_settings_rows(page))
+    problems = [f"{_rel(page)}:{n}: `{key}` is not a setting of {name}" for n, key, _ in rows
+                if key not in flat]
+    documented = {key for _, key, _ in rows}
+    problems += [f"{_rel(page)}: setting `{key}` of {name} is not in a settings table"
+                 for key in flat if key not in documented and key != "plugins"]
+    for n, key, cell in rows:
+        parsed, value = _documented_default(cell)
+        if parsed and key in flat and value != flat[key] and flat[key] != "**********" and key != "plugins":
+            problems.append(f"{_rel(page)}:{n}: `{key}` default is documented as {cell!r}, "
+                            f"the code's is {flat[key]!r}")
+    assert not problems, "\n".join(problems)
