@@ -28,7 +28,7 @@ from ._errors import (
 )
 from ._health import HealthReport, run_checks
 from ._logging import configure_logging
-from ._ordering import load_enabled, order
+from ._ordering import install_hint, load_enabled, order
 from ._plugin import (
     PROJECT,
     CheckIssue,
@@ -273,7 +273,7 @@ class Kernel:
         errors += errs
         if not errs:
             w, e = _run_checks(pm, contexts, ordered or list(loaded), frozenset(settings.plugins),
-                               processes, settings.env)
+                               processes, settings.env, discovery)
             warnings += w
             errors += e
 
@@ -337,15 +337,28 @@ class Kernel:
         return out
 
     def _miss_hint(self, key: Key) -> str:
+        """Which plugin would provide ``key``: enabled ones, then installed ones (their ``provides``)."""
         wanted = key if isinstance(key, str) else getattr(key, "__name__", "")
-        enabled = {lp.name for lp in self.plugins}
-        for name, info in self.discovery.installed.items():
-            plugin = info._plugin
-            if plugin is not None and wanted in plugin.provides:
-                if name in enabled:
-                    return f"plugin {name!r} provides it; resolve it after {name!r} has started"
-                return f"plugin {name!r} provides it but is not enabled"
-        return "no enabled plugin registers it"
+        enabled = {lp.name: lp.plugin for lp in self.plugins}
+        for name, plugin in enabled.items():
+            if wanted in plugin.provides:
+                return f"plugin {name!r} provides it; resolve it after {name!r} has started"
+        for name, info in sorted(self.discovery.installed.items()):
+            if name in enabled:
+                continue
+            try:
+                plugin = info.load()  # a disabled plugin: imported only now, to read its provides
+            except Exception:
+                continue
+            if wanted in plugin.provides:
+                source = f" (installed from {info.distribution})" if info.distribution else ""
+                return (f"plugin {name!r}{source} provides it but is not enabled: "
+                        f"add {name!r} to [kernel] plugins")
+        for plugin in enabled.values():  # a plugin an enabled one knows how to install
+            if wanted in (*plugin.requires, *plugin.optional) and wanted not in self.discovery.installed:
+                hint = install_hint(wanted, plugin, enabled.values())
+                return f"plugin {wanted!r} would provide it but is not installed ({hint})"
+        return "no enabled plugin registers it, and no installed plugin declares it in provides"
 
     # ------------------------------------------------------------------ hooks
 
@@ -558,6 +571,7 @@ def _run_checks(
     enabled: frozenset[str],
     processes: int,
     env: str,
+    discovery: Discovery,
 ) -> tuple[list[str], list[str]]:
     """Call every plugin's ``kernel_check``; return (warnings, errors) with key paths."""
     impls = {i.plugin_name: _bind(i.function, i.argnames) for i in pm.hook.kernel_check.get_hookimpls()}
@@ -579,14 +593,22 @@ def _run_checks(
                               "not a kernel.CheckIssue")
                 continue
             path = f"plugins.{name}" + (f".{issue.key}" if issue.key else "")
+            text = f"{path}: {issue.message}"
+            if issue.needs and issue.needs not in enabled:
+                if issue.needs in discovery.installed or issue.needs in discovery.conflicts:
+                    text += f" (add {issue.needs!r} to [kernel] plugins)"
+                else:
+                    others = [c.plugin for c in contexts.values()]
+                    text += (f" (plugin {issue.needs!r} is not installed: "
+                             f"{install_hint(issue.needs, lp.plugin, others)})")
             if issue.severity == "error":
-                errors.append(f"{path}: {issue.message}")
+                errors.append(text)
             elif issue.severity == "warning":
-                warnings.append(f"{path}: {issue.message}")
+                warnings.append(text)
             elif env == "production":
-                errors.append(f"{path}: {issue.message} (not allowed when env = 'production')")
+                errors.append(f"{text} (not allowed when env = 'production')")
             else:
-                warnings.append(f"{path}: {issue.message} (an error when env = 'production')")
+                warnings.append(f"{text} (an error when env = 'production')")
     return warnings, errors
 
 

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ._discovery import Discovery
 from ._errors import PluginLoadError
-from ._plugin import Plugin
+from ._plugin import ENTRY_POINT_GROUP, Plugin
+
+FIRST_PARTY = frozenset({"cache", "errors", "eventbus", "metrics", "queue", "redis", "repository"})
+"""Plugins this project publishes, each as the distribution ``milo-kernel-<name>``."""
 
 
-def install_hint(name: str, wanted_by: Plugin | None = None) -> str:
-    """The ``pip install`` line for a plugin that is not installed."""
-    hints = getattr(wanted_by, "install_hints", {}) or {}
-    return f"pip install {hints.get(name, f'milo-kernel-{name}')}"
+def install_hint(name: str, wanted_by: Plugin | None = None, others: Iterable[Plugin] = ()) -> str:
+    """How to install plugin ``name``, which is not installed.
+
+    The ``install_hints`` of the plugin that wants it come first (for its ``requires``
+    and its ``optional`` plugins alike), then those of the other loaded plugins; only a
+    first-party plugin defaults to ``milo-kernel-<name>``: a third-party name says so
+    instead of guessing a distribution.
+    """
+    for plugin in (wanted_by, *others):
+        hints = getattr(plugin, "install_hints", None) or {}
+        if name in hints:
+            return f"pip install {hints[name]}"
+    if name in FIRST_PARTY:
+        return f"pip install milo-kernel-{name}"
+    return (f"no installed distribution has a {ENTRY_POINT_GROUP!r} entry point named {name!r}: "
+            "install the one that provides it")
 
 
 def load_enabled(enabled: Sequence[str], discovery: Discovery) -> tuple[dict[str, Plugin], list[str]]:
@@ -21,6 +36,7 @@ def load_enabled(enabled: Sequence[str], discovery: Discovery) -> tuple[dict[str
     errors: list[str] = []
     loaded: dict[str, Plugin] = {}
     seen: set[str] = set()
+    missing: list[tuple[int, str]] = []
     for name in enabled:
         if name in seen:
             errors.append(f"kernel.plugins: {name!r} is listed more than once")
@@ -29,14 +45,16 @@ def load_enabled(enabled: Sequence[str], discovery: Discovery) -> tuple[dict[str
         if name in discovery.conflicts:
             errors.append(str(discovery.conflict_error(name)))
         elif name not in discovery.installed:
-            errors.append(
-                f"kernel.plugins: plugin {name!r} is enabled but not installed ({install_hint(name)})"
-            )
+            missing.append((len(errors), name))
+            errors.append("")
         else:
             try:
                 loaded[name] = discovery.installed[name].load()
             except PluginLoadError as exc:
                 errors.append(str(exc))
+    for index, name in missing:  # once every plugin loaded: their install_hints may name it
+        errors[index] = (f"kernel.plugins: plugin {name!r} is enabled but not installed "
+                         f"({install_hint(name, None, loaded.values())})")
     return loaded, errors
 
 
@@ -62,7 +80,7 @@ def order(
             else:
                 errors.append(
                     f"plugin {name!r} requires {dep!r}, which is not installed "
-                    f"({install_hint(dep, plugin)})"
+                    f"({install_hint(dep, plugin, loaded.values())})"
                 )
         deps += [d for d in plugin.optional if d in loaded and d not in deps]
         graph[name] = deps

@@ -50,13 +50,17 @@ class Plugin:
     requires: ClassVar[tuple[str, ...]] = ()
     """Plugins that must be enabled; they start before this one."""
     optional: ClassVar[tuple[str, ...]] = ()
-    """Plugins that start before this one when they are enabled."""
+    """Plugins that start before this one when they are enabled (a check may still need one, see
+    :class:`CheckIssue`)."""
     config_class: ClassVar[type[Any]] = NoConfig
     """attrs class for the ``[plugins.<name>]`` table."""
     provides: ClassVar[tuple[str, ...]] = ()
     """Service names and type names it registers (used to explain registry misses)."""
     install_hints: ClassVar[dict[str, str]] = {}
-    """Distribution to ``pip install`` for a required plugin (default ``milo-kernel-<name>``)."""
+    """Distribution to ``pip install`` for a plugin of ``requires`` or ``optional`` that is not installed.
+
+    Without one, a first-party plugin defaults to ``milo-kernel-<name>``; others are not guessed.
+    """
     description: ClassVar[str] = ""
 
     def __repr__(self) -> str:
@@ -125,18 +129,22 @@ class CheckIssue:
     ``"production"`` is an error when ``[kernel] env = "production"`` and a warning
     otherwise (a production rule); ``"warning"`` is always only a warning. ``key`` is the
     key path inside the plugin's table (``"backend"``, ``"embedded.port"``), or ``""``
-    for the table as a whole; the kernel prefixes ``plugins.<name>``.
+    for the table as a whole; the kernel prefixes ``plugins.<name>``. ``needs`` names a
+    plugin this config needs but which is not enabled: the kernel appends how to get it
+    (``add 'redis' to [kernel] plugins``, or the ``pip install`` line from the plugin's
+    ``install_hints`` or the distribution when it is not installed).
     """
 
     message: str
     key: str = ""
     severity: Severity = attrs.field(default="error", validator=attrs.validators.in_(
         ("error", "production", "warning")))
+    needs: str | None = None
 
     @classmethod
-    def error(cls, key: str, message: str) -> CheckIssue:
+    def error(cls, key: str, message: str, *, needs: str | None = None) -> CheckIssue:
         """A problem that stops the kernel from booting, whatever the environment."""
-        return cls(message, key, "error")
+        return cls(message, key, "error", needs)
 
     @classmethod
     def production(cls, key: str, message: str) -> CheckIssue:

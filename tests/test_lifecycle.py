@@ -291,6 +291,8 @@ class Checked(Plugin):
 
     name = "checked"
     config_class = CheckedConfig
+    optional = ("acme_x",)
+    install_hints = {"acme_x": "acme-x"}
 
     @hookimpl
     def kernel_check(
@@ -308,6 +310,8 @@ class Checked(Plugin):
             "warning": [CheckIssue.warning("size", "just so you know")],
             "needs": [] if "partner" in enabled else [CheckIssue.error("mode", "needs the partner plugin")],
             "many": [CheckIssue.error("mode", f"{processes} processes")] if processes > 1 else [],
+            "needs_x": [CheckIssue.error("mode", "mode = 'needs_x' needs acme_x", needs="acme_x")],
+            "needs_partner": [CheckIssue.error("mode", "mode = 'needs_partner' needs it", needs="partner")],
         }
         return issues.get(mode, [])
 
@@ -399,3 +403,20 @@ def test_check_findings_join_every_other_error_and_broken_checks_are_reported() 
 def test_check_issue_rejects_an_unknown_severity() -> None:
     with pytest.raises(ValueError, match="severity"):
         CheckIssue("x", "", "fatal")  # type: ignore[arg-type]
+
+
+def test_a_check_that_needs_a_plugin_says_how_to_get_it() -> None:
+    with pytest.raises(ConfigError) as exc_info:
+        checked("needs_x")  # not installed: the install_hints of the plugin (for an optional plugin)
+    assert exc_info.value.errors == [
+        "plugins.checked.mode: mode = 'needs_x' needs acme_x "
+        "(plugin 'acme_x' is not installed: pip install acme-x)"
+    ]
+    with pytest.raises(ConfigError) as exc_info:  # installed, not enabled
+        Kernel.from_dict(
+            {"kernel": {"plugins": ["checked"]}, "plugins": {"checked": {"mode": "needs_partner"}}},
+            environ={}, plugins=[Checked, Partner], entry_points=False,
+        )
+    assert exc_info.value.errors == [
+        "plugins.checked.mode: mode = 'needs_partner' needs it (add 'partner' to [kernel] plugins)"
+    ]

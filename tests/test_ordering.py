@@ -91,11 +91,33 @@ def test_all_dependency_problems_are_reported_together() -> None:
 
 
 def test_enabled_but_not_installed_is_an_error() -> None:
+    # only first-party plugins are published as milo-kernel-<name>; other names are not guessed
     with pytest.raises(ConfigError) as exc_info:
         make_kernel("nope_not_here")
-    assert "plugin 'nope_not_here' is enabled but not installed (pip install milo-kernel-nope_not_here)" in (
-        exc_info.value.errors[0]
-    )
+    assert exc_info.value.errors == [
+        "kernel.plugins: plugin 'nope_not_here' is enabled but not installed (no installed distribution "
+        "has a 'kernel.plugins' entry point named 'nope_not_here': install the one that provides it)"
+    ]
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("redis", entry_points=False)
+    assert exc_info.value.errors == [
+        "kernel.plugins: plugin 'redis' is enabled but not installed (pip install milo-kernel-redis)"
+    ]
+
+
+def test_install_hints_cover_optional_plugins_and_third_party_requirements() -> None:
+    p = type("P", (Plugin,), {"name": "p", "optional": ("x",), "install_hints": {"x": "acme-x"}})
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel(p, "x", entry_points=False)
+    assert exc_info.value.errors == [
+        "kernel.plugins: plugin 'x' is enabled but not installed (pip install acme-x)"
+    ]
+    with pytest.raises(DependencyError) as exc_info:
+        make_kernel(plugin("a", requires=("acme_thing",)), entry_points=False)
+    assert exc_info.value.errors == [
+        "plugin 'a' requires 'acme_thing', which is not installed (no installed distribution has a "
+        "'kernel.plugins' entry point named 'acme_thing': install the one that provides it)"
+    ]
 
 
 def test_listing_a_plugin_twice_is_an_error() -> None:

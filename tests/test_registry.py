@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from kernel import DuplicateServiceError, Plugin, PluginContext, Registry, ServiceNotFoundError, hookimpl
-from kernel.testing import boot_kernel
+from kernel.testing import boot_kernel, make_kernel
 
 
 class Cache:
@@ -120,3 +121,31 @@ async def test_a_miss_explains_which_plugin_would_provide_it() -> None:
         k.registry.unregister("thing")
         with pytest.raises(ServiceNotFoundError, match="plugin 'provider' provides it"):
             k.registry.get("thing")
+
+
+# ---------------------------------------------------------------- issue 11, item 6: misses name the provider
+
+
+def test_a_miss_names_the_installed_but_disabled_plugin_and_its_distribution(test_plugins_path: Path) -> None:
+    from kt_plugins.alpha import Greeter
+
+    k = make_kernel("kt_gamma")  # kt_alpha, which provides the greeter, is installed but not enabled
+    expected = ("plugin 'kt_alpha' (installed from kt-plugins) provides it but is not enabled: "
+                "add 'kt_alpha' to [kernel] plugins")
+    for key in ("greeter", Greeter):
+        with pytest.raises(ServiceNotFoundError) as exc_info:
+            k.registry.get(key)
+        assert exc_info.value.hint == expected
+
+
+def test_a_miss_of_an_optional_plugin_that_is_not_installed_uses_its_install_hint() -> None:
+    p = type("P", (Plugin,), {"name": "p", "optional": ("acme_x",), "install_hints": {"acme_x": "acme-x"}})
+    k = make_kernel(p, entry_points=False)
+    with pytest.raises(ServiceNotFoundError) as exc_info:
+        k.registry.get("acme_x")
+    assert exc_info.value.hint == "plugin 'acme_x' would provide it but is not installed (pip install acme-x)"
+    with pytest.raises(ServiceNotFoundError) as exc_info:
+        k.registry.get("nothing")
+    assert exc_info.value.hint == (
+        "no enabled plugin registers it, and no installed plugin declares it in provides"
+    )

@@ -35,9 +35,8 @@ class CachePlugin(Plugin):
         if (cfg.backend == "redis" and cfg.url is None and "redis" not in enabled
                 and ctx.registry.find("redis") is None):
             return [CheckIssue.error(
-                "backend", "backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
-                "(pip install milo-kernel-redis), or give the cache its own server: "
-                "[plugins.cache] url = \"redis://…\"")]
+                "backend", "backend = 'redis' needs the redis plugin, or a server of the cache's own: "
+                "[plugins.cache] url = \"redis://…\"", needs="redis")]
         return []
 
     @hookimpl

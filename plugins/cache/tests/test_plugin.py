@@ -91,8 +91,8 @@ def test_redis_backend_without_the_redis_plugin_is_a_config_error_before_boot() 
     with pytest.raises(ConfigError) as exc_info:
         make_kernel("cache", config={"cache": {"backend": "redis"}})
     assert exc_info.value.errors == [
-        "plugins.cache.backend: backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
-        "(pip install milo-kernel-redis), or give the cache its own server: [plugins.cache] url = \"redis://…\""
+        "plugins.cache.backend: backend = 'redis' needs the redis plugin, or a server of the cache's own: "
+        "[plugins.cache] url = \"redis://…\" (add 'redis' to [kernel] plugins)"
     ]
 
 

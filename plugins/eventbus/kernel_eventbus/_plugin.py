@@ -61,8 +61,8 @@ class EventBusPlugin(Plugin):
         if (ctx.config.adapter == "redis" and "redis" not in enabled
                 and ctx.registry.find("redis.connection") is None):
             issues.append(CheckIssue.error(
-                "adapter", 'adapter = "redis" needs the redis plugin, which is not enabled: add "redis" to '
-                '[kernel] plugins (pip install milo-kernel-redis), or set adapter = "memory"'))
+                "adapter", 'adapter = "redis" needs the redis plugin (or set adapter = "memory")',
+                needs="redis"))
         if ctx.config.adapter == "memory":
             if processes > 1:
                 issues.append(CheckIssue.production(
