@@ -1,6 +1,6 @@
 """Every ```console block of the docs is run and its output compared: the docs cannot drift.
 
-The convention (documented in docs/writing-a-plugin.md, "Tested console examples"):
+The convention (documented in docs/writing-a-plugin.md, "6. Document it"):
 
 - A fenced block whose info string is ``console`` is a tested example. Lines starting with ``$ ``
   are commands (a trailing ``\\`` continues one on the next line); the lines after a command, up
@@ -17,7 +17,8 @@ The convention (documented in docs/writing-a-plugin.md, "Tested console examples
   running the tests, so ``pip install`` in an example changes nothing outside it. No ``KERNEL*``
   variable of the caller leaks in. Commands that start servers must use embedded defaults.
 - Anything that cannot run like this (needs a real deployment, shows a synopsis) is not a console
-  block: use ``text`` or ``bash``. Console means tested.
+  block: use ``bash`` (plain commands) or ``text`` (a session with ``$ `` prompts). Console means
+  tested; prompts in any other kind of block are an error.
 
 The other tests keep the rest of the docs honest without running it: every ``KERNEL__…``
 variable and every ``[kernel]``/``[plugins.x]`` key in a TOML example must be a real setting,
