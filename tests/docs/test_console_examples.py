@@ -565,3 +565,21 @@ def test_settings_tables_match_the_code(name: str, default_settings: dict[str, A
             problems.append(f"{_rel(page)}:{n}: `{key}` default is documented as {cell!r}, "
                             f"the code's is {flat[key]!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_plugin_setting_path_in_the_docs_exists(known_settings: dict[str, object]) -> None:
+    """``plugins.<first-party>.<key>`` paths in prose and blocks name real settings.
+
+    Console blocks are run instead, and lines showing the "unknown key" error are skipped.
+    """
+    known = set(_setting_paths(known_settings))
+    pattern = re.compile(rf"(?<![\w.])plugins\.({'|'.join(FIRST_PARTY)})\.([a-z_]+)")
+    wrong: list[str] = []
+    for page in PAGES:
+        run = {f.line + k for f in fences(page) if f.lang == "console" for k in range(len(f.body) + 2)}
+        for n, text in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            if n in run or "unknown key" in text:
+                continue
+            wrong += [f"{_rel(page)}:{n}: {m[0]} is not a setting" for m in pattern.finditer(text)
+                      if ("plugins", m[1], m[2]) not in known]
+    assert not wrong, "\n".join(wrong)
