@@ -523,10 +523,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--redis-url", help=f"use this Redis instead of starting one (with a password: "
+    parser.add_argument("--redis-url", help=f"use this Redis instead of starting one (with credentials: "
                         f"set {REDIS_ENV} instead, a command line is visible to every local user)")
-    parser.add_argument("--mongo-uri", help=f"use this MongoDB instead of starting the wire server (with a "
-                        f"password: set {MONGO_ENV} instead)")
+    parser.add_argument("--mongo-uri", help=f"use this MongoDB instead of starting the wire server (with "
+                        f"credentials: set {MONGO_ENV} instead)")
     args = parser.parse_args(argv)
     if args.web < 1 or args.workers < 0:
         parser.error("--web must be >= 1 and --workers >= 0")
