@@ -8,15 +8,30 @@ idempotent side effect and kills itself once per eighth event after applying it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from kernel_eventbus import EventBus, EventMetadata
+from redis.exceptions import ResponseError
 
 from kernel.testing import boot_kernel
+
+
+async def group_exists(client: Any, stream: str, group: str, within: float = 20.0) -> None:
+    """Wait until the consumer group ``group`` exists on ``stream``: then the parent may publish."""
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(ResponseError):  # no such stream yet
+            if any(g["name"] in (group, group.encode()) for g in await client.xinfo_groups(stream)):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"consumer group {group!r} was not created on {stream!r} within {within}s")
+        await asyncio.sleep(0.01)
 
 
 async def main(cfg: dict[str, Any]) -> None:
@@ -47,7 +62,8 @@ async def main(cfg: dict[str, Any]) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)  # after the side effect, before the ack
 
             bus.subscribe(cfg["event"], handle, group="billing")
-        await asyncio.sleep(0.2)  # let the consumer group exist before the parent publishes
+        await group_exists(client, bus.stream_key(cfg["event"]),  # type: ignore[attr-defined]
+                           "recorder" if cfg["mode"] == "record" else "billing")
         print("ready", flush=True)
         await asyncio.Event().wait()
 

@@ -326,5 +326,6 @@ async def test_per_subscription_backoff_spacing(make_bus: Any, wait: Any) -> Non
     await _dead(bus, 1)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 4
+    # Lower bounds exact (the backoff); the upper ones allow a loaded 2-core CI machine's delays.
     for gap, want in zip(gaps, (0.1, 0.2, 0.4), strict=True):
-        assert want - 0.01 <= gap <= want + 0.15, gaps
+        assert want - 0.01 <= gap <= want + 1.0, gaps

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from kernel_eventbus import EventMetadata, MemoryEventBus, RetryPolicy
 
+from kernel.testing import wait_until
+
 pytestmark = pytest.mark.anyio
 
 
@@ -87,14 +89,16 @@ async def test_unsubscribe_drops_its_scheduled_retries() -> None:
 
 async def test_close_reports_what_is_lost(caplog: pytest.LogCaptureFixture) -> None:
     bus = MemoryEventBus(policy=RetryPolicy(base_delay=30))
+    calls: list[int] = []
 
     async def handler(data: Any, meta: EventMetadata) -> None:
+        calls.append(data)
         raise RuntimeError("retry in 30 s")
 
     bus.subscribe("e", handler, group="g")
     await bus.publish("e", 1)
     await bus.publish("e", 2)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(calls) == 2, what="both first attempts")  # both now await a retry
     with caplog.at_level(logging.WARNING, logger="kernel.plugins.eventbus"):
         await bus.close()
     assert "closed with 2 deliveries queued, running or awaiting retry; they are lost" in caplog.text
