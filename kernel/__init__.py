@@ -42,7 +42,7 @@ from ._plugin import (
     hookimpl,
 )
 from ._registry import Registry
-from ._secret import Secret
+from ._secret import Secret, redact_url
 
 __version__ = "0.1.0"
 
@@ -89,6 +89,7 @@ __all__ = [
     "kernel_lifespan",
     "new_trace_id",
     "recommended",
+    "redact_url",
     "reset_trace_id",
     "set_trace_id",
     "trace_context",

@@ -19,7 +19,7 @@ from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from ._errors import ConfigError
-from ._secret import MASK, Secret
+from ._secret import MASK, Secret, redact_url
 
 T = TypeVar("T")
 
@@ -81,7 +81,11 @@ def _type_name(t: Any) -> str:
 def _describe(value: object) -> str:
     if isinstance(value, Secret):
         return "a secret"
+    if isinstance(value, str) and ("://" in value or "@" in value):
+        value = redact_url(value)  # a URL typed into the wrong key may hold a password
     text = repr(value)
+    if not isinstance(value, str) and ("://" in text or "@" in text):
+        return f"a {type(value).__name__}"  # a list or table holding a URL: don't print it
     return text if len(text) <= 60 else text[:57] + "..."
 
 

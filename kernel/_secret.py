@@ -1,11 +1,20 @@
-"""A string that never shows its value."""
+"""A string that never shows its value, and URLs shown without their credentials."""
 
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Final
 
 MASK: Final = "**********"
+URL_MASK: Final = "***"
+"""What :func:`redact_url` puts in place of a password, token or unparsable part."""
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~+\-]*")
+_PORT = re.compile(r"[0-9]{1,5}")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9._~\-]+")
+_CREDENTIAL_KEY = re.compile(r"(?i)pass|pwd|secret|token|auth|key|cred|sig|session")
 
 
 class Secret:
@@ -56,3 +65,70 @@ class Secret:
 
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
+
+
+def redact_url(url: str | Secret) -> str:
+    """``url`` safe for logs, error messages and CLI output: no password or token, for any input.
+
+    Conservative by design, so that malformed values (an unencoded ``/``, ``#`` or ``@`` in a
+    password, a missing host) are as safe as well-formed ones:
+
+    - not ``scheme://…``: the whole value is masked (nothing tells where a secret would be);
+    - user info: everything between ``://`` and the *last* ``@`` is masked, except a plain
+      user name before the first ``:``; when it holds ``/``, ``?``, ``#`` or ``@`` (an unencoded
+      password, or an ``@`` further on) everything after the scheme is masked;
+    - an authority with a port that is not a number up to 65535, or a port but no host
+      (``redis://:secret``, a password without its ``@``): it and everything after it are masked;
+    - query: from the first parameter whose name looks like a credential (``password``,
+      ``token``, ``authSource``…) to the end, values are masked.
+
+    >>> redact_url("redis://alice:s3cret@cache:6379/0?password=x&db=1")
+    'redis://alice:***@cache:6379/0?password=***'
+    >>> redact_url("redis://:pa/ss@host/0"), redact_url("redis://:secret"), redact_url("pa:ss@host")
+    ('redis://***', 'redis://***', '***')
+    """
+    value = url.get_secret_value() if isinstance(url, Secret) else url
+    if not isinstance(value, str):
+        raise TypeError(f"expected a URL string, got {type(value).__name__}")
+    scheme = _SCHEME.match(value)
+    if scheme is None:
+        return URL_MASK
+    out = scheme.group(0)
+    userinfo, at, rest = value[scheme.end():].rpartition("@")
+    if any(c in userinfo for c in "/?#@"):
+        # Malformed (an unencoded password, or an '@' in a path or query): nothing tells
+        # where a password ends, so show nothing after the scheme.
+        return out + URL_MASK
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        # A lone user info (redis://secret@host) is masked too: it is often a password.
+        out += f"{user}:{URL_MASK}@" if colon and _PLAIN_USER.fullmatch(user) else f"{URL_MASK}@"
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    for host in authority.split(","):
+        if host.startswith("["):  # an IPv6 literal: only ':port' may follow it
+            _name, bracket, after = host.partition("]")
+            if not bracket:
+                return out + URL_MASK
+            name, colon, port = "[", after[:1], after[1:]
+            if colon not in ("", ":"):
+                return out + URL_MASK
+        else:
+            name, colon, port = host.partition(":")
+        if colon and not (name and _PORT.fullmatch(port) and int(port) < 65536):
+            return out + URL_MASK
+    out += authority
+    path, question, query = tail.partition("?")
+    out += path + question
+    # Split with the separators kept: [param, sep, param, sep, …].
+    for i, part in enumerate(re.split(r"([&;])", query) if question else ()):
+        if i % 2:
+            out += part
+            continue
+        key = part.partition("=")[0]
+        if part and not _PLAIN_KEY.fullmatch(key):
+            return out + URL_MASK
+        if _CREDENTIAL_KEY.search(key):
+            return out + f"{key}={URL_MASK}"
+        out += part
+    return out

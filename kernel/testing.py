@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 
@@ -19,7 +22,7 @@ from ._kernel import Kernel
 from ._plugin import Plugin
 from ._registry import Key, Registry
 
-__all__ = ["boot_kernel", "make_kernel", "wait_until"]
+__all__ = ["assert_no_password", "boot_kernel", "make_kernel", "urls_with_passwords", "wait_until"]
 
 
 def make_kernel(
@@ -105,3 +108,62 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await anyio.sleep(interval)
+
+
+# Passwords are runs of 4+ capital letters joined by characters that break URL parsing; nothing
+# else in a generated URL has a capital letter, so finding one run in a text means a leak.
+_SEGMENT = re.compile(r"[A-Z]{4,}")
+_BREAKERS = "/#?@:&=%!$;,+[] "
+
+
+def urls_with_passwords(schemes: Sequence[str] = ("redis", "rediss", "unix")) -> Any:
+    """A hypothesis strategy of ``(url, password)``: well-formed and malformed URLs with a password.
+
+    Well-formed ones percent-encode it; malformed ones have it raw (with ``/``, ``#``, ``@``…),
+    miss the host, the ``//``, the ``@`` or the scheme, or put it in the query. Check every
+    message, log line and output built from ``url`` with :func:`assert_no_password`. Needs
+    ``hypothesis`` (imported here, not with this module).
+    """
+    # Imported by name: hypothesis is a test dependency, not one of the kernel's.
+    st = importlib.import_module("hypothesis.strategies")
+
+    segment = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=4, max_size=8)
+    breaker = st.text(_BREAKERS, min_size=1, max_size=3)
+    password = st.builds(
+        lambda first, rest, edges: edges[0] + first + "".join(b + s for b, s in rest) + edges[1],
+        segment, st.lists(st.tuples(breaker, segment), max_size=3),
+        st.tuples(st.sampled_from(["", *_BREAKERS]), st.sampled_from(["", *_BREAKERS])),
+    )
+    name = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
+
+    def build(scheme: str, user: str, host: str, port: int, db: int, pw: str, form: int) -> tuple[str, str]:
+        q = quote(pw, safe="")
+        if scheme == "unix":
+            forms = [f"unix://:{q}@/tmp/{host}.sock", f"unix:///tmp/{host}.sock?db={db}&password={q}",
+                     f"unix://:{pw}@", f"unix://:{pw}@/tmp/{host}.sock",
+                     f"unix:///tmp/{host}.sock?password={pw}", f"unix://{user}:{pw}@"]
+        else:
+            forms = [
+                f"{scheme}://:{q}@{host}:{port}/{db}", f"{scheme}://{user}:{q}@{host}/{db}",
+                f"{scheme}://{host}:{port}/{db}?password={q}",
+                f"{scheme}://{user}:{q}@{host}:{port},{host}2:{port}/{db}?authSource=admin",
+                f"{scheme}://:{pw}@{host}:{port}/{db}", f"{scheme}://{user}:{pw}@{host}/{db}",
+                # A lone user info: its part before a ':' would be a user name, by URL syntax.
+                f"{scheme}://{pw.replace(':', '')}@{host}", f"{scheme}://:{pw}@", f"{scheme}://{user}:{pw}@",
+                f"{scheme}:/:{pw}@{host}", f"{scheme}:{pw}@{host}", f":{pw}@{host}",
+                f"{user}:{pw}@{host}:{port}", f"{scheme}://{host}:{port}/{db}?password={pw}",
+                f"{scheme}://{host}/{db}?db=1&password={pw}&x=1",
+                f"{scheme}://:{pw}@{host}:{pw}/{db}", f"{scheme}://[{host}:{pw}@{host}",
+                # No '@' and no host: an '@' in the password would make the rest a host name.
+                f"{scheme}://:{pw.replace('@', '')}", f"{scheme}://{host}:{pw.replace('@', '')}/{db}",
+            ]
+        return forms[form % len(forms)], pw
+
+    return st.builds(build, st.sampled_from(list(schemes)), name, name,
+                     st.integers(0, 99999), st.integers(0, 20), password, st.integers(0, 99))
+
+
+def assert_no_password(text: str, password: str) -> None:
+    """Fail when ``text`` shows ``password`` (from :func:`urls_with_passwords`) or any part of it."""
+    leaked = [s for s in _SEGMENT.findall(password) if s in text]
+    assert not leaked and password not in text, f"password parts {leaked} shown in: {text}"
