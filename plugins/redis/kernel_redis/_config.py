@@ -9,60 +9,60 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from kernel import Secret
+from kernel import Secret, redact_url
 
 EMBEDDED = "embedded"
 SCHEMES = ("redis", "rediss", "unix")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}")
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, sep, _password = userinfo.partition(":")
-        # A lone userinfo (redis://secret@host) is masked too: it is often a password.
-        netloc = f"{user}:***@{hostport}" if sep else f"***@{hostport}"
-    # Rebuilt by hand: urlunsplit drops the "//" of unix:///path URLs.
-    out = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
-    return out + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+def _userinfo(url: str) -> str:
+    """Everything between ``://`` and the last ``@`` (where an unencoded password would end)."""
+    return url.partition("://")[2].rpartition("@")[0]
 
 
 def check_url(url: str) -> None:
     """Raise ``ValueError`` unless ``url`` is ``"embedded"`` or a URL redis-py can connect to.
 
-    The message never contains the password.
+    The message shows the URL only through :func:`kernel.redact_url`: never a password, for any input.
     """
     if url == EMBEDDED:
         return
+    shown = redact_url(url)
+    if not url.startswith(tuple(f"{s}://" for s in SCHEMES)):
+        scheme, sep, _rest = url.partition("://")
+        if sep and _SCHEME.fullmatch(scheme):  # anything not before a '://' may be part of a password
+            got = f"scheme {scheme!r} in {shown!r}"
+        elif _HOST_PORT.fullmatch(url):
+            got = "no scheme (write redis:// before the host)"
+        else:
+            got = "no scheme"
+        raise ValueError(f"'url' must be 'embedded' or a redis://, rediss:// or unix:// URL, got {got}")
+    if any(c in _userinfo(url) for c in "/?#@"):
+        raise ValueError(
+            "'url' must percent-encode any '/', '?', '#' or '@' before its last '@' (in a password "
+            f"or a socket path: urllib.parse.quote(password, safe='')), got {shown!r}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port if parts.scheme != "unix" else None
-    except ValueError as exc:
-        raise ValueError(f"'url' must be a valid Redis URL ({exc}), got {redact_url(url)!r}") from None
-    if parts.scheme not in SCHEMES:
-        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    except ValueError as exc:  # its message may quote part of the password: only classify it
+        what = "a port out of range" if "out of range" in str(exc) else "a malformed port or host"
         raise ValueError(
-            f"'url' must be 'embedded' or a redis://, rediss:// or unix:// URL, got {got} "
-            f"in {redact_url(url)!r}"
-        )
+            f"'url' must have a port in 1..65535 and a valid host, got {what} in {shown!r}") from None
     if parts.scheme == "unix":
         if not parts.path:
-            raise ValueError(f"'url' must name a socket path (unix:///path/to/redis.sock), got {url!r}")
+            raise ValueError(f"'url' must name a socket path (unix:///path/to/redis.sock), got {shown!r}")
         return
     if not parts.hostname:
-        raise ValueError(f"'url' must name a host, got {redact_url(url)!r}")
+        raise ValueError(f"'url' must name a host, got {shown!r}")
     if port is not None and not 0 < port < 65536:
-        raise ValueError(f"'url' must have a port in 1..65535, got {port}")
+        raise ValueError(f"'url' must have a port in 1..65535, got {shown!r}")
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         raise ValueError(
-            f"'url' must have a database number as its path (redis://host:6379/0), got {parts.path!r}"
+            f"'url' must have a database number as its path (redis://host:6379/0), got {shown!r}"
         )
 
 

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
-from kernel import Secret
+from kernel import Secret, redact_url
 
-from ._config import RedisConfig, redact_url
+from ._config import RedisConfig
 from ._server import RedisServer
 
 

@@ -13,7 +13,7 @@ from kernel.testing import make_kernel
     ("url", "problem"),
     [
         ("http://localhost:6379", "scheme 'http'"),
-        ("localhost:6379", "scheme 'localhost'"),
+        ("localhost:6379", "no scheme (write redis:// before the host)"),
         ("//localhost", "no scheme"),
         ("redis://", "must name a host"),
         ("redis://localhost:99999", "out of range"),
