@@ -6,13 +6,20 @@ import asyncio
 import dataclasses
 import datetime as dt
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 import attrs
 import pytest
 from kernel_cache import CacheManager, NotACounterError
 
+from kernel.testing import wait_until
+
 pytestmark = pytest.mark.anyio
+
+
+async def _is_none(value: Awaitable[object]) -> bool:
+    return await value is None
 
 
 async def test_set_get_delete_has(cache: CacheManager) -> None:
@@ -54,12 +61,12 @@ async def test_cached_none_is_a_hit(cache: CacheManager) -> None:
 
 
 async def test_ttl_expiry_and_default_ttl(cache: CacheManager) -> None:
-    await cache.set("short", "x", ttl=0.2)
+    await cache.set("short", "x", ttl=1.0)
     await cache.set("default", "y")
     remaining = await cache.ttl("default")
     assert remaining is not None and 3590 < remaining <= 3600
     assert await cache.get("short") == "x"
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: _is_none(cache.get("short")), what="the 1 s ttl to pass")
     assert await cache.get("short") is None
     assert await cache.has("short") is False
     assert await cache.ttl("short") is None
@@ -125,7 +132,7 @@ async def test_counter_ttl_is_set_once_not_refreshed(cache: CacheManager) -> Non
     assert await cache.increment("window", ttl=1.0) == 2
     remaining = await cache.ttl("window")
     assert remaining is not None and remaining < 0.7  # not reset to 1.0 by the second increment
-    await asyncio.sleep(0.7)
+    await wait_until(lambda: _is_none(cache.ttl("window")), what="the window to expire")
     assert await cache.increment("window", ttl=1.0) == 1  # a new window
 
 
