@@ -93,7 +93,9 @@ def test_check_reports_a_dependency_cycle_and_missing_plugins(
     result = run(["--config", str(bad), "check"], cli_env, tmp_path)
     assert result.returncode == 2
     assert "requires 'kt_alpha', which is installed but not enabled" in result.stderr
-    assert "'not_installed' is enabled but not installed (pip install milo-kernel-not_installed)" in (
+    # a third-party name gets no guessed milo-kernel-<name> distribution (issue 11, item 6)
+    assert ("'not_installed' is enabled but not installed (no installed distribution has a "
+            "'kernel.plugins' entry point named 'not_installed': install the one that provides it)") in (
         result.stderr
     )
 
