@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from kernel import Secret
+from kernel import Secret, redact_url
 
 from ._keys import check_name
 
@@ -15,16 +15,24 @@ _SCHEMES = ("redis", "rediss", "unix")
 
 
 def _url(_inst: Any, _attr: attrs.Attribute[Any], value: Secret | None) -> None:
+    # Messages show the URL only redacted: never a password, whatever the value looks like.
     if value is None:
         return
+    url = value.get_secret_value()
+    shown = redact_url(url)
+    if not url.startswith(tuple(f"{s}://" for s in _SCHEMES)):
+        raise ValueError(f"'url' must start with redis://, rediss:// or unix://, got {shown!r}")
+    if any(c in url.partition("://")[2].rpartition("@")[0] for c in "/?#@"):
+        raise ValueError(
+            "'url' must percent-encode any '/', '?', '#' or '@' before its last '@' (in a password "
+            f"or a socket path: urllib.parse.quote(password, safe='')), got {shown!r}"
+        )
     try:
-        parts = urlsplit(value.get_secret_value())
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError as exc:
-        raise ValueError(f"'url' must be a valid URL ({exc})") from None
-    if parts.scheme not in _SCHEMES:
-        # The value may hold a password: name the scheme only.
-        raise ValueError(f"'url' must start with redis://, rediss:// or unix://, not {parts.scheme + ':'!r}")
+        urlsplit(url).port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:  # its message may quote part of the password: only classify it
+        what = "a port out of range" if "out of range" in str(exc) else "a malformed port or host"
+        raise ValueError(
+            f"'url' must be a valid URL (port in 1..65535, valid host), got {what} in {shown!r}") from None
 
 
 def _name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
