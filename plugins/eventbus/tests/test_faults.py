@@ -149,7 +149,9 @@ async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
     try:
         metas = [await bus.publish("order.placed", {"i": i, "poison": i in poison}) for i in range(n)]
         await until(lambda: _ge(bus.dead_letter_count(), len(poison)), 20)
-        await asyncio.sleep(0.5)
+        # Everything acknowledged, no retry pending: the DLQ cannot change any more.
+        await until(lambda: _idle(client, bus, "order.placed", "orders"), 20)
+        assert await _idle(client, bus, "order.placed", "orders"), "unacknowledged entries remain"
         dlq = await bus.get_dead_letter_queue()
     finally:
         await bus.close()
