@@ -6,21 +6,35 @@ from pathlib import Path
 
 import attrs
 
-from kernel import Secret
+from kernel import Secret, redact_url
 
 EMBEDDED = "embedded"
 """``uri = "embedded"``: start a private MongoDB wire-protocol server for the kernel's lifetime."""
 
 
 def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret) -> None:
+    # Messages show the URI only redacted (never a password), and anything the driver would
+    # reject with a message quoting part of it is rejected here first.
     uri = value.get_secret_value()
     if uri == EMBEDDED:
         return
+    shown = redact_url(uri)
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
-        # Never echo the value: it may hold credentials.
-        raise ValueError("'uri' must start with mongodb:// or mongodb+srv://, or be \"embedded\"")
-    if uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1] == "":
-        raise ValueError("'uri' must name a host")
+        raise ValueError(
+            f"'uri' must start with mongodb:// or mongodb+srv://, or be \"embedded\", got {shown!r}")
+    userinfo, _, rest = uri.partition("://")[2].rpartition("@")
+    if any(c in userinfo for c in "/?#@"):
+        raise ValueError(
+            "'uri' must percent-encode any '/', '?', '#' or '@' in its user name or password "
+            f"(urllib.parse.quote_plus(password)), got {shown!r}"
+        )
+    hosts = rest.split("/", 1)[0].split("?", 1)[0]
+    if hosts == "":
+        raise ValueError(f"'uri' must name a host, got {shown!r}")
+    for host in hosts.split(","):
+        _name, colon, port = (host.rpartition("]")[2] if host.startswith("[") else host).partition(":")
+        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"'uri' must give every host a port in 1..65535 (or none), got {shown!r}")
 
 
 def _check_database(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from motor.motor_asyncio import AsyncIOMotorClient
 from odmantic import AIOEngine, Model
+
+from kernel import redact_url
 
 from ._config import RepositoryConfig
 from ._errors import map_error
@@ -20,14 +21,8 @@ T = TypeVar("T")
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` and the query string dropped (for logs)."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hosts = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hosts}" if ":" in userinfo else f"{user}@{hosts}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
+    """``uri`` through :func:`kernel.redact_url`, without its query string (for logs)."""
+    return redact_url(uri).partition("?")[0]
 
 
 def import_repository(spec: str) -> type[BaseRepository[Any]]:
