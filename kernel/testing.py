@@ -33,6 +33,7 @@ def make_kernel(
     overrides: Mapping[Key, object] | None = None,
     environ: Mapping[str, str] | None = None,
     entry_points: bool = True,
+    processes: int = 1,
 ) -> Kernel:
     """A configured (unbooted) kernel.
 
@@ -42,7 +43,8 @@ def make_kernel(
     (``env`` defaults to ``"test"``); ``sections`` maps a host table name to
     ``(attrs class, data)``; ``overrides`` pre-fills registry overrides so that
     plugins resolving those keys get the test doubles. The process environment
-    is ignored unless ``environ`` is given.
+    is ignored unless ``environ`` is given. ``processes`` is what the plugins' ``kernel_check``
+    hooks see as the number of serving processes (``kernel serve --workers``).
     """
     objects = [p for p in plugins if not isinstance(p, str)]
     names = [p if isinstance(p, str) else p.name for p in plugins]
@@ -64,6 +66,7 @@ def make_kernel(
         plugins=objects,
         entry_points=entry_points,
         registry=registry,
+        processes=processes,
     )
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from kernel import ConfigError
+from kernel.testing import make_kernel
+
 SECTIONS = """
 import attrs
 from kernel import Secret, recommended
@@ -122,3 +125,24 @@ def test_serve_with_workers_refuses_the_memory_bus_in_production(env: dict[str, 
         'use adapter = "redis" '
         "(not allowed when env = 'production')"
     ]
+
+
+def test_the_memory_bus_rule_sees_the_process_count_and_the_queue() -> None:
+    assert make_kernel("eventbus", settings={"env": "production"}, processes=1).warnings == ()
+    with pytest.raises(ConfigError) as exc_info:
+        make_kernel("eventbus", settings={"env": "production"}, processes=4)
+    [error] = exc_info.value.errors
+    assert "but 4 server processes share this config" in error
+    [warning] = make_kernel("eventbus", settings={"env": "development"}, processes=4).warnings
+    assert warning.endswith("(an error when env = 'production')")
+    queue = make_kernel("redis", "eventbus", "queue", settings={"env": "development"},
+                        config={"redis": {"url": "redis://127.0.0.1:6379/0"}})
+    assert [w for w in queue.warnings if w.startswith("plugins.eventbus")] == [
+        'plugins.eventbus.adapter: adapter = "memory" delivers only inside one process, and the queue plugin '
+        'runs jobs in `kernel worker` processes: their events never reach this one; use adapter = "redis" '
+        "(an error when env = 'production')"
+    ]
+
+
+def test_a_redis_client_given_by_the_host_satisfies_the_cache_check() -> None:
+    make_kernel("cache", config={"cache": {"backend": "redis"}}, overrides={"redis": object()})
