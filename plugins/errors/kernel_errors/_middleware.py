@@ -86,6 +86,10 @@ class ErrorMiddleware:
     one. An exception after the response has started cannot change the status any
     more: it is logged and the connection is closed. Nested inside another
     ErrorMiddleware it passes requests straight through.
+
+    No state of one request reaches the next: the nesting mark lives in the request's
+    scope, and a trace id inherited from an earlier request's context (a server may
+    start the next request on a keep-alive connection from a copy of it) is dropped.
     """
 
     def __init__(self, app: ASGIApp, *, renderer: ProblemRenderer | None = None,
