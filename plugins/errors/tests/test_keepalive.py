@@ -10,6 +10,7 @@ middleware's own bookkeeping must not be inherited that way.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -59,6 +60,8 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     options: dict[str, Any] = getattr(request, "param", {})
+    if options and not set(options) <= set(inspect.signature(uvicorn.Config).parameters):
+        pytest.skip(f"this uvicorn has no {', '.join(options)}")
     config = uvicorn.Config(host_app(), lifespan="off", ws="none", http="h11", loop="asyncio",
                             log_config=None, access_log=False, **options)
     server = uvicorn.Server(config)
