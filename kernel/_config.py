@@ -321,22 +321,31 @@ def _validator_errors(
     defaults for the rest (fields without one are left unset).
     """
     inst = object.__new__(cls)
+    values: dict[str, Any] = {}
+    errors: list[str] = []
     for name, field in fields.items():
         key = field.alias or name
         if key in kwargs:
-            object.__setattr__(inst, name, kwargs[key])
+            value = kwargs[key]
+            converter = field.converter
+            if converter is not None and not isinstance(converter, attrs.Converter):
+                try:  # what __init__ would do before validating
+                    value = converter(value)
+                except Exception as exc:
+                    errors.append(f"{path}.{name}: {exc or type(exc).__name__}")
+                    continue
+            values[name] = value
+            object.__setattr__(inst, name, value)
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             if not field.default.takes_self:
                 object.__setattr__(inst, name, field.default.factory())
         elif field.default is not attrs.NOTHING:
             object.__setattr__(inst, name, field.default)
-    errors: list[str] = []
     for name, field in fields.items():
-        key = field.alias or name
-        if field.validator is None or key not in kwargs:
+        if field.validator is None or name not in values:
             continue
         try:
-            field.validator(inst, field, kwargs[key])
+            field.validator(inst, field, values[name])
         except AttributeError:
             continue  # it reads a field that is itself invalid or missing: reported already
         except Exception as exc:

@@ -369,3 +369,18 @@ def test_errors_from_environment_variables_name_the_variable(tmp_path: Path) -> 
         "plugins.x.greeting: expected str, got 1",  # from the file: named by its key path
         "app.jwt_secret: required key is missing",
     ])
+
+
+@attrs.define(frozen=True)
+class Converted:
+    level: int = attrs.field(default=10, converter=abs, validator=attrs.validators.le(100))
+    name: str = "x"
+
+
+def test_validators_see_converted_values_when_another_field_failed() -> None:
+    from kernel._config import structure
+
+    assert structure({"level": -50, "name": 1}, Converted, "t") == (None, ["t.name: expected str, got 1"])
+    assert structure({"level": -500, "name": 1}, Converted, "t") == (
+        None, ["t.name: expected str, got 1", "t.level: must be <= 100: 500"]
+    )
