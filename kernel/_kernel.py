@@ -191,6 +191,8 @@ class Kernel:
             raw.get("kernel", {}), _config.KernelSettings, "kernel"
         )
         errors += errs
+        # A partly invalid [kernel] table: carry on with its valid keys so that the errors of
+        # every other table come in the same run.
         settings = parsed if parsed is not None else _fallback_settings(valid)
         if settings.host_sections:
             try:
@@ -201,8 +203,6 @@ class Kernel:
             if key not in _TOP_LEVEL and key not in section_types:
                 known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
                 errors.append(f"{key}: unknown section (expected one of {known})")
-        # A partly invalid [kernel] table: carry on with its valid keys so that the errors of
-        # every other table come in the same run.
         if configure_logs and parsed is not None:
             configure_logging(settings.env, settings.log_level, settings.log_format)
 
@@ -617,9 +617,10 @@ def _name_variables(errors: Iterable[str], variables: Mapping[str, str]) -> list
     if not variables:
         return list(errors)
     out = []
+    by_length = sorted(variables.items(), key=lambda item: -len(item[0]))  # the most specific path wins
     for error in errors:
         key, _sep, message = error.partition(": ")
-        for path, var in variables.items():
+        for path, var in by_length:
             if key == path:
                 error = f"{var} (from the environment): {message}"
                 break
