@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import inspect
 import json
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from . import _serve
 from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
-from ._kernel import Kernel
+from ._kernel import CONFIG_WARNING, Kernel
 from ._logging import configure_logging
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
@@ -144,6 +145,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config; exit 0, or 2 with every error on stderr."""
+    def not_a_config_warning(record: logging.LogRecord) -> bool:
+        return not getattr(record, CONFIG_WARNING, False)
+
+    # The warnings are printed below as `warning:` lines; don't log them a second time.
+    logger = logging.getLogger("kernel")
+    logger.addFilter(not_a_config_warning)
     try:
         kernel = _load(args)
     except ConfigError as exc:
@@ -152,6 +159,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        logger.removeFilter(not_a_config_warning)
     for line in kernel.warnings:
         print(f"warning: {line}", file=sys.stderr)
     print(f"config OK: {kernel.config_path} ({kernel.settings.env}); "

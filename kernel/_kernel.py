@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 _TOP_LEVEL = ("kernel", "plugins")
 
+CONFIG_WARNING = "kernel_config_warning"
+"""Attribute set on the log records of config warnings (``kernel check`` prints them itself)."""
+
 
 @attrs.define
 class LoadedPlugin:
@@ -282,7 +285,7 @@ class Kernel:
         if errors:
             raise ConfigError(_name_variables(errors, variables))
         for line in warnings:
-            log.warning(line)
+            log.warning(line, extra={CONFIG_WARNING: True})
         return cls(
             settings=settings,
             plugins=[contexts[name] for name in ordered],

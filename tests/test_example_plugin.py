@@ -62,3 +62,5 @@ def test_the_example_plugin_command_and_config(hello_installed: Path) -> None:
                            env=env, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0
     assert "plugins.hello.api_key is recommended but not set" in check.stderr
+    # Printed once, as a `warning:` line (not also as a log record).
+    assert check.stderr.count("plugins.hello.api_key is recommended but not set") == 1, check.stderr
