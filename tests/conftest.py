@@ -14,9 +14,10 @@ import pytest
 FIXTURE_DISTS = Path(__file__).parent / "fixtures" / "dists"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The kernel core is backend-neutral: every async kernel test runs on asyncio and on trio."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

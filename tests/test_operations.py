@@ -164,6 +164,7 @@ def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py, SAQ: asyncio-only libraries
 async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
     """Boot the plugins on an embedded Redis, exercise them; every referenced series is in the scrape."""
     for module in ("kernel_metrics", "kernel_redis", "kernel_eventbus", "kernel_cache", "kernel_queue"):
