@@ -1,7 +1,11 @@
-"""``python -m benchmarks [--quick] [suite ...]``: run every ``benchmarks/<suite>.py``.
+"""``python -m benchmarks [--quick] [--instructions] [suite ...]``: run every ``benchmarks/<suite>.py``.
 
 A suite module defines ``run(quick: bool)`` (sync or async) that prints its
-``bench`` lines through :mod:`benchmarks._harness`.
+``bench`` lines through :mod:`benchmarks._harness`; a suite with CPU-bound cases also defines
+``cpu_bound(quick: bool)``, which ``--instructions`` runs under callgrind
+(:mod:`benchmarks._instructions`). The first line says what the run ran on: Python, the
+machine, the mode, redis-py and the RESP parser it uses (hiredis or python); Redis suites add
+a ``# <suite>: redis-server <version>, parser <name>`` line.
 """
 
 from __future__ import annotations
@@ -21,6 +25,54 @@ import anyio
 
 from . import _harness
 
+READING = """\
+## How to read this page
+
+- **What it ran on.** The list above names the machine, Python, redis-py and the RESP parser
+  redis-py used: `hiredis` (the production install, see [redis](plugins/redis.md)) or `python`;
+  and, for each Redis suite, the `redis-server` version it ran against. `python -m benchmarks`
+  prints the same on its first lines.
+- **Times.** Each case runs our layer and the raw library it wraps in the same process, in
+  interleaved rounds (which side goes first alternates). *ours* and *raw* are the medians over
+  the rounds in µs per operation; the ratio is a cost, median ours / median raw: 1.00 is as fast
+  as raw, lower is better.
+- **Spread.** *IQR* is the interquartile range of the per-round ratios (each round's ours / raw).
+  A case with a target says `met` (the whole IQR at or below it), `missed` (the whole IQR above
+  it) or `straddles` (the IQR contains the target: this run cannot decide; rerun on a quiet
+  machine, or look at the instruction counts).
+- **Ceilings.** Each Redis suite also times the same work done raw at its best: pipelined
+  `XADD`, `XREADGROUP` of 1,000 entries at a time, `MGET` of 100 keys, an enqueue's commands
+  pipelined 100 jobs at a time; µs per entry. From *raw* to the ceiling is the cost of one round
+  trip per operation; from *ours* to *raw* is our layer.
+- **Instruction counts.** For the CPU-bound suites (kernel_boot with the registry,
+  metrics_record, http_middleware in-process, the eventbus memory adapter, serializers)
+  `--instructions` counts each side's instructions per operation under callgrind (valgrind).
+  The counts repeat exactly whatever else the machine does: gate on these ratios. They depend
+  on the Python build and the library versions, so compare counts from one machine image.
+  How: one callgrind run per suite; around each side, a marker, N calls, a marker, the same
+  loop with 0 calls, a marker; Ir/op = (N-call segment - 0-call segment) / N, so start-up,
+  imports and set-up drop out; `PYTHONHASHSEED=0`, a fixed environment and no address-space
+  randomisation make the runs identical. Needs `valgrind` (Debian: `apt-get install -y valgrind`).
+- **CLI start.** `cli_start` times whole processes, `kernel --help`, `kernel plugins` and
+  `kernel --config examples/kernel.toml check` against `python -c pass`, in µs per process; the
+  target is <= 0.4 s per command.
+
+Commands: `python -m benchmarks --quick` (every suite, few rounds, under 60 s);
+`python -m benchmarks cache eventbus` (a subset, full rounds); `python -m benchmarks --instructions
+[suite ...]` (instruction counts only); `python -m benchmarks --with-instructions --markdown
+docs/benchmarks.md` (times, then counts of the CPU-bound suites: this page).
+
+The lines `python -m benchmarks` prints:
+
+```text
+# <date> python <version> <machine> <mode> | redis-py <version>, parser <hiredis <version>|python>
+# <suite>: redis-server <version>, parser <hiredis|python>
+bench <suite>.<case> ours=<µs/op> raw=<µs/op> ratio=<ours/raw> iqr=<q1>..<q3> [target=<t> <verdict>]
+ceiling <suite>.<case> raw=<µs/op> iqr=<q1>..<q3> (<ops>/s)
+bench <suite>.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw> unit=instructions [target=<t> met|missed]
+```
+"""
+
 
 def suites() -> list[str]:
     here = Path(__file__).parent
@@ -30,16 +82,35 @@ def suites() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="few rounds; all suites in < 60 s")
+    parser.add_argument("--instructions", action="store_true",
+                        help="CPU-bound suites only: callgrind instruction counts per op instead of times")
+    parser.add_argument("--with-instructions", action="store_true",
+                        help="time the suites, then count instructions of the CPU-bound ones (one page)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
     parser.add_argument("suites", nargs="*", help=f"subset of: {', '.join(suites())}")
     args = parser.parse_args(argv)
     _harness.QUICK = args.quick
-    chosen = args.suites or suites()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} python {platform.python_version()} "
-          f"{platform.machine()} {'quick' if args.quick else 'full'}", flush=True)
+    unknown = sorted(set(args.suites) - set(suites()))
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(suites())}")
+    timed: list[str] = [] if args.instructions else args.suites or suites()
+    counted: list[str] = []
+    if args.instructions or args.with_instructions:
+        from . import _instructions
+
+        cpu = _instructions.cpu_suites()
+        if args.instructions:
+            not_cpu = [name for name in args.suites if name not in cpu]
+            if not_cpu:
+                parser.error(f"--instructions: {', '.join(not_cpu)} not CPU-bound; "
+                             f"choose from {', '.join(cpu)}")
+            counted = args.suites or cpu
+        else:
+            counted = [name for name in timed if name in cpu]
+    print(f"# {header(args.quick, args.instructions, args.with_instructions)}", flush=True)
     failed = 0
     t0 = time.perf_counter()
-    for name in chosen:
+    for name in timed:
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             if inspect.iscoroutinefunction(module.run):
@@ -50,15 +121,41 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"# suite {name} failed:", file=sys.stderr)
             traceback.print_exc()
+    for name in counted:
+        try:
+            _instructions.count(name)
+        except Exception:
+            failed += 1
+            print(f"# instruction count of {name} failed:", file=sys.stderr)
+            traceback.print_exc()
     elapsed = time.perf_counter() - t0
     print(f"# {len(_harness.RESULTS)} cases in {elapsed:.1f}s", flush=True)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(args.quick, elapsed))
+        Path(args.markdown).write_text(markdown(args.quick, elapsed, args.instructions,
+                                                args.with_instructions))
     return 1 if failed else 0
 
 
-def markdown(quick: bool, elapsed: float) -> str:
-    """The benchmarks page: machine, date, and one table row per case."""
+def mode(quick: bool, instructions: bool, with_instructions: bool = False) -> str:
+    if instructions:
+        return "instructions (callgrind)"
+    return ("quick" if quick else "full") + (" + instructions (callgrind)" if with_instructions else "")
+
+
+def header(quick: bool, instructions: bool, with_instructions: bool = False) -> str:
+    """The run's first line: when, Python, machine, mode, redis-py and its RESP parser."""
+    try:
+        import redis
+
+        client = f"redis-py {redis.__version__}, parser {_harness.resp_parser()}"
+    except ImportError:
+        client = "redis-py not installed"
+    return (f"{time.strftime('%Y-%m-%d %H:%M')} python {platform.python_version()} {platform.machine()} "
+            f"{mode(quick, instructions, with_instructions)} | {client}")
+
+
+def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instructions: bool = False) -> str:
+    """The benchmarks page: machine, date, what it ran against, and one table row per case."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -67,25 +164,43 @@ def markdown(quick: bool, elapsed: float) -> str:
                 break
     except OSError:
         pass
+    flags = ((" --quick" if quick else "") + (" --instructions" if instructions else "")
+             + (" --with-instructions" if with_instructions else ""))
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `python -m benchmarks" + (" --quick" if quick else "")
-        + " --markdown docs/benchmarks.md`. Each case runs our layer and the raw library it wraps",
-        "in the same process, in interleaved rounds; the numbers are medians in microseconds per",
-        "operation, and the ratio is a cost (ours / raw): 1.00 is as fast as raw, lower is better.",
+        f"Generated by `python -m benchmarks{flags} --markdown docs/benchmarks.md`: our layer against",
+        "the raw library it wraps, in the same run. How to read it: [below](#how-to-read-this-page).",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- python: {platform.python_version()} ({platform.python_implementation()})",
-        f"- mode: {'quick' if quick else 'full'}, {elapsed:.0f} s",
-        "",
-        "| case | ours µs/op | raw µs/op | ratio |",
-        "|---|---:|---:|---:|",
+        f"- mode: {mode(quick, instructions, with_instructions)}, {elapsed:.0f} s",
+        f"- redis client: {header(quick, instructions).split(' | ', 1)[1]}",
     ]
-    for r in _harness.RESULTS:
-        lines.append(f"| `{r.suite}.{r.case}` | {r.ours_us:.2f} | {r.raw_us:.2f} | {r.ratio:.2f} |")
-    return "\n".join(lines) + "\n"
+    lines += [f"- {suite}: {description}" for suite, description in _harness.SERVERS.items()]
+    timed = [r for r in _harness.RESULTS if r.unit == "us"]
+    counted = [r for r in _harness.RESULTS if r.unit == "instructions"]
+    if timed:
+        lines += ["", "| case | ours µs/op | raw µs/op | ratio | IQR of ratios | target |",
+                  "|---|---:|---:|---:|---|---|"]
+        for r in timed:
+            low, high = r.iqr
+            target = f"≤ {r.target:.2f} {r.verdict}" if r.target is not None else ""
+            lines.append(f"| `{r.suite}.{r.case}` | {r.ours_us:.2f} | {r.raw_us:.2f} | {r.ratio:.2f} "
+                         f"| {low:.2f}..{high:.2f} | {target} |")
+    if counted:
+        lines += ["", "| case | ours Ir/op | raw Ir/op | ratio | target |", "|---|---:|---:|---:|---|"]
+        for r in counted:
+            target = f"≤ {r.target:.2f} {r.verdict}" if r.target is not None else ""
+            lines.append(f"| `{r.suite}.{r.case}` | {r.ours_us:.0f} | {r.raw_us:.0f} | {r.ratio:.3f} "
+                         f"| {target} |")
+    if _harness.CEILINGS:
+        lines += ["", "Ceilings: the same work done raw at its best (pipelined, large batches).", "",
+                  "| ceiling | raw µs/op | ops/s |", "|---|---:|---:|"]
+        for c in _harness.CEILINGS:
+            lines.append(f"| `{c.suite}.{c.case}` | {c.raw_us:.2f} | {1e6 / c.raw_us:,.0f} |")
+    return "\n".join(lines) + "\n\n" + READING
 
 
 if __name__ == "__main__":

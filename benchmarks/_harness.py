@@ -2,18 +2,36 @@
 
 Every case prints one line::
 
-    bench <suite>.<case> ours=<µs/op> raw=<µs/op> ratio=<ours/raw>
+    bench <suite>.<case> ours=<µs/op> raw=<µs/op> ratio=<ours/raw> iqr=<q1>..<q3> [target=<t> <verdict>]
 
-The ratio is always a cost: 1.00 is as fast as raw, lower is better.
+- ``ours`` / ``raw``: the **median** over the rounds of each side's µs per operation. Rounds
+  alternate which side goes first (ours, raw / raw, ours / ...).
+- ``ratio``: a cost, the **ratio of the two medians** (median ours / median raw): 1.00 is as
+  fast as raw, lower is better.
+- ``iqr``: the interquartile range (25th..75th percentile) of the **per-round ratios** (ours / raw
+  of the same round): how much the ratio moved during the run. On a loaded machine it is wide.
+- ``target``: the ratio the case must not exceed, when it has one. The verdict is ``met`` when
+  the whole IQR is at or below it, ``missed`` when the whole IQR is above it, and
+  ``straddles`` when the IQR contains it: this run cannot tell.
+
+Redis suites also print the best the machine does with the same work, raw, on its own line::
+
+    ceiling <suite>.<case> raw=<µs/op> iqr=<q1>..<q3>
+
+In instruction mode (``python -m benchmarks --instructions``, see :mod:`benchmarks._instructions`)
+the same ``compare`` / ``acompare`` / ``acompare_batches`` calls do not time anything: each side
+runs once under callgrind and the line reads
+``bench <suite>.<case> ours=<Ir/op> raw=<Ir/op> ratio=<..> unit=instructions``.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -21,23 +39,105 @@ QUICK = False
 """Set by the runner; suites read it through :func:`rounds`."""
 
 
+class Counter(Protocol):
+    """Instruction mode: runs one side of a case between markers instead of timing it."""
+
+    def sync(self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int,
+             target: float | None) -> None: ...
+
+    async def asynchronous(self, suite: str, case: str, side: str, fn: Callable[[], Awaitable[Any]],
+                           calls: int, target: float | None, batches: bool) -> None: ...
+
+
+COUNTER: Counter | None = None
+"""Set by the instruction-mode child process (:mod:`benchmarks._instructions`)."""
+
+
+def counting() -> bool:
+    """True in an instruction-mode child: nothing is timed, suites should skip I/O-bound work."""
+    return COUNTER is not None
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """25th and 75th percentiles (inclusive method); one value is its own range."""
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def verdict(low: float, high: float, target: float) -> str:
+    """``met`` / ``straddles`` / ``missed``: where the range ``low..high`` lies against ``target``."""
+    if high <= target:
+        return "met"
+    if low > target:
+        return "missed"
+    return "straddles"
+
+
 @attrs.frozen
 class Result:
+    """One case: medians of both sides, the per-round ratios and the target, if any."""
+
     suite: str
     case: str
     ours_us: float
     raw_us: float
+    ratios: tuple[float, ...] = ()
+    target: float | None = None
+    unit: str = "us"
+    """``us`` (µs per operation) or ``instructions`` (callgrind Ir per operation)."""
 
     @property
     def ratio(self) -> float:
+        """Cost: the ratio of the medians (ours / raw)."""
         return self.ours_us / self.raw_us if self.raw_us else float("inf")
 
+    @property
+    def iqr(self) -> tuple[float, float]:
+        """Interquartile range of the per-round ratios (the ratio itself for a count)."""
+        return quartiles(self.ratios) if self.ratios else (self.ratio, self.ratio)
+
+    @property
+    def verdict(self) -> str | None:
+        """Against the target: ``met``, ``straddles`` or ``missed``; None without a target."""
+        return None if self.target is None else verdict(*self.iqr, self.target)
+
     def line(self) -> str:
-        return (f"bench {self.suite}.{self.case} ours={self.ours_us:.2f} "
-                f"raw={self.raw_us:.2f} ratio={self.ratio:.2f}")
+        head = f"bench {self.suite}.{self.case} "
+        if self.unit == "instructions":
+            text = (f"{head}ours={self.ours_us:.0f} raw={self.raw_us:.0f} ratio={self.ratio:.3f} "
+                    "unit=instructions")
+        else:
+            low, high = self.iqr
+            text = (f"{head}ours={self.ours_us:.2f} raw={self.raw_us:.2f} ratio={self.ratio:.2f} "
+                    f"iqr={low:.2f}..{high:.2f}")
+        if self.target is not None:
+            text += f" target={self.target:.2f} {self.verdict}"
+        return text
+
+
+@attrs.frozen
+class Ceiling:
+    """The raw best case of a suite's work (e.g. pipelined), µs per operation."""
+
+    suite: str
+    case: str
+    raw_us: float
+    spread: tuple[float, float]
+
+    def line(self) -> str:
+        low, high = self.spread
+        return (f"ceiling {self.suite}.{self.case} raw={self.raw_us:.2f} iqr={low:.2f}..{high:.2f} "
+                f"({1e6 / self.raw_us:,.0f}/s)")
 
 
 RESULTS: list[Result] = []
+CEILINGS: list[Ceiling] = []
+SERVERS: dict[str, str] = {}
+"""Suite -> what it ran against (e.g. ``redis-server 7.0.15, parser hiredis``), for the page."""
 
 
 def rounds(full: int, quick: int) -> int:
@@ -45,12 +145,71 @@ def rounds(full: int, quick: int) -> int:
     return quick if QUICK else full
 
 
-def emit(suite: str, case: str, ours_us: float, raw_us: float) -> Result:
-    """Record and print one result line (for suites that time things themselves)."""
-    result = Result(suite, case, ours_us, raw_us)
+def emit(suite: str, case: str, ours: Sequence[float], raw: Sequence[float], *,
+         target: float | None = None) -> Result:
+    """Record and print one case from paired rounds (``ours[i]`` and ``raw[i]`` ran in round ``i``).
+
+    For suites that time rounds themselves; both sequences are µs per operation.
+    """
+    if len(ours) != len(raw) or not ours:
+        raise ValueError(f"{suite}.{case}: need paired rounds, got {len(ours)} ours and {len(raw)} raw")
+    ratios = tuple(o / r if r else float("inf") for o, r in zip(ours, raw, strict=True))
+    result = Result(suite, case, statistics.median(ours), statistics.median(raw), ratios, target)
     RESULTS.append(result)
     print(result.line(), flush=True)
     return result
+
+
+def emit_counts(suite: str, case: str, ours: float, raw: float, *, target: float | None = None) -> Result:
+    """Record and print one instruction-count case (Ir per operation of each side)."""
+    result = Result(suite, case, ours, raw, target=target, unit="instructions")
+    RESULTS.append(result)
+    print(result.line(), flush=True)
+    return result
+
+
+def ceiling(suite: str, case: str, raw: Sequence[float]) -> Ceiling:
+    """Record and print the raw ceiling of a suite's work (µs per operation per round; median shown)."""
+    result = Ceiling(suite, case, statistics.median(raw), quartiles(raw))
+    CEILINGS.append(result)
+    print(result.line(), flush=True)
+    return result
+
+
+def server(suite: str, description: str) -> None:
+    """Record and print what a suite ran against (a ``#`` comment line)."""
+    SERVERS[suite] = description
+    print(f"# {suite}: {description}", flush=True)
+
+
+def resp_parser() -> str:
+    """The RESP parser redis-py picks in this environment, by its own rule (``HIREDIS_AVAILABLE``)."""
+    try:
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:
+        return "none (redis-py not installed)"
+    if not HIREDIS_AVAILABLE:
+        return "python (hiredis not importable)"
+    import hiredis
+
+    return f"hiredis {getattr(hiredis, '__version__', '?')}"
+
+
+async def redis_server(suite: str, client: Any) -> str:
+    """Print and record the Redis server version and the parser class ``client``'s connections use."""
+    from redis.asyncio.connection import DefaultParser
+
+    info = await client.info("server")
+    parser_class = client.connection_pool.connection_kwargs.get("parser_class", DefaultParser)
+    parser = "hiredis" if "hiredis" in parser_class.__name__.lower() else "python"
+    description = f"redis-server {info.get('redis_version', '?')}, parser {parser}"
+    server(suite, description)
+    return description
+
+
+def _placeholder(suite: str, case: str, target: float | None) -> Result:
+    # instruction mode: the parent process prints the real line; suites only need a Result back
+    return Result(suite, case, 1.0, 1.0, target=target)
 
 
 def _per_op(fn: Callable[[], Any], n: int) -> float:
@@ -68,8 +227,12 @@ async def _aper_op(fn: Callable[[], Awaitable[Any]], n: int) -> float:
 
 
 def compare(suite: str, case: str, ours: Callable[[], Any], raw: Callable[[], Any], *,
-            ops: int, rounds_: int, warmup: int = 1) -> Result:
+            ops: int, rounds_: int, warmup: int = 1, target: float | None = None) -> Result:
     """Time sync callables: ``rounds_`` interleaved rounds of ``ops`` calls each, medians."""
+    if COUNTER is not None:
+        COUNTER.sync(suite, case, "ours", ours, ops, target)
+        COUNTER.sync(suite, case, "raw", raw, ops, target)
+        return _placeholder(suite, case, target)
     for _ in range(warmup):
         _per_op(ours, ops)
         _per_op(raw, ops)
@@ -82,13 +245,17 @@ def compare(suite: str, case: str, ours: Callable[[], Any], raw: Callable[[], An
         else:
             o.append(_per_op(ours, ops))
             r.append(_per_op(raw, ops))
-    return emit(suite, case, statistics.median(o), statistics.median(r))
+    return emit(suite, case, o, r, target=target)
 
 
 async def acompare(suite: str, case: str, ours: Callable[[], Awaitable[Any]],
                    raw: Callable[[], Awaitable[Any]], *, ops: int, rounds_: int,
-                   warmup: int = 1) -> Result:
+                   warmup: int = 1, target: float | None = None) -> Result:
     """Like :func:`compare` for async callables (awaited one after another)."""
+    if COUNTER is not None:
+        await COUNTER.asynchronous(suite, case, "ours", ours, ops, target, batches=False)
+        await COUNTER.asynchronous(suite, case, "raw", raw, ops, target, batches=False)
+        return _placeholder(suite, case, target)
     for _ in range(warmup):
         await _aper_op(ours, ops)
         await _aper_op(raw, ops)
@@ -101,34 +268,40 @@ async def acompare(suite: str, case: str, ours: Callable[[], Awaitable[Any]],
         else:
             o.append(await _aper_op(ours, ops))
             r.append(await _aper_op(raw, ops))
-    return emit(suite, case, statistics.median(o), statistics.median(r))
+    return emit(suite, case, o, r, target=target)
 
 
 async def acompare_batches(suite: str, case: str, ours: Callable[[], Awaitable[int]],
-                           raw: Callable[[], Awaitable[int]], *, rounds_: int,
-                           warmup: int = 1) -> Result:
-    """For throughput cases: each call processes a batch and returns how many ops it did."""
+                           raw: Callable[[], Awaitable[int]], *, rounds_: int, calls: int = 1,
+                           warmup: int = 1, target: float | None = None) -> Result:
+    """For throughput cases: each call processes a batch and returns how many ops it did.
+
+    A round makes ``calls`` calls of a side; µs per op = the round's time / the ops it did.
+    """
     async def per_op(fn: Callable[[], Awaitable[int]]) -> float:
+        n = 0
         t0 = time.perf_counter()
-        n = await fn()
+        for _ in range(calls):
+            n += await fn()
         return (time.perf_counter() - t0) / max(n, 1) * 1e6
 
+    if COUNTER is not None:
+        await COUNTER.asynchronous(suite, case, "ours", ours, calls, target, batches=True)
+        await COUNTER.asynchronous(suite, case, "raw", raw, calls, target, batches=True)
+        return _placeholder(suite, case, target)
     for _ in range(warmup):
         await per_op(ours)
         await per_op(raw)
     o: list[float] = []
     r: list[float] = []
     for i in range(rounds_):
-        first, second = (raw, ours) if i % 2 else (ours, raw)
-        a = await per_op(first)
-        b = await per_op(second)
         if i % 2:
-            r.append(a)
-            o.append(b)
+            r.append(await per_op(raw))
+            o.append(await per_op(ours))
         else:
-            o.append(a)
-            r.append(b)
-    return emit(suite, case, statistics.median(o), statistics.median(r))
+            o.append(await per_op(ours))
+            r.append(await per_op(raw))
+    return emit(suite, case, o, r, target=target)
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

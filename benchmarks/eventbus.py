@@ -5,6 +5,13 @@ with the same trimming; a consumer-group loop reading ``COUNT`` entries, decodin
 each payload, calling the handler and acknowledging the batch in one ``XACK``; an
 ``asyncio.Queue`` with one worker task for the in-process case. A private
 redis-server is started for the run (or ``$REDIS_URL`` is used, with a unique prefix).
+
+Targets (cost ratios): publish <= 1.10, consume batch 100 <= 1.10, memory <= 1.5.
+
+Ceilings (raw, the same work at its best): ``xadd_pipelined`` -- XADDs of the same entry sent
+1,000 per pipeline, µs per entry; ``xreadgroup_batch1000`` -- a consumer group reading
+``COUNT 1000`` and acknowledging each batch with one XACK (no decoding, no handler), µs per
+entry. Instruction mode (:func:`cpu_bound`) counts the memory case only.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import asyncio
 import json
 import os
 import secrets
-import statistics
 import time
 from typing import Any
 
@@ -22,7 +28,7 @@ from kernel_eventbus import EventMetadata, MemoryEventBus
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import RedisServer
 
-from ._harness import acompare, emit, rounds
+from ._harness import acompare, acompare_batches, ceiling, emit, redis_server, rounds
 
 DATA = {"user_id": "123", "email": "user@example.com", "plan": "pro", "tags": ["a", "b"]}
 
@@ -75,17 +81,12 @@ async def _consume_raw(client: aioredis.Redis, stream: str, n: int, batch: int) 
     return elapsed / n * 1e6
 
 
-async def _memory(n: int) -> tuple[float, float]:
+async def _memory(quick: bool) -> None:
+    """Memory adapter publish + delivery of a batch vs an ``asyncio.Queue`` with one worker."""
     bus = MemoryEventBus()
     bus.subscribe("bench.mem", _noop, group="g")
-    t0 = time.perf_counter()
-    for _ in range(n):
-        await bus.publish("bench.mem", DATA)
-    await bus.join()
-    ours = (time.perf_counter() - t0) / n * 1e6
-    await bus.close()
-
     queue: asyncio.Queue[str] = asyncio.Queue()
+    batch = 1000
 
     async def worker() -> None:
         while True:
@@ -93,14 +94,65 @@ async def _memory(n: int) -> tuple[float, float]:
             await _noop(json.loads(body), None)  # type: ignore[arg-type]
             queue.task_done()
 
+    async def ours() -> int:
+        for _ in range(batch):
+            await bus.publish("bench.mem", DATA)
+        await bus.join()
+        return batch
+
+    async def raw() -> int:
+        for _ in range(batch):
+            queue.put_nowait(json.dumps(DATA))
+        await queue.join()
+        return batch
+
     task = asyncio.create_task(worker())
-    t0 = time.perf_counter()
-    for _ in range(n):
-        queue.put_nowait(json.dumps(DATA))
-    await queue.join()
-    raw = (time.perf_counter() - t0) / n * 1e6
-    task.cancel()
-    return ours, raw
+    try:
+        res = await acompare_batches("eventbus", "memory_publish_deliver_vs_asyncio_queue", ours, raw,
+                                     rounds_=rounds(5, 3), calls=rounds(20, 5), target=1.5)
+    finally:
+        task.cancel()
+        await bus.close()
+    if res.unit == "us" and res.ours_us != res.raw_us:
+        print(f"  memory adapter: {1e6 / res.ours_us:,.0f} events/s published and handled "
+              f"(asyncio.Queue baseline {1e6 / res.raw_us:,.0f}/s)")
+
+
+async def cpu_bound(quick: bool) -> None:
+    """The CPU-bound cases (instruction mode): the memory adapter."""
+    await _memory(quick)
+
+
+async def _ceilings(client: aioredis.Redis, prefix: str, consume_stream: str, n: int) -> None:
+    """The raw best case of publishing (pipelined XADD) and consuming (batches of 1,000)."""
+    stream = f"{prefix}:ceiling:xadd"
+    body = json.dumps(DATA)
+    per_pipe, pipes = 1000, rounds(5, 1)
+    times: list[float] = []
+    for _ in range(rounds(7, 3)):
+        t0 = time.perf_counter()
+        for _ in range(pipes):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(per_pipe):
+                pipe.xadd(stream, {"d": body}, maxlen=100_000, approximate=True)
+            await pipe.execute()
+        times.append((time.perf_counter() - t0) / (per_pipe * pipes) * 1e6)
+    ceiling("eventbus", "xadd_pipelined", times)
+
+    times = []
+    for _ in range(rounds(5, 3)):
+        group = f"ceil-{secrets.token_hex(4)}"
+        await client.xgroup_create(consume_stream, group, id="0")
+        read = 0
+        t0 = time.perf_counter()
+        while read < n:
+            resp = await client.xreadgroup(group, "c1", {consume_stream: ">"}, count=1000, block=50)
+            for _stream, entries in resp:
+                read += len(entries)
+                await client.xack(consume_stream, group, *[entry_id for entry_id, _ in entries])
+        times.append((time.perf_counter() - t0) / n * 1e6)
+        await client.xgroup_destroy(consume_stream, group)
+    ceiling("eventbus", "xreadgroup_batch1000", times)
 
 
 async def run(quick: bool) -> None:
@@ -110,6 +162,7 @@ async def run(quick: bool) -> None:
     prefix = f"bench-{secrets.token_hex(4)}"
     client = aioredis.Redis.from_url(url)
     try:
+        await redis_server("eventbus", client)
         bus = RedisEventBus(client, prefix=prefix)
         stream = bus.stream_key("bench.publish")
 
@@ -119,7 +172,8 @@ async def run(quick: bool) -> None:
         async def raw() -> None:
             await client.xadd(stream, {"d": json.dumps(DATA)}, maxlen=100_000, approximate=True)
 
-        await acompare("eventbus", "publish_vs_xadd", ours, raw, ops=rounds(2000, 400), rounds_=rounds(9, 5))
+        await acompare("eventbus", "publish_vs_xadd", ours, raw, ops=rounds(2000, 400), rounds_=rounds(9, 5),
+                       target=1.10)
 
         n, batch = rounds(10_000, 5_000), 100
         pipe = client.pipeline(transaction=False)
@@ -139,21 +193,12 @@ async def run(quick: bool) -> None:
             else:
                 o.append(await _consume_ours(client, prefix, n, batch))
                 r.append(await _consume_raw(client, bus.stream_key("bench.consume"), n, batch))
-        result = emit("eventbus", f"consume_batch{batch}_vs_xreadgroup_xack", statistics.median(o),
-                      statistics.median(r))
+        result = emit("eventbus", f"consume_batch{batch}_vs_xreadgroup_xack", o, r, target=1.10)
         print(f"  consume throughput: ours {1e6 / result.ours_us:,.0f} events/s, raw "
               f"{1e6 / result.raw_us:,.0f} events/s ({result.raw_us / result.ours_us:.2f}x of raw)")
+        await _ceilings(client, prefix, bus.stream_key("bench.consume"), n)
 
-        m = rounds(20_000, 5_000)
-        mo, mr = [], []
-        for _ in range(rounds(5, 3)):
-            a, b = await _memory(m)
-            mo.append(a)
-            mr.append(b)
-        res = emit("eventbus", "memory_publish_deliver_vs_asyncio_queue", statistics.median(mo),
-                   statistics.median(mr))
-        print(f"  memory adapter: {1e6 / res.ours_us:,.0f} events/s published and handled "
-              f"(asyncio.Queue baseline {1e6 / res.raw_us:,.0f}/s)")
+        await _memory(quick)
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:

@@ -94,3 +94,6 @@ async def run(quick: bool) -> None:
             lambda: plain["svc25"], ops=rounds(200_000, 50_000), rounds_=rounds(15, 5))
     compare("kernel_boot", "registry_get_by_type", lambda: registry.get(key_type),
             lambda: plain[key_type], ops=rounds(200_000, 50_000), rounds_=rounds(15, 5))
+
+
+cpu_bound = run

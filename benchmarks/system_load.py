@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from ._harness import emit, rounds
+from ._harness import emit, resp_parser, rounds, server
 
 SUITE = "system_load"
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +210,11 @@ def run(quick: bool) -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-system-"))
     raw_procs: list[subprocess.Popen[bytes]] = []
     with RedisServer(appendonly=True) as redis_server, MongoWireServer() as mongo:
+        import redis
+
+        with redis.Redis.from_url(redis_server.url) as info_client:
+            version = info_client.info("server").get("redis_version", "?")
+        server(SUITE, f"redis-server {version}, parser {resp_parser().split()[0]} (both services)")
         env = {"KERNEL__KERNEL__LOG_LEVEL": "WARNING"}
         stack = Stack(web=1, workers=1, port=_free_port(), redis_url=redis_server.url, mongo_uri=mongo.uri,
                       log_dir=logs, env=env)
@@ -251,12 +256,15 @@ async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int) -
             ids[side] = [r.json()["id"] for r in made]
         for case in ("create", "read"):
             figures = {"ours": Figures(), "raw": Figures()}
+            per_round: dict[str, list[float]] = {"ours": [], "raw": []}
             for _ in range(n_rounds):
                 for side, url in (("ours", ours_url), ("raw", raw_url)):
-                    await _drive(client, url, case, seconds, ids[side], figures[side])
+                    f = figures[side]
+                    elapsed, requests = f.elapsed, f.requests
+                    await _drive(client, url, case, seconds, ids[side], f)
+                    per_round[side].append((f.elapsed - elapsed) / max(f.requests - requests, 1) * 1e6)
                     await asyncio.sleep(0.2)  # let the side's background work (events, jobs) settle
-            us = {s: f.elapsed / max(f.requests, 1) * 1e6 for s, f in figures.items()}
-            emit(SUITE, case, us["ours"], us["raw"])
+            emit(SUITE, case, per_round["ours"], per_round["raw"])
             for side, f in figures.items():
                 lat = sorted(f.latencies) or [0.0]
                 p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
