@@ -17,7 +17,6 @@ from typing import Any, TextIO
 import anyio
 import pluggy
 
-from . import _serve
 from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
@@ -25,6 +24,7 @@ from ._kernel import CONFIG_WARNING, Kernel
 from ._logging import configure_logging
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
+from .web import _serve
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 BUILTIN_COMMANDS = frozenset({"plugins", "check", "config", "health", "serve"})

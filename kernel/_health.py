@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -85,12 +84,17 @@ def memory_usage() -> dict[str, int]:
 
     On Linux both come from one read of ``/proc/self/status`` (``VmRSS``, ``VmHWM``):
     ``ru_maxrss`` and ``/proc/self/statm`` are sampled differently and can disagree by a few pages.
-    Elsewhere ``ru_maxrss`` is used for both (bytes on macOS, kilobytes on the BSDs).
+    Elsewhere ``ru_maxrss`` is used for both (bytes on macOS, kilobytes on the BSDs); where
+    neither exists (Windows) both are 0.
     """
     status = _proc_status_bytes("VmRSS", "VmHWM")
     if status is not None:
         rss, peak = status["VmRSS"], status["VmHWM"]
     else:
+        try:
+            import resource  # POSIX only: imported here so that ``import kernel`` works on Windows
+        except ImportError:
+            return {"rss_bytes": 0, "peak_rss_bytes": 0}
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = maxrss if sys.platform == "darwin" else maxrss * 1024
         rss = peak

@@ -8,18 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kernel import (
-    BootError,
-    KernelApp,
-    LifespanMiddleware,
-    Plugin,
-    PluginContext,
-    Route,
-    hookimpl,
-    kernel_lifespan,
-)
+from kernel import BootError, Plugin, PluginContext, Route, hookimpl
 from kernel._plugin import Receive, Scope, Send
 from kernel.testing import make_kernel
+from kernel.web import KernelApp, LifespanMiddleware, lifespan_for
 
 EVENTS: list[str] = []
 
@@ -91,7 +83,7 @@ async def test_starlette_lifespan_boots_and_stops_the_kernel() -> None:
         k = request.state.kernel
         return PlainTextResponse(k.registry.get("greeting"))
 
-    app = Starlette(routes=[SRoute("/", home)], lifespan=kernel_lifespan(kernel))
+    app = Starlette(routes=[SRoute("/", home)], lifespan=lifespan_for(kernel))
     sent = await lifespan_roundtrip(app)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert EVENTS == ["start", "stop"]
@@ -123,7 +115,7 @@ async def test_a_failing_boot_reports_startup_failed() -> None:
 
 @pytest.mark.anyio
 async def test_kernel_lifespan_propagates_boot_errors_to_the_host() -> None:
-    cm = kernel_lifespan(make_kernel(Broken, entry_points=False))(None)
+    cm = lifespan_for(make_kernel(Broken, entry_points=False))(None)
     with pytest.raises(BootError):
         await cm.__aenter__()
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from kernel import ChildServer, die_with_parent, free_port
+from kernel.process import ChildServer, die_with_parent, free_port
 
 # A line server: answers "pong\n" to any line. Behaviour switches come from argv.
 SERVER = textwrap.dedent("""

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kernel import KernelApp
 from kernel.testing import boot_kernel
+from kernel.web import KernelApp
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "hello-plugin"
 

@@ -7,8 +7,9 @@ import time
 import anyio
 import pytest
 
-from kernel import HealthCheck, KernelApp, Plugin, hookimpl
+from kernel import HealthCheck, Plugin, hookimpl
 from kernel.testing import boot_kernel
+from kernel.web import KernelApp
 
 
 def checks_plugin(*checks: HealthCheck) -> type[Plugin]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernel import configure_logging, get_trace_id, reset_trace_id, set_trace_id, trace_context
 from kernel._logging import ConsoleFormatter, JsonFormatter, TraceIdFilter
+from kernel.logging import configure_logging, get_trace_id, reset_trace_id, set_trace_id, trace_context
 from kernel.testing import boot_kernel
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from kernel import Plugin, PluginContext, Route, hookimpl
 from kernel._plugin import Receive, Scope, Send
-from kernel._serve import ServedApp
 from kernel.testing import make_kernel
+from kernel.web._serve import ServedApp
 
 EVENTS: list[str] = []
 

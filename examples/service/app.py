@@ -38,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kernel import Kernel, KernelApp, kernel_lifespan
+from kernel import Kernel
+from kernel.web import KernelApp, lifespan_for
 
 from .models import User, UserRepository, field_problems, public
 from .notifications import JOB, QUEUE
@@ -181,7 +182,7 @@ def user_id_of(request: Request) -> str:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Boot the kernel, subscribe the event handler, build the kernel's app (health, metrics)."""
-    async with kernel_lifespan(make_kernel)(app) as state:
+    async with lifespan_for(make_kernel)(app) as state:
         users = Users(state["kernel"])
         # One consumer group for every web process: each event is handled by one of them.
         users.bus.subscribe(USER_CREATED, users.on_user_created, group="user.created:enqueue-notification")

@@ -13,7 +13,7 @@ from typing import Any
 
 from kernel_queue import JobContext, QueueManager, notification_processor
 
-from kernel import trace_context
+from kernel.logging import trace_context
 
 log = logging.getLogger("examples.service.notifications")
 

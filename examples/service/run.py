@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kernel import die_with_parent
+from kernel.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "kernel.toml"

@@ -8,21 +8,8 @@ from collections.abc import AsyncIterator
 
 import attrs
 
-from kernel import (
-    ASGIApp,
-    Command,
-    HealthCheck,
-    Kernel,
-    Plugin,
-    PluginContext,
-    Receive,
-    Route,
-    Scope,
-    Secret,
-    Send,
-    hookimpl,
-    recommended,
-)
+from kernel import Command, HealthCheck, Kernel, Plugin, PluginContext, Route, Secret, hookimpl, recommended
+from kernel.web import ASGIApp, Receive, Scope, Send
 
 
 @attrs.define(frozen=True)

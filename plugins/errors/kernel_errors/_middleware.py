@@ -12,17 +12,8 @@ from typing import Any
 
 import anyio
 
-from kernel import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    get_trace_id,
-    new_trace_id,
-    reset_trace_id,
-    set_trace_id,
-)
+from kernel.logging import get_trace_id, new_trace_id, reset_trace_id, set_trace_id
+from kernel.web import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import INTERNAL_CODE, AppError, _unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer

@@ -9,7 +9,8 @@ from typing import Literal
 
 import attrs
 
-from kernel import ASGIApp, CheckIssue, Middleware, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, Middleware, Plugin, PluginContext, hookimpl
+from kernel.web import ASGIApp
 
 from ._middleware import ErrorMiddleware
 from ._problem import ProblemRenderer

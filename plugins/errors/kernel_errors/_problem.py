@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from kernel import get_trace_id
+from kernel.logging import get_trace_id
 
 from ._errors import INTERNAL_CODE, AppError, ValidationError, _unwrap
 

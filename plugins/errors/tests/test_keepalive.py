@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, Router
 
-from kernel import get_trace_id
+from kernel.logging import get_trace_id
 
 MAX_NAME = 100
 BIG = 70_000  # above uvicorn's 64 KiB high-water mark: reading pauses, then resumes in the request

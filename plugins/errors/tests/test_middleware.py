@@ -22,7 +22,8 @@ from kernel_errors import (
     ValidationError,
 )
 
-from kernel import Message, Receive, Scope, Send, get_trace_id, trace_context
+from kernel.logging import get_trace_id, trace_context
+from kernel.web import Message, Receive, Scope, Send
 
 SECRET = "postgres://admin:hunter2@db.internal:5432"
 
@@ -276,7 +277,8 @@ async def test_nested_middleware_steps_aside(caplog: pytest.LogCaptureFixture) -
 
 @pytest.mark.anyio
 async def test_log_line_from_the_kernel_json_handler(capsys: pytest.CaptureFixture[str]) -> None:
-    from kernel import Secret, configure_logging
+    from kernel import Secret
+    from kernel.logging import configure_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -6,8 +6,9 @@ import httpx
 import pytest
 from kernel_errors import ErrorMiddleware, NotFoundError, ProblemRenderer
 
-from kernel import ConfigError, KernelApp, Middleware, Plugin, PluginContext, Route, hookimpl
+from kernel import ConfigError, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.testing import boot_kernel, make_kernel
+from kernel.web import KernelApp
 
 
 class Outer(Plugin):

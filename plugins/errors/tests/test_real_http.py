@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from kernel_errors import ErrorMiddleware, ValidationError
 
-from kernel import Receive, Scope, Send
+from kernel.web import Receive, Scope, Send
 
 SECRET = "sk_live_51HdOnotLeakThis"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from kernel import get_trace_id, set_trace_id
+from kernel.logging import get_trace_id, set_trace_id
 
 from ._dlq import DeadLetterEntry, ReplayResult
 from ._errors import CorruptDeadLetterError, EventDataError, EventTooLargeError, SubscriptionError

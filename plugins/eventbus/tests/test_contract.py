@@ -18,7 +18,7 @@ from kernel_eventbus import (
     SubscriptionError,
 )
 
-import kernel
+import kernel.logging
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ class Recorder:
         self.exc = exc
 
     async def __call__(self, data: Any, meta: EventMetadata) -> None:
-        self.calls.append((data, meta, kernel.get_trace_id()))
+        self.calls.append((data, meta, kernel.logging.get_trace_id()))
         if meta.attempt <= self.fail_times:
             raise self.exc(f"boom {meta.attempt}")
 
@@ -41,7 +41,7 @@ async def test_publish_delivers_data_and_metadata(make_bus: Any, wait: Any) -> N
     bus: EventBus = await make_bus()
     rec = Recorder()
     bus.subscribe("user.created", rec, group="welcome")
-    with kernel.trace_context("a" * 32):
+    with kernel.logging.trace_context("a" * 32):
         meta = await bus.publish("user.created", {"userId": "123", "email": "u@example.com"},
                                  source="UserService")
     assert meta.event_name == "user.created"

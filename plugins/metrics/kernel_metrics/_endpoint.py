@@ -6,7 +6,8 @@ import hmac
 import ipaddress
 from typing import Any
 
-from kernel import ASGIApp, Secret
+from kernel import Secret
+from kernel.web import ASGIApp
 
 from ._collector import MetricsCollector
 

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from time import perf_counter
 from typing import Any
 
-from kernel import ASGIApp
+from kernel.web import ASGIApp
 
 from ._collector import OVERFLOW, MetricsCollector
 

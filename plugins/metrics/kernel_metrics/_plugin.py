@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from kernel import ASGIApp, CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
+from kernel import CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
+from kernel.web import ASGIApp
 
 from ._collector import MetricsCollector
 from ._config import MetricsConfig

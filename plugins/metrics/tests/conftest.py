@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kernel import ASGIApp
+from kernel.web import ASGIApp
 
 
 @pytest.fixture

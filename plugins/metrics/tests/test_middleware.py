@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
-from kernel import KernelApp, kernel_lifespan
 from kernel.testing import boot_kernel, make_kernel
+from kernel.web import KernelApp, lifespan_for
 
 Call = Callable[..., Any]
 
@@ -163,7 +163,7 @@ async def test_host_app_resolves_the_collector_from_the_lifespan_and_counts_kern
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with kernel_lifespan(kernel)(app) as state:
+        async with lifespan_for(kernel)(app) as state:
             yield {**state, "kernel_app": KernelApp(state["kernel"])}
 
     async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
@@ -189,7 +189,7 @@ def host_app(kernel: Any) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with kernel_lifespan(kernel)(app) as state:
+        async with lifespan_for(kernel)(app) as state:
             yield {**state, "kernel_app": KernelApp(state["kernel"])}
 
     async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:

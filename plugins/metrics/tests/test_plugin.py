@@ -10,8 +10,9 @@ import pytest
 from kernel_metrics import MetricsCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from kernel import ConfigError, KernelApp
+from kernel import ConfigError
 from kernel.testing import boot_kernel, make_kernel
+from kernel.web import KernelApp
 
 TOKEN = "s3cr3t-scrape-token-0123456789"
 

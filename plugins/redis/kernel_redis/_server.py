@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import quote, urlsplit
 
-from kernel import ChildServer, free_port
+from kernel.process import ChildServer, free_port
 
 __all__ = ["BINARY_ENV", "INSTALL_HINT", "RedisServer", "RedisServerError", "find_redis_server", "free_port"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bson
 
-from kernel import ChildServer, free_port
+from kernel.process import ChildServer, free_port
 
 __all__ = ["INSTALL_HINT", "MongoServerError", "MongoWireServer", "free_port", "ping_wire",
            "wire_server_available"]

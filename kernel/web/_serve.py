@@ -10,16 +10,19 @@ import logging
 import os
 import signal
 import sys
+import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from ._asgi import KernelApp, send_json
-from ._config import resolve_config_path
-from ._kernel import Kernel
-from ._logging import configure_logging
-from ._plugin import ASGIApp, Receive, Scope, Send
+from .._config import resolve_config_path
+from .._kernel import Kernel
+from .._logging import configure_logging
+from .._plugin import ASGIApp, Receive, Scope, Send
+from ._app import KernelApp, send_json
+from ._lifespan import KernelOrFactory, lifespan_for, run_lifespan
 
 log = logging.getLogger("kernel.serve")
 
@@ -35,14 +38,14 @@ class ServedApp:
     may need services that exist only once their plugins have started.
     """
 
-    def __init__(self, kernel: Kernel | Callable[[], Kernel]) -> None:
-        self._make = kernel if callable(kernel) and not isinstance(kernel, Kernel) else (lambda: kernel)
+    def __init__(self, kernel: KernelOrFactory) -> None:
+        self._kernel = kernel
         self._app: ASGIApp | None = None
         self.kernel: Kernel | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
+            await run_lifespan(scope, receive, send, self._serving(), name="kernel serve")
             return
         if self._app is None:
             if scope["type"] == "http":
@@ -51,38 +54,18 @@ class ServedApp:
             return
         await self._app(scope, receive, send)
 
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        assert message["type"] == "lifespan.startup"
-        kernel: Kernel | None = None
-        try:
-            kernel = self._make()
-            await kernel.start()
-            self._app = KernelApp(kernel)
-        except Exception as exc:
-            log.error("kernel serve: startup failed: %s", exc)
-            if kernel is not None and kernel.booted:
-                await kernel.stop()
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            return
-        self.kernel = kernel
-        if "state" in scope:
-            scope["state"]["kernel"] = kernel
-        paths = ", ".join(r.path for r in self._app.routes) if isinstance(self._app, KernelApp) else ""
-        log.info("kernel serve: ready", extra={"routes": paths})
-        await send({"type": "lifespan.startup.complete"})
-
-        message = await receive()
-        assert message["type"] == "lifespan.shutdown"
-        self._app = None
-        log.info("kernel serve: shutting down")
-        try:
-            await kernel.stop()
-        except Exception as exc:
-            log.error("kernel serve: shutdown failed: %s", exc)
-            await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-            return
-        await send({"type": "lifespan.shutdown.complete"})
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[dict[str, Any]]:
+        """The kernel booted, and its app built, for as long as the server runs."""
+        async with lifespan_for(self._kernel)(None) as state:
+            kernel: Kernel = state["kernel"]
+            app = KernelApp(kernel)
+            paths = ", ".join(r.path for r in app.routes)
+            self._app, self.kernel = app, kernel
+            log.info("kernel serve: ready", extra={"routes": paths})
+            yield state
+            self._app = None
+            log.info("kernel serve: shutting down")
 
 
 def app_factory() -> ServedApp:
@@ -90,23 +73,31 @@ def app_factory() -> ServedApp:
     return ServedApp(lambda: Kernel.from_config(os.environ.get("KERNEL_CONFIG"), configure_logs=True))
 
 
-def _server_class() -> type[Any]:
-    import uvicorn
+@contextlib.contextmanager
+def _exit_signals_stop(server: Any | None) -> Iterator[None]:
+    """While serving, SIGINT/SIGTERM stop the server gracefully instead of ending this process.
 
-    class Server(uvicorn.Server):
-        """uvicorn's server, minus re-raising the caught signal after a graceful stop (we exit 0)."""
+    uvicorn's ``Server`` installs its own handlers while it serves and, after a graceful
+    stop, raises the signal it caught again for the handler that was there before: this
+    one, which only asks the server to exit (``should_exit``, a no-op by then). So the
+    kernel's teardown runs and ``kernel serve`` exits 0. Signals are only handled in the
+    main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            handled = (signal.SIGINT, signal.SIGTERM)
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if server is not None:
+            server.should_exit = True
 
-    return Server
+    handled = (signal.SIGINT, signal.SIGTERM)
+    original = {sig: signal.signal(sig, stop) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
 
 
 def _fresh_context_option(uvicorn: Any) -> dict[str, Any]:
@@ -157,7 +148,7 @@ def _configure_logs_from_file(path: Path) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the app until SIGTERM/SIGINT; the kernel's teardown runs before exit 0."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked first: one line saying what to install, not a traceback
     except ImportError:
         print("error: kernel serve needs uvicorn: pip install 'milo-kernel[serve]'", file=sys.stderr)
         return EXIT_FAIL
@@ -192,27 +183,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Fail fast on a bad config; the plugins' checks see how many processes will serve it.
         kernel = Kernel.from_config(config_path, configure_logs=True, processes=args.workers)
         if args.workers > 1:
-            app, factory = "kernel._serve:app_factory", True
+            app, factory = "kernel.web._serve:app_factory", True
         else:
-            app = ServedApp(kernel)
+            app = kernel
 
+    return serve(app, host=args.host, port=args.port, workers=args.workers, factory=factory,
+                 access_log=args.access_log)
+
+
+def serve(
+    app: Kernel | ASGIApp | str,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 1,
+    factory: bool = False,
+    access_log: bool = True,
+) -> int:
+    """Serve on uvicorn until SIGTERM/SIGINT; return 0 after a graceful stop, 1 if startup failed.
+
+    ``app`` is a :class:`~kernel.Kernel` (its ``/health`` and plugin routes are served; it
+    boots when the server starts), any ASGI app, or a ``"module:attr"`` import string, which
+    ``workers > 1`` needs (each worker process imports it; ``factory=True`` when it names a
+    function returning the app). Needs ``uvicorn`` (``pip install 'milo-kernel[serve]'``).
+    """
+    import uvicorn
+
+    if workers > 1 and not isinstance(app, str):
+        raise ValueError(f"serve(workers={workers}) needs the app as a 'module:attr' import string")
+    served = ServedApp(app) if isinstance(app, Kernel) else app
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, factory=factory, workers=args.workers,
-        lifespan="on", log_config=None, access_log=args.access_log, **_fresh_context_option(uvicorn),
+        served, host=host, port=port, factory=factory, workers=workers,
+        lifespan="on", log_config=None, access_log=access_log, **_fresh_context_option(uvicorn),
     )
-    server = _server_class()(config)
-    log.info("kernel serve: http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
+    log.info("kernel serve: http://%s:%d (%d worker(s))", host, port, workers)
     try:
-        if args.workers > 1:
+        if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            sock = config.bind_socket()
-            Multiprocess(config, sockets=[sock]).run()
+            with _exit_signals_stop(None):
+                Multiprocess(config, sockets=[config.bind_socket()]).run()
         else:
-            server.run()
+            server = uvicorn.Server(config)
+            with _exit_signals_stop(server):
+                server.run()
+            if not server.started:
+                return EXIT_FAIL
     except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
         return EXIT_FAIL if exc.code else EXIT_OK
-    if args.workers == 1 and not server.started:
-        return EXIT_FAIL
     log.info("kernel serve: stopped")
     return EXIT_OK

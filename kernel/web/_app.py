@@ -1,74 +1,12 @@
-"""Pure ASGI glue: a lifespan helper for hosts and a small app serving health and plugin routes."""
+"""A small pure-ASGI app serving ``/health`` and every plugin route."""
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from ._kernel import Kernel
-from ._plugin import ASGIApp, Receive, Route, Scope, Send
-
-log = logging.getLogger("kernel.asgi")
-
-
-def kernel_lifespan(
-    kernel: Kernel | Callable[[], Kernel],
-) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
-    """A Starlette/FastAPI ``lifespan=`` that boots ``kernel`` and shuts it down.
-
-    The booted kernel is put in the lifespan state as ``request.state.kernel``.
-    Pass a factory to build the kernel only when the server starts.
-    """
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        k = kernel() if callable(kernel) and not isinstance(kernel, Kernel) else kernel
-        async with k:
-            if app is not None and hasattr(app, "state"):
-                app.state.kernel = k
-            yield {"kernel": k}
-
-    return lifespan
-
-
-class LifespanMiddleware:
-    """Wrap any ASGI app so that the server's lifespan boots and stops the kernel.
-
-    For frameworks without a ``lifespan=`` parameter. Lifespan events are handled
-    here and not forwarded to ``app``.
-    """
-
-    def __init__(self, app: ASGIApp, kernel: Kernel | Callable[[], Kernel]) -> None:
-        self.app = app
-        self._cm = kernel_lifespan(kernel)(None)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-        message = await receive()
-        assert message["type"] == "lifespan.startup"
-        try:
-            state = await self._cm.__aenter__()
-        except Exception as exc:
-            log.error("kernel boot failed", exc_info=exc)
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            return
-        if "state" in scope:
-            scope["state"].update(state)
-        await send({"type": "lifespan.startup.complete"})
-        message = await receive()
-        assert message["type"] == "lifespan.shutdown"
-        try:
-            await self._cm.__aexit__(None, None, None)
-        except Exception as exc:
-            log.error("kernel shutdown failed", exc_info=exc)
-            await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-            return
-        await send({"type": "lifespan.shutdown.complete"})
+from .._kernel import Kernel
+from .._plugin import ASGIApp, Receive, Route, Scope, Send
 
 
 async def send_json(send: Send, status: int, body: Any, *, content_type: str = "application/json",
@@ -103,7 +41,7 @@ class KernelApp:
 
     Mount it in a host app or serve it alone (``kernel serve``). Routes are collected
     from the plugins on the first request, so build it before or after boot. It does
-    not handle lifespan; wrap it in :class:`LifespanMiddleware` to serve it standalone.
+    not handle lifespan; wrap it in :class:`~kernel.web.LifespanMiddleware` to serve it standalone.
     """
 
     def __init__(self, kernel: Kernel, *, health_path: str = "/health") -> None:

@@ -1,0 +1,89 @@
+"""The ASGI lifespan protocol, implemented once: boot the kernel on startup, stop it on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from .._kernel import Kernel
+from .._plugin import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("kernel.asgi")
+
+KernelOrFactory = Kernel | Callable[[], Kernel]
+
+
+def lifespan_for(kernel: KernelOrFactory) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A Starlette/FastAPI ``lifespan=`` that boots ``kernel`` and shuts it down.
+
+    The booted kernel is put in the lifespan state as ``request.state.kernel``.
+    Pass a factory to build the kernel only when the server starts.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        k = kernel() if callable(kernel) and not isinstance(kernel, Kernel) else kernel
+        async with k:
+            if app is not None and hasattr(app, "state"):
+                app.state.kernel = k
+            yield {"kernel": k}
+
+    return lifespan
+
+
+async def run_lifespan(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    context: AbstractAsyncContextManager[Mapping[str, Any]],
+    *,
+    name: str,
+    traceback: bool = False,
+) -> None:
+    """Answer a server's ``lifespan`` scope: enter ``context`` on startup, exit it on shutdown.
+
+    What ``context`` yields goes into the lifespan state (``request.state``). A failure is
+    logged as ``<name>: startup failed: …`` (with its traceback if asked) and reported to the
+    server, which then exits without serving.
+    """
+    message = await receive()
+    assert message["type"] == "lifespan.startup", message
+    try:
+        state = await context.__aenter__()
+    except Exception as exc:
+        log.error("%s: startup failed: %s", name, exc, exc_info=exc if traceback else None)
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        return
+    if "state" in scope:
+        scope["state"].update(state)
+    await send({"type": "lifespan.startup.complete"})
+
+    message = await receive()
+    assert message["type"] == "lifespan.shutdown", message
+    try:
+        await context.__aexit__(None, None, None)
+    except Exception as exc:
+        log.error("%s: shutdown failed: %s", name, exc, exc_info=exc if traceback else None)
+        await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+        return
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+class LifespanMiddleware:
+    """Wrap any ASGI app so that the server's lifespan boots and stops the kernel.
+
+    For frameworks without a ``lifespan=`` parameter. Lifespan events are handled
+    here and not forwarded to ``app``.
+    """
+
+    def __init__(self, app: ASGIApp, kernel: KernelOrFactory) -> None:
+        self.app = app
+        self._cm = lifespan_for(kernel)(None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        await run_lifespan(scope, receive, send, self._cm, name="kernel lifespan", traceback=True)
