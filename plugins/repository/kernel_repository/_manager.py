@@ -12,9 +12,10 @@ from odmantic import AIOEngine, Model
 from kernel import redact_url
 
 from ._config import RepositoryConfig
-from ._errors import map_error
-from ._repository import BaseRepository, QueryMetrics, Session, run_transaction
+from ._operation import DatabaseOperation, QueryMetrics
+from ._repository import BaseRepository
 from ._server import MongoWireServer
+from ._transactions import Session, run_transaction
 
 R = TypeVar("R", bound=BaseRepository[Any])
 T = TypeVar("T")
@@ -93,20 +94,16 @@ class RepositoryManager:
 
     async def ping(self) -> None:
         """One ``ping`` command; raises ``ServiceUnavailableError``/``DatabaseError``."""
-        try:
+        with DatabaseOperation("ping", ""):
             await self.database.command("ping")
-        except Exception as exc:
-            raise map_error(exc, "ping", "") from exc
 
     async def ensure_indexes(self, models: Iterable[type[Model]] | None = None) -> None:
         """Create the indexes the models declare (``Field(index=True / unique=True)``, ``model_config``)."""
         todo = list(models) if models is not None else [c.model for c in self.repository_classes]
         if not todo:
             return
-        try:
+        with DatabaseOperation("ensure_indexes", ",".join(m.__collection__ for m in todo)):
             await self.engine.configure_database(todo)
-        except Exception as exc:
-            raise map_error(exc, "ensure_indexes", ",".join(m.__collection__ for m in todo)) from exc
 
     def close(self) -> None:
         self.client.close()
