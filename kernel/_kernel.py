@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import os
@@ -16,22 +15,19 @@ import anyio
 import attrs
 import pluggy
 
-from . import _config, hookspecs
-from ._discovery import Discovery, InstalledPlugin, discover
+from . import _config
+from ._discovery import Discovery, InstalledPlugin
 from ._errors import (
     BootError,
     ConfigError,
-    DependencyError,
     KernelError,
     ShutdownError,
     TeardownError,
 )
 from ._health import HealthReport, run_checks
-from ._logging import configure_logging
-from ._ordering import install_hint, load_enabled, order
+from ._ordering import install_hint
+from ._plan import KernelPlan, PluginManager, bind, build_plan, make_plugin_manager
 from ._plugin import (
-    PROJECT,
-    CheckIssue,
     Command,
     HealthCheck,
     Middleware,
@@ -43,8 +39,6 @@ from ._registry import Key, Registry
 
 log = logging.getLogger("kernel")
 T = TypeVar("T")
-
-_TOP_LEVEL = ("kernel", "plugins")
 
 CONFIG_WARNING = "kernel_config_warning"
 """Attribute set on the log records of config warnings (``kernel check`` prints them itself)."""
@@ -61,21 +55,6 @@ class LoadedPlugin:
     @property
     def name(self) -> str:
         return self.plugin.name
-
-
-class _PluginManager(pluggy.PluginManager):
-    """pluggy inspects every attribute of a plugin with ``getattr_static`` (~1 ms a plugin).
-
-    Only ``kernel_*`` names can be hooks, and a misspelt one still carries the
-    ``@hookimpl`` marker, so everything else is skipped with a cheap check.
-    """
-
-    _MARK = f"{PROJECT}_impl"
-
-    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
-        if not name.startswith("kernel_") and not hasattr(getattr(type(plugin), name, None), self._MARK):
-            return None
-        return super().parse_hookimpl_opts(plugin, name)
 
 
 @attrs.define
@@ -102,7 +81,7 @@ class Kernel:
         config_path: Path | None,
         registry: Registry,
         warnings: Sequence[str] = (),
-        _plugin_manager: _PluginManager | None = None,
+        _plugin_manager: PluginManager | None = None,
     ) -> None:
         self.settings = settings
         self.plugins: tuple[LoadedPlugin, ...] = tuple(plugins)
@@ -113,7 +92,7 @@ class Kernel:
         self.registry = registry
         self.warnings = tuple(warnings)
         if _plugin_manager is None:
-            _plugin_manager, errors = _make_plugin_manager([lp.plugin for lp in self.plugins])
+            _plugin_manager, errors = make_plugin_manager([lp.plugin for lp in self.plugins])
             if errors:
                 raise ConfigError(errors)
         self._pm = _plugin_manager
@@ -177,125 +156,42 @@ class Kernel:
         structured, every enabled plugin's ``kernel_check`` runs; its errors (and, with
         ``env = "production"``, its production rules) join the other errors.
         """
-        env = os.environ if environ is None else environ
-        section_types = dict(sections or {})
-        raw = copy.deepcopy(dict(data))
-        errors: list[str] = []
-        overrides = _config.env_overrides(env)
-        variables: dict[str, str] = {}  # key path -> the environment variable that set it
-
-        # [kernel] first: it names the enabled plugins whose classes type the rest.
-        for parts, value, var in overrides:
-            if parts[0] == "kernel":
-                target = _config.field_type(_config.KernelSettings, parts[1:])
-                _config.set_path(raw, parts, _config.coerce_env_value(value, target))
-                variables[".".join(parts)] = var
-        parsed, valid, errs = _config.structure_partial(
-            raw.get("kernel", {}), _config.KernelSettings, "kernel"
+        if registry is None:
+            registry = Registry()
+        plan = build_plan(
+            data, environ=environ, sections=sections, plugins=plugins, entry_points=entry_points,
+            registry=registry, config_path=config_path, configure_logs=configure_logs,
+            processes=processes,
         )
-        errors += errs
-        # A partly invalid [kernel] table: carry on with its valid keys so that the errors of
-        # every other table come in the same run.
-        settings = parsed if parsed is not None else _fallback_settings(valid)
-        if settings.host_sections:
-            try:
-                section_types = {**_config.import_sections(settings.host_sections), **section_types}
-            except Exception as exc:
-                errors.append(f"kernel.host_sections: {exc}")
-        for key in raw:
-            if key not in _TOP_LEVEL and key not in section_types:
-                known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
-                errors.append(f"{key}: unknown section (expected one of {known})")
-        if configure_logs and parsed is not None:
-            configure_logging(settings.env, settings.log_level, settings.log_format)
-
-        discovery = discover(plugins, entry_points=entry_points)
-        loaded, errs = load_enabled(settings.plugins, discovery)
-        errors += errs
-
-        for parts, value, var in overrides:
-            if parts[0] == "kernel":
-                continue
-            if parts[0] == "plugins" and len(parts) >= 3 and parts[1] in loaded:
-                target = _config.field_type(loaded[parts[1]].config_class, parts[2:])
-            elif parts[0] in section_types and len(parts) >= 2:
-                target = _config.field_type(section_types[parts[0]], parts[1:])
-            elif parts[0] == "plugins" and len(parts) >= 3 and (
-                parts[1] in discovery.installed or parts[1] in discovery.conflicts
-            ):
-                log.debug("%s ignored: plugin %r is not enabled", var, parts[1])
-                continue
-            else:
-                errors.append(f"{'.'.join(parts)}: set by {var} but matches no known setting")
-                continue
-            _config.set_path(raw, parts, _config.coerce_env_value(value, target))
-            variables[".".join(parts)] = var
-
-        tables = raw.get("plugins", {})
-        if not isinstance(tables, Mapping):
-            errors.append(f"plugins: expected a table of plugin tables, got {type(tables).__name__}")
-            tables = {}
-        for name in tables:
-            if name not in loaded and name not in settings.plugins:
-                if name in discovery.installed or name in discovery.conflicts:
-                    log.debug("config for disabled plugin %r ignored", name)
-                else:
-                    errors.append(f"plugins.{name}: no plugin named {name!r} is installed")
-
-        warnings: list[str] = []
-        registry = registry or Registry()
-        ordered, dep_errors = order(settings.plugins, loaded, discovery)
-        contexts: dict[str, LoadedPlugin] = {}
-        for name, plugin in loaded.items():
-            cfg, errs = _config.structure(
-                tables.get(name, {}), plugin.config_class, f"plugins.{name}"
-            )
-            errors += errs
-            if cfg is not None:
-                w, e = _config.check_recommended(cfg, f"plugins.{name}", settings.env)
-                warnings += w
-                errors += e
-            ctx: PluginContext[Any] = PluginContext(
-                name, cfg, settings, registry, logging.getLogger(f"kernel.plugins.{name}")
-            )
-            contexts[name] = LoadedPlugin(plugin, discovery.installed[name], ctx)
-
-        host_sections: dict[str, Any] = {}
-        for section, section_cls in section_types.items():
-            obj, errs = _config.structure(raw.get(section, {}), section_cls, section)
-            errors += errs
-            if obj is not None:
-                host_sections[section] = obj
-                w, e = _config.check_recommended(obj, section, settings.env)
-                warnings += w
-                errors += e
-
-        for lp in contexts.values():
-            lp.ctx.sections = host_sections
-        pm, errs = _make_plugin_manager(loaded.values())
-        errors += errs
-        if not errs:
-            w, e = _run_checks(pm, contexts, ordered or list(loaded), frozenset(settings.plugins),
-                               processes, settings.env, discovery)
-            warnings += w
-            errors += e
-
-        if dep_errors:
-            raise DependencyError(_name_variables(errors + dep_errors, variables))
-        if errors:
-            raise ConfigError(_name_variables(errors, variables))
-        for line in warnings:
+        for line in plan.warnings:
             log.warning(line, extra={CONFIG_WARNING: True})
+        return cls.from_plan(plan, registry=registry)
+
+    @classmethod
+    def from_plan(cls, plan: KernelPlan, *, registry: Registry | None = None) -> Kernel:
+        """A kernel for a validated :class:`~kernel._plan.KernelPlan` (what :meth:`from_dict` does last).
+
+        ``registry`` should be the one the plan's ``kernel_check`` hooks saw.
+        """
+        registry = Registry() if registry is None else registry
+        sections = dict(plan.sections)  # one dict, shared by every plugin's context
+        loaded = [
+            LoadedPlugin(p.plugin, p.info, PluginContext(
+                p.name, p.config, plan.settings, registry,
+                logging.getLogger(f"kernel.plugins.{p.name}"), sections,
+            ))
+            for p in plan.plugins
+        ]
         return cls(
-            settings=settings,
-            plugins=[contexts[name] for name in ordered],
-            discovery=discovery,
-            sections=host_sections,
-            raw_config=raw,
-            config_path=config_path,
+            settings=plan.settings,
+            plugins=loaded,
+            discovery=plan.discovery,
+            sections=sections,
+            raw_config=plan.raw_config,
+            config_path=plan.config_path,
             registry=registry,
-            warnings=warnings,
-            _plugin_manager=pm,
+            warnings=plan.warnings,
+            _plugin_manager=plan.plugin_manager,
         )
 
     # ------------------------------------------------------------------ introspection
@@ -369,7 +265,7 @@ class Kernel:
         impls = self._impls.get(hook)
         if impls is None:
             caller: pluggy.HookCaller = getattr(self._pm.hook, hook)
-            impls = {i.plugin_name: _bind(i.function, i.argnames) for i in caller.get_hookimpls()}
+            impls = {i.plugin_name: bind(i.function, i.argnames) for i in caller.get_hookimpls()}
             self._impls[hook] = impls
         return impls.get(plugin)
 
@@ -540,104 +436,3 @@ class Kernel:
     def __repr__(self) -> str:
         state = "booted" if self._booted else "configured"
         return f"<Kernel {state} plugins={self.load_order}>"
-
-
-def _fallback_settings(valid: Mapping[str, Any]) -> _config.KernelSettings:
-    """``[kernel]`` settings from the keys that were valid, defaults for the rest."""
-    try:
-        return _config.KernelSettings(**valid)
-    except Exception:
-        return _config.KernelSettings()
-
-
-def _make_plugin_manager(plugins: Iterable[Plugin]) -> tuple[_PluginManager, list[str]]:
-    """Register ``plugins`` with pluggy; return the manager and an error per invalid hook."""
-    pm = _PluginManager(PROJECT)
-    pm.add_hookspecs(hookspecs)
-    errors: list[str] = []
-    for plugin in plugins:
-        try:
-            pm.register(plugin, name=plugin.name)
-        except pluggy.PluginValidationError as exc:
-            errors.append(f"plugin {plugin.name!r}: invalid hook implementation: {exc}")
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        errors.append(f"{exc.plugin!r}: {exc}")
-    return pm, errors
-
-
-def _run_checks(
-    pm: _PluginManager,
-    contexts: Mapping[str, LoadedPlugin],
-    names: Iterable[str],
-    enabled: frozenset[str],
-    processes: int,
-    env: str,
-    discovery: Discovery,
-) -> tuple[list[str], list[str]]:
-    """Call every plugin's ``kernel_check``; return (warnings, errors) with key paths."""
-    impls = {i.plugin_name: _bind(i.function, i.argnames) for i in pm.hook.kernel_check.get_hookimpls()}
-    warnings: list[str] = []
-    errors: list[str] = []
-    for name in names:
-        impl = impls.get(name)
-        lp = contexts[name]
-        if impl is None or lp.ctx.config is None:
-            continue  # an invalid table is reported already; its checks would only add noise
-        try:
-            issues = list(impl(ctx=lp.ctx, enabled=enabled, processes=processes) or ())
-        except Exception as exc:
-            errors.append(f"plugins.{name}: kernel_check failed: {type(exc).__name__}: {exc}")
-            continue
-        for issue in issues:
-            if not isinstance(issue, CheckIssue):
-                errors.append(f"plugins.{name}: kernel_check returned {type(issue).__qualname__}, "
-                              "not a kernel.CheckIssue")
-                continue
-            path = f"plugins.{name}" + (f".{issue.key}" if issue.key else "")
-            text = f"{path}: {issue.message}"
-            if issue.needs and issue.needs not in enabled:
-                if issue.needs in discovery.installed or issue.needs in discovery.conflicts:
-                    text += f" (add {issue.needs!r} to [kernel] plugins)"
-                else:
-                    others = [c.plugin for c in contexts.values()]
-                    text += (f" (plugin {issue.needs!r} is not installed: "
-                             f"{install_hint(issue.needs, lp.plugin, others)})")
-            if issue.severity == "error":
-                errors.append(text)
-            elif issue.severity == "warning":
-                warnings.append(text)
-            elif env == "production":
-                errors.append(f"{text} (not allowed when env = 'production')")
-            else:
-                warnings.append(f"{text} (an error when env = 'production')")
-    return warnings, errors
-
-
-def _name_variables(errors: Iterable[str], variables: Mapping[str, str]) -> list[str]:
-    """Errors about a key set from the environment name the variable instead of the key path."""
-    if not variables:
-        return list(errors)
-    out = []
-    by_length = sorted(variables.items(), key=lambda item: -len(item[0]))  # the most specific path wins
-    for error in errors:
-        key, _sep, message = error.partition(": ")
-        for path, var in by_length:
-            if key == path:
-                error = f"{var} (from the environment): {message}"
-                break
-            if key.startswith((f"{path}.", f"{path}[")):
-                error = f"{var} (from the environment) at {key[len(path):].lstrip('.')}: {message}"
-                break
-        out.append(error)
-    return out
-
-
-def _bind(fn: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:
-    """Call a hook implementation with just the arguments it asks for (pluggy's rule)."""
-
-    def call(**kwargs: Any) -> Any:
-        return fn(*[kwargs[a] for a in argnames])
-
-    return call
