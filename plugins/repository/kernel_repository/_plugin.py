@@ -23,7 +23,8 @@ class RepositoryPlugin(Plugin):
 
     name = "repository"
     version = "0.1.0"
-    requires = ("errors",)
+    # The error classes come from the kernel_errors library (a package dependency): the errors
+    # *plugin* (problem+json middleware) renders them when a host enables it, but is not required.
     optional = ("metrics",)
     config_class = RepositoryConfig
     provides = ("repository", "repository.engine", "RepositoryManager", "AIOEngine")

@@ -1,0 +1,63 @@
+"""The plugin's seams: errors without the errors plugin, one operation wrapper for every call."""
+
+from __future__ import annotations
+
+import pytest
+from kernel_errors import ConflictError, ProblemRenderer, ServiceUnavailableError
+from kernel_repository import RepositoryManager
+from kernel_repository._server import free_port
+from kernel_repository.testing import unique_database
+from motor.motor_asyncio import AsyncIOMotorClient
+from odmantic import AIOEngine
+from repository_models import UserRepository
+
+from kernel.testing import boot_kernel
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorded:
+    """A ``QueryMetrics`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append((operation, collection))
+
+
+async def test_boots_without_the_errors_plugin_and_raises_the_same_typed_errors(mongo_uri: str) -> None:
+    database = unique_database()
+    config = {"repository": {"uri": mongo_uri, "database": database,
+                             "repositories": ["repository_models:UserRepository"]}}
+    async with boot_kernel("repository", config=config) as kernel:
+        manager = kernel.get(RepositoryManager)
+        try:
+            assert kernel.middleware() == []  # no HTTP middleware forced on a host that serves none
+            repo = manager.repository(UserRepository)
+            await repo.create({"name": "a", "email": "a@x.io"})
+            with pytest.raises(ConflictError) as info:
+                await repo.create({"name": "b", "email": "a@x.io"})
+            # The errors library renders it all the same, plugin enabled or not.
+            problem = ProblemRenderer().render(info.value)
+            assert problem.status == 409 and problem.body["code"] == "CONFLICT"
+        finally:
+            await manager.client.drop_database(database)
+
+
+async def test_a_failed_page_raises_the_mapped_error_and_records_its_duration() -> None:
+    # count and find run concurrently in find_paginated: both fail, one typed error comes out.
+    client: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
+        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=200)
+    metrics = Recorded()
+    try:
+        repo = UserRepository(AIOEngine(client, database="unused"), metrics=metrics)
+        with pytest.raises(ServiceUnavailableError) as info:
+            await repo.find_paginated()
+        assert "driver_error" in info.value.internal
+        with pytest.raises(ServiceUnavailableError):
+            await repo.count()
+        assert metrics.calls == [("find_paginated", "users"), ("count", "users")]
+    finally:
+        client.close()
