@@ -105,23 +105,32 @@ def redact_url(url: str | Secret) -> str:
         out += f"{user}:{URL_MASK}@" if colon and _PLAIN_USER.fullmatch(user) else f"{URL_MASK}@"
     end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
     authority, tail = rest[:end], rest[end:]
-    for host in authority.split(","):
-        if host.startswith("["):  # an IPv6 literal: only ':port' may follow it
-            _name, bracket, after = host.partition("]")
-            if not bracket:
-                return out + URL_MASK
-            name, colon, port = "[", after[:1], after[1:]
-            if colon not in ("", ":"):
-                return out + URL_MASK
-        else:
-            name, colon, port = host.partition(":")
-        if colon and not (name and _PORT.fullmatch(port) and int(port) < 65536):
-            return out + URL_MASK
-    out += authority
+    if not all(_plain_host(host) for host in authority.split(",")):
+        return out + URL_MASK
     path, question, query = tail.partition("?")
-    out += path + question
+    out += authority + path + question
+    return out + _redact_query(query) if question else out
+
+
+def _plain_host(host: str) -> bool:
+    """``host`` or ``host:port`` (a port up to 65535 after a host); an IPv6 literal in brackets."""
+    if host.startswith("["):  # an IPv6 literal: only ':port' may follow it
+        _name, bracket, after = host.partition("]")
+        if not bracket:
+            return False
+        name, colon, port = "[", after[:1], after[1:]
+        if colon not in ("", ":"):
+            return False
+    else:
+        name, colon, port = host.partition(":")
+    return not colon or bool(name and _PORT.fullmatch(port) and int(port) < 65536)
+
+
+def _redact_query(query: str) -> str:
+    """The query up to the first parameter named like a credential, whose value is masked."""
+    out = ""
     # Split with the separators kept: [param, sep, param, sep, …].
-    for i, part in enumerate(re.split(r"([&;])", query) if question else ()):
+    for i, part in enumerate(re.split(r"([&;])", query)):
         if i % 2:
             out += part
             continue
