@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
+from kernel_redis import redis_available, use_redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Registry, hookimpl
 
 from ._backends import CacheBackend, MemoryBackend, RedisBackend
 from ._config import CacheConfig
 from ._manager import CacheManager
+
+if TYPE_CHECKING:
+    from kernel_metrics import Metrics
 
 
 class CachePlugin(Plugin):
@@ -31,9 +35,9 @@ class CachePlugin(Plugin):
     @hookimpl
     def kernel_check(self, ctx: PluginContext[CacheConfig], enabled: frozenset[str]) -> list[CheckIssue]:
         cfg = ctx.config
-        # A host may bring its own client: registered under "redis" before the kernel is built.
+        # A host may bring its own Redis: registered before the kernel is built.
         if (cfg.backend == "redis" and cfg.url is None and "redis" not in enabled
-                and ctx.registry.find("redis") is None):
+                and not redis_available(ctx.registry)):
             return [CheckIssue.error(
                 "backend", "backend = 'redis' needs the redis plugin, or a server of the cache's own: "
                 "[plugins.cache] url = \"redis://…\"", needs="redis")]
@@ -42,26 +46,23 @@ class CachePlugin(Plugin):
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[CacheConfig]) -> AsyncIterator[None]:
         cfg = ctx.config
-        backend = _backend(ctx)
-        manager = CacheManager(
-            backend, ctx.log,
-            namespace=cfg.namespace, default_ttl=cfg.default_ttl, key_prefix=cfg.key_prefix,
-            jitter=cfg.jitter, fail_open=cfg.fail_open, outage_backoff=cfg.outage_backoff,
-            log_interval=cfg.log_interval, lock=cfg.lock, lock_ttl=cfg.lock_ttl, lock_wait=cfg.lock_wait,
-        )
-        metrics = ctx.registry.find("metrics")
-        if metrics is not None:
-            if callable(getattr(metrics, "counter", None)):
+        async with AsyncExitStack() as stack:
+            backend = await _backend(ctx, stack)
+            manager = CacheManager(
+                backend, ctx.log,
+                namespace=cfg.namespace, default_ttl=cfg.default_ttl, key_prefix=cfg.key_prefix,
+                jitter=cfg.jitter, fail_open=cfg.fail_open, outage_backoff=cfg.outage_backoff,
+                log_interval=cfg.log_interval, lock=cfg.lock, lock_ttl=cfg.lock_ttl, lock_wait=cfg.lock_wait,
+            )
+            metrics = find_metrics(ctx.registry)
+            if metrics is not None:
                 manager._sh.export_to(metrics)
-            else:
-                ctx.log.warning("metrics service %r has no counter() helper: cache stats not exported",
-                                type(metrics).__qualname__)
-        ctx.provide(manager, name="cache")
-        ctx.log.info("cache ready", extra={"backend": cfg.backend, "namespace": cfg.namespace})
-        try:
-            yield
-        finally:
-            await manager.close()
+            ctx.provide(manager, name="cache")
+            ctx.log.info("cache ready", extra={"backend": cfg.backend, "namespace": cfg.namespace})
+            try:
+                yield
+            finally:
+                await manager.close()
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[CacheConfig]) -> list[HealthCheck]:
@@ -76,29 +77,26 @@ class CachePlugin(Plugin):
         return [HealthCheck("cache", probe, critical=False)]
 
 
-def _backend(ctx: PluginContext[CacheConfig]) -> CacheBackend:
+def find_metrics(registry: Registry) -> Metrics | None:
+    """The metrics plugin's collector when it is enabled (``None`` when it is not installed)."""
+    try:
+        from kernel_metrics import Metrics
+    except ImportError:  # not installed: nothing can have registered one
+        return None
+    return registry.find(Metrics)
+
+
+async def _backend(ctx: PluginContext[CacheConfig], stack: AsyncExitStack) -> CacheBackend:
     cfg = ctx.config
     if cfg.backend == "memory":
         return MemoryBackend(cfg.max_entries)
-    # The cache's clients: short timeouts and no retries, so a write is bounded by `timeout`
+    # Its own url, else the redis plugin's connection (or the host's Redis): kernel_redis.use_redis.
+    redis = await stack.enter_async_context(use_redis(ctx.registry, "cache", url=cfg.url))
+    # The cache's client: short timeouts and no retries, so a write is bounded by `timeout`
     # and an outage fails open at once instead of stalling requests.
-    limits: dict[str, Any] = {
-        "socket_timeout": cfg.timeout, "socket_connect_timeout": cfg.timeout, "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 0,
-    }
-    if cfg.url is not None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            cfg.url.get_secret_value(), timeout=cfg.timeout, max_connections=cfg.max_connections, **limits
-        )
-        return RedisBackend(aioredis.Redis.from_pool(pool), owns_client=True)
-    connection = ctx.registry.find("redis.connection")
-    if connection is None:
-        client = ctx.registry.find("redis")
-        if client is not None:  # a client registered (or overridden) by the host: used as is
-            return RedisBackend(client)
-        raise RuntimeError(
-            "[plugins.cache] backend = 'redis' needs the redis plugin: add \"redis\" to [kernel] plugins "
-            "(pip install milo-kernel-redis), or give the cache its own server: [plugins.cache] url = \"redis://…\""
-        )
-    client = connection.new_client(pool_timeout=cfg.timeout, max_connections=cfg.max_connections, **limits)
-    return RedisBackend(client, owns_client=True)
+    client = redis.new_client(
+        pool_timeout=cfg.timeout, max_connections=cfg.max_connections, socket_timeout=cfg.timeout,
+        socket_connect_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+    )
+    # A client the host gave is shared by every consumer: used as is, never closed by the cache.
+    return RedisBackend(client, owns_client=client is not redis.client)

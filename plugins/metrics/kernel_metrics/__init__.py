@@ -1,5 +1,6 @@
 """Prometheus metrics for milo-kernel: collector service, route-template HTTP middleware, scrape endpoint."""
 
+from ._api import GaugeMode, LabelBudget, Metrics
 from ._collector import (
     MULTIPROC_ENV,
     OVERFLOW,
@@ -16,9 +17,12 @@ from ._plugin import MetricsPlugin
 __all__ = [
     "DEFAULT_DB_BUCKETS",
     "DEFAULT_HTTP_BUCKETS",
+    "GaugeMode",
+    "LabelBudget",
     "MULTIPROC_ENV",
     "OVERFLOW",
     "MetricConflictError",
+    "Metrics",
     "MetricsCollector",
     "MetricsConfig",
     "MetricsMiddleware",

@@ -6,9 +6,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
 from prometheus_client import (
@@ -25,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import _http_series as http_series
+from ._api import GaugeMode, LabelBudget
 from ._config import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS
 from ._http_series import HttpSeries
 
@@ -32,8 +33,6 @@ log = logging.getLogger("kernel.plugins.metrics")
 
 M = TypeVar("M", bound=MetricWrapperBase)
 Kind = Literal["counter", "gauge", "histogram", "summary", "builtin"]
-GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
-                    "mostrecent", "livemostrecent"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OVERFLOW = "<other>"
@@ -102,8 +101,31 @@ def multiprocess_dir_from_env() -> str | None:
     return path
 
 
+class _Budget(Generic[M]):
+    """One metric's children, at most ``limit`` label sets (the rest share the ``<other>`` child)."""
+
+    __slots__ = ("_children", "_collector", "_metric", "_name")
+
+    def __init__(self, collector: MetricsCollector, metric: M, name: str) -> None:
+        self._collector = collector
+        self._metric = metric
+        self._name = name
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            if len(self._children) >= self._collector.max_series:
+                self._collector._warn_overflow(self._name)
+                return self._metric.labels(*(OVERFLOW for _ in values))
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class MetricsCollector:
     """Prometheus metrics of one kernel, on its own ``CollectorRegistry``.
+
+    It implements :class:`~kernel_metrics.Metrics`, the API other plugins hold it as.
 
     The seed's metrics are created up front; plugins and hosts declare their own
     with :meth:`counter`, :meth:`gauge`, :meth:`histogram` and :meth:`summary`
@@ -127,13 +149,18 @@ class MetricsCollector:
         max_series: int = 10_000,
         multiprocess_dir: str | Literal["auto"] | None = "auto",
         exclude_routes: Iterable[str] = (),
+        buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self.exclude_routes: frozenset[str] = frozenset(exclude_routes)
+        self._bucket_overrides = {name: tuple(float(b) for b in bounds)
+                                  for name, bounds in (buckets or {}).items()}
         self._mp_dir = multiprocess_dir_from_env() if multiprocess_dir == "auto" else multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         self._declared: dict[str, _Declared] = {}
-        self._max_series = max_series
+        self._budgets: dict[str, _Budget[Any]] = {}
+        self.max_series = max_series
+        """Label sets per metric recorded through :meth:`bounded` (and per built-in metric)."""
         self._http_children: dict[tuple[str, str, int], Any] = {}
         self._overflowed: set[str] = set()
         if process_metrics and self._mp_dir is None:
@@ -166,8 +193,8 @@ class MetricsCollector:
         self.db_duration = self.histogram(
             "db_query_duration_seconds", "Database query duration in seconds",
             ["operation", "collection"], buckets=db_buckets)
-        self._event_children: dict[tuple[str, str], Any] = {}
-        self._db_children: dict[tuple[str, str], Any] = {}
+        self._events = self.bounded(self.events)
+        self._db = self.bounded(self.db_duration)
 
     # ------------------------------------------------------------------ state
 
@@ -190,14 +217,33 @@ class MetricsCollector:
 
     def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
                   buckets: Sequence[float] | None = None) -> Histogram:
-        """Get or create a histogram (default buckets are the HTTP ones, in seconds)."""
-        bounds = tuple(float(b) for b in (buckets if buckets is not None else DEFAULT_HTTP_BUCKETS))
+        """Get or create a histogram (default buckets are the HTTP ones, in seconds).
+
+        Bounds configured for ``name`` (the collector's ``buckets``) win over ``buckets``.
+        """
+        bounds = self._bucket_overrides.get(name) or tuple(
+            float(b) for b in (buckets if buckets is not None else DEFAULT_HTTP_BUCKETS))
         return self._declare(Histogram, "histogram", name, documentation, labelnames, bounds,
                              buckets=bounds)
 
     def summary(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Summary:
         """Get or create a summary (count and sum only, as prometheus-client does)."""
         return self._declare(Summary, "summary", name, documentation, labelnames, ())
+
+    def bounded(self, metric: M) -> LabelBudget[M]:
+        """``metric``'s children through the series budget: at most ``max_series`` label sets.
+
+        Beyond that, new label sets are recorded with every label ``<other>`` and a warning is
+        logged once per metric. The same metric always gets the same budget.
+        """
+        name = metric._name  # prometheus-client keeps the declared name here (a counter's without _total)
+        if isinstance(metric, Counter):
+            name += "_total"
+        with self._lock:
+            budget = self._budgets.get(name)
+            if budget is None:
+                budget = self._budgets[name] = _Budget(self, metric, name)
+            return cast(LabelBudget[M], budget)
 
     def _declare(self, cls: type[M], kind: Kind, name: str, documentation: str,
                  labelnames: Sequence[str], extra: tuple[Any, ...], **kwargs: Any) -> M:
@@ -227,19 +273,11 @@ class MetricsCollector:
 
     def record_event(self, name: str, status: str = "success") -> None:
         """Count one event-bus event: ``eventbus_events_total{event, status}``."""
-        child = self._event_children.get((name, status))
-        if child is None:
-            child = self._event_children[(name, status)] = self._bounded_child(
-                self.events, "eventbus_events_total", self._event_children, (name, status))
-        child.inc()
+        self._events.labels(name, status).inc()
 
     def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
         """Observe one query's duration: ``db_query_duration_seconds{operation, collection}``."""
-        child = self._db_children.get((operation, collection))
-        if child is None:
-            child = self._db_children[(operation, collection)] = self._bounded_child(
-                self.db_duration, "db_query_duration_seconds", self._db_children, (operation, collection))
-        child.observe(seconds)
+        self._db.labels(operation, collection).observe(seconds)
 
     @contextmanager
     def time_db_query(self, operation: str, collection: str) -> Iterator[None]:
@@ -277,7 +315,7 @@ class MetricsCollector:
     def _http_series(self, method: str, route: str, status: int) -> Any:
         m = method if method in _KNOWN_METHODS else "OTHER"
         key = (m, route, str(status))
-        full = len(self._http_children) >= self._max_series
+        full = len(self._http_children) >= self.max_series
         if full:
             self._warn_overflow("http_requests_total")
             key = (m, OVERFLOW, str(status))
@@ -287,18 +325,11 @@ class MetricsCollector:
             self._http_children[(method, route, status)] = series
         return series
 
-    def _bounded_child(self, metric: MetricWrapperBase, name: str, cache: dict[Any, Any],
-                       key: tuple[str, ...]) -> Any:
-        if len(cache) >= self._max_series:
-            self._warn_overflow(name)
-            return metric.labels(*(OVERFLOW for _ in key))
-        return metric.labels(*key)
-
     def _warn_overflow(self, name: str) -> None:
         if name not in self._overflowed:
             self._overflowed.add(name)
             log.warning("metric %s reached %d label sets; new ones are recorded as %r",
-                        name, self._max_series, OVERFLOW, extra={"metric": name})
+                        name, self.max_series, OVERFLOW, extra={"metric": name})
 
     # ------------------------------------------------------------------ exposition
 

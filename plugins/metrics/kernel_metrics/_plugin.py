@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from kernel import CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.web import ASGIApp
 
+from ._api import Metrics
 from ._collector import MetricsCollector
 from ._config import MetricsConfig
 from ._endpoint import metrics_endpoint
@@ -22,7 +23,7 @@ class MetricsPlugin(Plugin):
     name = "metrics"
     version = "0.1.0"
     config_class = MetricsConfig
-    provides = ("metrics", "MetricsCollector")
+    provides = ("metrics", "MetricsCollector", "Metrics")
     description = "Prometheus metrics, HTTP middleware and the /health/metrics endpoint"
 
     @hookimpl
@@ -42,11 +43,13 @@ class MetricsPlugin(Plugin):
             process_metrics=cfg.process_metrics,
             http_buckets=cfg.http_buckets,
             db_buckets=cfg.db_buckets,
+            # The one histogram whose buckets the metrics config sets for another plugin (repository).
+            buckets={"db_query_duration_seconds": cfg.db_buckets},
             max_series=cfg.max_series,
             # Every MetricsMiddleware on this collector skips these, a host app's own included.
             exclude_routes=[*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])],
         )
-        ctx.provide(collector, name="metrics")
+        ctx.provide(collector, name="metrics", types=(Metrics, MetricsCollector))
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[MetricsConfig]) -> AsyncIterator[None]:

@@ -11,13 +11,19 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, hookimpl
+from kernel_redis import find_redis
+
+from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, Registry, hookimpl
 
 from ._config import QueueConfig
 from ._errors import QueueError
 from ._manager import QueueManager
+
+if TYPE_CHECKING:  # both optional plugins
+    from kernel_eventbus import EventBus
+    from kernel_metrics import Metrics
 
 
 def load_processor_hooks(manager: QueueManager, specs: list[str]) -> None:
@@ -54,13 +60,14 @@ class QueuePlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[QueueConfig]) -> AsyncIterator[None]:
-        client = ctx.registry.get("redis")
-        connection = ctx.registry.find("redis.connection")
-        # Idle workers block on BLPOP: give them a client without a socket read timeout.
-        blocking = connection.new_client(socket_timeout=None) if connection is not None else None
+        redis = find_redis(ctx.registry, "queue", setting=None)
+        # Idle workers block on BLPOP: give them a client without a socket read timeout
+        # (a client given by the host is shared as is).
+        blocking = redis.new_client(socket_timeout=None)
+        own_blocking = blocking is not redis.client
         manager = QueueManager(
-            client, ctx.config, blocking=blocking,
-            metrics=ctx.registry.find("metrics"), eventbus=ctx.registry.find("eventbus"),
+            redis.client, ctx.config, blocking=blocking if own_blocking else None,
+            metrics=find_metrics(ctx.registry), eventbus=find_eventbus(ctx.registry),
         )
         try:
             load_processor_hooks(manager, ctx.config.processors)
@@ -68,7 +75,7 @@ class QueuePlugin(Plugin):
             yield
         finally:
             await manager.close()
-            if blocking is not None:
+            if own_blocking:
                 await blocking.aclose()
 
     @hookimpl
@@ -77,6 +84,24 @@ class QueuePlugin(Plugin):
             Command("worker", "run queue workers until SIGTERM/SIGINT", run_worker, add_worker_arguments),
             Command("queue", "queue stats, pause, resume, clean, retry", run_queue, add_queue_arguments),
         ]
+
+
+def find_metrics(registry: Registry) -> Metrics | None:
+    """The metrics plugin's collector when it is enabled (``None`` when it is not installed)."""
+    try:
+        from kernel_metrics import Metrics
+    except ImportError:  # not installed: nothing can have registered one
+        return None
+    return registry.find(Metrics)
+
+
+def find_eventbus(registry: Registry) -> EventBus | None:
+    """The event bus when the eventbus plugin is enabled (``None`` when it is not installed)."""
+    try:
+        from kernel_eventbus import EventBus
+    except ImportError:  # not installed: nothing can have registered one
+        return None
+    return registry.find(EventBus)
 
 
 # ---------------------------------------------------------------------- kernel worker
@@ -95,8 +120,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
     manager = kernel.get(QueueManager)
-    redis_url = getattr(getattr(kernel.plugin("redis").ctx.config, "url", None), "get_secret_value", None)
-    if redis_url is not None and redis_url() == "embedded":
+    if find_redis(kernel.registry, "queue", setting=None).embedded:
         print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
               "jobs added by other processes never reach it; point url at a shared server",
               file=sys.stderr)

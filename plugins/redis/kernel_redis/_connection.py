@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -17,16 +17,20 @@ from kernel import Secret, redact_url
 from ._config import RedisConfig
 from ._server import RedisServer
 
+if TYPE_CHECKING:
+    from ._service import ClientOptions
+
 
 class RedisConnection:
-    """What the ``redis`` plugin registers as ``"redis.connection"``.
+    """The ``redis`` plugin's :class:`~kernel_redis.RedisService`: registered under that type, its own
+    type and the name ``"redis.connection"``.
 
     ``url`` is the effective URL (with the embedded server's address and password)
     as a :class:`~kernel.Secret`; :meth:`new_client` builds another
     ``redis.asyncio.Redis`` on the same server with the plugin's settings, e.g.
     one without a socket timeout for blocking reads::
 
-        conn = ctx.registry.get("redis.connection")
+        conn = ctx.registry.get(RedisService)
         blocking = conn.new_client(socket_timeout=None)
 
     Clients from :meth:`new_client` belong to the caller; any still open when
@@ -40,6 +44,11 @@ class RedisConnection:
         """The embedded server, when ``url = "embedded"``."""
         self._extra: weakref.WeakSet[aioredis.Redis] = weakref.WeakSet()
         self.client: aioredis.Redis = self._build({})
+
+    @property
+    def embedded(self) -> bool:
+        """True when the server is this process's private one (``url = "embedded"``)."""
+        return self.server is not None
 
     @property
     def redacted_url(self) -> str:
@@ -67,9 +76,9 @@ class RedisConnection:
         kwargs.update(overrides)
         return kwargs
 
-    def new_client(self, **overrides: Any) -> aioredis.Redis:
-        """Another client on the same server (own pool); ``overrides`` are ``from_url`` kwargs."""
-        client = self._build(overrides)
+    def new_client(self, **overrides: Unpack[ClientOptions]) -> aioredis.Redis:
+        """Another client on the same server (own pool) with ``overrides`` over the plugin's settings."""
+        client = self._build(dict(overrides))
         self._extra.add(client)
         return client
 

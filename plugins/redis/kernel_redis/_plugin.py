@@ -13,6 +13,7 @@ from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hooki
 from ._config import EMBEDDED, RedisConfig
 from ._connection import RedisConnection
 from ._server import RedisServer
+from ._service import RedisService
 
 log = logging.getLogger("kernel.plugins.redis")
 
@@ -23,7 +24,7 @@ class RedisPlugin(Plugin):
     name = "redis"
     version = "0.1.0"
     config_class = RedisConfig
-    provides = ("redis", "redis.connection", "Redis", "RedisConnection")
+    provides = ("redis", "redis.connection", "Redis", "RedisConnection", "RedisService")
     description = "Redis connection (URL, TLS, health check) or an embedded private redis-server"
 
     @hookimpl
@@ -48,7 +49,7 @@ class RedisPlugin(Plugin):
                 if cfg.check_on_start:
                     await _check_reachable(connection)
                 ctx.provide(connection.client, name="redis", types=aioredis.Redis)
-                ctx.provide(connection, name="redis.connection")
+                ctx.provide(connection, name="redis.connection", types=(RedisService, RedisConnection))
                 ctx.log.info(
                     "redis: connected to %s%s", connection.redacted_url,
                     f" (embedded redis-server pid {server.pid})" if server else "",
@@ -64,7 +65,7 @@ class RedisPlugin(Plugin):
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RedisConfig]) -> list[HealthCheck]:
         async def ping() -> bool:
-            connection: RedisConnection = ctx.registry.get("redis.connection")
+            connection = ctx.registry.get(RedisConnection)
             await connection.ping()
             return True
 

@@ -1,0 +1,168 @@
+"""The Redis other plugins use: its public type, and the one rule that finds it.
+
+A consumer (cache, event bus, queue, a plugin of yours) never reads the ``redis`` plugin's config
+or resolves a client by name; it asks :func:`use_redis` and gets a :class:`RedisService`::
+
+    async with use_redis(ctx.registry, "cache", url=cfg.url) as redis:
+        client = redis.new_client(socket_timeout=None)  # e.g. for blocking reads
+        ...
+
+The rule: the plugin's own ``url`` when it has one, else the :class:`RedisService` in the registry
+(the ``redis`` plugin's connection, or whatever the host registered or overrode under that type),
+else a client the host registered as ``"redis"`` without the redis plugin, else
+:class:`RedisUnavailableError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol, TypedDict, Unpack, runtime_checkable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+
+from kernel import Registry, Secret
+
+from ._config import RedisConfig
+from ._connection import RedisConnection
+
+HOST_CLIENT_NAME = "redis"
+"""Name under which the redis plugin registers its shared client, and a host without it may put its own."""
+
+
+class ClientOptions(TypedDict, total=False):
+    """Settings a consumer may override in :meth:`RedisService.new_client` (``from_url`` keywords)."""
+
+    max_connections: int
+    pool_timeout: float
+    """> 0: a pool that waits this long for a free connection; 0: fail at once when all are busy."""
+    socket_timeout: float | None
+    """``None`` for clients doing blocking reads (``BLPOP``, ``XREAD BLOCK``)."""
+    socket_connect_timeout: float | None
+    health_check_interval: float
+    retry: Retry
+    client_name: str | None
+
+
+@runtime_checkable
+class RedisService(Protocol):
+    """The Redis connection the ``redis`` plugin offers to other plugins (registered under this type).
+
+    :class:`~kernel_redis.RedisConnection` implements it. A host replaces Redis for every consumer at
+    once by registering (or overriding) another implementation under ``RedisService``.
+    """
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The shared client (consumers never close it)."""
+        ...
+
+    @property
+    def embedded(self) -> bool:
+        """True for a private server of this process (``url = "embedded"``): no other process sees it."""
+        ...
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with the password masked, for logs and messages."""
+        ...
+
+    def new_client(self, **options: Unpack[ClientOptions]) -> aioredis.Redis:
+        """Another client on the same server with ``options`` over the service's settings.
+
+        The service closes it when it stops; a caller may close it earlier.
+        """
+        ...
+
+
+class RedisUnavailableError(RuntimeError):
+    """A plugin needs Redis, but has no ``url`` of its own and no Redis service is registered."""
+
+    def __init__(self, plugin: str, *, setting: str | None = "url", alternative: str | None = None) -> None:
+        self.plugin = plugin
+        self.setting = setting
+        fix = 'add "redis" to [kernel] plugins (pip install milo-kernel-redis)'
+        if setting is not None:
+            fix += f', or give it a server of its own: [plugins.{plugin}] {setting} = "redis://…"'
+        if alternative is not None:
+            fix += f", or {alternative}"
+        super().__init__(f"plugin {plugin!r} needs Redis, but none is available: {fix}")
+
+
+class HostClient:
+    """A :class:`RedisService` around a client the host registered as ``"redis"``: used as is.
+
+    Every consumer shares that one client (:meth:`new_client` returns it, options ignored), and no
+    consumer closes it: the host owns it.
+    """
+
+    embedded = False
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The host's client."""
+        return self._client
+
+    @property
+    def redacted_url(self) -> str:
+        """A description of the host's client (its URL is not known here)."""
+        return f"<client given by the host: {type(self._client).__qualname__}>"
+
+    def new_client(self, **options: Unpack[ClientOptions]) -> aioredis.Redis:
+        """The host's client itself: a host that brings its own client decides its settings."""
+        return self._client
+
+
+def redis_available(registry: Registry) -> bool:
+    """Whether :func:`use_redis` would find a Redis without a ``url`` of the plugin's own (for checks).
+
+    Before boot only services registered by the host are there: a check also accepts ``"redis"`` among
+    the enabled plugins.
+    """
+    return registry.find(RedisService) is not None or registry.find(HOST_CLIENT_NAME) is not None
+
+
+def find_redis(
+    registry: Registry, plugin: str, *, setting: str | None = "url", alternative: str | None = None
+) -> RedisService:
+    """The registry's Redis for ``plugin`` (no ``url`` of its own); raises :class:`RedisUnavailableError`.
+
+    ``setting`` names the plugin's own URL setting in the error's advice (``None``: it has none);
+    ``alternative`` is one more way out for it (``'set adapter = "memory"'``).
+    """
+    service = registry.find(RedisService)
+    if service is not None:
+        return service
+    client = registry.find(HOST_CLIENT_NAME)
+    if client is None:
+        raise RedisUnavailableError(plugin, setting=setting, alternative=alternative)
+    if not isinstance(client, aioredis.Redis):
+        raise TypeError(
+            f"plugin {plugin!r}: the service registered as {HOST_CLIENT_NAME!r} is a "
+            f"{type(client).__qualname__}, not a redis.asyncio.Redis (register a RedisService instead)"
+        )
+    return HostClient(client)
+
+
+@asynccontextmanager
+async def use_redis(
+    registry: Registry, plugin: str, *, url: Secret | None = None, setting: str | None = "url"
+) -> AsyncIterator[RedisService]:
+    """The Redis ``plugin`` uses, for the duration of the block: its own ``url`` when set, else
+    :func:`find_redis`.
+
+    A connection built from ``url`` gets the ``redis`` plugin's default settings and is closed (with
+    every client made from it) when the block ends.
+    """
+    if url is None:
+        yield find_redis(registry, plugin, setting=setting)
+        return
+    own = RedisConnection(url, RedisConfig(url=url, check_on_start=False))
+    try:
+        yield own
+    finally:
+        await own.aclose()
