@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, hookimpl
+from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, Registry, hookimpl
 
 from ._bus import EventBus
 from ._cli import dlq_command
@@ -13,10 +13,17 @@ from ._config import EventBusConfig
 from ._errors import AdapterUnavailableError
 from ._memory import MemoryEventBus
 
+if TYPE_CHECKING:  # both optional: the memory adapter needs neither, metrics may be off
+    from kernel_metrics import Metrics
+    from kernel_redis import RedisService
 
-def build_bus(config: EventBusConfig, *, redis_connection: Any | None = None, metrics: Any | None = None
-              ) -> EventBus:
-    """The bus ``config`` describes; ``redis_connection`` is the redis plugin's ``RedisConnection``."""
+
+def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None = None,
+              metrics: Metrics | None = None) -> EventBus:
+    """The bus ``config`` describes; ``redis_connection`` is the Redis it uses (``kernel_redis.find_redis``).
+
+    Without one, ``adapter = "redis"`` raises ``AdapterUnavailableError``.
+    """
     common: dict[str, Any] = {"policy": config.retry_policy(), "concurrency": config.concurrency,
                               "metrics": metrics, "idempotency_ttl": config.idempotency_ttl,
                               "max_payload_bytes": config.max_payload_bytes}
@@ -49,7 +56,7 @@ class EventBusPlugin(Plugin):
     version = "0.1.0"
     optional = ("redis", "metrics")
     config_class = EventBusConfig
-    provides = ("eventbus", "EventBus")
+    provides = ("eventbus", "EventBus", "MemoryEventBus", "RedisEventBus")  # the adapter's class too
     install_hints = {"redis": "milo-kernel-redis"}
     description = "Event bus with retries, dead-letter queue and replay (memory or Redis Streams)"
 
@@ -58,8 +65,7 @@ class EventBusPlugin(Plugin):
         self, ctx: PluginContext[EventBusConfig], enabled: frozenset[str], processes: int
     ) -> list[CheckIssue]:
         issues: list[CheckIssue] = []
-        if (ctx.config.adapter == "redis" and "redis" not in enabled
-                and ctx.registry.find("redis.connection") is None):
+        if ctx.config.adapter == "redis" and "redis" not in enabled and not _redis_registered(ctx.registry):
             issues.append(CheckIssue.error(
                 "adapter", 'adapter = "redis" needs the redis plugin (or set adapter = "memory")',
                 needs="redis"))
@@ -78,9 +84,7 @@ class EventBusPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:
-        bus = build_bus(ctx.config, redis_connection=ctx.registry.find("redis.connection")
-                        if ctx.config.adapter == "redis" else None,
-                        metrics=ctx.registry.find("metrics"))
+        bus = build_bus(ctx.config, redis_connection=_redis(ctx), metrics=find_metrics(ctx.registry))
         ctx.provide(bus, name="eventbus", types=(EventBus, type(bus)))
         await bus.start()
         ctx.log.info("eventbus: %s adapter started", bus.adapter)
@@ -92,7 +96,7 @@ class EventBusPlugin(Plugin):
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[EventBusConfig]) -> list[HealthCheck]:
         async def dlq() -> bool:
-            bus: EventBus = ctx.registry.get("eventbus")
+            bus = ctx.registry.get(EventBus)
             await bus.dead_letter_count()  # reachable storage; a non-empty DLQ is not unhealthy
             return True
 
@@ -101,3 +105,33 @@ class EventBusPlugin(Plugin):
     @hookimpl
     def kernel_cli_commands(self) -> list[Command]:
         return [dlq_command()]
+
+
+def _redis_registered(registry: Registry) -> bool:
+    """Whether a Redis service (or a host's client) is registered already, for the check."""
+    try:
+        from kernel_redis import redis_available
+    except ImportError:  # milo-kernel-redis not installed: nothing can provide one
+        return False
+    return redis_available(registry)
+
+
+def _redis(ctx: PluginContext[EventBusConfig]) -> RedisService | None:
+    """The Redis the redis adapter uses (``kernel_redis.find_redis``); ``None`` for the memory adapter."""
+    if ctx.config.adapter != "redis":
+        return None
+    try:
+        from kernel_redis import find_redis
+    except ImportError:  # build_bus says how to install it
+        return None
+    return find_redis(ctx.registry, "eventbus", setting=None,
+                      alternative='set adapter = "memory" in [plugins.eventbus]')
+
+
+def find_metrics(registry: Registry) -> Metrics | None:
+    """The metrics plugin's collector when it is enabled (``None`` when it is not installed)."""
+    try:
+        from kernel_metrics import Metrics
+    except ImportError:  # not installed: nothing can have registered one
+        return None
+    return registry.find(Metrics)
