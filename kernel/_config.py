@@ -177,15 +177,9 @@ CONVERTER = make_converter()
 
 
 def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
+    """Append one ``key.path: message`` line to ``out`` for every error inside ``exc``."""
     if isinstance(exc, ClassValidationError):
-        noted, bare = exc.group_exceptions()
-        for sub, note in noted:
-            if isinstance(sub, KeyError):
-                out.append(f"{path}.{note.name}: required key is missing")
-            else:
-                _flatten(sub, f"{path}.{note.name}", out)
-        for sub in bare:
-            _flatten(sub, path, out)
+        _flatten_class(exc, path, out)
     elif isinstance(exc, IterableValidationError):
         inoted, ibare = exc.group_exceptions()
         for sub, inote in inoted:
@@ -198,15 +192,32 @@ def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
     elif isinstance(exc, BaseExceptionGroup):
         for member in exc.exceptions:
             _flatten(member, path, out)
-    elif m := _ATTRS_MSG.match(str(exc)):
-        prefix = "length " if m.group(1) else ""
-        out.append(f"{path}.{m.group(2)}: {prefix}{m.group(3)}")
     else:
-        out.append(f"{path}: {_message(exc)}")
+        out.append(_attrs_message(path, str(exc)) or f"{path}: {_message(exc)}")
+
+
+def _flatten_class(exc: ClassValidationError, path: str, out: list[str]) -> None:
+    noted, bare = exc.group_exceptions()
+    for sub, note in noted:
+        if isinstance(sub, KeyError):
+            out.append(f"{path}.{note.name}: required key is missing")
+        else:
+            _flatten(sub, f"{path}.{note.name}", out)
+    for sub in bare:
+        _flatten(sub, path, out)
 
 
 # attrs validators word their errors "'field' must be ...".
 _ATTRS_MSG = re.compile(r"^(Length of )?'([A-Za-z_]\w*)' (must .*)$", re.DOTALL)
+
+
+def _attrs_message(path: str, text: str) -> str | None:
+    """``path.field: must …`` for an attrs validator's message, else ``None``."""
+    m = _ATTRS_MSG.match(text)
+    if m is None:
+        return None
+    prefix = "length " if m.group(1) else ""
+    return f"{path}.{m.group(2)}: {prefix}{m.group(3)}"
 
 
 def _message(exc: BaseException) -> str:
@@ -245,21 +256,7 @@ def structure_partial(
         except Exception as exc:  # cattrs raises ExceptionGroups of anything a hook raised
             return None, {}, _errors_of(exc, path)
     fields, hints = _fields_of(cls)
-    errors: list[str] = []
-    kwargs: dict[str, Any] = {}
-    for key in data:
-        if key not in fields:
-            errors.append(f"{path}.{key}: unknown key")
-    for name, field in fields.items():
-        if name not in data:
-            if field.default is attrs.NOTHING:
-                errors.append(f"{path}.{name}: required key is missing")
-            continue
-        value, errs = _structure_value(data[name], hints[name], f"{path}.{name}", converter)
-        if errs:
-            errors += errs
-        else:
-            kwargs[field.alias or name] = value
+    kwargs, errors = _structure_fields(data, fields, hints, path, converter)
     construct_error: Exception | None = None
     if not errors:
         try:
@@ -274,6 +271,29 @@ def structure_partial(
         if any(e.startswith((f"{path}.{name}:", f"{path}.{name}.", f"{path}.{name}[")) for e in errors):
             valid.pop(field.alias or name, None)
     return None, valid, errors
+
+
+def _structure_fields(
+    data: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    hints: Mapping[str, Any],
+    path: str,
+    converter: cattrs.Converter,
+) -> tuple[dict[str, Any], list[str]]:
+    """Structure each field of ``data`` on its own: ``({init argument: value}, errors)``."""
+    errors = [f"{path}.{key}: unknown key" for key in data if key not in fields]
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                errors.append(f"{path}.{name}: required key is missing")
+            continue
+        value, errs = _structure_value(data[name], hints[name], f"{path}.{name}", converter)
+        if errs:
+            errors += errs
+        else:
+            kwargs[field.alias or name] = value
+    return kwargs, errors
 
 
 _FIELDS: dict[type[Any], tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -325,22 +345,16 @@ def _validator_errors(
     errors: list[str] = []
     for name, field in fields.items():
         key = field.alias or name
-        if key in kwargs:
-            value = kwargs[key]
-            converter = field.converter
-            if converter is not None and not isinstance(converter, attrs.Converter):
-                try:  # what __init__ would do before validating
-                    value = converter(value)
-                except Exception as exc:
-                    errors.append(f"{path}.{name}: {exc or type(exc).__name__}")
-                    continue
-            values[name] = value
-            object.__setattr__(inst, name, value)
-        elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            if not field.default.takes_self:
-                object.__setattr__(inst, name, field.default.factory())
-        elif field.default is not attrs.NOTHING:
-            object.__setattr__(inst, name, field.default)
+        if key not in kwargs:
+            _set_default(inst, name, field)
+            continue
+        try:  # what __init__ would do before validating
+            value = _convert(field, kwargs[key])
+        except Exception as exc:
+            errors.append(f"{path}.{name}: {exc or type(exc).__name__}")
+            continue
+        values[name] = value
+        object.__setattr__(inst, name, value)
     for name, field in fields.items():
         if field.validator is None or name not in values:
             continue
@@ -350,13 +364,25 @@ def _validator_errors(
             continue  # it reads a field that is itself invalid or missing: reported already
         except Exception as exc:
             text = str(exc)
-            m = _ATTRS_MSG.match(text)
-            if m:
-                prefix = "length " if m.group(1) else ""
-                errors.append(f"{path}.{m.group(2)}: {prefix}{m.group(3)}")
-            else:
-                errors.append(f"{path}.{name}: {text or type(exc).__name__}")
+            errors.append(_attrs_message(path, text) or f"{path}.{name}: {text or type(exc).__name__}")
     return errors
+
+
+def _convert(field: Any, value: Any) -> Any:
+    """``value`` through the field's plain converter, if it has one."""
+    converter = field.converter
+    if converter is not None and not isinstance(converter, attrs.Converter):
+        return converter(value)
+    return value
+
+
+def _set_default(inst: object, name: str, field: Any) -> None:
+    """Give ``inst`` the default of a field that was not set (a field without one stays unset)."""
+    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        if not field.default.takes_self:
+            object.__setattr__(inst, name, field.default.factory())
+    elif field.default is not attrs.NOTHING:
+        object.__setattr__(inst, name, field.default)
 
 
 def check_recommended(obj: object, path: str, env: str) -> tuple[list[str], list[str]]:
