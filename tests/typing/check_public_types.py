@@ -7,6 +7,7 @@ something a user writes; ``assert_type`` pins what they get back.
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, assert_type
 
 import attrs
@@ -14,6 +15,10 @@ from kernel_cache import CacheManager
 from kernel_eventbus import EventBus
 
 from kernel import Kernel, Registry
+from kernel.health import HealthReport
+from kernel.logging import get_trace_id, trace_context
+from kernel.process import free_port
+from kernel.web import ASGIApp, KernelApp, LifespanMiddleware, lifespan_for, serve
 
 
 class Mailer(abc.ABC):
@@ -50,3 +55,16 @@ async def cache_get_or_set(cache: CacheManager) -> None:
     assert_type(await cache.get_or_set("u:1", load), Any)  # JSON data read back
     assert_type(await cache.get_or_set("u:1", load, as_type=User), User)
     assert_type(await cache.get_or_set("n", lambda: 3, 60), Any)
+
+
+async def serving(kernel: Kernel, host_app: ASGIApp) -> None:
+    assert_type(lifespan_for(kernel)(None), AbstractAsyncContextManager[dict[str, Any]])
+    assert_type(lifespan_for(lambda: kernel)(None), AbstractAsyncContextManager[dict[str, Any]])
+    wrapped: ASGIApp = LifespanMiddleware(host_app, kernel)
+    routes: ASGIApp = KernelApp(kernel)
+    assert_type(serve(kernel, port=free_port()), int)
+    assert_type(serve("app:make", workers=2, factory=True), int)
+    assert_type(await kernel.health(), HealthReport)
+    with trace_context("a" * 32):
+        assert_type(get_trace_id(), str | None)
+    del wrapped, routes
