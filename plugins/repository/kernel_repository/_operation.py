@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from kernel import Registry
 
 from ._errors import map_error
+
+if TYPE_CHECKING:  # the metrics plugin is optional: not a dependency of this package
+    from kernel_metrics import LabelBudget, Metrics
+    from prometheus_client import Histogram
+
+DB_QUERY_DURATION = "db_query_duration_seconds"
+"""The histogram of query durations, labelled ``operation`` and ``collection``."""
+DB_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""Its default bounds (seconds); ``[plugins.metrics] db_buckets`` overrides them."""
 
 
 class QueryMetrics(Protocol):
@@ -18,6 +29,36 @@ class QueryMetrics(Protocol):
 
     def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
         """Observe one ``operation`` on ``collection`` that took ``seconds``."""
+
+
+class CollectorMetrics:
+    """:class:`QueryMetrics` on the metrics plugin's collector: declares :data:`DB_QUERY_DURATION`.
+
+    Label sets go through the collector's series budget (``max_series``).
+    """
+
+    __slots__ = ("_series",)
+
+    def __init__(self, metrics: Metrics) -> None:
+        histogram = metrics.histogram(
+            DB_QUERY_DURATION, "Database query duration in seconds", ["operation", "collection"],
+            buckets=DB_BUCKETS,
+        )
+        self._series: LabelBudget[Histogram] = metrics.bounded(histogram)
+
+    def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
+        """Observe one query's duration."""
+        self._series.labels(operation, collection).observe(seconds)
+
+
+def find_query_metrics(registry: Registry) -> QueryMetrics | None:
+    """Query metrics on the metrics plugin's collector when it is enabled, else ``None``."""
+    try:
+        from kernel_metrics import Metrics
+    except ImportError:  # not installed: nothing can have registered a collector
+        return None
+    metrics = registry.find(Metrics)
+    return None if metrics is None else CollectorMetrics(metrics)
 
 
 class DatabaseOperation:

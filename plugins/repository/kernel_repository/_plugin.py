@@ -14,6 +14,7 @@ from kernel import CheckIssue, Command, HealthCheck, Kernel, Plugin, PluginConte
 
 from ._config import EMBEDDED, RepositoryConfig
 from ._manager import RepositoryManager, import_repository, make_client, redact_uri
+from ._operation import find_query_metrics
 from ._repository import BaseRepository
 from ._server import MongoWireServer
 
@@ -49,7 +50,7 @@ class RepositoryPlugin(Plugin):
             uri = server.uri
         try:
             manager = RepositoryManager(
-                make_client(uri, cfg), cfg, metrics=ctx.registry.find("metrics"),
+                make_client(uri, cfg), cfg, metrics=find_query_metrics(ctx.registry),
                 server=server, repositories=classes,
             )
             try:

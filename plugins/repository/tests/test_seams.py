@@ -61,3 +61,24 @@ async def test_a_failed_page_raises_the_mapped_error_and_records_its_duration() 
         assert metrics.calls == [("find_paginated", "users"), ("count", "users")]
     finally:
         client.close()
+
+
+async def test_the_repository_declares_its_metric_with_the_operators_buckets(mongo_uri: str) -> None:
+    from kernel_metrics import MetricsCollector
+
+    database = unique_database()
+    config = {"repository": {"uri": mongo_uri, "database": database},
+              "metrics": {"db_buckets": [0.25, 2.0], "max_series": 1}}
+    async with boot_kernel("metrics", "repository", config=config) as kernel:
+        manager = kernel.get(RepositoryManager)
+        try:
+            repo = manager.repository(UserRepository)
+            await repo.count()
+            await repo.exists()  # a second label set: beyond max_series, recorded as <other>
+            text = kernel.get(MetricsCollector).render()[0].decode()
+        finally:
+            await manager.client.drop_database(database)
+    counts = [line for line in text.splitlines() if line.startswith("db_query_duration_seconds_count")]
+    assert counts == ['db_query_duration_seconds_count{collection="users",operation="count"} 1.0',
+                      'db_query_duration_seconds_count{collection="<other>",operation="<other>"} 1.0']
+    assert 'le="0.25"' in text and 'le="0.005"' not in text
