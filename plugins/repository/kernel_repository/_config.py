@@ -49,8 +49,11 @@ class RepositoryConfig:
     uri: Secret = attrs.field(default=Secret(EMBEDDED), validator=_check_uri)
     """``mongodb://…`` / ``mongodb+srv://…`` (credentials stay masked), or ``"embedded"``."""
     database: str = attrs.field(default="app", validator=_check_database)
+    """The database the engine and every repository use."""
     min_pool_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Connections the client keeps open per server."""
     max_pool_size: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    """Most connections per server; operations wait for a free one beyond that."""
     connect_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """Seconds to open a connection."""
     server_selection_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
@@ -66,9 +69,11 @@ class RepositoryConfig:
     check_on_start: bool = True
     """Ping the server at boot and fail the boot when it does not answer."""
     health_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    """Seconds the health check's ``ping`` may take."""
     embedded_data_dir: Path | None = None
     """Data directory of the embedded server (default: a temporary directory removed at exit)."""
     embedded_startup_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    """Seconds the embedded server may take to answer its first ``ping``."""
 
     def __attrs_post_init__(self) -> None:
         if self.min_pool_size > self.max_pool_size:

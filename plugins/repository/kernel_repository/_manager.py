@@ -106,4 +106,5 @@ class RepositoryManager:
             await self.engine.configure_database(todo)
 
     def close(self) -> None:
+        """Close the client and its connection pool."""
         self.client.close()

@@ -33,6 +33,7 @@ class RepositoryPlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[RepositoryConfig]) -> list[CheckIssue]:
+        """Production rule: ``uri = "embedded"`` is not a MongoDB deployment."""
         if ctx.config.uri.get_secret_value() == EMBEDDED:
             return [CheckIssue.production(
                 "uri", 'uri = "embedded" runs a private MongoDB wire server per process (not MongoDB: no '
@@ -41,6 +42,7 @@ class RepositoryPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RepositoryConfig]) -> AsyncIterator[None]:
+        """Start the embedded server if asked, connect, check, create indexes; register the manager."""
         cfg = ctx.config
         classes = [import_repository(spec) for spec in cfg.repositories]
         server: MongoWireServer | None = None
@@ -73,6 +75,7 @@ class RepositoryPlugin(Plugin):
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RepositoryConfig]) -> list[HealthCheck]:
+        """One critical check: the server answers ``ping`` within ``health_timeout``."""
         async def ping() -> bool:
             manager: RepositoryManager = ctx.registry.get("repository")
             await manager.ping()
@@ -82,6 +85,7 @@ class RepositoryPlugin(Plugin):
 
     @hookimpl
     def kernel_cli_commands(self) -> list[Command]:
+        """``kernel repo migrate``."""
         return [Command("repo", "repository maintenance: migrate documents to the current schema version",
                         run_repo, add_repo_arguments)]
 
@@ -114,6 +118,7 @@ async def start_embedded(cfg: RepositoryConfig) -> MongoWireServer:
 
 
 def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``kernel repo`` subcommands and their arguments."""
     sub = parser.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("migrate", help="upgrade stored documents to each repository's schema_version")
     p.add_argument("repositories", nargs="*", metavar="REPOSITORY",
@@ -159,6 +164,7 @@ def _select(manager: RepositoryManager, names: list[str]) -> list[type[BaseRepos
 
 
 async def run_repo(args: argparse.Namespace, kernel: Kernel) -> int:
+    """``kernel repo migrate``: migrate the named (or all configured) repositories; the exit status."""
     manager = kernel.get(RepositoryManager)
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
