@@ -12,6 +12,7 @@ from ._errors import (
     EventDataError,
     EventTooLargeError,
     NonRetryableError,
+    PublishTimeoutError,
     SubscriptionError,
     UndecodableEventError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MemoryEventBus",
     "MemoryIdempotencyStore",
     "NonRetryableError",
+    "PublishTimeoutError",
     "RedisIdempotencyStore",
     "ReplayResult",
     "RetryPolicy",

@@ -6,18 +6,26 @@ import abc
 import inspect
 import json
 import logging
+import math
 import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import attrs
 
 from kernel.logging import get_trace_id, set_trace_id
 
 from ._dlq import DeadLetterEntry, ReplayResult
-from ._errors import CorruptDeadLetterError, EventDataError, EventTooLargeError, SubscriptionError
+from ._errors import (
+    CorruptDeadLetterError,
+    EventDataError,
+    EventTooLargeError,
+    PublishTimeoutError,
+    SubscriptionError,
+)
 from ._idempotency import IdempotencyStore, idempotent
 from ._metadata import EventMetadata, new_event_id, rfc3339
 from ._retry import RetryPolicy
@@ -47,6 +55,33 @@ def default_subscription_name(event: str, handler: Callable[..., Any]) -> str:
             "pass group=\"...\" (processes sharing the work must use the same group)"
         )
     return f"{event}:{module}.{qualname}"
+
+
+class PublishProgress:
+    """How far one ``publish`` got; the adapter sets :attr:`sent` just before it writes the event."""
+
+    __slots__ = ("last_error", "sent")
+
+    def __init__(self) -> None:
+        self.sent = False
+        """The event was (or was being) written to the store: a timeout from now on may have stored it."""
+        self.last_error: BaseException | None = None
+        """The latest failure of an attempt that was retried (named by a timeout)."""
+
+
+def _check_timeout(value: object, what: str) -> float:
+    """``value`` as seconds if it is a number > 0 (``inf``: no deadline); raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValueError(f"{what} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _publish_deadline(event: str, timeout: object) -> float:
+    """The ``timeout=`` of a ``publish`` call, or :class:`EventDataError` naming the event and the value."""
+    try:
+        return _check_timeout(timeout, "timeout")
+    except ValueError as exc:
+        raise EventDataError(event, str(exc)) from None
 
 
 @attrs.define(eq=False)
@@ -104,6 +139,8 @@ class EventBus(abc.ABC):
     """
 
     adapter: str = ""
+    publish_waits: bool = True
+    """Whether ``_publish`` can wait (I/O): only then does ``publish`` arm its deadline (a timer per call)."""
 
     def __init__(
         self,
@@ -113,9 +150,12 @@ class EventBus(abc.ABC):
         metrics: Any | None = None,
         idempotency_ttl: int = 86_400,
         max_payload_bytes: int = 1_048_576,
+        publish_timeout: float = 10.0,
     ) -> None:
         if max_payload_bytes <= 0:
             raise ValueError(f"max_payload_bytes must be > 0, got {max_payload_bytes!r}")
+        self.publish_timeout = _check_timeout(publish_timeout, "publish_timeout")
+        """Seconds one ``publish`` may take in all (retries, backoff and socket waits included)."""
         self.policy = policy or RetryPolicy()
         self.max_payload_bytes = max_payload_bytes
         self.concurrency = concurrency
@@ -128,7 +168,8 @@ class EventBus(abc.ABC):
     # ------------------------------------------------------------------ publishing
 
     async def publish(
-        self, name: str, data: Any, *, source: str | None = None, trace_id: str | None = None
+        self, name: str, data: Any, *, source: str | None = None, trace_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - tells the adapter what a timeout means (stored?)
     ) -> EventMetadata:
         """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
 
@@ -136,9 +177,14 @@ class EventBus(abc.ABC):
 
         ``trace_id`` defaults to the current trace id (or a new random one, 32 hex digits like
         :func:`kernel.new_trace_id`).
+
+        ``timeout`` (seconds, default ``publish_timeout``) bounds the whole call: connection
+        retries, backoff and socket waits. Past it :class:`PublishTimeoutError` is raised;
+        its ``may_be_stored`` says whether the event may have been stored anyway.
         """
         if not isinstance(name, str) or not name:
             raise EventDataError(repr(name), "the event name must be a non-empty string")
+        deadline = self.publish_timeout if timeout is None else _publish_deadline(name, timeout)
         try:
             body = dumps(data)
         except (TypeError, ValueError) as exc:
@@ -154,13 +200,28 @@ class EventBus(abc.ABC):
         ms = time.time_ns() // 1_000_000
         meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
                              trace_id or get_trace_id() or os.urandom(16).hex())
-        await self._publish(meta, body)
+        progress = PublishProgress()
+        if not self.publish_waits:  # stored without waiting: nothing a deadline could cut
+            await self._publish(meta, body, progress)
+        else:
+            with anyio.move_on_after(deadline) as scope:
+                await self._publish(meta, body, progress)
+            if scope.cancelled_caught:
+                if self._metrics is not None:
+                    self._metrics.event(name, "publish_timeout")
+                raise PublishTimeoutError(meta, deadline, may_be_stored=progress.sent,
+                                          last_error=progress.last_error) from progress.last_error
         if self._metrics is not None:
             self._metrics.event(name, "published")
         return meta
 
     @abc.abstractmethod
-    async def _publish(self, meta: EventMetadata, body: str) -> None: ...
+    async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
+        """Store the event; set ``progress.sent`` before writing it, retry connection failures.
+
+        Runs under the publish deadline: it is cancelled when the deadline passes and must
+        leave nothing half-done behind (e.g. no connection with an unread reply in a pool).
+        """
 
     # ------------------------------------------------------------------ subscriptions
 

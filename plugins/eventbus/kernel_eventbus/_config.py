@@ -32,6 +32,8 @@ class EventBusConfig:
     """Seconds :meth:`EventBus.idempotent` remembers a handled event id."""
     max_payload_bytes: int = attrs.field(default=1_048_576, validator=_pos)
     """Largest event data accepted by ``publish``, in bytes of its JSON (``EventTooLargeError`` above it)."""
+    publish_timeout: float = attrs.field(default=10.0, validator=_pos_f)
+    """Seconds one ``publish`` may take in all (retries, backoff, socket waits); then it raises a timeout."""
     # Redis adapter
     prefix: str = attrs.field(default="eventbus", validator=attrs.validators.min_len(1))
     """Key prefix of every stream, set and hash the bus writes."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._metadata import EventMetadata
+
 
 class EventBusError(Exception):
     """Base class of event-bus errors."""
@@ -25,6 +27,36 @@ class EventTooLargeError(EventDataError, ValueError):
         super().__init__(event, f"its data is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
                                 "(plugins.eventbus.max_payload_bytes); store large data elsewhere and "
                                 "publish its id")
+
+
+class PublishTimeoutError(EventBusError, TimeoutError):
+    """``publish`` did not finish within its deadline (``publish_timeout`` or ``timeout=``).
+
+    :attr:`may_be_stored` says what happened to the event: ``False`` -- it was never sent
+    (Redis was unreachable the whole time, or busy before the write), publishing it again
+    cannot duplicate it; ``True`` -- it was sent and no reply came in time, so it may be
+    stored (and delivered) after all, as event :attr:`event_id`. A :class:`TimeoutError`
+    (and so an :class:`OSError`), like the connection errors of the Redis client.
+    """
+
+    def __init__(self, metadata: EventMetadata, timeout: float, *, may_be_stored: bool,
+                 last_error: BaseException | None = None) -> None:
+        self.metadata = metadata
+        self.event = metadata.event_name
+        self.event_id = metadata.event_id
+        self.timeout = timeout
+        self.may_be_stored = may_be_stored
+        self.last_error = last_error
+        cause = f"; last error: {type(last_error).__name__}: {last_error}" if last_error is not None else ""
+        if may_be_stored:
+            outcome = (f"the event MAY HAVE BEEN STORED (it was sent and no reply came in time{cause}): "
+                       f"subscribers may still get event {metadata.event_id}; publishing it again can "
+                       "deliver the data twice, under two event ids")
+        else:
+            outcome = (f"the event was NOT STORED (it was never sent{cause}); it is safe to publish it "
+                       "again")
+        super().__init__(f"publish of {metadata.event_name!r} (event {metadata.event_id}) timed out after "
+                         f"{timeout:g} s (plugins.eventbus.publish_timeout or timeout=): {outcome}")
 
 
 class NonRetryableError(EventBusError):

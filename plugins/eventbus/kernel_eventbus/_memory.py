@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._bus import EventBus, Subscription, log
+from ._bus import EventBus, PublishProgress, Subscription, log
 from ._dlq import DeadLetterEntry
 from ._errors import DeadLetterNotFoundError, SubscriptionError
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
@@ -38,6 +38,7 @@ class MemoryEventBus(EventBus):
     """
 
     adapter = "memory"
+    publish_waits = False
 
     def __init__(self, *, dlq_max_len: int = 10_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -52,7 +53,8 @@ class MemoryEventBus(EventBus):
 
     # ------------------------------------------------------------------ delivering
 
-    async def _publish(self, meta: EventMetadata, body: str) -> None:
+    async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
+        # queued without awaiting anything (publish_waits = False): never waits, so never times out
         for sub in self._subs.get(meta.event_name, ()):
             self._enqueue(sub, (body, meta, None))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import random
@@ -21,11 +22,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import anyio
 import attrs
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
-from ._bus import EventBus, Failure, Subscription, dumps, log
+from ._bus import EventBus, Failure, PublishProgress, Subscription, dumps, log
 from ._dlq import DeadLetterEntry
 from ._errors import (
     CorruptDeadLetterError,
@@ -75,6 +77,15 @@ def _parse_dead(key: bytes | str, raw: bytes) -> DeadLetterEntry:
     with contextlib.suppress(Exception):  # best effort, so `--event` filters still see it
         event_name = str(json.loads(raw)["metadata"]["event_name"])
     return DeadLetterEntry.corrupted(name, raw, _cut(problem, 200), event_name=event_name)
+
+
+def _get_connection_args(pool: Any) -> tuple[str, ...]:
+    """Arguments of ``pool.get_connection``: redis-py < 5.3 needs a command name, later ones warn about it."""
+    try:
+        param = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):
+        return ()
+    return ("XADD",) if param is not None and param.default is inspect.Parameter.empty else ()
 
 
 def _cut(text: str, n: int) -> str:
@@ -150,6 +161,9 @@ class RedisEventBus(EventBus):
         self._stream_keys: dict[str, str] = {}
         self._idem = RedisIdempotencyStore(client, f"{prefix}:done:")
         self._stopping = False
+        self._xadd_options: tuple[str | int, ...] = (
+            ("MAXLEN", "~", stream_maxlen, "*", "e") if stream_maxlen else ("*", "e"))
+        self._get_connection_args = _get_connection_args(client.connection_pool)
 
     # ------------------------------------------------------------------ keys
 
@@ -167,14 +181,49 @@ class RedisEventBus(EventBus):
 
     # ------------------------------------------------------------------ publishing
 
-    async def _publish(self, meta: EventMetadata, body: str) -> None:
+    async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
         if self._setup:
-            # groups of subscriptions made just before must exist, or a "latest" group would miss this event
-            await asyncio.gather(*self._setup)
+            # groups of subscriptions made just before must exist, or a "latest" group would miss this
+            # event; asyncio.wait, not gather: a publish cut by its deadline must not cancel the setup
+            # that the consumer loops await
+            await asyncio.wait(list(self._setup))
         # one field: a tab-separated header line, then the JSON data (Redis parses and stores less)
         entry = f"1\t{meta.event_id}\t{meta.timestamp}\t{meta.trace_id or ''}\t{meta.source or ''}\n{body}"
-        await self.client.xadd(self.stream_key(meta.event_name), {"e": entry},
-                               maxlen=self.stream_maxlen or None, approximate=True)
+        command = ("XADD", self.stream_key(meta.event_name), *self._xadd_options, entry)
+        delay = 0.05
+        while True:  # until stored or the publish deadline cancels this
+            try:
+                await self._xadd(command, progress)
+                return
+            except _CONNECTION_ERRORS as exc:
+                progress.last_error = exc
+                log.debug("eventbus: publish of %s failed (%s: %s), retrying in %.2fs",
+                          meta.event_id, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 1.0)
+
+    async def _xadd(self, command: tuple[str | int, ...], progress: PublishProgress) -> None:
+        """One XADD on a pooled connection, knowing when it is sent (``execute_command`` would hide that).
+
+        A connection that failed or was cancelled between sending and reading its reply is
+        disconnected before it goes back to the pool: the late reply must never answer another
+        command.
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection(*self._get_connection_args)  # type: ignore[no-untyped-call]
+        try:  # connected by the pool; nothing of this publish sent yet
+            await conn.check_health()  # a PING when the connection idled past health_check_interval
+            progress.sent = True
+            await conn.send_packed_command(conn.pack_command(*command), check_health=False)
+            await conn.read_response()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                if not isinstance(exc, rexc.ResponseError):  # an error reply leaves the connection in sync
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect(nowait=True)
+                await pool.release(conn)
+            raise
+        await pool.release(conn)
 
     # ------------------------------------------------------------------ subscriptions
 
