@@ -449,22 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging()
         parser = build_parser(None, installed=False)
     else:
-        # Bare `kernel`, `--help`, or a plugin command: plugin commands come from every installed
-        # plugin; those of the plugins the config enables run on its kernel.
-        config_path = resolve_config_path(known.config, os.environ)
-        running = known.command is not None and not known.help
-        kernel: Kernel | None = None
-        errors: list[str] = []
-        if config_path.is_file():
-            try:
-                kernel = Kernel.from_config(known.config, configure_logs=running)
-            except ConfigError as exc:
-                errors = exc.errors
-        if kernel is None and running:
-            configure_logging()
-        enabled_names = {c.name for _, c in kernel.cli_commands()} if kernel is not None else set()
-        parser = build_parser(kernel, installed=not running or known.command not in enabled_names,
-                              config_path=config_path, config_errors=errors)
+        parser = _plugin_parser(known)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -491,6 +476,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG if all(isinstance(e, ConfigError) for e in leaves) else EXIT_FAIL
     return code
+
+
+def _plugin_parser(known: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser for bare ``kernel``, ``--help`` or a plugin command.
+
+    Plugin commands come from every installed plugin; those of the plugins the config
+    enables run on its kernel.
+    """
+    config_path = resolve_config_path(known.config, os.environ)
+    running = known.command is not None and not known.help
+    kernel: Kernel | None = None
+    errors: list[str] = []
+    if config_path.is_file():
+        try:
+            kernel = Kernel.from_config(known.config, configure_logs=running)
+        except ConfigError as exc:
+            errors = exc.errors
+    if kernel is None and running:
+        configure_logging()
+    enabled_names = {c.name for _, c in kernel.cli_commands()} if kernel is not None else set()
+    return build_parser(kernel, installed=not running or known.command not in enabled_names,
+                        config_path=config_path, config_errors=errors)
 
 
 if __name__ == "__main__":
