@@ -18,6 +18,26 @@ from repository_models import (
 pytestmark = pytest.mark.anyio
 
 
+class ConflictingWork:
+    """A transaction callback: creates a user, then fails with a write conflict until call ``succeed_at``."""
+
+    def __init__(self, users: UserRepository, succeed_at: int | None) -> None:
+        self.users = users
+        self.succeed_at = succeed_at
+        self.calls = 0
+
+    async def __call__(self, session: AsyncIOMotorClientSession) -> int:
+        self.calls += 1
+        name = f"try{self.calls}"
+        await self.users.create({"name": name, "email": f"{name}@x.io"}, session=session)
+        if self.succeed_at is None or self.calls < self.succeed_at:
+            # What the server sends on a write conflict; the driver exposes the label.
+            error = OperationFailure("WriteConflict", code=112)
+            error._add_error_label("TransientTransactionError")
+            raise error
+        return self.calls
+
+
 async def test_commit_makes_every_write_visible(manager: RepositoryManager) -> None:
     await create_collections(manager)
     users = manager.repository(UserRepository)
@@ -72,18 +92,7 @@ async def test_database_error_inside_aborts_and_is_mapped(manager: RepositoryMan
 async def test_transient_errors_rerun_the_callback(manager: RepositoryManager) -> None:
     await create_collections(manager)
     users = manager.repository(UserRepository)
-    calls = 0
-
-    async def work(session: AsyncIOMotorClientSession) -> int:
-        nonlocal calls
-        calls += 1
-        await users.create({"name": f"try{calls}", "email": f"try{calls}@x.io"}, session=session)
-        if calls < 3:
-            # What the server sends on a write conflict; the driver exposes the label.
-            error = OperationFailure("WriteConflict", code=112)
-            error._add_error_label("TransientTransactionError")
-            raise error
-        return calls
+    work = ConflictingWork(users, succeed_at=3)
 
     assert await manager.with_transaction(work, attempts=3) == 3
     # Only the last attempt's write survives: the two aborted attempts left nothing behind.
@@ -93,19 +102,11 @@ async def test_transient_errors_rerun_the_callback(manager: RepositoryManager) -
 async def test_transient_errors_give_up_after_attempts(manager: RepositoryManager) -> None:
     await create_collections(manager)
     users = manager.repository(UserRepository)
-    calls = 0
-
-    async def work(session: AsyncIOMotorClientSession) -> None:
-        nonlocal calls
-        calls += 1
-        await users.create({"name": "x", "email": f"x{calls}@x.io"}, session=session)
-        error = OperationFailure("WriteConflict", code=112)
-        error._add_error_label("TransientTransactionError")
-        raise error
+    work = ConflictingWork(users, succeed_at=None)
 
     with pytest.raises(DatabaseError) as info:
         await users.with_transaction(work, attempts=2)
-    assert calls == 2 and isinstance(info.value.__cause__, OperationFailure)
+    assert work.calls == 2 and isinstance(info.value.__cause__, OperationFailure)
     assert await users.count() == 0
 
 
