@@ -123,6 +123,44 @@ async def test_boot_failure_fails_the_startup(caplog: pytest.LogCaptureFixture) 
     assert "cannot start" in caplog.text
 
 
+class Clashing(Plugin):
+    """Boots fine, but two of its routes claim the same path: the app cannot be built."""
+
+    name = "clashing"
+
+    @hookimpl
+    async def kernel_lifespan(self) -> AsyncIterator[None]:
+        EVENTS.append("start")
+        yield
+        EVENTS.append("stop")
+
+    @hookimpl
+    def kernel_routes(self) -> list[Route]:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            raise AssertionError("never served")
+
+        return [Route("/twice", app), Route("/twice", app)]
+
+
+@pytest.mark.anyio
+async def test_an_app_that_cannot_be_built_fails_the_startup_and_stops_the_kernel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    EVENTS.clear()
+    app = ServedApp(lambda: make_kernel(Clashing, entry_points=False))
+    sent = await lifespan(app, {})
+    assert sent == ["lifespan.startup.failed"]
+    assert "kernel serve: startup failed: two routes claim '/twice'" in caplog.text
+    assert EVENTS == ["start", "stop"]
+
+
+def test_serve_with_workers_needs_an_import_string() -> None:
+    from kernel.web import serve
+
+    with pytest.raises(ValueError, match=r"serve\(workers=2\) needs the app as a 'module:attr'"):
+        serve(make_kernel(Needy, entry_points=False), workers=2)
+
+
 def test_serve_without_uvicorn_says_how_to_install(tmp_path: Path) -> None:
     config = tmp_path / "kernel.toml"
     config.write_text("[kernel]\nplugins = []\n")
