@@ -1,13 +1,14 @@
 """milo-kernel repository plugin: odmantic ``BaseRepository`` over MongoDB (motor)."""
 
 from ._config import EMBEDDED, RepositoryConfig
+from ._documents import AUDIT_FIELDS
 from ._errors import map_error
 from ._filters import FORBIDDEN_OPERATORS, normalize_sort, prepare_filter, user_filter
 from ._manager import RepositoryManager, import_repository, redact_uri
 from ._operation import QueryMetrics
 from ._pages import CursorPage, Page, Pagination
 from ._plugin import RepositoryPlugin
-from ._repository import AUDIT_FIELDS, BaseRepository
+from ._repository import BaseRepository
 from ._schema import MigrationReport
 from ._server import MongoServerError, MongoWireServer, wire_server_available
 from ._transactions import run_transaction

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import anyio
-import pydantic
 from bson import ObjectId
 from kernel_errors import AppError, DatabaseError, ValidationError
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from odmantic import AIOEngine, Model
 from pymongo import ReturnDocument
 
+from ._documents import Projection, WriteInput, now, projection
 from ._filters import Filter, SortSpec, normalize_sort, prepare_filter
 from ._operation import DatabaseOperation, QueryMetrics
 from ._pages import CursorPage, Keyset, Page, Pagination, check_limit, check_page, check_skip_limit
-from ._references import nest_references, populate_references, reference_fields, to_document_value
+from ._references import nest_references, populate_references, reference_fields
 from ._schema import MigrationReport, Schema, Upgrade, check_steps
 from ._transactions import Session, run_transaction
 
@@ -25,46 +24,6 @@ M = TypeVar("M", bound=Model)
 T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
-
-AUDIT_FIELDS = ("created_at", "updated_at", "created_by", "updated_by", "schema_version")
-"""Document keys the repository owns: stamped on every write, never taken from update data."""
-
-Projection = str | Iterable[str] | Mapping[str, Any]
-"""``"name email"``, ``["name", "-password"]`` or a projection mapping."""
-
-
-def _now() -> datetime:
-    # BSON keeps milliseconds: truncate so the value we return equals the value read back.
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _field_errors(exc: pydantic.ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "__root__", "message": err["msg"]}
-        for err in exc.errors()
-    ]
-
-
-def _projection(select: Projection | None) -> dict[str, Any] | None:
-    if select is None:
-        return None
-    if isinstance(select, str):
-        select = select.replace(",", " ").split()
-    if isinstance(select, Mapping):
-        out = dict(select)
-    else:
-        out = {}
-        for name in select:
-            if name.startswith("-"):
-                out[name[1:]] = 0
-            else:
-                out[name.lstrip("+")] = 1
-    for key in out:
-        if not key or key.startswith("$"):
-            raise ValidationError(f"invalid projection field {key!r}", {"field": "select"})
-    return out
-
 
 async def _concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     """Await both at once (one round-trip of latency instead of two); a failure is raised as itself."""
@@ -139,12 +98,9 @@ class BaseRepository(Generic[M]):
         self.metrics = metrics
         self.transaction_attempts = transaction_attempts
         self._schema = Schema(self.schema_version, self.upgrades)
-        self._primary = self.model.__primary_field__
-        self._oid_ids = self._primary == "id"  # odmantic's default ObjectId primary key
+        self._input: WriteInput[M] = WriteInput(self.model)  # type: ignore[arg-type]
+        self._oid_ids = self.model.__primary_field__ == "id"  # odmantic's default ObjectId primary key
         self._references = reference_fields(self.model)
-        self._keys = {name: f.key_name for name, f in self.model.__odm_fields__.items()}
-        self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
-        self._audit_keys = frozenset(AUDIT_FIELDS)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -181,64 +137,6 @@ class BaseRepository(Generic[M]):
 
     async def _model(self, doc: dict[str, Any] | None, session: Session | None) -> M | None:
         return None if doc is None else (await self._models([doc], session))[0]
-
-    def _instance(self, data: M | Mapping[str, Any]) -> M:
-        if isinstance(data, self.model):
-            return data
-        if not isinstance(data, Mapping):
-            raise ValidationError(
-                f"expected a {self.model.__name__} or a mapping, got {type(data).__name__}"
-            )
-        managed = self._audit_keys.intersection(data)
-        if managed:
-            raise ValidationError(
-                f"{', '.join(sorted(managed))} are managed by the repository",
-                errors={k: "managed by the repository" for k in sorted(managed)},
-            )
-        try:
-            return self.model(**data)  # type: ignore[return-value]
-        except pydantic.ValidationError as exc:
-            raise ValidationError(f"invalid {self.model.__name__}", errors=_field_errors(exc)) from None
-
-    def _changes(self, data: Mapping[str, Any] | Model) -> dict[str, Any]:
-        """``data`` validated per field and turned into document values for ``$set``."""
-        if isinstance(data, Model):
-            doc = data.model_dump_doc()
-            doc.pop("_id", None)
-            for key in AUDIT_FIELDS:
-                doc.pop(key, None)
-            return doc
-        if not isinstance(data, Mapping) or not data:
-            raise ValidationError("update data must be a non-empty mapping of field names to values")
-        out: dict[str, Any] = {}
-        problems: dict[str, str] = {}
-        for name, value in data.items():
-            problem = self._field_problem(name)
-            if problem is None:
-                try:
-                    out[self._keys[name]] = to_document_value(self._adapter(name).validate_python(value))
-                except pydantic.ValidationError as exc:
-                    problem = "; ".join(e["msg"] for e in exc.errors())
-            if problem is not None:
-                problems[str(name)] = problem
-        if problems:
-            raise ValidationError(f"invalid {self.model.__name__} update", errors=problems)
-        return out
-
-    def _field_problem(self, name: str) -> str | None:
-        """Why ``name`` cannot be set by an update, or ``None`` when it can."""
-        if name in self._audit_keys:
-            return "managed by the repository"
-        if name == self._primary or name not in self._keys:
-            return "not an updatable field of " + self.model.__name__
-        return None
-
-    def _adapter(self, name: str) -> pydantic.TypeAdapter[Any]:
-        adapter = self._adapters.get(name)
-        if adapter is None:
-            info = self.model.model_fields[name]
-            adapter = self._adapters[name] = pydantic.TypeAdapter(info.annotation or Any)
-        return adapter
 
     # ------------------------------------------------------------------ reads
 
@@ -289,8 +187,7 @@ class BaseRepository(Generic[M]):
         documents (one ``$in`` query per field). No schema upgrade is applied to
         partial documents: select fields that exist in every version.
         """
-        projection = _projection(select)
-        docs = await self._find_docs(criteria, sort, skip, limit, projection, session)
+        docs = await self._find_docs(criteria, sort, skip, limit, projection(select), session)
         if populate is not None:
             names = [populate] if isinstance(populate, str) else list(populate)
             unknown = [n for n in names if n not in self._references]
@@ -385,11 +282,11 @@ class BaseRepository(Generic[M]):
         self, data: M | Mapping[str, Any], *, created_by: Any = None, session: Session | None = None
     ) -> M:
         """Validate and insert one document with audit fields and ``schema_version``; return it."""
-        instance = self._instance(data)
+        instance = self._input.instance(data)
         doc = instance.model_dump_doc()
-        now = _now()
-        doc["created_at"] = now
-        doc["updated_at"] = now
+        stamp = now()
+        doc["created_at"] = stamp
+        doc["updated_at"] = stamp
         doc["created_by"] = created_by
         doc["updated_by"] = created_by
         doc["schema_version"] = self.schema_version
@@ -426,8 +323,8 @@ class BaseRepository(Generic[M]):
         self, query: dict[str, Any], data: Mapping[str, Any] | Model, updated_by: Any,
         session: Session | None, name: str,
     ) -> M | None:
-        changes = self._changes(data)
-        changes["updated_at"] = _now()
+        changes = self._input.changes(data)
+        changes["updated_at"] = now()
         if updated_by is not None:
             changes["updated_by"] = updated_by
         version = self.schema_version
