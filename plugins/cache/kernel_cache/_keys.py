@@ -54,29 +54,34 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             i += 1
             out.append(re.escape(pattern[i]))
         elif c == "[":
-            i += 1
-            negate = i < n and pattern[i] == "^"
-            if negate:
-                i += 1
-            items: list[str] = []
-            while i < n and pattern[i] != "]":
-                if pattern[i] == "\\" and i + 1 < n:
-                    i += 1
-                    items.append(re.escape(pattern[i]))
-                elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-                    lo, hi = sorted((pattern[i], pattern[i + 2]))
-                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    i += 2
-                else:
-                    items.append(re.escape(pattern[i]))
-                i += 1
-            # An unterminated class ends at the pattern's end, as in Redis.
-            body = "".join(items)
-            if not body:
-                out.append("[^\\s\\S]" if not negate else "[\\s\\S]")
-            else:
-                out.append(f"[{'^' if negate else ''}{body}]")
+            regex, i = _char_class(pattern, i + 1)
+            out.append(regex)
         else:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out), re.DOTALL)
+
+
+def _char_class(pattern: str, i: int) -> tuple[str, int]:
+    """The regex of the ``[...]`` class whose body starts at ``i``, and the index of its ``]``."""
+    n = len(pattern)
+    negate = i < n and pattern[i] == "^"
+    if negate:
+        i += 1
+    items: list[str] = []
+    while i < n and pattern[i] != "]":
+        if pattern[i] == "\\" and i + 1 < n:
+            i += 1
+            items.append(re.escape(pattern[i]))
+        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
+            lo, hi = sorted((pattern[i], pattern[i + 2]))
+            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            i += 2
+        else:
+            items.append(re.escape(pattern[i]))
+        i += 1
+    # An unterminated class ends at the pattern's end, as in Redis.
+    body = "".join(items)
+    if not body:
+        return ("[^\\s\\S]" if not negate else "[\\s\\S]"), i
+    return f"[{'^' if negate else ''}{body}]", i

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import inspect
 import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
+import anyio
+import redis.asyncio as aioredis
+
 from ._backends import TTL, CacheBackend, backend_for
+from ._circuit import DOWN, Circuit
 from ._errors import CacheUnavailableError
 from ._keys import LOCK_SEGMENT, check_name, glob, glob_escape
 from ._serializer import JsonSerializer, Serializer
-from ._stats import CacheStats, Counters, Exported
+from ._singleflight import MISSING, SingleFlight
+from ._stats import CacheStats, CounterBoard, CounterFactory
 
 T = TypeVar("T")
-_MISSING: Any = object()
 _log = logging.getLogger("kernel.plugins.cache")
 
 
 class _Shared:
-    """State every namespace view of one cache shares: backend, outage state, in-flight loads."""
+    """State every namespace view of one cache shares: backend, outage circuit, counters, in-flight loads."""
 
     def __init__(
         self,
@@ -42,51 +47,36 @@ class _Shared:
         self.serializer = serializer
         self.log = logger
         self.key_prefix = check_name("key_prefix", key_prefix)
-        self.fail_open = fail_open
-        self.outage_backoff = outage_backoff
-        self.log_interval = log_interval
         self.lock = lock
         self.lock_ttl = lock_ttl
         self.lock_wait = lock_wait
-        self.outage_errors = backend.outage_errors
-        self.down_until = 0.0
-        self.last_log = -float("inf")
-        self.suppressed = 0
-        self.counters: dict[str, Counters] = {}
-        self.inflight: dict[str, asyncio.Future[Any]] = {}
-        self.metrics: Any = None
+        self.circuit = Circuit(backend.name, backend.outage_errors, logger, fail_open=fail_open,
+                               backoff=outage_backoff, log_interval=log_interval)
+        self.counters = CounterBoard()
+        self.flights: SingleFlight[Any] = SingleFlight()
 
-    def counters_for(self, namespace: str) -> Counters:
-        found = self.counters.get(namespace)
-        if found is None:
-            found = self.counters[namespace] = Counters(namespace)
-            if self.metrics is not None:
-                found.exported = Exported(self.metrics, namespace)
-        return found
-
-    def export_to(self, metrics: Any) -> None:
+    def export_to(self, metrics: CounterFactory) -> None:
         """Count every namespace's hits/misses/… in Prometheus counters too (``metrics.counter``)."""
-        self.metrics = metrics
-        for c in self.counters.values():
-            c.exported = Exported(metrics, c.namespace)
+        self.counters.export_to(metrics)
 
 
 class CacheManager:
     """A namespaced TTL cache over a memory or Redis backend.
 
     Through the plugin: ``caches = kernel.get(CacheManager)``, then
-    ``users = caches.namespace("user", default_ttl=3600)``. Or the seed's form, standalone::
+    ``users = caches.namespace("user", default_ttl=3600)``. Or standalone, without a kernel::
 
         cache = CacheManager(redis_client, logger, namespace="user", default_ttl=3600)
 
     ``backend`` is a ``redis.asyncio.Redis`` client, a :class:`CacheBackend`, or ``None``
     (a :class:`MemoryBackend` of ``max_entries``). Keys are stored as
     ``<key_prefix>:<namespace>:<key>``; namespaces never see each other's keys.
+    ``name`` is the namespace, ``default_ttl`` and ``jitter`` its TTL settings.
     """
 
     def __init__(
         self,
-        backend: Any = None,
+        backend: aioredis.Redis | CacheBackend | None = None,
         logger: logging.Logger | None = None,
         *,
         namespace: str = "default",
@@ -120,9 +110,11 @@ class CacheManager:
         self._prefix = f"{_shared.key_prefix}:{namespace}:"
         self._pattern_prefix = glob_escape(self._prefix)
         self._lock_prefix = f"{_shared.key_prefix}:{LOCK_SEGMENT}:{namespace}:"
-        self._stats = _shared.counters_for(namespace)
+        self._stats = _shared.counters.for_namespace(namespace)
         self._backend = _shared.backend
         self._ser = _shared.serializer
+        self._circuit = _shared.circuit
+        self._ops = _shared.circuit.guard(_shared.backend, self._stats)
 
     # ------------------------------------------------------------------ namespaces
 
@@ -139,6 +131,7 @@ class CacheManager:
 
     @property
     def backend(self) -> CacheBackend:
+        """The storage every namespace of this cache shares."""
         return self._backend
 
     def key(self, key: str) -> str:
@@ -157,56 +150,33 @@ class CacheManager:
 
         ``as_type`` rebuilds a typed value (an attrs class, a pydantic model, ``list[User]``…).
         """
-        sh = self._sh
         st = self._stats
-        if sh.down_until and self._skipping():
-            self._count_misses(1)
-            return default
-        try:
-            data = await self._backend.get(self._prefix + key)
-        except sh.outage_errors as exc:
-            self._outage("get", exc)
-            st.misses += 1
-            if st.exported:
-                st.exported.misses.inc()
-            return default
-        if data is None:
-            st.misses += 1
-            if st.exported:
-                st.exported.misses.inc()
+        data = await self._ops.get(self._prefix + key)
+        if data is None or data is DOWN:
+            st.misses.add()
             return default
         try:
             value = self._ser.loads(data, as_type)
         except Exception as exc:
-            return self._undecodable(key, exc, default)
-        st.hits += 1
-        if st.exported:
-            st.exported.hits.inc()
+            self._bad_entry(key, exc)
+            st.misses.add()
+            return default
+        st.hits.add()
         return value
 
     async def has(self, key: str) -> bool:
         """Whether ``key`` holds a live value (``False`` during an outage when failing open)."""
-        if self._sh.down_until and self._skipping():
-            return False
-        try:
-            return await self._backend.exists(self._prefix + key)
-        except self._sh.outage_errors as exc:
-            self._outage("has", exc)
-            return False
+        found = await self._ops.exists(self._prefix + key)
+        return found is not DOWN and found
 
     async def get_many(self, keys: Iterable[str], *, as_type: Any = None) -> dict[str, Any]:
         """``{key: value}`` of the keys that are cached, in one round trip (``MGET``)."""
         keys = list(keys)
         st = self._stats
-        if self._sh.down_until and self._skipping():
-            self._count_misses(len(keys))
-            return {}
         prefix = self._prefix
-        try:
-            found = await self._backend.get_many([prefix + k for k in keys])
-        except self._sh.outage_errors as exc:
-            self._outage("get_many", exc)
-            self._count_misses(len(keys))
+        found = await self._ops.get_many([prefix + k for k in keys])
+        if found is DOWN:
+            st.misses.add(len(keys))
             return {}
         out: dict[str, Any] = {}
         loads = self._ser.loads
@@ -218,20 +188,14 @@ class CacheManager:
             except Exception as exc:
                 self._bad_entry(key, exc)  # counted as a miss in the total below
         hits = len(out)
-        st.hits += hits
-        st.misses += len(keys) - hits
-        if st.exported:
-            st.exported.hits.inc(hits)
-            st.exported.misses.inc(len(keys) - hits)
+        st.hits.add(hits)
+        st.misses.add(len(keys) - hits)
         return out
 
     async def ttl(self, key: str) -> float | None:
         """Seconds ``key`` has left (``inf`` without expiry), ``None`` when absent."""
-        try:
-            return await self._backend.ttl(self._prefix + key)
-        except self._sh.outage_errors as exc:
-            self._outage("ttl", exc)
-            return None
+        left = await self._ops.ttl(self._prefix + key)
+        return None if left is DOWN else left
 
     # ------------------------------------------------------------------ writes
 
@@ -251,20 +215,12 @@ class CacheManager:
         ``False`` when the write was skipped by an outage (fail-open); a value that cannot be
         encoded raises ``TypeError``.
         """
-        data = self._ser.dumps(value)
-        seconds = self._ttl(ttl)
-        sh = self._sh
-        if sh.down_until and self._skipping():
+        return await self._write(key, self._ser.dumps(value), ttl)
+
+    async def _write(self, key: str, data: bytes, ttl: float | None) -> bool:
+        if await self._ops.set(self._prefix + key, data, self._ttl(ttl)) is DOWN:
             return False
-        try:
-            await self._backend.set(self._prefix + key, data, seconds)
-        except sh.outage_errors as exc:
-            self._outage("set", exc)
-            return False
-        st = self._stats
-        st.sets += 1
-        if st.exported:
-            st.exported.sets.inc()
+        self._stats.sets.add()
         return True
 
     async def set_many(self, items: Mapping[str, Any], ttl: float | None = None) -> bool:
@@ -272,32 +228,17 @@ class CacheManager:
         dumps = self._ser.dumps
         prefix = self._prefix
         rows = [(prefix + k, dumps(v), self._ttl(ttl)) for k, v in items.items()]
-        if self._sh.down_until and self._skipping():
+        if await self._ops.set_many(rows) is DOWN:
             return False
-        try:
-            await self._backend.set_many(rows)
-        except self._sh.outage_errors as exc:
-            self._outage("set_many", exc)
-            return False
-        st = self._stats
-        st.sets += len(rows)
-        if st.exported:
-            st.exported.sets.inc(len(rows))
+        self._stats.sets.add(len(rows))
         return True
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether it existed."""
-        if self._sh.down_until and self._skipping():
+        deleted = await self._ops.delete(self._prefix + key)
+        if deleted is DOWN:
             return False
-        try:
-            deleted = await self._backend.delete(self._prefix + key)
-        except self._sh.outage_errors as exc:
-            self._outage("delete", exc)
-            return False
-        st = self._stats
-        st.deletes += 1
-        if st.exported:
-            st.exported.deletes.inc()
+        self._stats.deletes.add()
         return deleted
 
     async def increment(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
@@ -314,8 +255,8 @@ class CacheManager:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         try:
             return await self._backend.incr(self._prefix + key, amount, ttl)
-        except self._sh.outage_errors as exc:
-            self._stats.errors += 1
+        except self._circuit.errors as exc:
+            self._stats.errors.add()
             raise CacheUnavailableError("increment", exc) from exc
 
     async def decrement(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
@@ -338,17 +279,10 @@ class CacheManager:
         """
         if values:
             pattern = glob(pattern, *values)
-        if self._sh.down_until and self._skipping():
+        deleted = await self._ops.delete_matching(self._pattern_prefix + pattern)
+        if deleted is DOWN:
             return 0
-        try:
-            deleted = await self._backend.delete_matching(self._pattern_prefix + pattern)
-        except self._sh.outage_errors as exc:
-            self._outage("invalidate", exc)
-            return 0
-        st = self._stats
-        st.deletes += deleted
-        if st.exported:
-            st.exported.deletes.inc(deleted)
+        self._stats.deletes.add(deleted)
         return deleted
 
     async def invalidate_prefix(self, prefix: str) -> int:
@@ -391,119 +325,81 @@ class CacheManager:
         the stored one read back (same shape as a hit: JSON data, or ``as_type``). When the
         backend is down the factory's value is returned, uncached.
         """
-        full = self._prefix + key
-        sh = self._sh
-        while True:
-            value = await self.get(key, _MISSING, as_type=as_type)
-            if value is not _MISSING:
-                return value
-            pending = sh.inflight.get(full)
-            if pending is None:
-                break
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if pending.cancelled() and task is not None and not task.cancelling():
-                    continue  # the loading task was cancelled, not us: try again
-                raise
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        sh.inflight[full] = future
-        try:
-            use_lock = sh.lock if lock is None else lock
-            value = await (self._load_locked(key, factory, ttl, as_type) if use_lock
-                           else self._load(key, factory, ttl, as_type))
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" noise when nobody waited
-            raise
-        else:
-            future.set_result(value)
+        value = await self.get(key, MISSING, as_type=as_type)
+        if value is not MISSING:
             return value
-        finally:
-            if sh.inflight.get(full) is future:
-                del sh.inflight[full]
+        load = self._load_locked if (self._sh.lock if lock is None else lock) else self._load
+        return await self._sh.flights.after_miss(
+            self._prefix + key, functools.partial(load, key, factory, ttl, as_type),
+            functools.partial(self.get, key, MISSING, as_type=as_type),
+        )
 
     async def _load(self, key: str, factory: Callable[[], Any], ttl: float | None, as_type: Any) -> Any:
         result = factory()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+        if inspect.isawaitable(result):
             result = await result
         data = self._ser.dumps(result)
-        await self._set_raw(key, data, ttl)
+        await self._write(key, data, ttl)
         return self._ser.loads(data, as_type)
-
-    async def _set_raw(self, key: str, data: bytes, ttl: float | None) -> None:
-        seconds = self._ttl(ttl)
-        if self._sh.down_until and self._skipping():
-            return
-        try:
-            await self._backend.set(self._prefix + key, data, seconds)
-        except self._sh.outage_errors as exc:
-            self._outage("set", exc)
-            return
-        self._stats.sets += 1
-        if self._stats.exported:
-            self._stats.exported.sets.inc()
 
     async def _load_locked(
         self, key: str, factory: Callable[[], Any], ttl: float | None, as_type: Any
     ) -> Any:
-        sh = self._sh
         lock_key = self._lock_prefix + key
         token = secrets.token_hex(16)
-        deadline = time.monotonic() + sh.lock_wait
-        delay = 0.01
-        acquired = False
-        while True:
-            if sh.down_until and self._skipping():
-                break
-            try:
-                acquired = await self._backend.acquire(lock_key, token, sh.lock_ttl)
-            except sh.outage_errors as exc:
-                self._outage("lock", exc)
-                break
-            if acquired:
-                break
-            # Another process is computing it: wait for its value rather than computing twice.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
-            value = await self._peek(key, as_type)
-            if value is not _MISSING:
-                return value
-            if time.monotonic() >= deadline:
-                sh.log.warning("cache lock %s not released within %.1fs; computing the value anyway",
-                               lock_key, sh.lock_wait)
-                break
+        acquired, value = await self._wait_for_lock(key, lock_key, token, as_type)
+        if value is not MISSING:
+            return value
         try:
             if acquired:
                 # The previous holder may have stored it between our miss and our lock.
                 value = await self._peek(key, as_type)
-                if value is not _MISSING:
+                if value is not MISSING:
                     return value
             return await self._load(key, factory, ttl, as_type)
         finally:
             if acquired:
                 try:
                     await self._backend.release(lock_key, token)
-                except sh.outage_errors as exc:
-                    self._outage("unlock", exc)  # it expires after lock_ttl anyway
+                except self._circuit.errors as exc:
+                    self._circuit.trip("unlock", exc, self._stats)  # it expires after lock_ttl anyway
+
+    async def _wait_for_lock(self, key: str, lock_key: str, token: str, as_type: Any) -> tuple[bool, Any]:
+        """``(True, MISSING)`` once we hold the lock; ``(False, value)`` when its holder stored the value;
+        ``(False, MISSING)`` when we should compute without it (outage, or ``lock_wait`` passed)."""
+        sh = self._sh
+        deadline = time.monotonic() + sh.lock_wait
+        delay = 0.01
+        while True:
+            acquired = await self._ops.acquire(lock_key, token, sh.lock_ttl)
+            if acquired is DOWN:
+                return False, MISSING
+            if acquired:
+                return True, MISSING
+            # Another process is computing it: wait for its value rather than computing twice.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            value = await self._peek(key, as_type)
+            if value is not MISSING:
+                return False, value
+            if time.monotonic() >= deadline:
+                sh.log.warning("cache lock %s not released within %.1fs; computing the value anyway",
+                               lock_key, sh.lock_wait)
+                return False, MISSING
 
     async def _peek(self, key: str, as_type: Any) -> Any:
-        """A read that does not count in the stats (lock polling)."""
+        """A read that does not count in the stats (lock polling); ``MISSING``: nothing to read."""
         try:
             data = await self._backend.get(self._prefix + key)
-        except self._sh.outage_errors as exc:
-            self._outage("get", exc)
-            return _MISSING
+        except self._circuit.errors as exc:
+            self._circuit.trip("get", exc, self._stats)
+            return MISSING
         if data is None:
-            return _MISSING
+            return MISSING
         try:
             return self._ser.loads(data, as_type)
         except Exception:
-            return _MISSING
+            return MISSING
 
     # ------------------------------------------------------------------ stats
 
@@ -517,62 +413,12 @@ class CacheManager:
 
     def all_stats(self) -> dict[str, CacheStats]:
         """Stats of every namespace used on this backend."""
-        return {name: c.snapshot() for name, c in self._sh.counters.items()}
+        return self._sh.counters.snapshots()
 
-    # ------------------------------------------------------------------ outages
-
-    def _skipping(self) -> bool:
-        """True while the circuit is open after an outage: fail fast without touching the backend."""
-        sh = self._sh
-        if time.monotonic() < sh.down_until:
-            self._stats.errors += 1
-            if self._stats.exported:
-                self._stats.exported.errors.inc()
-            if not sh.fail_open:
-                raise CacheUnavailableError("a cache operation", ConnectionError("backend marked down"))
-            return True
-        sh.down_until = 0.0
-        return False
-
-    def _outage(self, operation: str, exc: BaseException) -> None:
-        sh = self._sh
-        st = self._stats
-        st.errors += 1
-        if st.exported:
-            st.exported.errors.inc()
-        if sh.outage_backoff:
-            sh.down_until = time.monotonic() + sh.outage_backoff
-        now = time.monotonic()
-        if now - sh.last_log >= sh.log_interval:
-            extra = f" ({sh.suppressed} more errors since the last report)" if sh.suppressed else ""
-            sh.log.warning(
-                "cache backend %s unavailable during %s on namespace %r: %s: %s%s; %s",
-                sh.backend.name, operation, self.name, type(exc).__name__, exc, extra,
-                "failing open" if sh.fail_open else "raising",
-                extra={"namespace": self.name, "operation": operation},
-            )
-            sh.last_log = now
-            sh.suppressed = 0
-        else:
-            sh.suppressed += 1
-        if not sh.fail_open:
-            raise CacheUnavailableError(operation, exc) from exc
-
-    def _count_misses(self, n: int) -> None:
-        self._stats.misses += n
-        if self._stats.exported:
-            self._stats.exported.misses.inc(n)
-
-    def _undecodable(self, key: str, exc: Exception, default: Any) -> Any:
-        self._bad_entry(key, exc)
-        self._count_misses(1)
-        return default
+    # ------------------------------------------------------------------ helpers
 
     def _bad_entry(self, key: str, exc: Exception) -> None:
-        st = self._stats
-        st.errors += 1
-        if st.exported:
-            st.exported.errors.inc()
+        self._stats.errors.add()
         self._sh.log.warning("cache entry %r of namespace %r cannot be decoded (%s: %s); treated as a miss",
                              key, self.name, type(exc).__name__, exc)
 

@@ -1,8 +1,9 @@
-"""Per-namespace counters and their snapshot."""
+"""Per-namespace counters, their export to Prometheus, and their snapshot."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -21,39 +22,103 @@ class CacheStats:
     """``hits / (hits + misses)`` between 0 and 1 (0.0 before any read); format with ``f"{r:.2%}"``."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The snapshot as a plain dict (what the ``cache`` health check returns per namespace)."""
         return attrs.asdict(self)
 
 
-class Counters:
-    """Mutable counters of one namespace, plus their Prometheus children when metrics are on."""
+class _Child(Protocol):
+    """One labelled Prometheus counter (``prometheus_client.Counter.labels(...)``)."""
 
-    __slots__ = ("deletes", "errors", "exported", "hits", "misses", "namespace", "sets")
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _LabelledCounter(Protocol):
+    def labels(self, *labelvalues: str) -> _Child: ...
+
+
+class CounterFactory(Protocol):
+    """What the cache needs of a metrics collector: declaring a labelled counter."""
+
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> _LabelledCounter: ...
+
+
+# (attribute, Prometheus name, help text) of each counter a namespace keeps.
+_METRICS = (
+    ("hits", "cache_hits_total", "Cache reads that found a value"),
+    ("misses", "cache_misses_total", "Cache reads that found nothing (or failed open)"),
+    ("sets", "cache_sets_total", "Cache writes"),
+    ("deletes", "cache_deletes_total", "Cache entries deleted or invalidated"),
+    ("errors", "cache_errors_total", "Cache operations that hit a backend outage"),
+)
+
+
+class Count:
+    """One counter of one namespace: a local value, and its Prometheus child once exported."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.child: _Child | None = None
+
+    def add(self, n: int = 1) -> None:
+        """Count ``n`` more, locally and (when exported) in Prometheus."""
+        self.value += n
+        if self.child is not None:
+            self.child.inc(n)
+
+
+class Counters:
+    """The counters of one namespace: ``hits``, ``misses``, ``sets``, ``deletes``, ``errors``."""
+
+    __slots__ = ("deletes", "errors", "hits", "misses", "namespace", "sets")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.hits = self.misses = self.sets = self.deletes = self.errors = 0
-        self.exported: Exported | None = None
+        self.hits, self.misses, self.sets, self.deletes, self.errors = (Count() for _ in _METRICS)
+
+    def export(self, metrics: CounterFactory) -> None:
+        """Count in Prometheus too, as ``cache_<kind>_total{namespace=...}``, from now on."""
+        for attr, name, doc in _METRICS:
+            count: Count = getattr(self, attr)
+            count.child = metrics.counter(name, doc, ["namespace"]).labels(self.namespace)
 
     def snapshot(self) -> CacheStats:
-        reads = self.hits + self.misses
-        return CacheStats(self.namespace, self.hits, self.misses, self.sets, self.deletes, self.errors,
-                          self.hits / reads if reads else 0.0)
+        """The current values, with the hit rate."""
+        hits, misses = self.hits.value, self.misses.value
+        reads = hits + misses
+        return CacheStats(self.namespace, hits, misses, self.sets.value, self.deletes.value,
+                          self.errors.value, hits / reads if reads else 0.0)
 
     def reset(self) -> None:
-        self.hits = self.misses = self.sets = self.deletes = self.errors = 0
+        """Zero the local values (Prometheus counters are monotonic and keep theirs)."""
+        for attr, _, _ in _METRICS:
+            count: Count = getattr(self, attr)
+            count.value = 0
 
 
-class Exported:
-    """Prometheus counter children of one namespace (``cache_hits_total{namespace=...}`` …)."""
+class CounterBoard:
+    """The :class:`Counters` of every namespace of one cache, exported to the same collector."""
 
-    __slots__ = ("deletes", "errors", "hits", "misses", "sets")
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, Counters] = {}
+        self._metrics: CounterFactory | None = None
 
-    def __init__(self, metrics: Any, namespace: str) -> None:
-        def child(name: str, doc: str) -> Any:
-            return metrics.counter(name, doc, ["namespace"]).labels(namespace)
+    def for_namespace(self, namespace: str) -> Counters:
+        """The counters of ``namespace``, made (and exported, when metrics are on) on first use."""
+        found = self._by_namespace.get(namespace)
+        if found is None:
+            found = self._by_namespace[namespace] = Counters(namespace)
+            if self._metrics is not None:
+                found.export(self._metrics)
+        return found
 
-        self.hits = child("cache_hits_total", "Cache reads that found a value")
-        self.misses = child("cache_misses_total", "Cache reads that found nothing (or failed open)")
-        self.sets = child("cache_sets_total", "Cache writes")
-        self.deletes = child("cache_deletes_total", "Cache entries deleted or invalidated")
-        self.errors = child("cache_errors_total", "Cache operations that hit a backend outage")
+    def export_to(self, metrics: CounterFactory) -> None:
+        """Count every namespace, present and future, in ``metrics``' Prometheus counters too."""
+        self._metrics = metrics
+        for counters in self._by_namespace.values():
+            counters.export(metrics)
+
+    def snapshots(self) -> dict[str, CacheStats]:
+        """A snapshot per namespace used so far."""
+        return {name: c.snapshot() for name, c in self._by_namespace.items()}
