@@ -4,6 +4,7 @@
 ``die_with_parent`` is the Linux parent-death hook it spawns children with.
 """
 
-from ._child import ChildServer, die_with_parent, free_port
+from ._child import ChildServer
+from ._os import die_with_parent, free_port
 
 __all__ = ["ChildServer", "die_with_parent", "free_port"]
