@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+import sniffio
 
 from kernel import (
     BootError,
@@ -76,6 +77,26 @@ async def test_boot_in_dependency_order_and_shutdown_in_exact_reverse() -> None:
         "body",
         "c:stop", "b:stop", "a:stop",
     ]
+
+
+@pytest.mark.anyio
+async def test_the_kernel_runs_on_the_backend_under_test(anyio_backend: str) -> None:
+    """conftest runs every async kernel test on asyncio and trio: the lifecycle uses anyio only."""
+    seen: list[str] = []
+
+    class Probe(Plugin):
+        name = "probe"
+
+        @hookimpl
+        async def kernel_lifespan(self, ctx: PluginContext[Any]) -> AsyncIterator[None]:
+            seen.append(sniffio.current_async_library())
+            await anyio.lowlevel.checkpoint()  # a real switch through the running event loop
+            yield
+            seen.append(sniffio.current_async_library())
+
+    async with boot_kernel(Probe, entry_points=False):
+        pass
+    assert seen == [anyio_backend, anyio_backend]
 
 
 @pytest.mark.anyio
