@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
@@ -33,8 +32,9 @@ class RedisConnection:
         conn = ctx.registry.get(RedisService)
         blocking = conn.new_client(socket_timeout=None)
 
-    Clients from :meth:`new_client` belong to the caller; any still open when
-    the plugin stops are closed then.
+    Clients from :meth:`new_client` are for the caller's lifetime (make them at
+    start-up); the caller may close one early, and every one, dropped or not, is
+    closed when the connection closes (the plugin stops after its consumers).
     """
 
     def __init__(self, url: Secret, config: RedisConfig, server: RedisServer | None = None) -> None:
@@ -42,7 +42,8 @@ class RedisConnection:
         self.config = config
         self.server = server
         """The embedded server, when ``url = "embedded"``."""
-        self._extra: weakref.WeakSet[aioredis.Redis] = weakref.WeakSet()
+        # Held strongly: a consumer may drop its client without closing it; aclose() still closes it.
+        self._extra: list[aioredis.Redis] = []
         self.client: aioredis.Redis = self._build({})
 
     @property
@@ -79,7 +80,7 @@ class RedisConnection:
     def new_client(self, **overrides: Unpack[ClientOptions]) -> aioredis.Redis:
         """Another client on the same server (own pool) with ``overrides`` over the plugin's settings."""
         client = self._build(dict(overrides))
-        self._extra.add(client)
+        self._extra.append(client)
         return client
 
     def _build(self, overrides: dict[str, Any]) -> aioredis.Redis:
@@ -108,7 +109,7 @@ class RedisConnection:
 
     async def aclose(self) -> None:
         """Close the shared client and every extra client still open."""
-        for client in list(self._extra):
+        for client in self._extra:
             await client.aclose()
         self._extra.clear()
         await self.client.aclose()
