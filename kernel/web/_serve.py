@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._config import resolve_config_path
 from .._kernel import Kernel
@@ -23,6 +23,9 @@ from .._logging import configure_logging
 from .._plugin import ASGIApp, Receive, Scope, Send
 from ._app import KernelApp, send_json
 from ._lifespan import KernelOrFactory, lifespan_for, run_lifespan
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("kernel.serve")
 
@@ -74,7 +77,7 @@ def app_factory() -> ServedApp:
 
 
 @contextlib.contextmanager
-def _exit_signals_stop(server: Any | None) -> Iterator[None]:
+def _exit_signals_stop(server: uvicorn.Server | None) -> Iterator[None]:
     """While serving, SIGINT/SIGTERM stop the server gracefully instead of ending this process.
 
     uvicorn's ``Server`` installs its own handlers while it serves and, after a graceful
