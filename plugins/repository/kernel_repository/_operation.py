@@ -41,7 +41,9 @@ class CollectorMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         histogram = metrics.histogram(
-            DB_QUERY_DURATION, "Database query duration in seconds", ["operation", "collection"],
+            DB_QUERY_DURATION,
+            "Database query duration in seconds",
+            ["operation", "collection"],
             buckets=DB_BUCKETS,
         )
         self._series: LabelBudget[Histogram] = metrics.bounded(histogram)

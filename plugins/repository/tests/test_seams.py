@@ -29,8 +29,13 @@ class Recorded:
 
 async def test_boots_without_the_errors_plugin_and_raises_the_same_typed_errors(mongo_uri: str) -> None:
     database = unique_database()
-    config = {"repository": {"uri": mongo_uri, "database": database,
-                             "repositories": ["repository_models:UserRepository"]}}
+    config = {
+        "repository": {
+            "uri": mongo_uri,
+            "database": database,
+            "repositories": ["repository_models:UserRepository"],
+        }
+    }
     async with boot_kernel("repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
         try:
@@ -49,7 +54,8 @@ async def test_boots_without_the_errors_plugin_and_raises_the_same_typed_errors(
 async def test_a_failed_page_raises_the_mapped_error_and_records_its_duration() -> None:
     # count and find run concurrently in find_paginated: both fail, one typed error comes out.
     client: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
-        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=200)
+        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=200
+    )
     metrics = Recorded()
     try:
         repo = UserRepository(AIOEngine(client, database="unused"), metrics=metrics)
@@ -67,8 +73,10 @@ async def test_the_repository_declares_its_metric_with_the_operators_buckets(mon
     from kernel_metrics import MetricsCollector
 
     database = unique_database()
-    config = {"repository": {"uri": mongo_uri, "database": database},
-              "metrics": {"db_buckets": [0.25, 2.0], "max_series": 1}}
+    config = {
+        "repository": {"uri": mongo_uri, "database": database},
+        "metrics": {"db_buckets": [0.25, 2.0], "max_series": 1},
+    }
     async with boot_kernel("metrics", "repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
         try:
@@ -79,6 +87,8 @@ async def test_the_repository_declares_its_metric_with_the_operators_buckets(mon
         finally:
             await manager.client.drop_database(database)
     counts = [line for line in text.splitlines() if line.startswith("db_query_duration_seconds_count")]
-    assert counts == ['db_query_duration_seconds_count{collection="users",operation="count"} 1.0',
-                      'db_query_duration_seconds_count{collection="<other>",operation="<other>"} 1.0']
+    assert counts == [
+        'db_query_duration_seconds_count{collection="users",operation="count"} 1.0',
+        'db_query_duration_seconds_count{collection="<other>",operation="<other>"} 1.0',
+    ]
     assert 'le="0.25"' in text and 'le="0.005"' not in text
