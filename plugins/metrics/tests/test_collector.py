@@ -167,3 +167,33 @@ def test_builtin_http_metrics_cannot_be_redeclared(collector: MetricsCollector) 
         collector.counter("http_requests_total", "x", ["method", "route", "status"])
     with pytest.raises(MetricConflictError, match="built-in"):
         collector.histogram("http_request_duration_seconds", "x")
+
+
+def test_a_plugins_own_metric_gets_the_series_budget(caplog: pytest.LogCaptureFixture) -> None:
+    collector = MetricsCollector(process_metrics=False, max_series=3)
+    jobs = collector.counter("jobs_total", "Jobs run", ["queue"])
+    budget = collector.bounded(jobs)
+    assert collector.bounded(jobs) is budget  # one budget per metric, however often asked
+    for i in range(10):
+        budget.labels(f"q{i}").inc()
+    assert [value(collector, "jobs_total", queue=f"q{i}") for i in range(4)] == [1.0, 1.0, 1.0, None]
+    assert value(collector, "jobs_total", queue=OVERFLOW) == 7
+    assert caplog.text.count("metric jobs_total reached 3 label sets") == 1
+
+
+def test_buckets_configured_for_a_name_win_over_the_declared_ones() -> None:
+    collector = MetricsCollector(process_metrics=False, buckets={"query_seconds": [0.5, 2.0]})
+    first = collector.histogram("query_seconds", "Queries", ["op"], buckets=(0.1, 1.0))
+    assert collector.histogram("query_seconds", "Queries", ["op"], buckets=(0.3,)) is first
+    first.labels("find").observe(1.0)
+    assert value(collector, "query_seconds_bucket", op="find", le="0.5") == 0
+    assert value(collector, "query_seconds_bucket", op="find", le="2.0") == 1
+    collector.histogram("other_seconds", "x", buckets=(0.1,))
+    with pytest.raises(MetricConflictError):  # other histograms keep the strict check
+        collector.histogram("other_seconds", "x", buckets=(0.2,))
+
+
+def test_the_collector_satisfies_the_metrics_contract(collector: MetricsCollector) -> None:
+    from kernel_metrics import Metrics
+
+    assert isinstance(collector, Metrics)

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kernel_metrics import MetricsCollector
+from kernel_metrics import Metrics, MetricsCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel import ConfigError
@@ -27,6 +27,7 @@ async def test_collector_is_registered_by_type_and_by_name() -> None:
     async with boot_kernel("metrics") as kernel:
         collector = kernel.get(MetricsCollector)
         assert kernel.registry.get("metrics") is collector
+        assert kernel.get(Metrics) is collector  # the contract other plugins resolve
         assert kernel.registry.provider_of(MetricsCollector) == "metrics"
         assert collector.registry.get_sample_value("process_resident_memory_bytes")
 
