@@ -182,8 +182,14 @@ def build_plan(
     if not errs:
         registry = Registry() if registry is None else registry
         contexts = {
-            name: PluginContext(name, configs[name], settings, registry,
-                                logging.getLogger(f"kernel.plugins.{name}"), host_sections)
+            name: PluginContext(
+                name,
+                configs[name],
+                settings,
+                registry,
+                logging.getLogger(f"kernel.plugins.{name}"),
+                host_sections,
+            )
             for name in loaded
         }
         found.add(_run_checks(pm, settings, loaded, contexts, ordered or list(loaded), processes, discovery))
@@ -342,8 +348,10 @@ def _run_checks(
             continue
         for issue in issues:
             if not isinstance(issue, CheckIssue):
-                errors.append(f"plugins.{name}: kernel_check returned {type(issue).__qualname__}, "
-                              "not a kernel.CheckIssue")
+                errors.append(
+                    f"plugins.{name}: kernel_check returned {type(issue).__qualname__}, "
+                    "not a kernel.CheckIssue"
+                )
                 continue
             text = _issue_text(name, issue, enabled, loaded, discovery)
             _file_issue(text, issue, settings.env, warnings, errors)
@@ -390,5 +398,5 @@ def _name_variable(error: str, by_length: Iterable[tuple[str, str]]) -> str:
         if key == path:
             return f"{var} (from the environment): {message}"
         if key.startswith((f"{path}.", f"{path}[")):
-            return f"{var} (from the environment) at {key[len(path):].lstrip('.')}: {message}"
+            return f"{var} (from the environment) at {key[len(path) :].lstrip('.')}: {message}"
     return error

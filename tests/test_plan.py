@@ -43,9 +43,18 @@ class Web(Plugin):
 
 
 def test_a_plan_is_frozen_ordered_and_typed() -> None:
-    doc: dict[str, Any] = {"kernel": {"plugins": ["web", "db"]}, "plugins": {"db": {"pool": 1}}, "app": {"title": "t"}}
-    plan = build_plan(doc, environ={"KERNEL__PLUGINS__DB__URL": "pg://h/db"}, sections={"app": AppSettings},
-                      plugins=[Db, Web], entry_points=False)
+    doc: dict[str, Any] = {
+        "kernel": {"plugins": ["web", "db"]},
+        "plugins": {"db": {"pool": 1}},
+        "app": {"title": "t"},
+    }
+    plan = build_plan(
+        doc,
+        environ={"KERNEL__PLUGINS__DB__URL": "pg://h/db"},
+        sections={"app": AppSettings},
+        plugins=[Db, Web],
+        entry_points=False,
+    )
     assert isinstance(plan, KernelPlan)
     assert plan.load_order == ["db", "web"]
     assert plan.plugins[0].config == DbConfig(url="pg://h/db", pool=1)
