@@ -9,7 +9,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 import redis.asyncio as aioredis
@@ -20,7 +20,10 @@ from ._errors import CacheUnavailableError
 from ._keys import LOCK_SEGMENT, check_name, glob, glob_escape
 from ._serializer import JsonSerializer, Serializer
 from ._singleflight import MISSING, SingleFlight
-from ._stats import CacheStats, CounterBoard, CounterFactory
+from ._stats import CacheStats, CounterBoard
+
+if TYPE_CHECKING:  # the metrics plugin is optional: only its type is needed here
+    from kernel_metrics import Metrics
 
 T = TypeVar("T")
 _log = logging.getLogger("kernel.plugins.cache")
@@ -55,7 +58,7 @@ class _Shared:
         self.counters = CounterBoard()
         self.flights: SingleFlight[Any] = SingleFlight()
 
-    def export_to(self, metrics: CounterFactory) -> None:
+    def export_to(self, metrics: Metrics) -> None:
         """Count every namespace's hits/misses/… in Prometheus counters too (``metrics.counter``)."""
         self.counters.export_to(metrics)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:  # the metrics plugin is optional: only its type is needed here
+    from kernel_metrics import Metrics
+    from prometheus_client import Counter
 
 
 @attrs.frozen
@@ -26,22 +29,6 @@ class CacheStats:
         return attrs.asdict(self)
 
 
-class _Child(Protocol):
-    """One labelled Prometheus counter (``prometheus_client.Counter.labels(...)``)."""
-
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _LabelledCounter(Protocol):
-    def labels(self, *labelvalues: str) -> _Child: ...
-
-
-class CounterFactory(Protocol):
-    """What the cache needs of a metrics collector: declaring a labelled counter."""
-
-    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> _LabelledCounter: ...
-
-
 # (attribute, Prometheus name, help text) of each counter a namespace keeps.
 _METRICS = (
     ("hits", "cache_hits_total", "Cache reads that found a value"),
@@ -59,7 +46,7 @@ class Count:
 
     def __init__(self) -> None:
         self.value = 0
-        self.child: _Child | None = None
+        self.child: Counter | None = None
 
     def add(self, n: int = 1) -> None:
         """Count ``n`` more, locally and (when exported) in Prometheus."""
@@ -77,7 +64,7 @@ class Counters:
         self.namespace = namespace
         self.hits, self.misses, self.sets, self.deletes, self.errors = (Count() for _ in _METRICS)
 
-    def export(self, metrics: CounterFactory) -> None:
+    def export(self, metrics: Metrics) -> None:
         """Count in Prometheus too, as ``cache_<kind>_total{namespace=...}``, from now on."""
         for attr, name, doc in _METRICS:
             count: Count = getattr(self, attr)
@@ -102,7 +89,7 @@ class CounterBoard:
 
     def __init__(self) -> None:
         self._by_namespace: dict[str, Counters] = {}
-        self._metrics: CounterFactory | None = None
+        self._metrics: Metrics | None = None
 
     def for_namespace(self, namespace: str) -> Counters:
         """The counters of ``namespace``, made (and exported, when metrics are on) on first use."""
@@ -113,7 +100,7 @@ class CounterBoard:
                 found.export(self._metrics)
         return found
 
-    def export_to(self, metrics: CounterFactory) -> None:
+    def export_to(self, metrics: Metrics) -> None:
         """Count every namespace, present and future, in ``metrics``' Prometheus counters too."""
         self._metrics = metrics
         for counters in self._by_namespace.values():

@@ -118,6 +118,21 @@ async def test_fail_closed_raises(prefix: str) -> None:
                 await cache.get_or_set("a", lambda: 1)
 
 
+async def test_a_counter_outage_is_exported_as_an_error_too() -> None:
+    kernel_metrics = pytest.importorskip("kernel_metrics")
+    with private_redis_server() as server:
+        config = {"redis": {"url": server.url}, "cache": {"backend": "redis"}}
+        async with boot_kernel("metrics", "redis", "cache", config=config) as kernel:
+            cache = kernel.get(CacheManager)
+            server.stop()
+            with pytest.raises(CacheUnavailableError, match="during increment"):
+                await cache.increment("n")
+            assert cache.get_stats().errors == 1
+            body, _ = kernel.get(kernel_metrics.MetricsCollector).render()
+            # cache_errors_total counts what get_stats().errors counts
+            assert 'cache_errors_total{namespace="default"} 1.0' in body.decode()
+
+
 async def test_lock_release_is_token_checked(cache: CacheManager) -> None:
     backend = cache.backend
     key = cache.key("lock-test")

@@ -74,3 +74,35 @@ def test_constructor_validation() -> None:
         CacheManager(default_ttl=0)
     with pytest.raises(ValueError, match="key_prefix"):
         CacheManager(key_prefix="a:b")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_memory_cache_runs_on_trio(anyio_backend: str) -> None:
+    # Only anyio primitives in the cache itself: on the memory backend it needs no asyncio loop
+    # (the Redis backend does: redis-py is asyncio-only).
+    import anyio
+
+    cache = CacheManager(namespace="t", lock=True)
+    release = anyio.Event()
+    calls = 0
+    results: list[object] = []
+
+    async def factory() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return {"n": calls}
+
+    async def ask() -> None:
+        results.append(await cache.get_or_set("k", factory))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()  # the leader in its factory, nine waiters on it
+        release.set()
+    assert calls == 1
+    assert results == [{"n": 1}] * 10
+    assert await cache.increment("c", 2) == 2
+    assert await cache.invalidate("*") == 2
+    assert cache.get_stats().misses == 10  # each caller missed once; one computed
