@@ -16,6 +16,9 @@ How it counts (kept deliberately simple):
   (``setarch -R``, when available, so alignment-dependent C code takes the same path). The
   child reports its plan on its last stdout line, not through a (random) file name. A first
   run without valgrind brings every ``.pyc`` up to date, so the counted run never compiles.
+  Inside the child, clocks advance 1 µs per reading and random bytes come from a seeded
+  generator (:func:`_pin_clocks_and_randomness`): timestamps, durations and ids are the same
+  in every run, and so are the paths that format or bucket them.
 - In that child the harness times nothing. For each case and side it makes a few warm-up calls,
   then: *marker*, N calls, *marker*, the same loop with 0 calls, *marker*.
 - A *marker* is a ctypes call (``Py_IsInitialized``); every ctypes call enters libffi's
@@ -30,8 +33,13 @@ How it counts (kept deliberately simple):
   ``ffi_call`` (ctypes or cffi) while counting, the dump numbering no longer matches the markers
   and the run fails rather than print wrong numbers.
 
-The counts depend on the Python build and library versions, not on load: compare them between
-two commits on the same machine image. Needs Debian's ``valgrind`` (``apt-get install valgrind``).
+Two runs of the same code give identical counts, however loaded the machine is. The counts
+depend on the Python build and library versions, not on load: compare them between two commits
+on the same machine image. A change elsewhere in the imported code can still move a count by a
+few instructions per operation (e.g. ``registry_get_by_type``: type-keyed dicts hash by address,
+and addresses follow the heap's history): read differences below ~0.1% as noise.
+
+Needs Debian's ``valgrind`` (``apt-get install -y valgrind``).
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import itertools
 import json
+import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -80,6 +91,34 @@ def _nothing() -> None:
 
 async def _anothing() -> None:
     return None
+
+
+EPOCH = 1_767_225_600
+"""The pinned wall clock's start: 2026-01-01T00:00:00Z."""
+
+
+def _pin_clocks_and_randomness() -> None:
+    """Make every clock reading and random byte the same in every run.
+
+    Code that formats a timestamp, buckets a duration or turns random bytes into an id takes a
+    path that depends on the values; with real clocks the counts would wander by a few hundred
+    instructions. The clocks become C-level counters that advance 1 µs per reading (so they stay
+    about as cheap as the real ones), ``os.urandom`` a seeded generator, and ``random`` is seeded.
+    Done before any suite module is imported, so ``from time import perf_counter`` gets them too.
+    """
+    micro = 1e-6
+    clocks: dict[str, Callable[[], float | int]] = {
+        "time": itertools.count(float(EPOCH), micro).__next__,
+        "time_ns": itertools.count(EPOCH * 10**9, 1000).__next__,
+        "monotonic": itertools.count(1000.0, micro).__next__,
+        "monotonic_ns": itertools.count(1000 * 10**9, 1000).__next__,
+        "perf_counter": itertools.count(1000.0, micro).__next__,
+        "perf_counter_ns": itertools.count(1000 * 10**9, 1000).__next__,
+    }
+    for name, clock in clocks.items():
+        setattr(time, name, clock)
+    os.urandom = random.Random(0).randbytes
+    random.seed(0)
 
 
 def _prime() -> None:
@@ -150,6 +189,7 @@ CHILD_ENV = {"PYTHONHASHSEED": "0", "PATH": "/usr/local/bin:/usr/bin:/bin", "LC_
 
 
 def _child(suite: str) -> None:
+    _pin_clocks_and_randomness()
     _prime()
     counter = Callgrind()
     _harness.COUNTER = counter
