@@ -114,7 +114,7 @@ async def test_a_failing_boot_reports_startup_failed() -> None:
 
 
 @pytest.mark.anyio
-async def test_kernel_lifespan_propagates_boot_errors_to_the_host() -> None:
+async def test_lifespan_for_propagates_boot_errors_to_the_host() -> None:
     cm = lifespan_for(make_kernel(Broken, entry_points=False))(None)
     with pytest.raises(BootError):
         await cm.__aenter__()
