@@ -19,26 +19,80 @@ TTL = float | None
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """What a :class:`~kernel_cache.CacheManager` needs from its storage."""
+    """The storage a :class:`~kernel_cache.CacheManager` runs on: the cache's extension point.
+
+    :class:`MemoryBackend` and :class:`RedisBackend` implement it; pass your own object to
+    ``CacheManager(backend)`` to cache elsewhere (Memcached, DynamoDB, a test double). A backend
+    sees only *full* keys (``<key_prefix>:<namespace>:<key>``) and encoded values (bytes): key
+    layout, namespaces, encoding, stats and outage handling stay in the manager.
+
+    - A ``TTL`` is seconds as a float (or an int), ``None`` for no expiry. Reads never return an
+      expired entry.
+    - Every operation on one key is atomic; ``incr`` is atomic across processes where the store
+      is shared; ``acquire``/``release`` are a lock that only the token holder can release.
+    - Raise one of ``outage_errors`` when the store cannot be reached: the manager then fails open
+      (or raises :class:`~kernel_cache.CacheUnavailableError`) and backs off. Any other exception
+      is a bug and propagates. A backend that cannot fail has ``outage_errors = ()``.
+    - ``get`` may be a plain attribute holding a bound coroutine function (the hot path then awaits
+      the client directly); the other members are usually ``async def``.
+    """
 
     name: str
+    """Short name shown in logs and ``repr`` (``"memory"``, ``"redis"``)."""
     outage_errors: tuple[type[BaseException], ...]
     """Exceptions meaning "the store is unreachable" (fail open); anything else propagates."""
 
-    def get(self, key: str) -> Awaitable[bytes | None]: ...
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
-    async def set(self, key: str, value: bytes, ttl: TTL) -> None: ...
-    async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None: ...
-    async def delete(self, key: str) -> bool: ...
-    async def exists(self, key: str) -> bool: ...
-    async def incr(self, key: str, amount: int, ttl: TTL) -> int: ...
-    async def delete_matching(self, pattern: str) -> int: ...
+    def get(self, key: str) -> Awaitable[bytes | None]:
+        """The value stored under ``key``, ``None`` when absent or expired."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` in their order (``None`` for each absent one), in one round trip."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: TTL) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any value and TTL."""
+        ...
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
+        """``set`` of each ``(key, value, ttl)``, in one round trip where the store allows."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; whether a live entry was there."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live entry."""
+        ...
+
+    async def incr(self, key: str, amount: int, ttl: TTL) -> int:
+        """Add ``amount`` to the integer under ``key`` (absent: 0) and return the result.
+
+        ``ttl`` is set only when this call creates the key. A key holding something else
+        raises :class:`~kernel_cache.NotACounterError`.
+        """
+        ...
+
+    async def delete_matching(self, pattern: str) -> int:
+        """Delete the keys matching the Redis glob ``pattern``; how many live ones were deleted."""
+        ...
+
     async def ttl(self, key: str) -> float | None:
         """Seconds left; ``inf`` without expiry; ``None`` when the key is absent."""
         ...
-    async def acquire(self, key: str, token: str, ttl: float) -> bool: ...
-    async def release(self, key: str, token: str) -> bool: ...
-    async def close(self) -> None: ...
+
+    async def acquire(self, key: str, token: str, ttl: float) -> bool:
+        """Take the lock ``key`` for ``ttl`` seconds under ``token``; ``False`` while another holds it."""
+        ...
+
+    async def release(self, key: str, token: str) -> bool:
+        """Free the lock ``key`` only if ``token`` still holds it; whether it did."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the backend owns (a client it created; a memory store's entries)."""
+        ...
 
 
 class MemoryBackend:
@@ -76,9 +130,11 @@ class MemoryBackend:
         return item[0]
 
     async def get(self, key: str) -> bytes | None:
+        """The live value of ``key`` (marks it recently used), ``None`` when absent or expired."""
         return self._live(key)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The live values of ``keys`` in their order, ``None`` for each absent one."""
         return [self._live(k) for k in keys]
 
     def _put(self, key: str, value: bytes, ttl: TTL) -> None:
@@ -103,21 +159,26 @@ class MemoryBackend:
             self.evictions += 1
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
+        """Store ``value`` for ``ttl`` seconds; evicts beyond ``max_entries``."""
         self._put(key, value, ttl)
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
+        """``set`` of each ``(key, value, ttl)``."""
         for key, value, ttl in items:
             self._put(key, value, ttl)
 
     async def delete(self, key: str) -> bool:
+        """Remove ``key``; whether a live entry was there."""
         present = self._live(key) is not None
         self._data.pop(key, None)
         return present
 
     async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live entry."""
         return self._live(key) is not None
 
     async def incr(self, key: str, amount: int, ttl: TTL) -> int:
+        """Add ``amount`` to the integer under ``key``; ``ttl`` only when this creates it."""
         item = self._data.get(key)
         now = self._clock()
         if item is None or item[1] <= now:
@@ -135,6 +196,7 @@ class MemoryBackend:
         return value
 
     async def delete_matching(self, pattern: str) -> int:
+        """Delete the keys matching the Redis glob ``pattern`` as ``SCAN MATCH`` would; how many were live."""
         match = glob_to_regex(pattern).fullmatch
         now = self._clock()
         doomed = [k for k, (_, exp) in self._data.items() if match(k)]
@@ -144,6 +206,7 @@ class MemoryBackend:
         return live
 
     async def ttl(self, key: str) -> float | None:
+        """Seconds ``key`` has left (``inf`` without expiry), ``None`` when absent."""
         item = self._data.get(key)
         now = self._clock()
         if item is None or item[1] <= now:
@@ -151,6 +214,7 @@ class MemoryBackend:
         return item[1] - now
 
     async def acquire(self, key: str, token: str, ttl: float) -> bool:
+        """Take the in-process lock ``key`` for ``ttl`` seconds under ``token``."""
         held = self._locks.get(key)
         if held is not None and held[1] > self._clock():
             return False
@@ -158,6 +222,7 @@ class MemoryBackend:
         return True
 
     async def release(self, key: str, token: str) -> bool:
+        """Free the lock ``key`` if ``token`` holds it; whether it did."""
         held = self._locks.get(key)
         if held is None or held[0] != token:
             return False
@@ -165,6 +230,7 @@ class MemoryBackend:
         return True
 
     async def close(self) -> None:
+        """Drop every entry and lock."""
         self._data.clear()
         self._locks.clear()
 
@@ -190,7 +256,11 @@ return value
 
 
 class RedisBackend:
-    """Redis through one ``redis.asyncio.Redis`` client (bytes responses)."""
+    """Redis through one ``redis.asyncio.Redis`` client (bytes responses).
+
+    ``get`` is the client's own ``GET``; ``owns_client``: :meth:`close` closes the client. redis-py's
+    asyncio client runs on asyncio only, so this backend does too (the memory backend also runs on trio).
+    """
 
     name = "redis"
     outage_errors: tuple[type[BaseException], ...] = (
@@ -212,11 +282,13 @@ class RedisBackend:
         self._incr = client.register_script(_INCR)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``MGET`` of ``keys``."""
         if not keys:
             return []
         return list(await self.client.mget(keys))
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
+        """``SET`` with ``EX`` (whole seconds) or ``PX`` (fractions), none without ``ttl``."""
         if ttl is None:
             await self.client.set(key, value)
         elif type(ttl) is int:
@@ -225,6 +297,7 @@ class RedisBackend:
             await self.client.set(key, value, px=max(1, round(ttl * 1000)))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
+        """The ``SET`` of each item in one non-transactional pipeline."""
         if not items:
             return
         async with self.client.pipeline(transaction=False) as pipe:
@@ -238,12 +311,15 @@ class RedisBackend:
             await pipe.execute()
 
     async def delete(self, key: str) -> bool:
+        """``UNLINK`` (the value is freed in the background); whether the key existed."""
         return bool(await self.client.unlink(key))
 
     async def exists(self, key: str) -> bool:
+        """``EXISTS``."""
         return bool(await self.client.exists(key))
 
     async def incr(self, key: str, amount: int, ttl: TTL) -> int:
+        """``INCRBY`` and, when this created the key, ``PEXPIRE``: one Lua script, atomic."""
         ms = 0 if ttl is None else max(1, round(ttl * 1000))
         try:
             return int(await self._incr(keys=[key], args=[amount, ms]))
@@ -253,6 +329,7 @@ class RedisBackend:
             raise
 
     async def delete_matching(self, pattern: str) -> int:
+        """``SCAN MATCH`` and ``UNLINK`` in batches of ``unlink_batch`` (never ``KEYS``)."""
         deleted = 0
         batch: list[bytes] = []
         async for key in self.client.scan_iter(match=pattern, count=self.scan_count):
@@ -265,24 +342,28 @@ class RedisBackend:
         return deleted
 
     async def ttl(self, key: str) -> float | None:
+        """``PTTL`` in seconds: ``inf`` without expiry, ``None`` when absent."""
         ms = await self.client.pttl(key)
         if ms == -2:
             return None
         return float("inf") if ms == -1 else ms / 1000
 
     async def acquire(self, key: str, token: str, ttl: float) -> bool:
+        """``SET key token NX PX ttl``."""
         return bool(await self.client.set(key, token, nx=True, px=max(1, round(ttl * 1000))))
 
     async def release(self, key: str, token: str) -> bool:
+        """Delete the lock only if it still holds ``token`` (a Lua script)."""
         return bool(await self._release(keys=[key], args=[token]))
 
     async def close(self) -> None:
+        """Close the client when the backend made it (``owns_client``); a given one stays open."""
         if self._owns:
             await self.client.aclose()
 
 
 def backend_for(target: Any, max_entries: int = 10_000) -> CacheBackend:
-    """The backend for what the seed's constructor receives: a redis client, a backend or ``None``."""
+    """The backend for what ``CacheManager(backend)`` receives: a redis client, a backend or ``None``."""
     if target is None:
         return MemoryBackend(max_entries)
     if isinstance(target, aioredis.Redis):

@@ -25,7 +25,7 @@ DOWN: Final = _Down.DOWN
 """What :meth:`Circuit.call` returns instead of a result when the backend is (or just went) down."""
 
 
-class GuardedBackend(Protocol):
+class _GuardedBackend(Protocol):
     """The backend operations a namespace calls through its :class:`Circuit`; each may return :data:`DOWN`."""
 
     def get(self, key: str) -> Awaitable[bytes | _Down | None]: ...
@@ -47,7 +47,7 @@ _OPERATIONS = (
 
 
 class _Guarded:
-    """Holds the guarded methods :meth:`Circuit.guard` binds (see :class:`GuardedBackend`)."""
+    """Holds the guarded methods :meth:`Circuit.guard` binds (see :class:`_GuardedBackend`)."""
 
 
 class Circuit:
@@ -80,7 +80,7 @@ class Circuit:
         self._last_log = -float("inf")
         self._suppressed = 0
 
-    def guard(self, backend: CacheBackend, counters: Counters) -> GuardedBackend:
+    def guard(self, backend: CacheBackend, counters: Counters) -> _GuardedBackend:
         """``backend``'s operations as one namespace calls them: through :meth:`call`, errors counted in
         ``counters``. A backend that cannot fail (no ``outage_errors``: memory) is returned as is."""
         if not backend.outage_errors:
@@ -89,7 +89,7 @@ class Circuit:
         for method, operation in _OPERATIONS:
             bound = functools.partial(self.call, operation, counters, getattr(backend, method))
             setattr(guarded, method, bound)
-        return cast(GuardedBackend, guarded)
+        return cast(_GuardedBackend, guarded)
 
     async def call(
         self, operation: str, counters: Counters, fn: Callable[[*Ts], Awaitable[R]], *args: *Ts

@@ -34,6 +34,7 @@ class CachePlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[CacheConfig], enabled: frozenset[str]) -> list[CheckIssue]:
+        """``backend = 'redis'`` without ``url`` needs a Redis: the redis plugin's, or the host's."""
         cfg = ctx.config
         # A host may bring its own Redis: registered before the kernel is built.
         if (cfg.backend == "redis" and cfg.url is None and "redis" not in enabled
@@ -45,6 +46,7 @@ class CachePlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[CacheConfig]) -> AsyncIterator[None]:
+        """Build the backend and the manager, export stats when metrics are on, close at shutdown."""
         cfg = ctx.config
         async with AsyncExitStack() as stack:
             backend = await _backend(ctx, stack)
@@ -66,6 +68,7 @@ class CachePlugin(Plugin):
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[CacheConfig]) -> list[HealthCheck]:
+        """A non-critical ``cache`` check: probes the backend, returns every namespace's stats."""
         async def probe() -> dict[str, Any]:
             manager: CacheManager = ctx.registry.get("cache")
             # Straight to the backend: the manager's own calls would fail open and hide an outage.

@@ -32,9 +32,13 @@ _BASIC = (str, int, bool, type(None))
 class Serializer(Protocol):
     """Turns values into bytes and back; ``as_type`` asks for a typed value (``None``: plain JSON data)."""
 
-    def dumps(self, value: Any) -> bytes: ...
+    def dumps(self, value: Any) -> bytes:
+        """``value`` as bytes; one it cannot store raises ``TypeError`` (e.g. ``UncacheableValueError``)."""
+        ...
 
-    def loads(self, data: bytes, as_type: Any = None) -> Any: ...
+    def loads(self, data: bytes, as_type: Any = None) -> Any:
+        """The value ``data`` encodes; with ``as_type``, rebuilt as that type."""
+        ...
 
 
 class JsonSerializer:
@@ -67,6 +71,7 @@ class JsonSerializer:
                                          default=self._default)
 
     def dumps(self, value: Any) -> bytes:
+        """Compact UTF-8 JSON of ``value`` (orjson when installed, the same bytes as the stdlib encoder)."""
         if orjson is not None:
             try:
                 out = orjson.dumps(value, default=self._default, option=orjson.OPT_NON_STR_KEYS)
@@ -87,6 +92,7 @@ class JsonSerializer:
             raise UncacheableValueError("the value", str(exc)) from None
 
     def loads(self, data: bytes, as_type: Any = None) -> Any:
+        """The JSON value of ``data``; ``as_type`` rebuilds it (``decode`` hook, pydantic, or cattrs)."""
         if isinstance(data, str):
             data = data.encode()
         if orjson is not None and (len(data) < 19 or _LONG_DIGIT_RUN not in data.translate(_DIGITS_TO_ZERO)):
