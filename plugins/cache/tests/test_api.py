@@ -169,32 +169,39 @@ async def test_get_or_set_does_not_cache_failures(cache: CacheManager) -> None:
     assert await cache.get_or_set("k", lambda: 7) == 7
 
 
+class HeldFactory:
+    """A factory that counts its calls and holds its flight open until ``callers`` have missed.
+
+    Every caller that missed has joined the one flight by then (the miss and the join happen
+    without a pause), so the test needs no sleep to make the misses concurrent.
+    """
+
+    def __init__(self, cache: CacheManager, callers: int, outcome: object) -> None:
+        self.cache = cache
+        self.callers = callers
+        self.outcome = outcome
+        self.calls = 0
+
+    async def __call__(self) -> object:
+        self.calls += 1
+        await wait_until(lambda: self.cache.get_stats().misses >= self.callers, what="every caller's miss")
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
 async def test_single_flight_100_concurrent_misses_one_factory_call(cache: CacheManager) -> None:
-    calls = 0
-
-    async def slow() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return "value"
-
-    results = await asyncio.gather(*(cache.get_or_set("hot", slow) for _ in range(100)))
+    factory = HeldFactory(cache, 100, "value")
+    results = await asyncio.gather(*(cache.get_or_set("hot", factory) for _ in range(100)))
     assert results == ["value"] * 100
-    assert calls == 1
+    assert factory.calls == 1
 
 
 async def test_single_flight_shares_the_exception(cache: CacheManager) -> None:
-    calls = 0
-
-    async def failing() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.02)
-        raise RuntimeError("backend down")
-
-    results = await asyncio.gather(*(cache.get_or_set("bad", failing) for _ in range(10)),
+    factory = HeldFactory(cache, 10, RuntimeError("backend down"))
+    results = await asyncio.gather(*(cache.get_or_set("bad", factory) for _ in range(10)),
                                    return_exceptions=True)
-    assert calls == 1
+    assert factory.calls == 1
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
@@ -209,7 +216,8 @@ async def test_cancelled_loader_does_not_strand_waiters(cache: CacheManager) -> 
     leader = asyncio.create_task(cache.get_or_set("k", never))
     await started.wait()
     waiter = asyncio.create_task(cache.get_or_set("k", lambda: "second"))
-    await asyncio.sleep(0.01)
+    # Two misses: the leader's and the waiter's, which now waits on the leader's flight.
+    await wait_until(lambda: cache.get_stats().misses == 2, what="the waiter's miss")
     leader.cancel()
     assert await waiter == "second"
     with pytest.raises(asyncio.CancelledError):
@@ -218,10 +226,8 @@ async def test_cancelled_loader_does_not_strand_waiters(cache: CacheManager) -> 
 
 async def test_stats(cache: CacheManager) -> None:
     await cache.set("a", 1)
-    await cache.get("a")
-    await cache.get("a")
-    await cache.get("a")
-    await cache.get("nope")
+    for key in ("a", "a", "a", "nope"):
+        await cache.get(key)
     await cache.delete("a")
     stats = cache.get_stats()
     assert stats.namespace == "default"

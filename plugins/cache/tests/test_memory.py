@@ -55,7 +55,7 @@ async def test_expiry_follows_the_clock() -> None:
 
 
 async def test_values_are_copied_not_aliased() -> None:
-    cache = CacheManager()  # the seed's constructor form with no client: memory
+    cache = CacheManager()  # the standalone constructor with no client: memory
     value = {"list": [1]}
     await cache.set("k", value)
     value["list"].append(2)
