@@ -68,7 +68,7 @@ class Users:
         self.kernel = kernel
         self.repo = kernel.get(RepositoryManager).repository(UserRepository)
         self.cache = kernel.get(CacheManager).namespace("user", default_ttl=CACHE_TTL)
-        self.bus: EventBus = kernel.registry.get("eventbus")  # EventBus is abstract: look up by name
+        self.bus = kernel.get(EventBus)  # the contract type (an ABC) type-checks too
         self.queue = kernel.get(QueueManager)
 
     # ------------------------------------------------------------------ events
