@@ -100,7 +100,7 @@ class MemoryBackend:
 
     Values are stored encoded, exactly as Redis would hold them, so both backends behave the
     same (no aliasing of mutable values). Every operation completes without awaiting, so each
-    is atomic under asyncio. A process crash or restart loses everything.
+    is atomic under any event loop (asyncio or trio). A process crash or restart loses everything.
     """
 
     name = "memory"
