@@ -16,7 +16,7 @@ import attrs
 import pluggy
 
 from . import _config
-from ._discovery import Discovery, InstalledPlugin
+from ._discovery import Discovery, InstalledPlugin, discover
 from ._errors import (
     BootError,
     ConfigError,
@@ -25,6 +25,7 @@ from ._errors import (
     TeardownError,
 )
 from ._health import HealthReport, run_checks
+from ._logging import configure_logging
 from ._ordering import install_hint
 from ._plan import KernelPlan, PluginManager, bind, build_plan, make_plugin_manager
 from ._plugin import (
@@ -156,12 +157,11 @@ class Kernel:
         structured, every enabled plugin's ``kernel_check`` runs; its errors (and, with
         ``env = "production"``, its production rules) join the other errors.
         """
-        if registry is None:
-            registry = Registry()
+        registry = Registry() if registry is None else registry
         plan = build_plan(
-            data, environ=environ, sections=sections, plugins=plugins, entry_points=entry_points,
-            registry=registry, config_path=config_path, configure_logs=configure_logs,
-            processes=processes,
+            data, os.environ if environ is None else environ, discover(plugins, entry_points=entry_points),
+            registry, sections=sections, config_path=config_path, processes=processes,
+            on_settings=_configure_logs if configure_logs else None,
         )
         for line in plan.warnings:
             log.warning(line, extra={CONFIG_WARNING: True})
@@ -436,3 +436,8 @@ class Kernel:
     def __repr__(self) -> str:
         state = "booted" if self._booted else "configured"
         return f"<Kernel {state} plugins={self.load_order}>"
+
+
+def _configure_logs(settings: _config.KernelSettings) -> None:
+    """Logging as the ``[kernel]`` table says, before any plugin is imported."""
+    configure_logging(settings.env, settings.log_level, settings.log_format)

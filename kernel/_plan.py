@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -20,9 +19,8 @@ import pluggy
 
 from . import _config, hookspecs
 from ._config import KernelSettings
-from ._discovery import Discovery, InstalledPlugin, discover
+from ._discovery import Discovery, InstalledPlugin
 from ._errors import ConfigError, DependencyError
-from ._logging import configure_logging
 from ._ordering import install_hint, load_enabled, order
 from ._plugin import PROJECT, CheckIssue, Plugin, PluginContext
 from ._registry import Registry
@@ -138,25 +136,25 @@ class _Findings:
 
 def build_plan(
     data: Mapping[str, Any],
+    environ: Mapping[str, str],
+    discovery: Discovery,
+    registry: Registry,
     *,
-    environ: Mapping[str, str] | None = None,
     sections: Mapping[str, type[Any]] | None = None,
-    plugins: Iterable[Plugin | type[Plugin]] = (),
-    entry_points: bool = True,
-    registry: Registry | None = None,
     config_path: Path | None = None,
-    configure_logs: bool = False,
     processes: int = 1,
+    on_settings: Callable[[KernelSettings], None] | None = None,
 ) -> KernelPlan:
-    """Validate ``data`` with the environment's overrides; raise every problem at once.
+    """Validate ``data`` with the overrides in ``environ``; raise every problem at once.
 
-    The arguments are those of ``Kernel.from_dict``; ``registry`` is the one the
-    ``kernel_check`` hooks see (pass the registry the kernel will use).
+    ``discovery`` holds the plugins that may be enabled; ``registry`` is the one the
+    ``kernel_check`` hooks see (the kernel's). ``on_settings`` gets a valid ``[kernel]``
+    table before any plugin is imported (``Kernel.from_dict`` configures logging there).
+    The other arguments are those of ``Kernel.from_dict``.
     """
-    env = os.environ if environ is None else environ
     raw = copy.deepcopy(dict(data))
     found = _Findings()
-    overrides = _config.env_overrides(env)
+    overrides = _config.env_overrides(environ)
 
     # [kernel] first: it names the enabled plugins whose classes type the rest.
     settings, kernel_ok = _kernel_settings(raw, overrides, found)
@@ -165,10 +163,9 @@ def build_plan(
         if key not in _TOP_LEVEL and key not in section_types:
             known = ", ".join(repr(k) for k in (*_TOP_LEVEL, *section_types))
             found.errors.append(f"{key}: unknown section (expected one of {known})")
-    if configure_logs and kernel_ok:
-        configure_logging(settings.env, settings.log_level, settings.log_format)
+    if on_settings is not None and kernel_ok:
+        on_settings(settings)
 
-    discovery = discover(plugins, entry_points=entry_points)
     loaded, errs = load_enabled(settings.plugins, discovery)
     found.errors += errs
     _apply_overrides(raw, overrides, loaded, section_types, discovery, found)
@@ -180,7 +177,6 @@ def build_plan(
     pm, errs = make_plugin_manager(loaded.values())
     found.errors += errs
     if not errs:
-        registry = Registry() if registry is None else registry
         contexts = {
             name: PluginContext(
                 name,

@@ -9,7 +9,9 @@ import attrs
 import pytest
 
 from kernel import CheckIssue, ConfigError, DependencyError, Kernel, Plugin, PluginContext, Registry, hookimpl
+from kernel._discovery import discover
 from kernel._plan import KernelPlan, build_plan
+from kernel.config import KernelSettings
 
 
 @attrs.define(frozen=True)
@@ -42,20 +44,30 @@ class Web(Plugin):
     requires = ("db",)
 
 
+def plan_of(doc: dict[str, Any], registry: Registry | None = None, **kwargs: Any) -> KernelPlan:
+    return build_plan(
+        doc,
+        kwargs.pop("environ", {}),
+        discover([Db, Web], entry_points=False),
+        registry or Registry(),
+        **kwargs,
+    )
+
+
 def test_a_plan_is_frozen_ordered_and_typed() -> None:
     doc: dict[str, Any] = {
-        "kernel": {"plugins": ["web", "db"]},
+        "kernel": {"plugins": ["web", "db"], "env": "test"},
         "plugins": {"db": {"pool": 1}},
         "app": {"title": "t"},
     }
-    plan = build_plan(
+    seen: list[KernelSettings] = []
+    plan = plan_of(
         doc,
         environ={"KERNEL__PLUGINS__DB__URL": "pg://h/db"},
         sections={"app": AppSettings},
-        plugins=[Db, Web],
-        entry_points=False,
+        on_settings=seen.append,
     )
-    assert isinstance(plan, KernelPlan)
+    assert [s.env for s in seen] == ["test"]  # the valid [kernel] table, once
     assert plan.load_order == ["db", "web"]
     assert plan.plugins[0].config == DbConfig(url="pg://h/db", pool=1)
     assert plan.sections["app"] == AppSettings("t")
@@ -68,22 +80,22 @@ def test_a_plan_is_frozen_ordered_and_typed() -> None:
         plan.sections["app"] = AppSettings("other")  # type: ignore[index]
 
 
-def test_build_plan_reports_every_error_at_once_and_runs_no_lifecycle_code() -> None:
+def test_build_plan_reports_every_error_at_once() -> None:
+    seen: list[KernelSettings] = []
     doc = {"kernel": {"plugins": ["db", "web"], "env": "staging"}, "plugins": {"db": {"pool": "x"}}}
     with pytest.raises(ConfigError) as info:
-        build_plan(doc, environ={}, plugins=[Db, Web], entry_points=False)
-    text = str(info.value)
-    assert "kernel.env" in text
-    assert "plugins.db.pool" in text
+        plan_of(doc, on_settings=seen.append)
+    assert [e.split(":")[0] for e in info.value.errors] == ["kernel.env", "plugins.db.pool"]
+    assert seen == []  # an invalid [kernel] table configures nothing
     with pytest.raises(DependencyError, match="web"):
-        build_plan({"kernel": {"plugins": ["web"]}}, environ={}, plugins=[Db, Web], entry_points=False)
+        plan_of({"kernel": {"plugins": ["web"]}})
 
 
 @pytest.mark.anyio
 async def test_a_kernel_runs_its_plan() -> None:
     registry = Registry()
     doc: dict[str, Any] = {"kernel": {"plugins": ["db", "web"]}, "plugins": {"db": {"pool": 3}}}
-    plan = build_plan(doc, environ={}, plugins=[Db, Web], entry_points=False, registry=registry)
+    plan = plan_of(doc, registry)
     kernel = Kernel.from_plan(plan, registry=registry)
     assert kernel.load_order == plan.load_order
     assert kernel.plugin("db").ctx.config is plan.plugins[0].config
