@@ -4,8 +4,8 @@ Each case starts a fresh process of the installed ``kernel`` console script (the
 this interpreter; every first-party plugin installed) and waits for it to exit; raw is
 ``python -c pass`` with the same interpreter: the floor any Python command pays. Rounds
 alternate which one goes first; µs/op is wall µs per process (fork, exec, interpreter start,
-imports, the command itself). One warm-up run of each fills the page cache and the ``.pyc``
-files first.
+imports, the command itself). One warm-up run of ``kernel --help`` and of ``python -c pass``
+first fills the page cache and the ``.pyc`` files (every command imports the same modules).
 
 Cases: ``help`` (``kernel --help``), ``plugins`` (``kernel plugins``), ``check``
 (``kernel --config examples/kernel.toml check``). The target is absolute, not a ratio: each
@@ -59,10 +59,10 @@ def _time(argv: list[str]) -> float:
 def run(quick: bool) -> None:
     kernel = kernel_command()
     raw = [sys.executable, "-c", "pass"]
+    _time([*kernel, "--help"])
+    _time(raw)
     for case, args in CASES.items():
         ours = [*kernel, *args]
-        _time(ours)
-        _time(raw)
         o: list[float] = []
         r: list[float] = []
         for i in range(rounds(11, 3)):
