@@ -77,19 +77,25 @@ class Circuit:
         self.backoff = backoff
         self.log_interval = log_interval
         self.down_until = 0.0
+        self._guards: dict[str, _GuardedBackend] = {}
         self._last_log = -float("inf")
         self._suppressed = 0
 
     def guard(self, backend: CacheBackend, counters: Counters) -> _GuardedBackend:
-        """``backend``'s operations as one namespace calls them: through :meth:`call`, errors counted in
-        ``counters``. A backend that cannot fail (no ``outage_errors``: memory) is returned as is."""
+        """``backend``'s operations as the namespace of ``counters`` calls them: through :meth:`call`.
+
+        A backend that cannot fail (no ``outage_errors``: memory) is returned as is.
+        """
         if not backend.outage_errors:
             return backend
-        guarded = _Guarded()
-        for method, operation in _OPERATIONS:
-            bound = functools.partial(self.call, operation, counters, getattr(backend, method))
-            setattr(guarded, method, bound)
-        return cast(_GuardedBackend, guarded)
+        found = self._guards.get(counters.namespace)
+        if found is None:  # made once per namespace: CacheManager.namespace() stays cheap
+            guarded = _Guarded()
+            for method, operation in _OPERATIONS:
+                bound = functools.partial(self.call, operation, counters, getattr(backend, method))
+                setattr(guarded, method, bound)
+            found = self._guards[counters.namespace] = cast(_GuardedBackend, guarded)
+        return found
 
     async def call(
         self, operation: str, counters: Counters, fn: Callable[[*Ts], Awaitable[R]], *args: *Ts

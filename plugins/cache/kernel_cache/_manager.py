@@ -368,8 +368,11 @@ class CacheManager:
                     self._circuit.trip("unlock", exc, self._stats)  # it expires after lock_ttl anyway
 
     async def _wait_for_lock(self, key: str, lock_key: str, token: str, as_type: Any) -> tuple[bool, Any]:
-        """``(True, MISSING)`` once we hold the lock; ``(False, value)`` when its holder stored the value;
-        ``(False, MISSING)`` when we should compute without it (outage, or ``lock_wait`` passed)."""
+        """Wait for the lock of ``key`` or for the value its holder stores.
+
+        ``(True, MISSING)``: we hold the lock; ``(False, value)``: the holder stored ``value``;
+        ``(False, MISSING)``: compute without the lock (an outage, or ``lock_wait`` passed).
+        """
         sh = self._sh
         deadline = time.monotonic() + sh.lock_wait
         delay = 0.01
