@@ -120,6 +120,25 @@ async def test_hung_redis_publish_ends_at_the_default_deadline_and_may_be_stored
             assert await copies(client, bus, "order.placed", error.event_id) == 1
 
 
+async def test_a_caller_cancelling_mid_xadd_leaves_the_pool_clean(prefix: str) -> None:
+    with private_redis_server() as server:
+        assert server.pid is not None
+        async with plugin_bus(server.url, prefix) as (bus, client):
+            await bus.publish("order.placed", {"n": 0})
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                with anyio.move_on_after(1.0) as scope:  # e.g. a request's own deadline
+                    await bus.publish("order.placed", {"n": 1}, timeout=30)
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert scope.cancelled_caught
+            # the late XADD reply went nowhere: every pooled connection answers its own command
+            counts = await asyncio.gather(*(client.incr(f"{prefix}:n") for _ in range(20)))
+            assert sorted(counts) == list(range(1, 21))
+            meta = await bus.publish("order.placed", {"n": 2})
+            assert await copies(client, bus, "order.placed", meta.event_id) == 1
+
+
 async def test_stopped_redis_publish_ends_at_the_deadline_not_stored(prefix: str) -> None:
     with private_redis_server() as server:
         async with plugin_bus(server.url, prefix, publish_timeout=1.5) as (bus, client):
