@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from kernel_cache import CacheManager, MemoryBackend
 
+from kernel.testing import wait_until
+
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The memory cache uses only anyio: these tests run on asyncio and on trio.
+
+    (The Redis backend is asyncio-only: redis-py's asyncio client.)
+    """
+    return str(request.param)
 
 
 class Clock:
@@ -76,13 +88,8 @@ def test_constructor_validation() -> None:
         CacheManager(key_prefix="a:b")
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_the_memory_cache_runs_on_trio(anyio_backend: str) -> None:
-    # Only anyio primitives in the cache itself: on the memory backend it needs no asyncio loop
-    # (the Redis backend does: redis-py is asyncio-only).
-    import anyio
-
-    cache = CacheManager(namespace="t", lock=True)
+async def test_single_flight_on_any_event_loop() -> None:
+    cache = CacheManager(namespace="t")
     release = anyio.Event()
     calls = 0
     results: list[object] = []
@@ -106,3 +113,30 @@ async def test_the_memory_cache_runs_on_trio(anyio_backend: str) -> None:
     assert await cache.increment("c", 2) == 2
     assert await cache.invalidate("*") == 2
     assert cache.get_stats().misses == 10  # each caller missed once; one computed
+
+
+async def test_the_lock_waits_for_another_holder_on_any_event_loop() -> None:
+    backend = MemoryBackend()
+    # Two managers on one store stand for two processes: no shared single flight, only the lock.
+    first, second = CacheManager(backend, lock=True), CacheManager(backend, lock=True)
+    release = anyio.Event()
+    calls = 0
+    results: list[object] = []
+
+    async def factory() -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return calls
+
+    async def ask(cache: CacheManager) -> None:
+        results.append(await cache.get_or_set("k", factory))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ask, first)
+        await anyio.wait_all_tasks_blocked()  # first holds the lock, inside its factory
+        tg.start_soon(ask, second)
+        await wait_until(lambda: second.get_stats().misses == 1, what="the second manager's miss")
+        release.set()  # second is polling the lock: it reads first's value instead of computing
+    assert calls == 1
+    assert results == [1, 1]
