@@ -21,7 +21,7 @@ from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
 from ._kernel import CONFIG_WARNING, Kernel
-from ._logging import configure_logging
+from .logging import configure_logging
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
 from .web import _serve

@@ -25,7 +25,7 @@ from ._errors import (
     TeardownError,
 )
 from ._health import HealthReport, run_checks
-from ._logging import configure_logging
+from .logging import configure_logging
 from ._ordering import install_hint
 from ._plan import KernelPlan, PluginManager, bind, build_plan, make_plugin_manager
 from ._plugin import (

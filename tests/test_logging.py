@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernel._logging import ConsoleFormatter, JsonFormatter, TraceIdFilter
+from kernel.logging._setup import ConsoleFormatter, JsonFormatter, TraceIdFilter
 from kernel.logging import configure_logging, get_trace_id, reset_trace_id, set_trace_id, trace_context
 from kernel.testing import boot_kernel
 

@@ -13,7 +13,7 @@ from kernel_queue._manager import QUEUES_KEY
 from kernel_redis.testing import redis_server, redis_url  # noqa: F401
 
 from kernel import ConfigError
-from kernel._logging import ConsoleFormatter, JsonFormatter
+from kernel.logging._setup import ConsoleFormatter, JsonFormatter
 from kernel.testing import boot_kernel, make_kernel
 
 MiB = 1_048_576

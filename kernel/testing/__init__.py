@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import anyio
 
-from ._kernel import Kernel
-from ._plugin import Plugin
-from ._registry import Key, Registry
+from .._kernel import Kernel
+from .._plugin import Plugin
+from .._registry import Key, Registry
 
 __all__ = ["assert_no_password", "boot_kernel", "make_kernel", "urls_with_passwords", "wait_until"]
 

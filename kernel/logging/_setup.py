@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from ._secret import Secret
+from .._secret import Secret
 
 _trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernel_trace_id", default=None)
 

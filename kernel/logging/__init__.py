@@ -4,7 +4,7 @@ A module of its own so that ``kernel`` stays what a plugin author needs:
 ``from kernel.logging import get_trace_id, trace_context``.
 """
 
-from ._logging import (
+from ._setup import (
     configure_logging,
     get_trace_id,
     new_trace_id,
