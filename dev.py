@@ -101,8 +101,7 @@ def cmd_fast(args: list[str]) -> int:
     code = sh(PY, ROOT / "dev.py", "pytest", *args, env=env, check=False)
     if code:
         return code
-    code = sh(PY, "-m", "ruff", "check", "kernel", "plugins", "tests", "benchmarks", "examples",
-              "dev.py", env=env, check=False)
+    code = sh(PY, "-m", "ruff", "check", ".", env=env, check=False)
     if code:
         return code
     return sh(PY, "-m", "mypy", "kernel", env=env, check=False)
@@ -117,6 +116,24 @@ def cmd_pytest(args: list[str]) -> int:
     return code
 
 
+def plugin_packages() -> list[str]:
+    """The import package of every plugin directory (hatch's wheel ``packages``, else ``kernel_<dir>``)."""
+    import tomllib
+
+    names: list[str] = []
+    for plugin in plugin_dirs():
+        data = tomllib.loads((plugin / "pyproject.toml").read_text())
+        wheel = data.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {}).get("wheel", {})
+        names += [Path(p).name for p in wheel.get("packages", [f"kernel_{plugin.name}"])]
+    return names
+
+
+def cmd_mypy_plugins(args: list[str]) -> int:
+    """``mypy -p <package>`` for every plugin directory, with this interpreter (the typing env)."""
+    packages = [arg for name in plugin_packages() for arg in ("-p", name)]
+    return subprocess.run([sys.executable, "-m", "mypy", *args, *packages], cwd=ROOT).returncode
+
+
 def cmd_bench(args: list[str]) -> int:
     """Side-by-side benchmarks (``--quick`` by default)."""
     setup()
@@ -127,7 +144,7 @@ COMMANDS = {"run": cmd_run, "test": cmd_test, "fast": cmd_fast, "bench": cmd_ben
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "setup", "pytest"):
+    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "setup", "pytest", "mypy-plugins"):
         print(__doc__)
         print("commands: setup | " + " | ".join(f"{n} ({f.__doc__})" for n, f in COMMANDS.items()))
         return 2
@@ -136,6 +153,8 @@ def main() -> int:
         return 0
     if sys.argv[1] == "pytest":  # used inside tox envs: no setup, this interpreter
         return cmd_pytest(sys.argv[2:])
+    if sys.argv[1] == "mypy-plugins":  # used by the typing env: this interpreter
+        return cmd_mypy_plugins(sys.argv[2:])
     return COMMANDS[sys.argv[1]](sys.argv[2:])
 
 
