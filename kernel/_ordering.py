@@ -88,8 +88,11 @@ def order(
     sorter = graphlib.TopologicalSorter(graph)
     try:
         sorter.prepare()
-    except graphlib.CycleError:
-        errors.append(f"dependency cycle: {' -> '.join(find_cycle(graph, position))}")
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1][-1:0:-1]  # in "requires" direction, the repeated node dropped
+        start = min(range(len(cycle)), key=lambda i: position[cycle[i]])  # the earliest-listed
+        cycle = cycle[start:] + cycle[:start]
+        errors.append(f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}")
         return [], errors
     result: list[str] = []
     while sorter.is_active():
@@ -98,33 +101,3 @@ def order(
         sorter.done(*ready)
     return result, errors
 
-
-def find_cycle(graph: Mapping[str, Sequence[str]], position: Mapping[str, int]) -> list[str]:
-    """One cycle, written in "requires" direction and starting at its earliest-listed plugin."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(graph, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        color[node] = grey
-        stack.append(node)
-        for dep in sorted(graph.get(node, ()), key=lambda d: position.get(d, 0)):
-            if color.get(dep) == grey:
-                cycle = stack[stack.index(dep):]
-                start = min(range(len(cycle)), key=lambda i: position.get(cycle[i], 0))
-                cycle = cycle[start:] + cycle[:start]
-                return [*cycle, cycle[0]]
-            if color.get(dep) == white:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        color[node] = black
-        return None
-
-    for node in sorted(graph, key=lambda n: position.get(n, 0)):
-        if color[node] == white:
-            found = visit(node)
-            if found:
-                return found
-    return []
