@@ -41,8 +41,15 @@ class _GuardedBackend(Protocol):
 
 # The guarded methods, and the operation each is named in outage logs and errors.
 _OPERATIONS = (
-    ("get", "get"), ("get_many", "get_many"), ("exists", "has"), ("ttl", "ttl"), ("set", "set"),
-    ("set_many", "set_many"), ("delete", "delete"), ("delete_matching", "invalidate"), ("acquire", "lock"),
+    ("get", "get"),
+    ("get_many", "get_many"),
+    ("exists", "has"),
+    ("ttl", "ttl"),
+    ("set", "set"),
+    ("set_many", "set_many"),
+    ("delete", "delete"),
+    ("delete_matching", "invalidate"),
+    ("acquire", "lock"),
 )
 
 
@@ -129,7 +136,12 @@ class Circuit:
             extra = f" ({self._suppressed} more errors since the last report)" if self._suppressed else ""
             self.log.warning(
                 "cache backend %s unavailable during %s on namespace %r: %s: %s%s; %s",
-                self.backend_name, operation, counters.namespace, type(exc).__name__, exc, extra,
+                self.backend_name,
+                operation,
+                counters.namespace,
+                type(exc).__name__,
+                exc,
+                extra,
                 "failing open" if self.fail_open else "raising",
                 extra={"namespace": counters.namespace, "operation": operation},
             )
