@@ -8,21 +8,23 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import anyio
 from croniter import croniter  # type: ignore[import-untyped]
 from saq.job import Job, Status
 from saq.utils import now, uuid1
 
 from ._config import QueueConfig
-from ._errors import InvalidJobOptionError, JobNotFoundError
+from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
-from ._queue import KernelJob, KernelRedisQueue, clip
+from ._queue import CleanStatus, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
     from redis.asyncio import Redis
 
 log = logging.getLogger("kernel.plugins.queue")
@@ -32,7 +34,6 @@ QUEUES_KEY = "kernel_queue:queues"
 _RETRIES_SENTINEL = 1 << 30
 """SAQ's own ``retries`` is set out of reach: every failure goes through our retry policy."""
 
-CleanStatus = Literal["completed", "failed", "waiting", "delayed"]
 EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
@@ -41,6 +42,8 @@ class QueueManager:
 
     >>> qm = kernel.get(QueueManager)                                   # doctest: +SKIP
     >>> await qm.add_job("notifications", "send-notification", {"user_id": "456"})
+
+    Workers run in the manager's task group, hosted by a task of its own until :meth:`close`.
     """
 
     def __init__(
@@ -62,7 +65,11 @@ class QueueManager:
         self._eventbus = eventbus
         self._queues: dict[str, KernelRedisQueue] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
-        self._workers: list[tuple[QueueWorker, asyncio.Task[None]]] = []
+        self._workers: list[QueueWorker] = []
+        self._task_group: TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._hosting = anyio.Event()
+        # Listener handles are asyncio tasks: listen_to_queue_events() returns them (public API).
         self._listeners: set[asyncio.Task[None]] = set()
         self._counter: Any = None
         self._duration: Any = None
@@ -184,7 +191,7 @@ class QueueManager:
                           delay=delay, job_id=job_id, timeout=timeout)
         if self._known_pending:
             await self._remember(queue)
-        await q._enqueue(job)
+        await q.add(job)
         return job.key
 
     async def add_bulk_jobs(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -243,37 +250,25 @@ class QueueManager:
             raise InvalidJobOptionError(
                 f"recurring job {key!r}: data must be JSON-serializable: {exc}") from exc
         await self._remember(queue)
-        await self._drop_pending_ticks(q, key)
-        await self.redis.hset(q._repeat, key, payload)
+        await q.put_recurring(key, payload)
         await self._fire_recurring(q)
         return key
 
     async def remove_recurring_job(self, queue: str, key: str) -> bool:
         """Stop a recurring job at runtime (its pending next tick is removed too)."""
-        q = self.get_queue(queue)
-        removed = bool(await self.redis.hdel(q._repeat, key))
-        await self._drop_pending_ticks(q, key)
-        return removed
+        return await self.get_queue(queue).remove_recurring(key)
 
     async def list_recurring_jobs(self, queue: str) -> dict[str, dict[str, Any]]:
-        q = self.get_queue(queue)
-        raw = await self.redis.hgetall(q._repeat)
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
-
-    async def _drop_pending_ticks(self, q: KernelRedisQueue, key: str) -> None:
-        pattern = q.job_id(f"repeat:{key}:*")
-        async for member, score in self.redis.zscan_iter(q._incomplete, match=pattern):
-            if score > 0:  # still delayed: not started yet
-                await self.redis.pipeline(transaction=True).zrem(q._incomplete, member).delete(
-                    member).execute()
+        """The recurring jobs of ``queue``: key -> ``{name, data, cron, tz, options}``."""
+        specs = await self.get_queue(queue).recurring_specs()
+        return {key: json.loads(spec) for key, spec in specs.items()}
 
     async def _fire_recurring(self, q: KernelRedisQueue) -> None:
-        raw = await self.redis.hgetall(q._repeat)
-        if not raw:
+        specs = await q.recurring_specs()
+        if not specs:
             return
         current = time.time()
-        for key_b, payload in raw.items():
-            key = key_b.decode()
+        for key, payload in specs.items():
             try:
                 spec = json.loads(payload)
                 base = datetime.fromtimestamp(current, ZoneInfo(spec.get("tz", "UTC")))
@@ -284,7 +279,7 @@ class QueueManager:
                                   job_id=f"repeat:{key}:{int(tick)}", timeout=opts.get("timeout"))
                 job.scheduled = tick  # type: ignore[assignment]
                 # The same id for the same tick from every worker: the enqueue dedupes it.
-                await q._enqueue(job)
+                await q.add(job)
             except Exception:
                 log.exception("recurring job %r on queue %r could not be scheduled", key, q.name)
 
@@ -296,10 +291,7 @@ class QueueManager:
         job = await q.job(job_id)
         if job is None:
             return None
-        delayed = False
-        if job.status == Status.QUEUED:
-            score = await self.redis.zscore(q._incomplete, job.id)
-            delayed = bool(score and score > 0)
+        delayed = job.status == Status.QUEUED and await q.is_delayed(job)
         return JobInfo.from_job(job, delayed=delayed)
 
     async def get_queue_stats(self, queue: str) -> dict[str, Any]:
@@ -309,25 +301,15 @@ class QueueManager:
         ``failed_retention``, or until ``clean_queue``);
         ``total`` = waiting + active + delayed (unfinished jobs), as in the seed's example.
         """
-        q = self.get_queue(queue)
-        await q.trim_finished()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(q._waiting).llen(q._active).zcount(q._incomplete, "(0", "+inf")
-            pipe.zcard(q._completed).zcard(q._failed).exists(q._paused)
-            waiting, active, delayed, completed, failed, paused = await pipe.execute()
-        return {
-            "queue_name": queue, "waiting": waiting, "active": active, "completed": completed,
-            "failed": failed, "delayed": delayed, "total": waiting + active + delayed, "paused": bool(paused),
-        }
+        return await self.get_queue(queue).stats()
 
     async def get_all_queue_stats(self) -> list[dict[str, Any]]:
+        """:meth:`get_queue_stats` of every known queue (:meth:`queue_names`)."""
         return [await self.get_queue_stats(name) for name in await self.queue_names()]
 
     async def get_counts(self, queue: str) -> dict[str, int]:
         """Lifetime totals kept even after ``clean_queue``: completed, failed, stalled."""
-        q = self.get_queue(queue)
-        raw = await self.redis.hgetall(q._counts)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return await self.get_queue(queue).totals()
 
     # ------------------------------------------------------------------ control
 
@@ -336,72 +318,21 @@ class QueueManager:
         await self.get_queue(queue).pause()
 
     async def resume_queue(self, queue: str) -> None:
+        """Let workers take jobs from ``queue`` again."""
         await self.get_queue(queue).resume()
 
     async def is_paused(self, queue: str) -> bool:
+        """Whether ``queue`` is paused (in any process)."""
         return await self.get_queue(queue).is_paused()
 
     async def clean_queue(self, queue: str, grace: float | timedelta = 0, limit: int = 1000,
                           status: CleanStatus = "completed") -> list[str]:
         """Delete up to ``limit`` (<= 0: all) jobs in ``status`` older than ``grace`` seconds; their ids."""
-        if status not in ("completed", "failed", "waiting", "delayed"):
-            raise InvalidJobOptionError(
-                f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}")
-        q = self.get_queue(queue)
-        await q.trim_finished()
-        cutoff_ms = now() - int(seconds(grace, "grace") * 1000)
-        count = None if limit <= 0 else limit
-        removed: list[str] = []
-        if status in ("completed", "failed"):
-            zset = q._completed if status == "completed" else q._failed
-            ids = await self.redis.zrangebyscore(zset, 0, cutoff_ms, start=0 if count else None, num=count)
-            if ids:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(zset, *ids).delete(*ids)
-                    await pipe.execute()
-            removed = [i.decode() for i in ids]
-        else:
-            if status == "waiting":
-                ids = await self.redis.zrange(q._waiting, 0, -1)
-            else:
-                ids = await self.redis.zrangebyscore(q._incomplete, "(0", "+inf")
-            jobs = await q.jobs(q.job_key_from_id(i.decode()) for i in ids) if ids else []
-            for raw_id, job in zip(ids, jobs, strict=True):
-                if count is not None and len(removed) >= count:
-                    break
-                if job is not None and job.queued > cutoff_ms:
-                    continue
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(q._waiting, raw_id).zrem(q._incomplete, raw_id).delete(raw_id)
-                    res = await pipe.execute()
-                if res[0] or res[1]:
-                    removed.append(raw_id.decode())
-        return [q.job_key_from_id(i) for i in removed]
+        return await self.get_queue(queue).clean(status, seconds(grace, "grace"), limit)
 
     async def retry_failed(self, queue: str, job_id: str | None = None) -> int:
         """Re-queue one failed job (or every failed job) with a fresh attempt budget; how many."""
-        q = self.get_queue(queue)
-        if job_id is not None:
-            keys = [job_id]
-        else:
-            keys = [q.job_key_from_id(i.decode()) for i in await self.redis.zrange(q._failed, 0, -1)]
-        done = 0
-        for key in keys:
-            job = await q.job(key)
-            if job is None:
-                if job_id is not None:
-                    raise JobNotFoundError(f"no job {job_id!r} on queue {queue!r}")
-                continue
-            if job.status != Status.FAILED:
-                if job_id is not None:
-                    raise InvalidJobOptionError(
-                        f"job {job_id!r} on queue {queue!r} is {job.status.value}, not failed")
-                continue
-            job.meta["failures"] = 0
-            job.meta["stalls"] = 0
-            if await q.requeue(job, guard=False):
-                done += 1
-        return done
+        return await self.get_queue(queue).retry_failed(job_id)
 
     # ------------------------------------------------------------------ processors and workers
 
@@ -436,24 +367,35 @@ class QueueManager:
             self.register_processor(queue, ANY_NAME, processor, replace=True)
         worker = self.make_worker(queue, concurrency=concurrency)
         await self._remember(queue)
-        task = asyncio.create_task(worker.start(), name=f"queue-worker-{queue}")
-        self._workers.append((worker, task))
-        started = asyncio.create_task(worker.wait_started())
-        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            started.cancel()
-            task.result()
+        task_group = await self._workers_task_group()
+        await task_group.start(worker.serve, name=f"queue-worker-{queue}")
+        self._workers.append(worker)
         return worker
+
+    async def _workers_task_group(self) -> TaskGroup:
+        # Workers outlive the call that starts them, so their task group lives in a task of its
+        # own (SAQ is asyncio-only): started on first use, ended by close().
+        if self._host is None:
+            self._hosting = hosting = anyio.Event()
+
+            async def host() -> None:
+                async with anyio.create_task_group() as task_group:
+                    self._task_group = task_group
+                    hosting.set()
+                    await anyio.sleep_forever()
+
+            self._host = asyncio.create_task(host(), name="queue-workers")
+        await self._hosting.wait()
+        assert self._task_group is not None
+        return self._task_group
 
     async def stop_workers(self) -> None:
         """Graceful stop of this manager's workers: no new jobs; running ones get ``shutdown_grace``."""
         workers, self._workers = self._workers, []
-        for worker, _task in workers:
+        for worker in workers:
             worker.request_stop()
-        results = await asyncio.gather(*(t for _, t in workers), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("queue worker ended with an error", exc_info=result)
+        for worker in workers:
+            await worker.wait_ended()
 
     # ------------------------------------------------------------------ events
 
@@ -510,6 +452,12 @@ class QueueManager:
     async def close(self) -> None:
         """Stop workers gracefully and event listeners; the Redis client belongs to the redis plugin."""
         await self.stop_workers()
+        host, task_group = self._host, self._task_group
+        self._host = self._task_group = None
+        if task_group is not None:
+            task_group.cancel_scope.cancel()
+        if host is not None:
+            await host
         for task in list(self._listeners):
             task.cancel()
         if self._listeners:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import os
@@ -13,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from kernel_redis import find_redis
 
 from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, Registry, hookimpl
@@ -60,6 +60,7 @@ class QueuePlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[QueueConfig]) -> AsyncIterator[None]:
+        """Provide the ``QueueManager``; on shutdown its workers stop gracefully."""
         redis = find_redis(ctx.registry, "queue", setting=None)
         # Idle workers block on BLPOP: give them a client without a socket read timeout
         # (a client given by the host is shared as is).
@@ -80,6 +81,7 @@ class QueuePlugin(Plugin):
 
     @hookimpl
     def kernel_cli_commands(self) -> list[Command]:
+        """``kernel worker`` and ``kernel queue``."""
         return [
             Command("worker", "run queue workers until SIGTERM/SIGINT", run_worker, add_worker_arguments),
             Command("queue", "queue stats, pause, resume, clean, retry", run_queue, add_queue_arguments),
@@ -108,6 +110,7 @@ def find_eventbus(registry: Registry) -> EventBus | None:
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``kernel worker``."""
     parser.add_argument("--queue", "-q", action="append", dest="queues", metavar="NAME",
                         help="queue to process (repeatable; default: config 'queues', else every queue "
                              "with a registered processor)")
@@ -118,47 +121,53 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                              "(for supervisors and readiness probes)")
 
 
-async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
-    manager = kernel.get(QueueManager)
-    if find_redis(kernel.registry, "queue", setting=None).embedded:
-        print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
-              "jobs added by other processes never reach it; point url at a shared server",
-              file=sys.stderr)
+def _worker_plan(args: argparse.Namespace, manager: QueueManager) -> tuple[list[str], int] | None:
+    """The queues and concurrency of ``kernel worker``; None (after an error message) if there is none."""
     cfg = manager.config
     queues = args.queues or cfg.queues or manager.processors.queues()
     if not queues:
         print("error: no queue to process: register processors (config 'processors' or a plugin calling "
               "register_processor) or pass --queue", file=sys.stderr)
-        return 2
+        return None
     concurrency = args.concurrency or cfg.concurrency
     if concurrency < 1:
         print(f"error: --concurrency must be >= 1, got {concurrency}", file=sys.stderr)
-        return 2
+        return None
     for name in queues:
         if not manager.processors.names(name):
             print(f"warning: queue {name!r} has no processor; its jobs will fail with "
                   "UnknownProcessorError", file=sys.stderr)
+    return list(queues), concurrency
+
+
+async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
+    """``kernel worker``: run workers until SIGTERM/SIGINT, then let running jobs finish."""
+    manager = kernel.get(QueueManager)
+    if find_redis(kernel.registry, "queue", setting=None).embedded:
+        print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
+              "jobs added by other processes never reach it; point url at a shared server",
+              file=sys.stderr)
+    plan = _worker_plan(args, manager)
+    if plan is None:
+        return 2
+    queues, concurrency = plan
     ready_file = Path(args.ready_file) if args.ready_file else None
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)  # a stale one from an earlier run
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        for name in queues:
-            await manager.create_worker(name, concurrency=concurrency)
-        print(f"worker ready: queues={','.join(queues)} concurrency={concurrency}", flush=True)
-        if ready_file is not None:
-            ready_file.write_text(f"{os.getpid()}\n")
-        await stop.wait()
-        print("worker stopping: finishing running jobs", flush=True)
-        if ready_file is not None:
-            ready_file.unlink(missing_ok=True)
-        await manager.stop_workers()
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            for name in queues:
+                await manager.create_worker(name, concurrency=concurrency)
+            print(f"worker ready: queues={','.join(queues)} concurrency={concurrency}", flush=True)
+            if ready_file is not None:
+                ready_file.write_text(f"{os.getpid()}\n")
+            async for _ in signals:
+                break
+            print("worker stopping: finishing running jobs", flush=True)
+            if ready_file is not None:
+                ready_file.unlink(missing_ok=True)
+            await manager.stop_workers()  # a second signal meanwhile changes nothing
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
     print("worker stopped", flush=True)
@@ -169,6 +178,7 @@ async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
 
 
 def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``kernel queue``."""
     sub = parser.add_subparsers(dest="queue_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("stats", help="waiting/active/completed/failed/delayed per queue")
     p.add_argument("names", nargs="*", metavar="NAME", help="queues (default: all known)")
@@ -188,6 +198,7 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_queue(args: argparse.Namespace, kernel: Kernel) -> int:
+    """``kernel queue``: errors of the queue are printed, exit status 1."""
     try:
         return await _queue_command(args, kernel.get(QueueManager))
     except QueueError as exc:

@@ -7,17 +7,17 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from ._errors import JobDataError, JobTooLargeError
+from ._errors import InvalidJobOptionError, JobDataError, JobNotFoundError, JobTooLargeError
+from ._scripts import MAX_TOKENS, Scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
     from saq.types import CountKind
 
 log = logging.getLogger("kernel.plugins.queue")
@@ -26,118 +26,12 @@ MAX_PRIORITY = 2_097_152
 """Largest priority number (BullMQ's limit); 1 is the highest priority."""
 NO_PRIORITY_RANK = MAX_PRIORITY + 1
 """Jobs without a priority run after every prioritised job (BullMQ's convention)."""
-_RANK_SHIFT = 2**31
-"""score = rank * 2**31 + 2**30 + seq (seq - for re-runs that go first): exact in a double, FIFO per rank."""
-MAX_TOKENS = 1000
-"""Wake-up tokens kept at most; workers drain the waiting set on every wake-up anyway."""
+
+CleanStatus = Literal["completed", "failed", "waiting", "delayed"]
+"""Which jobs ``clean`` removes."""
 
 EventHook = Callable[[str, Job, dict[str, Any]], Awaitable[None]]
-
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
-if ARGV[2] == '0' then
-    local seq = redis.call('INCR', KEYS[5])
-    redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[2])
-    if redis.call('LPUSH', KEYS[4], 1) > 1000 then redis.call('LTRIM', KEYS[4], 0, 999) end
-end
-if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
-return 1
-"""
-
-# Pop the best waiting job and mark it running in one step: a worker killed at any point
-# leaves the job either waiting or in active+heartbeats, where the sweep finds it.
-_DEQUEUE = """
-if redis.call('EXISTS', KEYS[4]) == 1 then return false end
-local r = redis.call('ZPOPMIN', KEYS[1])
-if #r == 0 then return false end
-local id = r[1]
-redis.call('RPUSH', KEYS[2], id)
-redis.call('ZADD', KEYS[3], ARGV[1], id)
-return {id, redis.call('GET', id)}
-"""
-
-# Writes from a worker only land while the job is still in the active list: after a sweep
-# reclaimed it, a late (zombie) worker must not overwrite the new attempt's record.
-_UPDATE = """
-if redis.call('LPOS', KEYS[2], KEYS[1]) == false then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[2])
-if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
-return 1
-"""
-
-_FINISH = """
-local removed = redis.call('LREM', KEYS[1], 1, KEYS[3])
-if ARGV[4] == '1' and removed == 0 then return 0 end
-redis.call('ZREM', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[5], KEYS[3])
-redis.call('ZREM', KEYS[8], KEYS[3])
-if ARGV[7] ~= '0' then
-    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
-else
-    redis.call('SET', KEYS[3], ARGV[1])
-end
-if ARGV[3] ~= '' then
-    redis.call('ZADD', KEYS[4], ARGV[2], KEYS[3])
-    redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
-    if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
-end
-redis.call('PUBLISH', KEYS[3], ARGV[5])
-if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[7], ARGV[6]) end
-return 1
-"""
-
-_REQUEUE = """
-local removed = redis.call('LREM', KEYS[1], 1, KEYS[7])
-if ARGV[4] == '1' and removed == 0 then return 0 end
-redis.call('ZREM', KEYS[2], KEYS[7])
-redis.call('ZREM', KEYS[8], KEYS[7])
-redis.call('SET', KEYS[7], ARGV[1])
-if ARGV[2] == '0' then
-    redis.call('ZADD', KEYS[3], 0, KEYS[7])
-    local seq = redis.call('INCR', KEYS[6])
-    if ARGV[5] == '1' then seq = -seq end
-    redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) * 2147483648 + 1073741824 + seq, KEYS[7])
-    if redis.call('LPUSH', KEYS[5], 1) > 1000 then redis.call('LTRIM', KEYS[5], 0, 999) end
-else
-    redis.call('ZADD', KEYS[3], ARGV[2], KEYS[7])
-end
-redis.call('PUBLISH', KEYS[7], 'queued')
-return 1
-"""
-
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], 1, ARGV[1], 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-    redis.call('ZADD', KEYS[1], 0, id)
-    local rank = tonumber(ARGV[2])
-    local raw = redis.call('GET', id)
-    if raw then
-        local ok, job = pcall(cjson.decode, raw)
-        if ok and type(job['priority']) == 'number' and job['priority'] > 0 then rank = job['priority'] end
-        local seq = redis.call('INCR', KEYS[4])
-        redis.call('ZADD', KEYS[2], rank * 2147483648 + 1073741824 + seq, id)
-        redis.call('LPUSH', KEYS[3], 1)
-    else
-        redis.call('ZREM', KEYS[1], id)
-    end
-end
-if #due > 0 then redis.call('LTRIM', KEYS[3], 0, 999) end
-return due
-"""
-
-# Claim jobs whose worker stopped heart-beating; atomic, so only one sweeper gets each job.
-_CLAIM_STALLED = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 500)
-local claimed = {}
-for _, id in ipairs(ids) do
-    redis.call('ZREM', KEYS[1], id)
-    if redis.call('LREM', KEYS[2], 0, id) > 0 then table.insert(claimed, id) end
-end
-return claimed
-"""
+"""``hook(event, job, extra)``: called after each job event this process causes (metrics, event bus)."""
 
 
 def _strict_dumps(obj: Any) -> str:
@@ -167,6 +61,7 @@ class KernelJob(Job):
     """
 
     def info(self, full: bool = False) -> str:
+        """SAQ's one-line description, with user data cut to the queue's ``log_data_chars``."""
         limit = getattr(self.queue, "log_data_chars", 100)
         parts = []
         for field in dataclasses.fields(self):
@@ -193,16 +88,51 @@ class KernelJob(Job):
 
 
 def rank_of(priority: int | None) -> int:
+    """The waiting-set rank of a job with ``priority`` (none or 0: after every prioritised job)."""
     return priority if priority else NO_PRIORITY_RANK
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueKeys:
+    """The Redis keys of one queue (``saq:<queue>:<field>``); job records are ``saq:job:<queue>:<id>``."""
+
+    incomplete: str
+    """SAQ's sorted set of every unfinished job; score = due time (s) when delayed, else 0."""
+    waiting: str
+    """Jobs ready to run, sorted by priority rank then FIFO."""
+    active: str
+    """List of running jobs."""
+    heartbeat: str
+    """Running job -> its last heartbeat (ms)."""
+    completed: str
+    """Completed jobs kept for ``completed_retention`` -> finish time (ms)."""
+    failed: str
+    """Failed or aborted jobs kept for ``failed_retention`` -> finish time (ms)."""
+    counts: str
+    """Hash of lifetime totals: completed, failed, stalled."""
+    paused: str
+    """Exists while the queue is paused."""
+    wake: str
+    """List of tokens idle workers block on (``BLPOP``)."""
+    seq: str
+    """Counter for FIFO order within a priority rank."""
+    events: str
+    """Pub/sub channel of job events."""
+    repeat: str
+    """Hash of recurring jobs: key -> JSON spec."""
+
+    @classmethod
+    def of(cls, queue: RedisQueue) -> QueueKeys:
+        """The keys of ``queue`` (SAQ's namespace)."""
+        return cls(**{f.name: queue.namespace(f.name) for f in dataclasses.fields(cls)})
 
 
 class KernelRedisQueue(RedisQueue):
     """One named queue. SAQ's storage layout, with a priority-ordered waiting set instead of a list.
 
-    Keys (``saq:<queue>:...``): ``incomplete`` (SAQ's: every unfinished job, score = due time or 0),
-    ``waiting`` (sorted by priority rank then FIFO), ``active`` (list), ``heartbeat`` (running
-    job -> last beat, ms), ``completed`` / ``failed`` (finish time, ms), ``counts`` (lifetime
-    totals), ``paused``, ``wake`` (tokens idle workers block on), ``seq``, ``events`` (channel).
+    It owns its keys (:class:`QueueKeys`, ``queue.keys``) and everything that reads or writes
+    them: enqueue, dequeue, finish, retry, sweep, pause, :meth:`stats`, :meth:`clean`,
+    :meth:`retry_failed` and the recurring-job specs.
     """
 
     def __init__(
@@ -233,33 +163,22 @@ class KernelRedisQueue(RedisQueue):
         """Seconds a completed job is kept (0: until cleaned)."""
         self.failed_retention = failed_retention
         """Seconds a failed or aborted job is kept (0: until cleaned)."""
+        """Characters of job data, results and errors shown in log text (0: hidden)."""
         self.log_data_chars = log_data_chars
         self.event_hooks: list[EventHook] = []
-        self._waiting = self.namespace("waiting")
-        self._heartbeat = self.namespace("heartbeat")
-        self._completed = self.namespace("completed")
-        self._failed = self.namespace("failed")
-        self._counts = self.namespace("counts")
-        self._paused = self.namespace("paused")
-        self._wake = self.namespace("wake")
-        self._seq = self.namespace("seq")
-        self._events = self.namespace("events")
-        self._repeat = self.namespace("repeat")
-        self._scripts: dict[str, AsyncScript] = {}
-
-    def _script(self, name: str, source: str) -> AsyncScript:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self.redis.register_script(source)
-        return script
+        """Called after each job event this process causes."""
+        self.keys = QueueKeys.of(self)
+        self.scripts = Scripts(redis)
 
     @property
     def events_channel(self) -> str:
-        return self._events
+        """The pub/sub channel of this queue's job events (JSON dicts)."""
+        return self.keys.events
 
     # ------------------------------------------------------------------ serialisation
 
     def serialize(self, job: Job) -> bytes | str:
+        """The stored JSON of ``job``; ``JobDataError`` if its data or result is not JSON."""
         try:
             return self._dump(job.to_dict())
         except (TypeError, ValueError, RecursionError) as exc:
@@ -302,8 +221,8 @@ class KernelRedisQueue(RedisQueue):
     async def trim_finished(self) -> None:
         """Drop ids whose retention has passed from the completed and failed sets (their records expired)."""
         stamp = now()
-        sets = ((self._completed, self.retention_ms(Status.COMPLETE)),
-                (self._failed, self.retention_ms(Status.FAILED)))
+        sets = ((self.keys.completed, self.retention_ms(Status.COMPLETE)),
+                (self.keys.failed, self.retention_ms(Status.FAILED)))
         due = [(zset, stamp - keep) for zset, keep in sets if keep]
         if due:
             async with self.r.pipeline(transaction=False) as pipe:
@@ -327,50 +246,50 @@ class KernelRedisQueue(RedisQueue):
 
     # ------------------------------------------------------------------ enqueue / dequeue
 
-    async def _enqueue(self, job: Job) -> Job | None:
-        payload = self.serialize(job)
+    def _enqueue_call(self, job: Job) -> tuple[str, list[str], list[Any]]:
+        """The event (``waiting`` or ``delayed``) and the enqueue script's keys and args for ``job``."""
         delayed = bool(job.scheduled) and job.scheduled > time.time()
-        score = job.scheduled if delayed else 0
-        event = self._event("delayed" if delayed else "waiting", job)
-        added = await self._script("enqueue", _ENQUEUE)(
-            keys=[self._incomplete, job.id, self._waiting, self._wake, self._seq, self._events],
-            args=[payload, score, rank_of(job.priority), event],
-        )
-        if not added:
-            return None
+        event = "delayed" if delayed else "waiting"
+        k = self.keys
+        keys = [k.incomplete, job.id, k.waiting, k.wake, k.seq, k.events]
+        due = job.scheduled if delayed else 0
+        return event, keys, [self.serialize(job), due, rank_of(job.priority), self._event(event, job)]
+
+    async def add(self, job: Job) -> bool:
+        """Store and enqueue a built ``job`` (delayed until ``job.scheduled``); False if its id exists."""
+        event, keys, args = self._enqueue_call(job)
+        if not await self.scripts.enqueue(keys=keys, args=args):
+            return False
         if self.event_hooks:
-            await self._fire("delayed" if delayed else "waiting", job, {})
-        return job
+            await self._fire(event, job, {})
+        return True
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        return job if await self.add(job) else None
 
     async def enqueue_many(self, jobs: list[Job]) -> list[bool]:
         """Enqueue ``jobs`` in one round trip (one pipeline of the enqueue script)."""
-        script = self._script("enqueue", _ENQUEUE)
         stamp = now()
-        rows = []
+        calls = []
         for job in jobs:
             job.queue = self
             job.queued = stamp
             job.status = Status.QUEUED
-            delayed = bool(job.scheduled) and job.scheduled > time.time()
-            rows.append((job, self.serialize(job), job.scheduled if delayed else 0,
-                         self._event("delayed" if delayed else "waiting", job)))
+            calls.append(self._enqueue_call(job))
         async with self.r.pipeline(transaction=False) as pipe:
-            for job, payload, score, event in rows:
-                await script(
-                    keys=[self._incomplete, job.id, self._waiting, self._wake, self._seq, self._events],
-                    args=[payload, score, rank_of(job.priority), event],
-                    client=pipe,
-                )
+            for _, keys, args in calls:
+                await self.scripts.enqueue(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         if self.event_hooks:
-            for (job, *_), added in zip(rows, results, strict=True):
+            for job, (event, *_), added in zip(jobs, calls, results, strict=True):
                 if added:
-                    await self._fire("waiting", job, {})
+                    await self._fire(event, job, {})
         return [bool(r) for r in results]
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109
-        script = self._script("dequeue", _DEQUEUE)
-        keys = [self._waiting, self._active, self._heartbeat, self._paused]
+        """The best waiting job, now marked running; None after ``poll_interval`` without one or paused."""
+        script = self.scripts.dequeue
+        keys = [self.keys.waiting, self.keys.active, self.keys.heartbeat, self.keys.paused]
         for _ in range(2):
             row = await script(keys=keys, args=[now()])
             if row:
@@ -379,16 +298,17 @@ class KernelRedisQueue(RedisQueue):
                 if job is not None:
                     return job
                 # The record was cleaned away while waiting: drop the dangling id.
-                await self.r.pipeline(transaction=True).lrem(self._active, 0, job_id).zrem(
-                    self._heartbeat, job_id).zrem(self._incomplete, job_id).execute()
+                await self.r.pipeline(transaction=True).lrem(self.keys.active, 0, job_id).zrem(
+                    self.keys.heartbeat, job_id).zrem(self.keys.incomplete, job_id).execute()
                 continue
             # Nothing to run (or paused): block until an enqueue wakes us, at most poll_interval.
-            await self.blocking.blpop([self._wake], timeout=self.poll_interval)
+            await self.blocking.blpop([self.keys.wake], timeout=self.poll_interval)
         return None
 
     async def count(self, kind: CountKind) -> int:
+        """SAQ's counts, with ``queued`` read from the waiting set."""
         if kind == "queued":
-            return cast(int, await self.r.zcard(self._waiting))
+            return cast(int, await self.r.zcard(self.keys.waiting))
         return await super().count(kind)
 
     # ------------------------------------------------------------------ running jobs
@@ -397,14 +317,15 @@ class KernelRedisQueue(RedisQueue):
         event = kwargs.get("_event") or ("active" if status == Status.ACTIVE else "")
         job.status = Status.ACTIVE if status is None else status
         extra: dict[str, Any] = {"progress": job.progress} if event == "progress" else {}
-        written = await self._script("update", _UPDATE)(
-            keys=[job.id, self._active, self._events],
+        written = await self.scripts.update(
+            keys=[job.id, self.keys.active, self.keys.events],
             args=[self.serialize(job), job.status.value, self._event(event, job, **extra) if event else ""],
         )
         if written and event and self.event_hooks:
             await self._fire(event, job, extra)
 
     async def update(self, job: Job, **kwargs: Any) -> None:
+        """Write ``kwargs`` to ``job`` and store it (only while it is still ours: see the update script)."""
         # SAQ's update() drops unknown kwargs on the copy; keep our private ``_event`` marker.
         job.touched = now()
         for k, v in kwargs.items():
@@ -417,7 +338,7 @@ class KernelRedisQueue(RedisQueue):
         stamp = now()
         mapping = {job_id: stamp for job_id in job_ids}
         if mapping:
-            await self.r.zadd(self._heartbeat, mapping, xx=True)
+            await self.r.zadd(self.keys.heartbeat, mapping, xx=True)
 
     # ------------------------------------------------------------------ finishing and retrying
 
@@ -425,7 +346,7 @@ class KernelRedisQueue(RedisQueue):
                       guard: bool = True) -> None:
         if status == Status.COMPLETE:
             job.progress = 100
-        target = {Status.COMPLETE: self._completed, Status.FAILED: self._failed}.get(status)
+        target = {Status.COMPLETE: self.keys.completed, Status.FAILED: self.keys.failed}.get(status)
         counter = {Status.COMPLETE: "completed", Status.FAILED: "failed"}.get(status, "")
         event = {Status.COMPLETE: "completed", Status.FAILED: "failed"}.get(status, "")
         extra: dict[str, Any] = {}
@@ -440,14 +361,15 @@ class KernelRedisQueue(RedisQueue):
         except (JobDataError, JobTooLargeError) as exc:
             # A processor returned something we cannot (or will not) store: record that as the failure.
             job.status, job.result, job.error = Status.FAILED, None, str(exc)
-            status, target, counter, event, extra = Status.FAILED, self._failed, "failed", "failed", {
+            status, target, counter, event, extra = Status.FAILED, self.keys.failed, "failed", "failed", {
                 "error": str(exc)}
             payload = self.serialize(job)
         finished = job.completed or now()
         keep = self.retention_ms(status)
-        done = await self._script("finish", _FINISH)(
-            keys=[self._active, self._incomplete, job.id, target or self._completed, self._heartbeat,
-                  self._counts, self._events, self._waiting],
+        k = self.keys
+        done = await self.scripts.finish(
+            keys=[k.active, k.incomplete, job.id, target or k.completed, k.heartbeat, k.counts, k.events,
+                  k.waiting],
             args=[payload, finished, counter if target else "", "1" if guard else "0",
                   job.status.value, self._event(event, job, **extra) if event else "", keep,
                   finished - keep],
@@ -472,9 +394,9 @@ class KernelRedisQueue(RedisQueue):
         scheduled = time.time() + delay if delay > 0 else 0
         if scheduled:
             job.scheduled = scheduled  # type: ignore[assignment]  # SAQ types it int; floats are exact
-        done = await self._script("requeue", _REQUEUE)(
-            keys=[self._active, self._heartbeat, self._incomplete, self._waiting, self._wake, self._seq,
-                  job.id, self._failed],
+        k = self.keys
+        done = await self.scripts.requeue(
+            keys=[k.active, k.heartbeat, k.incomplete, k.waiting, k.wake, k.seq, job.id, k.failed],
             args=[self.serialize(job), scheduled, rank_of(job.priority), "1" if guard else "0",
                   "1" if front else "0"],
         )
@@ -507,8 +429,9 @@ class KernelRedisQueue(RedisQueue):
     # ------------------------------------------------------------------ upkeep
 
     async def schedule(self, lock: int = 1) -> list[str]:
-        due = await self._script("promote", _PROMOTE)(
-            keys=[self._incomplete, self._waiting, self._wake, self._seq],
+        """Move delayed jobs that are due to the waiting set; their ids."""
+        due = await self.scripts.promote(
+            keys=[self.keys.incomplete, self.keys.waiting, self.keys.wake, self.keys.seq],
             args=[time.time(), NO_PRIORITY_RANK],
         )
         return [d.decode() for d in due or []]
@@ -516,8 +439,8 @@ class KernelRedisQueue(RedisQueue):
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         """Reclaim jobs whose worker stopped heart-beating for ``stall_timeout`` seconds."""
         cutoff = now() - int(self.stall_timeout * 1000)
-        claimed = await self._script("claim", _CLAIM_STALLED)(
-            keys=[self._heartbeat, self._active], args=[cutoff]
+        claimed = await self.scripts.claim_stalled(
+            keys=[self.keys.heartbeat, self.keys.active], args=[cutoff]
         )
         swept: list[str] = []
         for raw_id in claimed or []:
@@ -525,12 +448,12 @@ class KernelRedisQueue(RedisQueue):
             swept.append(job_id)
             job = await self._get_job_by_id(job_id)
             if job is None:
-                await self.r.zrem(self._incomplete, job_id)
+                await self.r.zrem(self.keys.incomplete, job_id)
                 continue
             stalls = int(job.meta.get("stalls", 0)) + 1
             job.meta["stalls"] = stalls
             reason = f"worker lost: no heartbeat for {self.stall_timeout:g}s (stall {stalls})"
-            await self.r.hincrby(self._counts, "stalled", 1)
+            await self.r.hincrby(self.keys.counts, "stalled", 1)
             if stalls > self.max_stalls:
                 log.error("job %s failed: it lost its worker %d times", job.key, stalls,
                           extra={"queue": self.name, "job_id": job.key})
@@ -546,12 +469,13 @@ class KernelRedisQueue(RedisQueue):
         return swept
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        """Abort ``job``: a waiting one is finished as aborted now; a running one when its worker sees it."""
         async with self.r.pipeline(transaction=True) as pipe:
             job.status = Status.ABORTING
             job.error = error
             dequeued, *_ = await (
-                pipe.zrem(self._waiting, job.id)
-                .zrem(self._incomplete, job.id)
+                pipe.zrem(self.keys.waiting, job.id)
+                .zrem(self.keys.incomplete, job.id)
                 .set(job.id, self.serialize(job))
                 .setex(job.abort_id, int(max(ttl, 1)), error)
                 .publish(job.id, job.status)
@@ -562,24 +486,152 @@ class KernelRedisQueue(RedisQueue):
             await self.r.delete(job.abort_id)
 
     async def disconnect(self) -> None:
-        # The Redis client belongs to the redis plugin: only close what SAQ opened on it.
+        """Close what SAQ opened on the client (the client itself belongs to the redis plugin)."""
         await self._pubsub.close()
 
     # ------------------------------------------------------------------ pause
 
     async def pause(self) -> None:
-        await self.r.set(self._paused, 1)
+        """Every worker process stops taking jobs from this queue; running jobs finish."""
+        await self.r.set(self.keys.paused, 1)
 
     async def resume(self) -> None:
-        waiting = cast(int, await self.r.zcard(self._waiting))
+        """Let workers take jobs again (and wake idle ones)."""
+        waiting = cast(int, await self.r.zcard(self.keys.waiting))
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._paused)
-            pipe.lpush(self._wake, *([1] * max(1, min(waiting, MAX_TOKENS))))
-            pipe.ltrim(self._wake, 0, MAX_TOKENS - 1)
+            pipe.delete(self.keys.paused)
+            pipe.lpush(self.keys.wake, *([1] * max(1, min(waiting, MAX_TOKENS))))
+            pipe.ltrim(self.keys.wake, 0, MAX_TOKENS - 1)
             await pipe.execute()
 
     async def is_paused(self) -> bool:
-        return bool(await self.r.exists(self._paused))
+        """Whether the queue is paused."""
+        return bool(await self.r.exists(self.keys.paused))
+
+    # ------------------------------------------------------------------ inspection and cleanup
+
+    async def stats(self) -> dict[str, Any]:
+        """``{queue_name, waiting, active, completed, failed, delayed, total, paused}`` (one transaction).
+
+        ``completed``/``failed`` count the finished jobs still kept; ``total`` = waiting + active + delayed.
+        """
+        await self.trim_finished()
+        k = self.keys
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zcard(k.waiting).llen(k.active).zcount(k.incomplete, "(0", "+inf")
+            pipe.zcard(k.completed).zcard(k.failed).exists(k.paused)
+            waiting, active, delayed, completed, failed, paused = await pipe.execute()
+        return {
+            "queue_name": self.name, "waiting": waiting, "active": active, "completed": completed,
+            "failed": failed, "delayed": delayed, "total": waiting + active + delayed, "paused": bool(paused),
+        }
+
+    async def totals(self) -> dict[str, int]:
+        """Lifetime totals kept even after :meth:`clean`: completed, failed, stalled."""
+        raw = await self.r.hgetall(self.keys.counts)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def is_delayed(self, job: Job) -> bool:
+        """Whether queued ``job`` waits for its due time (it is not in the waiting set yet)."""
+        score = await self.r.zscore(self.keys.incomplete, job.id)
+        return bool(score and score > 0)
+
+    async def clean(self, status: CleanStatus = "completed", older_than: float = 0.0,
+                    limit: int = 1000) -> list[str]:
+        """Delete up to ``limit`` (<= 0: all) jobs in ``status`` queued or finished over ``older_than``
+        seconds ago; their keys."""
+        if status not in ("completed", "failed", "waiting", "delayed"):
+            raise InvalidJobOptionError(
+                f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}")
+        await self.trim_finished()
+        cutoff_ms = now() - int(older_than * 1000)
+        count = None if limit <= 0 else limit
+        if status == "completed":
+            removed = await self._clean_finished(self.keys.completed, cutoff_ms, count)
+        elif status == "failed":
+            removed = await self._clean_finished(self.keys.failed, cutoff_ms, count)
+        else:
+            removed = await self._clean_unfinished(status == "delayed", cutoff_ms, count)
+        return [self.job_key_from_id(i.decode()) for i in removed]
+
+    async def _clean_finished(self, zset: str, cutoff_ms: int, count: int | None) -> list[bytes]:
+        ids: list[bytes] = await self.r.zrangebyscore(zset, 0, cutoff_ms, start=0 if count else None,
+                                                      num=count)
+        if ids:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.zrem(zset, *ids).delete(*ids)
+                await pipe.execute()
+        return ids
+
+    async def _clean_unfinished(self, delayed: bool, cutoff_ms: int, count: int | None) -> list[bytes]:
+        if delayed:
+            ids = await self.r.zrangebyscore(self.keys.incomplete, "(0", "+inf")
+        else:
+            ids = await self.r.zrange(self.keys.waiting, 0, -1)
+        jobs = await self.jobs(self.job_key_from_id(i.decode()) for i in ids) if ids else []
+        removed: list[bytes] = []
+        for raw_id, job in zip(ids, jobs, strict=True):
+            if count is not None and len(removed) >= count:
+                break
+            if job is not None and job.queued > cutoff_ms:
+                continue
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.waiting, raw_id).zrem(self.keys.incomplete, raw_id).delete(raw_id)
+                res = await pipe.execute()
+            if res[0] or res[1]:
+                removed.append(raw_id)
+        return removed
+
+    async def retry_failed(self, job_key: str | None = None) -> int:
+        """Re-queue one failed job (or every failed job) with a fresh attempt budget; how many.
+
+        For one ``job_key``: ``JobNotFoundError`` if it is unknown, ``InvalidJobOptionError`` if it
+        has not failed.
+        """
+        if job_key is not None:
+            keys = [job_key]
+        else:
+            keys = [self.job_key_from_id(i.decode()) for i in await self.r.zrange(self.keys.failed, 0, -1)]
+        done = 0
+        for key in keys:
+            job = await self.job(key)
+            if job is None or job.status != Status.FAILED:
+                if job_key is None:
+                    continue
+                if job is None:
+                    raise JobNotFoundError(f"no job {job_key!r} on queue {self.name!r}")
+                raise InvalidJobOptionError(
+                    f"job {job_key!r} on queue {self.name!r} is {job.status.value}, not failed")
+            job.meta["failures"] = 0
+            job.meta["stalls"] = 0
+            if await self.requeue(job, guard=False):
+                done += 1
+        return done
+
+    # ------------------------------------------------------------------ recurring-job specs
+
+    async def recurring_specs(self) -> dict[str, str]:
+        """Every recurring job of this queue: key -> its JSON spec."""
+        raw = await self.r.hgetall(self.keys.repeat)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def put_recurring(self, key: str, spec: str) -> None:
+        """Store (or replace) recurring job ``key``; a pending tick of the one it replaces is dropped."""
+        await self._drop_pending_ticks(key)
+        await self.r.hset(self.keys.repeat, key, spec)
+
+    async def remove_recurring(self, key: str) -> bool:
+        """Forget recurring job ``key`` and its pending tick; False if there was none."""
+        removed = bool(await self.r.hdel(self.keys.repeat, key))
+        await self._drop_pending_ticks(key)
+        return removed
+
+    async def _drop_pending_ticks(self, key: str) -> None:
+        pattern = self.job_id(f"repeat:{key}:*")
+        async for member, score in self.r.zscan_iter(self.keys.incomplete, match=pattern):
+            if score > 0:  # still delayed: not started yet
+                await self.r.pipeline(transaction=True).zrem(self.keys.incomplete, member).delete(
+                    member).execute()
 
 
 def backoff_delay(spec: Any, failures: int) -> float:

@@ -8,12 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
 from saq.worker import Worker
 
 from ._errors import UnknownProcessorError
 from ._job import JobContext
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
     from saq.types import PartialTimersDict
 
     from ._config import QueueConfig
@@ -54,7 +56,8 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
     """Runs the processors registered for one queue, ``concurrency`` jobs at a time.
 
     Signals are handled by whoever runs the worker (``kernel worker``, the manager), not by
-    SAQ: several workers share one process and one SIGTERM.
+    SAQ: several workers share one process and one SIGTERM. SAQ is asyncio-only, and so is
+    the worker.
     """
 
     SIGNALS = []
@@ -76,28 +79,59 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
         self.kqueue = queue
         self.heartbeat_interval = config.heartbeat_interval
         self._recurring = recurring
-        self._started = asyncio.Event()
+        self._started = anyio.Event()
+        self._ended = anyio.Event()
+        self._task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
         self._upkeep: list[asyncio.Task[None]] = []
 
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`start` for ``TaskGroup.start``: ready once it takes jobs; later errors are logged."""
+        self._task_status = task_status
+        try:
+            await self.start()
+        except Exception:
+            if not self._started.is_set():
+                raise
+            log.exception("queue worker ended with an error", extra={"queue": self.kqueue.name})
+        finally:
+            self._ended.set()
+
+    async def start(self) -> None:
+        """Take and run jobs until stopped, with an automatic heartbeat for the running ones."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._beat)
+            try:
+                await super().start()
+            except Exception as exc:  # raised as it is below, not in an ExceptionGroup
+                failure = exc
+            tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
     async def process(self) -> bool:
+        """Take and run one job, unless the worker is stopping."""
         if self.event.is_set():  # stopping: take no new job
             return False
         return await super().process()
 
     async def schedule(self, lock: int = 1) -> None:
+        """Enqueue due ticks of recurring jobs, then move due delayed jobs to waiting."""
         if self._recurring is not None:
             await self._recurring()
         await self.kqueue.schedule(lock)
 
     async def upkeep(self) -> list[asyncio.Task[None]]:
+        """Start SAQ's upkeep tasks (schedule, sweep, abort); the worker is ready from here on."""
         # Upkeep tasks are kept out of ``self.tasks``: SAQ's stop() would wait the whole grace
         # period for their sleeps. They are cancelled once the running jobs are done.
-        self._upkeep = [*await super().upkeep(),
-                        asyncio.create_task(self._beat(), name="queue-heartbeat")]
+        self._upkeep = await super().upkeep()
         self._started.set()
+        self._task_status.started()
         return []
 
     async def stop(self) -> None:
+        """Stop taking jobs, let running ones finish within the grace period, end the upkeep."""
         try:
             await super().stop()
         finally:
@@ -108,17 +142,22 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
 
     async def _beat(self) -> None:
         # Automatic heartbeat for every job this process runs: a processor that never reports
-        # progress is not mistaken for a dead one.
-        # Keeps beating while a graceful stop lets running jobs finish.
-        while not self.event.is_set() or self.job_task_contexts:
+        # progress is not mistaken for a dead one. It runs until start() returns, so it keeps
+        # beating while a graceful stop lets running jobs finish.
+        while True:
             try:
                 await self.kqueue.heartbeat([job.id for job in list(self.job_task_contexts)])
             except Exception:
                 log.exception("queue heartbeat failed", extra={"queue": self.kqueue.name})
-            await asyncio.sleep(self.heartbeat_interval)
+            await anyio.sleep(self.heartbeat_interval)
 
     async def wait_started(self) -> None:
+        """Wait until the worker takes jobs."""
         await self._started.wait()
+
+    async def wait_ended(self) -> None:
+        """Wait until :meth:`serve` has returned (stopped, or ended by an error)."""
+        await self._ended.wait()
 
     def request_stop(self) -> None:
         """Stop taking jobs; ``start()`` then finishes running ones within the grace period."""

@@ -273,7 +273,7 @@ async def test_pause_resume_across_two_worker_processes(
     await until(long_started, 10)
     await manager.pause_queue(qname)
     ids = await manager.add_bulk_jobs(qname, [{"name": "work", "data": {"sleep": 0.01}}] * 20)
-    wake = manager.get_queue(qname)._wake
+    wake = manager.get_queue(qname).keys.wake
 
     async def looked_while_paused() -> bool:  # each refused dequeue takes one of the 20 wake tokens
         return await manager.redis.llen(wake) == 0

@@ -191,7 +191,7 @@ async def test_expired_jobs_leave_the_records_and_the_stats(qm: QueueManager, qn
 
     await poll(gone)
     q = qm.get_queue(qname)
-    assert await qm.redis.zcard(q._completed) == 0 and await qm.redis.zcard(q._failed) == 0
+    assert await qm.redis.zcard(q.keys.completed) == 0 and await qm.redis.zcard(q.keys.failed) == 0
     assert await qm.get_counts(qname) == {"completed": 1, "failed": 1}   # lifetime totals stay
 
 

@@ -354,7 +354,7 @@ async def test_pause_and_resume_in_process(manager: QueueManager, qname: str) ->
     for i in range(5):
         await manager.add_job(qname, "x", i)
     # Each enqueue leaves a wake token; the worker takes one per (refused) dequeue while paused.
-    wake = manager.get_queue(qname)._wake
+    wake = manager.get_queue(qname).keys.wake
     await wait_until(lambda: _is_zero(manager.redis.llen(wake)), what="the worker's dequeues while paused")
     assert done == []
     stats = await manager.get_queue_stats(qname)

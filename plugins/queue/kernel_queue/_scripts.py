@@ -1,0 +1,146 @@
+"""The queue's Lua scripts: every state change of a job is one atomic step in Redis.
+
+Scores in the ``waiting`` set are ``rank * 2**31 + 2**30 + seq`` (exact in a double): priority
+rank first, then FIFO by the ``seq`` counter; a negative ``seq`` puts a re-run ahead of its rank.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+MAX_TOKENS = 1000
+"""Wake-up tokens kept at most; workers drain the waiting set on every wake-up anyway."""
+
+# Shared by the scripts that put a job in the waiting set or take it off the active list.
+_HELPERS = f"""
+local function to_waiting(waiting, seq_key, wake, id, rank, front)
+    local seq = redis.call('INCR', seq_key)
+    if front then seq = -seq end
+    redis.call('ZADD', waiting, tonumber(rank) * 2147483648 + 1073741824 + seq, id)
+    if redis.call('LPUSH', wake, 1) > {MAX_TOKENS} then redis.call('LTRIM', wake, 0, {MAX_TOKENS - 1}) end
+end
+local function off_active(active, heartbeat, id, guard)
+    local removed = redis.call('LREM', active, 1, id)
+    if guard == '1' and removed == 0 then return false end
+    redis.call('ZREM', heartbeat, id)
+    return true
+end
+"""
+
+ENQUEUE = _HELPERS + """
+-- KEYS: incomplete, job, waiting, wake, seq, events; ARGV: payload, due (0: now), rank, event
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+if ARGV[2] == '0' then to_waiting(KEYS[3], KEYS[5], KEYS[4], KEYS[2], ARGV[3], false) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
+return 1
+"""
+
+# Pop the best waiting job and mark it running in one step: a worker killed at any point
+# leaves the job either waiting or in active+heartbeats, where the sweep finds it.
+DEQUEUE = """
+-- KEYS: waiting, active, heartbeat, paused; ARGV: now (ms)
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
+local r = redis.call('ZPOPMIN', KEYS[1])
+if #r == 0 then return false end
+local id = r[1]
+redis.call('RPUSH', KEYS[2], id)
+redis.call('ZADD', KEYS[3], ARGV[1], id)
+return {id, redis.call('GET', id)}
+"""
+
+# Writes from a worker only land while the job is still in the active list: after a sweep
+# reclaimed it, a late (zombie) worker must not overwrite the new attempt's record.
+UPDATE = """
+-- KEYS: job, active, events; ARGV: payload, status, event
+if redis.call('LPOS', KEYS[2], KEYS[1]) == false then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
+return 1
+"""
+
+FINISH = _HELPERS + """
+-- KEYS: active, incomplete, job, finished set, heartbeat, counts, events, waiting
+-- ARGV: payload, finish time, counter ('' : none), guard, status, event, keep ms (0: forever), cutoff
+if not off_active(KEYS[1], KEYS[5], KEYS[3], ARGV[4]) then return 0 end
+redis.call('ZREM', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[8], KEYS[3])
+if ARGV[7] ~= '0' then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
+else
+    redis.call('SET', KEYS[3], ARGV[1])
+end
+if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[4], ARGV[2], KEYS[3])
+    redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
+    if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
+end
+redis.call('PUBLISH', KEYS[3], ARGV[5])
+if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[7], ARGV[6]) end
+return 1
+"""
+
+REQUEUE = _HELPERS + """
+-- KEYS: active, heartbeat, incomplete, waiting, wake, seq, job, failed
+-- ARGV: payload, due (0: now), rank, guard, front
+if not off_active(KEYS[1], KEYS[2], KEYS[7], ARGV[4]) then return 0 end
+redis.call('ZREM', KEYS[8], KEYS[7])
+redis.call('SET', KEYS[7], ARGV[1])
+if ARGV[2] == '0' then
+    redis.call('ZADD', KEYS[3], 0, KEYS[7])
+    to_waiting(KEYS[4], KEYS[6], KEYS[5], KEYS[7], ARGV[3], ARGV[5] == '1')
+else
+    redis.call('ZADD', KEYS[3], ARGV[2], KEYS[7])
+end
+redis.call('PUBLISH', KEYS[7], 'queued')
+return 1
+"""
+
+PROMOTE = _HELPERS + """
+-- KEYS: incomplete, waiting, wake, seq; ARGV: now (s), rank of jobs without a priority
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], 1, ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+    local raw = redis.call('GET', id)
+    if raw then
+        redis.call('ZADD', KEYS[1], 0, id)
+        local rank = ARGV[2]
+        local ok, job = pcall(cjson.decode, raw)
+        if ok and type(job['priority']) == 'number' and job['priority'] > 0 then rank = job['priority'] end
+        to_waiting(KEYS[2], KEYS[4], KEYS[3], id, rank, false)
+    else
+        redis.call('ZREM', KEYS[1], id)
+    end
+end
+return due
+"""
+
+# Claim jobs whose worker stopped heart-beating; atomic, so only one sweeper gets each job.
+CLAIM_STALLED = """
+-- KEYS: heartbeat, active; ARGV: cutoff (ms)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 500)
+local claimed = {}
+for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[1], id)
+    if redis.call('LREM', KEYS[2], 0, id) > 0 then table.insert(claimed, id) end
+end
+return claimed
+"""
+
+
+class Scripts:
+    """The scripts registered on one client (``EVALSHA``, loaded by Redis on first use)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.enqueue: AsyncScript = redis.register_script(ENQUEUE)
+        self.dequeue: AsyncScript = redis.register_script(DEQUEUE)
+        self.update: AsyncScript = redis.register_script(UPDATE)
+        self.finish: AsyncScript = redis.register_script(FINISH)
+        self.requeue: AsyncScript = redis.register_script(REQUEUE)
+        self.promote: AsyncScript = redis.register_script(PROMOTE)
+        self.claim_stalled: AsyncScript = redis.register_script(CLAIM_STALLED)
