@@ -21,9 +21,9 @@ from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
 from ._kernel import CONFIG_WARNING, Kernel
-from .logging import configure_logging
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
+from .logging import configure_logging
 from .web import _serve
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2

@@ -6,7 +6,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast, overload
@@ -16,27 +16,14 @@ import attrs
 import pluggy
 
 from . import _config
-from ._discovery import Discovery, InstalledPlugin, discover
-from ._errors import (
-    BootError,
-    ConfigError,
-    KernelError,
-    ShutdownError,
-    TeardownError,
-)
+from ._discovery import InstalledPlugin, discover
+from ._errors import BootError, KernelError, ShutdownError, TeardownError
 from ._health import HealthReport, run_checks
-from .logging import configure_logging
 from ._ordering import install_hint
-from ._plan import KernelPlan, PluginManager, bind, build_plan, make_plugin_manager
-from ._plugin import (
-    Command,
-    HealthCheck,
-    Middleware,
-    Plugin,
-    PluginContext,
-    Route,
-)
+from ._plan import KernelPlan, bind, build_plan
+from ._plugin import Command, HealthCheck, Middleware, Plugin, PluginContext, Route
 from ._registry import Key, Registry
+from .logging import configure_logging
 
 log = logging.getLogger("kernel")
 T = TypeVar("T")
@@ -71,32 +58,23 @@ class Kernel:
     validate everything and order the plugins before any plugin code runs.
     """
 
-    def __init__(
-        self,
-        *,
-        settings: _config.KernelSettings,
-        plugins: Sequence[LoadedPlugin],
-        discovery: Discovery,
-        sections: Mapping[str, Any],
-        raw_config: Mapping[str, Any],
-        config_path: Path | None,
-        registry: Registry,
-        warnings: Sequence[str] = (),
-        _plugin_manager: PluginManager | None = None,
-    ) -> None:
-        self.settings = settings
-        self.plugins: tuple[LoadedPlugin, ...] = tuple(plugins)
-        self.discovery = discovery
-        self.sections: dict[str, Any] = dict(sections)
-        self.raw_config = raw_config
-        self.config_path = config_path
-        self.registry = registry
-        self.warnings = tuple(warnings)
-        if _plugin_manager is None:
-            _plugin_manager, errors = make_plugin_manager([lp.plugin for lp in self.plugins])
-            if errors:
-                raise ConfigError(errors)
-        self._pm = _plugin_manager
+    def __init__(self, plan: KernelPlan, *, registry: Registry | None = None) -> None:
+        """A kernel for a validated plan; ``registry`` should be the one its ``kernel_check`` hooks saw."""
+        self.registry = registry = Registry() if registry is None else registry
+        self.settings = plan.settings
+        self.discovery = plan.discovery
+        self.sections: dict[str, Any] = dict(plan.sections)  # one dict, shared by every plugin's context
+        self.raw_config = plan.raw_config
+        self.config_path = plan.config_path
+        self.warnings = plan.warnings
+        self.plugins = tuple(
+            LoadedPlugin(p.plugin, p.info, PluginContext(
+                p.name, p.config, plan.settings, registry,
+                logging.getLogger(f"kernel.plugins.{p.name}"), self.sections,
+            ))
+            for p in plan.plugins
+        )
+        self._pm = plan.plugin_manager
         self._impls: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started: list[_Started] = []
         self._checks: list[tuple[str, HealthCheck]] = []
@@ -169,30 +147,8 @@ class Kernel:
 
     @classmethod
     def from_plan(cls, plan: KernelPlan, *, registry: Registry | None = None) -> Kernel:
-        """A kernel for a validated :class:`~kernel._plan.KernelPlan` (what :meth:`from_dict` does last).
-
-        ``registry`` should be the one the plan's ``kernel_check`` hooks saw.
-        """
-        registry = Registry() if registry is None else registry
-        sections = dict(plan.sections)  # one dict, shared by every plugin's context
-        loaded = [
-            LoadedPlugin(p.plugin, p.info, PluginContext(
-                p.name, p.config, plan.settings, registry,
-                logging.getLogger(f"kernel.plugins.{p.name}"), sections,
-            ))
-            for p in plan.plugins
-        ]
-        return cls(
-            settings=plan.settings,
-            plugins=loaded,
-            discovery=plan.discovery,
-            sections=sections,
-            raw_config=plan.raw_config,
-            config_path=plan.config_path,
-            registry=registry,
-            warnings=plan.warnings,
-            _plugin_manager=plan.plugin_manager,
-        )
+        """A kernel for a validated :class:`~kernel._plan.KernelPlan` (what :meth:`from_dict` does last)."""
+        return cls(plan, registry=registry)
 
     # ------------------------------------------------------------------ introspection
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import resolve_config_path
 from .._kernel import Kernel
-from ..logging import configure_logging
 from .._plugin import ASGIApp, Receive, Scope, Send
+from ..logging import configure_logging
 from ._app import KernelApp, send_json
 from ._lifespan import KernelOrFactory, lifespan_for, run_lifespan
 
