@@ -6,6 +6,8 @@ This namespace is what a plugin author needs. The rest is in subpackages and mod
 ``kernel.config`` (kernel settings, loaded plugins), ``kernel.hookspecs``, ``kernel.testing``.
 """
 
+from importlib import metadata as _metadata
+
 from ._config import recommended
 from ._errors import (
     BootError,
@@ -33,7 +35,10 @@ from ._plugin import (
 from ._registry import Registry
 from ._secret import Secret, redact_url
 
-__version__ = "0.1.0"
+try:  # one source: pyproject.toml, read from the installed distribution's metadata
+    __version__ = _metadata.version("milo-kernel")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BootError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 import attrs
 
@@ -41,7 +42,7 @@ class HelloPlugin(Plugin):
     """Registers a ``Greeter``; serves ``GET /hello``; adds ``kernel hello NAME``."""
 
     name = "hello"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-hello")  # one source: the distribution's pyproject.toml
     requires = ()
     optional = ("metrics",)
     config_class = HelloConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from kernel_redis import redis_available, use_redis
@@ -24,7 +25,7 @@ class CachePlugin(Plugin):
     """Namespaced TTL cache; ``kernel.get(CacheManager).namespace("user")``."""
 
     name = "cache"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-cache")  # one source: the distribution's pyproject.toml
     # Not a hard requirement: the memory backend needs no Redis. backend = "redis" checks at boot.
     optional = ("redis", "metrics")
     config_class = CacheConfig

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from importlib import metadata
 from typing import Literal
 
 import attrs
@@ -56,7 +57,7 @@ class ErrorsPlugin(Plugin):
     """Registers a :class:`ProblemRenderer` and wraps the served app in :class:`ErrorMiddleware`."""
 
     name = "errors"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-errors")  # one source: the distribution's pyproject.toml
     config_class = ErrorsConfig
     provides = ("errors", "ProblemRenderer")
     description = "AppError hierarchy rendered as RFC 9457 problem+json"

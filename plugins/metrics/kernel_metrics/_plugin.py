@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 from kernel import CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.web import ASGIApp
@@ -21,7 +22,7 @@ class MetricsPlugin(Plugin):
     """Prometheus metrics: ``MetricsCollector`` service, HTTP middleware and ``GET /health/metrics``."""
 
     name = "metrics"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-metrics")  # one source: the distribution's pyproject.toml
     config_class = MetricsConfig
     provides = ("metrics", "MetricsCollector", "Metrics")
     description = "Prometheus metrics, HTTP middleware and the /health/metrics endpoint"

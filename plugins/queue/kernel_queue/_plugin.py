@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,7 @@ class QueuePlugin(Plugin):
     """Background jobs on SAQ + Redis (``QueueManager``), workers via ``kernel worker``."""
 
     name = "queue"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-queue")  # one source: the distribution's pyproject.toml
     requires = ("redis",)
     optional = ("metrics", "eventbus")
     config_class = QueueConfig

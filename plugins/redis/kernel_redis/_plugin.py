@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 import anyio
 import redis.asyncio as aioredis
@@ -22,7 +23,7 @@ class RedisPlugin(Plugin):
     """One shared ``redis.asyncio.Redis`` client for cache, event bus and queue."""
 
     name = "redis"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-redis")  # one source: the distribution's pyproject.toml
     config_class = RedisConfig
     provides = ("redis", "redis.connection", "Redis", "RedisConnection", "RedisService")
     description = "Redis connection (URL, TLS, health check) or an embedded private redis-server"

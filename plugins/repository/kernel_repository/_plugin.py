@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import AsyncIterator, Callable
+from importlib import metadata
 from typing import Any, TextIO
 
 import anyio
@@ -23,7 +24,7 @@ class RepositoryPlugin(Plugin):
     """odmantic repositories over MongoDB (or the embedded wire-protocol server)."""
 
     name = "repository"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-repository")  # one source: the distribution's pyproject.toml
     # The error classes come from the kernel_errors library (a package dependency): the errors
     # *plugin* (problem+json middleware) renders them when a host enables it, but is not required.
     optional = ("metrics",)
