@@ -19,12 +19,15 @@ from saq.utils import now, uuid1
 from ._config import QueueConfig
 from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
-from ._queue import CleanStatus, KernelJob, KernelRedisQueue, clip
+from ._queue import CleanStatus, EventHook, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
+    from kernel_eventbus import EventBus
+    from kernel_metrics import LabelBudget, Metrics
+    from prometheus_client import Counter, Histogram
     from redis.asyncio import Redis
 
 log = logging.getLogger("kernel.plugins.queue")
@@ -52,8 +55,8 @@ class QueueManager:
         config: QueueConfig | None = None,
         *,
         blocking: Redis | None = None,
-        metrics: Any = None,
-        eventbus: Any = None,
+        metrics: Metrics | None = None,
+        eventbus: EventBus | None = None,
         processors: ProcessorRegistry | None = None,
     ) -> None:
         # redis-py types its asyncio methods ``Awaitable[T] | T``; every call here is awaited.
@@ -61,8 +64,11 @@ class QueueManager:
         self.config = config or QueueConfig()
         self.processors = processors or ProcessorRegistry()
         self._blocking: Any = blocking
-        self._metrics = metrics
-        self._eventbus = eventbus
+        self._event_hooks: list[EventHook] = []
+        if eventbus is not None:
+            self._event_hooks.append(_BusPublisher(eventbus))
+        if metrics is not None:
+            self._event_hooks.append(_JobMetrics(metrics))
         self._queues: dict[str, KernelRedisQueue] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
         self._workers: list[QueueWorker] = []
@@ -71,14 +77,7 @@ class QueueManager:
         self._hosting = anyio.Event()
         # Listener handles are asyncio tasks: listen_to_queue_events() returns them (public API).
         self._listeners: set[asyncio.Task[None]] = set()
-        self._counter: Any = None
-        self._duration: Any = None
         self._known_pending: set[str] = set()
-        if metrics is not None:
-            self._counter = metrics.counter(
-                "queue_jobs_total", "Job events handled by this process", ["queue", "event"])
-            self._duration = metrics.histogram(
-                "queue_job_duration_seconds", "Processing time of finished jobs", ["queue", "status"])
 
     # ------------------------------------------------------------------ queues
 
@@ -103,10 +102,7 @@ class QueueManager:
                 max_payload_bytes=cfg.max_payload_bytes, completed_retention=cfg.completed_retention,
                 failed_retention=cfg.failed_retention, log_data_chars=cfg.log_data_chars,
             )
-            if self._eventbus is not None:
-                queue.event_hooks.append(self._publish_to_bus)
-            if self._metrics is not None:
-                queue.event_hooks.append(self._record_metrics)
+            queue.event_hooks.extend(self._event_hooks)
             self._queues[name] = queue
             self._known_pending.add(name)
         return queue
@@ -436,17 +432,6 @@ class QueueManager:
         task.add_done_callback(self._listeners.discard)
         return task
 
-    async def _publish_to_bus(self, event: str, job: Job, extra: dict[str, Any]) -> None:
-        data = {"queue": job.get_queue().name, "job_id": job.key, "name": job.function,
-                "attempts": job.attempts, **extra}
-        await self._eventbus.publish(f"queue.job.{event}", data, source="queue")
-
-    async def _record_metrics(self, event: str, job: Job, extra: dict[str, Any]) -> None:
-        name = job.get_queue().name
-        self._counter.labels(name, event).inc()
-        if event in ("completed", "failed") and job.started and job.completed:
-            self._duration.labels(name, event).observe(max(job.completed - job.started, 0) / 1000)
-
     # ------------------------------------------------------------------ lifecycle
 
     async def close(self) -> None:
@@ -467,3 +452,32 @@ class QueueManager:
 
     def __repr__(self) -> str:
         return f"<QueueManager queues={sorted(self._queues)}>"
+
+
+class _BusPublisher:
+    """Event hook: publishes ``queue.job.<event>`` on the event bus."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    async def __call__(self, event: str, job: Job, extra: dict[str, Any]) -> None:
+        data = {"queue": job.get_queue().name, "job_id": job.key, "name": job.function,
+                "attempts": job.attempts, **extra}
+        await self.bus.publish(f"queue.job.{event}", data, source="queue")
+
+
+class _JobMetrics:
+    """Event hook: records ``queue_jobs_total`` and ``queue_job_duration_seconds``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        # Queue names come from callers: recorded within the collector's series budget.
+        self.events: LabelBudget[Counter] = metrics.bounded(metrics.counter(
+            "queue_jobs_total", "Job events handled by this process", ["queue", "event"]))
+        self.durations: LabelBudget[Histogram] = metrics.bounded(metrics.histogram(
+            "queue_job_duration_seconds", "Processing time of finished jobs", ["queue", "status"]))
+
+    async def __call__(self, event: str, job: Job, extra: dict[str, Any]) -> None:
+        name = job.get_queue().name
+        self.events.labels(name, event).inc()
+        if event in ("completed", "failed") and job.started and job.completed:
+            self.durations.labels(name, event).observe(max(job.completed - job.started, 0) / 1000)

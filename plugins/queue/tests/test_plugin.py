@@ -197,3 +197,16 @@ def test_cli_worker_without_processors_explains(tmp_path: Path, redis_url: str) 
     assert out.returncode == 2 and "own private Redis" in out.stderr
     out = _cli(config, "worker", "--help")
     assert "--concurrency" in out.stdout and "--queue" in out.stdout
+
+
+@pytest.mark.anyio
+async def test_bulk_jobs_with_a_delay_are_reported_as_delayed(redis_url: str, qname: str) -> None:
+    pytest.importorskip("kernel_metrics", reason="the metrics plugin is not installed in this environment")
+    async with boot_kernel("redis", "metrics", "queue", config={
+        "redis": {"url": redis_url}, "queue": FAST}) as k:
+        manager = k.get(QueueManager)
+        await manager.add_bulk_jobs(qname, [{"name": "later", "delay": 3600}, {"name": "now"}])
+        body, _ = k.registry.get("metrics").render()
+        text = body.decode()
+        assert f'queue_jobs_total{{event="delayed",queue="{qname}"}} 1.0' in text   # as add_job reports it
+        assert f'queue_jobs_total{{event="waiting",queue="{qname}"}} 1.0' in text
