@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="few rounds; all suites in < 60 s")
     parser.add_argument("--instructions", action="store_true",
-                        help="CPU-bound suites only: callgrind instruction counts per op instead of times")
+                        help="CPU-bound suites only: callgrind instruction counts per op instead of times "
+                             "(needs valgrind; the same N per case with or without --quick)")
     parser.add_argument("--with-instructions", action="store_true",
                         help="time the suites, then count instructions of the CPU-bound ones (one page)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
