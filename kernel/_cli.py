@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -170,17 +170,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """Print the effective config (file + environment + defaults), secrets masked."""
-    try:
-        kernel = _load(args)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_CONFIG
-    data = kernel.effective_config()
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(to_toml(data))
+    data = _load(args).effective_config()  # a ConfigError is printed by main()
+    print(json.dumps(data, indent=2) if args.json else to_toml(data))
     return EXIT_OK
 
 
@@ -208,13 +199,7 @@ async def _health(kernel: Kernel, as_json: bool) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Boot the kernel, print services and health, shut down."""
-    try:
-        kernel = _load(args)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_CONFIG
-    return anyio.run(_health, kernel, args.json)
+    return anyio.run(_health, _load(args), args.json)  # a ConfigError is printed by main()
 
 
 def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]:
@@ -222,21 +207,13 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
         kernel: Kernel = args._kernel
 
         async def go() -> int | None:
-            if command.boot:
-                async with contextlib.AsyncExitStack() as stack:
-                    if not await boot_interruptibly(kernel, stack):
-                        print("kernel: stopped by a signal during boot (nothing was left running)",
-                              file=sys.stderr)
-                        return EXIT_OK
-                    result = command.run(args, kernel)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return result
-            result = command.run(args, kernel)
-            if inspect.isawaitable(result):
-                awaited: Awaitable[int | None] = result
-                return await awaited
-            return result
+            async with contextlib.AsyncExitStack() as stack:
+                if command.boot and not await boot_interruptibly(kernel, stack):
+                    print("kernel: stopped by a signal during boot (nothing was left running)",
+                          file=sys.stderr)
+                    return EXIT_OK
+                result = command.run(args, kernel)
+                return await result if inspect.isawaitable(result) else result
 
         code = anyio.run(go)
         return EXIT_OK if code is None else code
@@ -360,6 +337,16 @@ def _not_enabled(
     return run
 
 
+def _add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], command: Command, origin: str, **defaults: Any
+) -> None:
+    """Add a plugin's command to the sub-parsers ``sub``; its help names ``origin``."""
+    p = sub.add_parser(command.name, help=f"{command.help} [{origin}]")
+    if command.add_arguments is not None:
+        command.add_arguments(p)
+    p.set_defaults(**defaults)
+
+
 def build_parser(
     kernel: Kernel | None,
     *,
@@ -410,10 +397,7 @@ def build_parser(
                     f"plugin {plugin!r} contributes command {command.name!r}, which is taken"
                 )
             taken.add(command.name)
-            p = sub.add_parser(command.name, help=f"{command.help} [{plugin}]")
-            if command.add_arguments is not None:
-                command.add_arguments(p)
-            p.set_defaults(func=_run_plugin_command(command), _kernel=kernel)
+            _add_command(sub, command, plugin, func=_run_plugin_command(command), _kernel=kernel)
     if installed:
         found = discovery or (kernel.discovery if kernel is not None else discover())
         path = config_path or resolve_config_path(None, os.environ)
@@ -421,10 +405,8 @@ def build_parser(
             if command.name in taken:  # an enabled plugin's or a built-in command wins
                 continue
             taken.add(command.name)
-            p = sub.add_parser(command.name, help=f"{command.help} [{plugin}, not enabled]")
-            if command.add_arguments is not None:
-                command.add_arguments(p)
-            p.set_defaults(func=_not_enabled(plugin, command, found, path, enabled, config_errors))
+            func = _not_enabled(plugin, command, found, path, enabled, config_errors)
+            _add_command(sub, command, f"{plugin}, not enabled", func=func)
     for child in sub.choices.values():
         _accept_global_options(child)
     return parser
