@@ -141,7 +141,7 @@ class Users:
         user = await self.repo.update_by_id(user_id, changes, updated_by=actor(request))
         if user is None:
             raise NotFoundError("User", {"user_id": user_id})
-        # Write-then-invalidate (the seed's caching strategy): the next GET reloads from the database.
+        # Write-then-invalidate: the next GET reloads from the database.
         await self.cache.delete(user_id)
         return JSONResponse(public(user))
 

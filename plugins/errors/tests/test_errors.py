@@ -41,14 +41,14 @@ def test_each_class_has_its_status_and_stable_code(cls: type[AppError], status: 
     assert is_operational(err)
 
 
-def test_not_found_reads_like_the_seed() -> None:
+def test_not_found_takes_resource_then_context() -> None:
     err = NotFoundError("User", {"user_id": "42"})
     assert str(err) == "User not found"
     assert err.context == {"user_id": "42"}
     assert err.resource == "User"
 
 
-def test_custom_app_error_like_the_seed() -> None:
+def test_custom_app_error_with_every_option() -> None:
     err = AppError("Custom error", {"details": "Additional context"}, error_code="CUSTOM_ERROR",
                    status_code=400, is_operational=True)
     assert (err.status_code, err.error_code, err.message) == (400, "CUSTOM_ERROR", "Custom error")

@@ -56,7 +56,7 @@ class DeadLetterEntry:
 
     @property
     def error(self) -> dict[str, str]:
-        """``{"type": ..., "message": ...}`` as the seed's ``entry.error``."""
+        """``{"type": ..., "message": ...}`` of the last failure (what handlers and operators see)."""
         return {"type": self.error_type, "message": self.error_message}
 
     def to_dict(self, *, traceback: bool = True) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Handler-side dedupe by event id: the seed's "check, process, mark" snippet as one wrapper."""
+"""Handler-side dedupe by event id: "check the mark, process, set the mark" as one wrapper."""
 
 from __future__ import annotations
 

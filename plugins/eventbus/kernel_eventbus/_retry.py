@@ -18,7 +18,7 @@ def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> 
 class RetryPolicy:
     """``max_retries`` retries after the first attempt; retry n waits ``base_delay * factor ** (n - 1)``.
 
-    The default is the seed's: 3 retries after 1 s, 2 s and 4 s. ``jitter`` (0..1)
+    The default: 3 retries after 1 s, 2 s and 4 s. ``jitter`` (0..1)
     spreads each delay uniformly by up to that fraction either way, so many
     consumers failing together do not retry in lockstep.
     """

@@ -127,7 +127,7 @@ class MetricsCollector:
 
     It implements :class:`~kernel_metrics.Metrics`, the API other plugins hold it as.
 
-    The seed's metrics are created up front; plugins and hosts declare their own
+    The standard service metrics are created up front; plugins and hosts declare their own
     with :meth:`counter`, :meth:`gauge`, :meth:`histogram` and :meth:`summary`
     (get-or-create: the same name returns the same object).
 
@@ -269,7 +269,7 @@ class MetricsCollector:
             self._declared[name] = _Declared(kind, labels, extra, metric)
             return metric
 
-    # ------------------------------------------------------------------ the seed's API
+    # ------------------------------------------------------------------ the recording API
 
     def record_event(self, name: str, status: str = "success") -> None:
         """Count one event-bus event: ``eventbus_events_total{event, status}``."""

@@ -1,4 +1,4 @@
-"""MetricsCollector: the seed's API, get-or-create declarations, isolation, bounded series, exposition."""
+"""MetricsCollector: the recording API, get-or-create declarations, isolation, bounded series, exposition."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""QueueManager: the seed's API (add, schedule, stats, pause, clean, workers) on SAQ + Redis."""
+"""QueueManager: add, schedule, stats, pause, clean and workers for named queues on SAQ + Redis."""
 
 from __future__ import annotations
 
@@ -295,7 +295,7 @@ class QueueManager:
 
         ``completed``/``failed`` count finished jobs kept in Redis (for ``completed_retention`` /
         ``failed_retention``, or until ``clean_queue``);
-        ``total`` = waiting + active + delayed (unfinished jobs), as in the seed's example.
+        ``total`` = waiting + active + delayed (unfinished jobs).
         """
         return await self.get_queue(queue).stats()
 
@@ -354,7 +354,7 @@ class QueueManager:
 
     async def create_worker(self, queue: str, processor: Processor | None = None, *,
                             concurrency: int = 1) -> QueueWorker:
-        """Start processing ``queue`` in this process (the seed's ``createWorker``).
+        """Start processing ``queue`` in this process (like BullMQ's ``Worker``).
 
         ``processor`` (if given) handles every job name of the queue without a specific
         processor. The worker runs until :meth:`close` (or ``await worker.stop()``).

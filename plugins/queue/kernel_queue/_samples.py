@@ -1,4 +1,4 @@
-"""The seed's sample processor: notification dispatch with progress 10 -> 100."""
+"""The sample processor: notification dispatch with progress 10 -> 100."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ async def notification_processor(job: JobContext) -> dict[str, Any]:
     """Process ``send-notification`` jobs: ``{"notification_id", "user_id", "type"}``.
 
     A real host replaces the body with its notification service; the shape (progress,
-    JSON result with ``sent_at``) is the contract the seed documents.
+    JSON result with ``sent_at``) is the contract it documents.
     """
     data = job.data or {}
     await job.update_progress(10)
