@@ -15,12 +15,10 @@ class JobTooLargeError(QueueError, ValueError):
     """Job data (or a job result) whose JSON is over ``[plugins.queue] max_payload_bytes``."""
 
     def __init__(self, what: str, size: int, limit: int) -> None:
-        super().__init__(
-            f"{what} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
-            f"(plugins.queue.max_payload_bytes); store large data elsewhere and pass its id"
-        )
         self.size = size
         self.limit = limit
+        super().__init__(f"{what} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+                         "(plugins.queue.max_payload_bytes); store large data elsewhere and pass its id")
 
 
 class InvalidJobOptionError(QueueError, ValueError):

@@ -34,14 +34,17 @@ class JobContext:
 
     @property
     def name(self) -> str:
+        """The job's name (what ``add_job`` was given; processors are registered by it)."""
         return self._job.function
 
     @property
     def id(self) -> str:
+        """The job's id (``job_id`` or a generated one)."""
         return self._job.key
 
     @property
     def queue_name(self) -> str:
+        """The queue the job runs on."""
         return self._queue.name
 
     @property
@@ -51,10 +54,12 @@ class JobContext:
 
     @property
     def max_attempts(self) -> int:
+        """Total tries allowed (``attempts``)."""
         return int(self._job.meta.get("max_attempts", 1))
 
     @property
     def progress(self) -> float:
+        """The last progress reported (100 once completed)."""
         return self._job.progress
 
     async def update_progress(self, progress: float) -> None:
@@ -94,6 +99,7 @@ class JobInfo:
 
     @classmethod
     def from_job(cls, job: Job, *, delayed: bool) -> JobInfo:
+        """The info of SAQ's ``job``; ``delayed``: a queued job that waits for its due time."""
         status = job.status
         state: JobState
         if status == Status.COMPLETE:
@@ -130,6 +136,7 @@ def seconds(value: float | timedelta | None, what: str) -> float:
 
 
 def check_priority(priority: int | None) -> int | None:
+    """``priority`` if it is None or 1 .. ``MAX_PRIORITY``; ``InvalidJobOptionError`` otherwise."""
     if priority is None:
         return None
     if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= MAX_PRIORITY:
@@ -140,6 +147,7 @@ def check_priority(priority: int | None) -> int | None:
 
 
 def check_attempts(attempts: int) -> int:
+    """``attempts`` if it is an int >= 1; ``InvalidJobOptionError`` otherwise."""
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise InvalidJobOptionError(f"attempts (total tries) must be an int >= 1, got {attempts!r}")
     return attempts

@@ -21,6 +21,7 @@ class ProcessorRegistry:
         self._by_queue: dict[str, dict[str, Processor]] = {}
 
     def register(self, queue: str, name: str, fn: Processor, *, replace: bool = False) -> None:
+        """``fn`` (async) processes jobs ``name`` of ``queue``; another one for them needs ``replace``."""
         if not callable(fn):
             raise InvalidJobOptionError(f"processor for {queue!r}/{name!r} must be callable, got {fn!r}")
         if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)):
@@ -37,15 +38,18 @@ class ProcessorRegistry:
         names[name] = fn
 
     def unregister(self, queue: str, name: str) -> None:
+        """Forget the processor of ``name`` on ``queue`` (if any)."""
         self._by_queue.get(queue, {}).pop(name, None)
 
     def resolve(self, queue: str, name: str) -> Processor | None:
+        """The processor of ``name`` on ``queue``, else its ``"*"`` processor, else None."""
         names = self._by_queue.get(queue)
         if not names:
             return None
         return names.get(name) or names.get(ANY_NAME)
 
     def names(self, queue: str) -> list[str]:
+        """The job names with a processor on ``queue`` (``"*"`` included), sorted."""
         return sorted(self._by_queue.get(queue, {}))
 
     def queues(self) -> list[str]:

@@ -112,6 +112,17 @@ FAST = {"heartbeat_interval": 0.2, "stall_timeout": 1.0, "sweep_interval": 0.25,
         "schedule_interval": 0.05, "poll_interval": 0.2, "shutdown_grace": 5.0}
 
 
+@pytest.fixture
+async def two_workers(redis_url: str, tmp_path: Path,
+                      spawn: Callable[..., WorkerProcess]) -> list[WorkerProcess]:
+    """Two ``kernel worker`` processes (concurrency 2, fast timers), both ready."""
+    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
+    workers = [spawn(config, 2), spawn(config, 2)]
+    for w in workers:
+        await w.ready()
+    return workers
+
+
 async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str, redis_url: str,
                                               tmp_path: Path, spawn: Callable[..., WorkerProcess]) -> None:
     total, kills, concurrency = 1000, 10, 5
@@ -260,12 +271,9 @@ async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
 
 
 async def test_pause_resume_across_two_worker_processes(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    manager: QueueManager, qname: str, redis_url: str, two_workers: list[WorkerProcess]
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
-    workers = [spawn(config, 2), spawn(config, 2)]
-    for w in workers:
-        await w.ready()
+    workers = two_workers
     long_job = await manager.add_job(qname, "work", {"sleep": 1.0})
 
     async def long_started() -> bool:
@@ -299,12 +307,8 @@ async def test_pause_resume_across_two_worker_processes(
 
 
 async def test_recurring_job_fires_once_per_tick_with_two_workers(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    manager: QueueManager, qname: str, redis_url: str, two_workers: list[WorkerProcess]
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
-    workers = [spawn(config, 2), spawn(config, 2)]
-    for w in workers:
-        await w.ready()
     key = await manager.schedule_recurring_job(qname, "tick", {}, "* * * * * *")  # every second
 
     async def ticks_ran(n: int = 4) -> bool:

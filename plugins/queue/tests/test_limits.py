@@ -217,17 +217,15 @@ def log_output(records: list[logging.LogRecord]) -> str:
     return "\n".join(f"{console.format(r)}\n{as_json.format(r)}" for r in records)
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("settings", [{"log_data_chars": 100}])
-async def test_a_failing_job_does_not_put_its_data_in_the_logs(
-        qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
-    notes = "n" * 50_000
+async def run_a_failing_job(qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture,
+                            data: dict[str, Any]) -> str:
+    """Add job ``signup`` with ``data``, let a processor fail it (logging at DEBUG), stop; its id."""
 
     async def proc(job: JobContext) -> None:
         raise RuntimeError("processor failed")
 
     caplog.set_level(logging.DEBUG)   # SAQ logs every job field at DEBUG
-    jid = await qm.add_job(qname, "signup", {"notes": notes, "email": PERSONAL})
+    jid = await qm.add_job(qname, "signup", data)
     await qm.create_worker(qname, proc)
 
     async def failed() -> bool:
@@ -236,6 +234,15 @@ async def test_a_failing_job_does_not_put_its_data_in_the_logs(
 
     await poll(failed)
     await qm.stop_workers()
+    return jid
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("settings", [{"log_data_chars": 100}])
+async def test_a_failing_job_does_not_put_its_data_in_the_logs(
+        qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
+    notes = "n" * 50_000
+    jid = await run_a_failing_job(qm, qname, caplog, {"notes": notes, "email": PERSONAL})
     errors = [r for r in caplog.records if r.name == "saq" and r.levelno == logging.ERROR]
     assert errors, "SAQ logs the failing job"
     assert "processor failed" in log_output(errors)
@@ -250,19 +257,7 @@ async def test_a_failing_job_does_not_put_its_data_in_the_logs(
 @pytest.mark.parametrize("settings", [{"log_data_chars": 0}])
 async def test_log_data_chars_zero_hides_job_data(
         qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
-    async def proc(job: JobContext) -> None:
-        raise RuntimeError("processor failed")
-
-    caplog.set_level(logging.DEBUG)
-    jid = await qm.add_job(qname, "signup", {"email": PERSONAL})
-    await qm.create_worker(qname, proc)
-
-    async def failed() -> bool:
-        info = await qm.get_job(qname, jid)
-        return info is not None and info.state == "failed"
-
-    await poll(failed)
-    await qm.stop_workers()
+    jid = await run_a_failing_job(qm, qname, caplog, {"email": PERSONAL})
     output = log_output(caplog.records)
     assert jid in output and "chars hidden>" in output
     assert PERSONAL not in output and "example.com" not in output

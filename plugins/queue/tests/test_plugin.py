@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import anyio
 import pytest
 from kernel_queue import JobContext, QueueManager, notification_processor, register_sample_processors
 
-from kernel import ConfigError
+from kernel import ConfigError, Kernel
 from kernel.testing import boot_kernel, make_kernel
 
 FAST = {"heartbeat_interval": 0.2, "stall_timeout": 1.0, "sweep_interval": 0.25,
@@ -111,27 +112,38 @@ async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
         assert all(d["queue"] == qname for _, d in got)
 
 
-@pytest.mark.anyio
-async def test_metrics_are_recorded_when_enabled(redis_url: str, qname: str) -> None:
+@pytest.fixture
+async def with_metrics(redis_url: str, qname: str) -> AsyncIterator[Kernel]:
+    """A kernel with the metrics plugin (skipped when not installed), stopped before ``qname``'s cleanup."""
     pytest.importorskip("kernel_metrics", reason="the metrics plugin is not installed in this environment")
-    async with boot_kernel("redis", "metrics", "queue", config={
-        "redis": {"url": redis_url}, "queue": FAST}) as k:
-        manager = k.get(QueueManager)
+    config = {"redis": {"url": redis_url}, "queue": FAST}
+    async with boot_kernel("redis", "metrics", "queue", config=config) as k:
+        yield k
 
-        async def proc(job: JobContext) -> None:
-            return None
 
-        await manager.create_worker(qname, proc)
-        jid = await manager.add_job(qname, "x", {})
+def exposition(k: Kernel) -> str:
+    """The metrics page of kernel ``k``."""
+    body, _ = k.registry.get("metrics").render()
+    return str(body.decode())
 
-        async def done() -> bool:
-            info = await manager.get_job(qname, jid)
-            return info is not None and info.state == "completed"
-        await until(done)
-        body, _ = k.registry.get("metrics").render()
-        text = body.decode()
-        assert f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0' in text
-        assert f'queue_job_duration_seconds_count{{queue="{qname}",status="completed"}} 1.0' in text
+
+@pytest.mark.anyio
+async def test_metrics_are_recorded_when_enabled(with_metrics: Kernel, qname: str) -> None:
+    manager = with_metrics.get(QueueManager)
+
+    async def proc(job: JobContext) -> None:
+        return None
+
+    await manager.create_worker(qname, proc)
+    jid = await manager.add_job(qname, "x", {})
+
+    async def done() -> bool:
+        info = await manager.get_job(qname, jid)
+        return info is not None and info.state == "completed"
+    await until(done)
+    text = exposition(with_metrics)
+    assert f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0' in text
+    assert f'queue_job_duration_seconds_count{{queue="{qname}",status="completed"}} 1.0' in text
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -200,13 +212,9 @@ def test_cli_worker_without_processors_explains(tmp_path: Path, redis_url: str) 
 
 
 @pytest.mark.anyio
-async def test_bulk_jobs_with_a_delay_are_reported_as_delayed(redis_url: str, qname: str) -> None:
-    pytest.importorskip("kernel_metrics", reason="the metrics plugin is not installed in this environment")
-    async with boot_kernel("redis", "metrics", "queue", config={
-        "redis": {"url": redis_url}, "queue": FAST}) as k:
-        manager = k.get(QueueManager)
-        await manager.add_bulk_jobs(qname, [{"name": "later", "delay": 3600}, {"name": "now"}])
-        body, _ = k.registry.get("metrics").render()
-        text = body.decode()
-        assert f'queue_jobs_total{{event="delayed",queue="{qname}"}} 1.0' in text   # as add_job reports it
-        assert f'queue_jobs_total{{event="waiting",queue="{qname}"}} 1.0' in text
+async def test_bulk_jobs_with_a_delay_are_reported_as_delayed(with_metrics: Kernel, qname: str) -> None:
+    manager = with_metrics.get(QueueManager)
+    await manager.add_bulk_jobs(qname, [{"name": "later", "delay": 3600}, {"name": "now"}])
+    text = exposition(with_metrics)
+    assert f'queue_jobs_total{{event="delayed",queue="{qname}"}} 1.0' in text   # as add_job reports it
+    assert f'queue_jobs_total{{event="waiting",queue="{qname}"}} 1.0' in text
