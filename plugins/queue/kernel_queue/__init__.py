@@ -12,7 +12,7 @@ from ._errors import (
 from ._job import JobContext, JobInfo
 from ._manager import QueueManager
 from ._plugin import QueuePlugin
-from ._queue import MAX_PRIORITY, KernelRedisQueue, backoff_delay
+from ._queue import MAX_PRIORITY, KernelRedisQueue, QueueKeys, backoff_delay
 from ._registry import ANY_NAME, ProcessorRegistry
 from ._samples import notification_processor, register_sample_processors
 from ._worker import QueueWorker
@@ -32,6 +32,7 @@ __all__ = [
     "ProcessorRegistry",
     "QueueConfig",
     "QueueError",
+    "QueueKeys",
     "QueueManager",
     "QueuePlugin",
     "QueueWorker",
