@@ -26,7 +26,8 @@ def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None =
     """
     common: dict[str, Any] = {"policy": config.retry_policy(), "concurrency": config.concurrency,
                               "metrics": metrics, "idempotency_ttl": config.idempotency_ttl,
-                              "max_payload_bytes": config.max_payload_bytes}
+                              "max_payload_bytes": config.max_payload_bytes,
+                              "publish_timeout": config.publish_timeout}
     if config.adapter == "memory":
         return MemoryEventBus(**common)
     if redis_connection is None:
