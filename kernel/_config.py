@@ -1,4 +1,8 @@
-"""TOML + environment configuration, structured into attrs classes with every error collected."""
+"""TOML + environment configuration, structured into attrs classes with every error collected.
+
+Tables are structured field by field (no converter library), so one run reports every type
+error, unknown key, missing key and failing validator, each with its key path.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,12 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args, get_origin
 
 import attrs
-import cattrs
-from cattrs.cols import list_structure_factory, mapping_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from ._errors import ConfigError
 from ._secret import MASK, Secret, redact_url
@@ -89,124 +91,6 @@ def _describe(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _strict(target: type, accepted: tuple[type, ...]) -> Callable[[Any, Any], Any]:
-    def hook(value: Any, _: Any) -> Any:
-        if isinstance(value, bool) and target is not bool:
-            raise TypeError(f"expected {target.__name__}, got {_describe(value)}")
-        if not isinstance(value, accepted):
-            raise TypeError(f"expected {target.__name__}, got {_describe(value)}")
-        return float(cast(float, value)) if target is float else value
-
-    return hook
-
-
-def _structure_secret(value: Any, _: Any) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"expected a secret string, got {type(value).__name__}")
-    return Secret(value)
-
-
-def _structure_literal(value: Any, t: Any) -> Any:
-    options = get_args(t)
-    if value not in options:
-        allowed = ", ".join(repr(o) for o in options)
-        raise ValueError(f"expected one of {allowed}, got {_describe(value)}")
-    return value
-
-
-def _structure_path(value: Any, _: Any) -> Path:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a path string, got {_describe(value)}")
-    return Path(value)
-
-
-def _is_literal(t: Any) -> bool:
-    return get_origin(t) is Literal
-
-
-def _is_list(t: Any) -> bool:
-    return t is list or get_origin(t) is list
-
-
-def _is_mapping(t: Any) -> bool:
-    return t is dict or get_origin(t) in (dict, Mapping)
-
-
-def _list_factory(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    inner = list_structure_factory(t, conv)
-
-    def hook(value: Any, tt: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"expected a list, got {_describe(value)}")
-        return inner(value, tt)
-
-    return hook
-
-
-def _mapping_factory(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    inner = mapping_structure_factory(t, conv)
-
-    def hook(value: Any, tt: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise TypeError(f"expected a table, got {_describe(value)}")
-        return inner(value, tt)
-
-    return hook
-
-
-def make_converter() -> cattrs.Converter:
-    """A converter that is strict about types, forbids unknown keys and reports every error."""
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    conv.register_structure_hook(int, _strict(int, (int,)))
-    conv.register_structure_hook(float, _strict(float, (int, float)))
-    conv.register_structure_hook(str, _strict(str, (str,)))
-    conv.register_structure_hook(bool, _strict(bool, (bool,)))
-    conv.register_structure_hook(Secret, _structure_secret)
-    conv.register_structure_hook(Path, _structure_path)
-    conv.register_structure_hook_func(_is_literal, _structure_literal)
-    conv.register_structure_hook_factory(_is_list, _list_factory)
-    conv.register_structure_hook_factory(_is_mapping, _mapping_factory)
-    conv.register_unstructure_hook(Secret, lambda _s: MASK)
-    conv.register_unstructure_hook(Path, str)
-    return conv
-
-
-CONVERTER = make_converter()
-
-
-def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
-    """Append one ``key.path: message`` line to ``out`` for every error inside ``exc``."""
-    if isinstance(exc, ClassValidationError):
-        _flatten_class(exc, path, out)
-    elif isinstance(exc, IterableValidationError):
-        inoted, ibare = exc.group_exceptions()
-        for sub, inote in inoted:
-            _flatten(sub, f"{path}[{inote.index!r}]", out)
-        for sub in ibare:
-            _flatten(sub, path, out)
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        for key in sorted(exc.extra_fields):
-            out.append(f"{path}.{key}: unknown key")
-    elif isinstance(exc, BaseExceptionGroup):
-        for member in exc.exceptions:
-            _flatten(member, path, out)
-    else:
-        out.append(_attrs_message(path, str(exc)) or f"{path}: {_message(exc)}")
-
-
-def _flatten_class(exc: ClassValidationError, path: str, out: list[str]) -> None:
-    noted, bare = exc.group_exceptions()
-    for sub, note in noted:
-        if isinstance(sub, KeyError):
-            out.append(f"{path}.{note.name}: required key is missing")
-        else:
-            _flatten(sub, f"{path}.{note.name}", out)
-    for sub in bare:
-        _flatten(sub, path, out)
-
-
 # attrs validators word their errors "'field' must be ...".
 _ATTRS_MSG = re.compile(r"^(Length of )?'([A-Za-z_]\w*)' (must .*)$", re.DOTALL)
 
@@ -220,28 +104,18 @@ def _attrs_message(path: str, text: str) -> str | None:
     return f"{path}.{m.group(2)}: {prefix}{m.group(3)}"
 
 
-def _message(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, TypeError) and "missing 1 required" in text:
-        return "required key is missing"
-    return text or type(exc).__name__
-
-
-def structure(
-    data: Mapping[str, Any], cls: type[T], path: str, converter: cattrs.Converter = CONVERTER
-) -> tuple[T | None, list[str]]:
+def structure(data: Mapping[str, Any], cls: type[T], path: str) -> tuple[T | None, list[str]]:
     """Structure ``data`` into ``cls``; return the instance or every error with its key path.
 
     attrs classes are structured field by field, so one run reports every type error,
-    unknown key, missing key *and* every failing validator of the table (cattrs alone
-    runs the validators only once every field structured).
+    unknown key, missing key *and* every failing validator of the table.
     """
-    obj, _values, errors = structure_partial(data, cls, path, converter)
+    obj, _values, errors = structure_partial(data, cls, path)
     return obj, errors
 
 
 def structure_partial(
-    data: Mapping[str, Any], cls: type[T], path: str, converter: cattrs.Converter = CONVERTER
+    data: Mapping[str, Any], cls: type[T], path: str
 ) -> tuple[T | None, dict[str, Any], list[str]]:
     """Like :func:`structure`, plus the init arguments of the fields that were valid.
 
@@ -251,12 +125,10 @@ def structure_partial(
     if not isinstance(data, Mapping):
         return None, {}, [f"{path}: expected a table, got {_describe(data)}"]
     if not attrs.has(cls):
-        try:
-            return converter.structure(dict(data), cls), {}, []
-        except Exception as exc:  # cattrs raises ExceptionGroups of anything a hook raised
-            return None, {}, _errors_of(exc, path)
+        obj, errs = _structure_value(data, cls, path)
+        return obj, {}, errs
     fields, hints = _fields_of(cls)
-    kwargs, errors = _structure_fields(data, fields, hints, path, converter)
+    kwargs, errors = _structure_fields(data, fields, hints, path)
     construct_error: Exception | None = None
     if not errors:
         try:
@@ -265,7 +137,8 @@ def structure_partial(
             construct_error = exc
     errors += _validator_errors(cls, fields, kwargs, path)
     if not errors and construct_error is not None:
-        errors = _errors_of(construct_error, path)
+        text = str(construct_error)
+        errors = [_attrs_message(path, text) or f"{path}: {text or type(construct_error).__name__}"]
     valid = dict(kwargs)
     for name, field in fields.items():
         if any(e.startswith((f"{path}.{name}:", f"{path}.{name}.", f"{path}.{name}[")) for e in errors):
@@ -278,7 +151,6 @@ def _structure_fields(
     fields: Mapping[str, Any],
     hints: Mapping[str, Any],
     path: str,
-    converter: cattrs.Converter,
 ) -> tuple[dict[str, Any], list[str]]:
     """Structure each field of ``data`` on its own: ``({init argument: value}, errors)``."""
     errors = [f"{path}.{key}: unknown key" for key in data if key not in fields]
@@ -288,7 +160,7 @@ def _structure_fields(
             if field.default is attrs.NOTHING:
                 errors.append(f"{path}.{name}: required key is missing")
             continue
-        value, errs = _structure_value(data[name], hints[name], f"{path}.{name}", converter)
+        value, errs = _structure_value(data[name], hints[name], f"{path}.{name}")
         if errs:
             errors += errs
         else:
@@ -313,23 +185,95 @@ def _fields_of(cls: type[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return cached
 
 
-def _structure_value(
-    value: Any, t: Any, path: str, converter: cattrs.Converter
-) -> tuple[Any, list[str]]:
-    inner = _unwrap_optional(t)
-    if isinstance(inner, type) and attrs.has(inner) and not (inner is not t and value is None):
-        obj, errs = structure(value, inner, path, converter)
-        return obj, errs
+def _structure_value(value: Any, t: Any, path: str) -> tuple[Any, list[str]]:
+    """``value`` as type ``t``: ``(value, [])``, or ``(None, errors)`` with their key paths."""
+    t = _unwrap_optional(t) if value is not None else t
+    if t is Any:
+        return value, []
+    origin, args = get_origin(t) or t, get_args(t)
+    if isinstance(t, type) and attrs.has(t):
+        return structure(value, t, path)
+    if origin in (typing.Union, types.UnionType):
+        return _structure_union(value, args, path)
+    if origin in (list, tuple, Sequence):
+        return _structure_items(value, t, path)
+    if origin in (dict, Mapping, MutableMapping):
+        if not isinstance(value, Mapping):
+            return None, [f"{path}: expected a table, got {_describe(value)}"]
+        key_t, value_t = args or (Any, Any)
+        pairs = [
+            (_structure_value(k, key_t, f"{path}[{k!r}]"), _structure_value(v, value_t, f"{path}[{k!r}]"))
+            for k, v in value.items()
+        ]
+        errors = [e for key, val in pairs for e in key[1] + val[1]]
+        return (None, errors) if errors else ({key[0]: val[0] for key, val in pairs}, [])
     try:
-        return converter.structure(value, t), []
-    except Exception as exc:
-        return None, _errors_of(exc, path)
+        return _structure_leaf(value, t), []
+    except (TypeError, ValueError) as exc:
+        return None, [f"{path}: {exc}"]
 
 
-def _errors_of(exc: BaseException, path: str) -> list[str]:
-    errors: list[str] = []
-    _flatten(exc, path, errors)
-    return errors or [f"{path}: {_message(exc)}"]
+def _structure_union(value: Any, members: tuple[Any, ...], path: str) -> tuple[Any, list[str]]:
+    """The first member of a union that ``value`` structures as."""
+    if value is None and type(None) in members:
+        return None, []
+    for member in members:
+        obj, errors = _structure_value(value, member, path)
+        if not errors:
+            return obj, []
+    names = " or ".join(_type_name(m) for m in members if m is not type(None))
+    return None, [f"{path}: expected {names}, got {_describe(value)}"]
+
+
+def _structure_items(value: Any, t: Any, path: str) -> tuple[Any, list[str]]:
+    """A list (or tuple) from a TOML array, each item structured on its own."""
+    if not isinstance(value, list | tuple):
+        return None, [f"{path}: expected a list, got {_describe(value)}"]
+    args = get_args(t)
+    if get_origin(t) is tuple and args and args[-1] is not Ellipsis:  # tuple[int, str]: one type each
+        if len(value) != len(args):
+            return None, [f"{path}: expected a list of {len(args)} items, got {len(value)}"]
+        item_types = list(args)
+    else:
+        item_types = [args[0] if args else Any] * len(value)
+    pairs = enumerate(zip(value, item_types, strict=True))
+    results = [_structure_value(v, item_t, f"{path}[{i!r}]") for i, (v, item_t) in pairs]
+    errors = [e for _, errs in results for e in errs]
+    items = [obj for obj, _ in results]
+    return (None, errors) if errors else ((tuple(items) if get_origin(t) is tuple else items), [])
+
+
+_ACCEPTED: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _structure_leaf(value: Any, t: Any) -> Any:
+    """A scalar, a secret, a path or a literal (strictly: ``1`` is no ``bool``, ``"1"`` no ``int``)."""
+    if t in _ACCEPTED:
+        if not isinstance(value, _ACCEPTED[t]) or (isinstance(value, bool) and t is not bool):
+            raise TypeError(f"expected {t.__name__}, got {_describe(value)}")
+        return float(cast(float, value)) if t is float else value
+    if t is Secret:
+        if not isinstance(value, Secret | str):
+            raise TypeError(f"expected a secret string, got {type(value).__name__}")
+        return value if isinstance(value, Secret) else Secret(value)
+    if t is Path:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a path string, got {_describe(value)}")
+        return Path(value)
+    if get_origin(t) is Literal:
+        if value not in get_args(t):
+            allowed = ", ".join(repr(o) for o in get_args(t))
+            raise ValueError(f"expected one of {allowed}, got {_describe(value)}")
+        return value
+    if isinstance(t, type) and issubclass(t, Enum):
+        try:
+            return t(value)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(repr(m.value) for m in t)}, "
+                             f"got {_describe(value)}") from None
+    if isinstance(t, type) and t is not object and not isinstance(value, t):
+        raise TypeError(f"expected {_type_name(t)}, got {_describe(value)}")
+    return value
 
 
 def _validator_errors(
@@ -411,7 +355,19 @@ def check_recommended(obj: object, path: str, env: str) -> tuple[list[str], list
 
 def unstructure(obj: object) -> Any:
     """Plain data for display; secrets become a mask."""
-    return CONVERTER.unstructure(obj)
+    cls: Any = type(obj)
+    if attrs.has(cls):
+        return {f.name: unstructure(getattr(obj, f.name)) for f in attrs.fields(cls)}
+    if isinstance(obj, Secret):
+        return MASK
+    if isinstance(obj, Path | Enum):
+        return str(obj) if isinstance(obj, Path) else obj.value
+    if isinstance(obj, Mapping):
+        return {k: unstructure(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        items = [unstructure(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    return obj
 
 
 # --------------------------------------------------------------------------- loading

@@ -384,3 +384,33 @@ def test_validators_see_converted_values_when_another_field_failed() -> None:
     assert structure({"level": -500, "name": 1}, Converted, "t") == (
         None, ["t.name: expected str, got 1", "t.level: must be <= 100: 500"]
     )
+
+
+@attrs.define
+class _Item:
+    port: int = 0
+
+
+@attrs.define
+class _Shapes:
+    flags: dict[str, str | bool] = attrs.field(factory=dict)
+    key: int | str = 0
+    names: tuple[str, ...] = ()
+    items: list[_Item] = attrs.field(factory=list)
+
+
+def test_unions_tuples_and_tables_in_lists_are_structured_strictly() -> None:
+    """A union accepts any of its members; a string is not a list; a list item must be a table."""
+    from kernel._config import structure
+
+    ok, errors = structure({"flags": {"a": "x", "b": True}, "key": "k", "names": ["n"]}, _Shapes, "t")
+    assert errors == []
+    assert ok == _Shapes(flags={"a": "x", "b": True}, key="k", names=("n",))
+    bad = {"flags": {"a": 1}, "key": 1.5, "names": "ab", "items": [{"port": 1}, 3]}
+    _, errors = structure(bad, _Shapes, "t")
+    assert errors == [
+        "t.flags['a']: expected str or bool, got 1",
+        "t.key: expected int or str, got 1.5",
+        "t.names: expected a list, got 'ab'",
+        "t.items[1]: expected a table, got 3",
+    ]
