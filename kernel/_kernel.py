@@ -20,7 +20,7 @@ from ._discovery import InstalledPlugin, discover
 from ._errors import BootError, KernelError, ShutdownError, TeardownError
 from ._health import HealthReport, run_checks
 from ._ordering import install_hint
-from ._plan import KernelPlan, bind, build_plan
+from ._plan import KernelPlan, bind, build_plan, plugin_context
 from ._plugin import Command, HealthCheck, Middleware, Plugin, PluginContext, Route
 from ._registry import Key, Registry
 from .logging import configure_logging
@@ -67,11 +67,9 @@ class Kernel:
         self.raw_config = plan.raw_config
         self.config_path = plan.config_path
         self.warnings = plan.warnings
+        settings, sections = self.settings, self.sections
         self.plugins = tuple(
-            LoadedPlugin(p.plugin, p.info, PluginContext(
-                p.name, p.config, plan.settings, registry,
-                logging.getLogger(f"kernel.plugins.{p.name}"), self.sections,
-            ))
+            LoadedPlugin(p.plugin, p.info, plugin_context(p.name, p.config, settings, registry, sections))
             for p in plan.plugins
         )
         self._pm = plan.plugin_manager

@@ -65,6 +65,14 @@ def make_plugin_manager(plugins: Iterable[Plugin]) -> tuple[PluginManager, list[
     return pm, errors
 
 
+def plugin_context(
+    name: str, config: Any, settings: KernelSettings, registry: Registry, sections: dict[str, Any]
+) -> PluginContext[Any]:
+    """What the hooks of plugin ``name`` get, with its ``kernel.plugins.<name>`` logger."""
+    logger = logging.getLogger(f"kernel.plugins.{name}")
+    return PluginContext(name, config, settings, registry, logger, sections)
+
+
 def bind(fn: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:
     """Call a hook implementation with just the arguments it asks for (pluggy's rule)."""
 
@@ -172,22 +180,16 @@ def build_plan(
     tables = _plugin_tables(raw, settings, loaded, discovery, found)
     ordered, dep_errors = order(settings.plugins, loaded, discovery)
 
-    configs = _structure_plugins(tables, loaded, settings.env, found)
-    host_sections = _structure_sections(raw, section_types, settings.env, found)
+    env = settings.env
+    configs = {n: _structure_table(tables.get(n, {}), p.config_class, f"plugins.{n}", env, found)
+               for n, p in loaded.items()}
+    host_sections = {name: obj for name, cls in section_types.items()
+                     if (obj := _structure_table(raw.get(name, {}), cls, name, env, found)) is not None}
     pm, errs = make_plugin_manager(loaded.values())
     found.errors += errs
     if not errs:
-        contexts = {
-            name: PluginContext(
-                name,
-                configs[name],
-                settings,
-                registry,
-                logging.getLogger(f"kernel.plugins.{name}"),
-                host_sections,
-            )
-            for name in loaded
-        }
+        contexts = {name: plugin_context(name, configs[name], settings, registry, host_sections)
+                    for name in loaded}
         found.add(_run_checks(pm, settings, loaded, contexts, ordered or list(loaded), processes, discovery))
     found.raise_if_any(dep_errors)
     return KernelPlan(
@@ -212,9 +214,7 @@ def _kernel_settings(
     """
     for parts, value, var in overrides:
         if parts[0] == "kernel":
-            target = _config.field_type(KernelSettings, parts[1:])
-            _config.set_path(raw, parts, _config.coerce_env_value(value, target))
-            found.variables[".".join(parts)] = var
+            _set_override(raw, parts, value, var, _config.field_type(KernelSettings, parts[1:]), found)
     parsed, valid, errs = _config.structure_partial(raw.get("kernel", {}), KernelSettings, "kernel")
     found.errors += errs
     if parsed is not None:
@@ -260,8 +260,15 @@ def _apply_overrides(
         else:
             found.errors.append(f"{'.'.join(parts)}: set by {var} but matches no known setting")
             continue
-        _config.set_path(raw, parts, _config.coerce_env_value(value, target))
-        found.variables[".".join(parts)] = var
+        _set_override(raw, parts, value, var, target, found)
+
+
+def _set_override(
+    raw: dict[str, Any], parts: tuple[str, ...], value: str, var: str, target: Any, found: _Findings
+) -> None:
+    """Set one environment value into ``raw`` as the type of its field, noting which variable set it."""
+    _config.set_path(raw, parts, _config.coerce_env_value(value, target))
+    found.variables[".".join(parts)] = var
 
 
 def _is_installed(name: str, discovery: Discovery) -> bool:
@@ -290,32 +297,13 @@ def _plugin_tables(
     return tables
 
 
-def _structure_plugins(
-    tables: Mapping[str, Any], loaded: Mapping[str, Plugin], env: str, found: _Findings
-) -> dict[str, Any]:
-    """Each loaded plugin's validated config (``None`` where its table is invalid)."""
-    configs: dict[str, Any] = {}
-    for name, plugin in loaded.items():
-        cfg, errs = _config.structure(tables.get(name, {}), plugin.config_class, f"plugins.{name}")
-        found.errors += errs
-        if cfg is not None:
-            found.add(_config.check_recommended(cfg, f"plugins.{name}", env))
-        configs[name] = cfg
-    return configs
-
-
-def _structure_sections(
-    raw: Mapping[str, Any], section_types: Mapping[str, type[Any]], env: str, found: _Findings
-) -> dict[str, Any]:
-    """The valid host sections by table name."""
-    host_sections: dict[str, Any] = {}
-    for section, section_cls in section_types.items():
-        obj, errs = _config.structure(raw.get(section, {}), section_cls, section)
-        found.errors += errs
-        if obj is not None:
-            host_sections[section] = obj
-            found.add(_config.check_recommended(obj, section, env))
-    return host_sections
+def _structure_table(data: Any, cls: type[Any], path: str, env: str, found: _Findings) -> Any:
+    """One validated table (``None`` when invalid), its recommended-field findings noted."""
+    obj, errs = _config.structure(data, cls, path)
+    found.errors += errs
+    if obj is not None:
+        found.add(_config.check_recommended(obj, path, env))
+    return obj
 
 
 def _run_checks(
