@@ -339,13 +339,11 @@ def check_recommended(obj: object, path: str, env: str) -> tuple[list[str], list
     for field in attrs.fields(cls):
         value = getattr(obj, field.name)
         if _RECOMMENDED in field.metadata and (value is None or value == "" or value == []):
-            reason = field.metadata[_RECOMMENDED]
-            msg = f"{path}.{field.name} is recommended but not set" + (f" ({reason})" if reason else "")
+            reason = f" ({field.metadata[_RECOMMENDED]})" if field.metadata[_RECOMMENDED] else ""
             if env == "production":
-                errors.append(f"{path}.{field.name}: required when env = 'production'"
-                              + (f" ({reason})" if reason else ""))
+                errors.append(f"{path}.{field.name}: required when env = 'production'{reason}")
             else:
-                warnings.append(msg)
+                warnings.append(f"{path}.{field.name} is recommended but not set{reason}")
         elif attrs.has(type(value)):
             w, e = check_recommended(value, f"{path}.{field.name}", env)
             warnings += w
@@ -402,16 +400,8 @@ def field_type(cls: Any, parts: tuple[str, ...]) -> Any:
         t = _unwrap_optional(t)
         if not (isinstance(t, type) and attrs.has(t)):
             return None
-        try:
-            hints = typing.get_type_hints(t)
-        except Exception:
-            return None
-        names = {f.name: (f.alias or f.name) for f in attrs.fields(t)}
-        by_alias = {alias: name for name, alias in names.items()}
-        name = by_alias.get(part, part)
-        if name not in hints:
-            return None
-        t = hints[name]
+        fields, hints = _fields_of(t)
+        t = hints.get(next((name for name, f in fields.items() if (f.alias or name) == part), part))
     return t
 
 
