@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 import pluggy
@@ -23,20 +23,13 @@ from ._errors import ConfigError, KernelError, PluginLoadError
 from ._kernel import CONFIG_WARNING, Kernel
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
+from .console import print_table
 from .logging import configure_logging
 from .web import _serve
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 BUILTIN_COMMANDS = frozenset({"plugins", "check", "config", "health", "serve"})
 CONFIG_HELP = "config file (default $KERNEL_CONFIG or ./kernel.toml)"
-
-
-def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
-        if i == 0:
-            print("  ".join("-" * w for w in widths), file=out)
 
 
 def _toml_value(value: Any) -> str:
@@ -127,7 +120,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if len(rows) == 1:
         print("no plugins installed (entry-point group 'kernel.plugins')", file=out)
     else:
-        _print_table(rows, out)
+        print_table(rows, out)
     print(file=out)
     if not found:
         print(f"no config found ({config_path}): nothing is enabled; list plugins to enable under "

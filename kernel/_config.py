@@ -6,7 +6,6 @@ error, unknown key, missing key and failing validator, each with its key path.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any, Literal, TypeVar, cast, get_args, get_origin
 import attrs
 
 from ._errors import ConfigError
+from ._importing import import_object
 from ._secret import MASK, Secret, redact_url
 
 T = TypeVar("T")
@@ -51,13 +51,7 @@ class KernelSettings:
 
 def import_sections(spec: str) -> dict[str, type[Any]]:
     """Import ``"module:attribute"`` and check it maps table names to attrs classes."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"expected 'module:attribute', got {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import {spec!r}: {exc}") from exc
+    obj = import_object(spec)
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and attrs.has(v) for k, v in obj.items()
     ):

@@ -13,8 +13,8 @@ from pathlib import Path
 import kernel
 
 KERNEL_DIR = Path(kernel.__file__).parent
-SUBMODULES = ("kernel.config", "kernel.health", "kernel.hookspecs", "kernel.logging", "kernel.process",
-              "kernel.testing", "kernel.web")
+SUBMODULES = ("kernel.config", "kernel.console", "kernel.health", "kernel.hookspecs", "kernel.logging",
+              "kernel.process", "kernel.testing", "kernel.web")
 
 
 def test_all_is_sorted_and_every_name_exists() -> None:
@@ -55,7 +55,9 @@ def test_the_top_level_namespace_is_what_a_plugin_author_needs() -> None:
         "kernel.logging": ["configure_logging", "get_trace_id", "new_trace_id", "reset_trace_id",
                            "set_trace_id", "trace_context"],
         "kernel.health": ["CheckResult", "HealthReport"],
-        "kernel.config": ["ENTRY_POINT_GROUP", "ENV_PREFIX", "KernelSettings", "LoadedPlugin"],
+        "kernel.config": ["ENTRY_POINT_GROUP", "ENV_PREFIX", "KernelSettings", "LoadedPlugin",
+                          "import_object"],
+        "kernel.console": ["ProgressBar", "print_table"],
     }
     for name, names in homes.items():
         module = importlib.import_module(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import inspect
 import logging
 import os
@@ -18,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._config import resolve_config_path
+from .._importing import import_object
 from .._kernel import Kernel
 from .._plugin import ASGIApp, Receive, Scope, Send
 from ..logging import configure_logging
@@ -172,14 +172,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if app_dir not in sys.path:
             sys.path.insert(0, app_dir)
         _configure_logs_from_file(config_path)
-        module_name, _, attr = args.app.partition(":")
-        if not module_name or not attr:
-            print(f"error: --app expects 'module:attribute', got {args.app!r}", file=sys.stderr)
-            return EXIT_FAIL
         try:
-            host_app = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            print(f"error: cannot import --app {args.app!r}: {exc}", file=sys.stderr)
+            host_app = import_object(args.app)
+        except ValueError as exc:
+            print(f"error: --app: {exc}", file=sys.stderr)
             return EXIT_FAIL
         app = args.app if args.workers > 1 else host_app
     else:

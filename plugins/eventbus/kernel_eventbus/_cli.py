@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from kernel import Command
+from kernel.console import ProgressBar, print_table
 
 from ._errors import CorruptDeadLetterError, DeadLetterNotFoundError
 
@@ -19,41 +19,9 @@ if TYPE_CHECKING:
     from ._dlq import DeadLetterEntry
 
 
-def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
-        if n == 0:
-            print("  ".join("-" * w for w in widths), file=out)
-
-
 def _short(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-class ProgressBar:
-    """A one-line text progress bar on a terminal (plain lines when not a TTY)."""
-
-    def __init__(self, total: int, out: TextIO = sys.stderr, width: int = 30) -> None:
-        self.total, self.out, self.width = total, out, width
-        self.tty = out.isatty()
-        self._last = -1
-
-    def __call__(self, done: int, total: int | None = None) -> None:
-        total = total or self.total
-        pct = int(100 * done / total) if total else 100
-        if self.tty:
-            fill = int(self.width * done / total) if total else self.width
-            self.out.write(f"\rreplaying [{'#' * fill}{'.' * (self.width - fill)}] {done}/{total} {pct:3d}%")
-            self.out.flush()
-        elif pct // 10 != self._last // 10 or done == total:
-            print(f"replaying {done}/{total} ({pct}%)", file=self.out)
-        self._last = pct
-
-    def close(self) -> None:
-        if self.tty:
-            self.out.write("\n")
 
 
 def _rows(entries: list[DeadLetterEntry]) -> list[list[str]]:
@@ -93,7 +61,7 @@ async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
         if not entries:
             print(f"dead-letter queue is empty ({bus.adapter} adapter)", file=out)
             return 0
-        _table(_rows(entries), out)
+        print_table(_rows(entries), out)
         print(f"\n{len(entries)} shown of {total} entries ({bus.adapter} adapter)", file=out)
         corrupt = sum(e.corrupt is not None for e in entries)
         if corrupt:
@@ -125,8 +93,7 @@ async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
         return 0
     if action == "replay":
         if args.all:
-            total = await bus.dead_letter_count()
-            bar = ProgressBar(total)
+            bar = ProgressBar("replaying", sys.stderr, piped_bar=False, piped_step=10)
             result = await bus.replay_all(event=args.event, progress=bar)
             bar.close()
             print(f"replayed {result.replayed} entries", file=out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import anyio
 from kernel_redis import find_redis
 
 from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, Registry, hookimpl
+from kernel.config import import_object
+from kernel.console import print_table
 
 from ._config import QueueConfig
 from ._errors import QueueError
@@ -31,14 +32,10 @@ def load_processor_hooks(manager: QueueManager, specs: list[str]) -> None:
     """Import each ``"module:function"`` and call it with ``manager`` (it registers processors)."""
     errors = []
     for i, spec in enumerate(specs):
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            errors.append(f"plugins.queue.processors[{i}]: expected 'module:function', got {spec!r}")
-            continue
         try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"plugins.queue.processors[{i}]: cannot import {spec!r}: {exc}")
+            fn = import_object(spec, expects="function")
+        except ValueError as exc:
+            errors.append(f"plugins.queue.processors[{i}]: {exc}")
             continue
         if not callable(fn):
             errors.append(f"plugins.queue.processors[{i}]: {spec!r} is not callable")
@@ -217,10 +214,7 @@ async def _queue_command(args: argparse.Namespace, manager: QueueManager) -> int
             print(json.dumps(stats, indent=2))
         else:
             cols = ["queue_name", "waiting", "active", "delayed", "completed", "failed", "total", "paused"]
-            rows = [cols] + [[str(s[c]) for c in cols] for s in stats]
-            widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-            for row in rows:
-                print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            print_table([cols] + [[str(s[c]) for c in cols] for s in stats], rule=False)
         return 0
     if cmd == "pause":
         await manager.pause_queue(args.name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -10,6 +9,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from odmantic import AIOEngine, Model
 
 from kernel import redact_url
+from kernel.config import import_object
 
 from ._config import RepositoryConfig
 from ._operation import DatabaseOperation, QueryMetrics
@@ -28,13 +28,7 @@ def redact_uri(uri: str) -> str:
 
 def import_repository(spec: str) -> type[BaseRepository[Any]]:
     """Import ``"module:Class"`` and check it is a ``BaseRepository`` subclass."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"expected 'module:Class', got {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import repository {spec!r}: {exc}") from exc
+    obj = import_object(spec, expects="Class")
     if not (isinstance(obj, type) and issubclass(obj, BaseRepository) and hasattr(obj, "model")):
         raise ValueError(f"{spec!r} is not a BaseRepository subclass with a model")
     return obj

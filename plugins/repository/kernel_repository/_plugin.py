@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from importlib import metadata
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 from odmantic import AIOEngine
 
 from kernel import CheckIssue, Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
+from kernel.console import ProgressBar
 
 from ._config import EMBEDDED, RepositoryConfig
 from ._manager import RepositoryManager, import_repository, make_client, redact_uri
@@ -128,24 +129,6 @@ def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=500, help="documents per bulk write (default 500)")
 
 
-def progress_printer(label: str, out: TextIO) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback drawing a bar (redrawn in place on a terminal)."""
-    tty = out.isatty()
-
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width if total == 0 else min(width, done * width // total)
-        pct = 100 if total == 0 else done * 100 // total
-        line = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({pct}%)"
-        if tty:
-            out.write("\r" + line + ("\n" if done >= total else ""))
-        else:
-            out.write(line + "\n")
-        out.flush()
-
-    return show
-
-
 def _select(manager: RepositoryManager, names: list[str]) -> list[type[BaseRepository[Any]]]:
     known = {cls.__name__: cls for cls in manager.repository_classes}
     if not names:
@@ -182,7 +165,7 @@ async def run_repo(args: argparse.Namespace, kernel: Kernel) -> int:
     for cls in classes:
         repo = manager.repository(cls)
         label = f"{cls.__name__} ({repo.collection_name}) -> v{repo.schema_version}"
-        report = await repo.migrate(batch_size=args.batch_size, progress=progress_printer(label, sys.stdout))
+        report = await repo.migrate(batch_size=args.batch_size, progress=ProgressBar(f"{label}:", sys.stdout))
         print(f"{cls.__name__}: scanned {report.scanned}, upgraded {report.upgraded}, "
               f"skipped {report.skipped} (changed concurrently)")
     return 0
