@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, Registry, hookimpl
@@ -54,7 +55,7 @@ class EventBusPlugin(Plugin):
     """Durable events: publish/subscribe with metadata, retries with backoff, DLQ and replay."""
 
     name = "eventbus"
-    version = "0.1.0"
+    version = metadata.version("milo-kernel-eventbus")  # one source: the distribution's pyproject.toml
     optional = ("redis", "metrics")
     config_class = EventBusConfig
     provides = ("eventbus", "EventBus", "MemoryEventBus", "RedisEventBus")  # the adapter's class too
