@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -15,6 +14,8 @@ from typing import ClassVar
 import pytest
 
 from kernel.process import ChildServer, die_with_parent, free_port
+from kernel.testing import assert_dies_with_parent
+from kernel.testing import process_alive as alive
 
 # A line server: answers "pong\n" to any line. Behaviour switches come from argv.
 SERVER = textwrap.dedent("""
@@ -69,16 +70,6 @@ class LineServer(ChildServer):
             sock.sendall(b"ping\n")
             if sock.recv(10) != b"pong\n":
                 raise LineServerError("no pong")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 def test_start_answer_stop_restart_close() -> None:
@@ -171,24 +162,7 @@ def test_the_child_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
         print(server.pid, flush=True)
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "TMPDIR": str(tmp_path)})
-    try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert alive(child)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while alive(child):
-            assert time.monotonic() < deadline, "the server outlived its SIGKILLed parent"
-            time.sleep(0.05)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
+    assert_dies_with_parent(script, env={**os.environ, "TMPDIR": str(tmp_path)}, what="the server")
 
 
 def test_free_port_and_die_with_parent() -> None:

@@ -21,8 +21,18 @@ import anyio
 from .._kernel import Kernel
 from .._plugin import Plugin
 from .._registry import Key, Registry
+from ._processes import assert_dies_with_parent, process_alive, wait_gone
 
-__all__ = ["assert_no_password", "boot_kernel", "make_kernel", "urls_with_passwords", "wait_until"]
+__all__ = [
+    "assert_dies_with_parent",
+    "assert_no_password",
+    "boot_kernel",
+    "make_kernel",
+    "process_alive",
+    "urls_with_passwords",
+    "wait_gone",
+    "wait_until",
+]
 
 
 def make_kernel(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,29 +16,7 @@ from kernel_redis import RedisServer, RedisServerError, find_redis_server, free_
 from kernel_redis.testing import private_redis_server
 
 from kernel import BootError
-from kernel.testing import boot_kernel
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes only once reaped or not ours.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+from kernel.testing import assert_dies_with_parent, boot_kernel, wait_gone
 
 
 def test_private_server_serves_and_stops() -> None:
@@ -57,7 +32,7 @@ def test_private_server_serves_and_stops() -> None:
             assert client.config_get("appendonly")["appendonly"] == "no"
             assert client.config_get("bind")["bind"].startswith("127.0.0.1")
         workdir = server.log_path.parent
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
     assert not workdir.exists()
 
 
@@ -146,7 +121,7 @@ def test_startup_timeout_reports_and_kills(tmp_path: Path) -> None:
         assert pid is not None
         with pytest.raises(RedisServerError, match=r"did not answer PING within 0\.3s"):
             server.wait_ready()
-        assert _wait_gone(pid)
+        assert wait_gone(pid)
     finally:
         server.close()
 
@@ -235,22 +210,7 @@ _KERNEL_PARENT = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
 @pytest.mark.parametrize("script", [_PARENT, _KERNEL_PARENT], ids=["server", "kernel-embedded"])
 def test_no_orphan_when_the_parent_is_sigkilled(script: str) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert parent.stdout is not None
-        line = parent.stdout.readline()
-        assert line, "the parent process failed to start its server"
-        child = int(line.split()[0])
-        assert _alive(child)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(10)
-        assert _wait_gone(child), f"redis-server {child} outlived its SIGKILLed parent"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
+    assert_dies_with_parent(script, what="redis-server")
 
 
 def test_free_port_is_bindable() -> None:

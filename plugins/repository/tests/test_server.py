@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 from kernel_repository import MongoServerError, MongoWireServer
 from kernel_repository._server import ping_wire
 from kernel_repository.testing import on_wire_server
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0): look at its state.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+from kernel.testing import assert_dies_with_parent
+from kernel.testing import process_alive as alive
 
 
 def test_start_ping_restart_close() -> None:
@@ -65,22 +52,7 @@ def test_the_server_dies_with_its_parent_even_on_sigkill() -> None:
         "print(s.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert alive(child)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(10)
-        deadline = time.monotonic() + 10
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(child)
-    finally:
-        parent.kill()
-        parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
+    assert_dies_with_parent(code, what="the wire server")
 
 
 def test_mongodb_url_switches_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:

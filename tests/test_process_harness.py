@@ -1,0 +1,33 @@
+"""kernel.testing's process helpers: a child that outlives its parent fails the check and is not leaked."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+
+from kernel.testing import assert_dies_with_parent, process_alive, wait_gone
+
+# A parent whose child has no parent-death signal: the child survives a SIGKILLed parent.
+_ORPHANING_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_surviving_child_fails_the_check_and_is_killed() -> None:
+    with pytest.raises(AssertionError, match=r"the sleeper \((\d+)\) outlived its SIGKILLed parent") as info:
+        assert_dies_with_parent(_ORPHANING_PARENT, timeout=1.0, what="the sleeper")
+    match = re.search(r"\((\d+)\)", str(info.value))
+    assert match is not None
+    assert wait_gone(int(match[1])), "the harness leaked the surviving child"
+
+
+def test_process_alive() -> None:
+    assert process_alive(os.getpid())
+    assert not process_alive(2**22 + 12345)  # above Linux's pid_max
