@@ -108,6 +108,10 @@ class _State:
     ready: bool = False
     lost: bool = False
     """The group existed and vanished."""
+    delay: float = 0.0
+    """Current reconnect backoff (s) of the consumer loop."""
+    failing: bool = False
+    """The consumer loop lost Redis and has not read since (logged once, then quiet)."""
 
 
 class RedisEventBus(EventBus):
@@ -291,76 +295,83 @@ class RedisEventBus(EventBus):
     # ------------------------------------------------------------------ consuming
 
     async def _consume(self, sub: Subscription, state: _State, setup: asyncio.Task[None]) -> None:
+        """The consumer loop of one subscription: housekeeping, a blocking read, handling, until closed."""
         with contextlib.suppress(Exception):
             await setup
-        main, retry = self.stream_key(sub.event), self.retry_key(sub.name)
-        streams = {main: ">", retry: ">"}
-        delay = 0.0
-        failing = False
+        streams = {self.stream_key(sub.event): ">", self.retry_key(sub.name): ">"}
+        state.delay, state.failing = 0.0, False
         while not self._stopping:
             try:
-                if not state.ready:
-                    await self._ensure_groups(sub, state)
-                if state.acks or state.retry_acks:
-                    await self._flush_acks(sub, state)
-                now = _ms()
-                if now >= state.next_due:
-                    moved, nxt = await self._move_due(keys=[self.schedule_key(sub.name), retry],
-                                                      args=[now, self.batch_size])
-                    nxt = float(nxt)
-                    state.next_due = nxt if nxt >= 0 else now + self.read_block * 1000
-                    if moved >= self.batch_size:
-                        state.next_due = 0  # more are due: move the next batch after this read
-                mono = time.monotonic()
-                if mono >= state.next_reclaim:
-                    await self._reclaim(sub, state)
-                    state.next_reclaim = time.monotonic() + self.reclaim_interval
-                    if mono >= state.next_cleanup:
-                        await self._cleanup_consumers(sub)
-                        state.next_cleanup = mono + max(60.0, self.reclaim_interval)
+                await self._housekeep(sub, state)
                 wait = min(self.read_block * 1000, state.next_due - _ms(),
                            (state.next_reclaim - time.monotonic()) * 1000)
                 response = await self.blocking.xreadgroup(
                     sub.name, self.consumer, streams,  # type: ignore[arg-type]
                     count=self.batch_size, block=int(wait) if wait >= 1 else None,
                 )
-                if failing:
+                if state.failing:
                     log.warning("eventbus: %s reconnected to Redis", sub.name)
-                    failing, delay = False, 0.0
-                if not response:
-                    continue
-                items = response.items() if isinstance(response, dict) else response
-                for stream, entries in items:
-                    if isinstance(stream, bytes):
-                        stream = stream.decode()
-                    if entries and isinstance(entries[0], list):  # RESP3 nests one more level
-                        entries = entries[0]
-                    await self._process(sub, state, stream, entries, None)
-            except asyncio.CancelledError:
-                raise
-            except _CONNECTION_ERRORS as exc:
-                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
-                if not failing:
-                    log.warning("eventbus: %s lost Redis (%s: %s); reconnecting with backoff",
-                                sub.name, type(exc).__name__, exc)
-                failing = True
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            except rexc.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    # the stream or group vanished (Redis restarted without persistence, or keys deleted)
-                    log.warning("eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
-                                "from the start of the stream", sub.name)
-                    state.ready = False
-                    state.lost = True
-                    await asyncio.sleep(0.05)
-                    continue
-                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
-                log.exception("eventbus: %s: unexpected Redis error", sub.name)
-                await asyncio.sleep(delay)
-            except Exception:
-                delay = min(max(delay * 2, 0.1), self.reconnect_max_delay)
-                log.exception("eventbus: %s: consumer loop error; continuing", sub.name)
-                await asyncio.sleep(delay)
+                    state.delay, state.failing = 0.0, False
+                if response:
+                    await self._deliver(sub, state, response)
+            except Exception as exc:  # the loop outlives every error; _recover logs it
+                await self._recover(sub, state, exc)
+
+    async def _housekeep(self, sub: Subscription, state: _State) -> None:
+        """Before each read: groups, pending acks, due retries, reclaiming and consumer cleanup."""
+        if not state.ready:
+            await self._ensure_groups(sub, state)
+        if state.acks or state.retry_acks:
+            await self._flush_acks(sub, state)
+        now = _ms()
+        if now >= state.next_due:
+            moved, nxt = await self._move_due(keys=[self.schedule_key(sub.name), self.retry_key(sub.name)],
+                                              args=[now, self.batch_size])
+            nxt = float(nxt)
+            state.next_due = nxt if nxt >= 0 else now + self.read_block * 1000
+            if moved >= self.batch_size:
+                state.next_due = 0  # more are due: move the next batch after this read
+        mono = time.monotonic()
+        if mono >= state.next_reclaim:
+            await self._reclaim(sub, state)
+            state.next_reclaim = time.monotonic() + self.reclaim_interval
+            if mono >= state.next_cleanup:
+                await self._cleanup_consumers(sub)
+                state.next_cleanup = mono + max(60.0, self.reclaim_interval)
+
+    async def _deliver(self, sub: Subscription, state: _State, response: Any) -> None:
+        """Handle what one XREADGROUP returned (RESP2 list or RESP3 dict)."""
+        items = response.items() if isinstance(response, dict) else response
+        for stream, entries in items:
+            if isinstance(stream, bytes):
+                stream = stream.decode()
+            if entries and isinstance(entries[0], list):  # RESP3 nests one more level
+                entries = entries[0]
+            await self._process(sub, state, stream, entries, None)
+
+    async def _recover(self, sub: Subscription, state: _State, exc: Exception) -> None:
+        """After a failed loop turn: log once, back off (or recreate a vanished group), then go on."""
+        if isinstance(exc, rexc.ResponseError) and "NOGROUP" in str(exc):
+            # the stream or group vanished (Redis restarted without persistence, or keys deleted)
+            log.warning("eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
+                        "from the start of the stream", sub.name)
+            state.ready = False
+            state.lost = True
+            await anyio.sleep(0.05)
+            return
+        state.delay = min(max(state.delay * 2, 0.1), self.reconnect_max_delay)
+        if isinstance(exc, _CONNECTION_ERRORS):
+            if not state.failing:
+                log.warning("eventbus: %s lost Redis (%s: %s); reconnecting with backoff",
+                            sub.name, type(exc).__name__, exc)
+            state.failing = True
+            await anyio.sleep(state.delay * random.uniform(0.8, 1.2))
+            return
+        if isinstance(exc, rexc.ResponseError):
+            log.exception("eventbus: %s: unexpected Redis error", sub.name, exc_info=exc)
+        else:
+            log.exception("eventbus: %s: consumer loop error; continuing", sub.name, exc_info=exc)
+        await anyio.sleep(state.delay)
 
     async def _process(self, sub: Subscription, state: _State, stream: str,
                        entries: Sequence[Any], deliveries: dict[bytes, int] | None) -> None:
