@@ -104,6 +104,9 @@ def cmd_fast(args: list[str]) -> int:
     code = sh(PY, "-m", "ruff", "check", ".", env=env, check=False)
     if code:
         return code
+    code = sh(PY, "-m", "ruff", "format", "--check", ".", env=env, check=False)
+    if code:
+        return code
     return sh(PY, "-m", "mypy", "kernel", env=env, check=False)
 
 
