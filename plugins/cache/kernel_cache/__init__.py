@@ -9,8 +9,6 @@ from ._plugin import CachePlugin
 from ._serializer import JsonSerializer, Serializer
 from ._stats import CacheStats
 
-__version__ = CachePlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "CacheBackend",
     "CacheConfig",

@@ -19,8 +19,6 @@ from ._middleware import ErrorMiddleware, incoming_trace_id
 from ._plugin import ErrorsConfig, ErrorsPlugin
 from ._problem import PROBLEM_JSON, Problem, ProblemRenderer
 
-__version__ = ErrorsPlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "PROBLEM_JSON",
     "AppError",

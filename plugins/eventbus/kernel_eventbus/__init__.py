@@ -22,8 +22,6 @@ from ._metadata import EventMetadata, new_event_id
 from ._plugin import EventBusPlugin, build_bus
 from ._retry import RetryPolicy
 
-__version__ = EventBusPlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "AdapterUnavailableError",
     "CorruptDeadLetterError",

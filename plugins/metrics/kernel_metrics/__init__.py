@@ -14,8 +14,6 @@ from ._endpoint import metrics_endpoint
 from ._middleware import MetricsMiddleware, route_template
 from ._plugin import MetricsPlugin
 
-__version__ = MetricsPlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "DEFAULT_DB_BUCKETS",
     "DEFAULT_HTTP_BUCKETS",

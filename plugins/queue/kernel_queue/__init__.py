@@ -17,8 +17,6 @@ from ._registry import ANY_NAME, ProcessorRegistry
 from ._samples import notification_processor, register_sample_processors
 from ._worker import QueueWorker
 
-__version__ = QueuePlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "ANY_NAME",
     "InvalidJobOptionError",

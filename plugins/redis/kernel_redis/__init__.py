@@ -16,8 +16,6 @@ from ._service import (
     use_redis,
 )
 
-__version__ = RedisPlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "ClientOptions",
     "EmbeddedConfig",

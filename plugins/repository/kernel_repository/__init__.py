@@ -13,8 +13,6 @@ from ._schema import MigrationReport
 from ._server import MongoServerError, MongoWireServer, wire_server_available
 from ._transactions import run_transaction
 
-__version__ = RepositoryPlugin.version  # from package metadata (pyproject.toml)
-
 __all__ = [
     "AUDIT_FIELDS",
     "BaseRepository",
