@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 import anyio
@@ -24,6 +24,7 @@ from .._registry import Key, Registry
 from ._processes import assert_dies_with_parent, process_alive, wait_gone
 
 __all__ = [
+    "KernelOptions",
     "assert_dies_with_parent",
     "assert_no_password",
     "boot_kernel",
@@ -35,16 +36,19 @@ __all__ = [
 ]
 
 
-def make_kernel(
-    *plugins: str | Plugin | type[Plugin],
-    config: Mapping[str, Mapping[str, Any]] | None = None,
-    settings: Mapping[str, Any] | None = None,
-    sections: Mapping[str, tuple[type[Any], Mapping[str, Any]]] | None = None,
-    overrides: Mapping[Key, object] | None = None,
-    environ: Mapping[str, str] | None = None,
-    entry_points: bool = True,
-    processes: int = 1,
-) -> Kernel:
+class KernelOptions(TypedDict, total=False):
+    """The keywords of :func:`make_kernel` and :func:`boot_kernel` (see ``make_kernel``)."""
+
+    config: Mapping[str, Mapping[str, Any]] | None
+    settings: Mapping[str, Any] | None
+    sections: Mapping[str, tuple[type[Any], Mapping[str, Any]]] | None
+    overrides: Mapping[Key, object] | None
+    environ: Mapping[str, str] | None
+    entry_points: bool
+    processes: int
+
+
+def make_kernel(*plugins: str | Plugin | type[Plugin], **options: Unpack[KernelOptions]) -> Kernel:
     """A configured (unbooted) kernel.
 
     ``plugins`` are names of installed plugins or plugin classes/instances;
@@ -56,45 +60,39 @@ def make_kernel(
     is ignored unless ``environ`` is given. ``processes`` is what the plugins' ``kernel_check``
     hooks see as the number of serving processes (``kernel serve --workers``).
     """
+    unknown = sorted(set(options) - set(KernelOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"make_kernel() got unexpected keyword arguments: {', '.join(unknown)}")
     objects = [p for p in plugins if not isinstance(p, str)]
     names = [p if isinstance(p, str) else p.name for p in plugins]
     doc: dict[str, Any] = {
-        "kernel": {"env": "test", **(settings or {}), "plugins": names},
-        "plugins": {k: dict(v) for k, v in (config or {}).items()},
+        "kernel": {"env": "test", **(options.get("settings") or {}), "plugins": names},
+        "plugins": {k: dict(v) for k, v in (options.get("config") or {}).items()},
     }
     section_types: dict[str, type[Any]] = {}
-    for table, (cls, data) in (sections or {}).items():
+    for table, (cls, data) in (options.get("sections") or {}).items():
         section_types[table] = cls
         doc[table] = dict(data)
     registry = Registry()
-    for key, service in (overrides or {}).items():
+    for key, service in (options.get("overrides") or {}).items():
         registry.set_override(key, service)
     return Kernel.from_dict(
         doc,
-        environ=environ or {},
+        environ=options.get("environ") or {},
         sections=section_types,
         plugins=objects,
-        entry_points=entry_points,
+        entry_points=options.get("entry_points", True),
         registry=registry,
-        processes=processes,
+        processes=options.get("processes", 1),
     )
 
 
 @asynccontextmanager
 async def boot_kernel(
-    *plugins: str | Plugin | type[Plugin],
-    config: Mapping[str, Mapping[str, Any]] | None = None,
-    settings: Mapping[str, Any] | None = None,
-    sections: Mapping[str, tuple[type[Any], Mapping[str, Any]]] | None = None,
-    overrides: Mapping[Key, object] | None = None,
-    environ: Mapping[str, str] | None = None,
-    entry_points: bool = True,
+    *plugins: str | Plugin | type[Plugin], **options: Unpack[KernelOptions]
 ) -> AsyncIterator[Kernel]:
     """``make_kernel(...)``, booted for the block and shut down after it."""
-    kernel = make_kernel(
-        *plugins, config=config, settings=settings, sections=sections,
-        overrides=overrides, environ=environ, entry_points=entry_points,
-    )
+    kernel = make_kernel(*plugins, **options)
     async with kernel:
         yield kernel
 

@@ -1,4 +1,4 @@
-"""kernel.testing's process helpers: a child that outlives its parent fails the check and is not leaked."""
+"""kernel.testing helpers: factory keywords; a child outliving its parent fails the check and is killed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kernel.testing import assert_dies_with_parent, process_alive, wait_gone
+from kernel.testing import assert_dies_with_parent, boot_kernel, make_kernel, process_alive, wait_gone
 
 # A parent whose child has no parent-death signal: the child survives a SIGKILLed parent.
 _ORPHANING_PARENT = """
@@ -31,3 +31,14 @@ def test_a_surviving_child_fails_the_check_and_is_killed() -> None:
 def test_process_alive() -> None:
     assert process_alive(os.getpid())
     assert not process_alive(2**22 + 12345)  # above Linux's pid_max
+
+
+def test_make_kernel_rejects_a_misspelt_keyword() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword arguments: confg"):
+        make_kernel(confg={})  # type: ignore[call-arg]
+
+
+@pytest.mark.anyio
+async def test_boot_kernel_passes_every_keyword_on() -> None:
+    async with boot_kernel(settings={"log_level": "DEBUG"}, processes=3, environ={}) as kernel:
+        assert kernel.settings.log_level == "DEBUG"
