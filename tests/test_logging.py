@@ -11,8 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernel.logging._setup import ConsoleFormatter, JsonFormatter, TraceIdFilter
 from kernel.logging import configure_logging, get_trace_id, reset_trace_id, set_trace_id, trace_context
+from kernel.logging._setup import ConsoleFormatter, JsonFormatter, TraceIdFilter
 from kernel.testing import boot_kernel
 
 
