@@ -67,7 +67,6 @@ def emitted_names() -> set[str]:
     from kernel_metrics import MetricsCollector
 
     collector = MetricsCollector(process_metrics=True, multiprocess_dir=None)
-    collector.record_event("user.created", "success")
     body, _ = collector.render()
     names = set(re.findall(r"^# TYPE (\S+) ", body.decode(), flags=re.M))
     names |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body.decode(), flags=re.M))
@@ -166,8 +165,9 @@ def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py, SAQ: asyncio-only libraries
 async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
-    """Boot the plugins on an embedded Redis, exercise them; every referenced series is in the scrape."""
-    for module in ("kernel_metrics", "kernel_redis", "kernel_eventbus", "kernel_cache", "kernel_queue"):
+    """Boot the plugins on embedded servers, exercise them; every referenced series is in the scrape."""
+    for module in ("kernel_metrics", "kernel_redis", "kernel_eventbus", "kernel_cache", "kernel_queue",
+                   "kernel_repository"):
         pytest.importorskip(module)
     import anyio
     from kernel_cache import CacheManager
@@ -182,8 +182,10 @@ async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
         "eventbus": {"adapter": "redis"},
         "cache": {"backend": "redis"},
         "queue": {"poll_interval": 0.05, "schedule_interval": 0.05},
+        "repository": {"uri": "embedded"},  # declares db_query_duration_seconds (each plugin its own metrics)
     }
-    async with boot_kernel("metrics", "redis", "eventbus", "cache", "queue", config=config) as k:
+    plugins = ("metrics", "redis", "eventbus", "cache", "queue", "repository")
+    async with boot_kernel(*plugins, config=config) as k:
         bus, cache, queue = k.get(EventBus), k.get(CacheManager), k.get(QueueManager)
         handled = anyio.Event()
 

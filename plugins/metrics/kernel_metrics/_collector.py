@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
@@ -26,7 +24,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from . import _http_series as http_series
 from ._api import GaugeMode, LabelBudget
-from ._config import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS
+from ._config import DEFAULT_HTTP_BUCKETS
 from ._http_series import HttpSeries
 
 log = logging.getLogger("kernel.plugins.metrics")
@@ -132,8 +130,8 @@ class MetricsCollector:
     (get-or-create: the same name returns the same object).
 
     >>> m = MetricsCollector(process_metrics=False)
-    >>> m.record_event("user.created", "success")
     >>> m.counter("signups_total", "Accounts created", ["plan"]).labels("free").inc()
+    >>> m.bounded(m.counter("logins_total", "Logins", ["client"])).labels("ios").inc()
 
     ``exclude_routes`` are route templates that every :class:`MetricsMiddleware` recording
     into this collector leaves out (the plugin puts its scrape path here unless
@@ -145,7 +143,6 @@ class MetricsCollector:
         *,
         process_metrics: bool = True,
         http_buckets: Sequence[float] = DEFAULT_HTTP_BUCKETS,
-        db_buckets: Sequence[float] = DEFAULT_DB_BUCKETS,
         max_series: int = 10_000,
         multiprocess_dir: str | Literal["auto"] | None = "auto",
         exclude_routes: Iterable[str] = (),
@@ -188,13 +185,6 @@ class MetricsCollector:
         if self._mp_dir is None:
             # A plain int read at scrape time: no lock per request (the event loop is one thread).
             self.http_active.set_function(lambda: self._in_flight)
-        self.events = self.counter(
-            "eventbus_events_total", "Events handled by the event bus", ["event", "status"])
-        self.db_duration = self.histogram(
-            "db_query_duration_seconds", "Database query duration in seconds",
-            ["operation", "collection"], buckets=db_buckets)
-        self._events = self.bounded(self.events)
-        self._db = self.bounded(self.db_duration)
 
     # ------------------------------------------------------------------ state
 
@@ -270,23 +260,6 @@ class MetricsCollector:
             return metric
 
     # ------------------------------------------------------------------ the recording API
-
-    def record_event(self, name: str, status: str = "success") -> None:
-        """Count one event-bus event: ``eventbus_events_total{event, status}``."""
-        self._events.labels(name, status).inc()
-
-    def record_db_query(self, operation: str, collection: str, seconds: float) -> None:
-        """Observe one query's duration: ``db_query_duration_seconds{operation, collection}``."""
-        self._db.labels(operation, collection).observe(seconds)
-
-    @contextmanager
-    def time_db_query(self, operation: str, collection: str) -> Iterator[None]:
-        """Time a block as one query (recorded even when it raises)."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.record_db_query(operation, collection, time.perf_counter() - t0)
 
     def request_started(self) -> None:
         """One more HTTP request in flight (``http_active_connections``)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kernel_metrics import DEFAULT_HTTP_BUCKETS, OVERFLOW, MetricConflictError, MetricsCollector
+from kernel_metrics import DEFAULT_HTTP_BUCKETS, OVERFLOW, LabelBudget, MetricConflictError, MetricsCollector
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,29 +17,38 @@ def collector() -> MetricsCollector:
     return MetricsCollector(process_metrics=False)
 
 
-def test_record_event_counts_by_name_and_status(collector: MetricsCollector) -> None:
-    collector.record_event("user.created", "success")
-    collector.record_event("user.created", "success")
-    collector.record_event("user.created", "failure")
-    collector.record_event("order.placed")
+def events(collector: MetricsCollector) -> LabelBudget[Counter]:
+    """A labelled counter declared the way a plugin declares one (the event bus's)."""
+    return collector.bounded(collector.counter(
+        "eventbus_events_total", "Events handled by the event bus", ["event", "status"]))
+
+
+def test_the_collector_declares_no_metric_of_another_plugin(collector: MetricsCollector) -> None:
+    body = collector.render()[0].decode()
+    assert "eventbus_" not in body and "db_query" not in body
+
+
+def test_a_bounded_counter_counts_by_label_set(collector: MetricsCollector) -> None:
+    counted = events(collector)
+    counted.labels("user.created", "success").inc()
+    counted.labels("user.created", "success").inc()
+    counted.labels("user.created", "failure").inc()
+    counted.labels("order.placed", "success").inc()
     assert value(collector, "eventbus_events_total", event="user.created", status="success") == 2
     assert value(collector, "eventbus_events_total", event="user.created", status="failure") == 1
     assert value(collector, "eventbus_events_total", event="order.placed", status="success") == 1
 
 
-def test_record_db_query_observes_duration(collector: MetricsCollector) -> None:
-    collector.record_db_query("findOne", "users", 0.05)
-    collector.record_db_query("findOne", "users", 0.002)
+def test_a_bounded_histogram_observes_durations(collector: MetricsCollector) -> None:
+    queries = collector.bounded(collector.histogram(
+        "db_query_duration_seconds", "Database query duration in seconds", ["operation", "collection"],
+        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)))
+    queries.labels("findOne", "users").observe(0.05)
+    queries.labels("findOne", "users").observe(0.002)
     labels = {"operation": "findOne", "collection": "users"}
     assert value(collector, "db_query_duration_seconds_count", **labels) == 2
     assert value(collector, "db_query_duration_seconds_sum", **labels) == pytest.approx(0.052)
     assert value(collector, "db_query_duration_seconds_bucket", le="0.005", **labels) == 1
-
-
-def test_time_db_query_records_even_when_the_block_raises(collector: MetricsCollector) -> None:
-    with pytest.raises(RuntimeError), collector.time_db_query("insert", "orders"):
-        raise RuntimeError("boom")
-    assert value(collector, "db_query_duration_seconds_count", operation="insert", collection="orders") == 1
 
 
 def test_observe_http_counts_and_times(collector: MetricsCollector) -> None:
@@ -101,7 +110,7 @@ def test_label_names_as_a_string_are_rejected(collector: MetricsCollector) -> No
 def test_two_collectors_in_one_process_do_not_collide() -> None:
     first = MetricsCollector()
     second = MetricsCollector()
-    first.record_event("a")
+    events(first).labels("a", "success").inc()
     second.counter("only_in_second_total", "x").inc()
     assert value(first, "eventbus_events_total", event="a", status="success") == 1
     assert value(second, "eventbus_events_total", event="a", status="success") is None
@@ -113,8 +122,9 @@ def test_two_collectors_in_one_process_do_not_collide() -> None:
 
 def test_series_beyond_the_budget_collapse_into_one(caplog: pytest.LogCaptureFixture) -> None:
     collector = MetricsCollector(process_metrics=False, max_series=5)
+    counted = events(collector)
     for i in range(50):
-        collector.record_event(f"event-{i}")
+        counted.labels(f"event-{i}", "success").inc()
     for i in range(50):
         collector.observe_http("GET", f"/r{i}", 200, 0.0)
     body, _ = collector.render()
@@ -126,7 +136,7 @@ def test_series_beyond_the_budget_collapse_into_one(caplog: pytest.LogCaptureFix
 
 
 def test_render_prometheus_text_and_openmetrics(collector: MetricsCollector) -> None:
-    collector.record_event("x")
+    events(collector).labels("x", "success").inc()
     text, ctype = collector.render(None)
     assert ctype.startswith("text/plain")
     assert b"eventbus_events_total" in text

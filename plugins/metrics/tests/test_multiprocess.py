@@ -20,9 +20,11 @@ import sys
 from kernel_metrics import MetricsCollector
 m = MetricsCollector()
 assert m.multiprocess
+events = m.bounded(m.counter("eventbus_events_total", "Events", ["event", "status"]))
 for _ in range(int(sys.argv[1])):
-    m.record_event("order.placed")
-m.record_db_query("find", "orders", 0.02)
+    events.labels("order.placed", "success").inc()
+m.bounded(m.histogram("db_query_duration_seconds", "Queries", ["operation", "collection"])).labels(
+    "find", "orders").observe(0.02)
 m.counter("jobs_done_total", "Jobs done", ["queue"]).labels("mail").inc(int(sys.argv[1]))
 """
 

@@ -35,7 +35,8 @@ async def test_collector_is_registered_by_type_and_by_name() -> None:
 @pytest.mark.anyio
 async def test_scrape_returns_prometheus_text_or_openmetrics() -> None:
     async with boot_kernel("metrics") as kernel:
-        kernel.get(MetricsCollector).record_event("user.created")
+        collector = kernel.get(Metrics)  # what a plugin declares shows in the scrape
+        collector.counter("orders_placed_total", "Orders placed", ["channel"]).labels("web").inc()
         async with client(KernelApp(kernel)) as c:
             r = await c.get("/health/metrics")
             assert r.status_code == 200
@@ -43,7 +44,7 @@ async def test_scrape_returns_prometheus_text_or_openmetrics() -> None:
             assert r.headers["cache-control"] == "no-store"
             names = {f.name for f in text_string_to_metric_families(r.text)}
             assert {"http_requests", "http_request_duration_seconds", "http_active_connections",
-                    "eventbus_events", "db_query_duration_seconds", "process_cpu_seconds",
+                    "orders_placed", "process_cpu_seconds",
                     "process_resident_memory_bytes"} <= names
             om = await c.get("/health/metrics",
                              headers={"accept": "application/openmetrics-text; version=1.0.0"})
