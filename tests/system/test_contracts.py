@@ -73,7 +73,9 @@ def test_every_plugin_directory_is_found() -> None:
 
 @pytest.mark.parametrize("name", first_party_plugins())
 async def test_each_plugin_registers_exactly_what_it_provides(
-    name: str, redis_url: str, mongo_uri: str  # noqa: F811
+    name: str,
+    redis_url: str,  # noqa: F811
+    mongo_uri: str,  # noqa: F811
 ) -> None:
     declared = set(plugin_class(name).provides)
     registered_over_variants: set[str] = set()
@@ -85,15 +87,20 @@ async def test_each_plugin_registers_exactly_what_it_provides(
         if "redis" in plugins:
             config["redis"] = {"url": redis_url}
         if "repository" in plugins:
-            config["repository"] = {"uri": mongo_uri, "database": unique_database("contracts"),
-                                    "ensure_indexes": False}
+            config["repository"] = {
+                "uri": mongo_uri,
+                "database": unique_database("contracts"),
+                "ensure_indexes": False,
+            }
         async with boot_kernel(*plugins, config=config) as kernel:
-            registered = {describe(key) for key, _service, provider in kernel.registry.items()
-                          if provider == name}
+            registered = {
+                describe(key) for key, _service, provider in kernel.registry.items() if provider == name
+            }
         assert registered <= declared, f"{name} {variant}: registers {registered - declared} not in provides"
         registered_over_variants |= registered
     assert registered_over_variants == declared, (
-        f"{name}: provides {declared - registered_over_variants} that it never registers")
+        f"{name}: provides {declared - registered_over_variants} that it never registers"
+    )
 
 
 @pytest.fixture
@@ -107,13 +114,17 @@ async def host_redis(redis_url: str) -> AsyncIterator[RedisConnection]:  # noqa:
 
 
 async def test_a_host_redis_service_reaches_every_consumer(
-    redis_url: str, host_redis: RedisConnection  # noqa: F811
+    redis_url: str,  # noqa: F811
+    host_redis: RedisConnection,
 ) -> None:
-    config = {"redis": {"url": redis_url},
-              "eventbus": {"adapter": "redis", "prefix": "evtest-contracts-host"},
-              "cache": {"backend": "redis", "key_prefix": "kctest-contracts-host"}}
-    async with boot_kernel("redis", "eventbus", "cache", "queue", config=config,
-                           overrides={RedisService: host_redis}) as kernel:
+    config = {
+        "redis": {"url": redis_url},
+        "eventbus": {"adapter": "redis", "prefix": "evtest-contracts-host"},
+        "cache": {"backend": "redis", "key_prefix": "kctest-contracts-host"},
+    }
+    async with boot_kernel(
+        "redis", "eventbus", "cache", "queue", config=config, overrides={RedisService: host_redis}
+    ) as kernel:
         bus: Any = kernel.get(EventBus)
         clients = {
             "cache": kernel.get(CacheManager).backend.client,  # type: ignore[attr-defined]

@@ -11,8 +11,9 @@ from prometheus_client.metrics import MetricWrapperBase
 M = TypeVar("M", bound=MetricWrapperBase)
 M_co = TypeVar("M_co", bound=MetricWrapperBase, covariant=True)
 
-GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
-                    "mostrecent", "livemostrecent"]
+GaugeMode = Literal[
+    "all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"
+]
 """How the values of a gauge combine across processes in multiprocess mode."""
 
 
@@ -41,13 +42,25 @@ class Metrics(Protocol):
         """Get or create a counter (``name`` with or without its ``_total`` suffix)."""
         ...
 
-    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-              multiprocess_mode: GaugeMode = "livesum") -> Gauge:
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        multiprocess_mode: GaugeMode = "livesum",
+    ) -> Gauge:
         """Get or create a gauge; ``multiprocess_mode`` says how processes' values combine."""
         ...
 
-    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                  buckets: Sequence[float] | None = None) -> Histogram:
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
         """Get or create a histogram (default buckets are the HTTP ones, in seconds).
 
         Bounds the operator configured for ``name`` win over ``buckets``.

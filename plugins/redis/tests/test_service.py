@@ -43,7 +43,7 @@ def test_no_redis_is_one_error_naming_the_plugin_and_the_fixes() -> None:
         find_redis(registry, "cache")
     assert str(info.value) == (
         "plugin 'cache' needs Redis, but none is available: add \"redis\" to [kernel] plugins "
-        "(pip install milo-kernel-redis), or give it a server of its own: [plugins.cache] url = \"redis://…\""
+        '(pip install milo-kernel-redis), or give it a server of its own: [plugins.cache] url = "redis://…"'
     )
     with pytest.raises(RedisUnavailableError) as info:
         find_redis(registry, "eventbus", setting=None, alternative='set adapter = "memory"')
