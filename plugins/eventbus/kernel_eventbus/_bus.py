@@ -18,16 +18,17 @@ import attrs
 
 from kernel.logging import get_trace_id, set_trace_id
 
-from ._dlq import DeadLetterEntry, ReplayResult
+from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
 from ._errors import (
     CorruptDeadLetterError,
+    DeadLetterNotFoundError,
     EventDataError,
     EventTooLargeError,
     PublishTimeoutError,
     SubscriptionError,
 )
 from ._idempotency import IdempotencyStore, idempotent
-from ._metadata import EventMetadata, new_event_id, rfc3339
+from ._metadata import EventMetadata, new_event_id, now_rfc3339, rfc3339
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:  # optional: the bus records metrics only when the metrics plugin is enabled
@@ -119,7 +120,7 @@ class _Metrics:
     def __init__(self, collector: Metrics) -> None:
         self.events = collector.bounded(collector.counter(
             "eventbus_events_total", "Events handled by the event bus", ["event", "status"]))
-        """``eventbus_events_total{event, status}``; event names come from outside, so within the series budget."""
+        """``eventbus_events_total{event, status}`` within the series budget (names come from outside)."""
         self.duration = collector.histogram(
             "eventbus_handler_duration_seconds", "Event handler run time in seconds",
             ["event", "subscription"],
@@ -348,23 +349,30 @@ class EventBus(abc.ABC):
 
     # ------------------------------------------------------------------ dead-letter queue
 
-    @abc.abstractmethod
+    dead_letters: DeadLetterStore
+    """Where this bus keeps its dead-letter entries (set by the adapter)."""
+
     async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
                                     ) -> list[DeadLetterEntry]:
         """The newest ``limit`` dead-letter entries (newest first), optionally of one ``event`` name.
 
         An entry that cannot be read is listed with :attr:`DeadLetterEntry.corrupt` set.
         """
+        if limit <= 0:
+            return []
+        return await self.dead_letters.newest(limit, event)
 
-    @abc.abstractmethod
     async def dead_letter_count(self) -> int:
         """How many entries the dead-letter queue holds."""
+        return await self.dead_letters.count()
 
-    @abc.abstractmethod
     async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
         """The entries of one event (one per subscription that gave up, corrupt ones too); raises if none."""
+        entries = await self.dead_letters.find(event_id)
+        if not entries:
+            raise DeadLetterNotFoundError(event_id)
+        return entries
 
-    @abc.abstractmethod
     async def replay_from_dlq(self, event_id: str) -> int:
         """Re-deliver a dead-lettered event to the subscription(s) that failed it; how many entries.
 
@@ -372,6 +380,22 @@ class EventBus(abc.ABC):
         ``replayed_at`` set, and is retried (and dead-lettered) like any other.
         Raises :class:`DeadLetterNotFoundError` when the event is not in the DLQ, and
         :class:`CorruptDeadLetterError` when all its entries are corrupt (corrupt ones are never replayed).
+        """
+        found = await self.get_dead_letter(event_id)
+        entries = [e for e in found if e.corrupt is None]
+        if not entries:
+            raise CorruptDeadLetterError(event_id, [e.key for e in found])
+        n = await self._redeliver(entries, now_rfc3339())
+        if not n:  # replayed meanwhile by someone else
+            raise DeadLetterNotFoundError(event_id)
+        self._dlq_size_changed(await self.dead_letters.count())
+        return n
+
+    @abc.abstractmethod
+    async def _redeliver(self, entries: list[DeadLetterEntry], replayed_at: str) -> int:
+        """Take each entry out of the dead-letter store and deliver it again; how many it took.
+
+        An entry another replay took first is not delivered twice (and not counted).
         """
 
     async def replay_all(
@@ -400,13 +424,18 @@ class EventBus(abc.ABC):
                         len(corrupt))
         return ReplayResult(done, corrupt)
 
-    @abc.abstractmethod
     async def clear_dead_letter_queue(self) -> int:
         """Drop every dead-letter entry; how many there were."""
+        n = await self.dead_letters.clear()
+        self._dlq_size_changed(0)
+        return n
 
-    @abc.abstractmethod
     async def delete_dead_letter(self, event_id: str) -> int:
         """Drop the entries of one event; how many."""
+        n = await self.dead_letters.delete(event_id)
+        if n:
+            self._dlq_size_changed(await self.dead_letters.count())
+        return n
 
     # ------------------------------------------------------------------ idempotency
 

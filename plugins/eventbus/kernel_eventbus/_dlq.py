@@ -1,9 +1,10 @@
-"""The dead-letter entry: an event a subscription gave up on, with why and when."""
+"""The dead-letter entry (an event a subscription gave up on, why and when) and where entries are kept."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -36,10 +37,12 @@ class DeadLetterEntry:
 
     @property
     def event_id(self) -> str:
+        """The failed event's id."""
         return self.metadata.event_id
 
     @property
     def event_name(self) -> str:
+        """The failed event's name."""
         return self.metadata.event_name
 
     @property
@@ -115,7 +118,92 @@ class ReplayResult(int):
 
     @property
     def replayed(self) -> int:
+        """How many entries were replayed."""
         return int(self)
 
     def __repr__(self) -> str:
         return f"ReplayResult(replayed={int(self)}, skipped_corrupt={len(self.skipped_corrupt)})"
+
+
+class DeadLetterStore(Protocol):
+    """Where a bus keeps its dead-letter entries, by :attr:`DeadLetterEntry.key`, newest last.
+
+    The bus adds entries and re-delivers replayed ones; the store only keeps, finds and drops them.
+    ``MemoryDeadLetterStore`` keeps them in the process, the Redis adapter's store in a hash
+    ``<prefix>:dlq`` ordered by the sorted set ``<prefix>:dlq:index``.
+    """
+
+    async def add(self, entry: DeadLetterEntry) -> int:
+        """Keep ``entry`` (replacing one with the same key) as the newest; how many entries there are now."""
+        ...
+
+    async def newest(self, limit: int, event: str | None = None) -> list[DeadLetterEntry]:
+        """Up to ``limit`` (> 0) entries, newest first, optionally only of ``event`` (corrupt ones too)."""
+        ...
+
+    async def count(self) -> int:
+        """How many entries the store holds."""
+        ...
+
+    async def find(self, event_id: str) -> list[DeadLetterEntry]:
+        """The entries of one event (one per subscription), corrupt ones too; ``[]`` when none."""
+        ...
+
+    async def delete(self, event_id: str) -> int:
+        """Drop the entries of one event; how many."""
+        ...
+
+    async def clear(self) -> int:
+        """Drop every entry; how many there were."""
+        ...
+
+
+class MemoryDeadLetterStore:
+    """Dead-letter entries in this process, at most ``max_len`` (the oldest dropped first)."""
+
+    def __init__(self, max_len: int = 10_000) -> None:
+        self.max_len = max_len
+        self._entries: OrderedDict[str, DeadLetterEntry] = OrderedDict()
+
+    async def add(self, entry: DeadLetterEntry) -> int:
+        """Keep ``entry`` as the newest, dropping the oldest beyond ``max_len``."""
+        self._entries[entry.key] = entry
+        self._entries.move_to_end(entry.key)
+        while len(self._entries) > self.max_len:
+            self._entries.popitem(last=False)
+        return len(self._entries)
+
+    async def newest(self, limit: int, event: str | None = None) -> list[DeadLetterEntry]:
+        """Up to ``limit`` entries, newest first (of ``event`` only, when given)."""
+        out: list[DeadLetterEntry] = []
+        for entry in reversed(self._entries.values()):
+            if event is None or entry.event_name == event:
+                out.append(entry)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def count(self) -> int:
+        """How many entries are kept."""
+        return len(self._entries)
+
+    async def find(self, event_id: str) -> list[DeadLetterEntry]:
+        """The entries of ``event_id``."""
+        return [e for e in self._entries.values() if e.event_id == event_id]
+
+    def take(self, key: str) -> bool:
+        """Remove the entry ``key`` (for a replay); whether it was there."""
+        return self._entries.pop(key, None) is not None
+
+    async def delete(self, event_id: str) -> int:
+        """Drop the entries of ``event_id``; how many."""
+        keys = [k for k, e in self._entries.items() if e.event_id == event_id]
+        for k in keys:
+            del self._entries[k]
+        return len(keys)
+
+    async def clear(self) -> int:
+        """Drop every entry; how many there were."""
+        n = len(self._entries)
+        self._entries.clear()
+        return n

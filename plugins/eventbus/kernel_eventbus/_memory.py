@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from typing import Any
 
 import attrs
 
 from ._bus import EventBus, PublishProgress, Subscription, log
-from ._dlq import DeadLetterEntry
-from ._errors import DeadLetterNotFoundError, SubscriptionError
+from ._dlq import DeadLetterEntry, MemoryDeadLetterStore
+from ._errors import SubscriptionError
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
-from ._metadata import EventMetadata, now_rfc3339
+from ._metadata import EventMetadata
 
 # (JSON body, metadata of the attempt, first failure time)
 _Item = tuple[str, EventMetadata, "str | None"]
@@ -42,8 +41,7 @@ class MemoryEventBus(EventBus):
 
     def __init__(self, *, dlq_max_len: int = 10_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.dlq_max_len = dlq_max_len
-        self._dlq: OrderedDict[str, DeadLetterEntry] = OrderedDict()
+        self.dead_letters = self._dead_letters = MemoryDeadLetterStore(dlq_max_len)
         self._queues: dict[str, _Queue] = {}
         self._outstanding = 0
         """Deliveries queued, running or waiting for a retry."""
@@ -90,7 +88,8 @@ class MemoryEventBus(EventBus):
                         queue.timers[queue.serial] = asyncio.get_running_loop().call_later(
                             sub.policy.delay(meta.attempt), self._requeue, sub, queue, queue.serial, retry)
                     else:
-                        self._add_dead(self._dead_entry(sub, json.loads(body), meta, failure, first_failure))
+                        entry = self._dead_entry(sub, json.loads(body), meta, failure, first_failure)
+                        self._dlq_size_changed(await self._dead_letters.add(entry))
             finally:
                 self._finished()
 
@@ -112,67 +111,30 @@ class MemoryEventBus(EventBus):
         # what was waiting is dropped with the subscription
         self._finished(queue.items.qsize() + len(queue.timers))
 
-    def _add_dead(self, entry: DeadLetterEntry) -> None:
-        self._dlq[entry.key] = entry
-        self._dlq.move_to_end(entry.key)
-        while len(self._dlq) > self.dlq_max_len:
-            self._dlq.popitem(last=False)
-        self._dlq_size_changed(len(self._dlq))
-
     async def join(self) -> None:
         """Wait until no delivery is queued, running or waiting for a retry (wrap in ``asyncio.timeout``)."""
         await self._idle.wait()
 
     # ------------------------------------------------------------------ DLQ
 
-    async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
-                                    ) -> list[DeadLetterEntry]:
-        out: list[DeadLetterEntry] = []
-        if limit <= 0:
-            return out
-        for entry in reversed(self._dlq.values()):
-            if event is None or entry.event_name == event:
-                out.append(entry)
-                if len(out) >= limit:
-                    break
-        return out
+    @property
+    def dlq_max_len(self) -> int:
+        """How many dead-letter entries are kept (the oldest are dropped first)."""
+        return self._dead_letters.max_len
 
-    async def dead_letter_count(self) -> int:
-        return len(self._dlq)
-
-    async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
-        found = [e for e in self._dlq.values() if e.event_id == event_id]
-        if not found:
-            raise DeadLetterNotFoundError(event_id)
-        return found
-
-    async def replay_from_dlq(self, event_id: str) -> int:
-        entries = await self.get_dead_letter(event_id)
+    async def _redeliver(self, entries: list[DeadLetterEntry], replayed_at: str) -> int:
         missing = [e.subscription for e in entries if e.subscription not in self._by_name]
         if missing:
             # nobody in this process to deliver to: keep the entries rather than drop them
-            raise SubscriptionError(
-                f"cannot replay {event_id}: subscription {missing[0]!r} is not subscribed in this process")
-        replayed_at = now_rfc3339()
+            raise SubscriptionError(f"cannot replay {entries[0].event_id}: subscription {missing[0]!r} is "
+                                    "not subscribed in this process")
+        n = 0
         for entry in entries:
-            del self._dlq[entry.key]
-            meta = attrs.evolve(entry.metadata, attempt=1, replayed_at=replayed_at)
-            self._enqueue(self._by_name[entry.subscription], (json.dumps(entry.data), meta, None))
-        self._dlq_size_changed(len(self._dlq))
-        return len(entries)
-
-    async def clear_dead_letter_queue(self) -> int:
-        n = len(self._dlq)
-        self._dlq.clear()
-        self._dlq_size_changed(0)
+            if self._dead_letters.take(entry.key):
+                meta = attrs.evolve(entry.metadata, attempt=1, replayed_at=replayed_at)
+                self._enqueue(self._by_name[entry.subscription], (json.dumps(entry.data), meta, None))
+                n += 1
         return n
-
-    async def delete_dead_letter(self, event_id: str) -> int:
-        keys = [k for k, e in self._dlq.items() if e.event_id == event_id]
-        for k in keys:
-            del self._dlq[k]
-        self._dlq_size_changed(len(self._dlq))
-        return len(keys)
 
     def idempotency_store(self) -> IdempotencyStore:
         return self._idem

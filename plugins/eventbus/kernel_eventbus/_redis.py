@@ -29,14 +29,10 @@ from redis import exceptions as rexc
 
 from ._bus import EventBus, Failure, PublishProgress, Subscription, dumps, log
 from ._dlq import DeadLetterEntry
-from ._errors import (
-    CorruptDeadLetterError,
-    DeadLetterNotFoundError,
-    DeliveryLimitError,
-    UndecodableEventError,
-)
+from ._errors import DeliveryLimitError, UndecodableEventError
 from ._idempotency import IdempotencyStore, RedisIdempotencyStore
 from ._metadata import EventMetadata, now_rfc3339, rfc3339
+from ._redis_dlq import RedisDeadLetterStore
 
 # Moves due retries of one subscription into its retry stream; returns [moved, next due ms or -1].
 _MOVE_DUE = """
@@ -66,19 +62,6 @@ def _ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _parse_dead(key: bytes | str, raw: bytes) -> DeadLetterEntry:
-    """The stored dead-letter entry, or a :meth:`~DeadLetterEntry.corrupted` placeholder saying why not."""
-    name = key.decode(errors="replace") if isinstance(key, bytes) else key
-    try:
-        return DeadLetterEntry.from_dict(json.loads(raw))
-    except Exception as exc:  # anything stored there: bad UTF-8 or JSON, missing fields, wrong types
-        problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-    event_name = ""
-    with contextlib.suppress(Exception):  # best effort, so `--event` filters still see it
-        event_name = str(json.loads(raw)["metadata"]["event_name"])
-    return DeadLetterEntry.corrupted(name, raw, _cut(problem, 200), event_name=event_name)
-
-
 def _get_connection_args(pool: Any) -> tuple[str, ...]:
     """Arguments of ``pool.get_connection``: redis-py < 5.3 needs a command name, later ones warn about it."""
     try:
@@ -86,10 +69,6 @@ def _get_connection_args(pool: Any) -> tuple[str, ...]:
     except (TypeError, ValueError):
         return ()
     return ("XADD",) if param is not None and param.default is inspect.Parameter.empty else ()
-
-
-def _cut(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 @attrs.define
@@ -156,8 +135,7 @@ class RedisEventBus(EventBus):
         self.reconnect_max_delay = reconnect_max_delay
         self.max_ack_delay = max_ack_delay
         self.consumer = consumer_name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._dlq_key = f"{prefix}:dlq"
-        self._dlq_index = f"{prefix}:dlq:index"
+        self.dead_letters = self._dead_letters = RedisDeadLetterStore(client, prefix)
         self._move_due = client.register_script(_MOVE_DUE)
         self._replay = client.register_script(_REPLAY)
         self._states: dict[str, _State] = {}
@@ -479,11 +457,9 @@ class RedisEventBus(EventBus):
     async def _dead(self, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes, data: Any,
                     meta: EventMetadata, failure: Failure, first_failure: str | None) -> None:
         entry = self._dead_entry(sub, data, meta, failure, first_failure)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._dlq_key, entry.key, dumps(entry.to_dict()))
-        pipe.zadd(self._dlq_index, {entry.key: _ms()})
+        pipe = self.client.pipeline(transaction=True)  # dead-lettered and acknowledged at once
         self._ack_in(pipe, sub, stream, is_retry, entry_id)
-        pipe.hlen(self._dlq_key)
+        self._dead_letters.stage_add(pipe, entry)
         result = await pipe.execute()
         self._dlq_size_changed(int(result[-1]))
         log.error("eventbus: %s dead-lettered %s %s after %d attempt(s): %s: %s", sub.name, meta.event_name,
@@ -540,51 +516,7 @@ class RedisEventBus(EventBus):
 
     # ------------------------------------------------------------------ DLQ
 
-    async def _load(self, keys: Sequence[bytes | str]) -> list[DeadLetterEntry]:
-        if not keys:
-            return []
-        raw = await self.client.hmget(self._dlq_key, list(keys))  # type: ignore[misc]
-        return [_parse_dead(k, r) for k, r in zip(keys, raw, strict=True) if r is not None]
-
-    async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
-                                    ) -> list[DeadLetterEntry]:
-        if limit <= 0:
-            return []
-        if event is None:
-            return await self._load(await self.client.zrevrange(self._dlq_index, 0, limit - 1))
-        out: list[DeadLetterEntry] = []
-        start = 0
-        while len(out) < limit:
-            keys = await self.client.zrevrange(self._dlq_index, start, start + 499)
-            if not keys:
-                break
-            out += [e for e in await self._load(keys) if e.event_name == event]
-            start += 500
-        return out[:limit]
-
-    async def dead_letter_count(self) -> int:
-        return int(await self.client.hlen(self._dlq_key))  # type: ignore[misc]
-
-    async def _keys_of(self, event_id: str) -> list[bytes]:
-        # field names start with the event id; escape glob characters so ids cannot widen the match
-        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in event_id) + "|*"
-        keys = [k async for k, _v in self.client.hscan_iter(self._dlq_key, match=pattern, count=1000)]
-        if "|" not in event_id and await self.client.hexists(self._dlq_key, event_id):  # type: ignore[misc]
-            keys.append(event_id.encode())  # a foreign field without a subscription part (corrupt)
-        return keys
-
-    async def get_dead_letter(self, event_id: str) -> list[DeadLetterEntry]:
-        entries = await self._load(await self._keys_of(event_id))
-        if not entries:
-            raise DeadLetterNotFoundError(event_id)
-        return entries
-
-    async def replay_from_dlq(self, event_id: str) -> int:
-        found = await self.get_dead_letter(event_id)
-        entries = [e for e in found if e.corrupt is None]
-        if not entries:
-            raise CorruptDeadLetterError(event_id, [e.key for e in found])
-        replayed_at = now_rfc3339()
+    async def _redeliver(self, entries: list[DeadLetterEntry], replayed_at: str) -> int:
         n = 0
         for entry in entries:
             meta = entry.metadata
@@ -597,31 +529,9 @@ class RedisEventBus(EventBus):
             payload = dumps({"id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp,
                              "src": meta.source, "tid": meta.trace_id, "att": 1, "rep": replayed_at,
                              "d": entry.data})
-            n += int(await self._replay(keys=[self._dlq_key, self._dlq_index, retry],
-                                        args=[entry.key, payload]))
-        if not n:
-            raise DeadLetterNotFoundError(event_id)
-        self._dlq_size_changed(await self.dead_letter_count())
+            store = self._dead_letters
+            n += int(await self._replay(keys=[store.key, store.index_key, retry], args=[entry.key, payload]))
         return n
-
-    async def clear_dead_letter_queue(self) -> int:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hlen(self._dlq_key)
-        pipe.delete(self._dlq_key, self._dlq_index)
-        n, _ = await pipe.execute()
-        self._dlq_size_changed(0)
-        return int(n)
-
-    async def delete_dead_letter(self, event_id: str) -> int:
-        keys = await self._keys_of(event_id)
-        if not keys:
-            return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self._dlq_key, *keys)  # type: ignore[arg-type]
-        pipe.zrem(self._dlq_index, *keys)
-        n, _ = await pipe.execute()
-        self._dlq_size_changed(await self.dead_letter_count())
-        return int(n)
 
     # ------------------------------------------------------------------ misc
 
