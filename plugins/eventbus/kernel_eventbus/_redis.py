@@ -139,7 +139,8 @@ class RedisEventBus(EventBus):
         self._move_due = client.register_script(_MOVE_DUE)
         self._replay = client.register_script(_REPLAY)
         self._states: dict[str, _State] = {}
-        self._setup: set[asyncio.Task[None]] = set()
+        self._setup: set[anyio.Event] = set()
+        """Set when a new subscription's groups exist (or their creation failed): publish waits for them."""
         self._stream_keys: dict[str, str] = {}
         self._idem = RedisIdempotencyStore(client, f"{prefix}:done:")
         self._stopping = False
@@ -166,9 +167,8 @@ class RedisEventBus(EventBus):
     async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
         if self._setup:
             # groups of subscriptions made just before must exist, or a "latest" group would miss this
-            # event; asyncio.wait, not gather: a publish cut by its deadline must not cancel the setup
-            # that the consumer loops await
-            await asyncio.wait(list(self._setup))
+            # event (waiting on an event: a publish cut by its deadline leaves the setup running)
+            await self._groups_created()
         # one field: a tab-separated header line, then the JSON data (Redis parses and stores less)
         entry = f"1\t{meta.event_id}\t{meta.timestamp}\t{meta.trace_id or ''}\t{meta.source or ''}\n{body}"
         command = ("XADD", self.stream_key(meta.event_name), *self._xadd_options, entry)
@@ -181,7 +181,7 @@ class RedisEventBus(EventBus):
                 progress.last_error = exc
                 log.debug("eventbus: publish of %s failed (%s: %s), retrying in %.2fs",
                           meta.event_id, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 1.0)
 
     async def _xadd(self, command: tuple[str | int, ...], progress: PublishProgress) -> None:
@@ -220,29 +220,38 @@ class RedisEventBus(EventBus):
             state.task.cancel()
 
     def _launch(self, sub: Subscription) -> None:
+        # the loop is an asyncio task: subscribe() is synchronous and may run outside any task group
         state = self._states[sub.name]
-        setup = asyncio.get_running_loop().create_task(self._ensure_groups_quietly(sub, state))
-        self._setup.add(setup)
-        setup.add_done_callback(self._setup.discard)
-        state.task = asyncio.get_running_loop().create_task(self._consume(sub, state, setup),
+        created = anyio.Event()
+        self._setup.add(created)
+        state.task = asyncio.get_running_loop().create_task(self._consume(sub, state, created),
                                                             name=f"eventbus:{sub.name}")
+        state.task.add_done_callback(lambda _task: self._created(created))  # cancelled before it ran
+
+    def _created(self, event: anyio.Event) -> None:
+        event.set()
+        self._setup.discard(event)
+
+    async def _groups_created(self) -> None:
+        """Wait until the groups of the subscriptions launched so far exist (or creating them failed)."""
+        while self._setup:
+            await next(iter(self._setup)).wait()
+
+    async def _create_group(self, key: str, group: str, first: str) -> None:
+        """XGROUP CREATE (MKSTREAM); a group that exists already is fine."""
+        try:
+            await self.client.xgroup_create(key, group, id=first, mkstream=True)
+        except rexc.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def _ensure_groups(self, sub: Subscription, state: _State) -> None:
         # a group that vanished (Redis lost its data) restarts at the stream's beginning: everything in the
         # stream was published after the loss, and "latest" would skip what came before the recreation
         start = "0" if state.lost or self.new_group_start == "earliest" else "$"
-        for key, first in ((self.stream_key(sub.event), start), (self.retry_key(sub.name), "0")):
-            try:
-                await self.client.xgroup_create(key, sub.name, id=first, mkstream=True)
-            except rexc.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await self._create_group(self.stream_key(sub.event), sub.name, start)
+        await self._create_group(self.retry_key(sub.name), sub.name, "0")
         state.ready = True
-
-    async def _ensure_groups_quietly(self, sub: Subscription, state: _State) -> None:
-        # a failure here is retried by the consumer loop; publish must not fail because of it
-        with contextlib.suppress(Exception):
-            await self._ensure_groups(sub, state)
 
     async def start(self) -> None:
         await super().start()
@@ -250,8 +259,7 @@ class RedisEventBus(EventBus):
         for sub in self.subscriptions:
             if self._states[sub.name].task is None:
                 self._launch(sub)
-        if self._setup:
-            await asyncio.gather(*self._setup)
+        await self._groups_created()
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop consuming after the batch in hand (cancelled after ``grace`` s); flush acknowledgements."""
@@ -266,16 +274,17 @@ class RedisEventBus(EventBus):
             state.task = None
             sub = self._by_name.get(name)
             if sub is not None and (state.acks or state.retry_acks):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._flush_acks(sub, state), 2.0)
+                with contextlib.suppress(Exception), anyio.move_on_after(2.0):
+                    await self._flush_acks(sub, state)
         await super().close()
 
     # ------------------------------------------------------------------ consuming
 
-    async def _consume(self, sub: Subscription, state: _State, setup: asyncio.Task[None]) -> None:
+    async def _consume(self, sub: Subscription, state: _State, created: anyio.Event) -> None:
         """The consumer loop of one subscription: housekeeping, a blocking read, handling, until closed."""
-        with contextlib.suppress(Exception):
-            await setup
+        with contextlib.suppress(Exception):  # retried by the loop; publish must not fail because of it
+            await self._ensure_groups(sub, state)
+        self._created(created)
         streams = {self.stream_key(sub.event): ">", self.retry_key(sub.name): ">"}
         state.delay, state.failing = 0.0, False
         while not self._stopping:
@@ -329,6 +338,8 @@ class RedisEventBus(EventBus):
 
     async def _recover(self, sub: Subscription, state: _State, exc: Exception) -> None:
         """After a failed loop turn: log once, back off (or recreate a vanished group), then go on."""
+        while isinstance(exc, ExceptionGroup):  # from the task group of a concurrent batch
+            exc = exc.exceptions[0]
         if isinstance(exc, rexc.ResponseError) and "NOGROUP" in str(exc):
             # the stream or group vanished (Redis restarted without persistence, or keys deleted)
             log.warning("eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
@@ -365,14 +376,17 @@ class RedisEventBus(EventBus):
                         await self._flush_acks(sub, state)
                         flush_at = time.monotonic() + self.max_ack_delay
         else:
-            limit = asyncio.Semaphore(sub.concurrency)
+            limit = anyio.Semaphore(sub.concurrency)
 
             async def one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with limit:
                     await self._handle(sub, state, stream, is_retry, entry_id, fields,
                                        deliveries.get(entry_id) if deliveries else None)
 
-            await asyncio.gather(*(one(i, f) for i, f in entries if i is not None))
+            async with anyio.create_task_group() as tg:
+                for entry_id, fields in entries:
+                    if entry_id is not None:
+                        tg.start_soon(one, entry_id, fields)
         if state.acks or state.retry_acks:
             await self._flush_acks(sub, state)
 
@@ -521,11 +535,7 @@ class RedisEventBus(EventBus):
         for entry in entries:
             meta = entry.metadata
             retry = self.retry_key(entry.subscription)
-            try:
-                await self.client.xgroup_create(retry, entry.subscription, id="0", mkstream=True)
-            except rexc.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._create_group(retry, entry.subscription, "0")
             payload = dumps({"id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp,
                              "src": meta.source, "tid": meta.trace_id, "att": 1, "rep": replayed_at,
                              "d": entry.data})

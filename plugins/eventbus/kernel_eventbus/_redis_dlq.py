@@ -46,7 +46,7 @@ class RedisDeadLetterStore:
         """The sorted set of entry keys, scored by the time they were added (ms)."""
 
     def stage_add(self, pipe: Any, entry: DeadLetterEntry) -> None:
-        """Queue the commands adding ``entry`` to ``pipe`` (the caller's ack too); the last reply: the count."""
+        """Queue the commands adding ``entry`` to ``pipe``; the last reply is the count of entries."""
         pipe.hset(self.key, entry.key, dumps(entry.to_dict()))
         pipe.zadd(self.index_key, {entry.key: time.time_ns() // 1_000_000})
         pipe.hlen(self.key)
@@ -64,7 +64,7 @@ class RedisDeadLetterStore:
         return [parse_dead(k, r) for k, r in zip(keys, raw, strict=True) if r is not None]
 
     async def newest(self, limit: int, event: str | None = None) -> list[DeadLetterEntry]:
-        """Up to ``limit`` entries, newest first; with ``event``, reads 500 keys at a time until enough match."""
+        """Up to ``limit`` entries, newest first; with ``event``, 500 keys at a time till enough match."""
         if event is None:
             return await self._load(await self.client.zrevrange(self.index_key, 0, limit - 1))
         out: list[DeadLetterEntry] = []
