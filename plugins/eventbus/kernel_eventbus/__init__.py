@@ -2,7 +2,7 @@
 
 from ._bus import EventBus, Handler, Subscription
 from ._config import EventBusConfig
-from ._dlq import DeadLetterEntry, ReplayResult
+from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
 from ._errors import (
     AdapterUnavailableError,
     CorruptDeadLetterError,
@@ -27,6 +27,7 @@ __all__ = [
     "CorruptDeadLetterError",
     "DeadLetterEntry",
     "DeadLetterNotFoundError",
+    "DeadLetterStore",
     "DeliveryLimitError",
     "EventBus",
     "EventBusConfig",

@@ -289,6 +289,7 @@ class EventBus(abc.ABC):
 
     @property
     def subscriptions(self) -> list[Subscription]:
+        """The current subscriptions (a copy)."""
         return list(self._by_name.values())
 
     def _started(self, sub: Subscription) -> None:  # noqa: B027 - optional hook

@@ -36,6 +36,7 @@ class MemoryIdempotencyStore:
         self._keys: OrderedDict[str, float] = OrderedDict()
 
     async def seen(self, key: str) -> bool:
+        """True when ``key`` was marked and has not expired (an expired mark is forgotten)."""
         expires = self._keys.get(key)
         if expires is None:
             return False
@@ -45,6 +46,7 @@ class MemoryIdempotencyStore:
         return True
 
     async def mark(self, key: str, ttl: int) -> None:
+        """Remember ``key`` for ``ttl`` seconds, forgetting the oldest beyond ``max_keys``."""
         self._keys[key] = time.monotonic() + ttl
         self._keys.move_to_end(key)
         while len(self._keys) > self.max_keys:
@@ -59,9 +61,11 @@ class RedisIdempotencyStore:
         self.prefix = prefix
 
     async def seen(self, key: str) -> bool:
+        """True when ``<prefix><key>`` exists (Redis expires it)."""
         return bool(await self.client.exists(self.prefix + key))
 
     async def mark(self, key: str, ttl: int) -> None:
+        """Set ``<prefix><key>`` with an expiry of ``ttl`` seconds."""
         await self.client.set(self.prefix + key, b"1", ex=ttl)
 
 

@@ -112,7 +112,7 @@ class MemoryEventBus(EventBus):
         self._finished(queue.items.qsize() + len(queue.timers))
 
     async def join(self) -> None:
-        """Wait until no delivery is queued, running or waiting for a retry (wrap in ``asyncio.timeout``)."""
+        """Wait until no delivery is queued, running or waiting for a retry (wrap in ``anyio.fail_after``)."""
         await self._idle.wait()
 
     # ------------------------------------------------------------------ DLQ
@@ -137,9 +137,11 @@ class MemoryEventBus(EventBus):
         return n
 
     def idempotency_store(self) -> IdempotencyStore:
+        """An in-process store (see :class:`MemoryIdempotencyStore`)."""
         return self._idem
 
     async def close(self) -> None:
+        """Stop the workers and scheduled retries; what was queued, running or awaiting a retry is lost."""
         lost = self._outstanding
         tasks = [t for q in self._queues.values() for t in q.workers]
         for sub in list(self._by_name.values()):

@@ -66,6 +66,7 @@ class EventBusPlugin(Plugin):
     def kernel_check(
         self, ctx: PluginContext[EventBusConfig], enabled: frozenset[str], processes: int
     ) -> list[CheckIssue]:
+        """``kernel check``: the redis adapter needs Redis; the memory adapter cannot span processes."""
         issues: list[CheckIssue] = []
         if ctx.config.adapter == "redis" and "redis" not in enabled and not _redis_registered(ctx.registry):
             issues.append(CheckIssue.error(
@@ -86,6 +87,7 @@ class EventBusPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:
+        """Build the configured bus, register it (as ``EventBus`` too), start it; close it at shutdown."""
         bus = build_bus(ctx.config, redis_connection=_redis(ctx), metrics=find_metrics(ctx.registry))
         ctx.provide(bus, name="eventbus", types=(EventBus, type(bus)))
         await bus.start()
@@ -97,6 +99,7 @@ class EventBusPlugin(Plugin):
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[EventBusConfig]) -> list[HealthCheck]:
+        """A non-critical check that the dead-letter storage answers."""
         async def dlq() -> bool:
             bus = ctx.registry.get(EventBus)
             await bus.dead_letter_count()  # reachable storage; a non-empty DLQ is not unhealthy
@@ -106,6 +109,7 @@ class EventBusPlugin(Plugin):
 
     @hookimpl
     def kernel_cli_commands(self) -> list[Command]:
+        """``kernel dlq``."""
         return [dlq_command()]
 
 

@@ -151,15 +151,18 @@ class RedisEventBus(EventBus):
     # ------------------------------------------------------------------ keys
 
     def stream_key(self, event: str) -> str:
+        """``<prefix>:stream:<event>``: the stream events of that name are added to."""
         key = self._stream_keys.get(event)
         if key is None:
             key = self._stream_keys[event] = f"{self.prefix}:stream:{event}"
         return key
 
     def retry_key(self, sub: str) -> str:
+        """``<prefix>:retry:<sub>``: the stream of a subscription's due retries and replays."""
         return f"{self.prefix}:retry:{sub}"
 
     def schedule_key(self, sub: str) -> str:
+        """``<prefix>:schedule:<sub>``: a subscription's retries, scored by due time (ms)."""
         return f"{self.prefix}:schedule:{sub}"
 
     # ------------------------------------------------------------------ publishing
@@ -254,6 +257,7 @@ class RedisEventBus(EventBus):
         state.ready = True
 
     async def start(self) -> None:
+        """Start a consumer loop per subscription; returns once their consumer groups exist (or failed)."""
         await super().start()
         self._stopping = False
         for sub in self.subscriptions:
@@ -546,6 +550,7 @@ class RedisEventBus(EventBus):
     # ------------------------------------------------------------------ misc
 
     def idempotency_store(self) -> IdempotencyStore:
+        """A store in Redis under ``<prefix>:done:``, shared by every process."""
         return self._idem
 
     async def pending(self, subscription: str) -> dict[str, int]:
