@@ -10,11 +10,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pluggy
 
 from ._config import resolve_config_path
@@ -199,14 +200,19 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
     def run(args: argparse.Namespace) -> int:
         kernel: Kernel = args._kernel
 
+        async def call() -> int | None:
+            result = command.run(args, kernel)
+            return await result if inspect.isawaitable(result) else result
+
         async def go() -> int | None:
-            async with contextlib.AsyncExitStack() as stack:
-                if command.boot and not await boot_interruptibly(kernel, stack):
+            if not command.boot:
+                return await call()
+            async with boot_interruptibly(kernel) as booted:
+                if not booted:
                     print("kernel: stopped by a signal during boot (nothing was left running)",
                           file=sys.stderr)
                     return EXIT_OK
-                result = command.run(args, kernel)
-                return await result if inspect.isawaitable(result) else result
+                return await call()
 
         code = anyio.run(go)
         return EXIT_OK if code is None else code
@@ -214,39 +220,54 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
     return run
 
 
-async def boot_interruptibly(kernel: Kernel, stack: contextlib.AsyncExitStack) -> bool:
-    """Boot ``kernel`` onto ``stack``; a SIGTERM/SIGINT meanwhile unwinds the boot in order.
+@contextlib.asynccontextmanager
+async def boot_interruptibly(kernel: Kernel) -> AsyncIterator[bool]:
+    """Boot ``kernel`` for the block; a SIGTERM/SIGINT during the boot unwinds it in order.
 
     Without this a supervisor stopping a process that is still booting kills it mid-way
-    (plugins half-started, no teardown). Returns False when a signal arrived: the plugins
-    that had started are then stopped (at once, or when ``stack`` closes).
+    (plugins half-started, no teardown). Yields False when a signal arrived during the boot
+    (the plugins that had started are stopped by then), else True with the kernel booted
+    until the block ends. Signals are watched during the boot only: once booted, they are
+    handled as without this (the command may install its own handlers). The watcher's task
+    group and the boot's cancel scope enclose the kernel's ``async with``, so everything
+    nests as the kernel's lifespans need.
     """
     if sys.platform == "win32":  # no signal receivers there: boot as is
-        await stack.enter_async_context(kernel)
-        return True
-    interrupted = False
+        async with kernel:
+            yield True
+        return
+    booted = False
     failure: Exception | None = None
-    boot = anyio.CancelScope()
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.CancelScope() as boot:  # a signal during the boot cancels it (only then)
+        async with anyio.create_task_group() as tg:
+            watching = anyio.CancelScope()
+            watched = anyio.Event()
 
-            async def watch() -> None:
-                nonlocal interrupted
-                async for _ in signals:
-                    interrupted = True
-                    boot.cancel()
-                    return
-
-            tg.start_soon(watch)
-            with boot:
+            async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
                 try:
-                    await stack.enter_async_context(kernel)
-                except Exception as exc:  # re-raised below as is, not inside an ExceptionGroup
-                    failure = exc
-            tg.cancel_scope.cancel()
+                    with watching, anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        task_status.started()
+                        async for _ in signals:
+                            boot.cancel()
+                            return
+                finally:
+                    watched.set()
+
+            await tg.start(watch)  # the receiver is open before the first plugin boots
+            try:
+                async with kernel:
+                    watching.cancel()
+                    await watched.wait()  # default signal handling is back before the command runs
+                    booted = True
+                    yield True
+            except Exception as exc:  # re-raised below as is, not inside an ExceptionGroup
+                failure = exc
+            finally:
+                watching.cancel()  # a failed boot: stop watching too
     if failure is not None:
         raise failure
-    return not interrupted
+    if not booted:
+        yield False
 
 
 def _accept_global_options(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast, overload
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import attrs
 import pluggy
+from anyio.abc import TaskGroup, TaskStatus
 
 from . import _config
 from ._discovery import InstalledPlugin, discover
@@ -45,10 +46,15 @@ class LoadedPlugin:
         return self.plugin.name
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Started:
+    """A started plugin's lifespan, run by its own task in the kernel's task group."""
+
     name: str
-    gen: AsyncGenerator[None, None]
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)  # cancelled on a teardown timeout
+    stop: anyio.Event = attrs.field(factory=anyio.Event)  # set by the kernel: run the teardown
+    done: anyio.Event = attrs.field(factory=anyio.Event)  # set by the runner when the lifespan is over
+    error: Exception | None = None
 
 
 class Kernel:
@@ -75,6 +81,7 @@ class Kernel:
         self._pm = plan.plugin_manager
         self._impls: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started: list[_Started] = []
+        self._tg: TaskGroup | None = None  # entered by start(), exited by stop(): the lifespans' runners
         self._checks: list[tuple[str, HealthCheck]] = []
         self._booted = False
         self._started_at = time.monotonic()
@@ -273,12 +280,19 @@ class Kernel:
             exc.add_note(f"kernel shutdown also failed: {group.exceptions}")
 
     async def start(self) -> None:
-        """Boot every plugin in order; on failure unwind what started and raise ``BootError``."""
-        if self._booted or self._started:
+        """Boot every plugin in order; on failure unwind what started and raise ``BootError``.
+
+        Each lifespan runs in its own task inside a task group that ``start()`` enters and
+        :meth:`stop` exits: call both from the same task, at the same nesting (``async with``
+        does), so task groups and cancel scopes a lifespan holds across its ``yield`` stay valid.
+        """
+        if self._booted or self._started or self._tg is not None:
             raise KernelError("the kernel is already booted")
         self._started_at = time.monotonic()
         t_boot = time.perf_counter()
         phase, current = "register", ""
+        self._tg = tg = anyio.create_task_group()
+        await tg.__aenter__()
         try:
             for lp in self.plugins:
                 current = lp.name
@@ -288,7 +302,7 @@ class Kernel:
             phase = "start"
             for lp in self.plugins:
                 current = lp.name
-                await self._start_plugin(lp)
+                await self._start_plugin(lp, tg)
             phase = "health_checks"
             self._checks = []
             for lp in self.plugins:
@@ -317,25 +331,66 @@ class Kernel:
             extra={"boot_ms": round((time.perf_counter() - t_boot) * 1000, 2)},
         )
 
-    async def _start_plugin(self, lp: LoadedPlugin) -> None:
+    async def _start_plugin(self, lp: LoadedPlugin, tg: TaskGroup) -> None:
         impl = self._impl("kernel_lifespan", lp.name)
         t0 = time.perf_counter()
         if impl is not None:
             gen: Any = impl(ctx=lp.ctx)
             if not inspect.isasyncgen(gen):
                 raise TypeError("kernel_lifespan must be an async generator function (use yield)")
-            try:
-                await gen.__anext__()
-            except StopAsyncIteration:
-                raise TypeError("kernel_lifespan returned without yielding") from None
-            self._started.append(_Started(lp.name, cast("AsyncGenerator[None, None]", gen)))
+            started = _Started(lp.name)
+            await tg.start(self._run_lifespan, started, gen)  # setup's errors are raised here
+            self._started.append(started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plugin %s started", lp.name, extra={
                 "plugin": lp.name, "start_ms": round((time.perf_counter() - t0) * 1000, 3),
             })
 
+    @staticmethod
+    async def _run_lifespan(
+        started: _Started, gen: AsyncGenerator[None, None], *, task_status: TaskStatus[None]
+    ) -> None:
+        """One plugin's lifespan from setup to teardown, all in this task.
+
+        Setup runs in the booting task's cancel scope (cancelling the boot cancels it); after
+        the ``yield`` the scope is shielded: only the kernel ends the lifespan (``started.stop``,
+        or cancelling ``started.scope`` when the teardown outlives ``shutdown_timeout``).
+        """
+        try:
+            with started.scope:
+                try:
+                    await gen.__anext__()
+                except StopAsyncIteration:
+                    raise TypeError("kernel_lifespan returned without yielding") from None
+                started.scope.shield = True
+                task_status.started()
+                try:
+                    try:
+                        await started.stop.wait()
+                    except anyio.get_cancelled_exc_class() as cancelled:
+                        # A cancel scope the lifespan holds across its yield was cancelled (say its
+                        # task group's background task failed): the lifespan sees it at its yield.
+                        await gen.athrow(cancelled)
+                    else:
+                        await gen.__anext__()
+                except StopAsyncIteration:
+                    pass
+                except Exception as exc:
+                    started.error = exc
+                else:
+                    started.error = TypeError("kernel_lifespan yielded more than once")
+                    await gen.aclose()
+                if not started.stop.is_set():
+                    log.error("the lifespan of plugin %r ended before shutdown: %r", started.name,
+                              started.error, exc_info=started.error)
+        finally:
+            started.done.set()
+
     async def stop(self) -> None:
-        """Tear plugins down in exact reverse order; raise ``ShutdownError`` if any failed."""
+        """Tear plugins down in exact reverse order; raise ``ShutdownError`` if any failed.
+
+        Call it from the task that called :meth:`start`, at the same nesting.
+        """
         was_booted = self._booted
         self._booted = False
         t0 = time.perf_counter()
@@ -354,20 +409,16 @@ class Kernel:
             while self._started:
                 started = self._started.pop()
                 t0 = time.perf_counter()
+                started.stop.set()
                 error: BaseException | None = None
-                with anyio.move_on_after(timeout) as scope:
-                    try:
-                        await started.gen.__anext__()
-                    except StopAsyncIteration:
-                        pass
-                    except Exception as exc:
-                        error = exc
-                    else:
-                        error = TypeError("kernel_lifespan yielded more than once")
-                        await started.gen.aclose()
-                if scope.cancelled_caught:
+                with anyio.move_on_after(timeout):  # the runner's own scopes are left alone
+                    await started.done.wait()
+                if not started.done.is_set():
+                    started.scope.cancel()
+                    await started.done.wait()
                     error = TimeoutError(f"teardown took longer than {timeout:g}s")
-                    await started.gen.aclose()
+                else:
+                    error = started.error
                 self.registry.remove_provider(started.name)
                 if error is not None:
                     failure = TeardownError(started.name, error)
@@ -380,6 +431,14 @@ class Kernel:
                     })
         for lp in self.plugins:  # plugins without a lifespan may have registered too
             self.registry.remove_provider(lp.name)
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            try:
+                await tg.__aexit__(None, None, None)  # no runner is left: exits at once
+            except BaseException as exc:  # the caller's cancellation
+                if failures:
+                    exc.add_note(f"kernel shutdown also failed: {failures}")
+                raise
         if failures:
             raise ShutdownError(f"{len(failures)} plugin teardown(s) failed", failures)
 

@@ -113,7 +113,7 @@ def test_config_show_masks_secrets_and_applies_env(
     as_json = run(["--config", str(good), "config", "show", "--json"], env, tmp_path)
     data = json.loads(as_json.stdout)
     assert data["plugins"]["kt_alpha"] == {"greeting": "hey", "retries": 7, "token": "**********",
-                                          "boot_delay": 0.0}
+                                          "boot_delay": 0.0, "background": False}
 
 
 def test_secrets_never_appear_in_any_command_output(
@@ -168,6 +168,19 @@ def test_a_plugin_command_argument_that_looks_like_a_builtin_is_just_an_argument
     result = run(["--config", str(good), "greet", "check"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hey, check"
+
+
+def test_a_plugin_command_runs_with_a_lifespan_holding_a_task_group(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The command's kernel is entered and exited at one nesting level (and so are its lifespans)."""
+    config = tmp_path / "kernel.toml"
+    config.write_text('[kernel]\nplugins = ["kt_alpha"]\n[plugins.kt_alpha]\nbackground = true\n')
+    result = run(["--config", str(config), "greet", "world"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello, world"
+    assert "kt_alpha: background stopped" in result.stderr
+    assert "failed" not in result.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

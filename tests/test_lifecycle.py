@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +24,7 @@ from kernel import (
     TeardownError,
     hookimpl,
 )
-from kernel.testing import boot_kernel, make_kernel
+from kernel.testing import boot_kernel, make_kernel, wait_until
 
 EVENTS: list[str] = []
 
@@ -294,6 +295,136 @@ async def test_shutdown_removes_plugin_services_so_a_reboot_registers_them_again
     assert "late" not in k.registry and "early" not in k.registry
     async with k:
         assert k.registry.get("late") is not first
+
+
+# ---------------------------------------------------------------- task groups held across a lifespan's yield
+
+
+def holds_task_group(name: str, *, hang: bool = False, fail_bg: bool = False) -> type[Plugin]:
+    """A plugin whose lifespan keeps a task group (with a background task) open across its ``yield``."""
+
+    class P(Plugin):
+        ran = anyio.Event()
+        failed = anyio.Event()
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            async def background() -> None:
+                EVENTS.append(f"{name}:bg running")
+                P.ran.set()
+                try:
+                    if fail_bg:
+                        P.failed.set()
+                        raise RuntimeError(f"{name} background exploded")
+                    await anyio.sleep_forever()
+                finally:
+                    EVENTS.append(f"{name}:bg ended")
+
+            EVENTS.append(f"{name}:start")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(background)
+                yield
+                EVENTS.append(f"{name}:stop")
+                if hang:
+                    await anyio.sleep(30)
+                tg.cancel_scope.cancel()
+
+    P.name = name
+    P.__name__ = P.__qualname__ = name.title()
+    return P
+
+
+@pytest.mark.anyio
+async def test_a_task_group_held_across_the_yield_lives_as_long_as_the_kernel() -> None:
+    tgp = holds_task_group("tgp")
+    async with boot_kernel(make("a"), tgp, make("b", requires=("tgp",)), entry_points=False) as k:
+        with anyio.fail_after(10):
+            await tgp.ran.wait()  # the background task runs while the kernel is up
+        EVENTS.append("body")
+        assert k.booted
+    assert EVENTS.index("tgp:start") < EVENTS.index("tgp:bg running") < EVENTS.index("body")
+    assert [e for e in EVENTS if e != "tgp:bg running"] == [
+        "a:register", "b:register",
+        "a:start", "tgp:start", "b:start",
+        "body",
+        "b:stop", "tgp:stop", "tgp:bg ended", "a:stop",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_hung_teardown_holding_a_task_group_times_out_and_the_next_plugins_still_stop() -> None:
+    with pytest.raises(ShutdownError) as exc_info:
+        async with boot_kernel(make("a"), holds_task_group("hang", hang=True),
+                               settings={"shutdown_timeout": 0.2}, entry_points=False):
+            pass
+    assert EVENTS[-3:] == ["hang:stop", "hang:bg ended", "a:stop"]  # cancelled, then the next one
+    [failure] = exc_info.value.exceptions
+    assert failure.plugin == "hang" and isinstance(failure.cause, TimeoutError)
+
+
+@pytest.mark.anyio
+async def test_a_failed_background_task_ends_its_lifespan_and_is_reported_at_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def run() -> None:
+        async with boot_kernel(make("a"), bad, make("b", requires=("bad",)), entry_points=False) as k:
+            await wait_until(lambda: "bad:bg ended" in EVENTS, what="the background task to fail")
+            await wait_until(lambda: any("lifespan of plugin 'bad' ended" in r.getMessage()
+                                         for r in caplog.records), what="the failure to be logged")
+            assert k.booted  # the other plugins keep running
+            EVENTS.append("body")
+
+    bad = holds_task_group("bad", fail_bg=True)
+    with caplog.at_level(logging.ERROR, logger="kernel"), pytest.raises(ShutdownError) as exc_info:
+        await run()
+    assert EVENTS[-2:] == ["b:stop", "a:stop"]  # every other plugin still stops, in reverse
+    assert "bad:stop" not in EVENTS  # its lifespan was unwound by the failure, not resumed normally
+    [failure] = exc_info.value.exceptions
+    assert failure.plugin == "bad"
+    assert "bad background exploded" in repr(failure.cause)
+
+
+@pytest.mark.anyio
+async def test_a_failed_boot_unwinds_a_plugin_holding_a_task_group() -> None:
+    k = make_kernel(holds_task_group("tgp"), make("b", requires=("tgp",), fail_setup=True),
+                    entry_points=False)
+    with pytest.raises(BootError) as exc_info:
+        async with k:
+            pytest.fail("body must not run")
+    assert (exc_info.value.phase, exc_info.value.plugin) == ("start", "b")
+    assert isinstance(exc_info.value.cause, RuntimeError)
+    assert EVENTS[-2:] == ["tgp:stop", "tgp:bg ended"]
+    assert not k.booted
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_scope_around_the_kernel_still_stops_plugins_one_by_one_in_reverse() -> None:
+    tgp = holds_task_group("tgp")
+    with anyio.move_on_after(0.2) as scope:
+        async with boot_kernel(make("a"), tgp, make("b", requires=("tgp",)), entry_points=False):
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert EVENTS[-4:] == ["b:stop", "tgp:stop", "tgp:bg ended", "a:stop"]
+
+
+@pytest.mark.anyio
+async def test_a_contextvar_set_in_a_lifespan_does_not_leak_into_the_caller() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("lifespan_var", default="unset")
+    seen: list[str] = []
+
+    class Setter(Plugin):
+        name = "setter"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            var.set("lifespan")
+            yield
+            seen.append(var.get())  # the lifespan keeps its own context from setup to teardown
+
+    var.set("caller")
+    async with boot_kernel(Setter, entry_points=False):
+        assert var.get() == "caller"
+    assert seen == ["lifespan"]
 
 
 # ---------------------------------------------------------------- kernel_check (issue 11, items 4 and 5)
