@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from kernel_eventbus import EventBus, MemoryEventBus, RetryPolicy
+from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus, NonRetryableError, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
@@ -87,3 +90,74 @@ async def wait_until(cond: Callable[[], bool], within: float = 10.0, what: str =
 def wait() -> Callable[..., Awaitable[None]]:
     """:func:`wait_until` for tests (test modules cannot import conftest under importlib mode)."""
     return wait_until
+
+
+DlqCli = Callable[..., Awaitable["subprocess.CompletedProcess[str]"]]
+
+
+@pytest.fixture
+def dlq_cli(redis_url: str, prefix: str, tmp_path: Path) -> DlqCli:  # noqa: F811
+    """``await dlq_cli("list")``: ``kernel dlq list`` in a subprocess, on this test's Redis and prefix."""
+    config = tmp_path / "kernel.toml"
+    config.write_text(
+        f'[kernel]\nplugins = ["redis", "eventbus"]\n\n[plugins.redis]\nurl = "{redis_url}"\n\n'
+        f'[plugins.eventbus]\nadapter = "redis"\nprefix = "{prefix}"\n'
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run, *args)
+
+    return cli
+
+
+async def _dead_letter_orders(client: aioredis.Redis, prefix: str, n: int = 3) -> list[EventMetadata]:
+    bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
+
+    async def reject(data: Any, meta: EventMetadata) -> None:
+        raise NonRetryableError(f"invalid order {data['n']}")
+
+    bus.subscribe("order.created", reject, group="orders")
+    await bus.start()
+    try:
+        metas = [await bus.publish("order.created", {"n": i}) for i in range(n)]
+        deadline = time.monotonic() + 20
+        while await bus.dead_letter_count() < n:
+            assert time.monotonic() < deadline, f"the {n} events were not dead-lettered in time"
+            await asyncio.sleep(0.01)
+    finally:
+        await bus.close()
+    return metas
+
+
+@pytest.fixture
+def dead_letter_orders() -> Callable[..., Awaitable[list[EventMetadata]]]:
+    """``await dead_letter_orders(client, prefix, n=3)``: ``n`` sound DLQ entries of ``order.created``
+    (subscription ``orders``), made the real way: a handler that rejects every event."""
+    return _dead_letter_orders
+
+
+class ConcurrencyProbe:
+    """A handler that records how many of its runs overlapped at most (``peak``) and what it got."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0
+        self.done: list[Any] = []
+
+    async def __call__(self, data: Any, meta: EventMetadata) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
+        self.done.append(data)
+
+
+@pytest.fixture
+def probe() -> ConcurrencyProbe:
+    """A fresh :class:`ConcurrencyProbe` (20 ms per run)."""
+    return ConcurrencyProbe()

@@ -1,4 +1,4 @@
-"""Corrupt dead-letter entries (issue 11 item 7): listed as corrupt, skipped by replay, deletable; the rest works.
+"""Corrupt dead-letter entries: listed as corrupt, skipped by replay, deletable; the rest works.
 
 The entries are written straight into the redis adapter's DLQ hash and index, as a foreign writer,
 a partial restore or a bug would leave them.
@@ -6,17 +6,14 @@ a partial restore or a bug would leave them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from kernel_eventbus import EventBus, EventMetadata, NonRetryableError
+from kernel_eventbus import EventBus, EventMetadata
 from kernel_eventbus._redis import RedisEventBus
 
 pytestmark = pytest.mark.anyio
@@ -30,26 +27,6 @@ CORRUPT: dict[str, bytes] = {
 }
 
 
-async def _dead_letter_three(client: aioredis.Redis, prefix: str) -> list[EventMetadata]:
-    """Three sound entries, made the real way: a handler that rejects every event."""
-    bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
-
-    async def reject(data: Any, meta: EventMetadata) -> None:
-        raise NonRetryableError(f"invalid order {data['n']}")
-
-    bus.subscribe("order.created", reject, group="orders")
-    await bus.start()
-    try:
-        metas = [await bus.publish("order.created", {"n": i}) for i in range(3)]
-        deadline = time.monotonic() + 20
-        while await bus.dead_letter_count() < 3:
-            assert time.monotonic() < deadline, "the three events were not dead-lettered in time"
-            await asyncio.sleep(0.01)
-    finally:
-        await bus.close()
-    return metas
-
-
 async def _corrupt(client: aioredis.Redis, prefix: str) -> None:
     now = time.time() * 1000
     for n, (key, raw) in enumerate(CORRUPT.items()):
@@ -58,8 +35,8 @@ async def _corrupt(client: aioredis.Redis, prefix: str) -> None:
 
 
 async def test_corrupt_entries_are_listed_skipped_and_deletable(client: aioredis.Redis, prefix: str,
-                                                                wait: Any) -> None:
-    metas = await _dead_letter_three(client, prefix)
+                                                                wait: Any, dead_letter_orders: Any) -> None:
+    metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
     bus: EventBus = RedisEventBus(client, prefix=prefix, read_block=0.2)
     handled: list[Any] = []
@@ -121,23 +98,13 @@ async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable
     assert await bus.dead_letter_count() == 0
 
 
-def _kernel_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
-                          capture_output=True, text=True, timeout=60)
-
-
-async def test_dlq_cli_with_corrupt_entries(redis_url: str, prefix: str, client: aioredis.Redis,
-                                            tmp_path: Path) -> None:
-    metas = await _dead_letter_three(client, prefix)
+async def test_dlq_cli_with_corrupt_entries(prefix: str, client: aioredis.Redis, dlq_cli: Any,
+                                            dead_letter_orders: Any) -> None:
+    metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
-    config = tmp_path / "kernel.toml"
-    config.write_text(
-        f'[kernel]\nplugins = ["redis", "eventbus"]\n\n[plugins.redis]\nurl = "{redis_url}"\n\n'
-        f'[plugins.eventbus]\nadapter = "redis"\nprefix = "{prefix}"\n'
-    )
 
     async def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        out = await asyncio.to_thread(_kernel_cli, config, *args)
+        out = await dlq_cli(*args)
         assert out.returncode == code, (args, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr, out.stderr
         return out

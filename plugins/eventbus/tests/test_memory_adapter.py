@@ -30,22 +30,13 @@ async def test_one_worker_keeps_publish_order() -> None:
     await bus.close()
 
 
-async def test_concurrency_runs_handlers_in_parallel() -> None:
+async def test_concurrency_runs_handlers_in_parallel(probe: Any) -> None:
     bus = MemoryEventBus(concurrency=5)
-    running, peak = 0, 0
-
-    async def handler(data: Any, meta: EventMetadata) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.02)
-        running -= 1
-
-    bus.subscribe("e", handler, group="g")
+    bus.subscribe("e", probe, group="g")
     for i in range(20):
         await bus.publish("e", i)
     await asyncio.wait_for(bus.join(), 5)
-    assert peak == 5
+    assert probe.peak == 5
     await bus.close()
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus, NonRetryableError
+from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus
 from kernel_eventbus._redis import RedisEventBus
 
 import kernel
@@ -96,33 +93,9 @@ async def test_metrics_are_recorded_when_the_metrics_plugin_is_enabled() -> None
     assert "eventbus_dlq_size 1.0" in text
 
 
-def _kernel_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
-                          capture_output=True, text=True, timeout=60)
-
-
-async def test_dlq_cli(redis_url: str, prefix: str, client: aioredis.Redis, tmp_path: Path) -> None:
-    bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
-
-    async def reject(data: Any, meta: EventMetadata) -> None:
-        raise NonRetryableError(f"invalid order {data['n']}")
-
-    bus.subscribe("order.created", reject, group="orders")
-    await bus.start()
-    try:
-        metas = [await bus.publish("order.created", {"n": i}) for i in range(3)]
-        for _ in range(300):
-            if await bus.dead_letter_count() == 3:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        await bus.close()
-    config = tmp_path / "kernel.toml"
-    config.write_text(
-        f'[kernel]\nplugins = ["redis", "eventbus"]\n\n[plugins.redis]\nurl = "{redis_url}"\n\n'
-        f'[plugins.eventbus]\nadapter = "redis"\nprefix = "{prefix}"\n'
-    )
-    out = await asyncio.to_thread(_kernel_cli, config, "list")
+async def test_dlq_cli(client: aioredis.Redis, prefix: str, dlq_cli: Any, dead_letter_orders: Any) -> None:
+    metas = await dead_letter_orders(client, prefix)
+    out = await dlq_cli("list")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["event_id", "event", "subscription", "attempts", "last", "failure", "error"]
@@ -132,25 +105,25 @@ async def test_dlq_cli(redis_url: str, prefix: str, client: aioredis.Redis, tmp_
     assert "NonRetryableError: invalid order 1" in out.stdout
     assert "3 shown of 3 entries (redis adapter)" in out.stdout
 
-    out = await asyncio.to_thread(_kernel_cli, config, "show", metas[0].event_id)
+    out = await dlq_cli("show", metas[0].event_id)
     assert out.returncode == 0, out.stderr
     assert "subscription:   orders" in out.stdout
     assert 'data:           {"n": 0}' in out.stdout
     assert "traceback:" in out.stdout
 
-    out = await asyncio.to_thread(_kernel_cli, config, "list", "--json")
+    out = await dlq_cli("list", "--json")
     assert {e["event_id"] for e in json.loads(out.stdout)} == {m.event_id for m in metas}
 
-    out = await asyncio.to_thread(_kernel_cli, config, "replay", metas[0].event_id)
+    out = await dlq_cli("replay", metas[0].event_id)
     assert out.returncode == 0, out.stderr
     assert f"replayed {metas[0].event_id} to 1 subscription(s)" in out.stdout
     assert await client.xlen(f"{prefix}:retry:orders") == 1, "re-delivered to the failed subscription only"
 
-    out = await asyncio.to_thread(_kernel_cli, config, "show", "no-such-id")
+    out = await dlq_cli("show", "no-such-id")
     assert out.returncode == 1
     assert "no dead-letter entry for event 'no-such-id'" in out.stderr
 
-    out = await asyncio.to_thread(_kernel_cli, config, "replay", "--all")
+    out = await dlq_cli("replay", "--all")
     assert out.returncode == 0, out.stderr
     assert "replayed 2 entries" in out.stdout
     assert "replaying 2/2 (100%)" in out.stderr, "progress is shown"
@@ -158,11 +131,11 @@ async def test_dlq_cli(redis_url: str, prefix: str, client: aioredis.Redis, tmp_
     await client.hset(f"{prefix}:dlq", "x|orders", json.dumps({
         "metadata": {"event_id": "x", "event_name": "e", "timestamp": "t"}, "subscription": "orders",
         "attempts": 1, "first_failure_at": "t", "last_failure_at": "t"}))
-    out = await asyncio.to_thread(_kernel_cli, config, "clear")
+    out = await dlq_cli("clear")
     assert out.returncode == 2
     assert "--yes" in out.stderr
-    out = await asyncio.to_thread(_kernel_cli, config, "clear", "--yes")
+    out = await dlq_cli("clear", "--yes")
     assert out.returncode == 0, out.stderr
     assert "removed 1 entries" in out.stdout
-    out = await asyncio.to_thread(_kernel_cli, config, "list")
+    out = await dlq_cli("list")
     assert "dead-letter queue is empty" in out.stdout

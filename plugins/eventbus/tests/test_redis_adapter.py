@@ -120,20 +120,15 @@ async def test_an_entry_delivered_too_often_is_dead_lettered(client: aioredis.Re
 
 
 async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aioredis.Redis, prefix: str,
-                                                                  wait: Any) -> None:
+                                                                  wait: Any, probe: Any) -> None:
     bus = make(client, prefix)
-    got: list[Any] = []
-
-    async def handler(data: Any, meta: EventMetadata) -> None:
-        got.append(data)
-
-    bus.subscribe("e", handler, group="g")
+    bus.subscribe("e", probe, group="g")  # records what it is handed
     await bus.start()
     try:
         await client.xadd(bus.stream_key("e"), {"e": "1\tx1\tt\t\t\n{not json"})
         await client.xadd(bus.stream_key("e"), {"foreign": "producer"})
         await bus.publish("e", {"ok": True})
-        await wait(lambda: got == [{"ok": True}])
+        await wait(lambda: probe.done == [{"ok": True}])
         for _ in range(100):
             if await bus.dead_letter_count() == 2:
                 break
@@ -282,26 +277,16 @@ async def test_redis_outage_backs_off_without_spinning(prefix: str, caplog: pyte
 
 
 async def test_concurrency_handles_a_batch_in_parallel(client: aioredis.Redis, prefix: str,
-                                                       wait: Any) -> None:
-    running, peak, done = 0, 0, []
-
-    async def handler(data: Any, meta: EventMetadata) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.02)
-        running -= 1
-        done.append(data)
-
+                                                       wait: Any, probe: Any) -> None:
     bus = make(client, prefix, concurrency=4)
-    bus.subscribe("e", handler, group="g")
+    bus.subscribe("e", probe, group="g")
     await bus.start()
     try:
         for i in range(16):
             await bus.publish("e", i)
-        await wait(lambda: len(done) == 16)
+        await wait(lambda: len(probe.done) == 16)
         await wait_until(lambda: _unacked(client, bus.stream_key("e"), "g", 0), what="every ack")
     finally:
         await bus.close()
-    assert sorted(done) == list(range(16))
-    assert 2 <= peak <= 4
+    assert sorted(probe.done) == list(range(16))
+    assert 2 <= probe.peak <= 4
