@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import re
 import weakref
-from collections.abc import Iterable
+from asyncio import current_task
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import anyio
@@ -40,10 +40,11 @@ def _task() -> object:
     Two results are ``==`` while they name the same live task.
     """
     try:
-        task = asyncio.current_task()
-    except RuntimeError:
+        return weakref.ref(current_task())  # outside a task: weakref.ref(None), TypeError
+    except RuntimeError:  # no asyncio loop running in this thread: another anyio backend
         return anyio.get_current_task().id
-    return weakref.ref(task) if task is not None else None
+    except TypeError:  # in asyncio, but outside any task
+        return None
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -106,12 +107,13 @@ class ErrorMiddleware:
         header = (self._header, tid.encode())
         started = False
 
-        async def send_with_id(message: Message) -> None:
+        # A plain function handing back send's awaitable: no coroutine of its own per message.
+        def send_with_id(message: Message) -> Awaitable[None]:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
+            return send(message)
 
         # set/reset rather than the trace_context() manager: this runs on every request.
         token = set_trace_id(tid)

@@ -114,8 +114,10 @@ class MetricsMiddleware:
         if template is not None:
             return str(template)
         route = scope.get("route")
+        if route is None:  # no route matched (a 404 from the router) or a bare ASGI app
+            return self._unmatched
         # Fast path: a plain route outside any mount; its template never changes.
-        if route is not None and scope.get("root_path", "") == root_path:
+        if scope.get("root_path", "") == root_path:
             # Starlette routes are unhashable; key by id and check identity so a reused id can't lie.
             entry = self._by_route.get(id(route))
             if entry is not None and entry[0] is route:
@@ -139,11 +141,12 @@ class MetricsMiddleware:
         # 500 unless the app starts a response: an escaping exception becomes the server's 500.
         status = 500
 
-        async def send_status(message: Message) -> None:
+        # A plain function handing back send's awaitable: no coroutine of its own per message.
+        def send_status(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         collector.request_started()
         t0 = perf_counter()
