@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -102,6 +103,62 @@ async def test_lifespan_middleware_for_bare_asgi_apps() -> None:
     sent = await lifespan_roundtrip(app)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert EVENTS == ["start", "stop"]
+
+
+class Background(Plugin):
+    """Holds a task group with a background task across its ``yield``."""
+
+    name = "background"
+
+    @hookimpl
+    async def kernel_lifespan(self) -> AsyncIterator[None]:
+        async def run() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                EVENTS.append("background ended")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            EVENTS.append("start")
+            yield
+            EVENTS.append("stop")
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_lifespan_holding_a_task_group_boots_and_stops_with_the_server() -> None:
+    kernel = make_kernel(Background, entry_points=False)
+    sent = await lifespan_roundtrip(LifespanMiddleware(KernelApp(kernel), kernel))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert EVENTS == ["start", "stop", "background ended"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_lifespan_task_still_stops_the_kernel() -> None:
+    """A server that cancels its lifespan task after startup (no shutdown message) still gets a teardown."""
+    kernel = make_kernel(Hello, Background, entry_points=False)
+    app = LifespanMiddleware(KernelApp(kernel), kernel)
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "lifespan.startup"}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.CancelScope() as scope:
+
+        async def send(message: dict[str, Any]) -> None:
+            assert message["type"] == "lifespan.startup.complete", message
+            scope.cancel()
+
+        await app({"type": "lifespan", "state": {}, "asgi": {"version": "3.0"}}, receive, send)
+    assert scope.cancelled_caught
+    assert not kernel.booted
+    assert EVENTS == ["start", "start", "stop", "background ended", "stop"]
 
 
 @pytest.mark.anyio

@@ -44,6 +44,9 @@ async def run_lifespan(
 ) -> None:
     """Answer a server's ``lifespan`` scope: enter ``context`` on startup, exit it on shutdown.
 
+    Both happen in this task at one nesting level (a kernel needs that: see ``Kernel.start``);
+    if this task is cancelled or fails while serving, ``context`` is exited before that propagates.
+
     What ``context`` yields goes into the lifespan state (``request.state``). A failure is
     logged as ``<name>: startup failed: …`` (with its traceback if asked) and reported to the
     server, which then exits without serving.
@@ -56,11 +59,16 @@ async def run_lifespan(
         log.error("%s: startup failed: %s", name, exc, exc_info=exc if traceback else None)
         await send({"type": "lifespan.startup.failed", "message": str(exc)})
         return
-    if "state" in scope:
-        scope["state"].update(state)
-    await send({"type": "lifespan.startup.complete"})
-
-    message = await receive()
+    try:
+        if "state" in scope:
+            scope["state"].update(state)
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+    except BaseException as exc:
+        # Say the server cancels this task instead of sending lifespan.shutdown: ``context``
+        # is still exited here, in the task and at the nesting it was entered at.
+        await context.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
     assert message["type"] == "lifespan.shutdown", message
     try:
         await context.__aexit__(None, None, None)
