@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import uuid
@@ -101,3 +102,17 @@ def test_never_pickle() -> None:
         s.dumps(type("Thing", (), {})())
     with pytest.raises(UnicodeDecodeError):  # pickled bytes are undecodable data, never unpickled
         s.loads(b"\x80\x04\x95 pickle bytes")
+
+
+def test_batch_encoding_matches_one_by_one() -> None:
+    # dumps_many / loads_many (get_many and set_many use them) give exactly what dumps / loads give.
+    s = JsonSerializer()
+    values: list[Any] = [*VALUES, *BIG_INTS, None, {"none": None, "f": 0.5}]
+    assert s.dumps_many(values) == [s.dumps(v) for v in values]
+    datas = [s.dumps(v) for v in values]
+    assert repr(s.loads_many(datas)) == repr([s.loads(d) for d in datas]) == repr(
+        [s.loads(s.dumps(v)) for v in values])
+    with pytest.raises(UncacheableValueError, match=r"the value\['x'\] = nan"):
+        s.dumps_many([1, None, {"x": float("nan")}])
+    with pytest.raises(json.JSONDecodeError):  # the caller then decodes one by one
+        s.loads_many([b"1", b"not json"])
