@@ -7,18 +7,15 @@ from contextlib import AsyncExitStack
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from kernel_redis import redis_available, use_redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Registry, hookimpl
 
-from ._backends import CacheBackend, MemoryBackend, RedisBackend
 from ._config import CacheConfig
-from ._manager import CacheManager
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # redis-py comes with the backends: imported by the lifespan, not by metadata or check
     from kernel_metrics import Metrics
+
+    from ._backends import CacheBackend
+    from ._manager import CacheManager
 
 
 class CachePlugin(Plugin):
@@ -37,9 +34,12 @@ class CachePlugin(Plugin):
     def kernel_check(self, ctx: PluginContext[CacheConfig], enabled: frozenset[str]) -> list[CheckIssue]:
         """``backend = 'redis'`` without ``url`` needs a Redis: the redis plugin's, or the host's."""
         cfg = ctx.config
+        if cfg.backend != "redis" or cfg.url is not None or "redis" in enabled:
+            return []
+        from kernel_redis import redis_available
+
         # A host may bring its own Redis: registered before the kernel is built.
-        if (cfg.backend == "redis" and cfg.url is None and "redis" not in enabled
-                and not redis_available(ctx.registry)):
+        if not redis_available(ctx.registry):
             return [CheckIssue.error(
                 "backend", "backend = 'redis' needs the redis plugin, or a server of the cache's own: "
                 "[plugins.cache] url = \"redis://…\"", needs="redis")]
@@ -48,6 +48,8 @@ class CachePlugin(Plugin):
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[CacheConfig]) -> AsyncIterator[None]:
         """Build the backend and the manager, export stats when metrics are on, close at shutdown."""
+        from ._manager import CacheManager
+
         cfg = ctx.config
         async with AsyncExitStack() as stack:
             backend = await _backend(ctx, stack)
@@ -91,6 +93,12 @@ def find_metrics(registry: Registry) -> Metrics | None:
 
 
 async def _backend(ctx: PluginContext[CacheConfig], stack: AsyncExitStack) -> CacheBackend:
+    from kernel_redis import use_redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from ._backends import MemoryBackend, RedisBackend
+
     cfg = ctx.config
     if cfg.backend == "memory":
         return MemoryBackend(cfg.max_entries)

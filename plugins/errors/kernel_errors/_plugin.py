@@ -13,7 +13,6 @@ import attrs
 from kernel import CheckIssue, Middleware, Plugin, PluginContext, hookimpl
 from kernel.web import ASGIApp
 
-from ._middleware import ErrorMiddleware
 from ._problem import ProblemRenderer
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -78,6 +77,8 @@ class ErrorsPlugin(Plugin):
 
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[ErrorsConfig]) -> list[Middleware]:
+        from ._middleware import ErrorMiddleware  # only a served app needs it (it imports asyncio)
+
         cfg = ctx.config
         renderer = ctx.registry.get(ProblemRenderer)
 

@@ -9,11 +9,10 @@ from importlib import metadata
 from kernel import CheckIssue, Middleware, Plugin, PluginContext, Route, hookimpl
 from kernel.web import ASGIApp
 
-from ._api import Metrics
-from ._collector import MetricsCollector
 from ._config import MetricsConfig
-from ._endpoint import metrics_endpoint
-from ._middleware import MetricsMiddleware
+
+# prometheus_client is imported by the hooks that record or serve (kernel_register onwards), not
+# by reading metadata or validating config: hence the function-local imports below.
 
 log = logging.getLogger("kernel.plugins.metrics")
 
@@ -39,6 +38,9 @@ class MetricsPlugin(Plugin):
     @hookimpl
     def kernel_register(self, ctx: PluginContext[MetricsConfig]) -> None:
         # No I/O here, so every plugin can find the collector from its own lifespan.
+        from ._api import Metrics
+        from ._collector import MetricsCollector
+
         cfg = ctx.config
         collector = MetricsCollector(
             process_metrics=cfg.process_metrics,
@@ -53,6 +55,8 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[MetricsConfig]) -> AsyncIterator[None]:
+        from ._collector import MetricsCollector
+
         collector = ctx.registry.get(MetricsCollector)
         cfg = ctx.config
         if ctx.settings.env == "production" and cfg.token is None and not cfg.loopback_only:
@@ -65,6 +69,9 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     def kernel_routes(self, ctx: PluginContext[MetricsConfig]) -> list[Route]:
+        from ._collector import MetricsCollector
+        from ._endpoint import metrics_endpoint
+
         cfg = ctx.config
         app = metrics_endpoint(ctx.registry.get(MetricsCollector), token=cfg.token,
                                loopback_only=cfg.loopback_only)
@@ -75,6 +82,9 @@ class MetricsPlugin(Plugin):
         cfg = ctx.config
         if not cfg.http_middleware:
             return []
+        from ._collector import MetricsCollector
+        from ._middleware import MetricsMiddleware
+
         collector = ctx.registry.get(MetricsCollector)
 
         def wrap(app: ASGIApp) -> ASGIApp:

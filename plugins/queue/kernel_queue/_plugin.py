@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from kernel_redis import find_redis
 
 from kernel import Command, ConfigError, Kernel, Plugin, PluginContext, Registry, hookimpl
 from kernel.config import import_object
@@ -21,11 +20,12 @@ from kernel.console import print_table
 
 from ._config import QueueConfig
 from ._errors import QueueError
-from ._manager import QueueManager
 
-if TYPE_CHECKING:  # both optional plugins
-    from kernel_eventbus import EventBus
+if TYPE_CHECKING:
+    from kernel_eventbus import EventBus  # both optional plugins
     from kernel_metrics import Metrics
+
+    from ._manager import QueueManager  # saq and redis-py: imported by the lifespan and run functions
 
 
 def load_processor_hooks(manager: QueueManager, specs: list[str]) -> None:
@@ -59,6 +59,10 @@ class QueuePlugin(Plugin):
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[QueueConfig]) -> AsyncIterator[None]:
         """Provide the ``QueueManager``; on shutdown its workers stop gracefully."""
+        from kernel_redis import find_redis
+
+        from ._manager import QueueManager
+
         redis = find_redis(ctx.registry, "queue", setting=None)
         # Idle workers block on BLPOP: give them a client without a socket read timeout
         # (a client given by the host is shared as is).
@@ -140,6 +144,10 @@ def _worker_plan(args: argparse.Namespace, manager: QueueManager) -> tuple[list[
 
 async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
     """``kernel worker``: run workers until SIGTERM/SIGINT, then let running jobs finish."""
+    from kernel_redis import find_redis
+
+    from ._manager import QueueManager
+
     manager = kernel.get(QueueManager)
     if find_redis(kernel.registry, "queue", setting=None).embedded:
         print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
@@ -197,6 +205,8 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_queue(args: argparse.Namespace, kernel: Kernel) -> int:
     """``kernel queue``: errors of the queue are printed, exit status 1."""
+    from ._manager import QueueManager
+
     try:
         return await _queue_command(args, kernel.get(QueueManager))
     except QueueError as exc:

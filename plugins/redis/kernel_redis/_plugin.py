@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import anyio
-import redis.asyncio as aioredis
 
 from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hookimpl
 
 from ._config import EMBEDDED, RedisConfig
-from ._connection import RedisConnection
 from ._server import RedisServer
-from ._service import RedisService
+
+if TYPE_CHECKING:  # redis-py is imported by the hooks that connect, not by reading metadata or config
+    from ._connection import RedisConnection
 
 log = logging.getLogger("kernel.plugins.redis")
 
@@ -38,6 +39,11 @@ class RedisPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RedisConfig]) -> AsyncIterator[None]:
+        import redis.asyncio as aioredis
+
+        from ._connection import RedisConnection
+        from ._service import RedisService
+
         cfg = ctx.config
         server: RedisServer | None = None
         url = cfg.url
@@ -65,6 +71,8 @@ class RedisPlugin(Plugin):
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RedisConfig]) -> list[HealthCheck]:
+        from ._connection import RedisConnection
+
         async def ping() -> bool:
             connection = ctx.registry.get(RedisConnection)
             await connection.ping()

@@ -1,17 +1,49 @@
 """milo-kernel repository plugin: odmantic ``BaseRepository`` over MongoDB (motor)."""
 
-from ._config import EMBEDDED, RepositoryConfig
-from ._documents import AUDIT_FIELDS
-from ._errors import map_error
-from ._filters import FORBIDDEN_OPERATORS, normalize_sort, prepare_filter, user_filter
-from ._manager import RepositoryManager, import_repository, redact_uri
-from ._operation import QueryMetrics
-from ._pages import CursorPage, Page, Pagination
-from ._plugin import RepositoryPlugin
-from ._repository import BaseRepository
-from ._schema import MigrationReport
-from ._server import MongoServerError, MongoWireServer, wire_server_available
-from ._transactions import run_transaction
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._config import EMBEDDED, RepositoryConfig
+    from ._documents import AUDIT_FIELDS
+    from ._errors import map_error
+    from ._filters import FORBIDDEN_OPERATORS, normalize_sort, prepare_filter, user_filter
+    from ._manager import RepositoryManager, import_repository, redact_uri
+    from ._operation import QueryMetrics
+    from ._pages import CursorPage, Page, Pagination
+    from ._plugin import RepositoryPlugin
+    from ._repository import BaseRepository
+    from ._schema import MigrationReport
+    from ._server import MongoServerError, MongoWireServer, wire_server_available
+    from ._transactions import run_transaction
+
+_EXPORTS = {
+    "AUDIT_FIELDS": "._documents",
+    "BaseRepository": "._repository",
+    "CursorPage": "._pages",
+    "EMBEDDED": "._config",
+    "FORBIDDEN_OPERATORS": "._filters",
+    "MigrationReport": "._schema",
+    "MongoServerError": "._server",
+    "MongoWireServer": "._server",
+    "Page": "._pages",
+    "Pagination": "._pages",
+    "QueryMetrics": "._operation",
+    "RepositoryConfig": "._config",
+    "RepositoryManager": "._manager",
+    "RepositoryPlugin": "._plugin",
+    "import_repository": "._manager",
+    "map_error": "._errors",
+    "normalize_sort": "._filters",
+    "prepare_filter": "._filters",
+    "redact_uri": "._manager",
+    "run_transaction": "._transactions",
+    "user_filter": "._filters",
+    "wire_server_available": "._server",
+}
+"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
 
 __all__ = [
     "AUDIT_FIELDS",
@@ -37,3 +69,21 @@ __all__ = [
     "user_filter",
     "wire_server_available",
 ]
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above; __getattr__ would hide misspelt names
+
+    def __getattr__(name: str) -> object:
+        """Import the submodule behind a public name on first access (importing the package stays light)."""
+        try:
+            module = _EXPORTS[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the not yet imported public ones included."""
+    return sorted({*globals(), *__all__})

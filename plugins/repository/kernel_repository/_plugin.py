@@ -6,19 +6,19 @@ import argparse
 import sys
 from collections.abc import AsyncIterator
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from odmantic import AIOEngine
 
 from kernel import CheckIssue, Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
 from kernel.console import ProgressBar
 
 from ._config import EMBEDDED, RepositoryConfig
-from ._manager import RepositoryManager, import_repository, make_client, redact_uri
-from ._operation import find_query_metrics
-from ._repository import BaseRepository
-from ._server import MongoWireServer
+
+if TYPE_CHECKING:  # odmantic, motor, pymongo: imported by the lifespan and run functions, not by check
+    from ._manager import RepositoryManager
+    from ._repository import BaseRepository
+    from ._server import MongoWireServer
 
 
 class RepositoryPlugin(Plugin):
@@ -45,6 +45,11 @@ class RepositoryPlugin(Plugin):
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RepositoryConfig]) -> AsyncIterator[None]:
         """Start the embedded server if asked, connect, check, create indexes; register the manager."""
+        from odmantic import AIOEngine
+
+        from ._manager import RepositoryManager, import_repository, make_client, redact_uri
+        from ._operation import find_query_metrics
+
         cfg = ctx.config
         classes = [import_repository(spec) for spec in cfg.repositories]
         server: MongoWireServer | None = None
@@ -93,6 +98,8 @@ class RepositoryPlugin(Plugin):
 
 
 async def _check_reachable(manager: RepositoryManager, uri: str) -> None:
+    from ._manager import redact_uri
+
     try:
         await manager.ping()
     except Exception as exc:
@@ -105,6 +112,8 @@ async def _check_reachable(manager: RepositoryManager, uri: str) -> None:
 
 async def start_embedded(cfg: RepositoryConfig) -> MongoWireServer:
     """Start the private wire-protocol server and wait until it answers ``ping``."""
+    from ._server import MongoWireServer
+
     server = MongoWireServer(data_dir=cfg.embedded_data_dir, startup_timeout=cfg.embedded_startup_timeout)
     try:
         # Spawn from the event loop's thread: the parent-death signal is tied to the forking thread.
@@ -130,6 +139,8 @@ def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _select(manager: RepositoryManager, names: list[str]) -> list[type[BaseRepository[Any]]]:
+    from ._manager import import_repository
+
     known = {cls.__name__: cls for cls in manager.repository_classes}
     if not names:
         return list(manager.repository_classes)
@@ -149,6 +160,8 @@ def _select(manager: RepositoryManager, names: list[str]) -> list[type[BaseRepos
 
 async def run_repo(args: argparse.Namespace, kernel: Kernel) -> int:
     """``kernel repo migrate``: migrate the named (or all configured) repositories; the exit status."""
+    from ._manager import RepositoryManager
+
     manager = kernel.get(RepositoryManager)
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)

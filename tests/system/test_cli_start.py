@@ -1,0 +1,89 @@
+"""CLI start: reading plugin metadata and validating config imports no heavy backend (issue 13).
+
+Each command runs in a fresh ``python -m kernel`` process with every first-party plugin installed,
+which writes the names in ``sys.modules`` to a file as it exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HEAVY = ("redis", "odmantic", "motor", "saq", "prometheus_client", "pymongo", "uvicorn", "starlette")
+"""Top-level packages a metadata-only command must not import."""
+
+PLUGIN_PACKAGES = (
+    "kernel_cache",
+    "kernel_errors",
+    "kernel_eventbus",
+    "kernel_metrics",
+    "kernel_queue",
+    "kernel_redis",
+    "kernel_repository",
+)
+
+COMMANDS = {
+    "help": ["--help"],
+    "plugins": ["plugins"],
+    "check": ["--config", "examples/kernel.toml", "check"],
+}
+
+
+# ``python -m kernel *args`` with every module it imported written to a file at exit (``-X importtime``
+# would miss the modules imported through importlib, e.g. by entry points and lazy package exports).
+RUNNER = """\
+import atexit, runpy, sys
+out, *args = sys.argv[1:]
+def dump() -> None:
+    with open(out, "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+atexit.register(dump)
+sys.argv = ["kernel", *args]
+runpy.run_module("kernel", run_name="__main__", alter_sys=True)
+"""
+
+
+def imported_modules(args: list[str], tmp_path: Path) -> set[str]:
+    """Every module a ``python -m kernel *args`` process imported (the command must succeed)."""
+    out = tmp_path / "modules.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(out), *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kernel {' '.join(args)} exited {proc.returncode}: {proc.stderr[-3000:]}"
+    modules = set(out.read_text().split())
+    assert "kernel._cli" in modules, "the command did not run"
+    return modules
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_metadata_commands_import_no_heavy_backend(command: str, tmp_path: Path) -> None:
+    modules = imported_modules(COMMANDS[command], tmp_path)
+    heavy = sorted({m.split(".", 1)[0] for m in modules} & set(HEAVY))
+    assert not heavy, f"`kernel {' '.join(COMMANDS[command])}` imported heavy packages: {heavy}"
+    # the plugins were really loaded (their entry points resolved), lazily
+    if command != "help":
+        assert {f"{p}._plugin" for p in PLUGIN_PACKAGES} <= modules
+
+
+@pytest.mark.parametrize("package", PLUGIN_PACKAGES)
+def test_every_public_name_still_imports(package: str) -> None:
+    module = importlib.import_module(package)
+    names = list(module.__all__)
+    assert names == sorted(set(names), key=names.index), "duplicate names in __all__"
+    for name in names:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+        assert name in dir(module), f"{package}.{name} missing from dir()"
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'no_such_name'"):
+        module.no_such_name  # noqa: B018
