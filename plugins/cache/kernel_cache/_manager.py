@@ -116,6 +116,11 @@ class CacheManager:
         self._stats = _shared.counters.for_namespace(namespace)
         self._backend = _shared.backend
         self._ser = _shared.serializer
+        # Optional batch methods of the serializer (JsonSerializer has them): one call per batch.
+        self._loads_many: Callable[[list[bytes], Any], list[Any]] | None = getattr(
+            _shared.serializer, "loads_many", None)
+        self._dumps_many: Callable[[Iterable[Any]], list[bytes]] | None = getattr(
+            _shared.serializer, "dumps_many", None)
         self._circuit = _shared.circuit
         self._ops = _shared.circuit.guard(_shared.backend, self._stats)
 
@@ -181,15 +186,23 @@ class CacheManager:
         if found is DOWN:
             st.misses.add(len(keys))
             return {}
+        present = [k for k, data in zip(keys, found, strict=True) if data is not None]
+        datas = [data for data in found if data is not None]
         out: dict[str, Any] = {}
-        loads = self._ser.loads
-        for key, data in zip(keys, found, strict=True):
-            if data is None:
-                continue
-            try:
-                out[key] = loads(data, as_type)
-            except Exception as exc:
-                self._bad_entry(key, exc)  # counted as a miss in the total below
+        batched = False
+        if self._loads_many is not None:
+            try:  # the whole batch at once; one bad entry: one by one below
+                out = dict(zip(present, self._loads_many(datas, as_type), strict=True))
+                batched = True
+            except Exception:
+                out = {}
+        if not batched:
+            loads = self._ser.loads
+            for key, data in zip(present, datas, strict=True):
+                try:
+                    out[key] = loads(data, as_type)
+                except Exception as exc:
+                    self._bad_entry(key, exc)  # counted as a miss in the total below
         hits = len(out)
         st.hits.add(hits)
         st.misses.add(len(keys) - hits)
@@ -228,9 +241,15 @@ class CacheManager:
 
     async def set_many(self, items: Mapping[str, Any], ttl: float | None = None) -> bool:
         """Store several values in one round trip (a pipeline on Redis)."""
-        dumps = self._ser.dumps
         prefix = self._prefix
-        rows = [(prefix + k, dumps(v), self._ttl(ttl)) for k, v in items.items()]
+        keys = [prefix + k for k in items]
+        datas = self._dumps_many(items.values()) if self._dumps_many is not None else [
+            self._ser.dumps(v) for v in items.values()]
+        if self.jitter:  # each key its own expiry
+            rows = [(k, data, self._ttl(ttl)) for k, data in zip(keys, datas, strict=True)]
+        else:
+            every = self._ttl(ttl) if keys else ttl
+            rows = [(k, data, every) for k, data in zip(keys, datas, strict=True)]
         if await self._ops.set_many(rows) is DOWN:
             return False
         self._stats.sets.add(len(rows))
