@@ -319,3 +319,15 @@ async def test_undecodable_entries_are_misses_and_get_repaired(
     assert "cannot be decoded" in caplog.text
     assert await cache.get_or_set("bad", lambda: {"fixed": True}) == {"fixed": True}
     assert await cache.get("bad") == {"fixed": True}
+
+
+async def test_get_many_keeps_the_good_entries_of_a_batch_with_a_bad_one(
+    cache: CacheManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The batch is decoded at once; one undecodable entry costs only itself.
+    await cache.set_many({"a": 1, "c": [2**70, None]})
+    await cache.backend.set(cache.key("b"), b"not json", None)
+    assert await cache.get_many(["a", "b", "c", "missing"]) == {"a": 1, "c": [2**70, None]}
+    stats = cache.get_stats()
+    assert (stats.hits, stats.misses, stats.errors) == (2, 2, 1)
+    assert "'b' of namespace" in caplog.text
