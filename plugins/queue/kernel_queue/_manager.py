@@ -36,6 +36,10 @@ QUEUES_KEY = "kernel_queue:queues"
 """Redis set of every queue name a manager has used (for ``get_all_queue_stats``)."""
 _RETRIES_SENTINEL = 1 << 30
 """SAQ's own ``retries`` is set out of reach: every failure goes through our retry policy."""
+_NO_DEFAULTS: dict[str, Any] = {}
+"""The job options of a queue without defaults (never written)."""
+_BULK_KEYS = frozenset({"name", "data", "priority", "attempts", "backoff", "delay", "job_id", "timeout"})
+"""The keys an ``add_bulk_jobs`` item may have."""
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -134,33 +138,46 @@ class QueueManager:
 
     def _build(self, queue: KernelRedisQueue, name: str, data: Any, *, priority: int | None,
                attempts: int | None, backoff: Any, delay: float | timedelta | None, job_id: str | None,
-               timeout: float | timedelta | None, where: str = "") -> Job:
+               timeout: float | timedelta | None, where: str = "", queued: int | None = None,
+               scheduled: float | None = None) -> tuple[Job, bytes | str]:
+        """A new job for ``queue``, queued at ``queued`` (default: now), and its stored JSON.
+
+        Due ``delay`` seconds from now, or at epoch ``scheduled``. Invalid input raises in the
+        order name, data, job_id, options.
+        """
         if not isinstance(name, str) or not name:
             raise InvalidJobOptionError(f"job name must be a non-empty str, got {name!r}")
-        queue.check_payload(data, f"{where}job {name!r} on queue {queue.name!r}: data")
-        if job_id is not None and (not isinstance(job_id, str) or not job_id):
-            raise InvalidJobOptionError(f"job_id must be a non-empty str, got {job_id!r}")
-        defaults = self._defaults.get(queue.name, {})
-        prio = check_priority(priority) if priority is not None else defaults.get("priority")
-        tries = check_attempts(attempts) if attempts is not None else defaults.get(
-            "attempts", self.config.default_attempts)
-        back = check_backoff(backoff) if backoff is not None else defaults.get("backoff")
-        limit = seconds(timeout, "timeout") if timeout is not None else defaults.get(
-            "timeout", self.config.default_timeout)
-        wait = seconds(delay, "delay")
+        try:
+            if job_id is not None and (not isinstance(job_id, str) or not job_id):
+                raise InvalidJobOptionError(f"job_id must be a non-empty str, got {job_id!r}")
+            defaults = self._defaults.get(queue.name, _NO_DEFAULTS)
+            prio = check_priority(priority) if priority is not None else defaults.get("priority")
+            tries = check_attempts(attempts) if attempts is not None else defaults.get(
+                "attempts", self.config.default_attempts)
+            back = check_backoff(backoff) if backoff is not None else defaults.get("backoff")
+            limit = seconds(timeout, "timeout") if timeout is not None else defaults.get(
+                "timeout", self.config.default_timeout)
+            wait = seconds(delay, "delay") if delay is not None else 0.0
+        except InvalidJobOptionError:
+            # The data is checked with the whole job below; bad data is still reported first.
+            queue.check_payload(data, f"{where}job {name!r} on queue {queue.name!r}: data")
+            raise
         meta: dict[str, Any] = {"max_attempts": tries} if tries != 1 else {}  # readers default to 1
         if back:
             meta["backoff"] = back
+        if scheduled is None:
+            scheduled = time.time() + wait if wait else 0
         # SAQ's ttl is unused: the finish script applies completed_retention / failed_retention.
         job = KernelJob(
             function=name, kwargs={"data": data}, key=job_id or uuid1(), timeout=limit,  # type: ignore[arg-type]
             heartbeat=0, retries=_RETRIES_SENTINEL, ttl=0, priority=prio or 0, meta=meta,
-            scheduled=time.time() + wait if wait else 0,  # type: ignore[arg-type]
+            scheduled=scheduled,  # type: ignore[arg-type]
         )
         job.queue = queue
-        job.queued = now()
+        job.queued = now() if queued is None else queued
         job.status = Status.QUEUED
-        return job
+        # One encode for the data check and the Redis write.
+        return job, queue.serialize_new(job, where)
 
     async def add_job(
         self,
@@ -182,34 +199,38 @@ class QueueManager:
         ``delay``/``timeout`` in seconds or ``timedelta``. A ``job_id`` that already exists
         (in any state, until cleaned) is not enqueued again: its id is returned.
         """
-        q = self.get_queue(queue)
-        job = self._build(q, name, data, priority=priority, attempts=attempts, backoff=backoff,
-                          delay=delay, job_id=job_id, timeout=timeout)
+        q = self._queues.get(queue) if isinstance(queue, str) else None
+        if q is None:
+            q = self.get_queue(queue)
+        job, payload = self._build(q, name, data, priority=priority, attempts=attempts, backoff=backoff,
+                                   delay=delay, job_id=job_id, timeout=timeout)
         if self._known_pending:
             await self._remember(queue)
-        await q.add(job)
+        await q.add(job, payload)
         return job.key
 
     async def add_bulk_jobs(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Enqueue many jobs in one round trip; each item: ``name``, ``data`` and any ``add_job`` option."""
         q = self.get_queue(queue)
         built: list[Job] = []
-        allowed = {"name", "data", "priority", "attempts", "backoff", "delay", "job_id", "timeout"}
+        payloads: list[bytes | str] = []
+        stamp = now()
         for i, spec in enumerate(jobs):
             if not isinstance(spec, Mapping) or "name" not in spec:
                 raise InvalidJobOptionError(f"jobs[{i}] must be a mapping with at least 'name', got {spec!r}")
-            unknown = set(spec) - allowed
-            if unknown:
-                raise InvalidJobOptionError(f"jobs[{i}]: unknown keys {sorted(unknown)}")
-            built.append(self._build(
+            if not _BULK_KEYS.issuperset(spec):
+                raise InvalidJobOptionError(f"jobs[{i}]: unknown keys {sorted(set(spec) - _BULK_KEYS)}")
+            job, payload = self._build(
                 q, spec["name"], spec.get("data"), priority=spec.get("priority"),
                 attempts=spec.get("attempts"), backoff=spec.get("backoff"), delay=spec.get("delay"),
-                job_id=spec.get("job_id"), timeout=spec.get("timeout"), where=f"jobs[{i}]: "))
+                job_id=spec.get("job_id"), timeout=spec.get("timeout"), where=f"jobs[{i}]: ", queued=stamp)
+            built.append(job)
+            payloads.append(payload)
         if not built:
             return []
         if self._known_pending:
             await self._remember(queue)
-        await q.enqueue_many(built)
+        await q.enqueue_many(built, payloads)
         return [job.key for job in built]
 
     async def schedule_job(self, queue: str, name: str, data: Any, delay: float | timedelta,
@@ -270,12 +291,12 @@ class QueueManager:
                 base = datetime.fromtimestamp(current, ZoneInfo(spec.get("tz", "UTC")))
                 tick = float(croniter(spec["cron"], base).get_next(float))
                 opts = spec.get("options", {})
-                job = self._build(q, spec["name"], spec.get("data"), priority=opts.get("priority"),
-                                  attempts=opts.get("attempts"), backoff=opts.get("backoff"), delay=None,
-                                  job_id=f"repeat:{key}:{int(tick)}", timeout=opts.get("timeout"))
-                job.scheduled = tick  # type: ignore[assignment]
+                job, stored = self._build(
+                    q, spec["name"], spec.get("data"), priority=opts.get("priority"),
+                    attempts=opts.get("attempts"), backoff=opts.get("backoff"), delay=None,
+                    job_id=f"repeat:{key}:{int(tick)}", timeout=opts.get("timeout"), scheduled=tick)
                 # The same id for the same tick from every worker: the enqueue dedupes it.
-                await q.add(job)
+                await q.add(job, stored)
             except Exception:
                 log.exception("recurring job %r on queue %r could not be scheduled", key, q.name)
 

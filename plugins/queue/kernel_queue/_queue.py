@@ -34,8 +34,10 @@ EventHook = Callable[[str, Job, dict[str, Any]], Awaitable[None]]
 """``hook(event, job, extra)``: called after each job event this process causes (metrics, event bus)."""
 
 
-def _strict_dumps(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+_strict_dumps: Callable[[Any], str] = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+"""``json.dumps(obj, allow_nan=False, separators=(",", ":"))``, without building an encoder per call."""
+_event_dumps: Callable[[Any], str] = json.JSONEncoder(default=str).encode
+"""``json.dumps(obj, default=str)``, without building an encoder per call."""
 
 
 _NOT_JSON = "must be JSON-serializable (dicts, lists, str, int, finite float, bool, None)"
@@ -85,6 +87,30 @@ class KernelJob(Job):
 
     def __repr__(self) -> str:
         return self.info(True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """SAQ's ``to_dict`` (the same dict: fields not at their default, in field order), faster.
+
+        It runs for every stored write of a job; SAQ's looks the fields up again on every call.
+        """
+        result: dict[str, Any] = {}
+        for key, default in _JOB_FIELDS:
+            value = getattr(self, key)
+            try:
+                if value == default:
+                    continue
+            except ValueError:  # SAQ's _safe_eq: an ambiguous comparison counts as different
+                pass
+            if key == "meta" and not value:
+                continue
+            if key == "queue" and value:
+                value = value.name
+            result[key] = value
+        return result
+
+
+_JOB_FIELDS: tuple[tuple[str, Any], ...] = tuple((f.name, f.default) for f in dataclasses.fields(KernelJob))
+"""``(name, default)`` of every job field, in order (``MISSING`` for those with a default factory)."""
 
 
 def rank_of(priority: int | None) -> int:
@@ -213,6 +239,24 @@ class KernelRedisQueue(RedisQueue):
         if size > self.max_payload_bytes:
             raise JobTooLargeError(what, size, self.max_payload_bytes)
 
+    def serialize_new(self, job: Job, where: str = "") -> bytes | str:
+        """The stored JSON of a new ``job``, its data checked as :meth:`check_payload` does.
+
+        One encode when it fits: the data's JSON is part of the job's (same encoder), so a job
+        within ``max_payload_bytes`` has data within it. Otherwise the data alone is measured,
+        for the exact error (``JobTooLargeError``, ``JobDataError``); ``where`` prefixes its message.
+        """
+        try:
+            payload: bytes | str | None = self._dump(job.to_dict())
+        except (TypeError, ValueError, RecursionError):
+            payload = None
+        if payload is None or len(payload) > self.max_payload_bytes:
+            data = (job.kwargs or {}).get("data")
+            self.check_payload(data, f"{where}job {job.function!r} on queue {self.name!r}: data")
+            if payload is None:
+                payload = self.serialize(job)
+        return payload
+
     def retention_ms(self, status: Status) -> int:
         """How long a job finished with ``status`` is kept, in ms (0: until cleaned)."""
         seconds = self.completed_retention if status == Status.COMPLETE else self.failed_retention
@@ -235,7 +279,7 @@ class KernelRedisQueue(RedisQueue):
             return ""
         body = {"event": event, "queue": self.name, "job_id": job.key, "name": job.function,
                 "attempts": job.attempts, **extra}
-        return json.dumps(body, default=str)
+        return _event_dumps(body)
 
     async def _fire(self, event: str, job: Job, extra: dict[str, Any]) -> None:
         for hook in self.event_hooks:
@@ -246,18 +290,26 @@ class KernelRedisQueue(RedisQueue):
 
     # ------------------------------------------------------------------ enqueue / dequeue
 
-    def _enqueue_call(self, job: Job) -> tuple[str, list[str], list[Any]]:
-        """The event (``waiting`` or ``delayed``) and the enqueue script's keys and args for ``job``."""
+    def _enqueue_call(self, job: Job, payload: bytes | str | None = None) -> tuple[str, list[str], list[Any]]:
+        """The event (``waiting`` or ``delayed``) and the enqueue script's keys and args for ``job``.
+
+        ``payload``: its stored JSON when already encoded (:meth:`serialize_new`).
+        """
         delayed = bool(job.scheduled) and job.scheduled > time.time()
         event = "delayed" if delayed else "waiting"
         k = self.keys
         keys = [k.incomplete, job.id, k.waiting, k.wake, k.seq, k.events]
         due = job.scheduled if delayed else 0
-        return event, keys, [self.serialize(job), due, rank_of(job.priority), self._event(event, job)]
+        if payload is None:
+            payload = self.serialize(job)
+        return event, keys, [payload, due, job.priority or NO_PRIORITY_RANK, self._event(event, job)]
 
-    async def add(self, job: Job) -> bool:
-        """Store and enqueue a built ``job`` (delayed until ``job.scheduled``); False if its id exists."""
-        event, keys, args = self._enqueue_call(job)
+    async def add(self, job: Job, payload: bytes | str | None = None) -> bool:
+        """Store and enqueue a built ``job`` (delayed until ``job.scheduled``); False if its id exists.
+
+        ``payload``: the job's stored JSON when already encoded (:meth:`serialize_new`).
+        """
+        event, keys, args = self._enqueue_call(job, payload)
         if not await self.scripts.enqueue(keys=keys, args=args):
             return False
         if self.event_hooks:
@@ -267,15 +319,21 @@ class KernelRedisQueue(RedisQueue):
     async def _enqueue(self, job: Job) -> Job | None:
         return job if await self.add(job) else None
 
-    async def enqueue_many(self, jobs: list[Job]) -> list[bool]:
-        """Enqueue ``jobs`` in one round trip (one pipeline of the enqueue script)."""
-        stamp = now()
-        calls = []
-        for job in jobs:
-            job.queue = self
-            job.queued = stamp
-            job.status = Status.QUEUED
-            calls.append(self._enqueue_call(job))
+    async def enqueue_many(self, jobs: list[Job], payloads: list[bytes | str] | None = None) -> list[bool]:
+        """Enqueue ``jobs`` in one round trip (one pipeline of the enqueue script).
+
+        ``payloads``: their stored JSON when already encoded (:meth:`serialize_new`, jobs built
+        queued on this queue); otherwise each is stamped queued now and encoded here.
+        """
+        if payloads is None:
+            stamp = now()
+            for job in jobs:
+                job.queue = self
+                job.queued = stamp
+                job.status = Status.QUEUED
+            calls = [self._enqueue_call(job) for job in jobs]
+        else:
+            calls = [self._enqueue_call(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
         async with self.r.pipeline(transaction=False) as pipe:
             for _, keys, args in calls:
                 await self.scripts.enqueue(keys=keys, args=args, client=pipe)

@@ -8,9 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-from kernel_queue import JobContext, JobTooLargeError, QueueManager
+from kernel_queue import InvalidJobOptionError, JobContext, JobDataError, JobTooLargeError, QueueManager
 from kernel_queue._manager import QUEUES_KEY
+from kernel_queue._queue import KernelJob
 from kernel_redis.testing import redis_server, redis_url  # noqa: F401
+from saq.job import Job, Status
 
 from kernel import ConfigError
 from kernel.logging._setup import ConsoleFormatter, JsonFormatter
@@ -123,6 +125,66 @@ async def test_recurring_job_data_is_checked_when_scheduled(qm: QueueManager, qn
     with pytest.raises(JobTooLargeError, match=r"recurring job 'tick' on queue .*max_payload_bytes"):
         await qm.schedule_recurring_job(qname, "tick", {"blob": "z" * 2000}, "* * * * *")
     await assert_nothing_stored(qm, qname)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("settings", [{"max_payload_bytes": 1000}])
+async def test_the_limit_counts_the_data_alone_not_the_whole_job_record(qm: QueueManager, qname: str) -> None:
+    # The stored record (name, id, options and data) is far over the limit; the data is not.
+    long_id = "i" * 1500
+    jid = await qm.add_job(qname, "n" * 1500, "x" * 998, job_id=long_id, attempts=3)
+    info = await qm.get_job(qname, jid)
+    assert info is not None and info.data == "x" * 998 and info.max_attempts == 3
+    with pytest.raises(JobTooLargeError, match="1,001 bytes"):
+        await qm.add_job(qname, "n" * 1500, "x" * 999)
+    jids = await qm.add_bulk_jobs(qname, [{"name": "b" * 1500, "data": "x" * 998}])
+    assert len(jids) == 1
+    assert (await qm.get_queue_stats(qname))["waiting"] == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("settings", [{"max_payload_bytes": 1000}])
+async def test_bad_data_is_reported_before_bad_options(qm: QueueManager, qname: str) -> None:
+    with pytest.raises(JobDataError, match=f"job 'n' on queue '{qname}': data must be JSON"):
+        await qm.add_job(qname, "n", {"when": object()}, priority=0)
+    with pytest.raises(JobTooLargeError, match="data is 2,002 bytes"):
+        await qm.add_job(qname, "n", "y" * 2000, job_id="")
+    with pytest.raises(JobDataError, match=r"^jobs\[1\]: job 'n' on queue"):
+        await qm.add_bulk_jobs(qname, [{"name": "n"}, {"name": "n", "data": {1j}, "attempts": 0},
+                                       {"name": "n", "delay": -1}])
+    # Good data: the option's own error.
+    with pytest.raises(InvalidJobOptionError, match="priority must be"):
+        await qm.add_job(qname, "n", {"ok": 1}, priority=0)
+    await assert_nothing_stored(qm, qname)
+
+
+@pytest.mark.anyio
+async def test_the_stored_record_is_saqs_serialization(qm: QueueManager, qname: str) -> None:
+    jid = await qm.add_job(qname, "n", {"a": [1, 2.5, None]}, priority=7, attempts=2,
+                           backoff={"type": "exponential", "delay": 1}, delay=60, timeout=5)
+    q = qm.get_queue(qname)
+    job = await q.job(jid)
+    assert isinstance(job, KernelJob)
+    stored = await qm.redis.get(job.id)
+    assert stored.decode() == q.serialize(job)
+    assert job.to_dict() == Job.to_dict(job)
+
+
+def test_kernel_job_to_dict_is_saqs() -> None:
+    class Ambiguous:
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("truth value is ambiguous")
+
+    jobs = [
+        KernelJob("f"),
+        KernelJob("f", kwargs={"data": None}, key="k", timeout=0, retries=0, ttl=0, meta={}),
+        KernelJob("f", kwargs={"data": {"x": 1}}, scheduled=5, progress=0.5, attempts=2, result=[1],
+                  error="boom", status=Status.FAILED, priority=3, meta={"max_attempts": 4}, worker_id="w"),
+        KernelJob("f", result=Ambiguous()),
+    ]
+    for job in jobs:
+        assert job.to_dict() == Job.to_dict(job)
+        assert list(job.to_dict()) == list(Job.to_dict(job))
 
 
 @pytest.mark.anyio
