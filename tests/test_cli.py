@@ -233,6 +233,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.first_party
 def test_every_command_fails_with_one_error_line_when_mongodb_is_unreachable(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -252,6 +253,7 @@ def test_every_command_fails_with_one_error_line_when_mongodb_is_unreachable(
         assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr, args
 
 
+@pytest.mark.first_party
 def test_plugins_without_a_config_lists_what_is_installed_and_exits_0(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -267,6 +269,7 @@ def test_plugins_without_a_config_lists_what_is_installed_and_exits_0(
     assert data["errors"] == [] and data["config"] is None
 
 
+@pytest.mark.first_party
 def test_help_lists_every_installed_plugins_commands_without_a_config(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -280,6 +283,7 @@ def test_help_lists_every_installed_plugins_commands_without_a_config(
     assert "list" in dlq.stdout and "replay" in dlq.stdout
 
 
+@pytest.mark.first_party
 def test_a_command_of_a_plugin_that_is_not_enabled_says_how_to_enable_it(
     cli_env: dict[str, str], tmp_path: Path, good: Path
 ) -> None:
@@ -299,6 +303,7 @@ def test_a_command_of_a_plugin_that_is_not_enabled_says_how_to_enable_it(
     assert "Traceback" not in missing.stderr + queue.stderr + configured.stderr
 
 
+@pytest.mark.first_party
 @pytest.mark.parametrize("flag", ["--config", "-c"])
 def test_global_options_are_accepted_after_the_command(
     good: Path, cli_env: dict[str, str], tmp_path: Path, flag: str
