@@ -38,7 +38,9 @@ async def cache(
     """The registered manager of a booted kernel, on the memory and on the Redis backend."""
     backend = request.param
     plugins = ["redis", "cache"] if backend == "redis" else ["cache"]
-    async with boot_kernel(*plugins, config=cache_config(backend, redis_url, prefix)) as kernel:
+    marker = request.node.get_closest_marker("cache_config")  # extra [plugins.cache] settings
+    extra: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    async with boot_kernel(*plugins, config=cache_config(backend, redis_url, prefix, **extra)) as kernel:
         manager = kernel.get(CacheManager)
         yield manager
         await manager.backend.delete_matching(f"{prefix}:*")  # every namespace of this test
