@@ -93,11 +93,17 @@ class JsonSerializer:
         if orjson is None:
             return [self.dumps(v) for v in values]
         values = list(values)
-        encode = self._orjson_dumps
-        outs = [encode(v) for v in values]
-        if None in outs or b"\n".join(outs).find(b"null") >= 0:  # type: ignore[arg-type]
-            return [self.dumps(v) for v in values]  # the rare slow case: per value, as dumps decides
-        return outs  # type: ignore[return-value]
+        dumps, default = orjson.dumps, self._default
+        try:
+            outs = [dumps(v, default=default) for v in values]
+        except orjson.JSONEncodeError:
+            return [self.dumps(v) for v in values]  # a rare value: each as dumps decides
+        if b"\n".join(outs).find(b"null") >= 0:
+            for value, out in zip(values, outs, strict=True):
+                if out.find(b"null") >= 0 and self._has_non_finite(value):
+                    raise UncacheableValueError(self._non_finite(value, "the value") or "the value",
+                                                _NON_FINITE)
+        return outs
 
     def _orjson_dumps(self, value: Any) -> bytes | None:
         """orjson's bytes of ``value`` (NaN/inf unchecked); ``None``: only the stdlib encoder writes it."""
