@@ -97,3 +97,33 @@ def test_configure_logging_is_idempotent_and_picks_json_in_production() -> None:
         for h in list(root.handlers):
             if h not in before:
                 root.removeHandler(h)
+
+
+def test_trace_ids_are_unique_across_threads_and_forked_children() -> None:
+    import os
+    import re
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kernel.logging import new_trace_id
+
+    with ThreadPoolExecutor(4) as pool:  # ids are made in batches: no two callers share one
+        ids = [i for batch in pool.map(lambda _: [new_trace_id() for _ in range(300)], range(4))
+               for i in batch]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first ids must not be the ones its parent still holds
+        try:
+            os.write(write, "".join(new_trace_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = f.read()
+    os.waitpid(pid, 0)
+    parent = "".join(new_trace_id() for _ in range(3))
+    assert len(child) == 96 and child != parent

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -29,9 +30,23 @@ _STANDARD: Final = frozenset(
 _HANDLER_MARK: Final = "_kernel_handler"
 
 
+# Random ids made _ID_BATCH at a time: one getrandom() call instead of one per request. A deque,
+# because popleft() is atomic (threads never share an id, free-threaded builds included); a forked
+# child drops what it inherited, so processes never hand out the same id.
+_ID_BATCH: Final = 64
+_spare_ids: deque[str] = deque()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spare_ids.clear)
+
+
 def new_trace_id() -> str:
     """A fresh random trace id (32 hex characters, W3C trace-context sized)."""
-    return os.urandom(16).hex()
+    try:
+        return _spare_ids.popleft()
+    except IndexError:
+        pool = os.urandom(16 * _ID_BATCH).hex()
+        _spare_ids.extend([pool[i:i + 32] for i in range(32, len(pool), 32)])
+        return pool[:32]
 
 
 def get_trace_id() -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
@@ -284,6 +284,16 @@ class MetricsCollector:
         if series is None:
             series = self._http_series(method, route, status)
         series.observe(seconds)
+
+    def http_observer(self, method: str, route: str, status: int) -> Callable[[float], None]:
+        """What :meth:`observe_http` does for one label set, as a callable taking the seconds.
+
+        For a caller that records the same label sets over and over (the HTTP middleware keeps them).
+        """
+        series = self._http_children.get((method, route, status))
+        if series is None:
+            series = self._http_series(method, route, status)
+        return cast(Callable[[float], None], series.observe)
 
     def _http_series(self, method: str, route: str, status: int) -> Any:
         m = method if method in _KNOWN_METHODS else "OTHER"

@@ -19,6 +19,10 @@ _SEEN = "kernel_metrics.recorded"
 """Scope key marking a request already measured, so nested copies (a mounted KernelApp) don't count twice."""
 
 
+def _skip(seconds: float) -> None:
+    """Stands for the observer of an excluded route (never called)."""
+
+
 def _is_mount(route: object) -> bool:
     # Starlette Mount/Host expose sub-routes; their matched path is already part of root_path.
     return hasattr(route, "routes") and not hasattr(route, "endpoint")
@@ -89,16 +93,21 @@ class MetricsMiddleware:
         self._max_routes = max_routes
         self._routes: set[str] = set()
         self._by_route: dict[int, tuple[object, str]] = {}
+        # (method, template, status) -> the collector's observer for it, or _skip when excluded
+        # (cleared when the collector changes; bounded like the collector's own series).
+        self._observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     def _resolve(self, scope: Scope) -> MetricsCollector | None:
         if self._factory is not None:
             self._collector = self._factory()
             self._factory = None
+            self._observers.clear()
             return self._collector
         kernel = (scope.get("state") or {}).get("kernel")
         if kernel is not None and kernel is not self._kernel:
             self._kernel = kernel
             self._collector = kernel.registry.find(MetricsCollector)
+            self._observers.clear()
         return self._collector
 
     def _label(self, template: str) -> str:
@@ -108,6 +117,17 @@ class MetricsMiddleware:
             return OVERFLOW
         self._routes.add(template)
         return template
+
+    def _observer(self, collector: MetricsCollector, key: tuple[str, str, int]) -> Callable[[float], None]:
+        """Where requests of ``key`` are recorded: exclusions, the route budget, the collector's series."""
+        method, template, status = key
+        if template in self._exclude or template in collector.exclude_routes:
+            observer: Callable[[float], None] = _skip
+        else:
+            observer = collector.http_observer(method, self._label(template), status)
+        if len(self._observers) < collector.max_series:
+            self._observers[key] = observer
+        return observer
 
     def _template(self, scope: Scope, root_path: str, status: int) -> str:
         template = scope.get("route_template")
@@ -155,8 +175,9 @@ class MetricsMiddleware:
         finally:
             elapsed = perf_counter() - t0
             collector.request_finished()
-            template = self._template(scope, root_path, status)
-            if template not in self._exclude and template not in collector.exclude_routes:
-                if template not in self._routes:
-                    template = self._label(template)
-                collector.observe_http(scope["method"], template, status, elapsed)
+            key = (scope["method"], self._template(scope, root_path, status), status)
+            observe = self._observers.get(key)
+            if observe is None:
+                observe = self._observer(collector, key)
+            if observe is not _skip:
+                observe(elapsed)
