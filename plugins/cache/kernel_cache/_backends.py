@@ -131,7 +131,14 @@ class MemoryBackend:
 
     async def get(self, key: str) -> bytes | None:
         """The live value of ``key`` (marks it recently used), ``None`` when absent or expired."""
-        return self._live(key)
+        item = self._data.get(key)  # _live inlined: the hot path
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return item[0]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The live values of ``keys`` in their order, ``None`` for each absent one."""
@@ -160,7 +167,11 @@ class MemoryBackend:
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
         """Store ``value`` for ``ttl`` seconds; evicts beyond ``max_entries``."""
-        self._put(key, value, ttl)
+        data = self._data  # _put inlined: the hot path
+        data[key] = (value, float("inf") if ttl is None else self._clock() + ttl)
+        data.move_to_end(key)
+        if len(data) > self.max_entries:
+            self._evict()
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
         """``set`` of each ``(key, value, ttl)``."""
