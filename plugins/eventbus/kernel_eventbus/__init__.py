@@ -1,26 +1,64 @@
 """milo-kernel ``eventbus`` plugin: durable events with metadata, retries, dead-letter queue and replay."""
 
-from ._bus import EventBus, Handler, Subscription
-from ._config import EventBusConfig
-from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
-from ._errors import (
-    AdapterUnavailableError,
-    CorruptDeadLetterError,
-    DeadLetterNotFoundError,
-    DeliveryLimitError,
-    EventBusError,
-    EventDataError,
-    EventTooLargeError,
-    NonRetryableError,
-    PublishTimeoutError,
-    SubscriptionError,
-    UndecodableEventError,
-)
-from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, idempotent
-from ._memory import MemoryEventBus
-from ._metadata import EventMetadata, new_event_id
-from ._plugin import EventBusPlugin, build_bus
-from ._retry import RetryPolicy
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._bus import EventBus, Handler, Subscription
+    from ._config import EventBusConfig
+    from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
+    from ._errors import (
+        AdapterUnavailableError,
+        CorruptDeadLetterError,
+        DeadLetterNotFoundError,
+        DeliveryLimitError,
+        EventBusError,
+        EventDataError,
+        EventTooLargeError,
+        NonRetryableError,
+        PublishTimeoutError,
+        SubscriptionError,
+        UndecodableEventError,
+    )
+    from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, idempotent
+    from ._memory import MemoryEventBus
+    from ._metadata import EventMetadata, new_event_id
+    from ._plugin import EventBusPlugin, build_bus
+    from ._retry import RetryPolicy
+
+_EXPORTS = {
+    "AdapterUnavailableError": "._errors",
+    "CorruptDeadLetterError": "._errors",
+    "DeadLetterEntry": "._dlq",
+    "DeadLetterNotFoundError": "._errors",
+    "DeadLetterStore": "._dlq",
+    "DeliveryLimitError": "._errors",
+    "EventBus": "._bus",
+    "EventBusConfig": "._config",
+    "EventBusError": "._errors",
+    "EventBusPlugin": "._plugin",
+    "EventDataError": "._errors",
+    "EventMetadata": "._metadata",
+    "EventTooLargeError": "._errors",
+    "Handler": "._bus",
+    "IdempotencyStore": "._idempotency",
+    "MemoryEventBus": "._memory",
+    "MemoryIdempotencyStore": "._idempotency",
+    "NonRetryableError": "._errors",
+    "PublishTimeoutError": "._errors",
+    "RedisIdempotencyStore": "._idempotency",
+    "ReplayResult": "._dlq",
+    "RetryPolicy": "._retry",
+    "Subscription": "._bus",
+    "SubscriptionError": "._errors",
+    "UndecodableEventError": "._errors",
+    "build_bus": "._plugin",
+    "idempotent": "._idempotency",
+    "new_event_id": "._metadata",
+}
+"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
 
 __all__ = [
     "AdapterUnavailableError",
@@ -52,3 +90,21 @@ __all__ = [
     "idempotent",
     "new_event_id",
 ]
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above; __getattr__ would hide misspelt names
+
+    def __getattr__(name: str) -> object:
+        """Import the submodule behind a public name on first access (importing the package stays light)."""
+        try:
+            module = _EXPORTS[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the not yet imported public ones included."""
+    return sorted({*globals(), *__all__})

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, TextIO
 from kernel import Command
 from kernel.console import ProgressBar, print_table
 
-from ._bus import EventBus
 from ._errors import CorruptDeadLetterError, DeadLetterNotFoundError
 
 if TYPE_CHECKING:
     from kernel import Kernel
 
+    from ._bus import EventBus  # imported by run_dlq: the command's name, help and arguments need no bus
     from ._dlq import DeadLetterEntry
 
 
@@ -55,6 +55,8 @@ def _show_corrupt(e: DeadLetterEntry, out: TextIO) -> None:
 
 async def run_dlq(args: argparse.Namespace, kernel: Kernel) -> int:
     """Entry point of ``kernel dlq``: runs the ``list``, ``show``, ``replay`` or ``clear`` action."""
+    from ._bus import EventBus
+
     bus = kernel.registry.get(EventBus)
     return await _ACTIONS[args.dlq_command](args, bus, sys.stdout)
 

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, Registry, hookimpl
 
-from ._bus import EventBus
 from ._cli import dlq_command
 from ._config import EventBusConfig
 from ._errors import AdapterUnavailableError
-from ._memory import MemoryEventBus
 
-if TYPE_CHECKING:  # both optional: the memory adapter needs neither, metrics may be off
-    from kernel_metrics import Metrics
+if TYPE_CHECKING:
+    from kernel_metrics import Metrics  # both optional: the memory adapter needs neither, metrics may be off
     from kernel_redis import RedisService
+
+    from ._bus import EventBus  # the buses (asyncio for the memory one): imported by build_bus and the hooks
 
 
 def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None = None,
@@ -30,6 +30,8 @@ def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None =
                               "max_payload_bytes": config.max_payload_bytes,
                               "publish_timeout": config.publish_timeout}
     if config.adapter == "memory":
+        from ._memory import MemoryEventBus
+
         return MemoryEventBus(**common)
     if redis_connection is None:
         raise AdapterUnavailableError(
@@ -88,6 +90,8 @@ class EventBusPlugin(Plugin):
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:
         """Build the configured bus, register it (as ``EventBus`` too), start it; close it at shutdown."""
+        from ._bus import EventBus
+
         bus = build_bus(ctx.config, redis_connection=_redis(ctx), metrics=find_metrics(ctx.registry))
         ctx.provide(bus, name="eventbus", types=(EventBus, type(bus)))
         await bus.start()
@@ -100,6 +104,8 @@ class EventBusPlugin(Plugin):
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[EventBusConfig]) -> list[HealthCheck]:
         """A non-critical check that the dead-letter storage answers."""
+        from ._bus import EventBus
+
         async def dlq() -> bool:
             bus = ctx.registry.get(EventBus)
             await bus.dead_letter_count()  # reachable storage; a non-empty DLQ is not unhealthy
