@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 MAX_TOKENS = 1000
-"""Wake-up tokens kept at most; workers drain the waiting set on every wake-up anyway."""
+"""Wake-up tokens kept at most; workers drain the waiting set on every wake-up anyway.
+
+A full list gets no new token (``LLEN`` first: cheaper than pushing and trimming it back when a
+backlog builds up with no idle worker to take the tokens).
+"""
 
 # Shared by the scripts that put a job in the waiting set or take it off the active list.
 _HELPERS = f"""
@@ -21,7 +25,7 @@ local function to_waiting(waiting, seq_key, wake, id, rank, front)
     local seq = redis.call('INCR', seq_key)
     if front then seq = -seq end
     redis.call('ZADD', waiting, tonumber(rank) * 2147483648 + 1073741824 + seq, id)
-    if redis.call('LPUSH', wake, 1) > {MAX_TOKENS} then redis.call('LTRIM', wake, 0, {MAX_TOKENS - 1}) end
+    if redis.call('LLEN', wake) < {MAX_TOKENS} then redis.call('LPUSH', wake, 1) end
 end
 local function off_active(active, heartbeat, id, guard)
     local removed = redis.call('LREM', active, 1, id)
@@ -33,8 +37,7 @@ end
 
 ENQUEUE = _HELPERS + """
 -- KEYS: incomplete, job, waiting, wake, seq, events; ARGV: payload, due (0: now), rank, event
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
 if ARGV[2] == '0' then to_waiting(KEYS[3], KEYS[5], KEYS[4], KEYS[2], ARGV[3], false) end
 if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end

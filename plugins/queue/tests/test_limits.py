@@ -11,6 +11,7 @@ import pytest
 from kernel_queue import InvalidJobOptionError, JobContext, JobDataError, JobTooLargeError, QueueManager
 from kernel_queue._manager import QUEUES_KEY
 from kernel_queue._queue import KernelJob
+from kernel_queue._scripts import MAX_TOKENS
 from kernel_redis.testing import redis_server, redis_url  # noqa: F401
 from saq.job import Job, Status
 
@@ -168,6 +169,21 @@ async def test_the_stored_record_is_saqs_serialization(qm: QueueManager, qname: 
     stored = await qm.redis.get(job.id)
     assert stored.decode() == q.serialize(job)
     assert job.to_dict() == Job.to_dict(job)
+
+
+@pytest.mark.anyio
+async def test_wake_tokens_stop_at_the_cap_and_a_known_job_id_is_not_enqueued_again(
+        qm: QueueManager, qname: str) -> None:
+    q = qm.get_queue(qname)
+    await qm.add_bulk_jobs(qname, [{"name": "n", "data": i} for i in range(MAX_TOKENS + 5)])
+    assert await qm.redis.llen(q.keys.wake) == MAX_TOKENS
+    await qm.add_job(qname, "n", 1)
+    assert await qm.redis.llen(q.keys.wake) == MAX_TOKENS
+    first = await qm.add_job(qname, "n", "first", job_id="once")
+    again = await qm.add_job(qname, "n", "second", job_id="once")
+    info = await qm.get_job(qname, "once")
+    assert first == again == "once" and info is not None and info.data == "first"
+    assert (await qm.get_queue_stats(qname))["waiting"] == MAX_TOKENS + 7
 
 
 def test_kernel_job_to_dict_is_saqs() -> None:
