@@ -141,16 +141,20 @@ class MemoryBackend:
         return item[0]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The live values of ``keys`` in their order, ``None`` for each absent one."""
-        return [self._live(k) for k in keys]
-
-    def _put(self, key: str, value: bytes, ttl: TTL) -> None:
-        expires = float("inf") if ttl is None else self._clock() + ttl
-        data = self._data
-        data[key] = (value, expires)
-        data.move_to_end(key)
-        if len(data) > self.max_entries:
-            self._evict()
+        """The live values of ``keys`` in their order, ``None`` for each absent one (one clock reading)."""
+        data, now = self._data, self._clock()
+        out: list[bytes | None] = []
+        for key in keys:
+            item = data.get(key)
+            if item is None:
+                out.append(None)
+            elif item[1] <= now:
+                del data[key]
+                out.append(None)
+            else:
+                data.move_to_end(key)
+                out.append(item[0])
+        return out
 
     def _evict(self) -> None:
         data = self._data
@@ -167,16 +171,20 @@ class MemoryBackend:
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
         """Store ``value`` for ``ttl`` seconds; evicts beyond ``max_entries``."""
-        data = self._data  # _put inlined: the hot path
+        data = self._data
         data[key] = (value, float("inf") if ttl is None else self._clock() + ttl)
         data.move_to_end(key)
         if len(data) > self.max_entries:
             self._evict()
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
-        """``set`` of each ``(key, value, ttl)``."""
+        """``set`` of each ``(key, value, ttl)`` (one clock reading)."""
+        data, now, limit = self._data, self._clock(), self.max_entries
         for key, value, ttl in items:
-            self._put(key, value, ttl)
+            data[key] = (value, float("inf") if ttl is None else now + ttl)
+            data.move_to_end(key)
+            if len(data) > limit:
+                self._evict()
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether a live entry was there."""
