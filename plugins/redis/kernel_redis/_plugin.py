@@ -12,10 +12,10 @@ import anyio
 from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hookimpl
 
 from ._config import EMBEDDED, RedisConfig
-from ._server import RedisServer
 
-if TYPE_CHECKING:  # redis-py is imported by the hooks that connect, not by reading metadata or config
+if TYPE_CHECKING:  # redis-py (and the child-process helpers) are imported by the hooks that connect
     from ._connection import RedisConnection
+    from ._server import RedisServer
 
 log = logging.getLogger("kernel.plugins.redis")
 
@@ -83,6 +83,8 @@ class RedisPlugin(Plugin):
 
 async def start_embedded(cfg: RedisConfig) -> RedisServer:
     """Start the private server described by ``[plugins.redis.embedded]`` and wait until it answers."""
+    from ._server import RedisServer
+
     emb = cfg.embedded
     options: dict[str, str | bool] = {"appendonly": emb.appendonly}
     if emb.maxmemory:
