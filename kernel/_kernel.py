@@ -14,7 +14,7 @@ from typing import Any, Self, TypeVar, overload
 import anyio
 import attrs
 import pluggy
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 
 from . import _config
 from ._discovery import InstalledPlugin, discover
@@ -51,9 +51,12 @@ class _Started:
     """A started plugin's lifespan, run by its own task in the kernel's task group."""
 
     name: str
-    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)  # cancelled on a teardown timeout
+    # Shielded: cancelled only by the kernel (a cancelled boot, a teardown timeout).
+    scope: anyio.CancelScope = attrs.field(factory=lambda: anyio.CancelScope(shield=True))
+    set_up: anyio.Event = attrs.field(factory=anyio.Event)  # set by the runner: setup is over
     stop: anyio.Event = attrs.field(factory=anyio.Event)  # set by the kernel: run the teardown
-    done: anyio.Event = attrs.field(factory=anyio.Event)  # set by the runner when the lifespan is over
+    done: anyio.Event = attrs.field(factory=anyio.Event)  # set by the runner: the lifespan is over
+    setup_error: BaseException | None = None
     error: Exception | None = None
 
 
@@ -339,7 +342,19 @@ class Kernel:
             if not inspect.isasyncgen(gen):
                 raise TypeError("kernel_lifespan must be an async generator function (use yield)")
             started = _Started(lp.name)
-            await tg.start(self._run_lifespan, started, gen)  # setup's errors are raised here
+            tg.start_soon(self._run_lifespan, started, gen, name=f"kernel lifespan {lp.name}")
+            try:
+                await started.set_up.wait()
+            except BaseException:  # the boot is cancelled: so is this setup, unless it just finished
+                if started.set_up.is_set() and started.setup_error is None:
+                    self._started.append(started)  # unwound with the others, in order
+                else:
+                    started.scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await started.done.wait()
+                raise
+            if started.setup_error is not None:
+                raise started.setup_error
             self._started.append(started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plugin %s started", lp.name, extra={
@@ -347,27 +362,31 @@ class Kernel:
             })
 
     @staticmethod
-    async def _run_lifespan(
-        started: _Started, gen: AsyncGenerator[None, None], *, task_status: TaskStatus[None]
-    ) -> None:
+    async def _run_lifespan(started: _Started, gen: AsyncGenerator[Any, Any]) -> None:
         """One plugin's lifespan from setup to teardown, all in this task.
 
-        Setup runs in the booting task's cancel scope (cancelling the boot cancels it); after
-        the ``yield`` the scope is shielded: only the kernel ends the lifespan (``started.stop``,
-        or cancelling ``started.scope`` when the teardown outlives ``shutdown_timeout``).
+        Its scope is shielded: only the kernel ends it, by ``started.stop`` (teardown) or by
+        cancelling ``started.scope`` (a cancelled boot, a teardown outliving ``shutdown_timeout``).
         """
         try:
             with started.scope:
                 try:
                     await gen.__anext__()
                 except StopAsyncIteration:
-                    raise TypeError("kernel_lifespan returned without yielding") from None
-                started.scope.shield = True
-                task_status.started()
+                    started.setup_error = TypeError("kernel_lifespan returned without yielding")
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as exc:
+                    started.setup_error = exc
+                started.set_up.set()
+                if started.setup_error is not None:
+                    return
                 try:
                     try:
                         await started.stop.wait()
                     except anyio.get_cancelled_exc_class() as cancelled:
+                        if started.scope.cancel_called:
+                            raise  # the kernel's own cancel (a cancelled boot): nothing to resume
                         # A cancel scope the lifespan holds across its yield was cancelled (say its
                         # task group's background task failed): the lifespan sees it at its yield.
                         await gen.athrow(cancelled)
@@ -384,6 +403,7 @@ class Kernel:
                     log.error("the lifespan of plugin %r ended before shutdown: %r", started.name,
                               started.error, exc_info=started.error)
         finally:
+            started.set_up.set()
             started.done.set()
 
     async def stop(self) -> None:

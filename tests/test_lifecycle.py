@@ -408,6 +408,28 @@ async def test_a_cancelled_scope_around_the_kernel_still_stops_plugins_one_by_on
 
 
 @pytest.mark.anyio
+async def test_a_boot_cancelled_just_as_a_setup_finishes_unwinds_that_plugin_too() -> None:
+    outer = anyio.CancelScope()
+
+    class Canceller(Plugin):
+        name = "canceller"
+
+        @hookimpl
+        async def kernel_lifespan(self) -> AsyncIterator[None]:
+            EVENTS.append("canceller:start")
+            outer.cancel()  # the boot is cancelled while this setup runs; it then yields at once
+            yield
+            EVENTS.append("canceller:stop")
+
+    k = make_kernel(make("a"), Canceller, entry_points=False)
+    with outer:
+        await k.start()
+    assert outer.cancelled_caught
+    assert EVENTS == ["a:register", "a:start", "canceller:start", "canceller:stop", "a:stop"]
+    assert not k.booted
+
+
+@pytest.mark.anyio
 async def test_a_contextvar_set_in_a_lifespan_does_not_leak_into_the_caller() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("lifespan_var", default="unset")
     seen: list[str] = []
