@@ -191,12 +191,15 @@ class CacheManager:
         keys = list(keys)
         st = self._stats
         prefix = self._prefix
-        found = await self._ops.get_many([prefix + k for k in keys])
+        found = await self._ops.get_many(list(map(prefix.__add__, keys)))
         if found is DOWN:
             st.misses.add(len(keys))
             return {}
-        present = [k for k, data in zip(keys, found, strict=True) if data is not None]
-        datas = [data for data in found if data is not None]
+        present: list[str] = keys
+        datas: list[bytes] = found  # type: ignore[assignment]  # no None in it, checked here
+        if None in found:
+            present = [k for k, data in zip(keys, found, strict=True) if data is not None]
+            datas = [data for data in found if data is not None]
         out: dict[str, Any] = {}
         batched = False
         if self._loads_many is not None:
@@ -214,7 +217,8 @@ class CacheManager:
                     self._bad_entry(key, exc)  # counted as a miss in the total below
         hits = len(out)
         st.hits.add(hits)
-        st.misses.add(len(keys) - hits)
+        if hits != len(keys):
+            st.misses.add(len(keys) - hits)
         return out
 
     async def ttl(self, key: str) -> float | None:
