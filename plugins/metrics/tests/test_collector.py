@@ -63,6 +63,21 @@ def test_observe_http_counts_and_times(collector: MetricsCollector) -> None:
     assert value(collector, "http_requests_total", method="OTHER", route="/users/{id}", status="405") == 1
 
 
+
+def test_an_http_observer_records_what_observe_http_does() -> None:
+    collector = MetricsCollector(process_metrics=False, multiprocess_dir=None, max_series=2)
+    observe = collector.http_observer("GET", "/users/{id}", 200)
+    observe(0.01)
+    collector.observe_http("GET", "/users/{id}", 200, 0.3)
+    labels = {"method": "GET", "route": "/users/{id}", "status": "200"}
+    assert value(collector, "http_requests_total", **labels) == 2
+    assert value(collector, "http_request_duration_seconds_sum", **labels) == pytest.approx(0.31)
+    collector.http_observer("BREW", "/users/{id}", 405)(0.001)
+    assert value(collector, "http_requests_total", method="OTHER", route="/users/{id}", status="405") == 1
+    for i in range(3):  # the budget (2 label sets) is spent: the rest share the overflow series
+        collector.http_observer("GET", f"/r{i}", 200)(0.0)
+    assert value(collector, "http_requests_total", method="GET", route=OVERFLOW, status="200") == 3
+
 def test_declared_metrics_are_get_or_create(collector: MetricsCollector) -> None:
     a = collector.counter("signups_total", "Accounts created", ["plan"])
     b = collector.counter("signups", "other help text is ignored", ["plan"])

@@ -219,3 +219,18 @@ async def test_host_middleware_follows_record_scrapes_and_exclude_routes(
         if record_scrapes:
             expected[("GET", "/ops/metrics", "200")] = 1
         assert requests_total(kernel.get(MetricsCollector)) == expected
+
+
+@pytest.mark.anyio
+async def test_a_middleware_serving_a_new_kernel_records_into_that_kernels_collector(asgi_call: Call) -> None:
+    app = MetricsMiddleware(starlette_app())  # kept across two lifespans, as a reloading host does
+    cfg = {"process_metrics": False}
+    async with boot_kernel("metrics", config={"metrics": cfg}) as first:
+        assert await asgi_call(app, "/users/1", state={"kernel": first}) == 200
+        first_collector = first.get(MetricsCollector)
+    excluding = {**cfg, "exclude_routes": ["/users/{user_id}"]}
+    async with boot_kernel("metrics", config={"metrics": excluding}) as second:
+        assert await asgi_call(app, "/users/2", state={"kernel": second}) == 200
+        assert await asgi_call(app, "/boom", state={"kernel": second}, method="POST") == 405
+        assert requests_total(second.get(MetricsCollector)) == {("POST", "/boom", "405"): 1}
+    assert requests_total(first_collector) == {("GET", "/users/{user_id}", "200"): 1}
