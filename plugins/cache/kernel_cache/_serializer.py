@@ -33,7 +33,11 @@ _MAX_DEPTH = 1000  # deeper than orjson (254) or the stdlib encoder (the recursi
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns values into bytes and back; ``as_type`` asks for a typed value (``None``: plain JSON data)."""
+    """Turns values into bytes and back; ``as_type`` asks for a typed value (``None``: plain JSON data).
+
+    Optional: ``dumps_many(values) -> list[bytes]`` and ``loads_many(datas, as_type) -> list`` (as
+    :class:`JsonSerializer` has), which ``set_many`` / ``get_many`` then call once per batch.
+    """
 
     def dumps(self, value: Any) -> bytes:
         """``value`` as bytes; one it cannot store raises ``TypeError`` (e.g. ``UncacheableValueError``)."""
