@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -74,6 +75,8 @@ class JsonSerializer:
         self.converter = converter if converter is not None else make_converter()
         self._encode = encode
         self._decode = decode
+        # as_type -> its pydantic ``model_validate`` (None: cattrs); a failed getattr costs on every read
+        self._validators: dict[Any, Callable[[Any], Any] | None] = {}
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                                          default=self._default)
 
@@ -166,7 +169,13 @@ class JsonSerializer:
         """JSON data ``value`` rebuilt as ``as_type``."""
         if self._decode is not None:
             return self._decode(value, as_type)
-        validate = getattr(as_type, "model_validate", None)
+        try:
+            validate = self._validators[as_type]
+        except (KeyError, TypeError):  # first use of this type, or an unhashable one
+            validate = getattr(as_type, "model_validate", None)
+            if len(self._validators) < 1024:  # types come from code: a handful, never unbounded
+                with contextlib.suppress(TypeError):
+                    self._validators[as_type] = validate
         if validate is not None:
             return validate(value)
         return self.converter.structure(value, as_type)
