@@ -13,8 +13,6 @@ import attrs
 from kernel import CheckIssue, Middleware, Plugin, PluginContext, hookimpl
 from kernel.web import ASGIApp
 
-from ._problem import ProblemRenderer
-
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -71,6 +69,8 @@ class ErrorsPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[ErrorsConfig]) -> AsyncIterator[None]:
+        from ._problem import ProblemRenderer  # the renderer and middleware: for a booted kernel only
+
         renderer = ProblemRenderer(ctx.config.type_base_url, ctx.config.expose_context)
         ctx.provide(renderer, name="errors")
         yield
@@ -78,6 +78,7 @@ class ErrorsPlugin(Plugin):
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[ErrorsConfig]) -> list[Middleware]:
         from ._middleware import ErrorMiddleware  # only a served app needs it (it imports asyncio)
+        from ._problem import ProblemRenderer
 
         cfg = ctx.config
         renderer = ctx.registry.get(ProblemRenderer)
