@@ -7,7 +7,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from kernel.logging import get_trace_id, set_trace_id
+from kernel.logging import get_trace_id, new_trace_id, reset_trace_id, set_trace_id
 
 from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
 from ._errors import (
@@ -71,6 +70,10 @@ class PublishProgress:
         """The event was (or was being) written to the store: a timeout from now on may have stored it."""
         self.last_error: BaseException | None = None
         """The latest failure of an attempt that was retried (named by a timeout)."""
+
+
+_NOT_TRACKED = PublishProgress()
+"""Handed to adapters that store without waiting (``publish_waits = False``): nobody reads it."""
 
 
 def _check_timeout(value: object, what: str) -> float:
@@ -194,7 +197,7 @@ class EventBus(abc.ABC):
             raise EventDataError(repr(name), "the event name must be a non-empty string")
         deadline = self.publish_timeout if timeout is None else _publish_deadline(name, timeout)
         try:
-            body = dumps(data)
+            body = _ENCODER.encode(data)  # dumps() without the extra call: this is the hot path
         except (TypeError, ValueError) as exc:
             raise EventDataError(name, f"data is not JSON-serializable ({exc})") from None
         limit = self.max_payload_bytes
@@ -202,16 +205,18 @@ class EventBus(abc.ABC):
             size = len(body) if len(body) > limit else len(body.encode())
             if size > limit:
                 raise EventTooLargeError(name, size, limit)
-        for label, value in (("source", source), ("trace_id", trace_id)):
-            if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
-                raise EventDataError(name, f"{label} must be a string without tabs or newlines: {value!r}")
+        if source is not None or trace_id is not None:
+            for label, value in (("source", source), ("trace_id", trace_id)):
+                if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
+                    raise EventDataError(
+                        name, f"{label} must be a string without tabs or newlines: {value!r}")
         ms = time.time_ns() // 1_000_000
         meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
-                             trace_id or get_trace_id() or os.urandom(16).hex())
-        progress = PublishProgress()
+                             trace_id or get_trace_id() or new_trace_id())
         if not self.publish_waits:  # stored without waiting: nothing a deadline could cut
-            await self._publish(meta, body, progress)
+            await self._publish(meta, body, _NOT_TRACKED)
         else:
+            progress = PublishProgress()
             with anyio.move_on_after(deadline) as scope:
                 await self._publish(meta, body, progress)
             if scope.cancelled_caught:
@@ -302,8 +307,7 @@ class EventBus(abc.ABC):
 
     async def _invoke(self, sub: Subscription, data: Any, meta: EventMetadata) -> Failure | None:
         """Run the handler with the event's trace id set; the failure, if any, and whether to retry it."""
-        prev = get_trace_id()
-        set_trace_id(meta.trace_id)
+        token = set_trace_id(meta.trace_id)
         t0 = time.perf_counter() if self._metrics is not None else 0.0
         try:
             if sub.is_coroutine:
@@ -325,7 +329,7 @@ class EventBus(abc.ABC):
                 self._metrics.event(meta.event_name, "retried" if retry else "failed")
             return Failure(exc, retry, rfc3339(time.time_ns() // 1_000_000))
         finally:
-            set_trace_id(prev)
+            reset_trace_id(token)
         if self._metrics is not None:
             self._metrics.handled(sub, time.perf_counter() - t0)
             self._metrics.event(meta.event_name, "success")

@@ -53,8 +53,20 @@ class MemoryEventBus(EventBus):
 
     async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
         # queued without awaiting anything (publish_waits = False): never waits, so never times out
-        for sub in self._subs.get(meta.event_name, ()):
-            self._enqueue(sub, (body, meta, None))
+        subs = self._subs.get(meta.event_name)
+        if not subs:
+            return
+        item: _Item = (body, meta, None)
+        queues = self._queues
+        for sub in subs:
+            queue = queues.get(sub.name)
+            if queue is None:
+                self._enqueue(sub, item)  # the first delivery of a subscription starts its workers
+                continue
+            if not self._outstanding:
+                self._idle.clear()
+            self._outstanding += 1
+            queue.items.put_nowait(item)
 
     def _enqueue(self, sub: Subscription, item: _Item) -> None:
         queue = self._queues.get(sub.name)
@@ -62,8 +74,9 @@ class MemoryEventBus(EventBus):
             queue = self._queues[sub.name] = _Queue()
             loop = asyncio.get_running_loop()
             queue.workers = [loop.create_task(self._work(sub, queue)) for _ in range(sub.concurrency)]
+        if not self._outstanding:
+            self._idle.clear()
         self._outstanding += 1
-        self._idle.clear()
         queue.items.put_nowait(item)
 
     def _finished(self, n: int = 1) -> None:
@@ -91,7 +104,10 @@ class MemoryEventBus(EventBus):
                         entry = self._dead_entry(sub, json.loads(body), meta, failure, first_failure)
                         self._dlq_size_changed(await self._dead_letters.add(entry))
             finally:
-                self._finished()
+                self._outstanding -= 1  # _finished(), inlined: once per delivery
+                if self._outstanding <= 0:
+                    self._outstanding = 0
+                    self._idle.set()
 
     def _requeue(self, sub: Subscription, queue: _Queue, serial: int, item: _Item) -> None:
         queue.timers.pop(serial, None)

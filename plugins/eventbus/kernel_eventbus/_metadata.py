@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import Any
 
 import attrs
+
+# random parts drawn 64 at a time (one getrandom call instead of one per event); deque.popleft is atomic,
+# so threads never share one; a forked child drops what it inherited, so processes never repeat one
+_RANDOM_BATCH = 64
+_spare_random: deque[int] = deque()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spare_random.clear)
+
+
+def _random80() -> int:
+    pool = os.urandom(10 * _RANDOM_BATCH)
+    _spare_random.extend([int.from_bytes(pool[i:i + 10], "big") for i in range(10, len(pool), 10)])
+    return int.from_bytes(pool[:10], "big")
 
 
 def new_event_id(ms: int | None = None) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds then 74 random bits, so ids sort by time (to the ms)."""
     if ms is None:
         ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    try:
+        rand = _spare_random.popleft()
+    except IndexError:
+        rand = _random80()
     value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
