@@ -9,18 +9,24 @@ from typing import Any
 
 import attrs
 
-# random parts drawn 64 at a time (one getrandom call instead of one per event); deque.popleft is atomic,
-# so threads never share one; a forked child drops what it inherited, so processes never repeat one
+# random parts drawn 64 at a time as hex (one getrandom call instead of one per event); deque.popleft is
+# atomic, so threads never share one; a forked child drops what it inherited, so processes never repeat one
 _RANDOM_BATCH = 64
-_spare_random: deque[int] = deque()
+_spare_random: deque[str] = deque()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_spare_random.clear)
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+"""A random hex digit -> the variant digit ``10xx``: its two low bits stay random."""
 
 
-def _random80() -> int:
-    pool = os.urandom(10 * _RANDOM_BATCH)
-    _spare_random.extend([int.from_bytes(pool[i:i + 10], "big") for i in range(10, len(pool), 10)])
-    return int.from_bytes(pool[:10], "big")
+def _random_hex() -> str:
+    """19 random hex digits (76 bits, of which an event id uses 74)."""
+    try:
+        return _spare_random.popleft()
+    except IndexError:
+        pool = os.urandom(10 * _RANDOM_BATCH).hex()
+        _spare_random.extend([pool[i:i + 19] for i in range(20, len(pool), 20)])
+        return pool[:19]
 
 
 def new_event_id(ms: int | None = None) -> str:
@@ -28,12 +34,12 @@ def new_event_id(ms: int | None = None) -> str:
     if ms is None:
         ms = time.time_ns() // 1_000_000
     try:
-        rand = _spare_random.popleft()
+        r = _spare_random.popleft()
     except IndexError:
-        rand = _random80()
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        r = _random_hex()
+    h = f"{ms:012x}"
+    # version 7, 12 random bits, variant 10 + 62 random bits
+    return f"{h[:8]}-{h[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"
 
 
 _second: tuple[int, str] = (-1, "")
