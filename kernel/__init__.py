@@ -20,6 +20,7 @@ from ._errors import (
     ShutdownError,
     TeardownError,
 )
+from ._importing import lazy_exports
 from ._kernel import Kernel
 from ._plugin import (
     CheckIssue,
@@ -62,6 +63,7 @@ __all__ = [
     "ShutdownError",
     "TeardownError",
     "hookimpl",
+    "lazy_exports",
     "recommended",
     "redact_url",
 ]

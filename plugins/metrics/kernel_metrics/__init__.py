@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from kernel import lazy_exports
 
 if TYPE_CHECKING:
     from ._api import GaugeMode, LabelBudget, Metrics
@@ -60,19 +61,5 @@ __all__ = [
 ]
 
 
-if not TYPE_CHECKING:  # type checkers see the imports above; __getattr__ would hide misspelt names
-
-    def __getattr__(name: str) -> object:
-        """Import the submodule behind a public name on first access (importing the package stays light)."""
-        try:
-            module = _EXPORTS[name]
-        except KeyError:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the not yet imported public ones included."""
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
