@@ -72,9 +72,6 @@ class PublishProgress:
         """The latest failure of an attempt that was retried (named by a timeout)."""
 
 
-_NOT_TRACKED = PublishProgress()
-"""Handed to adapters that store without waiting (``publish_waits = False``): nobody reads it."""
-
 
 def _check_timeout(value: object, what: str) -> float:
     """``value`` as seconds if it is a number > 0 (``inf``: no deadline); raises ``ValueError``."""
@@ -151,7 +148,9 @@ class EventBus(abc.ABC):
 
     adapter: str = ""
     publish_waits: bool = True
-    """Whether ``_publish`` can wait (I/O): only then does ``publish`` arm its deadline (a timer per call)."""
+    """Whether storing can wait (I/O): only then does ``publish`` arm its deadline (a timer per call).
+
+    Adapters that store without waiting set it false and implement :meth:`_publish_nowait`."""
 
     def __init__(
         self,
@@ -213,8 +212,8 @@ class EventBus(abc.ABC):
         ms = time.time_ns() // 1_000_000
         meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
                              trace_id or get_trace_id() or new_trace_id())
-        if not self.publish_waits:  # stored without waiting: nothing a deadline could cut
-            await self._publish(meta, body, _NOT_TRACKED)
+        if not self.publish_waits:  # stored without waiting: nothing a deadline could cut, no coroutine
+            self._publish_nowait(meta, body)
         else:
             progress = PublishProgress()
             with anyio.move_on_after(deadline) as scope:
@@ -227,6 +226,11 @@ class EventBus(abc.ABC):
         if self._metrics is not None:
             self._metrics.event(name, "published")
         return meta
+
+    def _publish_nowait(self, meta: EventMetadata, body: str) -> None:
+        """Store the event without waiting: what ``publish`` calls instead of ``_publish`` when
+        :attr:`publish_waits` is false (such adapters must implement it)."""
+        raise NotImplementedError(f"{type(self).__name__} sets publish_waits = False without _publish_nowait")
 
     @abc.abstractmethod
     async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:

@@ -52,6 +52,9 @@ class MemoryEventBus(EventBus):
     # ------------------------------------------------------------------ delivering
 
     async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
+        self._publish_nowait(meta, body)
+
+    def _publish_nowait(self, meta: EventMetadata, body: str) -> None:
         # queued without awaiting anything (publish_waits = False): never waits, so never times out
         subs = self._subs.get(meta.event_name)
         if not subs:

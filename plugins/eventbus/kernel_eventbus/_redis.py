@@ -174,7 +174,8 @@ class RedisEventBus(EventBus):
             await self._groups_created()
         # one field: a tab-separated header line, then the JSON data (Redis parses and stores less)
         entry = f"1\t{meta.event_id}\t{meta.timestamp}\t{meta.trace_id or ''}\t{meta.source or ''}\n{body}"
-        command = ("XADD", self.stream_key(meta.event_name), *self._xadd_options, entry)
+        key = self._stream_keys.get(meta.event_name) or self.stream_key(meta.event_name)
+        command = ("XADD", key, *self._xadd_options, entry)
         delay = 0.05
         while True:  # until stored or the publish deadline cancels this
             try:
@@ -394,27 +395,28 @@ class RedisEventBus(EventBus):
         if state.acks or state.retry_acks:
             await self._flush_acks(sub, state)
 
-    def _decode(self, sub: Subscription, is_retry: bool, fields: dict[bytes, bytes]
-                ) -> tuple[Any, EventMetadata, str | None]:
-        if is_retry:
-            env = json.loads(fields[b"j"])
-            meta = EventMetadata(env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"),
-                                 int(env["att"]), env.get("rep"))
-            return env["d"], meta, env.get("ff")
-        # decode once: json.loads of a str skips the encoding sniffing it does for bytes
-        head, _, body = fields[b"e"].decode().partition("\n")
-        version, event_id, ts, tid, src = head.split("\t")
-        if version != "1":
-            raise ValueError(f"unknown entry format {version!r}")
-        meta = EventMetadata(event_id, sub.event, ts, src or None, tid or None)
-        return json.loads(body), meta, None
+    def _decode_retry(self, fields: dict[bytes, bytes]) -> tuple[Any, EventMetadata, str | None]:
+        """Data, metadata and first failure time of a retry-stream entry (a JSON envelope)."""
+        env = json.loads(fields[b"j"])
+        meta = EventMetadata(env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"),
+                             int(env["att"]), env.get("rep"))
+        return env["d"], meta, env.get("ff")
 
     async def _handle(self, sub: Subscription, state: _State, stream: str, is_retry: bool, entry_id: bytes,
                       fields: dict[bytes, bytes] | None, delivered: int | None) -> None:
         try:
             if fields is None:
                 raise KeyError("entry has no fields")
-            data, meta, first_failure = self._decode(sub, is_retry, fields)
+            if is_retry:
+                data, meta, first_failure = self._decode_retry(fields)
+            else:  # an event-stream entry, decoded inline (once per consumed event): a header line, then JSON
+                # decode once: json.loads of a str skips the encoding sniffing it does for bytes
+                head, _, body = fields[b"e"].decode().partition("\n")
+                version, event_id, ts, tid, src = head.split("\t")
+                if version != "1":
+                    raise ValueError(f"unknown entry format {version!r}")
+                meta = EventMetadata(event_id, sub.event, ts, src or None, tid or None)
+                data, first_failure = json.loads(body), None
         except Exception as exc:
             await self._dead_raw(sub, stream, is_retry, entry_id, fields or {}, exc)
             return
