@@ -82,11 +82,17 @@ def suites() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="few rounds; all suites in < 60 s")
-    parser.add_argument("--instructions", action="store_true",
-                        help="CPU-bound suites only: callgrind instruction counts per op instead of times "
-                             "(needs valgrind; the same N per case with or without --quick)")
-    parser.add_argument("--with-instructions", action="store_true",
-                        help="time the suites, then count instructions of the CPU-bound ones (one page)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="CPU-bound suites only: callgrind instruction counts per op instead of times "
+        "(needs valgrind; the same N per case with or without --quick)",
+    )
+    parser.add_argument(
+        "--with-instructions",
+        action="store_true",
+        help="time the suites, then count instructions of the CPU-bound ones (one page)",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
     parser.add_argument("suites", nargs="*", help=f"subset of: {', '.join(suites())}")
     args = parser.parse_args(argv)
@@ -103,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.instructions:
             not_cpu = [name for name in args.suites if name not in cpu]
             if not_cpu:
-                parser.error(f"--instructions: {', '.join(not_cpu)} not CPU-bound; "
-                             f"choose from {', '.join(cpu)}")
+                parser.error(
+                    f"--instructions: {', '.join(not_cpu)} not CPU-bound; choose from {', '.join(cpu)}"
+                )
             counted = args.suites or cpu
         else:
             counted = [name for name in timed if name in cpu]
@@ -132,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"# {len(_harness.RESULTS)} cases in {elapsed:.1f}s", flush=True)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(args.quick, elapsed, args.instructions,
-                                                args.with_instructions))
+        Path(args.markdown).write_text(
+            markdown(args.quick, elapsed, args.instructions, args.with_instructions)
+        )
     return 1 if failed else 0
 
 
@@ -151,8 +159,10 @@ def header(quick: bool, instructions: bool, with_instructions: bool = False) -> 
         client = f"redis-py {redis.__version__}, parser {_harness.resp_parser()}"
     except ImportError:
         client = "redis-py not installed"
-    return (f"{time.strftime('%Y-%m-%d %H:%M')} python {platform.python_version()} {platform.machine()} "
-            f"{mode(quick, instructions, with_instructions)} | {client}")
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M')} python {platform.python_version()} {platform.machine()} "
+        f"{mode(quick, instructions, with_instructions)} | {client}"
+    )
 
 
 def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instructions: bool = False) -> str:
@@ -165,8 +175,11 @@ def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instr
                 break
     except OSError:
         pass
-    flags = ((" --quick" if quick else "") + (" --instructions" if instructions else "")
-             + (" --with-instructions" if with_instructions else ""))
+    flags = (
+        (" --quick" if quick else "")
+        + (" --instructions" if instructions else "")
+        + (" --with-instructions" if with_instructions else "")
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -183,22 +196,33 @@ def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instr
     timed = [r for r in _harness.RESULTS if r.unit == "us"]
     counted = [r for r in _harness.RESULTS if r.unit == "instructions"]
     if timed:
-        lines += ["", "| case | ours µs/op | raw µs/op | ratio | IQR of ratios | target |",
-                  "|---|---:|---:|---:|---|---|"]
+        lines += [
+            "",
+            "| case | ours µs/op | raw µs/op | ratio | IQR of ratios | target |",
+            "|---|---:|---:|---:|---|---|",
+        ]
         for r in timed:
             low, high = r.iqr
             target = f"≤ {r.target:.2f} {r.verdict}" if r.target is not None else ""
-            lines.append(f"| `{r.suite}.{r.case}` | {r.ours_us:.2f} | {r.raw_us:.2f} | {r.ratio:.2f} "
-                         f"| {low:.2f}..{high:.2f} | {target} |")
+            lines.append(
+                f"| `{r.suite}.{r.case}` | {r.ours_us:.2f} | {r.raw_us:.2f} | {r.ratio:.2f} "
+                f"| {low:.2f}..{high:.2f} | {target} |"
+            )
     if counted:
         lines += ["", "| case | ours Ir/op | raw Ir/op | ratio | target |", "|---|---:|---:|---:|---|"]
         for r in counted:
             target = f"≤ {r.target:.2f} {r.verdict}" if r.target is not None else ""
-            lines.append(f"| `{r.suite}.{r.case}` | {r.ours_us:.0f} | {r.raw_us:.0f} | {r.ratio:.3f} "
-                         f"| {target} |")
+            lines.append(
+                f"| `{r.suite}.{r.case}` | {r.ours_us:.0f} | {r.raw_us:.0f} | {r.ratio:.3f} | {target} |"
+            )
     if _harness.CEILINGS:
-        lines += ["", "Ceilings: the same work done raw at its best (pipelined, large batches).", "",
-                  "| ceiling | raw µs/op | ops/s |", "|---|---:|---:|"]
+        lines += [
+            "",
+            "Ceilings: the same work done raw at its best (pipelined, large batches).",
+            "",
+            "| ceiling | raw µs/op | ops/s |",
+            "|---|---:|---:|",
+        ]
         for c in _harness.CEILINGS:
             lines.append(f"| `{c.suite}.{c.case}` | {c.raw_us:.2f} | {1e6 / c.raw_us:,.0f} |")
     return "\n".join(lines) + "\n\n" + READING

@@ -42,11 +42,20 @@ QUICK = False
 class Counter(Protocol):
     """Instruction mode: runs one side of a case between markers instead of timing it."""
 
-    def sync(self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int,
-             target: float | None) -> None: ...
+    def sync(
+        self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int, target: float | None
+    ) -> None: ...
 
-    async def asynchronous(self, suite: str, case: str, side: str, fn: Callable[[], Awaitable[Any]],
-                           calls: int, target: float | None, batches: bool) -> None: ...
+    async def asynchronous(
+        self,
+        suite: str,
+        case: str,
+        side: str,
+        fn: Callable[[], Awaitable[Any]],
+        calls: int,
+        target: float | None,
+        batches: bool,
+    ) -> None: ...
 
 
 COUNTER: Counter | None = None
@@ -108,12 +117,16 @@ class Result:
     def line(self) -> str:
         head = f"bench {self.suite}.{self.case} "
         if self.unit == "instructions":
-            text = (f"{head}ours={self.ours_us:.0f} raw={self.raw_us:.0f} ratio={self.ratio:.3f} "
-                    "unit=instructions")
+            text = (
+                f"{head}ours={self.ours_us:.0f} raw={self.raw_us:.0f} ratio={self.ratio:.3f} "
+                "unit=instructions"
+            )
         else:
             low, high = self.iqr
-            text = (f"{head}ours={self.ours_us:.2f} raw={self.raw_us:.2f} ratio={self.ratio:.2f} "
-                    f"iqr={low:.2f}..{high:.2f}")
+            text = (
+                f"{head}ours={self.ours_us:.2f} raw={self.raw_us:.2f} ratio={self.ratio:.2f} "
+                f"iqr={low:.2f}..{high:.2f}"
+            )
         if self.target is not None:
             text += f" target={self.target:.2f} {self.verdict}"
         return text
@@ -130,8 +143,10 @@ class Ceiling:
 
     def line(self) -> str:
         low, high = self.spread
-        return (f"ceiling {self.suite}.{self.case} raw={self.raw_us:.2f} iqr={low:.2f}..{high:.2f} "
-                f"({1e6 / self.raw_us:,.0f}/s)")
+        return (
+            f"ceiling {self.suite}.{self.case} raw={self.raw_us:.2f} iqr={low:.2f}..{high:.2f} "
+            f"({1e6 / self.raw_us:,.0f}/s)"
+        )
 
 
 RESULTS: list[Result] = []
@@ -145,8 +160,9 @@ def rounds(full: int, quick: int) -> int:
     return quick if QUICK else full
 
 
-def emit(suite: str, case: str, ours: Sequence[float], raw: Sequence[float], *,
-         target: float | None = None) -> Result:
+def emit(
+    suite: str, case: str, ours: Sequence[float], raw: Sequence[float], *, target: float | None = None
+) -> Result:
     """Record and print one case from paired rounds (``ours[i]`` and ``raw[i]`` ran in round ``i``).
 
     For suites that time rounds themselves; both sequences are µs per operation.
@@ -226,8 +242,17 @@ async def _aper_op(fn: Callable[[], Awaitable[Any]], n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def compare(suite: str, case: str, ours: Callable[[], Any], raw: Callable[[], Any], *,
-            ops: int, rounds_: int, warmup: int = 1, target: float | None = None) -> Result:
+def compare(
+    suite: str,
+    case: str,
+    ours: Callable[[], Any],
+    raw: Callable[[], Any],
+    *,
+    ops: int,
+    rounds_: int,
+    warmup: int = 1,
+    target: float | None = None,
+) -> Result:
     """Time sync callables: ``rounds_`` interleaved rounds of ``ops`` calls each, medians."""
     if COUNTER is not None:
         COUNTER.sync(suite, case, "ours", ours, ops, target)
@@ -248,9 +273,17 @@ def compare(suite: str, case: str, ours: Callable[[], Any], raw: Callable[[], An
     return emit(suite, case, o, r, target=target)
 
 
-async def acompare(suite: str, case: str, ours: Callable[[], Awaitable[Any]],
-                   raw: Callable[[], Awaitable[Any]], *, ops: int, rounds_: int,
-                   warmup: int = 1, target: float | None = None) -> Result:
+async def acompare(
+    suite: str,
+    case: str,
+    ours: Callable[[], Awaitable[Any]],
+    raw: Callable[[], Awaitable[Any]],
+    *,
+    ops: int,
+    rounds_: int,
+    warmup: int = 1,
+    target: float | None = None,
+) -> Result:
     """Like :func:`compare` for async callables (awaited one after another)."""
     if COUNTER is not None:
         await COUNTER.asynchronous(suite, case, "ours", ours, ops, target, batches=False)
@@ -271,13 +304,22 @@ async def acompare(suite: str, case: str, ours: Callable[[], Awaitable[Any]],
     return emit(suite, case, o, r, target=target)
 
 
-async def acompare_batches(suite: str, case: str, ours: Callable[[], Awaitable[int]],
-                           raw: Callable[[], Awaitable[int]], *, rounds_: int, calls: int = 1,
-                           warmup: int = 1, target: float | None = None) -> Result:
+async def acompare_batches(
+    suite: str,
+    case: str,
+    ours: Callable[[], Awaitable[int]],
+    raw: Callable[[], Awaitable[int]],
+    *,
+    rounds_: int,
+    calls: int = 1,
+    warmup: int = 1,
+    target: float | None = None,
+) -> Result:
     """For throughput cases: each call processes a batch and returns how many ops it did.
 
     A round makes ``calls`` calls of a side; µs per op = the round's time / the ops it did.
     """
+
     async def per_op(fn: Callable[[], Awaitable[int]]) -> float:
         n = 0
         t0 = time.perf_counter()

@@ -148,13 +148,24 @@ class Callgrind:
         self.marks += 1
         return self.marks
 
-    def _record(self, suite: str, case: str, side: str, ops: int, segment: int, zero: int,
-                target: float | None) -> None:
-        self.plan.append({"suite": suite, "case": case, "side": side, "ops": ops, "segment": segment,
-                          "zero": zero, "target": target})
+    def _record(
+        self, suite: str, case: str, side: str, ops: int, segment: int, zero: int, target: float | None
+    ) -> None:
+        self.plan.append(
+            {
+                "suite": suite,
+                "case": case,
+                "side": side,
+                "ops": ops,
+                "segment": segment,
+                "zero": zero,
+                "target": target,
+            }
+        )
 
-    def sync(self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int,
-             target: float | None) -> None:
+    def sync(
+        self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int, target: float | None
+    ) -> None:
         n = max(calls // 10, MIN_CALLS)
         _run(fn, min(WARM, n))
         self.mark()
@@ -164,8 +175,16 @@ class Callgrind:
         zero = self.mark()
         self._record(suite, case, side, n, segment, zero, target)
 
-    async def asynchronous(self, suite: str, case: str, side: str, fn: Callable[[], Awaitable[Any]],
-                           calls: int, target: float | None, batches: bool) -> None:
+    async def asynchronous(
+        self,
+        suite: str,
+        case: str,
+        side: str,
+        fn: Callable[[], Awaitable[Any]],
+        calls: int,
+        target: float | None,
+        batches: bool,
+    ) -> None:
         n = max(calls // 10, 1) if batches else max(calls // 10, MIN_CALLS)
         await _arun(fn, 1 if batches else min(WARM, n))
         self.mark()
@@ -216,8 +235,9 @@ def count(suite: str) -> list[_harness.Result]:
     if valgrind is None:
         raise RuntimeError("--instructions needs valgrind on PATH (Debian: apt-get install -y valgrind)")
     if suite not in cpu_suites():
-        raise ValueError(f"--instructions: suite {suite!r} has no CPU-bound cases; "
-                         f"choose from {', '.join(cpu_suites())}")
+        raise ValueError(
+            f"--instructions: suite {suite!r} has no CPU-bound cases; choose from {', '.join(cpu_suites())}"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         log = Path(tmp) / "child.log"
@@ -225,19 +245,42 @@ def count(suite: str) -> list[_harness.Result]:
         # hashing) takes the same path in every run
         setarch = shutil.which("setarch")
         no_aslr = [setarch, platform.machine(), "-R"] if setarch else []
-        cmd = [*no_aslr, valgrind, "--tool=callgrind", "--dump-before=ffi_call",
-               f"--callgrind-out-file={out}",
-               sys.executable, "-m", "benchmarks._instructions", "--child", suite]
+        cmd = [
+            *no_aslr,
+            valgrind,
+            "--tool=callgrind",
+            "--dump-before=ffi_call",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "benchmarks._instructions",
+            "--child",
+            suite,
+        ]
         t0 = time.perf_counter()
         # A first run without valgrind: fails fast, and leaves every .pyc up to date, so that the
         # counted run never compiles (compiling changes the heap, hence addresses, hence counts).
-        subprocess.run(cmd[cmd.index(sys.executable):], cwd=ROOT, env=CHILD_ENV, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            cmd[cmd.index(sys.executable) :],
+            cwd=ROOT,
+            env=CHILD_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         with log.open("wb") as f:
-            code = subprocess.run(cmd, cwd=ROOT, env=CHILD_ENV, stdin=subprocess.DEVNULL, stdout=f,
-                                  stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run(
+                cmd,
+                cwd=ROOT,
+                env=CHILD_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
         lines = log.read_text(errors="replace").splitlines()
-        plans = [line[len(PLAN):] for line in lines if line.startswith(PLAN)]
+        plans = [line[len(PLAN) :] for line in lines if line.startswith(PLAN)]
         if code or not plans:
             tail = "\n".join(lines[-30:])
             raise RuntimeError(f"callgrind run of {suite!r} failed (exit {code}):\n{tail}")
@@ -246,15 +289,18 @@ def count(suite: str) -> list[_harness.Result]:
         if dumps != list(range(1, data["marks"] + 1)):
             raise RuntimeError(
                 f"{suite}: callgrind wrote {len(dumps)} dumps for {data['marks']} markers: something else "
-                "called libffi's ffi_call (ctypes or cffi) while counting, so the segments are not ours")
+                "called libffi's ffi_call (ctypes or cffi) while counting, so the segments are not ours"
+            )
         totals = {k: _total(Path(tmp) / f"callgrind.out.{k}") for k in dumps}
     print(f"# {suite}: callgrind run took {time.perf_counter() - t0:.0f} s", flush=True)
     per_case: dict[str, dict[str, Any]] = {}
     for entry in data["plan"]:
         case = per_case.setdefault(entry["case"], {"target": entry["target"]})
         case[entry["side"]] = (totals[entry["segment"]] - totals[entry["zero"]]) / max(entry["ops"], 1)
-    return [_harness.emit_counts(suite, name, c["ours"], c["raw"], target=c["target"])
-            for name, c in per_case.items()]
+    return [
+        _harness.emit_counts(suite, name, c["ours"], c["raw"], target=c["target"])
+        for name, c in per_case.items()
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -26,8 +26,14 @@ from kernel.testing import boot_kernel
 from ._harness import acompare, ceiling, emit, redis_server, rounds
 
 SUITE = "cache"
-VALUE = {"id": 123, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin", "dev"],
-         "active": True, "score": 98.5}
+VALUE = {
+    "id": 123,
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "roles": ["admin", "dev"],
+    "active": True,
+    "score": 98.5,
+}
 PAYLOAD = json.dumps(VALUE, separators=(",", ":")).encode()
 BATCH = 20
 
@@ -140,7 +146,7 @@ async def _invalidate(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> 
     ours_t: list[float] = []
     raw_t: list[float] = []
     for i in range(rounds(9, 3)):  # each round deletes 1,000 keys, so a few rounds suffice
-        for label in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
+        for label in ("ours", "raw") if i % 2 == 0 else ("raw", "ours"):
             await fill()
             t0 = time.perf_counter()
             deleted = await (cache.invalidate("page:*") if label == "ours" else raw_invalidate())

@@ -47,12 +47,19 @@ CASES = {
 def _time(argv: list[str]) -> float:
     """Wall µs of one process running ``argv`` to completion (which must succeed)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     elapsed = (time.perf_counter() - t0) * 1e6
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}: "
-                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} exited with {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}"
+        )
     return elapsed
 
 
@@ -74,6 +81,9 @@ def run(quick: bool) -> None:
                 r.append(_time(raw))
         result = emit(SUITE, case, o, r)
         low, high = (q / 1e6 for q in quartiles(o))
-        print(f"# {SUITE}.{case}: `kernel {' '.join(args)}` {result.ours_us / 1e6:.3f} s per process "
-              f"(iqr {low:.3f}..{high:.3f} s), `python -c pass` {result.raw_us / 1e6:.3f} s; "
-              f"target <= {TARGET_S:.1f} s {verdict(low, high, TARGET_S)}", flush=True)
+        print(
+            f"# {SUITE}.{case}: `kernel {' '.join(args)}` {result.ours_us / 1e6:.3f} s per process "
+            f"(iqr {low:.3f}..{high:.3f} s), `python -c pass` {result.raw_us / 1e6:.3f} s; "
+            f"target <= {TARGET_S:.1f} s {verdict(low, high, TARGET_S)}",
+            flush=True,
+        )

@@ -108,14 +108,23 @@ async def _memory(quick: bool) -> None:
 
     task = asyncio.create_task(worker())
     try:
-        res = await acompare_batches("eventbus", "memory_publish_deliver_vs_asyncio_queue", ours, raw,
-                                     rounds_=rounds(5, 3), calls=rounds(20, 5), target=1.5)
+        res = await acompare_batches(
+            "eventbus",
+            "memory_publish_deliver_vs_asyncio_queue",
+            ours,
+            raw,
+            rounds_=rounds(5, 3),
+            calls=rounds(20, 5),
+            target=1.5,
+        )
     finally:
         task.cancel()
         await bus.close()
     if res.unit == "us" and res.ours_us != res.raw_us:
-        print(f"  memory adapter: {1e6 / res.ours_us:,.0f} events/s published and handled "
-              f"(asyncio.Queue baseline {1e6 / res.raw_us:,.0f}/s)")
+        print(
+            f"  memory adapter: {1e6 / res.ours_us:,.0f} events/s published and handled "
+            f"(asyncio.Queue baseline {1e6 / res.raw_us:,.0f}/s)"
+        )
 
 
 async def cpu_bound(quick: bool) -> None:
@@ -172,15 +181,17 @@ async def run(quick: bool) -> None:
         async def raw() -> None:
             await client.xadd(stream, {"d": json.dumps(DATA)}, maxlen=100_000, approximate=True)
 
-        await acompare("eventbus", "publish_vs_xadd", ours, raw, ops=rounds(2000, 400), rounds_=rounds(9, 5),
-                       target=1.10)
+        await acompare(
+            "eventbus", "publish_vs_xadd", ours, raw, ops=rounds(2000, 400), rounds_=rounds(9, 5), target=1.10
+        )
 
         n, batch = rounds(10_000, 5_000), 100
         pipe = client.pipeline(transaction=False)
         body = json.dumps(DATA)
         for i in range(n):
-            pipe.xadd(bus.stream_key("bench.consume"),
-                      {"e": f"1\tbench-{i}\t2026-01-01T00:00:00.000Z\tt\t\n{body}"})
+            pipe.xadd(
+                bus.stream_key("bench.consume"), {"e": f"1\tbench-{i}\t2026-01-01T00:00:00.000Z\tt\t\n{body}"}
+            )
         await pipe.execute()
         o: list[float] = []
         r: list[float] = []
@@ -194,8 +205,10 @@ async def run(quick: bool) -> None:
                 o.append(await _consume_ours(client, prefix, n, batch))
                 r.append(await _consume_raw(client, bus.stream_key("bench.consume"), n, batch))
         result = emit("eventbus", f"consume_batch{batch}_vs_xreadgroup_xack", o, r, target=1.10)
-        print(f"  consume throughput: ours {1e6 / result.ours_us:,.0f} events/s, raw "
-              f"{1e6 / result.raw_us:,.0f} events/s ({result.raw_us / result.ours_us:.2f}x of raw)")
+        print(
+            f"  consume throughput: ours {1e6 / result.ours_us:,.0f} events/s, raw "
+            f"{1e6 / result.raw_us:,.0f} events/s ({result.raw_us / result.ours_us:.2f}x of raw)"
+        )
         await _ceilings(client, prefix, bus.stream_key("bench.consume"), n)
 
         await _memory(quick)

@@ -55,8 +55,9 @@ async def user(request: Request) -> JSONResponse:
     return JSONResponse({"id": request.path_params["user_id"], "name": "Ada"})
 
 
-USERS = [{"id": str(i), "name": f"user {i}", "email": f"u{i}@example.com", "active": i % 2 == 0}
-         for i in range(50)]
+USERS = [
+    {"id": str(i), "name": f"user {i}", "email": f"u{i}@example.com", "active": i % 2 == 0} for i in range(50)
+]
 
 
 async def users(request: Request) -> JSONResponse:
@@ -64,8 +65,13 @@ async def users(request: Request) -> JSONResponse:
 
 
 async def noop(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"ok"})
 
 
@@ -101,10 +107,27 @@ class Served:
         root = Path(__file__).resolve().parents[1]
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.http_middleware:{factory}",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-access-log", "--loop", "asyncio", "--lifespan", "off"],
-            cwd=root, env=env, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"benchmarks.http_middleware:{factory}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--loop",
+                "asyncio",
+                "--lifespan",
+                "off",
+            ],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -157,8 +180,9 @@ async def _load(port: int, path: str, requests: int, connections: int = 8) -> fl
     return (time.perf_counter() - t0) / (per_conn * connections) * 1e6
 
 
-async def served(case: str, ours: str, raw: str, path: str, *, requests: int, rounds_: int,
-                 target: float | None = None) -> None:
+async def served(
+    case: str, ours: str, raw: str, path: str, *, requests: int, rounds_: int, target: float | None = None
+) -> None:
     """Alternate load rounds against the two servers; emit medians."""
     servers = {"ours": Served(ours), "raw": Served(raw)}
     try:
@@ -189,10 +213,20 @@ def driver(app: Any, path: str) -> Any:
     headers = [(b"host", b"bench"), (b"accept", b"application/json")]
 
     async def one() -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-                 "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
-                 "server": ("bench", 80)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 5000),
+            "server": ("bench", 80),
+        }
         await app(scope, receive, send)
 
     return one
@@ -203,10 +237,16 @@ async def run(quick: bool) -> None:
     # Over real HTTP (uvicorn, h11): what a client sees.
     n = rounds(15, 5)
     requests = 1600 if n <= 5 else 4000
-    await served("served_starlette_json", "served_ours", "served_raw", "/users/42",
-                 requests=requests, rounds_=n, target=1.10)
-    await served("served_asgi_noop", "served_noop_ours", "served_noop_raw", "/",
-                 requests=requests, rounds_=n)
+    await served(
+        "served_starlette_json",
+        "served_ours",
+        "served_raw",
+        "/users/42",
+        requests=requests,
+        rounds_=n,
+        target=1.10,
+    )
+    await served("served_asgi_noop", "served_noop_ours", "served_noop_raw", "/", requests=requests, rounds_=n)
 
 
 async def cpu_bound(quick: bool) -> None:
@@ -218,18 +258,46 @@ async def cpu_bound(quick: bool) -> None:
     collector = MetricsCollector(process_metrics=False, multiprocess_dir=None)
     wrapped = wrap(starlette, collector)
     raw = driver(starlette, "/users/42")
-    await acompare(SUITE, "starlette_json", driver(wrapped, "/users/42"), raw, ops=2000, rounds_=n,
-                   target=1.25)
+    await acompare(
+        SUITE, "starlette_json", driver(wrapped, "/users/42"), raw, ops=2000, rounds_=n, target=1.25
+    )
     # The same, one layer at a time, to see which one costs what.
-    await acompare(SUITE, "starlette_json_metrics_only",
-                   driver(wrap(starlette, collector, errors=False), "/users/42"), raw, ops=2000, rounds_=n)
+    await acompare(
+        SUITE,
+        "starlette_json_metrics_only",
+        driver(wrap(starlette, collector, errors=False), "/users/42"),
+        raw,
+        ops=2000,
+        rounds_=n,
+    )
     if ErrorMiddleware is not None:
-        await acompare(SUITE, "starlette_json_errors_only", driver(wrap(starlette, None), "/users/42"),
-                       raw, ops=2000, rounds_=n)
+        await acompare(
+            SUITE,
+            "starlette_json_errors_only",
+            driver(wrap(starlette, None), "/users/42"),
+            raw,
+            ops=2000,
+            rounds_=n,
+        )
     # A list endpoint (50 records): still no I/O, closer to what real handlers cost.
-    await acompare(SUITE, "starlette_list50", driver(wrapped, "/users"), driver(starlette, "/users"),
-                   ops=1000, rounds_=n, target=1.25)
-    await acompare(SUITE, "starlette_404", driver(wrapped, "/missing/42"),
-                   driver(starlette, "/missing/42"), ops=2000, rounds_=n, target=1.25)
-    await acompare(SUITE, "asgi_noop", driver(wrap(noop, collector), "/"), driver(noop, "/"),
-                   ops=5000, rounds_=n)
+    await acompare(
+        SUITE,
+        "starlette_list50",
+        driver(wrapped, "/users"),
+        driver(starlette, "/users"),
+        ops=1000,
+        rounds_=n,
+        target=1.25,
+    )
+    await acompare(
+        SUITE,
+        "starlette_404",
+        driver(wrapped, "/missing/42"),
+        driver(starlette, "/missing/42"),
+        ops=2000,
+        rounds_=n,
+        target=1.25,
+    )
+    await acompare(
+        SUITE, "asgi_noop", driver(wrap(noop, collector), "/"), driver(noop, "/"), ops=5000, rounds_=n
+    )

@@ -26,25 +26,32 @@ class NoopConfig:
 def noop_plugins(n: int) -> list[type[Plugin]]:
     plugins: list[type[Plugin]] = []
     for i in range(n):
+
         async def kernel_lifespan(self: Plugin, ctx: PluginContext[Any]) -> AsyncIterator[None]:
             ctx.provide(object(), name=ctx.name, types=())
             yield
 
-        cls = type(f"Noop{i}", (Plugin,), {
-            "name": f"noop{i}",
-            # a chain with some fan-in so ordering has work to do
-            "requires": (f"noop{i - 1}",) if i % 3 and i else (),
-            "optional": (f"noop{i - 2}",) if i >= 2 else (),
-            "config_class": NoopConfig if i % 2 else NoConfig,
-            "kernel_lifespan": hookimpl(kernel_lifespan),
-        })
+        cls = type(
+            f"Noop{i}",
+            (Plugin,),
+            {
+                "name": f"noop{i}",
+                # a chain with some fan-in so ordering has work to do
+                "requires": (f"noop{i - 1}",) if i % 3 and i else (),
+                "optional": (f"noop{i - 2}",) if i >= 2 else (),
+                "config_class": NoopConfig if i % 2 else NoConfig,
+                "kernel_lifespan": hookimpl(kernel_lifespan),
+            },
+        )
         plugins.append(cls)
     return plugins
 
 
 def build(plugins: list[type[Plugin]]) -> Kernel:
-    doc = {"kernel": {"plugins": [p.name for p in plugins]},
-           "plugins": {p.name: {"size": 2} for p in plugins if p.config_class is NoopConfig}}
+    doc = {
+        "kernel": {"plugins": [p.name for p in plugins]},
+        "plugins": {p.name: {"size": 2} for p in plugins if p.config_class is NoopConfig},
+    }
     return Kernel.from_dict(doc, environ={}, plugins=plugins, entry_points=False)
 
 
@@ -69,8 +76,14 @@ async def run(quick: bool) -> None:
                 for name in names:
                     await stack.enter_async_context(raw_cm(services, name))
 
-        await acompare("kernel_boot", f"build_boot_shutdown_{n}", ours, raw,
-                       ops=rounds(50, 10) if n == 6 else rounds(10, 3), rounds_=rounds(15, 5))
+        await acompare(
+            "kernel_boot",
+            f"build_boot_shutdown_{n}",
+            ours,
+            raw,
+            ops=rounds(50, 10) if n == 6 else rounds(10, 3),
+            rounds_=rounds(15, 5),
+        )
 
         kernel = build(plugins)
 
@@ -78,8 +91,14 @@ async def run(quick: bool) -> None:
             async with kernel:
                 pass
 
-        await acompare("kernel_boot", f"boot_shutdown_{n}", ours_boot_only, raw,
-                       ops=rounds(50, 10) if n == 6 else rounds(10, 3), rounds_=rounds(15, 5))
+        await acompare(
+            "kernel_boot",
+            f"boot_shutdown_{n}",
+            ours_boot_only,
+            raw,
+            ops=rounds(50, 10) if n == 6 else rounds(10, 3),
+            rounds_=rounds(15, 5),
+        )
 
     registry = Registry()
     plain: dict[Any, object] = {}
@@ -90,10 +109,22 @@ async def run(quick: bool) -> None:
         plain[type(svc)] = svc
     key_type = type(plain["svc25"])
 
-    compare("kernel_boot", "registry_get_by_name", lambda: registry.get("svc25"),
-            lambda: plain["svc25"], ops=rounds(200_000, 50_000), rounds_=rounds(15, 5))
-    compare("kernel_boot", "registry_get_by_type", lambda: registry.get(key_type),
-            lambda: plain[key_type], ops=rounds(200_000, 50_000), rounds_=rounds(15, 5))
+    compare(
+        "kernel_boot",
+        "registry_get_by_name",
+        lambda: registry.get("svc25"),
+        lambda: plain["svc25"],
+        ops=rounds(200_000, 50_000),
+        rounds_=rounds(15, 5),
+    )
+    compare(
+        "kernel_boot",
+        "registry_get_by_type",
+        lambda: registry.get(key_type),
+        lambda: plain[key_type],
+        ops=rounds(200_000, 50_000),
+        rounds_=rounds(15, 5),
+    )
 
 
 cpu_bound = run

@@ -20,15 +20,28 @@ def run(quick: bool) -> None:
     ours = MetricsCollector(process_metrics=False, multiprocess_dir=None)
     # What the event bus and the repository declare and record through (series budget included).
     ours_events = ours.bounded(ours.counter("eventbus_events_total", "x", ["event", "status"]))
-    ours_db = ours.bounded(ours.histogram("db_query_duration_seconds", "x", ["operation", "collection"],
-                                          buckets=DEFAULT_DB_BUCKETS))
+    ours_db = ours.bounded(
+        ours.histogram(
+            "db_query_duration_seconds", "x", ["operation", "collection"], buckets=DEFAULT_DB_BUCKETS
+        )
+    )
     raw = CollectorRegistry()
     events = Counter("eventbus_events", "x", ["event", "status"], registry=raw)
-    db = Histogram("db_query_duration_seconds", "x", ["operation", "collection"], registry=raw,
-                   buckets=DEFAULT_DB_BUCKETS)
+    db = Histogram(
+        "db_query_duration_seconds",
+        "x",
+        ["operation", "collection"],
+        registry=raw,
+        buckets=DEFAULT_DB_BUCKETS,
+    )
     requests = Counter("http_requests", "x", ["method", "route", "status"], registry=raw)
-    duration = Histogram("http_request_duration_seconds", "x", ["method", "route", "status"],
-                         registry=raw, buckets=DEFAULT_HTTP_BUCKETS)
+    duration = Histogram(
+        "http_request_duration_seconds",
+        "x",
+        ["method", "route", "status"],
+        registry=raw,
+        buckets=DEFAULT_HTTP_BUCKETS,
+    )
     custom_ours = ours.counter("jobs_done_total", "x", ["queue"])
     custom_raw = Counter("jobs_done", "x", ["queue"], registry=raw)
 
@@ -36,19 +49,49 @@ def run(quick: bool) -> None:
         requests.labels("GET", "/users/{id}", "200").inc()
         duration.labels("GET", "/users/{id}", "200").observe(0.012)
 
-    compare(SUITE, "record_event", lambda: ours_events.labels("user.created", "success").inc(),
-            lambda: events.labels("user.created", "success").inc(), ops=ops, rounds_=n)
-    compare(SUITE, "record_db_query", lambda: ours_db.labels("findOne", "users").observe(0.004),
-            lambda: db.labels("findOne", "users").observe(0.004), ops=ops, rounds_=n)
-    compare(SUITE, "observe_http", lambda: ours.observe_http("GET", "/users/{id}", 200, 0.012),
-            raw_http, ops=ops, rounds_=n)
+    compare(
+        SUITE,
+        "record_event",
+        lambda: ours_events.labels("user.created", "success").inc(),
+        lambda: events.labels("user.created", "success").inc(),
+        ops=ops,
+        rounds_=n,
+    )
+    compare(
+        SUITE,
+        "record_db_query",
+        lambda: ours_db.labels("findOne", "users").observe(0.004),
+        lambda: db.labels("findOne", "users").observe(0.004),
+        ops=ops,
+        rounds_=n,
+    )
+    compare(
+        SUITE,
+        "observe_http",
+        lambda: ours.observe_http("GET", "/users/{id}", 200, 0.012),
+        raw_http,
+        ops=ops,
+        rounds_=n,
+    )
     # The floor: a labelled child resolved once and kept by the caller (what our cache does inside).
     bound = events.labels("user.created", "success")
-    compare(SUITE, "record_event_vs_bound_child", lambda: ours_events.labels("user.created", "success").inc(),
-            bound.inc, ops=ops, rounds_=n)
+    compare(
+        SUITE,
+        "record_event_vs_bound_child",
+        lambda: ours_events.labels("user.created", "success").inc(),
+        bound.inc,
+        ops=ops,
+        rounds_=n,
+    )
     # Declared metrics are plain prometheus-client objects: there is no layer to cost.
-    compare(SUITE, "declared_counter", lambda: custom_ours.labels("mail").inc(),
-            lambda: custom_raw.labels("mail").inc(), ops=ops, rounds_=n)
+    compare(
+        SUITE,
+        "declared_counter",
+        lambda: custom_ours.labels("mail").inc(),
+        lambda: custom_raw.labels("mail").inc(),
+        ops=ops,
+        rounds_=n,
+    )
 
 
 cpu_bound = run

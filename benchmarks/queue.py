@@ -33,8 +33,13 @@ from ._harness import acompare, acompare_batches, ceiling, emit, redis_server, r
 
 SUITE = "queue"
 DATA = {"notification_id": "123", "user_id": "456", "type": "push"}
-FAST = {"heartbeat_interval": 2.0, "stall_timeout": 10.0, "sweep_interval": 2.0,
-        "schedule_interval": 0.5, "poll_interval": 0.5}
+FAST = {
+    "heartbeat_interval": 2.0,
+    "stall_timeout": 10.0,
+    "sweep_interval": 2.0,
+    "schedule_interval": 0.5,
+    "poll_interval": 0.5,
+}
 
 
 async def run(quick: bool) -> None:
@@ -155,8 +160,9 @@ async def _throughput(manager: QueueManager, client: aioredis.Redis, quick: bool
     await _interleaved("throughput_c10", ours_batch, raw_batch, jobs, rounds(9, 3))
 
 
-async def _interleaved(case: str, ours: Callable[[], Awaitable[float]], raw: Callable[[], Awaitable[float]],
-                       per: int, n: int) -> None:
+async def _interleaved(
+    case: str, ours: Callable[[], Awaitable[float]], raw: Callable[[], Awaitable[float]], per: int, n: int
+) -> None:
     o: list[float] = []
     r: list[float] = []
     await ours()

@@ -99,8 +99,12 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
     def fresh() -> dict[str, Any]:
         nonlocal counter
         counter += 1
-        return {"name": f"user{counter}", "email": f"u{counter}@example.com", "role": "user",
-                "age": counter % 90}
+        return {
+            "name": f"user{counter}",
+            "email": f"u{counter}@example.com",
+            "role": "user",
+            "age": counter % 90,
+        }
 
     async def ours_create() -> Any:
         return await repo.create(fresh(), created_by="bench")
@@ -108,14 +112,21 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
     async def motor_create() -> Any:
         doc = fresh()
         now = datetime.now(UTC)
-        doc.update(_id=ObjectId(), created_at=now, updated_at=now, created_by="bench", updated_by="bench",
-                   schema_version=1)
+        doc.update(
+            _id=ObjectId(),
+            created_at=now,
+            updated_at=now,
+            created_by="bench",
+            updated_by="bench",
+            schema_version=1,
+        )
         return await coll.insert_one(doc)
 
     async def odmantic_create() -> Any:
         now = datetime.now(UTC)
-        return await engine.save(BenchUser(**fresh(), created_at=now, updated_at=now, created_by="bench",
-                                           updated_by="bench"))
+        return await engine.save(
+            BenchUser(**fresh(), created_at=now, updated_at=now, created_by="bench", updated_by="bench")
+        )
 
     await acompare(SUITE, "create", ours_create, motor_create, ops=ops, rounds_=n, target=TARGET)
     await acompare(SUITE, "create_vs_odmantic", ours_create, odmantic_create, ops=ops, rounds_=n)
@@ -130,9 +141,11 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
         return await coll.find_one({"_id": oid})
 
     if wire:
+
         async def odmantic_get() -> Any:
             return BenchUser.model_validate_doc(await coll.find_one({"_id": oid}))
     else:
+
         async def odmantic_get() -> Any:
             return await engine.find_one(BenchUser, BenchUser.id == oid)
 

@@ -18,8 +18,14 @@ from kernel_cache import JsonSerializer
 from ._harness import compare, rounds
 
 SUITE = "serializers"
-VALUE = {"id": 123, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin", "dev"],
-         "active": True, "score": 98.5}
+VALUE = {
+    "id": 123,
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "roles": ["admin", "dev"],
+    "active": True,
+    "score": 98.5,
+}
 
 
 @attrs.define

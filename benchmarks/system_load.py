@@ -61,17 +61,29 @@ def _raw_app() -> Any:
     state: dict[str, Any] = {}
 
     def public(doc: dict[str, Any]) -> dict[str, Any]:
-        return {"id": str(doc["_id"]), "name": doc["name"], "email": doc["email"],
-                "created_at": doc["created_at"].isoformat(), "created_by": doc["created_by"]}
+        return {
+            "id": str(doc["_id"]),
+            "name": doc["name"],
+            "email": doc["email"],
+            "created_at": doc["created_at"].isoformat(),
+            "created_by": doc["created_by"],
+        }
 
     async def create(request: Request) -> JSONResponse:
         body = json.loads(await request.body())
         now = datetime.now(UTC)
-        doc = {"name": body["name"], "email": body["email"], "created_at": now, "updated_at": now,
-               "created_by": request.headers.get("x-user-id"), "updated_by": request.headers.get("x-user-id")}
+        doc = {
+            "name": body["name"],
+            "email": body["email"],
+            "created_at": now,
+            "updated_at": now,
+            "created_by": request.headers.get("x-user-id"),
+            "updated_by": request.headers.get("x-user-id"),
+        }
         await state["users"].insert_one(doc)
-        await state["redis"].xadd("raw:stream:user.created",
-                                  {"e": json.dumps({"user_id": str(doc["_id"]), "email": doc["email"]})})
+        await state["redis"].xadd(
+            "raw:stream:user.created", {"e": json.dumps({"user_id": str(doc["_id"]), "email": doc["email"]})}
+        )
         return JSONResponse(public(doc), status_code=201)
 
     async def get(request: Request) -> JSONResponse:
@@ -91,8 +103,9 @@ def _raw_app() -> Any:
         with suppress(aioredis.ResponseError):  # the group exists already
             await r.xgroup_create("raw:stream:user.created", "notify", id="$", mkstream=True)
         while True:
-            batch = await r.xreadgroup("notify", "c1", {"raw:stream:user.created": ">"},
-                                       count=100, block=1000)
+            batch = await r.xreadgroup(
+                "notify", "c1", {"raw:stream:user.created": ">"}, count=100, block=1000
+            )
             for _stream, entries in batch or ():
                 for entry_id, fields in entries:
                     await r.lpush("raw:jobs", fields[b"e"])
@@ -109,8 +122,10 @@ def _raw_app() -> Any:
         mongo.close()
         await state["redis"].aclose()
 
-    return Starlette(routes=[Route("/users", create, methods=["POST"]),
-                             Route("/users/{user_id}", get, methods=["GET"])], lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/users", create, methods=["POST"]), Route("/users/{user_id}", get, methods=["GET"])],
+        lifespan=lifespan,
+    )
 
 
 async def _raw_worker() -> None:
@@ -153,8 +168,9 @@ class Figures:
         return len(self.latencies) + self.errors
 
 
-async def _drive(client: httpx.AsyncClient, url: str, case: str, seconds: float, ids: list[str],
-                 into: Figures) -> None:
+async def _drive(
+    client: httpx.AsyncClient, url: str, case: str, seconds: float, ids: list[str], into: Figures
+) -> None:
     deadline = time.perf_counter() + seconds
     counter = iter(range(1 << 30))
 
@@ -216,21 +232,54 @@ def run(quick: bool) -> None:
             version = info_client.info("server").get("redis_version", "?")
         server(SUITE, f"redis-server {version}, parser {resp_parser().split()[0]} (both services)")
         env = {"KERNEL__KERNEL__LOG_LEVEL": "WARNING"}
-        stack = Stack(web=1, workers=1, port=_free_port(), redis_url=redis_server.url, mongo_uri=mongo.uri,
-                      log_dir=logs, env=env)
+        stack = Stack(
+            web=1,
+            workers=1,
+            port=_free_port(),
+            redis_url=redis_server.url,
+            mongo_uri=mongo.uri,
+            log_dir=logs,
+            env=env,
+        )
         try:
             # The bare app starts while the example boots (both on the servers started above).
             raw_port = _free_port()
             raw_env = {**os.environ, "RAW_REDIS_URL": redis_server.url, "RAW_MONGO_URI": mongo.uri}
             with (logs / "raw.log").open("ab") as log:
-                raw_procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "benchmarks.system_load:raw_app", "--host", "127.0.0.1",
-                     "--port", str(raw_port), "--log-level", "warning", "--no-access-log"],
-                    cwd=ROOT, env=raw_env, stdout=log, stderr=subprocess.STDOUT))
-                raw_procs.append(subprocess.Popen(
-                    [sys.executable, "-c", "import asyncio, benchmarks.system_load as s; "
-                     "asyncio.run(s._raw_worker())"],
-                    cwd=ROOT, env=raw_env, stdout=log, stderr=subprocess.STDOUT))
+                raw_procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "uvicorn",
+                            "benchmarks.system_load:raw_app",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(raw_port),
+                            "--log-level",
+                            "warning",
+                            "--no-access-log",
+                        ],
+                        cwd=ROOT,
+                        env=raw_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                raw_procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-c",
+                            "import asyncio, benchmarks.system_load as s; asyncio.run(s._raw_worker())",
+                        ],
+                        cwd=ROOT,
+                        env=raw_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             stack.start()
             raw_url = f"http://127.0.0.1:{raw_port}"
             _wait_healthy(raw_url, "/users/000000000000000000000000", raw_procs[0])
@@ -251,8 +300,10 @@ async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int) -
     async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
         ids: dict[str, list[str]] = {}
         for side, url in (("ours", ours_url), ("raw", raw_url)):
-            made = [await client.post(f"{url}/users", json={"name": f"s{i}", "email": f"s{i}@seed.example"})
-                    for i in range(20)]
+            made = [
+                await client.post(f"{url}/users", json={"name": f"s{i}", "email": f"s{i}@seed.example"})
+                for i in range(20)
+            ]
             ids[side] = [r.json()["id"] for r in made]
         for case in ("create", "read"):
             figures = {"ours": Figures(), "raw": Figures()}
@@ -268,6 +319,9 @@ async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int) -
             for side, f in figures.items():
                 lat = sorted(f.latencies) or [0.0]
                 p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
-                print(f"  {case} {side}: {f.requests / f.elapsed:.0f} req/s, p50 {p50:.1f} ms, "
-                      f"p99 {p99:.1f} ms, errors {f.errors / max(f.requests, 1):.2%} "
-                      f"({f.requests} requests, concurrency {CONCURRENCY})", flush=True)
+                print(
+                    f"  {case} {side}: {f.requests / f.elapsed:.0f} req/s, p50 {p50:.1f} ms, "
+                    f"p99 {p99:.1f} ms, errors {f.errors / max(f.requests, 1):.2%} "
+                    f"({f.requests} requests, concurrency {CONCURRENCY})",
+                    flush=True,
+                )

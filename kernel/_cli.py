@@ -52,8 +52,12 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     lines: list[str] = []
     tables: list[tuple[str, dict[str, Any]]] = []
     for key, value in data.items():
-        if isinstance(value, dict) and (not value or all(isinstance(v, dict) for v in value.values())
-                                        or prefix == "" or prefix == "plugins"):
+        if isinstance(value, dict) and (
+            not value
+            or all(isinstance(v, dict) for v in value.values())
+            or prefix == ""
+            or prefix == "plugins"
+        ):
             tables.append((f"{prefix}.{key}" if prefix else key, value))
         elif value is None:
             lines.append(f"# {key} = (not set)")
@@ -107,15 +111,40 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         except PluginLoadError as exc:
             status, req, opt, version = f"load error: {exc.cause!r}", "", "", ""
         pos = enabled.index(name) + 1 if name in enabled else 0
-        rows.append([name, version, f"{info.distribution} {info.dist_version}",
-                     f"yes (#{pos})" if pos else "no", req or "-", opt or "-", status])
-        records.append({"name": name, "version": version, "distribution": info.distribution,
-                        "enabled": bool(pos), "position": pos or None,
-                        "requires": req.split(", ") if req else [],
-                        "optional": opt.split(", ") if opt else [], "status": status})
+        rows.append(
+            [
+                name,
+                version,
+                f"{info.distribution} {info.dist_version}",
+                f"yes (#{pos})" if pos else "no",
+                req or "-",
+                opt or "-",
+                status,
+            ]
+        )
+        records.append(
+            {
+                "name": name,
+                "version": version,
+                "distribution": info.distribution,
+                "enabled": bool(pos),
+                "position": pos or None,
+                "requires": req.split(", ") if req else [],
+                "optional": opt.split(", ") if opt else [],
+                "status": status,
+            }
+        )
     if args.json:
-        json.dump({"plugins": records, "load_order": enabled, "errors": problems,
-                   "config": str(config_path) if found else None}, out, indent=2)
+        json.dump(
+            {
+                "plugins": records,
+                "load_order": enabled,
+                "errors": problems,
+                "config": str(config_path) if found else None,
+            },
+            out,
+            indent=2,
+        )
         print(file=out)
         return EXIT_CONFIG if problems else EXIT_OK
     if len(rows) == 1:
@@ -124,8 +153,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print_table(rows, out)
     print(file=out)
     if not found:
-        print(f"no config found ({config_path}): nothing is enabled; list plugins to enable under "
-              "[kernel] plugins = [...]", file=out)
+        print(
+            f"no config found ({config_path}): nothing is enabled; list plugins to enable under "
+            "[kernel] plugins = [...]",
+            file=out,
+        )
     print("load order: " + (" -> ".join(enabled) if enabled else "(none)"), file=out)
     if kernel is not None:
         for lp in kernel.plugins:
@@ -139,6 +171,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config; exit 0, or 2 with every error on stderr."""
+
     def not_a_config_warning(record: logging.LogRecord) -> bool:
         return not getattr(record, CONFIG_WARNING, False)
 
@@ -148,8 +181,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         kernel = _load(args)
     except ConfigError as exc:
-        print(f"{args.config or os.environ.get('KERNEL_CONFIG') or 'kernel.toml'}: "
-              f"{len(exc.errors)} error(s)", file=sys.stderr)
+        print(
+            f"{args.config or os.environ.get('KERNEL_CONFIG') or 'kernel.toml'}: {len(exc.errors)} error(s)",
+            file=sys.stderr,
+        )
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
@@ -157,8 +192,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         logger.removeFilter(not_a_config_warning)
     for line in kernel.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(f"config OK: {kernel.config_path} ({kernel.settings.env}); "
-          f"load order: {' -> '.join(kernel.load_order) or '(no plugins)'}")
+    print(
+        f"config OK: {kernel.config_path} ({kernel.settings.env}); "
+        f"load order: {' -> '.join(kernel.load_order) or '(no plugins)'}"
+    )
     return EXIT_OK
 
 
@@ -173,13 +210,14 @@ async def _health(kernel: Kernel, as_json: bool) -> int:
     async with kernel:
         report = await kernel.health()
         if as_json:
-            print(json.dumps({"load_order": kernel.load_order,
-                              "health": report.to_dict(include_errors=True)}, indent=2))
+            print(
+                json.dumps(
+                    {"load_order": kernel.load_order, "health": report.to_dict(include_errors=True)}, indent=2
+                )
+            )
         else:
             print(f"kernel booted: {' -> '.join(kernel.load_order) or '(no plugins)'}")
-            services = sorted(
-                (describe_key(k), p or "host") for k, _s, p in kernel.registry.items()
-            )
+            services = sorted((describe_key(k), p or "host") for k, _s, p in kernel.registry.items())
             print(f"services ({len(services)}):")
             for key, provider in services:
                 print(f"  {key:<40} from {provider}")
@@ -209,8 +247,9 @@ def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]
                 return await call()
             async with boot_interruptibly(kernel) as booted:
                 if not booted:
-                    print("kernel: stopped by a signal during boot (nothing was left running)",
-                          file=sys.stderr)
+                    print(
+                        "kernel: stopped by a signal during boot (nothing was left running)", file=sys.stderr
+                    )
                     return EXIT_OK
                 return await call()
 
@@ -330,8 +369,12 @@ def _enable_list(plugin: str, discovery: Discovery, enabled: Collection[str]) ->
 
 
 def _not_enabled(
-    plugin: str, command: Command, discovery: Discovery, config_path: Path,
-    enabled: Collection[str], config_errors: Sequence[str],
+    plugin: str,
+    command: Command,
+    discovery: Discovery,
+    config_path: Path,
+    enabled: Collection[str],
+    config_errors: Sequence[str],
 ) -> Callable[[argparse.Namespace], int]:
     """The ``func`` of a command whose plugin is not enabled: say how to enable it, exit 2."""
 
@@ -341,11 +384,12 @@ def _not_enabled(
                 print(f"error: {line}", file=sys.stderr)
             return EXIT_CONFIG
         names = ", ".join(json.dumps(n) for n in _enable_list(plugin, discovery, enabled))
-        where = (f"in {config_path}" if config_path.is_file()
-                 else f"(no config found: {config_path})")
-        print(f"error: command {command.name!r} comes from plugin {plugin!r}, which is not enabled "
-              f"{where}; enable it in the [kernel] table of {config_path}: plugins = [..., {names}]",
-              file=sys.stderr)
+        where = f"in {config_path}" if config_path.is_file() else f"(no config found: {config_path})"
+        print(
+            f"error: command {command.name!r} comes from plugin {plugin!r}, which is not enabled "
+            f"{where}; enable it in the [kernel] table of {config_path}: plugins = [..., {names}]",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
 
     return run
@@ -407,9 +451,7 @@ def build_parser(
         enabled = list(kernel.load_order)
         for plugin, command in kernel.cli_commands():
             if command.name in taken:
-                raise KernelError(
-                    f"plugin {plugin!r} contributes command {command.name!r}, which is taken"
-                )
+                raise KernelError(f"plugin {plugin!r} contributes command {command.name!r}, which is taken")
             taken.add(command.name)
             _add_command(sub, command, plugin, func=_run_plugin_command(command), _kernel=kernel)
     if installed:
@@ -492,8 +534,12 @@ def _plugin_parser(known: argparse.Namespace) -> argparse.ArgumentParser:
     if kernel is None and running:
         configure_logging()
     enabled_names = {c.name for _, c in kernel.cli_commands()} if kernel is not None else set()
-    return build_parser(kernel, installed=not running or known.command not in enabled_names,
-                        config_path=config_path, config_errors=errors)
+    return build_parser(
+        kernel,
+        installed=not running or known.command not in enabled_names,
+        config_path=config_path,
+        config_errors=errors,
+    )
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ class KernelSettings:
 def import_sections(spec: str) -> dict[str, type[Any]]:
     """Import ``"module:attribute"`` and check it maps table names to attrs classes."""
     obj = import_object(spec)
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and attrs.has(v) for k, v in obj.items()
-    ):
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and attrs.has(v) for k, v in obj.items()):
         raise ValueError(f"{spec!r} must be a mapping of table names to attrs classes")
     return dict(obj)
 
@@ -263,8 +261,9 @@ def _structure_leaf(value: Any, t: Any) -> Any:
         try:
             return t(value)
         except ValueError:
-            raise ValueError(f"expected one of {', '.join(repr(m.value) for m in t)}, "
-                             f"got {_describe(value)}") from None
+            raise ValueError(
+                f"expected one of {', '.join(repr(m.value) for m in t)}, got {_describe(value)}"
+            ) from None
     if isinstance(t, type) and t is not object and not isinstance(value, t):
         raise TypeError(f"expected {_type_name(t)}, got {_describe(value)}")
     return value
@@ -381,7 +380,7 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], str
     out = []
     for var, raw in sorted(environ.items()):
         if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
-            parts = tuple(p.lower() for p in var[len(ENV_PREFIX):].split("__"))
+            parts = tuple(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
             if all(parts):
                 out.append((parts, raw, var))
     return out

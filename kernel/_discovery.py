@@ -61,8 +61,9 @@ class InstalledPlugin:
 def _validate(plugin: object, name: str, dist: str | None) -> None:
     if not isinstance(plugin, Plugin):
         raise PluginLoadError(
-            name, dist, f"entry point must name a kernel.Plugin subclass or instance, "
-            f"got {type(plugin).__qualname__}"
+            name,
+            dist,
+            f"entry point must name a kernel.Plugin subclass or instance, got {type(plugin).__qualname__}",
         )
     declared = getattr(plugin, "name", None)
     if declared != name:

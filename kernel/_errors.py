@@ -52,8 +52,7 @@ class DuplicateServiceError(KernelError):
         self.existing_provider = existing
         self.new_provider = new
         super().__init__(
-            f"service {key} is already registered by {_who(existing)}; "
-            f"{_who(new)} tried to register it again"
+            f"service {key} is already registered by {_who(existing)}; {_who(new)} tried to register it again"
         )
 
 

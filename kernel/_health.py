@@ -123,7 +123,9 @@ async def run_checks(
         duration = (time.perf_counter() - t0) * 1000
         if not ok:
             log.warning(
-                "health check %s failed: %s", check.name, error,
+                "health check %s failed: %s",
+                check.name,
+                error,
                 extra={"plugin": plugin, "check": check.name},
             )
         results.append(CheckResult(check.name, plugin, ok, check.critical, duration, timed_out, error))

@@ -115,8 +115,14 @@ class Kernel:
         config_path = _config.resolve_config_path(path, env)
         data = _config.load_toml(config_path)
         return cls.from_dict(
-            data, environ=env, sections=sections, plugins=plugins, entry_points=entry_points,
-            registry=registry, config_path=config_path, configure_logs=configure_logs,
+            data,
+            environ=env,
+            sections=sections,
+            plugins=plugins,
+            entry_points=entry_points,
+            registry=registry,
+            config_path=config_path,
+            configure_logs=configure_logs,
             processes=processes,
         )
 
@@ -145,8 +151,13 @@ class Kernel:
         """
         registry = Registry() if registry is None else registry
         plan = build_plan(
-            data, os.environ if environ is None else environ, discover(plugins, entry_points=entry_points),
-            registry, sections=sections, config_path=config_path, processes=processes,
+            data,
+            os.environ if environ is None else environ,
+            discover(plugins, entry_points=entry_points),
+            registry,
+            sections=sections,
+            config_path=config_path,
+            processes=processes,
             on_settings=_configure_logs if configure_logs else None,
         )
         for line in plan.warnings:
@@ -215,8 +226,10 @@ class Kernel:
                 continue
             if wanted in plugin.provides:
                 source = f" (installed from {info.distribution})" if info.distribution else ""
-                return (f"plugin {name!r}{source} provides it but is not enabled: "
-                        f"add {name!r} to [kernel] plugins")
+                return (
+                    f"plugin {name!r}{source} provides it but is not enabled: "
+                    f"add {name!r} to [kernel] plugins"
+                )
         for plugin in enabled.values():  # a plugin an enabled one knows how to install
             if wanted in (*plugin.requires, *plugin.optional) and wanted not in self.discovery.installed:
                 hint = install_hint(wanted, plugin, enabled.values())
@@ -330,7 +343,8 @@ class Kernel:
             raise err from exc
         self._booted = True
         log.info(
-            "kernel booted: %s", ", ".join(self.load_order) or "(no plugins)",
+            "kernel booted: %s",
+            ", ".join(self.load_order) or "(no plugins)",
             extra={"boot_ms": round((time.perf_counter() - t_boot) * 1000, 2)},
         )
 
@@ -357,9 +371,14 @@ class Kernel:
                 raise started.setup_error
             self._started.append(started)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("plugin %s started", lp.name, extra={
-                "plugin": lp.name, "start_ms": round((time.perf_counter() - t0) * 1000, 3),
-            })
+            log.debug(
+                "plugin %s started",
+                lp.name,
+                extra={
+                    "plugin": lp.name,
+                    "start_ms": round((time.perf_counter() - t0) * 1000, 3),
+                },
+            )
 
     @staticmethod
     async def _run_lifespan(started: _Started, gen: AsyncGenerator[Any, Any]) -> None:
@@ -400,8 +419,12 @@ class Kernel:
                     started.error = TypeError("kernel_lifespan yielded more than once")
                     await gen.aclose()
                 if not started.stop.is_set():
-                    log.error("the lifespan of plugin %r ended before shutdown: %r", started.name,
-                              started.error, exc_info=started.error)
+                    log.error(
+                        "the lifespan of plugin %r ended before shutdown: %r",
+                        started.name,
+                        started.error,
+                        exc_info=started.error,
+                    )
         finally:
             started.set_up.set()
             started.done.set()
@@ -446,9 +469,14 @@ class Kernel:
                     log.error(str(failure), exc_info=error)
                     failures.append(failure)
                 if debug:
-                    log.debug("plugin %s stopped", started.name, extra={
-                        "plugin": started.name, "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
-                    })
+                    log.debug(
+                        "plugin %s stopped",
+                        started.name,
+                        extra={
+                            "plugin": started.name,
+                            "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
+                        },
+                    )
         for lp in self.plugins:  # plugins without a lifespan may have registered too
             self.registry.remove_provider(lp.name)
         tg, self._tg = self._tg, None

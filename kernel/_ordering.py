@@ -27,8 +27,10 @@ def install_hint(name: str, wanted_by: Plugin | None = None, others: Iterable[Pl
             return f"pip install {hints[name]}"
     if name in FIRST_PARTY:
         return f"pip install milo-kernel-{name}"
-    return (f"no installed distribution has a {ENTRY_POINT_GROUP!r} entry point named {name!r}: "
-            "install the one that provides it")
+    return (
+        f"no installed distribution has a {ENTRY_POINT_GROUP!r} entry point named {name!r}: "
+        "install the one that provides it"
+    )
 
 
 def load_enabled(enabled: Sequence[str], discovery: Discovery) -> tuple[dict[str, Plugin], list[str]]:
@@ -53,8 +55,10 @@ def load_enabled(enabled: Sequence[str], discovery: Discovery) -> tuple[dict[str
             except PluginLoadError as exc:
                 errors.append(str(exc))
     for index, name in missing:  # once every plugin loaded: their install_hints may name it
-        errors[index] = (f"kernel.plugins: plugin {name!r} is enabled but not installed "
-                         f"({install_hint(name, None, loaded.values())})")
+        errors[index] = (
+            f"kernel.plugins: plugin {name!r} is enabled but not installed "
+            f"({install_hint(name, None, loaded.values())})"
+        )
     return loaded, errors
 
 
@@ -100,4 +104,3 @@ def order(
         result += ready
         sorter.done(*ready)
     return result, errors
-

@@ -181,15 +181,21 @@ def build_plan(
     ordered, dep_errors = order(settings.plugins, loaded, discovery)
 
     env = settings.env
-    configs = {n: _structure_table(tables.get(n, {}), p.config_class, f"plugins.{n}", env, found)
-               for n, p in loaded.items()}
-    host_sections = {name: obj for name, cls in section_types.items()
-                     if (obj := _structure_table(raw.get(name, {}), cls, name, env, found)) is not None}
+    configs = {
+        n: _structure_table(tables.get(n, {}), p.config_class, f"plugins.{n}", env, found)
+        for n, p in loaded.items()
+    }
+    host_sections = {
+        name: obj
+        for name, cls in section_types.items()
+        if (obj := _structure_table(raw.get(name, {}), cls, name, env, found)) is not None
+    }
     pm, errs = make_plugin_manager(loaded.values())
     found.errors += errs
     if not errs:
-        contexts = {name: plugin_context(name, configs[name], settings, registry, host_sections)
-                    for name in loaded}
+        contexts = {
+            name: plugin_context(name, configs[name], settings, registry, host_sections) for name in loaded
+        }
         found.add(_run_checks(pm, settings, loaded, contexts, ordered or list(loaded), processes, discovery))
     found.raise_if_any(dep_errors)
     return KernelPlan(

@@ -137,8 +137,9 @@ class CheckIssue:
 
     message: str
     key: str = ""
-    severity: Severity = attrs.field(default="error", validator=attrs.validators.in_(
-        ("error", "production", "warning")))
+    severity: Severity = attrs.field(
+        default="error", validator=attrs.validators.in_(("error", "production", "warning"))
+    )
     needs: str | None = None
 
     @classmethod

@@ -94,7 +94,7 @@ def redact_url(url: str | Secret) -> str:
     if scheme is None:
         return URL_MASK
     out = scheme.group(0)
-    userinfo, at, rest = value[scheme.end():].rpartition("@")
+    userinfo, at, rest = value[scheme.end() :].rpartition("@")
     if any(c in userinfo for c in "/?#@"):
         # Malformed (an unencoded password, or an '@' in a path or query): nothing tells
         # where a password ends, so show nothing after the scheme.

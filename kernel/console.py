@@ -74,4 +74,3 @@ class ProgressBar:
             self.out.write("\n")
             self.out.flush()
             self._open = False
-

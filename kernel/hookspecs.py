@@ -19,9 +19,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def kernel_check(
-    ctx: PluginContext[Any], enabled: frozenset[str], processes: int
-) -> Iterable[CheckIssue]:
+def kernel_check(ctx: PluginContext[Any], enabled: frozenset[str], processes: int) -> Iterable[CheckIssue]:
     """Check this plugin's validated config against the whole deployment, before anything starts.
 
     Runs in ``Kernel.from_dict`` (so in ``kernel check``) once every table has been

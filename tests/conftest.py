@@ -30,8 +30,20 @@ def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     target = tmp_path_factory.mktemp("site")
     dists = sorted(str(p) for p in FIXTURE_DISTS.iterdir() if (p / "pyproject.toml").exists())
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), *dists],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            *dists,
+        ],
         check=True,
     )
     sys.path.insert(0, str(target))

@@ -163,8 +163,9 @@ async def test_a_cancelled_lifespan_task_still_stops_the_kernel() -> None:
 
 @pytest.mark.anyio
 async def test_a_failing_boot_reports_startup_failed() -> None:
-    app = LifespanMiddleware(KernelApp(make_kernel(entry_points=False)),
-                             lambda: make_kernel(Broken, entry_points=False))
+    app = LifespanMiddleware(
+        KernelApp(make_kernel(entry_points=False)), lambda: make_kernel(Broken, entry_points=False)
+    )
     sent = await lifespan_roundtrip(app)
     assert sent[0]["type"] == "lifespan.startup.failed"
     assert "cannot start" in sent[0]["message"]

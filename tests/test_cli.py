@@ -15,8 +15,12 @@ import pytest
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kernel", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "kernel", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -94,10 +98,10 @@ def test_check_reports_a_dependency_cycle_and_missing_plugins(
     assert result.returncode == 2
     assert "requires 'kt_alpha', which is installed but not enabled" in result.stderr
     # a third-party name gets no guessed milo-kernel-<name> distribution (issue 11, item 6)
-    assert ("'not_installed' is enabled but not installed (no installed distribution has a "
-            "'kernel.plugins' entry point named 'not_installed': install the one that provides it)") in (
-        result.stderr
-    )
+    assert (
+        "'not_installed' is enabled but not installed (no installed distribution has a "
+        "'kernel.plugins' entry point named 'not_installed': install the one that provides it)"
+    ) in (result.stderr)
 
 
 def test_config_show_masks_secrets_and_applies_env(
@@ -112,8 +116,13 @@ def test_config_show_masks_secrets_and_applies_env(
     assert "[plugins.kt_alpha]" in result.stdout
     as_json = run(["--config", str(good), "config", "show", "--json"], env, tmp_path)
     data = json.loads(as_json.stdout)
-    assert data["plugins"]["kt_alpha"] == {"greeting": "hey", "retries": 7, "token": "**********",
-                                          "boot_delay": 0.0, "background": False}
+    assert data["plugins"]["kt_alpha"] == {
+        "greeting": "hey",
+        "retries": 7,
+        "token": "**********",
+        "boot_delay": 0.0,
+        "background": False,
+    }
 
 
 def test_secrets_never_appear_in_any_command_output(
@@ -193,9 +202,14 @@ def test_a_signal_during_boot_unwinds_the_started_plugins_and_exits_cleanly(
         '[kernel]\nplugins = ["kt_gamma", "kt_alpha"]\nlog_level = "DEBUG"\n'
         "[plugins.kt_alpha]\nboot_delay = 60\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "kernel", "--config", str(config), "greet", "x"],
-                            env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel", "--config", str(config), "greet", "x"],
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     try:
         seen: list[str] = []

@@ -55,16 +55,23 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None, **kw: object) -> Kernel:
     return Kernel.from_config(
-        write(tmp_path, text), environ=environ or {}, **kw  # type: ignore[arg-type]
+        write(tmp_path, text),
+        environ=environ or {},
+        **kw,  # type: ignore[arg-type]
     )
 
 
 def test_a_valid_file_structures_into_the_plugin_class(tmp_path: Path) -> None:
     k = Kernel.from_dict(
-        {"kernel": {"plugins": ["cache"], "env": "test"},
-         "plugins": {"cache": {"default_ttl": 60, "backend": "redis", "ratio": 1,
-                               "inner": {"hosts": ["a", "b"]}}}},
-        environ={}, plugins=[CachePlugin], entry_points=False,
+        {
+            "kernel": {"plugins": ["cache"], "env": "test"},
+            "plugins": {
+                "cache": {"default_ttl": 60, "backend": "redis", "ratio": 1, "inner": {"hosts": ["a", "b"]}}
+            },
+        },
+        environ={},
+        plugins=[CachePlugin],
+        entry_points=False,
     )
     cfg = k.plugin("cache").ctx.config
     assert cfg == CacheConfig(default_ttl=60, backend="redis", ratio=1.0, inner=Inner(hosts=["a", "b"]))
@@ -99,15 +106,17 @@ x = 1
     text = text.replace('env = "prod"\nhealth_timeout = -1\n', "")
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, text, plugins=[CachePlugin], entry_points=False)
-    assert sorted(exc_info.value.errors) == sorted([
-        "plugins.cache.default_ttl: expected int, got 'abc'",
-        "plugins.cache.backend: expected one of 'memory', 'redis', got 'memcached'",
-        "plugins.cache.enabled: expected bool, got 'yes'",
-        "plugins.cache.typo_key: unknown key",
-        "plugins.cache.inner.port: expected int, got 1.5",
-        "plugins.cache.inner.hosts[1]: expected str, got 2",
-        "plugins.nosuch: no plugin named 'nosuch' is installed",
-    ])
+    assert sorted(exc_info.value.errors) == sorted(
+        [
+            "plugins.cache.default_ttl: expected int, got 'abc'",
+            "plugins.cache.backend: expected one of 'memory', 'redis', got 'memcached'",
+            "plugins.cache.enabled: expected bool, got 'yes'",
+            "plugins.cache.typo_key: unknown key",
+            "plugins.cache.inner.port: expected int, got 1.5",
+            "plugins.cache.inner.hosts[1]: expected str, got 2",
+            "plugins.nosuch: no plugin named 'nosuch' is installed",
+        ]
+    )
 
 
 def test_validator_errors_name_the_field(tmp_path: Path) -> None:
@@ -153,8 +162,9 @@ def test_environment_overrides_are_typed_by_the_target_field(tmp_path: Path) -> 
         "KERNEL__PLUGINS__CACHE__INNER__HOSTS": '["x", "y"]',
         "UNRELATED": "1",
     }
-    k = load(tmp_path, "[plugins.cache]\ndefault_ttl = 5\n", environ,
-             plugins=[CachePlugin], entry_points=False)
+    k = load(
+        tmp_path, "[plugins.cache]\ndefault_ttl = 5\n", environ, plugins=[CachePlugin], entry_points=False
+    )
     cfg = k.plugin("cache").ctx.config
     assert cfg.default_ttl == 60
     assert cfg.enabled is False
@@ -166,8 +176,7 @@ def test_environment_overrides_are_typed_by_the_target_field(tmp_path: Path) -> 
 def test_a_bad_environment_override_names_the_path(tmp_path: Path) -> None:
     environ = {"KERNEL__PLUGINS__CACHE__DEFAULT_TTL": "sixty", "KERNEL__PLUGINS__CACHE__NOPE": "1"}
     with pytest.raises(ConfigError) as exc_info:
-        load(tmp_path, '[kernel]\nplugins = ["cache"]\n', environ,
-             plugins=[CachePlugin], entry_points=False)
+        load(tmp_path, '[kernel]\nplugins = ["cache"]\n', environ, plugins=[CachePlugin], entry_points=False)
     # the error names the variable, not only the key path it maps to (issue 11, item 3)
     assert sorted(exc_info.value.errors) == [
         "KERNEL__PLUGINS__CACHE__DEFAULT_TTL (from the environment): expected int, got 'sixty'",
@@ -196,7 +205,8 @@ def test_host_sections_are_validated_with_the_same_rules(tmp_path: Path) -> None
         load(tmp_path, '[app]\njwt_secret = "short"\nnmae = "x"\n', sections={"app": AppConfig})
     # an unknown key no longer hides the validator error of another field (issue 11, item 3)
     assert sorted(exc_info.value.errors) == [
-        "app.jwt_secret: must be at least 8 characters", "app.nmae: unknown key"
+        "app.jwt_secret: must be at least 8 characters",
+        "app.nmae: unknown key",
     ]
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, '[app]\njwt_secret = "short"\n', sections={"app": AppConfig})
@@ -228,9 +238,7 @@ def test_host_sections_can_be_named_in_the_file(tmp_path: Path, monkeypatch: pyt
     assert exc_info.value.errors[0].startswith("kernel.host_sections: cannot import 'no_such_module:X'")
 
 
-def test_recommended_settings_warn_in_development(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_recommended_settings_warn_in_development(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="kernel.config"):
         k = load(tmp_path, '[app]\njwt_secret = "long-enough-secret"\n', sections={"app": AppConfig})
     assert k.warnings == ("app.session_secret is recommended but not set (sessions are unsigned without it)",)
@@ -239,16 +247,23 @@ def test_recommended_settings_warn_in_development(
 
 def test_recommended_settings_are_required_in_production(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc_info:
-        load(tmp_path, '[kernel]\nenv = "production"\n\n[app]\njwt_secret = "long-enough-secret"\n',
-             sections={"app": AppConfig})
+        load(
+            tmp_path,
+            '[kernel]\nenv = "production"\n\n[app]\njwt_secret = "long-enough-secret"\n',
+            sections={"app": AppConfig},
+        )
     assert exc_info.value.errors == [
         "app.session_secret: required when env = 'production' (sessions are unsigned without it)"
     ]
 
 
 def test_secrets_never_show_in_repr_str_or_effective_config(tmp_path: Path) -> None:
-    k = load(tmp_path, '[kernel]\nplugins = ["cache"]\n[plugins.cache]\npassword = "hunter2-secret"\n',
-             plugins=[CachePlugin], entry_points=False)
+    k = load(
+        tmp_path,
+        '[kernel]\nplugins = ["cache"]\n[plugins.cache]\npassword = "hunter2-secret"\n',
+        plugins=[CachePlugin],
+        entry_points=False,
+    )
     cfg = k.plugin("cache").ctx.config
     assert "hunter2" not in repr(cfg)
     assert "hunter2" not in str(cfg.password)
@@ -340,14 +355,16 @@ name = 3
 """
     with pytest.raises(ConfigError) as exc_info:
         load(tmp_path, text, plugins=[XPlugin], entry_points=False, sections={"app": AppConfig})
-    assert sorted(exc_info.value.errors) == sorted([
-        "kernel.env: expected one of 'development', 'test', 'production', got 'prod'",
-        "kernel.health_timeout: must be > 0: -1.0",
-        "plugins.x.max_name_length: must be > 0: 0",
-        "plugins.nosuch: no plugin named 'nosuch' is installed",
-        "app.jwt_secret: required key is missing",
-        "app.name: expected str, got 3",
-    ])
+    assert sorted(exc_info.value.errors) == sorted(
+        [
+            "kernel.env: expected one of 'development', 'test', 'production', got 'prod'",
+            "kernel.health_timeout: must be > 0: -1.0",
+            "plugins.x.max_name_length: must be > 0: 0",
+            "plugins.nosuch: no plugin named 'nosuch' is installed",
+            "app.jwt_secret: required key is missing",
+            "app.name: expected str, got 3",
+        ]
+    )
 
 
 def test_errors_from_environment_variables_name_the_variable(tmp_path: Path) -> None:
@@ -359,16 +376,24 @@ def test_errors_from_environment_variables_name_the_variable(tmp_path: Path) -> 
         "KERNEL__APP__NAME": "fine",
     }
     with pytest.raises(ConfigError) as exc_info:
-        load(tmp_path, '[kernel]\nplugins = ["x"]\n[plugins.x]\ngreeting = 1\n', environ,
-             plugins=[XPlugin], entry_points=False, sections={"app": AppConfig})
-    assert sorted(exc_info.value.errors) == sorted([
-        "KERNEL__PLUGINS__X__COLOUR (from the environment): unknown key",
-        "KERNEL__PLUGINS__X__MAX_NAME_LENGTH (from the environment): must be > 0: 0",
-        "KERNEL__PLUGINS__X__LIMITS__NAMES (from the environment) at [1]: expected str, got 2",
-        "KERNEL__KERNEL__HEALTH_TIMEOUT (from the environment): must be > 0: -1.0",
-        "plugins.x.greeting: expected str, got 1",  # from the file: named by its key path
-        "app.jwt_secret: required key is missing",
-    ])
+        load(
+            tmp_path,
+            '[kernel]\nplugins = ["x"]\n[plugins.x]\ngreeting = 1\n',
+            environ,
+            plugins=[XPlugin],
+            entry_points=False,
+            sections={"app": AppConfig},
+        )
+    assert sorted(exc_info.value.errors) == sorted(
+        [
+            "KERNEL__PLUGINS__X__COLOUR (from the environment): unknown key",
+            "KERNEL__PLUGINS__X__MAX_NAME_LENGTH (from the environment): must be > 0: 0",
+            "KERNEL__PLUGINS__X__LIMITS__NAMES (from the environment) at [1]: expected str, got 2",
+            "KERNEL__KERNEL__HEALTH_TIMEOUT (from the environment): must be > 0: -1.0",
+            "plugins.x.greeting: expected str, got 1",  # from the file: named by its key path
+            "app.jwt_secret: required key is missing",
+        ]
+    )
 
 
 @attrs.define(frozen=True)
@@ -382,7 +407,8 @@ def test_validators_see_converted_values_when_another_field_failed() -> None:
 
     assert structure({"level": -50, "name": 1}, Converted, "t") == (None, ["t.name: expected str, got 1"])
     assert structure({"level": -500, "name": 1}, Converted, "t") == (
-        None, ["t.name: expected str, got 1", "t.level: must be <= 100: 500"]
+        None,
+        ["t.name: expected str, got 1", "t.level: must be <= 100: 500"],
     )
 
 

@@ -38,7 +38,10 @@ def test_progress_bar_piped_prints_a_line_per_update() -> None:
     bar(2, 2)
     bar.close()
     assert out.getvalue().splitlines() == [
-        "people -> v3: [....] 0/2 (0%)", "people -> v3: [##..] 1/2 (50%)", "people -> v3: [####] 2/2 (100%)"]
+        "people -> v3: [....] 0/2 (0%)",
+        "people -> v3: [##..] 1/2 (50%)",
+        "people -> v3: [####] 2/2 (100%)",
+    ]
 
 
 def test_progress_bar_piped_in_steps_without_the_bar() -> None:
@@ -72,10 +75,12 @@ def test_import_object_imports_module_attribute() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("no_colon", "expected 'module:function', got 'no_colon'"),
-     (":attr", "expected 'module:function'"),
-     ("no_such_module_x:f", "cannot import 'no_such_module_x:f': No module named 'no_such_module_x'"),
-     ("kernel.console:missing", "cannot import 'kernel.console:missing'")],
+    [
+        ("no_colon", "expected 'module:function', got 'no_colon'"),
+        (":attr", "expected 'module:function'"),
+        ("no_such_module_x:f", "cannot import 'no_such_module_x:f': No module named 'no_such_module_x'"),
+        ("kernel.console:missing", "cannot import 'kernel.console:missing'"),
+    ],
 )
 def test_import_object_names_the_bad_spec(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")) as info:

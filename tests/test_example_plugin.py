@@ -22,8 +22,20 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "hello-plugin"
 def hello_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     target = tmp_path_factory.mktemp("hello-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(EXAMPLE)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
         check=True,
     )
     sys.path.insert(0, str(target))
@@ -54,12 +66,22 @@ def test_the_example_plugin_command_and_config(hello_installed: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
     env["PYTHONPATH"] = str(hello_installed)
     config = EXAMPLE / "kernel.toml"
-    result = subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), "hello", "ada"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(config), "hello", "ada"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Hi, ada!"
-    check = subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), "check"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(config), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0
     assert "plugins.hello.api_key is recommended but not set" in check.stderr
     # Printed once, as a `warning:` line (not also as a log record).

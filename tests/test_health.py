@@ -142,8 +142,9 @@ def test_peak_rss_is_never_below_the_current_rss() -> None:
         "samples.append(memory_usage())\n"
         "print(json.dumps(samples))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     fresh, holding, released = json.loads(out.stdout)
     for sample in (fresh, holding, released, memory_usage()):
         assert 0 < sample["rss_bytes"] <= sample["peak_rss_bytes"], sample

@@ -73,10 +73,16 @@ async def test_boot_in_dependency_order_and_shutdown_in_exact_reverse() -> None:
         EVENTS.append("body")
     assert not k.booted
     assert EVENTS == [
-        "a:register", "b:register", "c:register",
-        "a:start", "b:start", "c:start",
+        "a:register",
+        "b:register",
+        "c:register",
+        "a:start",
+        "b:start",
+        "c:start",
         "body",
-        "c:stop", "b:stop", "a:stop",
+        "c:stop",
+        "b:stop",
+        "a:stop",
     ]
 
 
@@ -102,8 +108,9 @@ async def test_the_kernel_runs_on_the_backend_under_test(anyio_backend: str) -> 
 
 @pytest.mark.anyio
 async def test_half_failed_boot_unwinds_what_started_and_names_phase_plugin_and_cause() -> None:
-    k = make_kernel(make("a"), make("b", requires=("a",), fail_setup=True),
-                    make("c", requires=("b",)), entry_points=False)
+    k = make_kernel(
+        make("a"), make("b", requires=("a",), fail_setup=True), make("c", requires=("b",)), entry_points=False
+    )
     with pytest.raises(BootError) as exc_info:
         async with k:
             pytest.fail("body must not run")
@@ -126,8 +133,11 @@ async def test_failure_in_register_phase_is_reported_as_such() -> None:
 
 @pytest.mark.anyio
 async def test_every_teardown_runs_and_failures_are_raised_together() -> None:
-    plugins = [make("a", fail_teardown=True), make("b", requires=("a",)),
-               make("c", requires=("b",), fail_teardown=True)]
+    plugins = [
+        make("a", fail_teardown=True),
+        make("b", requires=("a",)),
+        make("c", requires=("b",), fail_teardown=True),
+    ]
     with pytest.raises(ShutdownError) as exc_info:
         async with boot_kernel(*plugins, entry_points=False):
             pass
@@ -150,8 +160,7 @@ async def test_teardown_failure_after_a_body_error_does_not_hide_the_body_error(
 @pytest.mark.anyio
 async def test_half_failed_boot_whose_unwind_fails_still_raises_boot_error() -> None:
     with pytest.raises(BootError) as exc_info:
-        async with boot_kernel(make("a", fail_teardown=True), make("b", fail_setup=True),
-                               entry_points=False):
+        async with boot_kernel(make("a", fail_teardown=True), make("b", fail_setup=True), entry_points=False):
             pass
     assert exc_info.value.plugin == "b"
     assert "a:stop" in EVENTS
@@ -344,18 +353,28 @@ async def test_a_task_group_held_across_the_yield_lives_as_long_as_the_kernel() 
         assert k.booted
     assert EVENTS.index("tgp:start") < EVENTS.index("tgp:bg running") < EVENTS.index("body")
     assert [e for e in EVENTS if e != "tgp:bg running"] == [
-        "a:register", "b:register",
-        "a:start", "tgp:start", "b:start",
+        "a:register",
+        "b:register",
+        "a:start",
+        "tgp:start",
+        "b:start",
         "body",
-        "b:stop", "tgp:stop", "tgp:bg ended", "a:stop",
+        "b:stop",
+        "tgp:stop",
+        "tgp:bg ended",
+        "a:stop",
     ]
 
 
 @pytest.mark.anyio
 async def test_a_hung_teardown_holding_a_task_group_times_out_and_the_next_plugins_still_stop() -> None:
     with pytest.raises(ShutdownError) as exc_info:
-        async with boot_kernel(make("a"), holds_task_group("hang", hang=True),
-                               settings={"shutdown_timeout": 0.2}, entry_points=False):
+        async with boot_kernel(
+            make("a"),
+            holds_task_group("hang", hang=True),
+            settings={"shutdown_timeout": 0.2},
+            entry_points=False,
+        ):
             pass
     assert EVENTS[-3:] == ["hang:stop", "hang:bg ended", "a:stop"]  # cancelled, then the next one
     [failure] = exc_info.value.exceptions
@@ -369,8 +388,10 @@ async def test_a_failed_background_task_ends_its_lifespan_and_is_reported_at_shu
     async def run() -> None:
         async with boot_kernel(make("a"), bad, make("b", requires=("bad",)), entry_points=False) as k:
             await wait_until(lambda: "bad:bg ended" in EVENTS, what="the background task to fail")
-            await wait_until(lambda: any("lifespan of plugin 'bad' ended" in r.getMessage()
-                                         for r in caplog.records), what="the failure to be logged")
+            await wait_until(
+                lambda: any("lifespan of plugin 'bad' ended" in r.getMessage() for r in caplog.records),
+                what="the failure to be logged",
+            )
             assert k.booted  # the other plugins keep running
             EVENTS.append("body")
 
@@ -386,8 +407,9 @@ async def test_a_failed_background_task_ends_its_lifespan_and_is_reported_at_shu
 
 @pytest.mark.anyio
 async def test_a_failed_boot_unwinds_a_plugin_holding_a_task_group() -> None:
-    k = make_kernel(holds_task_group("tgp"), make("b", requires=("tgp",), fail_setup=True),
-                    entry_points=False)
+    k = make_kernel(
+        holds_task_group("tgp"), make("b", requires=("tgp",), fail_setup=True), entry_points=False
+    )
     with pytest.raises(BootError) as exc_info:
         async with k:
             pytest.fail("body must not run")
@@ -505,9 +527,14 @@ class Partner(Plugin):
 
 def checked(mode: str, env: str = "test", *extra: type[Plugin], **kw: Any) -> Kernel:
     return Kernel.from_dict(
-        {"kernel": {"plugins": ["checked", *(p.name for p in extra)], "env": env},
-         "plugins": {"checked": {"mode": mode}}},
-        environ={}, plugins=[Checked, *extra], entry_points=False, **kw,
+        {
+            "kernel": {"plugins": ["checked", *(p.name for p in extra)], "env": env},
+            "plugins": {"checked": {"mode": mode}},
+        },
+        environ={},
+        plugins=[Checked, *extra],
+        entry_points=False,
+        **kw,
     )
 
 
@@ -549,9 +576,13 @@ def test_check_findings_join_every_other_error_and_broken_checks_are_reported() 
     other = type("Other", (Plugin,), {"name": "other", "config_class": CheckedConfig})
     with pytest.raises(ConfigError) as exc_info:
         Kernel.from_dict(
-            {"kernel": {"plugins": ["checked", "other"]},
-             "plugins": {"checked": {"mode": "error"}, "other": {"size": 0, "mode": 1}}},
-            environ={}, plugins=[Checked, other], entry_points=False,
+            {
+                "kernel": {"plugins": ["checked", "other"]},
+                "plugins": {"checked": {"mode": "error"}, "other": {"size": 0, "mode": 1}},
+            },
+            environ={},
+            plugins=[Checked, other],
+            entry_points=False,
         )
     assert sorted(exc_info.value.errors) == [
         "plugins.checked.mode: cannot work like this",
@@ -568,8 +599,12 @@ def test_check_findings_join_every_other_error_and_broken_checks_are_reported() 
     assert exc_info.value.errors == ["plugins.checked: kernel_check returned str, not a kernel.CheckIssue"]
     CHECKS.clear()
     with pytest.raises(ConfigError) as exc_info:
-        Kernel.from_dict({"kernel": {"plugins": ["checked"]}, "plugins": {"checked": {"size": -1}}},
-                         environ={}, plugins=[Checked], entry_points=False)
+        Kernel.from_dict(
+            {"kernel": {"plugins": ["checked"]}, "plugins": {"checked": {"size": -1}}},
+            environ={},
+            plugins=[Checked],
+            entry_points=False,
+        )
     assert exc_info.value.errors == ["plugins.checked.size: must be > 0: -1"]
     assert CHECKS == []  # an invalid table is not checked
 
@@ -589,7 +624,9 @@ def test_a_check_that_needs_a_plugin_says_how_to_get_it() -> None:
     with pytest.raises(ConfigError) as exc_info:  # installed, not enabled
         Kernel.from_dict(
             {"kernel": {"plugins": ["checked"]}, "plugins": {"checked": {"mode": "needs_partner"}}},
-            environ={}, plugins=[Checked, Partner], entry_points=False,
+            environ={},
+            plugins=[Checked, Partner],
+            entry_points=False,
         )
     assert exc_info.value.errors == [
         "plugins.checked.mode: mode = 'needs_partner' needs it (add 'partner' to [kernel] plugins)"

@@ -108,8 +108,9 @@ def test_trace_ids_are_unique_across_threads_and_forked_children() -> None:
     from kernel.logging import new_trace_id
 
     with ThreadPoolExecutor(4) as pool:  # ids are made in batches: no two callers share one
-        ids = [i for batch in pool.map(lambda _: [new_trace_id() for _ in range(300)], range(4))
-               for i in batch]
+        ids = [
+            i for batch in pool.map(lambda _: [new_trace_id() for _ in range(300)], range(4)) for i in batch
+        ]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
     if not hasattr(os, "fork") or sys.platform == "darwin":

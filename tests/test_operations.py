@@ -18,10 +18,44 @@ PLUGINS = ROOT / "plugins"
 
 # Words of PromQL that look like metric names but are not.
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "stdvar", "group",
-    "rate", "irate", "increase", "delta", "idelta", "histogram_quantile", "label_values", "abs", "clamp_min",
-    "clamp_max", "vector", "scalar", "time", "by", "without", "and", "or", "unless", "on", "ignoring",
-    "group_left", "group_right", "bool", "offset", "absent", "avg_over_time", "max_over_time",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "stddev",
+    "stdvar",
+    "group",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "histogram_quantile",
+    "label_values",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+    "vector",
+    "scalar",
+    "time",
+    "by",
+    "without",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "absent",
+    "avg_over_time",
+    "max_over_time",
     "min_over_time",
 }
 # Series Prometheus itself attaches to every scrape target.
@@ -48,9 +82,9 @@ def rule_exprs() -> list[dict[str, Any]]:
 
 def metric_names(expr: str) -> set[str]:
     """Metric names an expression selects (label matchers, groupings and ranges removed)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)          # string literals ($job regexes, "5..")
-    text = re.sub(r"\{[^}]*\}", "", text)                   # label matchers
-    text = re.sub(r"\[[^\]]*\]", "", text)                  # range selectors
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # string literals ($job regexes, "5..")
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors
     text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", text)  # grouping label lists
     names = set()
     for m in re.finditer(r"(?<![\w$])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\(?)", text):
@@ -86,8 +120,10 @@ def known(name: str, emitted: set[str]) -> bool:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.99, sum by (route, le) '
-            '(rate(http_request_duration_seconds_bucket{job=~"$job", status=~"5.."}[5m]))) > 1 and up == 0')
+    expr = (
+        "histogram_quantile(0.99, sum by (route, le) "
+        '(rate(http_request_duration_seconds_bucket{job=~"$job", status=~"5.."}[5m]))) > 1 and up == 0'
+    )
     assert metric_names(expr) == {"http_request_duration_seconds_bucket", "up"}
 
 
@@ -108,8 +144,18 @@ def test_dashboard_structure() -> None:
         refs = [t["refId"] for t in panel["targets"]]
         assert len(refs) == len(set(refs))
     titles = " ".join(p["title"].lower() for p in graphs)
-    for topic in ("request rate", "latency", "error", "event rate", "dead-letter", "hit rate", "job",
-                  "query latency", "cpu", "memory"):
+    for topic in (
+        "request rate",
+        "latency",
+        "error",
+        "event rate",
+        "dead-letter",
+        "hit rate",
+        "job",
+        "query latency",
+        "cpu",
+        "memory",
+    ):
         assert topic in titles, f"no panel about {topic}"
 
 
@@ -126,8 +172,14 @@ def test_alert_rules_shape_and_metrics() -> None:
     rules = rule_exprs()
     emitted = emitted_names()
     names = {r["alert"] for r in rules}
-    assert {"KernelEventDeadLetterQueueNotEmpty", "KernelJobFailureRateHigh", "KernelCacheHitRateLow",
-            "KernelHttp5xxRatioHigh", "KernelHttpLatencyP99High", "KernelTargetDown"} <= names
+    assert {
+        "KernelEventDeadLetterQueueNotEmpty",
+        "KernelJobFailureRateHigh",
+        "KernelCacheHitRateLow",
+        "KernelHttp5xxRatioHigh",
+        "KernelHttpLatencyP99High",
+        "KernelTargetDown",
+    } <= names
     for rule in rules:
         assert rule.get("for"), f"{rule['alert']} has no 'for'"
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
@@ -147,8 +199,9 @@ def test_prometheus_config_loads_the_rules() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
 def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
-    result = subprocess.run(["promtool", "check", "rules", str(OPS / "alerts.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(OPS / "alerts.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Dashboard queries, with Grafana's range variable filled in, must parse as rule expressions too.
     exprs = [e.replace("$__rate_interval", "5m") for e in dashboard_exprs(load_dashboard())]
@@ -157,8 +210,9 @@ def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
         lines += [f"      - record: dashboard:query{i}", f"        expr: {json.dumps(expr)}"]
     rules = tmp_path / "dashboard-rules.yml"
     rules.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = subprocess.run(["promtool", "check", "rules", str(rules)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -166,8 +220,14 @@ def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py, SAQ: asyncio-only libraries
 async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
     """Boot the plugins on embedded servers, exercise them; every referenced series is in the scrape."""
-    for module in ("kernel_metrics", "kernel_redis", "kernel_eventbus", "kernel_cache", "kernel_queue",
-                   "kernel_repository"):
+    for module in (
+        "kernel_metrics",
+        "kernel_redis",
+        "kernel_eventbus",
+        "kernel_cache",
+        "kernel_queue",
+        "kernel_repository",
+    ):
         pytest.importorskip(module)
     import anyio
     from kernel_cache import CacheManager

@@ -13,8 +13,16 @@ from pathlib import Path
 import kernel
 
 KERNEL_DIR = Path(kernel.__file__).parent
-SUBMODULES = ("kernel.config", "kernel.console", "kernel.health", "kernel.hookspecs", "kernel.logging",
-              "kernel.process", "kernel.testing", "kernel.web")
+SUBMODULES = (
+    "kernel.config",
+    "kernel.console",
+    "kernel.health",
+    "kernel.hookspecs",
+    "kernel.logging",
+    "kernel.process",
+    "kernel.testing",
+    "kernel.web",
+)
 
 
 def test_all_is_sorted_and_every_name_exists() -> None:
@@ -31,8 +39,12 @@ def test_every_exception_the_kernel_defines_is_exported() -> None:
         if module is None:
             continue
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, BaseException)
-                    and obj.__module__ == module.__name__ and obj not in exported):
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module.__name__
+                and obj not in exported
+            ):
                 missing.append(f"{module.__name__}.{name}")
     assert not missing, f"exceptions users cannot catch by their public name: {missing}"
 
@@ -49,14 +61,34 @@ def test_public_modules_import() -> None:
 def test_the_top_level_namespace_is_what_a_plugin_author_needs() -> None:
     assert len(kernel.__all__) <= 25, kernel.__all__
     homes = {
-        "kernel.web": ["ASGIApp", "KernelApp", "LifespanMiddleware", "Message", "Receive", "Scope", "Send",
-                       "lifespan_for", "serve"],
+        "kernel.web": [
+            "ASGIApp",
+            "KernelApp",
+            "LifespanMiddleware",
+            "Message",
+            "Receive",
+            "Scope",
+            "Send",
+            "lifespan_for",
+            "serve",
+        ],
         "kernel.process": ["ChildServer", "die_with_parent", "free_port"],
-        "kernel.logging": ["configure_logging", "get_trace_id", "new_trace_id", "reset_trace_id",
-                           "set_trace_id", "trace_context"],
+        "kernel.logging": [
+            "configure_logging",
+            "get_trace_id",
+            "new_trace_id",
+            "reset_trace_id",
+            "set_trace_id",
+            "trace_context",
+        ],
         "kernel.health": ["CheckResult", "HealthReport"],
-        "kernel.config": ["ENTRY_POINT_GROUP", "ENV_PREFIX", "KernelSettings", "LoadedPlugin",
-                          "import_object"],
+        "kernel.config": [
+            "ENTRY_POINT_GROUP",
+            "ENV_PREFIX",
+            "KernelSettings",
+            "LoadedPlugin",
+            "import_object",
+        ],
         "kernel.console": ["ProgressBar", "print_table"],
     }
     for name, names in homes.items():
@@ -108,7 +140,8 @@ def test_import_kernel_needs_no_posix_only_module() -> None:
         "h._proc_status_bytes = lambda *fields: None  # no /proc either\n"
         "print(h.memory_usage())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "{'rss_bytes': 0, 'peak_rss_bytes': 0}"

@@ -13,8 +13,9 @@ from kernel._config import structure
 from kernel.testing import assert_no_password, urls_with_passwords
 
 SCHEMES = ("redis", "rediss", "unix", "mongodb", "mongodb+srv", "postgresql", "amqp")
-PROPERTY = settings(max_examples=300, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,10 @@ PROPERTY = settings(max_examples=300, deadline=None, database=None,
         ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
         ("unix:///s.sock?db=1&password=hunter2", "unix:///s.sock?db=1&password=***"),
         ("unix:///s.sock?db=1;x=2", "unix:///s.sock?db=1;x=2"),
-        ("mongodb://u:hunter2@h1:1,h2:2/db?authSource=admin&w=1", "mongodb://u:***@h1:1,h2:2/db?authSource=***"),
+        (
+            "mongodb://u:hunter2@h1:1,h2:2/db?authSource=admin&w=1",
+            "mongodb://u:***@h1:1,h2:2/db?authSource=***",
+        ),
         # The inputs: an unencoded '/' or '#' in the password, no host, no path.
         ("redis://:pa/ss@host:6379/0", "redis://***"),
         ("redis://:Hash#Pass@host/0", "redis://***"),

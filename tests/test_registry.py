@@ -130,8 +130,10 @@ def test_a_miss_names_the_installed_but_disabled_plugin_and_its_distribution(tes
     from kt_plugins.alpha import Greeter
 
     k = make_kernel("kt_gamma")  # kt_alpha, which provides the greeter, is installed but not enabled
-    expected = ("plugin 'kt_alpha' (installed from kt-plugins) provides it but is not enabled: "
-                "add 'kt_alpha' to [kernel] plugins")
+    expected = (
+        "plugin 'kt_alpha' (installed from kt-plugins) provides it but is not enabled: "
+        "add 'kt_alpha' to [kernel] plugins"
+    )
     for key in ("greeter", Greeter):
         with pytest.raises(ServiceNotFoundError) as exc_info:
             k.registry.get(key)

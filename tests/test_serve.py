@@ -164,16 +164,18 @@ def test_serve_with_workers_needs_an_import_string() -> None:
 def test_serve_without_uvicorn_says_how_to_install(tmp_path: Path) -> None:
     config = tmp_path / "kernel.toml"
     config.write_text("[kernel]\nplugins = []\n")
-    code = ("import sys; sys.modules['uvicorn'] = None\n"
-            "from kernel._cli import main\n"
-            f"raise SystemExit(main(['--config', {str(config)!r}, 'serve']))")
+    code = (
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from kernel._cli import main\n"
+        f"raise SystemExit(main(['--config', {str(config)!r}, 'serve']))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1
     assert "kernel serve needs uvicorn: pip install 'milo-kernel[serve]'" in result.stderr
 
 
-LEAKY_APP = '''
+LEAKY_APP = """
 import contextvars
 import json
 
@@ -198,7 +200,7 @@ async def app(scope, receive, send):
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 
 def free_port() -> int:
@@ -226,9 +228,24 @@ def test_serve_starts_every_request_from_a_fresh_context(tmp_path: Path, size: i
     log = tmp_path / "serve.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kernel", "--config", str(tmp_path / "kernel.toml"), "serve",
-             "--app", "leaky:app", "--app-dir", str(tmp_path), "--port", str(port), "--no-access-log"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err,
+            [
+                sys.executable,
+                "-m",
+                "kernel",
+                "--config",
+                str(tmp_path / "kernel.toml"),
+                "serve",
+                "--app",
+                "leaky:app",
+                "--app-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         deadline = time.monotonic() + 60

@@ -78,10 +78,17 @@ class Users:
         notification_id = f"welcome-{data['user_id']}"
         # The job id makes a re-delivered event (at-least-once) enqueue nothing new.
         await self.queue.add_job(
-            QUEUE, JOB,
-            {"notification_id": notification_id, "user_id": data["user_id"], "type": "email",
-             "trace_id": metadata.trace_id},
-            job_id=notification_id, attempts=5, backoff={"type": "exponential", "delay": 0.5},
+            QUEUE,
+            JOB,
+            {
+                "notification_id": notification_id,
+                "user_id": data["user_id"],
+                "type": "email",
+                "trace_id": metadata.trace_id,
+            },
+            job_id=notification_id,
+            attempts=5,
+            backoff={"type": "exponential", "delay": 0.5},
         )
         log.info("notification queued", extra={"user_id": data["user_id"], "event_id": metadata.event_id})
 
@@ -92,8 +99,9 @@ class Users:
         delay = 0.05
         while True:
             try:
-                await self.bus.publish(USER_CREATED, {"user_id": str(user.id), "email": user.email},
-                                       source="users-api")
+                await self.bus.publish(
+                    USER_CREATED, {"user_id": str(user.id), "email": user.email}, source="users-api"
+                )
                 return
             except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
                 if loop.time() + delay > deadline:
@@ -110,7 +118,8 @@ class Users:
         if problems:
             raise ValidationError("invalid user", errors=problems)
         user = await self.repo.create(
-            {"name": body.get("name"), "email": body.get("email")}, created_by=actor(request))
+            {"name": body.get("name"), "email": body.get("email")}, created_by=actor(request)
+        )
         await self.publish_created(user)
         log.info("user created", extra={"user_id": str(user.id)})
         return JSONResponse(public(user), status_code=201)
@@ -132,8 +141,9 @@ class Users:
         body = await json_body(request)
         changes: dict[str, Any] = {k: body[k] for k in ("name", "email") if k in body}
         if not changes or set(body) - {"name", "email"}:
-            raise ValidationError("invalid user update",
-                                  errors={"body": "only 'name' and 'email' may be changed, at least one"})
+            raise ValidationError(
+                "invalid user update", errors={"body": "only 'name' and 'email' may be changed, at least one"}
+            )
         # The repository checks an update's types only, not the model's lengths or validators.
         problems = field_problems(changes)
         if problems:
@@ -230,8 +240,10 @@ def supervisor_state() -> dict[str, Any] | None:
         return None
     try:
         state = json.loads(Path(path).read_text())
-        processes = {str(name): {"restarts": int(p["restarts"]), "running": bool(p["running"])}
-                     for name, p in state["processes"].items()}
+        processes = {
+            str(name): {"restarts": int(p["restarts"]), "running": bool(p["running"])}
+            for name, p in state["processes"].items()
+        }
         return {"restarts": int(state["restarts"]), "processes": processes}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {"restarts": None, "processes": {}}  # the launcher is stopping (or was killed)
@@ -271,8 +283,9 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own HTTP errors (405 from routing) become problem+json through the errors plugin."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        raise MethodNotAllowedError(f"{request.method} is not allowed on this path",
-                                    headers=dict(exc.headers or {}))
+        raise MethodNotAllowedError(
+            f"{request.method} is not allowed on this path", headers=dict(exc.headers or {})
+        )
     raise AppError(exc.detail, status_code=exc.status_code, headers=dict(exc.headers or {}))
 
 

@@ -42,8 +42,10 @@ def register(manager: QueueManager) -> None:
                 await asyncio.sleep(latency)  # the provider's API call in a real service
             result = await notification_processor(job)  # the sample processor: progress 10 -> 100
             await manager.redis.hsetnx(SENT_KEY, data.get("notification_id", job.id), result["sent_at"])
-            log.info("notification sent", extra={"user_id": data.get("user_id"), "job_id": job.id,
-                                                  "attempt": job.attempts})
+            log.info(
+                "notification sent",
+                extra={"user_id": data.get("user_id"), "job_id": job.id, "attempt": job.attempts},
+            )
             return result
 
     send_notification.__qualname__ = "send_notification"

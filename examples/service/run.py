@@ -77,7 +77,7 @@ def process_identity(pid: int) -> str | None:
         except PermissionError:
             pass
         return f"{pid}:?"
-    fields = stat[stat.rfind(")") + 2:].split()  # the command name may contain spaces and parentheses
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
     if fields[0] in ("Z", "X"):  # exited, not reaped yet
         return None
     return f"{pid}:{fields[19]}"
@@ -137,8 +137,9 @@ def url_has_credentials(url: str) -> bool:
 class Child:
     """One web or worker process of the stack."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log: Path | None,
-                 url: str | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: Mapping[str, str], log: Path | None, url: str | None = None
+    ) -> None:
         self.name, self.argv, self.env, self.log_path, self.url = name, argv, dict(env), log, url
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -160,10 +161,15 @@ class Child:
             self._log = self.log_path.open("ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
             # Own session: a terminal's Ctrl-C reaches only the launcher, which stops everyone in order.
-            start_new_session=True, preexec_fn=die_with_parent(),
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
     @property
@@ -276,8 +282,11 @@ class Stack:
         return self.root / STATE_FILE if self.root is not None else None
 
     def _servers(self) -> dict[str, Any]:
-        return {name: server for name, server in (("redis", self.redis), ("mongo", self.mongo))
-                if server is not None}
+        return {
+            name: server
+            for name, server in (("redis", self.redis), ("mongo", self.mongo))
+            if server is not None
+        }
 
     def state(self) -> dict[str, Any]:
         """Who owns the folder (for :func:`remove_stale_folders`) and the restart counts (for ``/health``)."""
@@ -285,8 +294,10 @@ class Stack:
         owners = [os.getpid()] + [c.pid for c in procs if c.running and c.pid]
         owners += [server.pid for server in self._servers().values() if server.pid]
         children = {c.name: {"restarts": c.restarts, "running": c.running} for c in procs}
-        servers = {name: {"restarts": self.server_restarts.get(name, 0), "running": bool(server.running)}
-                   for name, server in self._servers().items()}
+        servers = {
+            name: {"restarts": self.server_restarts.get(name, 0), "running": bool(server.running)}
+            for name, server in self._servers().items()
+        }
         return {
             "owners": [ident for ident in map(process_identity, owners) if ident is not None],
             "servers": [str(server.workdir) for server in self._servers().values()],
@@ -304,16 +315,21 @@ class Stack:
         tmp.replace(path)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")}
-        env.update({
-            "KERNEL_CONFIG": str(self.config),
-            "KERNEL__PLUGINS__REDIS__URL": self.redis_url,
-            "KERNEL__PLUGINS__REPOSITORY__URI": self.mongo_uri,
-            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-            STATE_ENV: str(self.state_path),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+        }
+        env.update(
+            {
+                "KERNEL_CONFIG": str(self.config),
+                "KERNEL__PLUGINS__REDIS__URL": self.redis_url,
+                "KERNEL__PLUGINS__REPOSITORY__URI": self.mongo_uri,
+                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+                STATE_ENV: str(self.state_path),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self._extra_env)
         return env
 
@@ -324,15 +340,36 @@ class Stack:
 
     def web(self, i: int) -> Child:
         port = self.port + i
-        argv = [sys.executable, "-m", "kernel", "--config", str(self.config), "serve", "--app", APP,
-                "--host", self.host, "--port", str(port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "kernel",
+            "--config",
+            str(self.config),
+            "serve",
+            "--app",
+            APP,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+        ]
         return Child(f"web{i}", argv, self.env(), self._log(f"web{i}"), f"http://{self.host}:{port}")
 
     def worker(self, i: int) -> Child:
         assert self.run_dir is not None, "start_servers() first"
         ready = self.run_dir / f"worker{i}.ready"
-        argv = [sys.executable, "-m", "kernel", "--config", str(self.config), "worker", *self.worker_args,
-                "--ready-file", str(ready)]
+        argv = [
+            sys.executable,
+            "-m",
+            "kernel",
+            "--config",
+            str(self.config),
+            "worker",
+            *self.worker_args,
+            "--ready-file",
+            str(ready),
+        ]
         child = Child(f"worker{i}", argv, self.env(), self._log(f"worker{i}"))
         child.ready_file = ready
         return child
@@ -367,8 +404,10 @@ class Stack:
                 child.failures += 1
                 delay = min(BACKOFF_FIRST * 2 ** (child.failures - 1), BACKOFF_MAX)
                 child.restart_at = now + delay
-                events.append(f"{child.name} (pid {child.pid}) exited with {_describe_exit(code)}; "
-                              f"restarting it in {delay:g}s")
+                events.append(
+                    f"{child.name} (pid {child.pid}) exited with {_describe_exit(code)}; "
+                    f"restarting it in {delay:g}s"
+                )
                 changed = True
             elif now >= child.restart_at:
                 child.restart_at = None
@@ -383,12 +422,15 @@ class Stack:
                 server.start()  # same port, same data folder: the AOF / SQLite files are kept
             except Exception as exc:  # reported, retried after a pause
                 self._server_retry[name] = now + BACKOFF_MAX / 3
-                events.append(f"{name} server is down and did not start again ({type(exc).__name__}); "
-                              f"retrying in {BACKOFF_MAX / 3:g}s")
+                events.append(
+                    f"{name} server is down and did not start again ({type(exc).__name__}); "
+                    f"retrying in {BACKOFF_MAX / 3:g}s"
+                )
                 continue
             self.server_restarts[name] = self.server_restarts.get(name, 0) + 1
-            events.append(f"{name} server exited; restarted it (pid {server.pid}, "
-                          f"restart {self.server_restarts[name]})")
+            events.append(
+                f"{name} server exited; restarted it (pid {server.pid}, restart {self.server_restarts[name]})"
+            )
             changed = True
         if changed:
             self.write_state()
@@ -516,42 +558,62 @@ def health_line(url: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.service.run",
-                                     description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.service.run", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--web", type=int, default=1, help="web processes (ports PORT, PORT+1, ...)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--redis-url", help=f"use this Redis instead of starting one (with credentials: "
-                        f"set {REDIS_ENV} instead, a command line is visible to every local user)")
-    parser.add_argument("--mongo-uri", help=f"use this MongoDB instead of starting the wire server (with "
-                        f"credentials: set {MONGO_ENV} instead)")
+    parser.add_argument(
+        "--redis-url",
+        help=f"use this Redis instead of starting one (with credentials: "
+        f"set {REDIS_ENV} instead, a command line is visible to every local user)",
+    )
+    parser.add_argument(
+        "--mongo-uri",
+        help=f"use this MongoDB instead of starting the wire server (with "
+        f"credentials: set {MONGO_ENV} instead)",
+    )
     args = parser.parse_args(argv)
     if args.web < 1 or args.workers < 0:
         parser.error("--web must be >= 1 and --workers >= 0")
-    for option, value, env_name in (("--redis-url", args.redis_url, REDIS_ENV),
-                                    ("--mongo-uri", args.mongo_uri, MONGO_ENV)):
+    for option, value, env_name in (
+        ("--redis-url", args.redis_url, REDIS_ENV),
+        ("--mongo-uri", args.mongo_uri, MONGO_ENV),
+    ):
         if value is not None and url_has_credentials(value):
             # Never echo the value: it holds a secret.
-            parser.error(f"{option} contains credentials, and a command line is visible to every local user "
-                         f"(ps); pass that URL in the environment instead: {env_name}=... "
-                         "python -m examples.service.run")
+            parser.error(
+                f"{option} contains credentials, and a command line is visible to every local user "
+                f"(ps); pass that URL in the environment instead: {env_name}=... "
+                "python -m examples.service.run"
+            )
     redis_url = args.redis_url or _external(REDIS_ENV)
     mongo_uri = args.mongo_uri or _external(MONGO_ENV)
     for folder in remove_stale_folders():
         _say(f"removed {folder}: left behind by a launcher that was killed")
-    stack = Stack(web=args.web, workers=args.workers, host=args.host, port=args.port, config=args.config,
-                  redis_url=redis_url, mongo_uri=mongo_uri)
+    stack = Stack(
+        web=args.web,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        config=args.config,
+        redis_url=redis_url,
+        mongo_uri=mongo_uri,
+    )
     signals = _StopSignals()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signals)
     code = 0
     try:
         stack.start()
-        _say(f"service ready: {', '.join(c.url or '' for c in stack.webs)} "
-             f"(web pids {[c.pid for c in stack.webs]}, worker pids {[c.pid for c in stack.workers]}); "
-             "try POST /users, GET/PATCH /users/{id}, /health, /health/metrics; Ctrl-C stops it")
+        _say(
+            f"service ready: {', '.join(c.url or '' for c in stack.webs)} "
+            f"(web pids {[c.pid for c in stack.webs]}, worker pids {[c.pid for c in stack.workers]}); "
+            "try POST /users, GET/PATCH /users/{id}, /health, /health/metrics; Ctrl-C stops it"
+        )
         _say(health_line(stack.webs[0].url or ""))
         while True:
             signals.deferred = True

@@ -45,7 +45,7 @@ def new_trace_id() -> str:
         return _spare_ids.popleft()
     except IndexError:
         pool = os.urandom(16 * _ID_BATCH).hex()
-        _spare_ids.extend([pool[i:i + 32] for i in range(32, len(pool), 32)])
+        _spare_ids.extend([pool[i : i + 32] for i in range(32, len(pool), 32)])
         return pool[:32]
 
 

@@ -142,7 +142,8 @@ def urls_with_passwords(schemes: Sequence[str] = ("redis", "rediss", "unix")) ->
     breaker = st.text(_BREAKERS, min_size=1, max_size=3)
     password = st.builds(
         lambda first, rest, edges: edges[0] + first + "".join(b + s for b, s in rest) + edges[1],
-        segment, st.lists(st.tuples(breaker, segment), max_size=3),
+        segment,
+        st.lists(st.tuples(breaker, segment), max_size=3),
         st.tuples(st.sampled_from(["", *_BREAKERS]), st.sampled_from(["", *_BREAKERS])),
     )
     name = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
@@ -150,28 +151,50 @@ def urls_with_passwords(schemes: Sequence[str] = ("redis", "rediss", "unix")) ->
     def build(scheme: str, user: str, host: str, port: int, db: int, pw: str, form: int) -> tuple[str, str]:
         q = quote(pw, safe="")
         if scheme == "unix":
-            forms = [f"unix://:{q}@/tmp/{host}.sock", f"unix:///tmp/{host}.sock?db={db}&password={q}",
-                     f"unix://:{pw}@", f"unix://:{pw}@/tmp/{host}.sock",
-                     f"unix:///tmp/{host}.sock?password={pw}", f"unix://{user}:{pw}@"]
+            forms = [
+                f"unix://:{q}@/tmp/{host}.sock",
+                f"unix:///tmp/{host}.sock?db={db}&password={q}",
+                f"unix://:{pw}@",
+                f"unix://:{pw}@/tmp/{host}.sock",
+                f"unix:///tmp/{host}.sock?password={pw}",
+                f"unix://{user}:{pw}@",
+            ]
         else:
             forms = [
-                f"{scheme}://:{q}@{host}:{port}/{db}", f"{scheme}://{user}:{q}@{host}/{db}",
+                f"{scheme}://:{q}@{host}:{port}/{db}",
+                f"{scheme}://{user}:{q}@{host}/{db}",
                 f"{scheme}://{host}:{port}/{db}?password={q}",
                 f"{scheme}://{user}:{q}@{host}:{port},{host}2:{port}/{db}?authSource=admin",
-                f"{scheme}://:{pw}@{host}:{port}/{db}", f"{scheme}://{user}:{pw}@{host}/{db}",
+                f"{scheme}://:{pw}@{host}:{port}/{db}",
+                f"{scheme}://{user}:{pw}@{host}/{db}",
                 # A lone user info: its part before a ':' would be a user name, by URL syntax.
-                f"{scheme}://{pw.replace(':', '')}@{host}", f"{scheme}://:{pw}@", f"{scheme}://{user}:{pw}@",
-                f"{scheme}:/:{pw}@{host}", f"{scheme}:{pw}@{host}", f":{pw}@{host}",
-                f"{user}:{pw}@{host}:{port}", f"{scheme}://{host}:{port}/{db}?password={pw}",
+                f"{scheme}://{pw.replace(':', '')}@{host}",
+                f"{scheme}://:{pw}@",
+                f"{scheme}://{user}:{pw}@",
+                f"{scheme}:/:{pw}@{host}",
+                f"{scheme}:{pw}@{host}",
+                f":{pw}@{host}",
+                f"{user}:{pw}@{host}:{port}",
+                f"{scheme}://{host}:{port}/{db}?password={pw}",
                 f"{scheme}://{host}/{db}?db=1&password={pw}&x=1",
-                f"{scheme}://:{pw}@{host}:{pw}/{db}", f"{scheme}://[{host}:{pw}@{host}",
+                f"{scheme}://:{pw}@{host}:{pw}/{db}",
+                f"{scheme}://[{host}:{pw}@{host}",
                 # No '@' and no host: an '@' in the password would make the rest a host name.
-                f"{scheme}://:{pw.replace('@', '')}", f"{scheme}://{host}:{pw.replace('@', '')}/{db}",
+                f"{scheme}://:{pw.replace('@', '')}",
+                f"{scheme}://{host}:{pw.replace('@', '')}/{db}",
             ]
         return forms[form % len(forms)], pw
 
-    return st.builds(build, st.sampled_from(list(schemes)), name, name,
-                     st.integers(0, 99999), st.integers(0, 20), password, st.integers(0, 99))
+    return st.builds(
+        build,
+        st.sampled_from(list(schemes)),
+        name,
+        name,
+        st.integers(0, 99999),
+        st.integers(0, 20),
+        password,
+        st.integers(0, 99),
+    )
 
 
 def assert_no_password(text: str, password: str) -> None:

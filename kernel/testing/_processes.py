@@ -46,7 +46,9 @@ def assert_dies_with_parent(
     signal). A child that outlives it is killed before the assertion fails, so no test leaks one.
     """
     parent = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
         env=dict(env) if env is not None else None,
     )
     child: int | None = None

@@ -9,19 +9,27 @@ from .._kernel import Kernel
 from .._plugin import ASGIApp, Receive, Route, Scope, Send
 
 
-async def send_json(send: Send, status: int, body: Any, *, content_type: str = "application/json",
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(
+    send: Send,
+    status: int,
+    body: Any,
+    *,
+    content_type: str = "application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Send a complete JSON response."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(payload)).encode()),
-            *(headers or []),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -30,8 +38,7 @@ def health_endpoint(kernel: Kernel) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         report = await kernel.health()
-        await send_json(send, report.http_status, report.to_dict(),
-                        headers=[(b"cache-control", b"no-store")])
+        await send_json(send, report.http_status, report.to_dict(), headers=[(b"cache-control", b"no-store")])
 
     return app
 
@@ -101,19 +108,24 @@ class KernelApp:
         path: str = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted: ASGI paths include the mount prefix
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         route = self.match(path)
         if route is None:
-            await send_json(send, 404, {"status": 404, "title": "Not Found"},
-                            content_type="application/problem+json")
+            await send_json(
+                send, 404, {"status": 404, "title": "Not Found"}, content_type="application/problem+json"
+            )
             return
         if scope["method"] not in route.methods and not (
             scope["method"] == "HEAD" and "GET" in route.methods
         ):
             allow = ", ".join(route.methods).encode()
-            await send_json(send, 405, {"status": 405, "title": "Method Not Allowed"},
-                            content_type="application/problem+json",
-                            headers=[(b"allow", allow)])
+            await send_json(
+                send,
+                405,
+                {"status": 405, "title": "Method Not Allowed"},
+                content_type="application/problem+json",
+                headers=[(b"allow", allow)],
+            )
             return
         scope.setdefault("route_template", route.path)
         await route.app(scope, receive, send)

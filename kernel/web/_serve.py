@@ -52,8 +52,12 @@ class ServedApp:
             return
         if self._app is None:
             if scope["type"] == "http":
-                await send_json(send, 503, {"status": 503, "title": "Service Unavailable"},
-                                content_type="application/problem+json")
+                await send_json(
+                    send,
+                    503,
+                    {"status": 503, "title": "Service Unavailable"},
+                    content_type="application/problem+json",
+                )
             return
         await self._app(scope, receive, send)
 
@@ -120,17 +124,29 @@ def _fresh_context_option(uvicorn: Any) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``kernel serve``."""
     # SUPPRESS keeps ``kernel --config X serve`` working: the sub-parser must not reset it to None.
-    parser.add_argument("--config", "-c", default=argparse.SUPPRESS,
-                        help="config file (default $KERNEL_CONFIG or ./kernel.toml)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=argparse.SUPPRESS,
+        help="config file (default $KERNEL_CONFIG or ./kernel.toml)",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--app", metavar="MODULE:ATTR",
-                        help="serve this host ASGI app (it embeds the kernel) instead of the kernel's app")
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve this host ASGI app (it embeds the kernel) instead of the kernel's app",
+    )
     parser.add_argument("--app-dir", default=".", help="directory put on sys.path for --app (default .)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes (set PROMETHEUS_MULTIPROC_DIR for metrics across them)")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="don't log one line per request")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (set PROMETHEUS_MULTIPROC_DIR for metrics across them)",
+    )
+    parser.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="don't log one line per request"
+    )
 
 
 def _configure_logs_from_file(path: Path) -> None:
@@ -144,8 +160,11 @@ def _configure_logs_from_file(path: Path) -> None:
         var = f"KERNEL__KERNEL__{key.upper()}"
         if var in os.environ:
             table[key] = os.environ[var]
-    configure_logging(str(table.get("env", "development")), str(table.get("log_level", "INFO")),
-                      str(table.get("log_format", "auto")))
+    configure_logging(
+        str(table.get("env", "development")),
+        str(table.get("log_level", "INFO")),
+        str(table.get("log_format", "auto")),
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -186,8 +205,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             app = kernel
 
-    return serve(app, host=args.host, port=args.port, workers=args.workers, factory=factory,
-                 access_log=args.access_log)
+    return serve(
+        app, host=args.host, port=args.port, workers=args.workers, factory=factory, access_log=args.access_log
+    )
 
 
 def serve(
@@ -212,8 +232,15 @@ def serve(
         raise ValueError(f"serve(workers={workers}) needs the app as a 'module:attr' import string")
     served = ServedApp(app) if isinstance(app, Kernel) else app
     config = uvicorn.Config(
-        served, host=host, port=port, factory=factory, workers=workers,
-        lifespan="on", log_config=None, access_log=access_log, **_fresh_context_option(uvicorn),
+        served,
+        host=host,
+        port=port,
+        factory=factory,
+        workers=workers,
+        lifespan="on",
+        log_config=None,
+        access_log=access_log,
+        **_fresh_context_option(uvicorn),
     )
     log.info("kernel serve: http://%s:%d (%d worker(s))", host, port, workers)
     try:

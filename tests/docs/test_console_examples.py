@@ -128,13 +128,17 @@ def parse_steps(fence: Fence, page: Path) -> tuple[Step, ...]:
             command, line, expected = [text[2:]], n, []
         elif command is None:
             if text.strip():
-                raise ValueError(f"{_rel(page)}:{n}: console block output before any "
-                                 f"'$ ' command: {text!r} (use a text block for plain output)")
+                raise ValueError(
+                    f"{_rel(page)}:{n}: console block output before any "
+                    f"'$ ' command: {text!r} (use a text block for plain output)"
+                )
         else:
             expected.append(text)
     if command is None:
-        raise ValueError(f"{_rel(page)}:{fence.line}: console block without a '$ ' "
-                         "command (console blocks are run; use a text block)")
+        raise ValueError(
+            f"{_rel(page)}:{fence.line}: console block without a '$ ' "
+            "command (console blocks are run; use a text block)"
+        )
     steps.append(Step("\n".join(command), line, tuple(expected)))
     return tuple(steps)
 
@@ -145,8 +149,7 @@ def console_blocks(page: Path) -> list[ConsoleBlock]:
     blocks: list[ConsoleBlock] = []
     for fence in fences(page):
         if fence.lang == "console":
-            blocks.append(ConsoleBlock(page, fence.line, parse_steps(fence, page),
-                                       tuple(files.items())))
+            blocks.append(ConsoleBlock(page, fence.line, parse_steps(fence, page), tuple(files.items())))
         elif fence.body and (m := _FILE_COMMENT.match(fence.body[0])):
             files[m["name"]] = "\n".join(fence.body) + "\n"
     return blocks
@@ -196,8 +199,12 @@ def _every_plugin_installed() -> None:
 def _sandbox(root: Path) -> dict[str, str]:
     """A throw-away venv over the running one, with ``kernel``/``pip`` shims; its environment."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     site.mkdir(parents=True, exist_ok=True)
@@ -206,28 +213,34 @@ def _sandbox(root: Path) -> dict[str, str]:
     # addsitedir (not a plain path line) so the editable installs' own .pth files apply too.
     parents = dict.fromkeys(p for p in sys.path if p.endswith("site-packages"))
     (site / "_docs_parent_env.pth").write_text(
-        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+    )
     python = bin_dir / "python"
-    shims = {"kernel": "from kernel._cli import main\nsys.exit(main())",
-             "pip": "import runpy\nrunpy.run_module('pip', run_name='__main__', alter_sys=True)"}
+    shims = {
+        "kernel": "from kernel._cli import main\nsys.exit(main())",
+        "pip": "import runpy\nrunpy.run_module('pip', run_name='__main__', alter_sys=True)",
+    }
     for name, body in shims.items():
         shim = bin_dir / name
         shim.write_text(f"#!{python}\nimport sys\n{body}\n")
         shim.chmod(0o755)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KERNEL", "PYTHON", "PIP_", "VIRTUAL_ENV"))}
-    env.update({
-        "PATH": os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
-        "VIRTUAL_ENV": str(venv),
-        "PYTHONUNBUFFERED": "1",  # stdout and stderr interleave as on a terminal
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PIP_NO_INDEX": "1",  # everything an example installs is local; never the network
-        "PIP_NO_BUILD_ISOLATION": "0",  # i.e. --no-build-isolation: use the env's hatchling
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "NO_COLOR": "1",
-        "TERM": "dumb",
-        "COLUMNS": "120",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KERNEL", "PYTHON", "PIP_", "VIRTUAL_ENV"))
+    }
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
+            "VIRTUAL_ENV": str(venv),
+            "PYTHONUNBUFFERED": "1",  # stdout and stderr interleave as on a terminal
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PIP_NO_INDEX": "1",  # everything an example installs is local; never the network
+            "PIP_NO_BUILD_ISOLATION": "0",  # i.e. --no-build-isolation: use the env's hatchling
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "NO_COLOR": "1",
+            "TERM": "dumb",
+            "COLUMNS": "120",
+        }
+    )
     return env
 
 
@@ -246,15 +259,24 @@ def run_block(block: ConsoleBlock, workdir: Path) -> list[tuple[Step, list[str],
     for i, step in enumerate(block.steps):
         # `( exit $s )` restores the status, so a following `$ echo $?` shows the command's.
         script.append(f"{step.command}\n__s=$?; printf '\\n{mark} {i} %d\\n' \"$__s\"; ( exit $__s )")
-    result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, timeout=COMMAND_TIMEOUT)
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     chunks = re.split(rf"\n{re.escape(mark)} (\d+) (\d+)\n", result.stdout)
     results: list[tuple[Step, list[str], int]] = []
     for k, step in enumerate(block.steps):
         if 3 * k + 2 >= len(chunks):
-            raise AssertionError(f"{block.id}: the block stopped before `{step.command}` "
-                                 f"(bash exit {result.returncode}); output:\n{result.stdout}")
+            raise AssertionError(
+                f"{block.id}: the block stopped before `{step.command}` "
+                f"(bash exit {result.returncode}); output:\n{result.stdout}"
+            )
         assert int(chunks[3 * k + 1]) == k
         results.append((step, chunks[3 * k].splitlines(), int(chunks[3 * k + 2])))
     return results
@@ -278,8 +300,10 @@ def test_console_example(block: ConsoleBlock, tmp_path: Path) -> None:
         expected, actual = _clean(step.expected), _clean(output)
         if not expected:
             if status != 0:
-                failures.append(f"{where}\nexited {status} (a step shown without output must "
-                                f"succeed); output:\n" + "\n".join(actual))
+                failures.append(
+                    f"{where}\nexited {status} (a step shown without output must "
+                    f"succeed); output:\n" + "\n".join(actual)
+                )
         elif not output_matches(expected, actual):
             diff = difflib.unified_diff(expected, actual, "documented", "actual", lineterm="")
             failures.append(f"{where}\noutput differs (exit {status}):\n" + "\n".join(diff))
@@ -311,9 +335,14 @@ def known_settings() -> dict[str, object]:
     That config enables every first-party plugin and the example's host sections.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    shown = subprocess.run([sys.executable, "-m", "kernel", "--config", "examples/kernel.toml",
-                            "config", "show", "--json"], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", "examples/kernel.toml", "config", "show", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr
     data: dict[str, object] = json.loads(shown.stdout)
     return data
@@ -337,8 +366,7 @@ def test_every_environment_variable_in_the_docs_names_a_setting(known_settings: 
                 if path[:2] == ("plugins", "x"):  # the docs' placeholder plugin
                     continue
                 if path not in known:
-                    wrong.append(f"{page.relative_to(ROOT)}:{n}: {var} names no setting "
-                                 f"({'.'.join(path)})")
+                    wrong.append(f"{page.relative_to(ROOT)}:{n}: {var} names no setting ({'.'.join(path)})")
     assert not wrong, "\n".join(wrong)
 
 
@@ -379,10 +407,14 @@ def test_every_toml_example_uses_real_settings(known_settings: dict[str, object]
             except tomllib.TOMLDecodeError as exc:
                 wrong.append(f"{_rel(page)}:{fence.line}: not valid TOML ({exc})")
                 continue
-            scoped = {"kernel": data.get("kernel", {}),
-                      "plugins": {k: v for k, v in data.get("plugins", {}).items() if k in FIRST_PARTY}}
-            wrong += [f"{_rel(page)}:{fence.line}: {key}: no such setting"
-                      for key in _unknown_keys(scoped, known, "")]
+            scoped = {
+                "kernel": data.get("kernel", {}),
+                "plugins": {k: v for k, v in data.get("plugins", {}).items() if k in FIRST_PARTY},
+            }
+            wrong += [
+                f"{_rel(page)}:{fence.line}: {key}: no such setting"
+                for key in _unknown_keys(scoped, known, "")
+            ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -401,8 +433,14 @@ _SUBCOMMAND_LINE = re.compile(r"^    (?P<name>[a-z][a-z-]*)(?:\s|$)")
 def _kernel_help(*args: str) -> str:
     """``kernel --config examples/kernel.toml ARGS --help`` (every plugin enabled, nothing booted)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    done = subprocess.run([sys.executable, "-m", "kernel", "--config", "examples/kernel.toml", *args,
-                           "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", "examples/kernel.toml", *args, "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"kernel {' '.join(args)} --help failed:\n{done.stderr}"
     return done.stdout
 
@@ -435,8 +473,7 @@ def test_every_documented_command_option_exists() -> None:
                         helps[key] = _kernel_help(*key)
                 for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", m["rest"]):
                     if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", helps[key]):
-                        wrong.append(f"{_rel(page)}:{n}: `kernel {' '.join(key)}` has no option "
-                                     f"{option}")
+                        wrong.append(f"{_rel(page)}:{n}: `kernel {' '.join(key)}` has no option {option}")
     assert helps, "no kernel command found in the docs (the pattern is broken)"
     assert not wrong, "\n".join(wrong)
 
@@ -458,8 +495,12 @@ def test_python_examples_compile_and_import_real_names() -> None:
                 continue
             where = f"{_rel(page)}:{fence.line}"
             try:
-                tree = compile("\n".join(fence.body), where, "exec",
-                               flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                tree = compile(
+                    "\n".join(fence.body),
+                    where,
+                    "exec",
+                    flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                )
             except SyntaxError as exc:
                 wrong.append(f"{where}: {exc}")
                 continue
@@ -477,9 +518,13 @@ def test_python_examples_compile_and_import_real_names() -> None:
                         wrong.append(f"{where}: import {module}: {exc}")
                         continue
                     if isinstance(node, ast.ImportFrom):
-                        wrong += [f"{where}: {module} has no {a.name!r}" for a in node.names
-                                  if a.name != "*" and not hasattr(imported, a.name)
-                                  and importlib.util.find_spec(f"{module}.{a.name}") is None]
+                        wrong += [
+                            f"{where}: {module} has no {a.name!r}"
+                            for a in node.names
+                            if a.name != "*"
+                            and not hasattr(imported, a.name)
+                            and importlib.util.find_spec(f"{module}.{a.name}") is None
+                        ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -488,10 +533,13 @@ def test_shell_sessions_say_whether_they_are_tested() -> None:
 
     An untagged or ``bash`` block with prompts looks like a tested example but is not.
     """
-    wrong = [f"{_rel(page)}:{fence.line}: a shell session in a {fence.lang or 'plain'} block: make it "
-             "console (tested) or text (not run)"
-             for page in PAGES for fence in fences(page)
-             if fence.lang not in ("console", "text") and any(ln.startswith("$ ") for ln in fence.body)]
+    wrong = [
+        f"{_rel(page)}:{fence.line}: a shell session in a {fence.lang or 'plain'} block: make it "
+        "console (tested) or text (not run)"
+        for page in PAGES
+        for fence in fences(page)
+        if fence.lang not in ("console", "text") and any(ln.startswith("$ ") for ln in fence.body)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -530,8 +578,13 @@ def default_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     config = tmp_path_factory.mktemp("defaults") / "kernel.toml"
     config.write_text(f"[kernel]\nplugins = {json.dumps(list(FIRST_PARTY))}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    shown = subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), "config", "show",
-                            "--json"], env=env, capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(config), "config", "show", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr
     data: dict[str, Any] = json.loads(shown.stdout)
     return data
@@ -555,16 +608,21 @@ def test_settings_tables_match_the_code(name: str, default_settings: dict[str, A
         else:
             flat[key] = value
     rows = list(_settings_rows(page))
-    problems = [f"{_rel(page)}:{n}: `{key}` is not a setting of {name}" for n, key, _ in rows
-                if key not in flat]
+    problems = [
+        f"{_rel(page)}:{n}: `{key}` is not a setting of {name}" for n, key, _ in rows if key not in flat
+    ]
     documented = {key for _, key, _ in rows}
-    problems += [f"{_rel(page)}: setting `{key}` of {name} is not in a settings table"
-                 for key in flat if key not in documented and key != "plugins"]
+    problems += [
+        f"{_rel(page)}: setting `{key}` of {name} is not in a settings table"
+        for key in flat
+        if key not in documented and key != "plugins"
+    ]
     for n, key, cell in rows:
         parsed, value = _documented_default(cell)
         if parsed and key in flat and value != flat[key] and flat[key] != "**********" and key != "plugins":
-            problems.append(f"{_rel(page)}:{n}: `{key}` default is documented as {cell!r}, "
-                            f"the code's is {flat[key]!r}")
+            problems.append(
+                f"{_rel(page)}:{n}: `{key}` default is documented as {cell!r}, the code's is {flat[key]!r}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -581,6 +639,9 @@ def test_every_plugin_setting_path_in_the_docs_exists(known_settings: dict[str, 
         for n, text in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
             if n in run or "unknown key" in text:
                 continue
-            wrong += [f"{_rel(page)}:{n}: {m[0]} is not a setting" for m in pattern.finditer(text)
-                      if ("plugins", m[1], m[2]) not in known]
+            wrong += [
+                f"{_rel(page)}:{n}: {m[0]} is not a setting"
+                for m in pattern.finditer(text)
+                if ("plugins", m[1], m[2]) not in known
+            ]
     assert not wrong, "\n".join(wrong)

@@ -39,8 +39,11 @@ class Launcher:
         self.port, self.url = port, f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "examples.service.run", "--port", str(port), *args],
-            cwd=ROOT, env=env or clean_env(TMPDIR=str(tmp)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env or clean_env(TMPDIR=str(tmp)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -80,8 +83,10 @@ class Launcher:
     def ready(self) -> tuple[list[int], list[int]]:
         """Wait for the ready line; return the web and worker pids it names."""
         found = self.wait_for(r"^service ready: .*\(web pids \[([\d, ]*)\], worker pids \[([\d, ]*)\]\)")
-        return ([int(p) for p in found.group(1).split(",") if p.strip()],
-                [int(p) for p in found.group(2).split(",") if p.strip()])
+        return (
+            [int(p) for p in found.group(1).split(",") if p.strip()],
+            [int(p) for p in found.group(2).split(",") if p.strip()],
+        )
 
     def children(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
@@ -145,18 +150,25 @@ def test_a_crashed_worker_or_web_process_is_restarted_and_counted(
     # A crash of the worker: restarted (with its log line), never "stopping the service".
     os.kill(workers[0], signal.SIGKILL)
     exited = launcher.wait_for(
-        r"^worker0 \(pid (\d+)\) exited with signal SIGKILL; restarting it in ([\d.]+)s$")
+        r"^worker0 \(pid (\d+)\) exited with signal SIGKILL; restarting it in ([\d.]+)s$"
+    )
     assert int(exited.group(1)) == workers[0] and float(exited.group(2)) > 0
     new_worker = int(launcher.wait_for(r"^worker0 restarted \(pid (\d+), restart 1\)").group(1))
     assert new_worker != workers[0] and alive(new_worker)
-    report = wait_until(lambda: (h := health(launcher.url)) and h["supervisor"]["restarts"] >= 1 and h,
-                        "/health to count the restart")
+    report = wait_until(
+        lambda: (h := health(launcher.url)) and h["supervisor"]["restarts"] >= 1 and h,
+        "/health to count the restart",
+    )
     assert report["supervisor"]["processes"]["worker0"] == {"restarts": 1, "running": True}
     assert report["status"] == "ok"
 
     # The service keeps working end to end: the new worker sends the new user's notification.
-    r = httpx.post(f"{launcher.url}/users", json={"name": "Grace", "email": "grace@example.org"},
-                   trust_env=False, timeout=10)
+    r = httpx.post(
+        f"{launcher.url}/users",
+        json={"name": "Grace", "email": "grace@example.org"},
+        trust_env=False,
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     launcher.wait_for("notification sent", timeout=60)
 
@@ -210,8 +222,12 @@ def test_embedded_redis_has_a_password_that_no_command_line_shows(make_stack: Ca
         for kid in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
             assert password not in Path(f"/proc/{kid}/cmdline").read_bytes().decode(errors="replace")
     # Web and worker use it: the whole flow works.
-    r = httpx.post(f"{stack.webs[0].url}/users", json={"name": "Ada", "email": "ada@example.org"},
-                   trust_env=False, timeout=10)
+    r = httpx.post(
+        f"{stack.webs[0].url}/users",
+        json={"name": "Ada", "email": "ada@example.org"},
+        trust_env=False,
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     wait_until(lambda: "notification sent" in stack.workers[0].log, "the worker to send the notification")
     assert password not in stack.webs[0].log + stack.workers[0].log
@@ -220,9 +236,11 @@ def test_embedded_redis_has_a_password_that_no_command_line_shows(make_stack: Ca
 def test_a_launcher_url_with_a_password_must_come_from_the_environment(
     launch: Callable[..., Launcher], port_pair: int
 ) -> None:
-    for option, url in (("--redis-url", "redis://:s3cret-Pa55@127.0.0.1:1/0"),
-                        ("--mongo-uri", "mongodb://app:s3cret-Pa55@127.0.0.1:1/"),
-                        ("--redis-url", "redis://127.0.0.1:1/0?password=s3cret-Pa55")):
+    for option, url in (
+        ("--redis-url", "redis://:s3cret-Pa55@127.0.0.1:1/0"),
+        ("--mongo-uri", "mongodb://app:s3cret-Pa55@127.0.0.1:1/"),
+        ("--redis-url", "redis://127.0.0.1:1/0?password=s3cret-Pa55"),
+    ):
         launcher = launch(port_pair, option, url)
         assert launcher.proc.wait(60) == 2
         launcher.close()

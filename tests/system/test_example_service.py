@@ -30,14 +30,22 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def kernel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel", "--config", str(CONFIG), *args],
-                          cwd=ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(CONFIG), *args],
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {
         tuple(sorted(s.labels.items())): s.value
-        for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name
     }
 
 
@@ -62,8 +70,11 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
     web, worker = stack.webs[0], stack.workers[0]
     responses: list[httpx.Response] = []
     with httpx.Client(base_url=web.url, trust_env=False) as c:
-        created = c.post("/users", json={"name": "Ada Lovelace", "email": "ada@example.org"},
-                         headers={"x-user-id": "admin-7"})
+        created = c.post(
+            "/users",
+            json={"name": "Ada Lovelace", "email": "ada@example.org"},
+            headers={"x-user-id": "admin-7"},
+        )
         assert created.status_code == 201, created.text
         user = created.json()
         trace = created.headers["x-request-id"]
@@ -87,8 +98,15 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
         bad_id = c.get("/users/not-an-id")
         bad_patch = c.patch(f"/users/{user['id']}", json={"created_by": "me"})
         crash = c.get("/crash")
-        for r, status in ((duplicate, 409), (bad, 400), (not_json, 400), (missing, 404), (bad_id, 404),
-                          (bad_patch, 400), (crash, 500)):
+        for r, status in (
+            (duplicate, 409),
+            (bad, 400),
+            (not_json, 400),
+            (missing, 404),
+            (bad_id, 404),
+            (bad_patch, 400),
+            (crash, 500),
+        ):
             assert r.status_code == status, (r.request.url, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
             assert r.json()["status"] == status
@@ -144,7 +162,11 @@ def _launch(port: int, tmp: Path) -> tuple[subprocess.Popen[str], list[int]]:
     the plugins' health."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.service.run", "--port", str(port)],
-        cwd=ROOT, env=clean_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=clean_env(TMPDIR=str(tmp)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -170,8 +192,12 @@ def test_launcher_runs_web_and_worker_and_leaves_no_orphans(
     assert any(tmp_path.iterdir())  # the servers' data and the metrics directory live there
     try:
         assert len(kids) == 4, kids  # Redis, wire server, web, worker
-        r = httpx.post(f"http://127.0.0.1:{port}/users", json={"name": "Grace", "email": "g@example.org"},
-                       trust_env=False, timeout=10)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/users",
+            json={"name": "Grace", "email": "g@example.org"},
+            trust_env=False,
+            timeout=10,
+        )
         assert r.status_code == 201
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
@@ -192,8 +218,9 @@ def test_launcher_runs_web_and_worker_and_leaves_no_orphans(
 def test_check_validates_the_app_section_fail_fast() -> None:
     ok = kernel("check")
     assert ok.returncode == 0, ok.stderr
-    weak = kernel("check", env=clean_env(KERNEL__APP__JWT_SECRET="short",
-                                         KERNEL__APP__SESSION_SECRET=SECRETS[0]))
+    weak = kernel(
+        "check", env=clean_env(KERNEL__APP__JWT_SECRET="short", KERNEL__APP__SESSION_SECRET=SECRETS[0])
+    )
     assert weak.returncode == 2
     # The error names the key: by its path, or by the environment variable that set it (issue 11 item 3).
     named = ("app.jwt_secret", "KERNEL__APP__JWT_SECRET (from the environment)")
@@ -206,9 +233,23 @@ def test_missing_secrets_stop_the_service_before_it_serves(tmp_path: Path) -> No
     text = CONFIG.read_text()
     config.write_text(text[: text.index("[app]")] + '[app]\nname = "no-secrets"\n')
     result = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "serve",
-         "--app", "examples.service.app:app", "--port", "1"],
-        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "kernel",
+            "--config",
+            str(config),
+            "serve",
+            "--app",
+            "examples.service.app:app",
+            "--port",
+            "1",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "app.jwt_secret: required key is missing" in result.stderr
@@ -235,11 +276,13 @@ def test_hostile_input_is_a_4xx_problem_never_a_500(make_stack: Callable[..., St
         # Above 64 KiB on a connection of its own: keep-alive after a large body is issue 11 item 1's test.
         huge = httpx.post(f"{web.url}/users", content=b"[" * 100_000, trust_env=False, timeout=10)
         checks.append((huge, 400))
-        for body in ({"name": "Ada\u0000", "email": "ada@example.org"},
-                     {"name": "Ada", "email": "ada\u0000@example.org"},
-                     {"name": "Ada\u001b[31m", "email": "ada@example.org"},
-                     {"name": "Ada", "email": "ada@example.org\n"},
-                     {"name": "Ada\u0085", "email": "ada@example.org"}):
+        for body in (
+            {"name": "Ada\u0000", "email": "ada@example.org"},
+            {"name": "Ada", "email": "ada\u0000@example.org"},
+            {"name": "Ada\u001b[31m", "email": "ada@example.org"},
+            {"name": "Ada", "email": "ada@example.org\n"},
+            {"name": "Ada\u0085", "email": "ada@example.org"},
+        ):
             checks.append((c.post("/users", json=body), 400))
         # A lone surrogate is valid JSON text but no string a database can store.
         checks.append((c.post("/users", content=b'{"name": "Ada\\ud800", "email": "ada@example.org"}'), 400))
@@ -248,8 +291,13 @@ def test_hostile_input_is_a_4xx_problem_never_a_500(make_stack: Callable[..., St
         user_id = created.json()["id"]
         for body in ({"name": "Ada\u0000"}, {"email": "x\u0007@example.org"}, {"name": ""}, {"name": 5}):
             checks.append((c.patch(f"/users/{user_id}", json=body), 400))
-        wrong = [c.get("/users"), c.delete("/users"), c.delete(f"/users/{user_id}"),
-                 c.put(f"/users/{user_id}"), c.post("/health")]
+        wrong = [
+            c.get("/users"),
+            c.delete("/users"),
+            c.delete(f"/users/{user_id}"),
+            c.put(f"/users/{user_id}"),
+            c.post("/health"),
+        ]
         checks += [(r, 405) for r in wrong]
         assert c.get(f"/users/{user_id}").json()["name"] == "Ada"
     for r, status in checks:

@@ -64,8 +64,9 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def kernel(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def errors(stderr: str) -> list[str]:
@@ -90,8 +91,9 @@ def test_production_rules_are_warnings_in_development(env: dict[str, str], tmp_p
     result = kernel(["--config", str(config), "check"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout
-    warnings = [line.removeprefix("warning: ") for line in result.stderr.splitlines()
-                if line.startswith("warning: ")]
+    warnings = [
+        line.removeprefix("warning: ") for line in result.stderr.splitlines() if line.startswith("warning: ")
+    ]
     assert f"{RULES[1]} (an error when env = 'production')" in warnings
     assert f"{RULES[3]} (an error when env = 'production')" in warnings
     assert len(warnings) == len(RULES)
@@ -99,8 +101,10 @@ def test_production_rules_are_warnings_in_development(env: dict[str, str], tmp_p
 
 def test_check_fails_for_redis_backends_without_the_redis_plugin(env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "kernel.toml"
-    config.write_text('[kernel]\nplugins = ["eventbus", "cache"]\n\n[plugins.eventbus]\nadapter = "redis"\n\n'
-                      '[plugins.cache]\nbackend = "redis"\n')
+    config.write_text(
+        '[kernel]\nplugins = ["eventbus", "cache"]\n\n[plugins.eventbus]\nadapter = "redis"\n\n'
+        '[plugins.cache]\nbackend = "redis"\n'
+    )
     result = kernel(["--config", str(config), "check"], env, tmp_path)
     assert result.returncode == 2, result.stderr
     found = errors(result.stderr)
@@ -121,7 +125,7 @@ def test_serve_with_workers_refuses_the_memory_bus_in_production(env: dict[str, 
     assert result.returncode == 2, result.stderr
     assert errors(result.stderr) == [
         'plugins.eventbus.adapter: adapter = "memory" delivers only inside one process, '
-        'but 2 server processes share this config: events published in one never reach the others; '
+        "but 2 server processes share this config: events published in one never reach the others; "
         'use adapter = "redis" '
         "(not allowed when env = 'production')"
     ]
@@ -135,8 +139,13 @@ def test_the_memory_bus_rule_sees_the_process_count_and_the_queue() -> None:
     assert "but 4 server processes share this config" in error
     [warning] = make_kernel("eventbus", settings={"env": "development"}, processes=4).warnings
     assert warning.endswith("(an error when env = 'production')")
-    queue = make_kernel("redis", "eventbus", "queue", settings={"env": "development"},
-                        config={"redis": {"url": "redis://127.0.0.1:6379/0"}})
+    queue = make_kernel(
+        "redis",
+        "eventbus",
+        "queue",
+        settings={"env": "development"},
+        config={"redis": {"url": "redis://127.0.0.1:6379/0"}},
+    )
     assert [w for w in queue.warnings if w.startswith("plugins.eventbus")] == [
         'plugins.eventbus.adapter: adapter = "memory" delivers only inside one process, and the queue plugin '
         'runs jobs in `kernel worker` processes: their events never reach this one; use adapter = "redis" '

@@ -35,8 +35,9 @@ REDIS_DOWN = 1.0
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == name]
+    return [
+        (s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    ]
 
 
 def total(text: str, name: str, **labels: str) -> float:
@@ -44,8 +45,13 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 def kernel_cli(stack: Stack, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "kernel", "--config", str(stack.config), *args],
-                         env=stack.env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(stack.config), *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -55,10 +61,10 @@ class Load:
 
     def __init__(self, stack: Stack) -> None:
         self.urls = [w.url for w in stack.webs]
-        self.responses = 0              # HTTP responses received (what the servers' metrics must count)
+        self.responses = 0  # HTTP responses received (what the servers' metrics must count)
         self.statuses: Counter[int] = Counter()
         self.transport_errors = 0
-        self.created: dict[str, str] = {}   # email -> user id (201)
+        self.created: dict[str, str] = {}  # email -> user id (201)
         self.conflict_on_retry: list[str] = []  # 409 after a failed attempt: stored by that attempt
         self.failed: list[str] = []
         self.latencies: list[float] = []
@@ -71,8 +77,11 @@ class Load:
             url = self.urls[(i + attempt) % len(self.urls)]
             t0 = time.perf_counter()
             try:
-                r = await client.post(f"{url}/users", json={"name": f"User {i}", "email": email},
-                                      headers={"x-user-id": "load-test"})
+                r = await client.post(
+                    f"{url}/users",
+                    json={"name": f"User {i}", "email": email},
+                    headers={"x-user-id": "load-test"},
+                )
             except httpx.TransportError:
                 self.transport_errors += 1
                 await asyncio.sleep(0.2)
@@ -141,8 +150,10 @@ def load_with_faults(stack: Stack) -> tuple[Load, list[str]]:
     stack.redis.stop()
     time.sleep(REDIS_DOWN)  # a real outage: requests, events and jobs in flight meet a dead Redis
     stack.redis.start()
-    faults.append(f"Redis stopped after {at} requests, restarted {(time.perf_counter() - t0) * 1000:.0f} ms "
-                  f"later ({load.done - at} requests completed meanwhile)")
+    faults.append(
+        f"Redis stopped after {at} requests, restarted {(time.perf_counter() - t0) * 1000:.0f} ms "
+        f"later ({load.done - at} requests completed meanwhile)"
+    )
     stack.restart_worker(0)
     faults.append("worker0 restarted")
     thread.join(180)
@@ -166,15 +177,20 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     make_stack: Callable[..., Stack],
 ) -> None:
     stack = make_stack(
-        web=2, workers=2, worker_args=["--concurrency", "10"],
+        web=2,
+        workers=2,
+        worker_args=["--concurrency", "10"],
         redis_options={"appendonly": True, "appendfsync": "always"},
         # A killed worker's jobs come back after ~4 s instead of the default 10; an event whose
         # acknowledgement was lost with Redis is re-delivered after 5 s instead of 30.
         # Each notification takes 200 ms (a provider call), so the SIGKILL lands on running jobs.
-        env={"EXAMPLE_SEND_LATENCY": "0.2",
-             "KERNEL__PLUGINS__QUEUE__HEARTBEAT_INTERVAL": "1", "KERNEL__PLUGINS__QUEUE__STALL_TIMEOUT": "4",
-             "KERNEL__PLUGINS__EVENTBUS__VISIBILITY_TIMEOUT": "5",
-             "KERNEL__PLUGINS__EVENTBUS__RECLAIM_INTERVAL": "1"},
+        env={
+            "EXAMPLE_SEND_LATENCY": "0.2",
+            "KERNEL__PLUGINS__QUEUE__HEARTBEAT_INTERVAL": "1",
+            "KERNEL__PLUGINS__QUEUE__STALL_TIMEOUT": "4",
+            "KERNEL__PLUGINS__EVENTBUS__VISIBILITY_TIMEOUT": "5",
+            "KERNEL__PLUGINS__EVENTBUS__RECLAIM_INTERVAL": "1",
+        },
     )
     t0 = time.perf_counter()
     load, faults = load_with_faults(stack)
@@ -234,7 +250,8 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     http_posts = total(scrape, "http_requests_total", method="POST", route="/users")
     assert http_posts == load.responses
     assert total(scrape, "http_requests_total", method="POST", route="/users", status="201") == len(
-        load.created)
+        load.created
+    )
     published = total(scrape, "eventbus_events_total", event="user.created", status="published")
     handled = total(scrape, "eventbus_events_total", event="user.created", status="success")
     assert published == len(load.created)
@@ -247,8 +264,12 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     # One trace id from the request through the event and the job, in every process's log.
     email, trace = next(iter(load.trace_ids.items()))
     uid = ids[email]
-    lines = [json.loads(line) for c in (*stack.webs, *stack.workers) for line in c.log.splitlines()
-             if line.startswith("{") and trace in line]
+    lines = [
+        json.loads(line)
+        for c in (*stack.webs, *stack.workers)
+        for line in c.log.splitlines()
+        if line.startswith("{") and trace in line
+    ]
     messages = {ln["message"] for ln in lines if ln.get("trace_id") == trace}
     assert {"user created", "notification queued", "notification sent"} <= messages, messages
     assert any(ln.get("user_id") == uid for ln in lines)

@@ -94,8 +94,13 @@ def _hello_endpoint(greeter: Greeter) -> ASGIApp:
         except ValueError as exc:
             status, body = 400, {"error": str(exc)}
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     return app

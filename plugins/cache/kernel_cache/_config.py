@@ -32,7 +32,8 @@ def _url(_inst: Any, _attr: attrs.Attribute[Any], value: Secret | None) -> None:
     except ValueError as exc:  # its message may quote part of the password: only classify it
         what = "a port out of range" if "out of range" in str(exc) else "a malformed port or host"
         raise ValueError(
-            f"'url' must be a valid URL (port in 1..65535, valid host), got {what} in {shown!r}") from None
+            f"'url' must be a valid URL (port in 1..65535, valid host), got {what} in {shown!r}"
+        ) from None
 
 
 def _name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:

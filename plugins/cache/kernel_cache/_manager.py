@@ -53,8 +53,14 @@ class _Shared:
         self.lock = lock
         self.lock_ttl = lock_ttl
         self.lock_wait = lock_wait
-        self.circuit = Circuit(backend.name, backend.outage_errors, logger, fail_open=fail_open,
-                               backoff=outage_backoff, log_interval=log_interval)
+        self.circuit = Circuit(
+            backend.name,
+            backend.outage_errors,
+            logger,
+            fail_open=fail_open,
+            backoff=outage_backoff,
+            log_interval=log_interval,
+        )
         self.counters = CounterBoard()
         self.flights: SingleFlight[Any] = SingleFlight()
 
@@ -98,9 +104,16 @@ class CacheManager:
     ) -> None:
         if _shared is None:
             _shared = _Shared(
-                backend_for(backend, max_entries), serializer or JsonSerializer(), logger or _log,
-                key_prefix=key_prefix, fail_open=fail_open, outage_backoff=outage_backoff,
-                log_interval=log_interval, lock=lock, lock_ttl=lock_ttl, lock_wait=lock_wait,
+                backend_for(backend, max_entries),
+                serializer or JsonSerializer(),
+                logger or _log,
+                key_prefix=key_prefix,
+                fail_open=fail_open,
+                outage_backoff=outage_backoff,
+                log_interval=log_interval,
+                lock=lock,
+                lock_ttl=lock_ttl,
+                lock_wait=lock_wait,
             )
         if not default_ttl > 0:
             raise ValueError(f"default_ttl must be > 0 seconds, got {default_ttl!r}")
@@ -118,9 +131,11 @@ class CacheManager:
         self._ser = _shared.serializer
         # Optional batch methods of the serializer (JsonSerializer has them): one call per batch.
         self._loads_many: Callable[[list[bytes], Any], list[Any]] | None = getattr(
-            _shared.serializer, "loads_many", None)
+            _shared.serializer, "loads_many", None
+        )
         self._dumps_many: Callable[[Iterable[Any]], list[bytes]] | None = getattr(
-            _shared.serializer, "dumps_many", None)
+            _shared.serializer, "dumps_many", None
+        )
         self._circuit = _shared.circuit
         self._ops = _shared.circuit.guard(_shared.backend, self._stats)
 
@@ -271,8 +286,11 @@ class CacheManager:
         """Store several values in one round trip (a pipeline on Redis)."""
         prefix = self._prefix
         keys = [prefix + k for k in items]
-        datas = self._dumps_many(items.values()) if self._dumps_many is not None else [
-            self._ser.dumps(v) for v in items.values()]
+        datas = (
+            self._dumps_many(items.values())
+            if self._dumps_many is not None
+            else [self._ser.dumps(v) for v in items.values()]
+        )
         if self.jitter:  # each key its own expiry
             rows = [(k, data, self._ttl(ttl)) for k, data in zip(keys, datas, strict=True)]
         else:
@@ -349,13 +367,23 @@ class CacheManager:
     # JSON data whatever the factory returned: typed ``Any``, ``T`` only with ``as_type=T``.
     @overload
     async def get_or_set(
-        self, key: str, factory: Callable[[], Any], ttl: float | None = None, *,
-        as_type: None = None, lock: bool | None = None,
+        self,
+        key: str,
+        factory: Callable[[], Any],
+        ttl: float | None = None,
+        *,
+        as_type: None = None,
+        lock: bool | None = None,
     ) -> Any: ...
     @overload
     async def get_or_set(
-        self, key: str, factory: Callable[[], Any], ttl: float | None = None, *,
-        as_type: type[T], lock: bool | None = None,
+        self,
+        key: str,
+        factory: Callable[[], Any],
+        ttl: float | None = None,
+        *,
+        as_type: type[T],
+        lock: bool | None = None,
     ) -> T: ...
 
     async def get_or_set(
@@ -380,7 +408,8 @@ class CacheManager:
             return value
         load = self._load_locked if (self._sh.lock if lock is None else lock) else self._load
         return await self._sh.flights.after_miss(
-            self._prefix + key, functools.partial(load, key, factory, ttl, as_type),
+            self._prefix + key,
+            functools.partial(load, key, factory, ttl, as_type),
             functools.partial(self.get, key, MISSING, as_type=as_type),
         )
 
@@ -436,8 +465,11 @@ class CacheManager:
             if value is not MISSING:
                 return False, value
             if time.monotonic() >= deadline:
-                sh.log.warning("cache lock %s not released within %.1fs; computing the value anyway",
-                               lock_key, sh.lock_wait)
+                sh.log.warning(
+                    "cache lock %s not released within %.1fs; computing the value anyway",
+                    lock_key,
+                    sh.lock_wait,
+                )
                 return False, MISSING
 
     async def _peek(self, key: str, as_type: Any) -> Any:
@@ -472,8 +504,13 @@ class CacheManager:
 
     def _bad_entry(self, key: str, exc: Exception) -> None:
         self._stats.errors.add()
-        self._sh.log.warning("cache entry %r of namespace %r cannot be decoded (%s: %s); treated as a miss",
-                             key, self.name, type(exc).__name__, exc)
+        self._sh.log.warning(
+            "cache entry %r of namespace %r cannot be decoded (%s: %s); treated as a miss",
+            key,
+            self.name,
+            type(exc).__name__,
+            exc,
+        )
 
     async def close(self) -> None:
         """Close the backend (the plugin does this at shutdown)."""

@@ -40,9 +40,14 @@ class CachePlugin(Plugin):
 
         # A host may bring its own Redis: registered before the kernel is built.
         if not redis_available(ctx.registry):
-            return [CheckIssue.error(
-                "backend", "backend = 'redis' needs the redis plugin, or a server of the cache's own: "
-                "[plugins.cache] url = \"redis://…\"", needs="redis")]
+            return [
+                CheckIssue.error(
+                    "backend",
+                    "backend = 'redis' needs the redis plugin, or a server of the cache's own: "
+                    '[plugins.cache] url = "redis://…"',
+                    needs="redis",
+                )
+            ]
         return []
 
     @hookimpl
@@ -54,10 +59,18 @@ class CachePlugin(Plugin):
         async with AsyncExitStack() as stack:
             backend = await _backend(ctx, stack)
             manager = CacheManager(
-                backend, ctx.log,
-                namespace=cfg.namespace, default_ttl=cfg.default_ttl, key_prefix=cfg.key_prefix,
-                jitter=cfg.jitter, fail_open=cfg.fail_open, outage_backoff=cfg.outage_backoff,
-                log_interval=cfg.log_interval, lock=cfg.lock, lock_ttl=cfg.lock_ttl, lock_wait=cfg.lock_wait,
+                backend,
+                ctx.log,
+                namespace=cfg.namespace,
+                default_ttl=cfg.default_ttl,
+                key_prefix=cfg.key_prefix,
+                jitter=cfg.jitter,
+                fail_open=cfg.fail_open,
+                outage_backoff=cfg.outage_backoff,
+                log_interval=cfg.log_interval,
+                lock=cfg.lock,
+                lock_ttl=cfg.lock_ttl,
+                lock_wait=cfg.lock_wait,
             )
             metrics = find_metrics(ctx.registry)
             if metrics is not None:
@@ -72,6 +85,7 @@ class CachePlugin(Plugin):
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[CacheConfig]) -> list[HealthCheck]:
         """A non-critical ``cache`` check: probes the backend, returns every namespace's stats."""
+
         async def probe() -> dict[str, Any]:
             manager: CacheManager = ctx.registry.get("cache")
             # Straight to the backend: the manager's own calls would fail open and hide an outage.
@@ -107,8 +121,12 @@ async def _backend(ctx: PluginContext[CacheConfig], stack: AsyncExitStack) -> Ca
     # The cache's client: short timeouts and no retries, so a write is bounded by `timeout`
     # and an outage fails open at once instead of stalling requests.
     client = redis.new_client(
-        pool_timeout=cfg.timeout, max_connections=cfg.max_connections, socket_timeout=cfg.timeout,
-        socket_connect_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        pool_timeout=cfg.timeout,
+        max_connections=cfg.max_connections,
+        socket_timeout=cfg.timeout,
+        socket_connect_timeout=cfg.timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
     )
     # A client the host gave is shared by every consumer: used as is, never closed by the cache.
     return RedisBackend(client, owns_client=client is not redis.client)

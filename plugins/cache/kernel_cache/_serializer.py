@@ -77,8 +77,9 @@ class JsonSerializer:
         self._decode = decode
         # as_type -> its pydantic ``model_validate`` (None: cattrs); a failed getattr costs on every read
         self._validators: dict[Any, Callable[[Any], Any] | None] = {}
-        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                                         default=self._default)
+        self._encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=self._default
+        )
 
     def dumps(self, value: Any) -> bytes:
         """Compact UTF-8 JSON of ``value`` (orjson when installed, the same bytes as the stdlib encoder)."""
@@ -90,8 +91,9 @@ class JsonSerializer:
             if out is not None:
                 # orjson writes NaN and ±inf as null: only a value with a null in it can hide one
                 if out.find(b"null") >= 0 and self._has_non_finite(value):
-                    raise UncacheableValueError(self._non_finite(value, "the value") or "the value",
-                                                _NON_FINITE)
+                    raise UncacheableValueError(
+                        self._non_finite(value, "the value") or "the value", _NON_FINITE
+                    )
                 return out
         return self._stdlib_dumps(value)
 
@@ -108,8 +110,9 @@ class JsonSerializer:
         if b"\n".join(outs).find(b"null") >= 0:
             for value, out in zip(values, outs, strict=True):
                 if out.find(b"null") >= 0 and self._has_non_finite(value):
-                    raise UncacheableValueError(self._non_finite(value, "the value") or "the value",
-                                                _NON_FINITE)
+                    raise UncacheableValueError(
+                        self._non_finite(value, "the value") or "the value", _NON_FINITE
+                    )
         return outs
 
     def _orjson_dumps(self, value: Any) -> bytes | None:
@@ -136,8 +139,9 @@ class JsonSerializer:
         """The JSON value of ``data``; ``as_type`` rebuilds it (``decode`` hook, pydantic, or cattrs)."""
         if type(data) is not bytes and isinstance(data, str):
             data = data.encode()
-        if orjson is not None and (len(data) < 19
-                                   or data.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) < 0):
+        if orjson is not None and (
+            len(data) < 19 or data.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) < 0
+        ):
             try:
                 value = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -267,5 +271,7 @@ class JsonSerializer:
         return None
 
 
-_NON_FINITE = ("JSON has no NaN or infinity, and storing it as null would change the value "
-               "(store None, or a string, instead)")
+_NON_FINITE = (
+    "JSON has no NaN or infinity, and storing it as null would change the value "
+    "(store None, or a string, instead)"
+)

@@ -74,8 +74,15 @@ class Counters:
         """The current values, with the hit rate."""
         hits, misses = self.hits.value, self.misses.value
         reads = hits + misses
-        return CacheStats(self.namespace, hits, misses, self.sets.value, self.deletes.value,
-                          self.errors.value, hits / reads if reads else 0.0)
+        return CacheStats(
+            self.namespace,
+            hits,
+            misses,
+            self.sets.value,
+            self.deletes.value,
+            self.errors.value,
+            hits / reads if reads else 0.0,
+        )
 
     def reset(self) -> None:
         """Zero the local values (Prometheus counters are monotonic and keep theirs)."""

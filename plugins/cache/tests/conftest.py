@@ -33,7 +33,9 @@ def cache_config(backend: str, url: str, prefix: str, **extra: Any) -> dict[str,
 
 @pytest.fixture(params=["memory", "redis"])
 async def cache(
-    request: pytest.FixtureRequest, redis_url: str, prefix: str  # noqa: F811 - the imported fixture
+    request: pytest.FixtureRequest,
+    redis_url: str,  # noqa: F811 - the imported fixture
+    prefix: str,
 ) -> AsyncIterator[CacheManager]:
     """The registered manager of a booted kernel, on the memory and on the Redis backend."""
     backend = request.param

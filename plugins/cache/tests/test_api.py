@@ -35,8 +35,15 @@ async def test_set_get_delete_has(cache: CacheManager) -> None:
 
 
 async def test_values_round_trip_as_json(cache: CacheManager) -> None:
-    values: dict[str, Any] = {"s": "héllo ✓", "i": 42, "f": 1.5, "b": False, "l": [1, "a", None],
-                              "d": {"nested": {"x": [1, 2]}}, "empty": ""}
+    values: dict[str, Any] = {
+        "s": "héllo ✓",
+        "i": 42,
+        "f": 1.5,
+        "b": False,
+        "l": [1, "a", None],
+        "d": {"nested": {"x": [1, 2]}},
+        "empty": "",
+    }
     for key, value in values.items():
         await cache.set(key, value)
         assert await cache.get(key) == value
@@ -202,8 +209,9 @@ async def test_single_flight_100_concurrent_misses_one_factory_call(cache: Cache
 
 async def test_single_flight_shares_the_exception(cache: CacheManager) -> None:
     factory = HeldFactory(cache, 10, RuntimeError("backend down"))
-    results = await asyncio.gather(*(cache.get_or_set("bad", factory) for _ in range(10)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(cache.get_or_set("bad", factory) for _ in range(10)), return_exceptions=True
+    )
     assert factory.calls == 1
     assert all(isinstance(r, RuntimeError) for r in results)
 
@@ -275,8 +283,12 @@ async def test_attrs_pydantic_and_dataclass_values(cache: CacheManager) -> None:
 
     user = User(1, "Ada", dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC), Address("London"))
     await cache.set("user:1", user)
-    assert await cache.get("user:1") == {"id": 1, "name": "Ada", "joined": "2024-05-01T12:00:00+00:00",
-                                         "address": {"city": "London"}}
+    assert await cache.get("user:1") == {
+        "id": 1,
+        "name": "Ada",
+        "joined": "2024-05-01T12:00:00+00:00",
+        "address": {"city": "London"},
+    }
     assert await cache.get("user:1", as_type=User) == user
     await cache.set("item", Item(sku="A1", price=2.5))
     assert await cache.get("item", as_type=Item) == Item(sku="A1", price=2.5)

@@ -197,9 +197,12 @@ _WORKER = textwrap.dedent(
 
 
 async def _race(url: str, prefix: str, mode: str, n: int = 2) -> tuple[int, list[dict[str, int]]]:
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", _WORKER, url, prefix, mode,
-                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(n)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WORKER, url, prefix, mode, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(n)
+    ]
     raw = aioredis.Redis.from_url(url)
     try:
         deadline = time.monotonic() + 30
@@ -234,7 +237,6 @@ async def test_two_processes_with_the_distributed_lock_call_the_factory_once(
     assert calls == 2
 
 
-
 _COUNTER_WORKER = textwrap.dedent(
     """
     import asyncio, sys
@@ -266,8 +268,12 @@ _COUNTER_WORKER = textwrap.dedent(
 @pytest.mark.slow
 async def test_counters_are_exact_across_processes(redis_url: str, prefix: str) -> None:
     n = 3
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", _COUNTER_WORKER, redis_url, prefix,
-                                                  stderr=subprocess.PIPE) for _ in range(n)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _COUNTER_WORKER, redis_url, prefix, stderr=subprocess.PIPE
+        )
+        for _ in range(n)
+    ]
     raw = aioredis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + 30

@@ -64,10 +64,52 @@ def test_glob_escape() -> None:
     assert glob("user:{}:{}:*", "*", 5) == "user:\\*:5:*"
 
 
-PATTERNS = ["*", "a*", "*b", "a?c", "a[bc]d", "a[^b]d", "a[b-d]x", "a[d-b]x", "a\\*c", "a\\?c", "a\\[b]",
-            "[a", "a[]b", "a[^]b", "a\\", "*\\\\*", "h*llo", "h[a-z]llo"]
-KEYS = ["a", "ab", "abc", "acc", "a*c", "a?c", "abd", "acd", "aad", "abx", "acx", "adx", "aex", "a[b]", "[a",
-        "a]b", "a\\", "x\\y", "hello", "hallo", "hllo", "heeello", "h-llo", "b"]
+PATTERNS = [
+    "*",
+    "a*",
+    "*b",
+    "a?c",
+    "a[bc]d",
+    "a[^b]d",
+    "a[b-d]x",
+    "a[d-b]x",
+    "a\\*c",
+    "a\\?c",
+    "a\\[b]",
+    "[a",
+    "a[]b",
+    "a[^]b",
+    "a\\",
+    "*\\\\*",
+    "h*llo",
+    "h[a-z]llo",
+]
+KEYS = [
+    "a",
+    "ab",
+    "abc",
+    "acc",
+    "a*c",
+    "a?c",
+    "abd",
+    "acd",
+    "aad",
+    "abx",
+    "acx",
+    "adx",
+    "aex",
+    "a[b]",
+    "[a",
+    "a]b",
+    "a\\",
+    "x\\y",
+    "hello",
+    "hallo",
+    "hllo",
+    "heeello",
+    "h-llo",
+    "b",
+]
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -75,8 +117,10 @@ async def test_memory_matching_equals_redis_scan_match(redis_url: str, prefix: s
     client = aioredis.Redis.from_url(redis_url)
     try:
         await client.mset({f"{prefix}:{k}": 1 for k in KEYS})
-        scanned = {k.decode()[len(prefix) + 1:]
-                   async for k in client.scan_iter(match=glob_escape(prefix) + ":" + pattern, count=1000)}
+        scanned = {
+            k.decode()[len(prefix) + 1 :]
+            async for k in client.scan_iter(match=glob_escape(prefix) + ":" + pattern, count=1000)
+        }
         regex = glob_to_regex(pattern)
         assert {k for k in KEYS if regex.fullmatch(k)} == scanned
     finally:

@@ -74,8 +74,10 @@ async def test_redis_backend_on_its_own_url_needs_no_redis_plugin(redis_url: str
 
 async def test_url_wins_over_the_redis_plugin(redis_url: str, prefix: str) -> None:
     own_url = _other_db(redis_url)
-    config = {"redis": {"url": redis_url},
-              "cache": {"backend": "redis", "url": own_url, "key_prefix": prefix}}
+    config = {
+        "redis": {"url": redis_url},
+        "cache": {"backend": "redis", "url": own_url, "key_prefix": prefix},
+    }
     async with boot_kernel("cache", "redis", config=config) as kernel:
         cache = kernel.get(CacheManager)
         await cache.set("k", 1)
@@ -118,8 +120,10 @@ def test_config_errors(table: dict[str, object], message: str) -> None:
 
 
 def test_config_from_environment() -> None:
-    kernel = make_kernel("cache", environ={"KERNEL__PLUGINS__CACHE__DEFAULT_TTL": "300",
-                                           "KERNEL__PLUGINS__CACHE__BACKEND": "memory"})
+    kernel = make_kernel(
+        "cache",
+        environ={"KERNEL__PLUGINS__CACHE__DEFAULT_TTL": "300", "KERNEL__PLUGINS__CACHE__BACKEND": "memory"},
+    )
     cfg = kernel.plugin("cache").ctx.config
     assert cfg == CacheConfig(default_ttl=300)
 

@@ -52,7 +52,14 @@ def test_non_finite_floats_are_refused_never_stored_as_null(value: Any, where: s
 
 
 BIG_INTS: list[Any] = [
-    2**70, -(2**70), 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**40, [1, 2**100, "12345678901234567890"],
+    2**70,
+    -(2**70),
+    2**63,
+    2**64 - 1,
+    2**64,
+    -(2**63) - 1,
+    10**40,
+    [1, 2**100, "12345678901234567890"],
     {"id": 2**70, "none": None, "f": 1e300, "small": -5},
 ]
 
@@ -110,8 +117,11 @@ def test_batch_encoding_matches_one_by_one() -> None:
     values: list[Any] = [*VALUES, *BIG_INTS, None, {"none": None, "f": 0.5}]
     assert s.dumps_many(values) == [s.dumps(v) for v in values]
     datas = [s.dumps(v) for v in values]
-    assert repr(s.loads_many(datas)) == repr([s.loads(d) for d in datas]) == repr(
-        [s.loads(s.dumps(v)) for v in values])
+    assert (
+        repr(s.loads_many(datas))
+        == repr([s.loads(d) for d in datas])
+        == repr([s.loads(s.dumps(v)) for v in values])
+    )
     with pytest.raises(UncacheableValueError, match=r"the value\['x'\] = nan"):
         s.dumps_many([1, None, {"x": float("nan")}])
     with pytest.raises(json.JSONDecodeError):  # the caller then decodes one by one

@@ -10,8 +10,9 @@ from kernel import redact_url
 from kernel._config import structure
 from kernel.testing import assert_no_password, urls_with_passwords
 
-PROPERTY = settings(max_examples=300, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def errors(url: str) -> str:
@@ -37,7 +38,11 @@ def test_bad_urls_are_refused_without_their_password(url: str, parts: list[str])
 
 
 def test_good_urls_pass() -> None:
-    for url in ("redis://:pw@localhost:6379/1", "rediss://u:p%2Fw@cache.example.com/0", "unix:///run/r.sock?db=2"):
+    for url in (
+        "redis://:pw@localhost:6379/1",
+        "rediss://u:p%2Fw@cache.example.com/0",
+        "unix:///run/r.sock?db=2",
+    ):
         assert errors(url) == ""
 
 

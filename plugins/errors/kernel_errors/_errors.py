@@ -164,8 +164,12 @@ class AuthenticationError(AppError):
     error_code = "AUTHENTICATION_ERROR"
     title = "Unauthorized"
 
-    def __init__(self, message: str = "Authentication required", context: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str = "Authentication required",
+        context: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 
@@ -176,8 +180,12 @@ class AuthorizationError(AppError):
     error_code = "AUTHORIZATION_ERROR"
     title = "Forbidden"
 
-    def __init__(self, message: str = "You are not allowed to do this",
-                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str = "You are not allowed to do this",
+        context: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 
@@ -188,8 +196,9 @@ class NotFoundError(AppError):
     error_code = "NOT_FOUND"
     title = "Not Found"
 
-    def __init__(self, resource: str = "Resource", context: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, resource: str = "Resource", context: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         self.resource = resource
         super().__init__(f"{resource} not found", context, **kwargs)
 
@@ -203,8 +212,14 @@ class ConflictError(AppError):
 
 
 class _RetryAfter(AppError):
-    def __init__(self, message: str, context: Mapping[str, Any] | None = None, *,
-                 retry_after: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
         if retry_after is not None and retry_after < 0:
             raise ValueError(f"retry_after must be >= 0 seconds, got {retry_after}")
@@ -220,8 +235,9 @@ class RateLimitError(_RetryAfter):
     error_code = "RATE_LIMITED"
     title = "Too Many Requests"
 
-    def __init__(self, message: str = "Too many requests", context: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str = "Too many requests", context: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 
@@ -232,8 +248,12 @@ class ServiceUnavailableError(_RetryAfter):
     error_code = "SERVICE_UNAVAILABLE"
     title = "Service Unavailable"
 
-    def __init__(self, message: str = "Service temporarily unavailable",
-                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str = "Service temporarily unavailable",
+        context: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 
@@ -244,8 +264,12 @@ class DatabaseError(AppError):
     error_code = "DATABASE_ERROR"
     title = "Internal Server Error"
 
-    def __init__(self, message: str = "A database error occurred",
-                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str = "A database error occurred",
+        context: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 
@@ -256,8 +280,12 @@ class ExternalServiceError(AppError):
     error_code = "EXTERNAL_SERVICE_ERROR"
     title = "Bad Gateway"
 
-    def __init__(self, message: str = "An upstream service failed",
-                 context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str = "An upstream service failed",
+        context: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, context, **kwargs)
 
 

@@ -31,7 +31,8 @@ _HANDLED = "kernel_errors.handled"
 # still current in another task when a new request arrives means that task's context was copied
 # from an earlier request: the id is stale, not one a host layer set for this request.
 _ours: contextvars.ContextVar[tuple[str, object] | None] = contextvars.ContextVar(
-    "kernel_errors_trace", default=None)
+    "kernel_errors_trace", default=None
+)
 
 
 def _task() -> object:
@@ -45,6 +46,7 @@ def _task() -> object:
         return anyio.get_current_task().id
     except TypeError:  # in asyncio, but outside any task
         return None
+
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -84,8 +86,14 @@ class ErrorMiddleware:
     start the next request on a keep-alive connection from a copy of it) is dropped.
     """
 
-    def __init__(self, app: ASGIApp, *, renderer: ProblemRenderer | None = None,
-                 trace_header: str = "x-request-id", client_error_level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        renderer: ProblemRenderer | None = None,
+        trace_header: str = "x-request-id",
+        client_error_level: int = logging.INFO,
+    ) -> None:
         self.app = app
         self.renderer = renderer or ProblemRenderer()
         self._header = trace_header.lower().encode("latin-1")
@@ -133,7 +141,9 @@ class ErrorMiddleware:
         operational = isinstance(err, AppError) and err.is_operational
         status = err.status_code if isinstance(err, AppError) and operational else 500
         extra: dict[str, Any] = {
-            "method": scope.get("method"), "path": scope.get("path"), "status": status,
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "status": status,
             "error_code": err.error_code if isinstance(err, AppError) else INTERNAL_CODE,
             "trace_id": get_trace_id(),
         }
@@ -144,17 +154,31 @@ class ErrorMiddleware:
             if err.internal:
                 extra["internal"] = err.internal
         if started:
-            log.error("error after the response started; closing the connection",
-                      exc_info=exc, extra=extra)
+            log.error("error after the response started; closing the connection", exc_info=exc, extra=extra)
         elif status >= 500:
-            log.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"),
-                      type(exc).__name__, exc, exc_info=exc, extra=extra)
+            log.error(
+                "%s %s failed: %s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+                extra=extra,
+            )
         else:
-            log.log(self._client_level, "%s %s -> %d %s", scope.get("method"), scope.get("path"),
-                    status, extra["error_code"], extra=extra)
+            log.log(
+                self._client_level,
+                "%s %s -> %d %s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra["error_code"],
+                extra=extra,
+            )
 
-    async def _send_problem(self, exc: Exception, scope: Scope, send: Send,
-                            header: tuple[bytes, bytes]) -> None:
+    async def _send_problem(
+        self, exc: Exception, scope: Scope, send: Send, header: tuple[bytes, bytes]
+    ) -> None:
         problem = self.renderer.render(exc, instance=scope.get("path"))
         body = problem.encode()
         headers = [

@@ -62,9 +62,13 @@ class ErrorsPlugin(Plugin):
     @hookimpl
     def kernel_check(self, ctx: PluginContext[ErrorsConfig]) -> list[CheckIssue]:
         if ctx.config.expose_context:
-            return [CheckIssue.production(
-                "expose_context", "expose_context = true shows internal error context (collections, ids, "
-                "queries) to every client")]
+            return [
+                CheckIssue.production(
+                    "expose_context",
+                    "expose_context = true shows internal error context (collections, ids, "
+                    "queries) to every client",
+                )
+            ]
         return []
 
     @hookimpl
@@ -84,7 +88,11 @@ class ErrorsPlugin(Plugin):
         renderer = ctx.registry.get(ProblemRenderer)
 
         def wrap(app: ASGIApp) -> ASGIApp:
-            return ErrorMiddleware(app, renderer=renderer, trace_header=cfg.trace_header,
-                                   client_error_level=_LEVELS[cfg.client_error_log_level])
+            return ErrorMiddleware(
+                app,
+                renderer=renderer,
+                trace_header=cfg.trace_header,
+                client_error_level=_LEVELS[cfg.client_error_log_level],
+            )
 
         return [Middleware(wrap, order=cfg.middleware_order, name="errors")]

@@ -42,8 +42,9 @@ class ProblemRenderer:
     expose_context: bool = False
     """Show an operational error's ``context`` (never its ``internal`` data)."""
 
-    def render(self, exc: BaseException, *, instance: str | None = None,
-               trace_id: str | None = None) -> Problem:
+    def render(
+        self, exc: BaseException, *, instance: str | None = None, trace_id: str | None = None
+    ) -> Problem:
         """The problem for ``exc`` (any exception; a one-exception group renders as its member)."""
         tid = trace_id or get_trace_id()
         exc = _unwrap(exc)

@@ -49,8 +49,13 @@ def test_not_found_takes_resource_then_context() -> None:
 
 
 def test_custom_app_error_with_every_option() -> None:
-    err = AppError("Custom error", {"details": "Additional context"}, error_code="CUSTOM_ERROR",
-                   status_code=400, is_operational=True)
+    err = AppError(
+        "Custom error",
+        {"details": "Additional context"},
+        error_code="CUSTOM_ERROR",
+        status_code=400,
+        is_operational=True,
+    )
     assert (err.status_code, err.error_code, err.message) == (400, "CUSTOM_ERROR", "Custom error")
     assert AppError.status_code == 500  # the instance override does not leak to the class
 
@@ -78,7 +83,8 @@ def test_validation_field_errors_three_ways() -> None:
         {"field": "email", "message": "Invalid email format"}
     ]
     assert ValidationError(errors={"email": "bad", "age": "too low"}).errors == [
-        {"field": "email", "message": "bad"}, {"field": "age", "message": "too low"}
+        {"field": "email", "message": "bad"},
+        {"field": "age", "message": "too low"},
     ]
     assert ValidationError(errors=[{"field": "a", "message": "b"}]).errors == [{"field": "a", "message": "b"}]
 
@@ -117,8 +123,9 @@ def test_error_to_dict_for_operators() -> None:
 
 
 def test_internal_marked_context_entries_move_to_internal() -> None:
-    err = ConflictError("Email taken", {"field": "email", "dsn": Internal("mongodb://u:p@h")},
-                        internal={"index": "email_1"})
+    err = ConflictError(
+        "Email taken", {"field": "email", "dsn": Internal("mongodb://u:p@h")}, internal={"index": "email_1"}
+    )
     assert err.context == {"field": "email"}
     assert err.internal == {"index": "email_1", "dsn": "mongodb://u:p@h"}
 
@@ -126,8 +133,11 @@ def test_internal_marked_context_entries_move_to_internal() -> None:
 def test_from_exception_wraps_a_foreign_error_and_keeps_the_cause() -> None:
     cause = ConnectionResetError("peer reset by db-3:5432")
     err = ExternalServiceError.from_exception(cause, "Payment provider unreachable", {"provider": "acme"})
-    assert (err.message, err.status_code, err.context) == ("Payment provider unreachable", 502,
-                                                           {"provider": "acme"})
+    assert (err.message, err.status_code, err.context) == (
+        "Payment provider unreachable",
+        502,
+        {"provider": "acme"},
+    )
     assert err.internal == {"cause": "ConnectionResetError: peer reset by db-3:5432"}
     assert err.__cause__ is cause
     default = DatabaseError.from_exception(cause)
@@ -140,14 +150,18 @@ def test_from_exception_wraps_a_foreign_error_and_keeps_the_cause() -> None:
 
 def test_to_dict_matches_error_to_dict() -> None:
     err = RateLimitError(retry_after=3, context={"limit": 100})
-    assert err.to_dict() == error_to_dict(err) == {
-        "type": "kernel_errors._errors.RateLimitError",
-        "message": "Too many requests",
-        "operational": True,
-        "code": "RATE_LIMITED",
-        "status": 429,
-        "context": {"limit": 100},
-    }
+    assert (
+        err.to_dict()
+        == error_to_dict(err)
+        == {
+            "type": "kernel_errors._errors.RateLimitError",
+            "message": "Too many requests",
+            "operational": True,
+            "code": "RATE_LIMITED",
+            "status": 429,
+            "context": {"limit": 100},
+        }
+    )
 
 
 def test_error_to_dict_makes_context_json_safe_and_classifies_groups() -> None:
@@ -176,7 +190,11 @@ class PaymentRequiredError(AppError):
 def test_own_error_kinds_are_subclasses_with_class_attributes() -> None:
     err = PaymentRequiredError("Upgrade your plan", {"plan": "free"})
     assert (err.status_code, err.error_code, err.title, is_operational(err)) == (
-        402, "PAYMENT_REQUIRED", "Payment Required", True)
+        402,
+        "PAYMENT_REQUIRED",
+        "Payment Required",
+        True,
+    )
     assert error_to_dict(err)["code"] == "PAYMENT_REQUIRED"
     assert "PaymentRequiredError" in repr(err) and "402" in repr(err)
 

@@ -62,8 +62,16 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int
     options: dict[str, Any] = getattr(request, "param", {})
     if options and not set(options) <= set(inspect.signature(uvicorn.Config).parameters):
         pytest.skip(f"this uvicorn has no {', '.join(options)}")
-    config = uvicorn.Config(host_app(), lifespan="off", ws="none", http="h11", loop="asyncio",
-                            log_config=None, access_log=False, **options)
+    config = uvicorn.Config(
+        host_app(),
+        lifespan="off",
+        ws="none",
+        http="h11",
+        loop="asyncio",
+        log_config=None,
+        access_log=False,
+        **options,
+    )
     server = uvicorn.Server(config)
     seen.clear()
     async with anyio.create_task_group() as tg:
@@ -78,8 +86,13 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int
 
 def request_bytes(body: bytes, headers: dict[str, str] | None = None) -> bytes:
     """One ``POST /api/users`` on the wire."""
-    lines = ["POST /api/users HTTP/1.1", "host: test", "content-type: application/json",
-             f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        "POST /api/users HTTP/1.1",
+        "host: test",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -115,8 +128,9 @@ class Connection:
                     self.conn.start_next_cycle()
                     return status, headers, body
 
-    async def post(self, body: bytes, headers: dict[str, str] | None = None
-                   ) -> tuple[int, dict[str, str], bytes]:
+    async def post(
+        self, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         await self.stream.send(request_bytes(body, headers))
         return await self.response()
 
@@ -136,8 +150,7 @@ def poison(size: int) -> bytes:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [BIG, SMALL], ids=["above-64KiB", "below-64KiB"])
-@pytest.mark.parametrize("server", [{}, {"reset_contextvars": True}], ids=["default", "reset"],
-                         indirect=True)
+@pytest.mark.parametrize("server", [{}, {"reset_contextvars": True}], ids=["default", "reset"], indirect=True)
 async def test_state_of_one_request_never_reaches_the_next(server: tuple[str, int], size: int) -> None:
     async with await anyio.connect_tcp(*server) as stream:
         client = Connection(stream)
@@ -158,13 +171,15 @@ async def test_state_of_one_request_never_reaches_the_next(server: tuple[str, in
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [BIG, SMALL], ids=["above-64KiB", "below-64KiB"])
-async def test_pipelined_requests_do_not_inherit_the_previous_one(server: tuple[str, int],
-                                                                  size: int) -> None:
+async def test_pipelined_requests_do_not_inherit_the_previous_one(server: tuple[str, int], size: int) -> None:
     async with await anyio.connect_tcp(*server) as stream:
         client = Connection(stream)
         # Sent at once: uvicorn parses the next requests from inside the previous one's send().
-        await stream.send(request_bytes(poison(size), {"x-request-id": "poison-1"})
-                          + request_bytes(b"{bad json") + request_bytes(b'{"name": "ada"}'))
+        await stream.send(
+            request_bytes(poison(size), {"x-request-id": "poison-1"})
+            + request_bytes(b"{bad json")
+            + request_bytes(b'{"name": "ada"}')
+        )
         status, headers, _ = await client.response()
         assert_problem(status, headers, trace_id="poison-1")
         status, headers, body = await client.response()
@@ -197,8 +212,11 @@ async def call(app: Any, scope: dict[str, Any]) -> dict[str, Any]:
 
     await app(scope, receive, send)
     headers = dict(sent[0]["headers"])
-    return {"status": sent[0]["status"], "id": headers[b"x-request-id"].decode(),
-            **json.loads(sent[1]["body"])}
+    return {
+        "status": sent[0]["status"],
+        "id": headers[b"x-request-id"].decode(),
+        **json.loads(sent[1]["body"]),
+    }
 
 
 @pytest.mark.anyio

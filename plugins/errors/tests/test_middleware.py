@@ -90,8 +90,9 @@ async def test_unexpected_exception_body_carries_only_the_trace_id(caplog: pytes
 
 @pytest.mark.anyio
 async def test_programming_app_error_is_hidden_like_any_bug() -> None:
-    resp = await call(ErrorMiddleware(app_raising(AppError("invariant broken: x<0", is_operational=False,
-                                                           status_code=400))))
+    resp = await call(
+        ErrorMiddleware(app_raising(AppError("invariant broken: x<0", is_operational=False, status_code=400)))
+    )
     assert resp.status_code == 500
     assert "invariant" not in resp.text
 
@@ -243,8 +244,9 @@ async def test_inside_a_starlette_app() -> None:
     async def boom(request: Request) -> JSONResponse:
         raise KeyError(SECRET)
 
-    app = Starlette(routes=[Route("/users/{uid}", user), Route("/boom", boom)],
-                    middleware=[Middleware(ErrorMiddleware)])
+    app = Starlette(
+        routes=[Route("/users/{uid}", user), Route("/boom", boom)], middleware=[Middleware(ErrorMiddleware)]
+    )
     resp = await call(app, "/users/7", headers={"x-request-id": "abc-123"})
     assert resp.status_code == 404
     assert resp.headers["content-type"] == PROBLEM_JSON
@@ -265,8 +267,9 @@ async def test_a_trace_id_set_upstream_is_kept() -> None:
 
 @pytest.mark.anyio
 async def test_nested_middleware_steps_aside(caplog: pytest.LogCaptureFixture) -> None:
-    inner = ErrorMiddleware(app_raising(RuntimeError(SECRET)),
-                            renderer=ProblemRenderer(type_base_url="https://inner.example/"))
+    inner = ErrorMiddleware(
+        app_raising(RuntimeError(SECRET)), renderer=ProblemRenderer(type_base_url="https://inner.example/")
+    )
     with caplog.at_level(logging.ERROR, logger="kernel.plugins.errors"):
         resp = await call(ErrorMiddleware(inner))
     assert resp.status_code == 500
@@ -289,8 +292,7 @@ async def test_log_line_from_the_kernel_json_handler(capsys: pytest.CaptureFixtu
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()
-             if '"kernel.plugins.errors"' in x]
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if '"kernel.plugins.errors"' in x]
     assert len(lines) == 1
     line = lines[0]
     assert line["trace_id"] == resp.headers["x-request-id"]

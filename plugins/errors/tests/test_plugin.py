@@ -18,8 +18,10 @@ class Outer(Plugin):
 
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[object]) -> list[Middleware]:
-        return [Middleware(lambda app: app, order=100, name="auth"),
-                Middleware(lambda app: app, order=10, name="metrics")]
+        return [
+            Middleware(lambda app: app, order=100, name="auth"),
+            Middleware(lambda app: app, order=10, name="metrics"),
+        ]
 
 
 class Routes(Plugin):
@@ -60,8 +62,10 @@ async def test_host_app_mounting_the_kernel_app_renders_once() -> None:
 
     config = {"errors": {"type_base_url": "https://errors.example.com/"}}
     async with boot_kernel("errors", Routes, config=config) as k:
-        host = Starlette(routes=[Mount("/", app=KernelApp(k))], middleware=[
-            StarletteMiddleware(ErrorMiddleware, renderer=k.get(ProblemRenderer))])
+        host = Starlette(
+            routes=[Mount("/", app=KernelApp(k))],
+            middleware=[StarletteMiddleware(ErrorMiddleware, renderer=k.get(ProblemRenderer))],
+        )
         transport = httpx.ASGITransport(app=host)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             resp = await c.get("/widgets/9", headers={"x-request-id": "host-req-7"})

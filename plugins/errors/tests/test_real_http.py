@@ -40,8 +40,9 @@ async def base_url() -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(ErrorMiddleware(app), lifespan="off", ws="none", log_config=None,
-                            access_log=False)
+    config = uvicorn.Config(
+        ErrorMiddleware(app), lifespan="off", ws="none", log_config=None, access_log=False
+    )
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])

@@ -149,8 +149,9 @@ class MetricsCollector:
         buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self.exclude_routes: frozenset[str] = frozenset(exclude_routes)
-        self._bucket_overrides = {name: tuple(float(b) for b in bounds)
-                                  for name, bounds in (buckets or {}).items()}
+        self._bucket_overrides = {
+            name: tuple(float(b) for b in bounds) for name, bounds in (buckets or {}).items()
+        }
         self._mp_dir = multiprocess_dir_from_env() if multiprocess_dir == "auto" else multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
@@ -172,15 +173,25 @@ class MetricsCollector:
             self.registry.register(self._http_fast)
         else:
             self._mp_http = (
-                Counter(http_series.REQUESTS, http_series.REQUESTS_HELP, http_series.LABELS,
-                        registry=self.registry),
-                Histogram(http_series.DURATION, http_series.DURATION_HELP, http_series.LABELS,
-                          registry=self.registry, buckets=tuple(http_buckets)),
+                Counter(
+                    http_series.REQUESTS,
+                    http_series.REQUESTS_HELP,
+                    http_series.LABELS,
+                    registry=self.registry,
+                ),
+                Histogram(
+                    http_series.DURATION,
+                    http_series.DURATION_HELP,
+                    http_series.LABELS,
+                    registry=self.registry,
+                    buckets=tuple(http_buckets),
+                ),
             )
         for name in (http_series.REQUESTS, http_series.DURATION):
             self._declared[name] = _Declared("builtin", http_series.LABELS, (), None)
         self.http_active = self.gauge(
-            "http_active_connections", "HTTP requests being served right now", multiprocess_mode="livesum")
+            "http_active_connections", "HTTP requests being served right now", multiprocess_mode="livesum"
+        )
         self._in_flight = 0
         if self._mp_dir is None:
             # A plain int read at scrape time: no lock per request (the event loop is one thread).
@@ -199,22 +210,41 @@ class MetricsCollector:
         """Get or create a counter (``name`` with or without its ``_total`` suffix)."""
         return self._declare(Counter, "counter", name.removesuffix("_total"), documentation, labelnames, ())
 
-    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-              multiprocess_mode: GaugeMode = "livesum") -> Gauge:
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        multiprocess_mode: GaugeMode = "livesum",
+    ) -> Gauge:
         """Get or create a gauge; ``multiprocess_mode`` says how processes' values combine."""
-        return self._declare(Gauge, "gauge", name, documentation, labelnames, (multiprocess_mode,),
-                             multiprocess_mode=multiprocess_mode)
+        return self._declare(
+            Gauge,
+            "gauge",
+            name,
+            documentation,
+            labelnames,
+            (multiprocess_mode,),
+            multiprocess_mode=multiprocess_mode,
+        )
 
-    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                  buckets: Sequence[float] | None = None) -> Histogram:
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
         """Get or create a histogram (default buckets are the HTTP ones, in seconds).
 
         Bounds configured for ``name`` (the collector's ``buckets``) win over ``buckets``.
         """
         bounds = self._bucket_overrides.get(name) or tuple(
-            float(b) for b in (buckets if buckets is not None else DEFAULT_HTTP_BUCKETS))
-        return self._declare(Histogram, "histogram", name, documentation, labelnames, bounds,
-                             buckets=bounds)
+            float(b) for b in (buckets if buckets is not None else DEFAULT_HTTP_BUCKETS)
+        )
+        return self._declare(Histogram, "histogram", name, documentation, labelnames, bounds, buckets=bounds)
 
     def summary(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Summary:
         """Get or create a summary (count and sum only, as prometheus-client does)."""
@@ -235,8 +265,16 @@ class MetricsCollector:
                 budget = self._budgets[name] = _Budget(self, metric, name)
             return cast(LabelBudget[M], budget)
 
-    def _declare(self, cls: type[M], kind: Kind, name: str, documentation: str,
-                 labelnames: Sequence[str], extra: tuple[Any, ...], **kwargs: Any) -> M:
+    def _declare(
+        self,
+        cls: type[M],
+        kind: Kind,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        extra: tuple[Any, ...],
+        **kwargs: Any,
+    ) -> M:
         if isinstance(labelnames, str):
             raise TypeError(f"labelnames of {name!r} must be a sequence of names, not a string")
         labels = tuple(labelnames)
@@ -302,8 +340,11 @@ class MetricsCollector:
         if full:
             self._warn_overflow("http_requests_total")
             key = (m, OVERFLOW, str(status))
-        series: Any = (self._http_fast.series(key) if self._http_fast is not None
-                       else _PromHttpSeries(cast(tuple[Counter, Histogram], self._mp_http), key))
+        series: Any = (
+            self._http_fast.series(key)
+            if self._http_fast is not None
+            else _PromHttpSeries(cast(tuple[Counter, Histogram], self._mp_http), key)
+        )
         if not full:
             self._http_children[(method, route, status)] = series
         return series
@@ -311,8 +352,13 @@ class MetricsCollector:
     def _warn_overflow(self, name: str) -> None:
         if name not in self._overflowed:
             self._overflowed.add(name)
-            log.warning("metric %s reached %d label sets; new ones are recorded as %r",
-                        name, self.max_series, OVERFLOW, extra={"metric": name})
+            log.warning(
+                "metric %s reached %d label sets; new ones are recorded as %r",
+                name,
+                self.max_series,
+                OVERFLOW,
+                extra={"metric": name},
+            )
 
     # ------------------------------------------------------------------ exposition
 
@@ -332,7 +378,8 @@ class MetricsCollector:
         """Multiprocess mode: drop a finished worker's live gauges (no-op otherwise)."""
         if self._mp_dir is not None:
             multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
-                os.getpid() if pid is None else pid, self._mp_dir)
+                os.getpid() if pid is None else pid, self._mp_dir
+            )
 
     def __repr__(self) -> str:
         mode = f"multiprocess dir={self._mp_dir!r}" if self._mp_dir else "single-process"

@@ -10,7 +10,17 @@ import attrs
 from kernel import Secret
 
 DEFAULT_HTTP_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 DEFAULT_DB_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
@@ -53,8 +63,7 @@ class MetricsConfig:
     """Distinct ``route`` labels before new ones collapse into ``<other>`` (a safety net)."""
     max_series: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
     """Distinct label sets per built-in metric before new ones collapse into ``<other>``."""
-    http_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_HTTP_BUCKETS),
-                                            validator=_increasing)
+    http_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_HTTP_BUCKETS), validator=_increasing)
     """Bucket bounds (seconds) of ``http_request_duration_seconds``."""
     db_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_DB_BUCKETS), validator=_increasing)
     """Bucket bounds (seconds) of ``db_query_duration_seconds``."""

@@ -52,7 +52,7 @@ def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str, sta
     if not isinstance(path, str):
         return unmatched
     after = scope.get("root_path", "") or ""
-    prefix = after[len(root_path):] if after.startswith(root_path) else ""
+    prefix = after[len(root_path) :] if after.startswith(root_path) else ""
     params = scope.get("path_params") or {}
     if _is_mount(route):
         if status == 404:

@@ -30,9 +30,13 @@ class MetricsPlugin(Plugin):
     def kernel_check(self, ctx: PluginContext[MetricsConfig]) -> list[CheckIssue]:
         cfg = ctx.config
         if cfg.token is None and not cfg.loopback_only:
-            return [CheckIssue.production(
-                "token", f"the scrape endpoint {cfg.path} is open to any client: set token (scrapers send "
-                "'Authorization: Bearer <token>') or loopback_only = true")]
+            return [
+                CheckIssue.production(
+                    "token",
+                    f"the scrape endpoint {cfg.path} is open to any client: set token (scrapers send "
+                    "'Authorization: Bearer <token>') or loopback_only = true",
+                )
+            ]
         return []
 
     @hookimpl
@@ -60,8 +64,11 @@ class MetricsPlugin(Plugin):
         collector = ctx.registry.get(MetricsCollector)
         cfg = ctx.config
         if ctx.settings.env == "production" and cfg.token is None and not cfg.loopback_only:
-            ctx.log.warning("metrics endpoint %s is open to any client: set plugins.metrics.token "
-                            "or plugins.metrics.loopback_only", cfg.path)
+            ctx.log.warning(
+                "metrics endpoint %s is open to any client: set plugins.metrics.token "
+                "or plugins.metrics.loopback_only",
+                cfg.path,
+            )
         ctx.log.info("metrics ready", extra={"multiprocess": collector.multiprocess, "path": cfg.path})
         yield
         # Live gauges of this process must not linger in the shared multiprocess directory.
@@ -73,8 +80,9 @@ class MetricsPlugin(Plugin):
         from ._endpoint import metrics_endpoint
 
         cfg = ctx.config
-        app = metrics_endpoint(ctx.registry.get(MetricsCollector), token=cfg.token,
-                               loopback_only=cfg.loopback_only)
+        app = metrics_endpoint(
+            ctx.registry.get(MetricsCollector), token=cfg.token, loopback_only=cfg.loopback_only
+        )
         return [Route(cfg.path, app, methods=("GET",), name="metrics")]
 
     @hookimpl
@@ -89,7 +97,8 @@ class MetricsPlugin(Plugin):
 
         def wrap(app: ASGIApp) -> ASGIApp:
             # The collector carries exclude_routes and the scrape path (see kernel_register).
-            return MetricsMiddleware(app, collector, unmatched_route=cfg.unmatched_route,
-                                     max_routes=cfg.max_routes)
+            return MetricsMiddleware(
+                app, collector, unmatched_route=cfg.unmatched_route, max_routes=cfg.max_routes
+            )
 
         return [Middleware(wrap, order=cfg.middleware_order, name="metrics")]

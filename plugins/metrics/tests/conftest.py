@@ -48,8 +48,14 @@ class Served:
         return self.proc.wait(timeout)
 
 
-def start_serve(tmp_path: Path, toml: str, *args: str, env: dict[str, str] | None = None,
-                ready_path: str = "/health", timeout: float = 20) -> Served:
+def start_serve(
+    tmp_path: Path,
+    toml: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/health",
+    timeout: float = 20,
+) -> Served:
     """Write ``toml``, start ``kernel serve`` on a free port and wait until ``ready_path`` answers."""
     config = tmp_path / "kernel.toml"
     config.write_text(toml)
@@ -60,7 +66,10 @@ def start_serve(tmp_path: Path, toml: str, *args: str, env: dict[str, str] | Non
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kernel", "--config", str(config), "serve", "--port", str(port), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=tmp_path,
         )
     served = Served(proc, port, log_path)
     deadline = time.monotonic() + timeout
@@ -106,10 +115,19 @@ async def call_asgi(app: ASGIApp, path: str, method: str = "GET", **scope_extra:
             status = message["status"]
 
     scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"test")], "client": ("127.0.0.1", 50000),
-        "server": ("test", 80), **scope_extra,
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+        **scope_extra,
     }
     await app(scope, receive, send)
     return status

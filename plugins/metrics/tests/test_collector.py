@@ -19,8 +19,9 @@ def collector() -> MetricsCollector:
 
 def events(collector: MetricsCollector) -> LabelBudget[Counter]:
     """A labelled counter declared the way a plugin declares one (the event bus's)."""
-    return collector.bounded(collector.counter(
-        "eventbus_events_total", "Events handled by the event bus", ["event", "status"]))
+    return collector.bounded(
+        collector.counter("eventbus_events_total", "Events handled by the event bus", ["event", "status"])
+    )
 
 
 def test_the_collector_declares_no_metric_of_another_plugin(collector: MetricsCollector) -> None:
@@ -40,9 +41,14 @@ def test_a_bounded_counter_counts_by_label_set(collector: MetricsCollector) -> N
 
 
 def test_a_bounded_histogram_observes_durations(collector: MetricsCollector) -> None:
-    queries = collector.bounded(collector.histogram(
-        "db_query_duration_seconds", "Database query duration in seconds", ["operation", "collection"],
-        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)))
+    queries = collector.bounded(
+        collector.histogram(
+            "db_query_duration_seconds",
+            "Database query duration in seconds",
+            ["operation", "collection"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+        )
+    )
     queries.labels("findOne", "users").observe(0.05)
     queries.labels("findOne", "users").observe(0.002)
     labels = {"operation": "findOne", "collection": "users"}
@@ -63,7 +69,6 @@ def test_observe_http_counts_and_times(collector: MetricsCollector) -> None:
     assert value(collector, "http_requests_total", method="OTHER", route="/users/{id}", status="405") == 1
 
 
-
 def test_an_http_observer_records_what_observe_http_does() -> None:
     collector = MetricsCollector(process_metrics=False, multiprocess_dir=None, max_series=2)
     observe = collector.http_observer("GET", "/users/{id}", 200)
@@ -77,6 +82,7 @@ def test_an_http_observer_records_what_observe_http_does() -> None:
     for i in range(3):  # the budget (2 label sets) is spent: the rest share the overflow series
         collector.http_observer("GET", f"/r{i}", 200)(0.0)
     assert value(collector, "http_requests_total", method="GET", route=OVERFLOW, status="200") == 3
+
 
 def test_declared_metrics_are_get_or_create(collector: MetricsCollector) -> None:
     a = collector.counter("signups_total", "Accounts created", ["plan"])
@@ -166,8 +172,9 @@ def test_http_metrics_match_prometheus_client_exactly(collector: MetricsCollecto
     reference = CollectorRegistry()
     labels = ["method", "route", "status"]
     ref_count = Counter("http_requests", "x", labels, registry=reference)
-    ref_hist = Histogram("http_request_duration_seconds", "x", labels, registry=reference,
-                         buckets=DEFAULT_HTTP_BUCKETS)
+    ref_hist = Histogram(
+        "http_request_duration_seconds", "x", labels, registry=reference, buckets=DEFAULT_HTTP_BUCKETS
+    )
     observations = [0.0, 0.005, 0.0051, 0.01, 0.3, 2.5, 9.99, 10.0, 10.01, 1e6]
     for i, seconds in enumerate(observations):
         key = ("GET" if i % 2 else "POST", "/r/{id}", 200 if i % 3 else 404)
@@ -178,7 +185,8 @@ def test_http_metrics_match_prometheus_client_exactly(collector: MetricsCollecto
     def numbers(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in registry.collect() for s in family.samples
+            for family in registry.collect()
+            for s in family.samples
             if s.name.startswith("http_request") and not s.name.endswith("_created")
         }
 

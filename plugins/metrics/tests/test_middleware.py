@@ -44,13 +44,15 @@ async def static_files(scope: Any, receive: Any, send: Any) -> None:
 
 
 def starlette_app() -> Starlette:
-    return Starlette(routes=[
-        Route("/users/{user_id}", user),
-        Route("/boom", boom),
-        Mount("/api", routes=[Route("/items/{item_id:int}", user, name="item")]),
-        Mount("/tenants/{tenant}", routes=[Route("/orders/{user_id}", user)]),
-        Mount("/static", app=static_files),
-    ])
+    return Starlette(
+        routes=[
+            Route("/users/{user_id}", user),
+            Route("/boom", boom),
+            Mount("/api", routes=[Route("/items/{item_id:int}", user, name="item")]),
+            Mount("/tenants/{tenant}", routes=[Route("/orders/{user_id}", user)]),
+            Mount("/static", app=static_files),
+        ]
+    )
 
 
 @pytest.mark.anyio
@@ -169,8 +171,9 @@ async def test_host_app_resolves_the_collector_from_the_lifespan_and_counts_kern
     async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
         await scope["state"]["kernel_app"](scope, receive, send)
 
-    host = Starlette(routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)],
-                     lifespan=lifespan)
+    host = Starlette(
+        routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)], lifespan=lifespan
+    )
     app = MetricsMiddleware(host)  # no collector yet: found in the booted kernel
     async with lifespan_running(app) as state:
         assert await asgi_call(app, "/users/7", state=dict(state)) == 200
@@ -195,8 +198,9 @@ def host_app(kernel: Any) -> Starlette:
     async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
         await scope["state"]["kernel_app"](scope, receive, send)
 
-    return Starlette(routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)], lifespan=lifespan
+    )
 
 
 @pytest.mark.anyio
@@ -205,8 +209,14 @@ def host_app(kernel: Any) -> Starlette:
 async def test_host_middleware_follows_record_scrapes_and_exclude_routes(
     asgi_call: Call, record_scrapes: bool, explicit: bool
 ) -> None:
-    config = {"metrics": {"process_metrics": False, "path": "/ops/metrics", "record_scrapes": record_scrapes,
-                          "exclude_routes": ["/health"]}}
+    config = {
+        "metrics": {
+            "process_metrics": False,
+            "path": "/ops/metrics",
+            "record_scrapes": record_scrapes,
+            "exclude_routes": ["/health"],
+        }
+    }
     kernel = make_kernel("metrics", config=config)
     host = host_app(kernel)
     # The collector exists once plugins registered (before boot), so a host may also pass it in.

@@ -31,7 +31,9 @@ m.counter("jobs_done_total", "Jobs done", ["queue"]).labels("mail").inc(int(sys.
 
 def total(text: str, name: str, **labels: str) -> float:
     return sum(
-        s.value for f in text_string_to_metric_families(text) for s in f.samples
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
 
@@ -69,8 +71,13 @@ def test_two_uvicorn_workers_report_the_sum_of_their_requests(
 ) -> None:
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
-    served = serve('[kernel]\nplugins = ["metrics"]\n', "--workers", "2", "--no-access-log",
-                   env={MULTIPROC_ENV: str(mp_dir)})
+    served = serve(
+        '[kernel]\nplugins = ["metrics"]\n',
+        "--workers",
+        "2",
+        "--no-access-log",
+        env={MULTIPROC_ENV: str(mp_dir)},
+    )
     n = 120
     for _ in range(n):
         # A new connection per request lets either worker accept it.

@@ -18,8 +18,9 @@ TOKEN = "s3cr3t-scrape-token-0123456789"
 
 
 def client(app: Any, host: str = "127.0.0.1") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 40000)),
-                             base_url="http://kernel")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(host, 40000)), base_url="http://kernel"
+    )
 
 
 @pytest.mark.anyio
@@ -43,11 +44,17 @@ async def test_scrape_returns_prometheus_text_or_openmetrics() -> None:
             assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
             assert r.headers["cache-control"] == "no-store"
             names = {f.name for f in text_string_to_metric_families(r.text)}
-            assert {"http_requests", "http_request_duration_seconds", "http_active_connections",
-                    "orders_placed", "process_cpu_seconds",
-                    "process_resident_memory_bytes"} <= names
-            om = await c.get("/health/metrics",
-                             headers={"accept": "application/openmetrics-text; version=1.0.0"})
+            assert {
+                "http_requests",
+                "http_request_duration_seconds",
+                "http_active_connections",
+                "orders_placed",
+                "process_cpu_seconds",
+                "process_resident_memory_bytes",
+            } <= names
+            om = await c.get(
+                "/health/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
+            )
             assert om.headers["content-type"].startswith("application/openmetrics-text")
             assert om.text.endswith("# EOF\n")
             head = await c.head("/health/metrics")
@@ -164,8 +171,9 @@ async def test_bearer_scheme_is_case_insensitive() -> None:
             for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
                 r = await c.get("/health/metrics", headers={"authorization": f"{scheme} {TOKEN}"})
                 assert r.status_code == 200, scheme
-            wrong_case_token = await c.get("/health/metrics",
-                                           headers={"authorization": f"bearer {TOKEN.upper()}"})
+            wrong_case_token = await c.get(
+                "/health/metrics", headers={"authorization": f"bearer {TOKEN.upper()}"}
+            )
             other_scheme = await c.get("/health/metrics", headers={"authorization": f"Basic {TOKEN}"})
             no_token = await c.get("/health/metrics", headers={"authorization": "bearer"})
             glued = await c.get("/health/metrics", headers={"authorization": f"bearer{TOKEN}"})

@@ -97,7 +97,9 @@ def test_invalid_config_fails_fast_with_every_error(tmp_path: Path) -> None:
     config.write_text('[kernel]\nplugins = ["metrics"]\n[plugins.metrics]\npath = "x"\n[bogus]\n')
     result = subprocess.run(
         [sys.executable, "-m", "kernel", "--config", str(config), "serve", "--port", "1"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "plugins.metrics.path: must start with '/'" in result.stderr
@@ -113,7 +115,9 @@ def test_port_in_use_exits_1_after_tearing_the_kernel_down(tmp_path: Path) -> No
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "kernel", "--config", str(config), "serve", "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert "kernel stopped" in result.stderr

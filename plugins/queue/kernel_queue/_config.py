@@ -13,7 +13,8 @@ MAX_RETENTION = 315_360_000.0
 def _retention(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if not 0 <= value <= MAX_RETENTION:  # NaN fails too
         raise ValueError(
-            f"'{attribute.name}' must be seconds from 0 to {MAX_RETENTION:.0f} (10 years): {value!r}")
+            f"'{attribute.name}' must be seconds from 0 to {MAX_RETENTION:.0f} (10 years): {value!r}"
+        )
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:

@@ -17,8 +17,10 @@ class JobTooLargeError(QueueError, ValueError):
     def __init__(self, what: str, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(f"{what} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
-                         "(plugins.queue.max_payload_bytes); store large data elsewhere and pass its id")
+        super().__init__(
+            f"{what} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+            "(plugins.queue.max_payload_bytes); store large data elsewhere and pass its id"
+        )
 
 
 class InvalidJobOptionError(QueueError, ValueError):

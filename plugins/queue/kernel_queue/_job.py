@@ -114,11 +114,20 @@ class JobInfo:
             state = "delayed" if delayed else "waiting"
         meta = job.meta
         return cls(
-            id=job.key, queue=job.get_queue().name, name=job.function, data=(job.kwargs or {}).get("data"),
-            state=state, progress=job.progress, result=job.result, attempts=job.attempts,
-            failures=int(meta.get("failures", 0)), max_attempts=int(meta.get("max_attempts", 1)),
-            stalls=int(meta.get("stalls", 0)), failed_reason=job.error if state != "completed" else None,
-            priority=job.priority or None, created_at=job.queued / 1000,
+            id=job.key,
+            queue=job.get_queue().name,
+            name=job.function,
+            data=(job.kwargs or {}).get("data"),
+            state=state,
+            progress=job.progress,
+            result=job.result,
+            attempts=job.attempts,
+            failures=int(meta.get("failures", 0)),
+            max_attempts=int(meta.get("max_attempts", 1)),
+            stalls=int(meta.get("stalls", 0)),
+            failed_reason=job.error if state != "completed" else None,
+            priority=job.priority or None,
+            created_at=job.queued / 1000,
             finished_at=job.completed / 1000 if job.completed else None,
             scheduled_for=float(job.scheduled) if job.scheduled else None,
         )

@@ -101,10 +101,17 @@ class QueueManager:
         if queue is None:
             cfg = self.config
             queue = KernelRedisQueue(
-                self.redis, name, blocking=self._blocking, poll_interval=cfg.poll_interval,
-                stall_timeout=cfg.stall_timeout, max_stalls=cfg.max_stalls, events=cfg.events,
-                max_payload_bytes=cfg.max_payload_bytes, completed_retention=cfg.completed_retention,
-                failed_retention=cfg.failed_retention, log_data_chars=cfg.log_data_chars,
+                self.redis,
+                name,
+                blocking=self._blocking,
+                poll_interval=cfg.poll_interval,
+                stall_timeout=cfg.stall_timeout,
+                max_stalls=cfg.max_stalls,
+                events=cfg.events,
+                max_payload_bytes=cfg.max_payload_bytes,
+                completed_retention=cfg.completed_retention,
+                failed_retention=cfg.failed_retention,
+                log_data_chars=cfg.log_data_chars,
             )
             queue.event_hooks.extend(self._event_hooks)
             self._queues[name] = queue
@@ -123,8 +130,14 @@ class QueueManager:
 
     # ------------------------------------------------------------------ options and jobs
 
-    def _options(self, *, priority: int | None = None, attempts: int | None = None, backoff: Any = None,
-                 timeout: float | timedelta | None = None) -> dict[str, Any]:
+    def _options(
+        self,
+        *,
+        priority: int | None = None,
+        attempts: int | None = None,
+        backoff: Any = None,
+        timeout: float | timedelta | None = None,
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if priority is not None:
             out["priority"] = check_priority(priority)
@@ -136,10 +149,22 @@ class QueueManager:
             out["timeout"] = seconds(timeout, "timeout")
         return out
 
-    def _build(self, queue: KernelRedisQueue, name: str, data: Any, *, priority: int | None,
-               attempts: int | None, backoff: Any, delay: float | timedelta | None, job_id: str | None,
-               timeout: float | timedelta | None, where: str = "", queued: int | None = None,
-               scheduled: float | None = None) -> tuple[Job, bytes | str]:
+    def _build(
+        self,
+        queue: KernelRedisQueue,
+        name: str,
+        data: Any,
+        *,
+        priority: int | None,
+        attempts: int | None,
+        backoff: Any,
+        delay: float | timedelta | None,
+        job_id: str | None,
+        timeout: float | timedelta | None,
+        where: str = "",
+        queued: int | None = None,
+        scheduled: float | None = None,
+    ) -> tuple[Job, bytes | str]:
         """A new job for ``queue``, queued at ``queued`` (default: now), and its stored JSON.
 
         Due ``delay`` seconds from now, or at epoch ``scheduled``. Invalid input raises in the
@@ -152,11 +177,17 @@ class QueueManager:
                 raise InvalidJobOptionError(f"job_id must be a non-empty str, got {job_id!r}")
             defaults = self._defaults.get(queue.name, _NO_DEFAULTS)
             prio = check_priority(priority) if priority is not None else defaults.get("priority")
-            tries = check_attempts(attempts) if attempts is not None else defaults.get(
-                "attempts", self.config.default_attempts)
+            tries = (
+                check_attempts(attempts)
+                if attempts is not None
+                else defaults.get("attempts", self.config.default_attempts)
+            )
             back = check_backoff(backoff) if backoff is not None else defaults.get("backoff")
-            limit = seconds(timeout, "timeout") if timeout is not None else defaults.get(
-                "timeout", self.config.default_timeout)
+            limit = (
+                seconds(timeout, "timeout")
+                if timeout is not None
+                else defaults.get("timeout", self.config.default_timeout)
+            )
             wait = seconds(delay, "delay") if delay is not None else 0.0
         except InvalidJobOptionError:
             # The data is checked with the whole job below; bad data is still reported first.
@@ -169,8 +200,15 @@ class QueueManager:
             scheduled = time.time() + wait if wait else 0
         # SAQ's ttl is unused: the finish script applies completed_retention / failed_retention.
         job = KernelJob(
-            function=name, kwargs={"data": data}, key=job_id or uuid1(), timeout=limit,  # type: ignore[arg-type]
-            heartbeat=0, retries=_RETRIES_SENTINEL, ttl=0, priority=prio or 0, meta=meta,
+            function=name,
+            kwargs={"data": data},
+            key=job_id or uuid1(),
+            timeout=limit,  # type: ignore[arg-type]
+            heartbeat=0,
+            retries=_RETRIES_SENTINEL,
+            ttl=0,
+            priority=prio or 0,
+            meta=meta,
             scheduled=scheduled,  # type: ignore[arg-type]
         )
         job.queue = queue
@@ -202,8 +240,17 @@ class QueueManager:
         q = self._queues.get(queue) if isinstance(queue, str) else None
         if q is None:
             q = self.get_queue(queue)
-        job, payload = self._build(q, name, data, priority=priority, attempts=attempts, backoff=backoff,
-                                   delay=delay, job_id=job_id, timeout=timeout)
+        job, payload = self._build(
+            q,
+            name,
+            data,
+            priority=priority,
+            attempts=attempts,
+            backoff=backoff,
+            delay=delay,
+            job_id=job_id,
+            timeout=timeout,
+        )
         if self._known_pending:
             await self._remember(queue)
         await q.add(job, payload)
@@ -221,9 +268,18 @@ class QueueManager:
             if not _BULK_KEYS.issuperset(spec):
                 raise InvalidJobOptionError(f"jobs[{i}]: unknown keys {sorted(set(spec) - _BULK_KEYS)}")
             job, payload = self._build(
-                q, spec["name"], spec.get("data"), priority=spec.get("priority"),
-                attempts=spec.get("attempts"), backoff=spec.get("backoff"), delay=spec.get("delay"),
-                job_id=spec.get("job_id"), timeout=spec.get("timeout"), where=f"jobs[{i}]: ", queued=stamp)
+                q,
+                spec["name"],
+                spec.get("data"),
+                priority=spec.get("priority"),
+                attempts=spec.get("attempts"),
+                backoff=spec.get("backoff"),
+                delay=spec.get("delay"),
+                job_id=spec.get("job_id"),
+                timeout=spec.get("timeout"),
+                where=f"jobs[{i}]: ",
+                queued=stamp,
+            )
             built.append(job)
             payloads.append(payload)
         if not built:
@@ -233,15 +289,25 @@ class QueueManager:
         await q.enqueue_many(built, payloads)
         return [job.key for job in built]
 
-    async def schedule_job(self, queue: str, name: str, data: Any, delay: float | timedelta,
-                           **options: Any) -> str:
+    async def schedule_job(
+        self, queue: str, name: str, data: Any, delay: float | timedelta, **options: Any
+    ) -> str:
         """``add_job`` with a delay (seconds or ``timedelta``)."""
         return await self.add_job(queue, name, data, delay=delay, **options)
 
     # ------------------------------------------------------------------ recurring jobs
 
-    async def schedule_recurring_job(self, queue: str, name: str, data: Any, cron: str, *,
-                                     key: str | None = None, tz: str = "UTC", **options: Any) -> str:
+    async def schedule_recurring_job(
+        self,
+        queue: str,
+        name: str,
+        data: Any,
+        cron: str,
+        *,
+        key: str | None = None,
+        tz: str = "UTC",
+        **options: Any,
+    ) -> str:
         """Run ``name`` on every tick of ``cron`` (5 fields, or 6 with seconds last), once per tick.
 
         Stored in Redis, so it survives restarts and fires once per tick however many workers
@@ -265,7 +331,8 @@ class QueueManager:
             payload = json.dumps(spec, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidJobOptionError(
-                f"recurring job {key!r}: data must be JSON-serializable: {exc}") from exc
+                f"recurring job {key!r}: data must be JSON-serializable: {exc}"
+            ) from exc
         await self._remember(queue)
         await q.put_recurring(key, payload)
         await self._fire_recurring(q)
@@ -292,9 +359,17 @@ class QueueManager:
                 tick = float(croniter(spec["cron"], base).get_next(float))
                 opts = spec.get("options", {})
                 job, stored = self._build(
-                    q, spec["name"], spec.get("data"), priority=opts.get("priority"),
-                    attempts=opts.get("attempts"), backoff=opts.get("backoff"), delay=None,
-                    job_id=f"repeat:{key}:{int(tick)}", timeout=opts.get("timeout"), scheduled=tick)
+                    q,
+                    spec["name"],
+                    spec.get("data"),
+                    priority=opts.get("priority"),
+                    attempts=opts.get("attempts"),
+                    backoff=opts.get("backoff"),
+                    delay=None,
+                    job_id=f"repeat:{key}:{int(tick)}",
+                    timeout=opts.get("timeout"),
+                    scheduled=tick,
+                )
                 # The same id for the same tick from every worker: the enqueue dedupes it.
                 await q.add(job, stored)
             except Exception:
@@ -342,8 +417,9 @@ class QueueManager:
         """Whether ``queue`` is paused (in any process)."""
         return await self.get_queue(queue).is_paused()
 
-    async def clean_queue(self, queue: str, grace: float | timedelta = 0, limit: int = 1000,
-                          status: CleanStatus = "completed") -> list[str]:
+    async def clean_queue(
+        self, queue: str, grace: float | timedelta = 0, limit: int = 1000, status: CleanStatus = "completed"
+    ) -> list[str]:
         """Delete up to ``limit`` (<= 0: all) jobs in ``status`` older than ``grace`` seconds; their ids."""
         return await self.get_queue(queue).clean(status, seconds(grace, "grace"), limit)
 
@@ -360,9 +436,11 @@ class QueueManager:
 
     def processor(self, queue: str, name: str = ANY_NAME) -> Callable[[Processor], Processor]:
         """Decorator form of :meth:`register_processor`."""
+
         def deco(fn: Processor) -> Processor:
             self.register_processor(queue, name, fn)
             return fn
+
         return deco
 
     def make_worker(self, queue: str, *, concurrency: int = 1) -> QueueWorker:
@@ -370,11 +448,17 @@ class QueueManager:
         if concurrency < 1:
             raise InvalidJobOptionError(f"concurrency must be >= 1, got {concurrency!r}")
         q = self.get_queue(queue)
-        return QueueWorker(q, self.processors, self.config, concurrency=concurrency,
-                           recurring=lambda: self._fire_recurring(q))
+        return QueueWorker(
+            q,
+            self.processors,
+            self.config,
+            concurrency=concurrency,
+            recurring=lambda: self._fire_recurring(q),
+        )
 
-    async def create_worker(self, queue: str, processor: Processor | None = None, *,
-                            concurrency: int = 1) -> QueueWorker:
+    async def create_worker(
+        self, queue: str, processor: Processor | None = None, *, concurrency: int = 1
+    ) -> QueueWorker:
         """Start processing ``queue`` in this process (like BullMQ's ``Worker``).
 
         ``processor`` (if given) handles every job name of the queue without a specific
@@ -433,14 +517,22 @@ class QueueManager:
 
     def listen_to_queue_events(self, queue: str, handler: EventHandler | None = None) -> asyncio.Task[None]:
         """Call ``handler(event)`` (default: log it) for every event of ``queue`` until :meth:`close`."""
+
         async def run() -> None:
             async for event in self.queue_events(queue):
                 try:
                     if handler is None:
-                        shown = {k: clip(v, self.config.log_data_chars) if k in ("result", "error") else v
-                                 for k, v in event.items()}
-                        log.info("queue %s: job %s %s", queue, event.get("job_id"), event.get("event"),
-                                 extra={"queue": queue, "job_event": shown})
+                        shown = {
+                            k: clip(v, self.config.log_data_chars) if k in ("result", "error") else v
+                            for k, v in event.items()
+                        }
+                        log.info(
+                            "queue %s: job %s %s",
+                            queue,
+                            event.get("job_id"),
+                            event.get("event"),
+                            extra={"queue": queue, "job_event": shown},
+                        )
                     else:
                         result = handler(event)
                         if result is not None:
@@ -482,8 +574,13 @@ class _BusPublisher:
         self.bus = bus
 
     async def __call__(self, event: str, job: Job, extra: dict[str, Any]) -> None:
-        data = {"queue": job.get_queue().name, "job_id": job.key, "name": job.function,
-                "attempts": job.attempts, **extra}
+        data = {
+            "queue": job.get_queue().name,
+            "job_id": job.key,
+            "name": job.function,
+            "attempts": job.attempts,
+            **extra,
+        }
         await self.bus.publish(f"queue.job.{event}", data, source="queue")
 
 
@@ -492,10 +589,14 @@ class _JobMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         # Queue names come from callers: recorded within the collector's series budget.
-        self.events: LabelBudget[Counter] = metrics.bounded(metrics.counter(
-            "queue_jobs_total", "Job events handled by this process", ["queue", "event"]))
-        self.durations: LabelBudget[Histogram] = metrics.bounded(metrics.histogram(
-            "queue_job_duration_seconds", "Processing time of finished jobs", ["queue", "status"]))
+        self.events: LabelBudget[Counter] = metrics.bounded(
+            metrics.counter("queue_jobs_total", "Job events handled by this process", ["queue", "event"])
+        )
+        self.durations: LabelBudget[Histogram] = metrics.bounded(
+            metrics.histogram(
+                "queue_job_duration_seconds", "Processing time of finished jobs", ["queue", "status"]
+            )
+        )
 
     async def __call__(self, event: str, job: Job, extra: dict[str, Any]) -> None:
         name = job.get_queue().name

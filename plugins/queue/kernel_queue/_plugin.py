@@ -69,8 +69,11 @@ class QueuePlugin(Plugin):
         blocking = redis.new_client(socket_timeout=None)
         own_blocking = blocking is not redis.client
         manager = QueueManager(
-            redis.client, ctx.config, blocking=blocking if own_blocking else None,
-            metrics=find_metrics(ctx.registry), eventbus=find_eventbus(ctx.registry),
+            redis.client,
+            ctx.config,
+            blocking=blocking if own_blocking else None,
+            metrics=find_metrics(ctx.registry),
+            eventbus=find_eventbus(ctx.registry),
         )
         try:
             load_processor_hooks(manager, ctx.config.processors)
@@ -113,14 +116,29 @@ def find_eventbus(registry: Registry) -> EventBus | None:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``kernel worker``."""
-    parser.add_argument("--queue", "-q", action="append", dest="queues", metavar="NAME",
-                        help="queue to process (repeatable; default: config 'queues', else every queue "
-                             "with a registered processor)")
-    parser.add_argument("--concurrency", "-n", type=int, default=None,
-                        help="jobs run at once per queue (default: config 'concurrency')")
-    parser.add_argument("--ready-file", metavar="PATH", default=None,
-                        help="create this file once the workers take jobs, remove it on stop "
-                             "(for supervisors and readiness probes)")
+    parser.add_argument(
+        "--queue",
+        "-q",
+        action="append",
+        dest="queues",
+        metavar="NAME",
+        help="queue to process (repeatable; default: config 'queues', else every queue "
+        "with a registered processor)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        "-n",
+        type=int,
+        default=None,
+        help="jobs run at once per queue (default: config 'concurrency')",
+    )
+    parser.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        default=None,
+        help="create this file once the workers take jobs, remove it on stop "
+        "(for supervisors and readiness probes)",
+    )
 
 
 def _worker_plan(args: argparse.Namespace, manager: QueueManager) -> tuple[list[str], int] | None:
@@ -128,8 +146,11 @@ def _worker_plan(args: argparse.Namespace, manager: QueueManager) -> tuple[list[
     cfg = manager.config
     queues = args.queues or cfg.queues or manager.processors.queues()
     if not queues:
-        print("error: no queue to process: register processors (config 'processors' or a plugin calling "
-              "register_processor) or pass --queue", file=sys.stderr)
+        print(
+            "error: no queue to process: register processors (config 'processors' or a plugin calling "
+            "register_processor) or pass --queue",
+            file=sys.stderr,
+        )
         return None
     concurrency = args.concurrency or cfg.concurrency
     if concurrency < 1:
@@ -137,8 +158,10 @@ def _worker_plan(args: argparse.Namespace, manager: QueueManager) -> tuple[list[
         return None
     for name in queues:
         if not manager.processors.names(name):
-            print(f"warning: queue {name!r} has no processor; its jobs will fail with "
-                  "UnknownProcessorError", file=sys.stderr)
+            print(
+                f"warning: queue {name!r} has no processor; its jobs will fail with UnknownProcessorError",
+                file=sys.stderr,
+            )
     return list(queues), concurrency
 
 
@@ -150,9 +173,11 @@ async def run_worker(args: argparse.Namespace, kernel: Kernel) -> int:
 
     manager = kernel.get(QueueManager)
     if find_redis(kernel.registry, "queue", setting=None).embedded:
-        print("warning: [plugins.redis] url = \"embedded\" gives this worker its own private Redis: "
-              "jobs added by other processes never reach it; point url at a shared server",
-              file=sys.stderr)
+        print(
+            'warning: [plugins.redis] url = "embedded" gives this worker its own private Redis: '
+            "jobs added by other processes never reach it; point url at a shared server",
+            file=sys.stderr,
+        )
     plan = _worker_plan(args, manager)
     if plan is None:
         return 2
@@ -189,8 +214,10 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("stats", help="waiting/active/completed/failed/delayed per queue")
     p.add_argument("names", nargs="*", metavar="NAME", help="queues (default: all known)")
     p.add_argument("--json", action="store_true")
-    for name, text in (("pause", "stop every worker taking jobs from a queue"),
-                       ("resume", "let workers take jobs again")):
+    for name, text in (
+        ("pause", "stop every worker taking jobs from a queue"),
+        ("resume", "let workers take jobs again"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("name", metavar="NAME")
     p = sub.add_parser("clean", help="delete old finished (or waiting/delayed) jobs")
@@ -218,8 +245,10 @@ async def _queue_command(args: argparse.Namespace, manager: QueueManager) -> int
     cmd = args.queue_command
     if cmd == "stats":
         stats: list[dict[str, Any]] = (
-            [await manager.get_queue_stats(n) for n in args.names] if args.names
-            else await manager.get_all_queue_stats())
+            [await manager.get_queue_stats(n) for n in args.names]
+            if args.names
+            else await manager.get_all_queue_stats()
+        )
         if args.json:
             print(json.dumps(stats, indent=2))
         else:

@@ -212,16 +212,18 @@ class KernelRedisQueue(RedisQueue):
                 f"job {job.function!r} on queue {self.name!r}: data and results {_NOT_JSON}: {exc}"
             ) from exc
 
-    def deserialize(self, payload: dict[str, Any] | str | bytes | None,
-                    status: Status | str | None = None) -> Job | None:
+    def deserialize(
+        self, payload: dict[str, Any] | str | bytes | None, status: Status | str | None = None
+    ) -> Job | None:
         """A ``KernelJob`` from its stored record (SAQ's, without job data in its error)."""
         if not payload:
             return None
         job_dict = payload if isinstance(payload, dict) else self._load(payload)
         stored_queue = job_dict.pop("queue")
         if stored_queue != self.name:
-            raise ValueError(f"job {job_dict.get('key')!r} of queue {stored_queue!r} fetched by queue "
-                             f"{self.name!r}")
+            raise ValueError(
+                f"job {job_dict.get('key')!r} of queue {stored_queue!r} fetched by queue {self.name!r}"
+            )
         if status:
             job_dict["status"] = status
         return KernelJob(**job_dict, queue=self)
@@ -265,8 +267,10 @@ class KernelRedisQueue(RedisQueue):
     async def trim_finished(self) -> None:
         """Drop ids whose retention has passed from the completed and failed sets (their records expired)."""
         stamp = now()
-        sets = ((self.keys.completed, self.retention_ms(Status.COMPLETE)),
-                (self.keys.failed, self.retention_ms(Status.FAILED)))
+        sets = (
+            (self.keys.completed, self.retention_ms(Status.COMPLETE)),
+            (self.keys.failed, self.retention_ms(Status.FAILED)),
+        )
         due = [(zset, stamp - keep) for zset, keep in sets if keep]
         if due:
             async with self.r.pipeline(transaction=False) as pipe:
@@ -277,8 +281,14 @@ class KernelRedisQueue(RedisQueue):
     def _event(self, event: str, job: Job, **extra: Any) -> str:
         if not self.events_enabled:
             return ""
-        body = {"event": event, "queue": self.name, "job_id": job.key, "name": job.function,
-                "attempts": job.attempts, **extra}
+        body = {
+            "event": event,
+            "queue": self.name,
+            "job_id": job.key,
+            "name": job.function,
+            "attempts": job.attempts,
+            **extra,
+        }
         return _event_dumps(body)
 
     async def _fire(self, event: str, job: Job, extra: dict[str, Any]) -> None:
@@ -356,8 +366,13 @@ class KernelRedisQueue(RedisQueue):
                 if job is not None:
                     return job
                 # The record was cleaned away while waiting: drop the dangling id.
-                await self.r.pipeline(transaction=True).lrem(self.keys.active, 0, job_id).zrem(
-                    self.keys.heartbeat, job_id).zrem(self.keys.incomplete, job_id).execute()
+                await (
+                    self.r.pipeline(transaction=True)
+                    .lrem(self.keys.active, 0, job_id)
+                    .zrem(self.keys.heartbeat, job_id)
+                    .zrem(self.keys.incomplete, job_id)
+                    .execute()
+                )
                 continue
             # Nothing to run (or paused): block until an enqueue wakes us, at most poll_interval.
             await self.blocking.blpop([self.keys.wake], timeout=self.poll_interval)
@@ -400,8 +415,9 @@ class KernelRedisQueue(RedisQueue):
 
     # ------------------------------------------------------------------ finishing and retrying
 
-    async def _finish(self, job: Job, status: Status, *, result: Any = None, error: str | None = None,
-                      guard: bool = True) -> None:
+    async def _finish(
+        self, job: Job, status: Status, *, result: Any = None, error: str | None = None, guard: bool = True
+    ) -> None:
         if status == Status.COMPLETE:
             job.progress = 100
         target = {Status.COMPLETE: self.keys.completed, Status.FAILED: self.keys.failed}.get(status)
@@ -419,22 +435,45 @@ class KernelRedisQueue(RedisQueue):
         except (JobDataError, JobTooLargeError) as exc:
             # A processor returned something we cannot (or will not) store: record that as the failure.
             job.status, job.result, job.error = Status.FAILED, None, str(exc)
-            status, target, counter, event, extra = Status.FAILED, self.keys.failed, "failed", "failed", {
-                "error": str(exc)}
+            status, target, counter, event, extra = (
+                Status.FAILED,
+                self.keys.failed,
+                "failed",
+                "failed",
+                {"error": str(exc)},
+            )
             payload = self.serialize(job)
         finished = job.completed or now()
         keep = self.retention_ms(status)
         k = self.keys
         done = await self.scripts.finish(
-            keys=[k.active, k.incomplete, job.id, target or k.completed, k.heartbeat, k.counts, k.events,
-                  k.waiting],
-            args=[payload, finished, counter if target else "", "1" if guard else "0",
-                  job.status.value, self._event(event, job, **extra) if event else "", keep,
-                  finished - keep],
+            keys=[
+                k.active,
+                k.incomplete,
+                job.id,
+                target or k.completed,
+                k.heartbeat,
+                k.counts,
+                k.events,
+                k.waiting,
+            ],
+            args=[
+                payload,
+                finished,
+                counter if target else "",
+                "1" if guard else "0",
+                job.status.value,
+                self._event(event, job, **extra) if event else "",
+                keep,
+                finished - keep,
+            ],
         )
         if not done:
-            log.warning("late finish of job %s ignored: its worker had been presumed dead and the job "
-                        "reclaimed", job.id, extra={"queue": self.name, "job_id": job.key})
+            log.warning(
+                "late finish of job %s ignored: its worker had been presumed dead and the job reclaimed",
+                job.id,
+                extra={"queue": self.name, "job_id": job.key},
+            )
             return
         if event and self.event_hooks:
             await self._fire(event, job, extra)
@@ -455,8 +494,13 @@ class KernelRedisQueue(RedisQueue):
         k = self.keys
         done = await self.scripts.requeue(
             keys=[k.active, k.heartbeat, k.incomplete, k.waiting, k.wake, k.seq, job.id, k.failed],
-            args=[self.serialize(job), scheduled, rank_of(job.priority), "1" if guard else "0",
-                  "1" if front else "0"],
+            args=[
+                self.serialize(job),
+                scheduled,
+                rank_of(job.priority),
+                "1" if guard else "0",
+                "1" if front else "0",
+            ],
         )
         return bool(done)
 
@@ -478,8 +522,14 @@ class KernelRedisQueue(RedisQueue):
         delay = backoff_delay(meta.get("backoff"), failures)
         if await self.requeue(job, delay=delay):
             self.retried += 1
-            log.info("job %s failed (try %d of %d), retrying in %.3fs", job.key, failures, max_attempts,
-                     delay, extra={"queue": self.name, "job_id": job.key})
+            log.info(
+                "job %s failed (try %d of %d), retrying in %.3fs",
+                job.key,
+                failures,
+                max_attempts,
+                delay,
+                extra={"queue": self.name, "job_id": job.key},
+            )
 
     async def _retry(self, job: Job, error: str | None) -> None:  # pragma: no cover - retry() replaces it
         await self.requeue(job)
@@ -513,14 +563,23 @@ class KernelRedisQueue(RedisQueue):
             reason = f"worker lost: no heartbeat for {self.stall_timeout:g}s (stall {stalls})"
             await self.r.hincrby(self.keys.counts, "stalled", 1)
             if stalls > self.max_stalls:
-                log.error("job %s failed: it lost its worker %d times", job.key, stalls,
-                          extra={"queue": self.name, "job_id": job.key})
-                await self.finish(job, Status.FAILED, error=f"{reason}; more than max_stalls="
-                                  f"{self.max_stalls}", guard=False)
+                log.error(
+                    "job %s failed: it lost its worker %d times",
+                    job.key,
+                    stalls,
+                    extra={"queue": self.name, "job_id": job.key},
+                )
+                await self.finish(
+                    job, Status.FAILED, error=f"{reason}; more than max_stalls={self.max_stalls}", guard=False
+                )
             else:
                 job.error = reason
-                log.warning("reclaimed job %s from a dead worker (stall %d)", job.key, stalls,
-                            extra={"queue": self.name, "job_id": job.key})
+                log.warning(
+                    "reclaimed job %s from a dead worker (stall %d)",
+                    job.key,
+                    stalls,
+                    extra={"queue": self.name, "job_id": job.key},
+                )
                 await self.requeue(job, guard=False, front=True)
                 if self.event_hooks:
                     await self._fire("stalled", job, {"stalls": stalls})
@@ -580,8 +639,14 @@ class KernelRedisQueue(RedisQueue):
             pipe.zcard(k.completed).zcard(k.failed).exists(k.paused)
             waiting, active, delayed, completed, failed, paused = await pipe.execute()
         return {
-            "queue_name": self.name, "waiting": waiting, "active": active, "completed": completed,
-            "failed": failed, "delayed": delayed, "total": waiting + active + delayed, "paused": bool(paused),
+            "queue_name": self.name,
+            "waiting": waiting,
+            "active": active,
+            "completed": completed,
+            "failed": failed,
+            "delayed": delayed,
+            "total": waiting + active + delayed,
+            "paused": bool(paused),
         }
 
     async def totals(self) -> dict[str, int]:
@@ -594,13 +659,15 @@ class KernelRedisQueue(RedisQueue):
         score = await self.r.zscore(self.keys.incomplete, job.id)
         return bool(score and score > 0)
 
-    async def clean(self, status: CleanStatus = "completed", older_than: float = 0.0,
-                    limit: int = 1000) -> list[str]:
+    async def clean(
+        self, status: CleanStatus = "completed", older_than: float = 0.0, limit: int = 1000
+    ) -> list[str]:
         """Delete up to ``limit`` (<= 0: all) jobs in ``status`` queued or finished over ``older_than``
         seconds ago; their keys."""
         if status not in ("completed", "failed", "waiting", "delayed"):
             raise InvalidJobOptionError(
-                f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}")
+                f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}"
+            )
         await self.trim_finished()
         cutoff_ms = now() - int(older_than * 1000)
         count = None if limit <= 0 else limit
@@ -613,8 +680,9 @@ class KernelRedisQueue(RedisQueue):
         return [self.job_key_from_id(i.decode()) for i in removed]
 
     async def _clean_finished(self, zset: str, cutoff_ms: int, count: int | None) -> list[bytes]:
-        ids: list[bytes] = await self.r.zrangebyscore(zset, 0, cutoff_ms, start=0 if count else None,
-                                                      num=count)
+        ids: list[bytes] = await self.r.zrangebyscore(
+            zset, 0, cutoff_ms, start=0 if count else None, num=count
+        )
         if ids:
             async with self.r.pipeline(transaction=True) as pipe:
                 pipe.zrem(zset, *ids).delete(*ids)
@@ -659,7 +727,8 @@ class KernelRedisQueue(RedisQueue):
                 if job is None:
                     raise JobNotFoundError(f"no job {job_key!r} on queue {self.name!r}")
                 raise InvalidJobOptionError(
-                    f"job {job_key!r} on queue {self.name!r} is {job.status.value}, not failed")
+                    f"job {job_key!r} on queue {self.name!r} is {job.status.value}, not failed"
+                )
             job.meta["failures"] = 0
             job.meta["stalls"] = 0
             if await self.requeue(job, guard=False):
@@ -688,8 +757,12 @@ class KernelRedisQueue(RedisQueue):
         pattern = self.job_id(f"repeat:{key}:*")
         async for member, score in self.r.zscan_iter(self.keys.incomplete, match=pattern):
             if score > 0:  # still delayed: not started yet
-                await self.r.pipeline(transaction=True).zrem(self.keys.incomplete, member).delete(
-                    member).execute()
+                await (
+                    self.r.pipeline(transaction=True)
+                    .zrem(self.keys.incomplete, member)
+                    .delete(member)
+                    .execute()
+                )
 
 
 def backoff_delay(spec: Any, failures: int) -> float:

@@ -20,8 +20,11 @@ async def notification_processor(job: JobContext) -> dict[str, Any]:
     """
     data = job.data or {}
     await job.update_progress(10)
-    sent = {"notification_id": data.get("notification_id"), "user_id": data.get("user_id"),
-            "type": data.get("type", "push")}
+    sent = {
+        "notification_id": data.get("notification_id"),
+        "user_id": data.get("user_id"),
+        "type": data.get("type", "push"),
+    }
     await job.update_progress(100)
     return {"success": True, "sent_at": datetime.now(UTC).isoformat(), **sent}
 

@@ -35,7 +35,9 @@ local function off_active(active, heartbeat, id, guard)
 end
 """
 
-ENQUEUE = _HELPERS + """
+ENQUEUE = (
+    _HELPERS
+    + """
 -- KEYS: incomplete, job, waiting, wake, seq, events; ARGV: payload, due (0: now), rank, event
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
@@ -43,6 +45,7 @@ if ARGV[2] == '0' then to_waiting(KEYS[3], KEYS[5], KEYS[4], KEYS[2], ARGV[3], f
 if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
 return 1
 """
+)
 
 # Pop the best waiting job and mark it running in one step: a worker killed at any point
 # leaves the job either waiting or in active+heartbeats, where the sweep finds it.
@@ -68,7 +71,9 @@ if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
 return 1
 """
 
-FINISH = _HELPERS + """
+FINISH = (
+    _HELPERS
+    + """
 -- KEYS: active, incomplete, job, finished set, heartbeat, counts, events, waiting
 -- ARGV: payload, finish time, counter ('' : none), guard, status, event, keep ms (0: forever), cutoff
 if not off_active(KEYS[1], KEYS[5], KEYS[3], ARGV[4]) then return 0 end
@@ -88,8 +93,11 @@ redis.call('PUBLISH', KEYS[3], ARGV[5])
 if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[7], ARGV[6]) end
 return 1
 """
+)
 
-REQUEUE = _HELPERS + """
+REQUEUE = (
+    _HELPERS
+    + """
 -- KEYS: active, heartbeat, incomplete, waiting, wake, seq, job, failed
 -- ARGV: payload, due (0: now), rank, guard, front
 if not off_active(KEYS[1], KEYS[2], KEYS[7], ARGV[4]) then return 0 end
@@ -104,8 +112,11 @@ end
 redis.call('PUBLISH', KEYS[7], 'queued')
 return 1
 """
+)
 
-PROMOTE = _HELPERS + """
+PROMOTE = (
+    _HELPERS
+    + """
 -- KEYS: incomplete, waiting, wake, seq; ARGV: now (s), rank of jobs without a priority
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], 1, ARGV[1], 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
@@ -122,6 +133,7 @@ for _, id in ipairs(due) do
 end
 return due
 """
+)
 
 # Claim jobs whose worker stopped heart-beating; atomic, so only one sweeper gets each job.
 CLAIM_STALLED = """

@@ -62,17 +62,29 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
 
     SIGNALS = []
 
-    def __init__(self, queue: KernelRedisQueue, processors: ProcessorRegistry, config: QueueConfig,
-                 *, concurrency: int, recurring: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        queue: KernelRedisQueue,
+        processors: ProcessorRegistry,
+        config: QueueConfig,
+        *,
+        concurrency: int,
+        recurring: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(
             queue,
             functions=[],
             concurrency=concurrency,
             # SAQ types its timers int; fractions of a second work (they only feed asyncio.sleep).
-            timers=cast("PartialTimersDict", {
-                "schedule": config.schedule_interval, "sweep": config.sweep_interval,
-                "abort": 1, "worker_info": 10,
-            }),
+            timers=cast(
+                "PartialTimersDict",
+                {
+                    "schedule": config.schedule_interval,
+                    "sweep": config.sweep_interval,
+                    "abort": 1,
+                    "worker_info": 10,
+                },
+            ),
             shutdown_grace_period_s=config.shutdown_grace,  # type: ignore[arg-type]
         )
         self.functions = _Dispatch(queue, processors)

@@ -60,7 +60,7 @@ async def delete_queue_keys(url: str, qname: str) -> None:
         for pattern in (f"saq:{qname}:*", f"saq:job:{qname}:*", f"kqtest:{qname}:*"):
             keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
             for i in range(0, len(keys), 500):
-                await client.delete(*keys[i:i + 500])
+                await client.delete(*keys[i : i + 500])
         await client.srem(QUEUES_KEY, qname)
     finally:
         await client.aclose()
@@ -78,9 +78,11 @@ async def qname(redis_url: str) -> AsyncIterator[str]:  # noqa: F811
 
 
 @pytest.fixture
-async def manager(redis_url: str, fast_config: dict[str, Any],  # noqa: F811
-                  qname: str) -> AsyncIterator[QueueManager]:
+async def manager(
+    redis_url: str,  # noqa: F811
+    fast_config: dict[str, Any],
+    qname: str,
+) -> AsyncIterator[QueueManager]:
     """A booted kernel's manager, shut down (workers stopped) before ``qname``'s keys are removed."""
-    async with boot_kernel("redis", "queue",
-                           config={"redis": {"url": redis_url}, "queue": fast_config}) as k:
+    async with boot_kernel("redis", "queue", config={"redis": {"url": redis_url}, "queue": fast_config}) as k:
         yield k.get(QueueManager)

@@ -24,9 +24,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 
 def write_config(path: Path, redis_url: str, queue_settings: dict[str, Any]) -> Path:
-    lines = ['[kernel]', 'plugins = ["redis", "queue"]', 'log_level = "WARNING"', "",
-             "[plugins.redis]", f'url = "{redis_url}"', "", "[plugins.queue]",
-             'processors = ["fault_processors:register"]']
+    lines = [
+        "[kernel]",
+        'plugins = ["redis", "queue"]',
+        'log_level = "WARNING"',
+        "",
+        "[plugins.redis]",
+        f'url = "{redis_url}"',
+        "",
+        "[plugins.queue]",
+        'processors = ["fault_processors:register"]',
+    ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in queue_settings.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -35,17 +43,43 @@ def write_config(path: Path, redis_url: str, queue_settings: dict[str, Any]) -> 
 class WorkerProcess:
     """One ``python -m kernel worker`` child process."""
 
-    def __init__(self, config: Path, queue: str, redis_url: str, concurrency: int, logdir: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        queue: str,
+        redis_url: str,
+        concurrency: int,
+        logdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.out = logdir / f"worker-{time.monotonic_ns()}.out"
         self.ready_file = self.out.with_suffix(".ready")
-        environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-                   "KQ_TEST_QUEUE": queue, "KQ_TEST_REDIS": redis_url, **(env or {})}
+        environ = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "KQ_TEST_QUEUE": queue,
+            "KQ_TEST_REDIS": redis_url,
+            **(env or {}),
+        }
         with self.out.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kernel", "--config", str(config), "worker", "--queue", queue,
-                 "--concurrency", str(concurrency), "--ready-file", str(self.ready_file)],
-                stdout=fh, stderr=subprocess.STDOUT, env=environ,
+                [
+                    sys.executable,
+                    "-m",
+                    "kernel",
+                    "--config",
+                    str(config),
+                    "worker",
+                    "--queue",
+                    queue,
+                    "--concurrency",
+                    str(concurrency),
+                    "--ready-file",
+                    str(self.ready_file),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=environ,
             )
         self.pid = self.proc.pid
 
@@ -108,13 +142,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-FAST = {"heartbeat_interval": 0.2, "stall_timeout": 1.0, "sweep_interval": 0.25,
-        "schedule_interval": 0.05, "poll_interval": 0.2, "shutdown_grace": 5.0}
+FAST = {
+    "heartbeat_interval": 0.2,
+    "stall_timeout": 1.0,
+    "sweep_interval": 0.25,
+    "schedule_interval": 0.05,
+    "poll_interval": 0.2,
+    "shutdown_grace": 5.0,
+}
 
 
 @pytest.fixture
-async def two_workers(redis_url: str, tmp_path: Path,
-                      spawn: Callable[..., WorkerProcess]) -> list[WorkerProcess]:
+async def two_workers(
+    redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+) -> list[WorkerProcess]:
     """Two ``kernel worker`` processes (concurrency 2, fast timers), both ready."""
     config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
     workers = [spawn(config, 2), spawn(config, 2)]
@@ -123,8 +164,9 @@ async def two_workers(redis_url: str, tmp_path: Path,
     return workers
 
 
-async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str, redis_url: str,
-                                              tmp_path: Path, spawn: Callable[..., WorkerProcess]) -> None:
+async def test_sigkill_ten_times_loses_no_job(
+    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+) -> None:
     total, kills, concurrency = 1000, 10, 5
     config = write_config(tmp_path / "kernel.toml", redis_url, {**FAST, "max_stalls": 10})
     workers = [spawn(config, concurrency), spawn(config, concurrency)]
@@ -138,12 +180,14 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
         batch = [{"name": "work", "data": {"sleep": 0.08}}] * (total // kills)
         ids += await manager.add_bulk_jobs(qname, batch)
         victim = workers[i % 2]
+
         # Kill mid-job: wait until the victim has a started, unfinished job.
         async def busy(pid: int = victim.pid) -> bool:
             log = await read_log(redis_url, qname)
             started = Counter(e["id"] for e in log if e["pid"] == pid and e["e"] == "start")
             finished = Counter(e["id"] for e in log if e["pid"] == pid and e["e"] == "done")
             return bool(started - finished)
+
         await until(busy, 20)
         victim.kill()
         killed.append((victim.pid, time.time()))
@@ -154,6 +198,7 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
 
     async def all_done() -> bool:
         return (await manager.get_queue_stats(qname))["completed"] == total
+
     await until(all_done, 90, every=0.2)
 
     stats = await manager.get_queue_stats(qname)
@@ -170,10 +215,11 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
     for pid, t_kill in killed:
         for jid, runs in starts.items():
             for n, run in enumerate(runs):
-                if run["pid"] == pid and not any(d["id"] == jid and d["pid"] == pid and d["e"] == "done"
-                                                 for d in log):
+                if run["pid"] == pid and not any(
+                    d["id"] == jid and d["pid"] == pid and d["e"] == "done" for d in log
+                ):
                     interrupted += 1
-                    later = [r["t"] for r in runs[n + 1:] if r["t"] > t_kill]
+                    later = [r["t"] for r in runs[n + 1 :] if r["t"] > t_kill]
                     assert later, f"job {jid} interrupted by the kill of {pid} never ran again"
                     recovery.append(later[0] - t_kill)
     duplicates = sum(1 for c in done.values() if c > 1)
@@ -186,16 +232,19 @@ async def test_sigkill_ten_times_loses_no_job(manager: QueueManager, qname: str,
         assert len(starts[jid]) <= info.attempts <= info.stalls + 1, (jid, info)
     stalled = sum(info.stalls for info in infos if info is not None)
     assert interrupted >= kills
-    print(f"\nFAULT sigkill: jobs={total} kills={kills} lost={len(lost)} interrupted={interrupted} "
-          f"reclaimed={stalled} duplicates={duplicates} "
-          f"recovery_p50={statistics.median(recovery):.2f}s recovery_p99={pct(recovery, 0.99):.2f}s "
-          f"recovery_max={max(recovery):.2f}s (stall_timeout=1.0 sweep=0.25)")
+    print(
+        f"\nFAULT sigkill: jobs={total} kills={kills} lost={len(lost)} interrupted={interrupted} "
+        f"reclaimed={stalled} duplicates={duplicates} "
+        f"recovery_p50={statistics.median(recovery):.2f}s recovery_p99={pct(recovery, 0.99):.2f}s "
+        f"recovery_max={max(recovery):.2f}s (stall_timeout=1.0 sweep=0.25)"
+    )
     # Documented bound: stall_timeout + sweep_interval (+ scheduling slack on 2 shared cores).
     assert pct(recovery, 0.99) <= 1.0 + 0.25 + 1.5
 
 
-async def test_long_silent_job_is_not_swept(manager: QueueManager, qname: str, redis_url: str,
-                                            tmp_path: Path, spawn: Callable[..., WorkerProcess]) -> None:
+async def test_long_silent_job_is_not_swept(
+    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+) -> None:
     config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
     worker = spawn(config, 2)
     await worker.ready()
@@ -204,6 +253,7 @@ async def test_long_silent_job_is_not_swept(manager: QueueManager, qname: str, r
     async def finished() -> bool:
         info = await manager.get_job(qname, jid)
         return info is not None and info.state == "completed"
+
     await until(finished, 15)
     info = await manager.get_job(qname, jid)
     assert info is not None
@@ -223,6 +273,7 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
 
     async def running() -> bool:
         return len([e for e in await read_log(redis_url, qname) if e["e"] == "start"]) >= 3
+
     await until(running, 15)
     assert first.ready_file.read_text().strip() == str(first.pid)
     first.kill(signal.SIGTERM)
@@ -238,6 +289,7 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
 
     async def all_done() -> bool:
         return (await manager.get_queue_stats(qname))["completed"] == len(ids)
+
     await until(all_done, 30)
     runs = Counter(e["id"] for e in await read_log(redis_url, qname) if e["e"] == "start")
     assert set(runs) == set(ids) and set(runs.values()) == {1}
@@ -253,6 +305,7 @@ async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
 
     async def started() -> bool:
         return any(e["e"] == "start" for e in await read_log(redis_url, qname))
+
     await until(started, 15)
     first.kill(signal.SIGTERM)
     assert await first.wait() == 0
@@ -265,6 +318,7 @@ async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
     async def finished() -> bool:
         i = await manager.get_job(qname, jid)
         return i is not None and i.state == "completed"
+
     await until(finished, 15)
     info = await manager.get_job(qname, jid)
     assert info is not None and (info.attempts, info.failures, info.stalls) == (2, 0, 0)
@@ -278,6 +332,7 @@ async def test_pause_resume_across_two_worker_processes(
 
     async def long_started() -> bool:
         return any(e["id"] == long_job for e in await read_log(redis_url, qname))
+
     await until(long_started, 10)
     await manager.pause_queue(qname)
     ids = await manager.add_bulk_jobs(qname, [{"name": "work", "data": {"sleep": 0.01}}] * 20)
@@ -285,11 +340,13 @@ async def test_pause_resume_across_two_worker_processes(
 
     async def looked_while_paused() -> bool:  # each refused dequeue takes one of the 20 wake tokens
         return await manager.redis.llen(wake) == 0
+
     await until(looked_while_paused, 15)
 
     async def long_done() -> bool:
         info = await manager.get_job(qname, long_job)
         return info is not None and info.state == "completed"
+
     await until(long_done, 15)
     log = await read_log(redis_url, qname)
     assert {e["id"] for e in log if e["e"] == "start"} == {long_job}
@@ -301,6 +358,7 @@ async def test_pause_resume_across_two_worker_processes(
 
     async def all_done() -> bool:
         return (await manager.get_queue_stats(qname))["completed"] == 21
+
     await until(all_done, 15)
     pids = {e["pid"] for e in await read_log(redis_url, qname) if e["id"] in set(ids)}
     assert pids <= {w.pid for w in workers}
@@ -313,12 +371,14 @@ async def test_recurring_job_fires_once_per_tick_with_two_workers(
 
     async def ticks_ran(n: int = 4) -> bool:
         return len([e for e in await read_log(redis_url, qname) if e["e"] == "start"]) >= n
+
     await until(ticks_ran, 20)
     assert await manager.remove_recurring_job(qname, key)
 
     async def idle() -> bool:  # a tick that was already due or running has finished
         stats = await manager.get_queue_stats(qname)
         return stats["active"] == stats["waiting"] == 0
+
     await until(idle, 10)
     fired = [e for e in await read_log(redis_url, qname) if e["e"] == "start"]
     await anyio.sleep(1.5)  # an observation window longer than the 1 s cron period: no tick fires

@@ -43,11 +43,16 @@ def settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def qm(redis_url: str, fast_config: dict[str, Any], settings: dict[str, Any],  # noqa: F811
-             qname: str) -> AsyncIterator[QueueManager]:
+async def qm(
+    redis_url: str,  # noqa: F811
+    fast_config: dict[str, Any],
+    settings: dict[str, Any],
+    qname: str,
+) -> AsyncIterator[QueueManager]:
     """A booted manager; removes every key of ``qname`` afterwards."""
-    async with boot_kernel("redis", "queue",
-                           config={"redis": {"url": redis_url}, "queue": {**fast_config, **settings}}) as k:
+    async with boot_kernel(
+        "redis", "queue", config={"redis": {"url": redis_url}, "queue": {**fast_config, **settings}}
+    ) as k:
         manager = k.get(QueueManager)
         try:
             yield manager
@@ -67,12 +72,15 @@ async def assert_nothing_stored(manager: QueueManager, qname: str) -> None:
 # ---------------------------------------------------------------------- payload size
 
 
-@pytest.mark.parametrize(("key", "value", "problem"), [
-    ("max_payload_bytes", 0, "must be >= 1"),
-    ("failed_retention", float("inf"), "must be seconds from 0 to 315360000"),
-    ("completed_retention", -1.0, "must be seconds from 0"),
-    ("log_data_chars", -5, "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("max_payload_bytes", 0, "must be >= 1"),
+        ("failed_retention", float("inf"), "must be seconds from 0 to 315360000"),
+        ("completed_retention", -1.0, "must be seconds from 0"),
+        ("log_data_chars", -5, "must be >= 0"),
+    ],
+)
 def test_bad_limits_are_config_errors_naming_the_key(key: str, value: float, problem: str) -> None:
     with pytest.raises(ConfigError, match=rf"plugins\.queue\.{key}.*{problem}"):
         make_kernel("redis", "queue", config={"queue": {key: value}})
@@ -80,7 +88,8 @@ def test_bad_limits_are_config_errors_naming_the_key(key: str, value: float, pro
 
 @pytest.mark.anyio
 async def test_default_limit_rejects_a_large_job_with_a_typed_error_and_stores_nothing(
-        qm: QueueManager, qname: str) -> None:
+    qm: QueueManager, qname: str
+) -> None:
     with pytest.raises(JobTooLargeError) as caught:
         await qm.add_job(qname, "import", {"rows": "x" * (2 * MiB)})
     assert qm.config.max_payload_bytes == MiB
@@ -99,7 +108,7 @@ async def test_default_limit_rejects_a_large_job_with_a_typed_error_and_stores_n
 @pytest.mark.anyio
 @pytest.mark.parametrize("settings", [{"max_payload_bytes": 1000}])
 async def test_limit_is_configurable_and_exact_in_json_bytes(qm: QueueManager, qname: str) -> None:
-    await qm.add_job(qname, "n", "x" * 998)                      # "xxx…" is 1000 bytes of JSON
+    await qm.add_job(qname, "n", "x" * 998)  # "xxx…" is 1000 bytes of JSON
     with pytest.raises(JobTooLargeError, match="1,001 bytes"):
         await qm.add_job(qname, "n", "x" * 999)
     # Non-ASCII text counts as stored: escaped, 6 bytes per character.
@@ -111,9 +120,13 @@ async def test_limit_is_configurable_and_exact_in_json_bytes(qm: QueueManager, q
 @pytest.mark.anyio
 @pytest.mark.parametrize("settings", [{"max_payload_bytes": 1000}])
 async def test_bulk_add_checks_every_job_and_a_rejected_batch_stores_nothing(
-        qm: QueueManager, qname: str) -> None:
-    jobs = [{"name": "n", "data": {"i": 1}}, {"name": "n", "data": {"i": 2}},
-            {"name": "big", "data": {"blob": "y" * 2000}}]
+    qm: QueueManager, qname: str
+) -> None:
+    jobs = [
+        {"name": "n", "data": {"i": 1}},
+        {"name": "n", "data": {"i": 2}},
+        {"name": "big", "data": {"blob": "y" * 2000}},
+    ]
     with pytest.raises(JobTooLargeError, match=r"^jobs\[2\]: job 'big' on queue .*max_payload_bytes"):
         await qm.add_bulk_jobs(qname, jobs)
     await assert_nothing_stored(qm, qname)
@@ -151,8 +164,9 @@ async def test_bad_data_is_reported_before_bad_options(qm: QueueManager, qname: 
     with pytest.raises(JobTooLargeError, match="data is 2,002 bytes"):
         await qm.add_job(qname, "n", "y" * 2000, job_id="")
     with pytest.raises(JobDataError, match=r"^jobs\[1\]: job 'n' on queue"):
-        await qm.add_bulk_jobs(qname, [{"name": "n"}, {"name": "n", "data": {1j}, "attempts": 0},
-                                       {"name": "n", "delay": -1}])
+        await qm.add_bulk_jobs(
+            qname, [{"name": "n"}, {"name": "n", "data": {1j}, "attempts": 0}, {"name": "n", "delay": -1}]
+        )
     # Good data: the option's own error.
     with pytest.raises(InvalidJobOptionError, match="priority must be"):
         await qm.add_job(qname, "n", {"ok": 1}, priority=0)
@@ -161,8 +175,16 @@ async def test_bad_data_is_reported_before_bad_options(qm: QueueManager, qname: 
 
 @pytest.mark.anyio
 async def test_the_stored_record_is_saqs_serialization(qm: QueueManager, qname: str) -> None:
-    jid = await qm.add_job(qname, "n", {"a": [1, 2.5, None]}, priority=7, attempts=2,
-                           backoff={"type": "exponential", "delay": 1}, delay=60, timeout=5)
+    jid = await qm.add_job(
+        qname,
+        "n",
+        {"a": [1, 2.5, None]},
+        priority=7,
+        attempts=2,
+        backoff={"type": "exponential", "delay": 1},
+        delay=60,
+        timeout=5,
+    )
     q = qm.get_queue(qname)
     job = await q.job(jid)
     assert isinstance(job, KernelJob)
@@ -173,7 +195,8 @@ async def test_the_stored_record_is_saqs_serialization(qm: QueueManager, qname: 
 
 @pytest.mark.anyio
 async def test_wake_tokens_stop_at_the_cap_and_a_known_job_id_is_not_enqueued_again(
-        qm: QueueManager, qname: str) -> None:
+    qm: QueueManager, qname: str
+) -> None:
     q = qm.get_queue(qname)
     await qm.add_bulk_jobs(qname, [{"name": "n", "data": i} for i in range(MAX_TOKENS + 5)])
     assert await qm.redis.llen(q.keys.wake) == MAX_TOKENS
@@ -194,8 +217,19 @@ def test_kernel_job_to_dict_is_saqs() -> None:
     jobs = [
         KernelJob("f"),
         KernelJob("f", kwargs={"data": None}, key="k", timeout=0, retries=0, ttl=0, meta={}),
-        KernelJob("f", kwargs={"data": {"x": 1}}, scheduled=5, progress=0.5, attempts=2, result=[1],
-                  error="boom", status=Status.FAILED, priority=3, meta={"max_attempts": 4}, worker_id="w"),
+        KernelJob(
+            "f",
+            kwargs={"data": {"x": 1}},
+            scheduled=5,
+            progress=0.5,
+            attempts=2,
+            result=[1],
+            error="boom",
+            status=Status.FAILED,
+            priority=3,
+            meta={"max_attempts": 4},
+            worker_id="w",
+        ),
         KernelJob("f", result=Ambiguous()),
     ]
     for job in jobs:
@@ -229,6 +263,7 @@ async def test_a_result_over_the_limit_fails_the_job_and_is_not_stored(qm: Queue
 
 async def finish_two(qm: QueueManager, qname: str) -> tuple[str, str]:
     """Run one job that completes and one that fails; their ids once both are finished."""
+
     async def proc(job: JobContext) -> str:
         if job.name == "bad":
             raise RuntimeError("boom")
@@ -264,13 +299,17 @@ async def test_expired_jobs_leave_the_records_and_the_stats(qm: QueueManager, qn
 
     async def gone() -> bool:
         stats = await qm.get_queue_stats(qname)
-        return (await qm.get_job(qname, good) is None and await qm.get_job(qname, bad) is None
-                and stats["completed"] == 0 and stats["failed"] == 0)
+        return (
+            await qm.get_job(qname, good) is None
+            and await qm.get_job(qname, bad) is None
+            and stats["completed"] == 0
+            and stats["failed"] == 0
+        )
 
     await poll(gone)
     q = qm.get_queue(qname)
     assert await qm.redis.zcard(q.keys.completed) == 0 and await qm.redis.zcard(q.keys.failed) == 0
-    assert await qm.get_counts(qname) == {"completed": 1, "failed": 1}   # lifetime totals stay
+    assert await qm.get_counts(qname) == {"completed": 1, "failed": 1}  # lifetime totals stay
 
 
 @pytest.mark.anyio
@@ -295,14 +334,15 @@ def log_output(records: list[logging.LogRecord]) -> str:
     return "\n".join(f"{console.format(r)}\n{as_json.format(r)}" for r in records)
 
 
-async def run_a_failing_job(qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture,
-                            data: dict[str, Any]) -> str:
+async def run_a_failing_job(
+    qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture, data: dict[str, Any]
+) -> str:
     """Add job ``signup`` with ``data``, let a processor fail it (logging at DEBUG), stop; its id."""
 
     async def proc(job: JobContext) -> None:
         raise RuntimeError("processor failed")
 
-    caplog.set_level(logging.DEBUG)   # SAQ logs every job field at DEBUG
+    caplog.set_level(logging.DEBUG)  # SAQ logs every job field at DEBUG
     jid = await qm.add_job(qname, "signup", data)
     await qm.create_worker(qname, proc)
 
@@ -318,15 +358,16 @@ async def run_a_failing_job(qm: QueueManager, qname: str, caplog: pytest.LogCapt
 @pytest.mark.anyio
 @pytest.mark.parametrize("settings", [{"log_data_chars": 100}])
 async def test_a_failing_job_does_not_put_its_data_in_the_logs(
-        qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
+    qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
     notes = "n" * 50_000
     jid = await run_a_failing_job(qm, qname, caplog, {"notes": notes, "email": PERSONAL})
     errors = [r for r in caplog.records if r.name == "saq" and r.levelno == logging.ERROR]
     assert errors, "SAQ logs the failing job"
     assert "processor failed" in log_output(errors)
     output = log_output(caplog.records)
-    assert jid in output and "signup" in output           # the job is still identifiable
-    assert "n" * 101 not in output                       # data cut to log_data_chars
+    assert jid in output and "signup" in output  # the job is still identifiable
+    assert "n" * 101 not in output  # data cut to log_data_chars
     assert PERSONAL not in output
     assert "chars>" in output
 
@@ -334,7 +375,8 @@ async def test_a_failing_job_does_not_put_its_data_in_the_logs(
 @pytest.mark.anyio
 @pytest.mark.parametrize("settings", [{"log_data_chars": 0}])
 async def test_log_data_chars_zero_hides_job_data(
-        qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
+    qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
     jid = await run_a_failing_job(qm, qname, caplog, {"email": PERSONAL})
     output = log_output(caplog.records)
     assert jid in output and "chars hidden>" in output
@@ -343,7 +385,8 @@ async def test_log_data_chars_zero_hides_job_data(
 
 @pytest.mark.anyio
 async def test_the_default_event_logger_cuts_results(
-        qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture) -> None:
+    qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="kernel.plugins.queue")
     listener = qm.listen_to_queue_events(qname)
     channel = qm.get_queue(qname).events_channel

@@ -39,8 +39,9 @@ async def _is_zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
 
-async def wait_state(manager: QueueManager, queue: str, job_id: str, state: str,
-                     within: float = 10.0) -> JobInfo:
+async def wait_state(
+    manager: QueueManager, queue: str, job_id: str, state: str, within: float = 10.0
+) -> JobInfo:
     with anyio.fail_after(within):
         while True:
             info = await manager.get_job(queue, job_id)
@@ -53,12 +54,25 @@ async def wait_state(manager: QueueManager, queue: str, job_id: str, state: str,
 async def test_add_job_then_stats_and_get_job(manager: QueueManager, qname: str) -> None:
     jid = await manager.add_job(qname, "send-notification", {"notification_id": "123", "user_id": "456"})
     stats = await manager.get_queue_stats(qname)
-    assert stats == {"queue_name": qname, "waiting": 1, "active": 0, "completed": 0, "failed": 0,
-                     "delayed": 0, "total": 1, "paused": False}
+    assert stats == {
+        "queue_name": qname,
+        "waiting": 1,
+        "active": 0,
+        "completed": 0,
+        "failed": 0,
+        "delayed": 0,
+        "total": 1,
+        "paused": False,
+    }
     info = await manager.get_job(qname, jid)
     assert info is not None
     assert (info.state, info.name, info.data, info.attempts, info.max_attempts) == (
-        "waiting", "send-notification", {"notification_id": "123", "user_id": "456"}, 0, 1)
+        "waiting",
+        "send-notification",
+        {"notification_id": "123", "user_id": "456"},
+        0,
+        1,
+    )
     assert await manager.get_job(qname, "nope") is None
     assert qname in [s["queue_name"] for s in await manager.get_all_queue_stats()]
 
@@ -77,7 +91,12 @@ async def test_processor_gets_data_progress_and_result(manager: QueueManager, qn
     info = await wait_state(manager, qname, jid, "completed")
     assert seen == [({"k": [1, 2]}, "n", jid, 1)]
     assert (info.result, info.progress, info.attempts, info.failures, info.failed_reason) == (
-        {"success": True}, 100, 1, 0, None)
+        {"success": True},
+        100,
+        1,
+        0,
+        None,
+    )
     stats = await manager.get_queue_stats(qname)
     assert (stats["completed"], stats["total"]) == (1, 0)
 
@@ -103,18 +122,22 @@ async def test_non_json_result_fails_the_job_with_a_clear_reason(manager: QueueM
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("options", "message"), [
-    ({"priority": 0}, "priority must be"),
-    ({"priority": 3_000_000}, "priority must be"),
-    ({"priority": 1.5}, "priority must be"),
-    ({"attempts": 0}, "attempts"),
-    ({"backoff": {"type": "linear", "delay": 1}}, "backoff type"),
-    ({"backoff": {"type": "fixed"}}, "backoff must be"),
-    ({"delay": -1}, "delay must be"),
-    ({"timeout": "5"}, "timeout must be"),
-])
-async def test_bad_options_raise_typed_errors(manager: QueueManager, qname: str, options: dict[str, Any],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": 0}, "priority must be"),
+        ({"priority": 3_000_000}, "priority must be"),
+        ({"priority": 1.5}, "priority must be"),
+        ({"attempts": 0}, "attempts"),
+        ({"backoff": {"type": "linear", "delay": 1}}, "backoff type"),
+        ({"backoff": {"type": "fixed"}}, "backoff must be"),
+        ({"delay": -1}, "delay must be"),
+        ({"timeout": "5"}, "timeout must be"),
+    ],
+)
+async def test_bad_options_raise_typed_errors(
+    manager: QueueManager, qname: str, options: dict[str, Any], message: str
+) -> None:
     with pytest.raises(InvalidJobOptionError, match=message):
         await manager.add_job(qname, "x", {}, **options)
 
@@ -145,8 +168,9 @@ async def test_priorities_one_is_highest_fifo_within_and_none_last(manager: Queu
 
 
 @pytest.mark.anyio
-async def test_queue_default_priority_and_delayed_job_keeps_priority(manager: QueueManager,
-                                                                       qname: str) -> None:
+async def test_queue_default_priority_and_delayed_job_keeps_priority(
+    manager: QueueManager, qname: str
+) -> None:
     order: list[str] = []
 
     async def proc(job: JobContext) -> None:
@@ -252,13 +276,16 @@ async def test_timeout_fails_a_try(manager: QueueManager, qname: str) -> None:
 
 @pytest.mark.anyio
 async def test_bulk_add_mixed_options(manager: QueueManager, qname: str) -> None:
-    ids = await manager.add_bulk_jobs(qname, [
-        {"name": "send-notification", "data": {"notification_id": "1", "user_id": "10"}},
-        {"name": "send-notification", "data": {"notification_id": "2"}, "priority": 1},
-        {"name": "later", "data": None, "delay": 30},
-        {"name": "dup", "data": 1, "job_id": "same"},
-        {"name": "dup", "data": 2, "job_id": "same"},
-    ])
+    ids = await manager.add_bulk_jobs(
+        qname,
+        [
+            {"name": "send-notification", "data": {"notification_id": "1", "user_id": "10"}},
+            {"name": "send-notification", "data": {"notification_id": "2"}, "priority": 1},
+            {"name": "later", "data": None, "delay": 30},
+            {"name": "dup", "data": 1, "job_id": "same"},
+            {"name": "dup", "data": 2, "job_id": "same"},
+        ],
+    )
     assert len(ids) == 5 and ids[3] == ids[4] == "same"
     stats = await manager.get_queue_stats(qname)
     assert (stats["waiting"], stats["delayed"]) == (3, 1)
@@ -365,8 +392,9 @@ async def test_pause_and_resume_in_process(manager: QueueManager, qname: str) ->
 
 
 @pytest.mark.anyio
-async def test_queue_events_are_published(manager: QueueManager, qname: str,
-                                          subscribed: Callable[[QueueManager, str], Awaitable[None]]) -> None:
+async def test_queue_events_are_published(
+    manager: QueueManager, qname: str, subscribed: Callable[[QueueManager, str], Awaitable[None]]
+) -> None:
     events: list[dict[str, Any]] = []
     manager.listen_to_queue_events(qname, events.append)
     await subscribed(manager, qname)
@@ -380,8 +408,12 @@ async def test_queue_events_are_published(manager: QueueManager, qname: str,
     await wait_state(manager, qname, jid, "completed")
     await until(lambda: bool(any(e["event"] == "completed" for e in events)), 3)
     mine = [(e["event"], e.get("progress"), e.get("result")) for e in events if e["job_id"] == jid]
-    assert mine == [("waiting", None, None), ("active", None, None), ("progress", 40, None),
-                    ("completed", None, "r")]
+    assert mine == [
+        ("waiting", None, None),
+        ("active", None, None),
+        ("progress", 40, None),
+        ("completed", None, "r"),
+    ]
 
 
 @pytest.mark.anyio
@@ -401,6 +433,7 @@ async def test_recurring_job_in_process_add_list_remove(manager: QueueManager, q
     async def idle() -> bool:  # a tick that was already running has finished
         stats = await manager.get_queue_stats(qname)
         return stats["active"] == stats["waiting"] == 0
+
     await wait_until(idle, what="no tick running or waiting")
     count = len(ticks)
     await anyio.sleep(1.5)  # an observation window longer than the 1 s cron period: no tick fires

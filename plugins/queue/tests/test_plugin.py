@@ -17,8 +17,13 @@ from kernel_queue import JobContext, QueueManager, notification_processor, regis
 from kernel import ConfigError, Kernel
 from kernel.testing import boot_kernel, make_kernel
 
-FAST = {"heartbeat_interval": 0.2, "stall_timeout": 1.0, "sweep_interval": 0.25,
-        "schedule_interval": 0.05, "poll_interval": 0.2}
+FAST = {
+    "heartbeat_interval": 0.2,
+    "stall_timeout": 1.0,
+    "sweep_interval": 0.25,
+    "schedule_interval": 0.05,
+    "poll_interval": 0.2,
+}
 
 
 async def until(predicate: Any, within: float = 10.0) -> None:
@@ -39,18 +44,25 @@ def test_config_rejects_a_stall_timeout_too_close_to_the_heartbeat() -> None:
 @pytest.mark.anyio
 async def test_bad_processor_hook_is_a_config_error(redis_url: str) -> None:
     with pytest.raises(Exception, match="cannot import 'no_such_module:register'") as info:
-        async with boot_kernel("redis", "queue", config={
-            "redis": {"url": redis_url}, "queue": {"processors": ["no_such_module:register"]}}):
+        async with boot_kernel(
+            "redis",
+            "queue",
+            config={"redis": {"url": redis_url}, "queue": {"processors": ["no_such_module:register"]}},
+        ):
             pass
     assert info.value is not None
 
 
 @pytest.mark.anyio
 async def test_sample_notification_processor(redis_url: str, qname: str, subscribed: Any) -> None:
-    async with boot_kernel("redis", "queue", config={
-        "redis": {"url": redis_url},
-        "queue": {**FAST, "processors": ["kernel_queue:register_sample_processors"]},
-    }) as k:
+    async with boot_kernel(
+        "redis",
+        "queue",
+        config={
+            "redis": {"url": redis_url},
+            "queue": {**FAST, "processors": ["kernel_queue:register_sample_processors"]},
+        },
+    ) as k:
         manager = k.get(QueueManager)
         assert manager.processors.resolve("notifications", "send-notification") is notification_processor
         # The same processor on a private queue, so tests never share "notifications".
@@ -58,13 +70,15 @@ async def test_sample_notification_processor(redis_url: str, qname: str, subscri
         events: list[dict[str, Any]] = []
         manager.listen_to_queue_events(qname, events.append)
         await subscribed(manager, qname)
-        jid = await manager.add_job(qname, "send-notification",
-                                    {"notification_id": "123", "user_id": "456", "type": "push"})
+        jid = await manager.add_job(
+            qname, "send-notification", {"notification_id": "123", "user_id": "456", "type": "push"}
+        )
         await manager.create_worker(qname, concurrency=5)
 
         async def done() -> bool:
             info = await manager.get_job(qname, jid)
             return info is not None and info.state == "completed"
+
         await until(done)
         info = await manager.get_job(qname, jid)
         assert info is not None and info.result["success"] is True
@@ -81,8 +95,9 @@ async def _true(value: bool) -> bool:
 @pytest.mark.anyio
 async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
     pytest.importorskip("kernel_eventbus", reason="the eventbus plugin is not installed in this environment")
-    async with boot_kernel("redis", "eventbus", "queue", config={
-        "redis": {"url": redis_url}, "queue": FAST}) as k:
+    async with boot_kernel(
+        "redis", "eventbus", "queue", config={"redis": {"url": redis_url}, "queue": FAST}
+    ) as k:
         bus = k.registry.get("eventbus")
         manager = k.get(QueueManager)
         got: list[tuple[str, Any]] = []
@@ -90,6 +105,7 @@ async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
         async def on(event: str) -> Any:
             async def handler(data: Any, meta: Any) -> None:
                 got.append((event, data))
+
             return handler
 
         for name in ("waiting", "active", "completed", "failed"):
@@ -106,6 +122,7 @@ async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
 
         async def both() -> bool:
             return {("completed", ok), ("failed", bad)} <= {(e, d["job_id"]) for e, d in got}
+
         await until(both)
         kinds = [e for e, d in got if d["job_id"] == ok]
         assert kinds[:1] == ["waiting"] and "active" in kinds and kinds[-1] == "completed"
@@ -140,6 +157,7 @@ async def test_metrics_are_recorded_when_enabled(with_metrics: Kernel, qname: st
     async def done() -> bool:
         info = await manager.get_job(qname, jid)
         return info is not None and info.state == "completed"
+
     await until(done)
     text = exposition(with_metrics)
     assert f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0' in text
@@ -147,16 +165,24 @@ async def test_metrics_are_recorded_when_enabled(with_metrics: Kernel, qname: st
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=60, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
 
 
 @pytest.mark.anyio
-async def test_cli_queue_stats_pause_resume_clean_retry(manager: QueueManager, qname: str, redis_url: str,
-                                                        tmp_path: Path) -> None:
+async def test_cli_queue_stats_pause_resume_clean_retry(
+    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path
+) -> None:
     config = tmp_path / "kernel.toml"
-    config.write_text(f'[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
-                      f'[plugins.redis]\nurl = "{redis_url}"\n')
+    config.write_text(
+        f'[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
+        f'[plugins.redis]\nurl = "{redis_url}"\n'
+    )
 
     async def proc(job: JobContext) -> None:
         if job.data == "bad":
@@ -169,12 +195,21 @@ async def test_cli_queue_stats_pause_resume_clean_retry(manager: QueueManager, q
     async def settled() -> bool:
         s = await manager.get_queue_stats(qname)
         return (s["completed"], s["failed"]) == (1, 1)
+
     await until(settled)
 
     out = await anyio.to_thread.run_sync(lambda: _cli(config, "queue", "stats", qname, "--json"))
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)[0] == {"queue_name": qname, "waiting": 0, "active": 0, "completed": 1,
-                                         "failed": 1, "delayed": 0, "total": 0, "paused": False}
+    assert json.loads(out.stdout)[0] == {
+        "queue_name": qname,
+        "waiting": 0,
+        "active": 0,
+        "completed": 1,
+        "failed": 1,
+        "delayed": 0,
+        "total": 0,
+        "paused": False,
+    }
     out = await anyio.to_thread.run_sync(lambda: _cli(config, "queue", "stats"))
     assert out.returncode == 0 and qname in out.stdout and "completed" in out.stdout.splitlines()[0]
 
@@ -184,7 +219,8 @@ async def test_cli_queue_stats_pause_resume_clean_retry(manager: QueueManager, q
     assert out.returncode == 0 and not await manager.is_paused(qname)
 
     out = await anyio.to_thread.run_sync(
-        lambda: _cli(config, "queue", "clean", qname, "--status", "completed"))
+        lambda: _cli(config, "queue", "clean", qname, "--status", "completed")
+    )
     assert out.returncode == 0 and "removed 1 completed" in out.stdout
     assert await manager.get_job(qname, good) is None
 
@@ -198,13 +234,16 @@ async def test_cli_queue_stats_pause_resume_clean_retry(manager: QueueManager, q
 
 def test_cli_worker_without_processors_explains(tmp_path: Path, redis_url: str) -> None:
     config = tmp_path / "kernel.toml"
-    config.write_text(f'[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
-                      f'[plugins.redis]\nurl = "{redis_url}"\n')
+    config.write_text(
+        f'[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
+        f'[plugins.redis]\nurl = "{redis_url}"\n'
+    )
     out = _cli(config, "worker")
     assert out.returncode == 2 and "no queue to process" in out.stderr
     embedded = tmp_path / "embedded.toml"
-    embedded.write_text('[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n'
-                        '[plugins.redis]\nurl = "embedded"\n')
+    embedded.write_text(
+        '[kernel]\nplugins = ["redis", "queue"]\nlog_level = "WARNING"\n\n[plugins.redis]\nurl = "embedded"\n'
+    )
     out = _cli(embedded, "worker")
     assert out.returncode == 2 and "own private Redis" in out.stderr
     out = _cli(config, "worker", "--help")
@@ -216,5 +255,5 @@ async def test_bulk_jobs_with_a_delay_are_reported_as_delayed(with_metrics: Kern
     manager = with_metrics.get(QueueManager)
     await manager.add_bulk_jobs(qname, [{"name": "later", "delay": 3600}, {"name": "now"}])
     text = exposition(with_metrics)
-    assert f'queue_jobs_total{{event="delayed",queue="{qname}"}} 1.0' in text   # as add_job reports it
+    assert f'queue_jobs_total{{event="delayed",queue="{qname}"}} 1.0' in text  # as add_job reports it
     assert f'queue_jobs_total{{event="waiting",queue="{qname}"}} 1.0' in text

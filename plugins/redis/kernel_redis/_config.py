@@ -50,7 +50,8 @@ def check_url(url: str) -> None:
     except ValueError as exc:  # its message may quote part of the password: only classify it
         what = "a port out of range" if "out of range" in str(exc) else "a malformed port or host"
         raise ValueError(
-            f"'url' must have a port in 1..65535 and a valid host, got {what} in {shown!r}") from None
+            f"'url' must have a port in 1..65535 and a valid host, got {what} in {shown!r}"
+        ) from None
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError(f"'url' must name a socket path (unix:///path/to/redis.sock), got {shown!r}")

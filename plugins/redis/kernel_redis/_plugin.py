@@ -32,9 +32,13 @@ class RedisPlugin(Plugin):
     @hookimpl
     def kernel_check(self, ctx: PluginContext[RedisConfig]) -> list[CheckIssue]:
         if ctx.config.url.get_secret_value() == EMBEDDED:
-            return [CheckIssue.production(
-                "url", 'url = "embedded" runs a private redis-server per process: other processes (workers) '
-                "never see its data, and it is lost when the process ends; point url at a shared server")]
+            return [
+                CheckIssue.production(
+                    "url",
+                    'url = "embedded" runs a private redis-server per process: other processes (workers) '
+                    "never see its data, and it is lost when the process ends; point url at a shared server",
+                )
+            ]
         return []
 
     @hookimpl
@@ -58,7 +62,8 @@ class RedisPlugin(Plugin):
                 ctx.provide(connection.client, name="redis", types=aioredis.Redis)
                 ctx.provide(connection, name="redis.connection", types=(RedisService, RedisConnection))
                 ctx.log.info(
-                    "redis: connected to %s%s", connection.redacted_url,
+                    "redis: connected to %s%s",
+                    connection.redacted_url,
                     f" (embedded redis-server pid {server.pid})" if server else "",
                 )
                 yield

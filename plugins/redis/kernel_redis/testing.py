@@ -40,11 +40,11 @@ __all__ = [
 ]
 
 TEST_KEY_PATTERNS: tuple[str, ...] = (
-    "evtest-*",          # event bus test prefixes
-    "kctest*",           # cache test key prefixes
-    "kqtest*",           # queue test names (and the fault tests' run logs)
-    "saq:kqtest*",       # a test queue's sets
-    "saq:job:kqtest*",   # a test queue's job records
+    "evtest-*",  # event bus test prefixes
+    "kctest*",  # cache test key prefixes
+    "kqtest*",  # queue test names (and the fault tests' run logs)
+    "saq:kqtest*",  # a test queue's sets
+    "saq:job:kqtest*",  # a test queue's job records
 )
 """Glob patterns of the keys the plugins' test suites create; each test removes its own."""
 TEST_SET_MEMBERS: Mapping[str, str] = {"kernel_queue:queues": "kqtest*"}
@@ -76,15 +76,18 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-def leftover_test_keys(url: str, patterns: tuple[str, ...] = TEST_KEY_PATTERNS,
-                       set_members: Mapping[str, str] = TEST_SET_MEMBERS) -> set[str]:
+def leftover_test_keys(
+    url: str, patterns: tuple[str, ...] = TEST_KEY_PATTERNS, set_members: Mapping[str, str] = TEST_SET_MEMBERS
+) -> set[str]:
     """Keys at ``url`` matching ``patterns``, and test members of ``set_members`` (``"<set> member <m>"``)."""
     client = redis.Redis.from_url(url)
     try:
         found = {k.decode(errors="replace") for p in patterns for k in client.scan_iter(match=p, count=1000)}
         for key, pattern in set_members.items():
-            found |= {f"{key} member {m.decode(errors='replace')}"
-                      for m in client.sscan_iter(key, match=pattern, count=1000)}
+            found |= {
+                f"{key} member {m.decode(errors='replace')}"
+                for m in client.sscan_iter(key, match=pattern, count=1000)
+            }
         return found
     finally:
         client.close()
@@ -108,5 +111,8 @@ def redis_keys_left_behind() -> Iterator[None]:
     if left:
         shown = "\n  ".join(left[:MAX_LISTED])
         more = f"\n  ... and {len(left) - MAX_LISTED} more" if len(left) > MAX_LISTED else ""
-        pytest.fail(f"{len(left)} Redis key(s) under the test prefixes were left on $REDIS_URL "
-                    f"(every test must remove what it creates):\n  {shown}{more}", pytrace=False)
+        pytest.fail(
+            f"{len(left)} Redis key(s) under the test prefixes were left on $REDIS_URL "
+            f"(every test must remove what it creates):\n  {shown}{more}",
+            pytrace=False,
+        )

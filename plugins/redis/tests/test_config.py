@@ -38,8 +38,14 @@ def test_error_messages_never_show_the_password() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["embedded", "redis://localhost", "redis://:pw@10.0.0.1:6380/2", "rediss://user:pw@redis.example.com:6380/0",
-     "unix:///run/redis.sock", "unix://:pw@/run/redis.sock?db=3"],
+    [
+        "embedded",
+        "redis://localhost",
+        "redis://:pw@10.0.0.1:6380/2",
+        "rediss://user:pw@redis.example.com:6380/0",
+        "unix:///run/redis.sock",
+        "unix://:pw@/run/redis.sock?db=3",
+    ],
 )
 def test_good_urls(url: str) -> None:
     check_url(url)
@@ -57,8 +63,11 @@ def test_url_is_a_secret_and_masked_in_effective_config() -> None:
 
 def test_url_from_environment_override() -> None:
     kernel = make_kernel(
-        "redis", environ={"KERNEL__PLUGINS__REDIS__URL": "redis://cache.internal:6380/1",
-                          "KERNEL__PLUGINS__REDIS__EMBEDDED__UNIX_SOCKET": "true"},
+        "redis",
+        environ={
+            "KERNEL__PLUGINS__REDIS__URL": "redis://cache.internal:6380/1",
+            "KERNEL__PLUGINS__REDIS__EMBEDDED__UNIX_SOCKET": "true",
+        },
     )
     cfg = kernel.plugin("redis").ctx.config
     assert cfg.url.get_secret_value() == "redis://cache.internal:6380/1"
@@ -67,8 +76,10 @@ def test_url_from_environment_override() -> None:
 
 def test_unknown_and_mistyped_keys_are_rejected() -> None:
     with pytest.raises(ConfigError) as info:
-        make_kernel("redis", config={"redis": {"max_conections": 5, "socket_timeout": "fast",
-                                               "embedded": {"port": -1}}})
+        make_kernel(
+            "redis",
+            config={"redis": {"max_conections": 5, "socket_timeout": "fast", "embedded": {"port": -1}}},
+        )
     text = "\n".join(info.value.errors)
     assert "plugins.redis.max_conections: unknown key" in text
     assert "plugins.redis.socket_timeout" in text
@@ -91,8 +102,13 @@ def test_redact_url(url: str, expected: str) -> None:
 
 @pytest.mark.anyio
 async def test_client_settings_follow_the_config() -> None:
-    cfg = RedisConfig(url=Secret("rediss://:pw@example.com:6380/3"), max_connections=7, socket_timeout=1.5,
-                      ssl_cert_reqs="none", client_name="api")
+    cfg = RedisConfig(
+        url=Secret("rediss://:pw@example.com:6380/3"),
+        max_connections=7,
+        socket_timeout=1.5,
+        ssl_cert_reqs="none",
+        client_name="api",
+    )
     conn = RedisConnection(cfg.url, cfg)
     try:
         kwargs = conn.client_kwargs()

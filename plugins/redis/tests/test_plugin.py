@@ -87,8 +87,16 @@ async def test_embedded_server_lives_exactly_as_long_as_the_kernel() -> None:
 
 
 async def test_embedded_on_a_unix_socket_with_options(tmp_path: os.PathLike[str]) -> None:
-    config = {"redis": {"embedded": {"unix_socket": True, "password": False, "maxmemory": "16mb",
-                                     "maxmemory_policy": "allkeys-lru"}}}
+    config = {
+        "redis": {
+            "embedded": {
+                "unix_socket": True,
+                "password": False,
+                "maxmemory": "16mb",
+                "maxmemory_policy": "allkeys-lru",
+            }
+        }
+    }
     async with boot_kernel("redis", config=config) as kernel:
         conn: RedisConnection = kernel.registry.get("redis.connection")
         assert conn.url.get_secret_value().startswith("unix://")

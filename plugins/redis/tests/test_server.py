@@ -70,8 +70,10 @@ def test_unix_socket_with_password() -> None:
         assert server.password and server.password in server.url
         with redis.Redis.from_url(server.url) as client:
             assert client.ping() is True
-        with redis.Redis(unix_socket_path=str(server.socket_path), retry=None) as anonymous, \
-                pytest.raises(redis.AuthenticationError):
+        with (
+            redis.Redis(unix_socket_path=str(server.socket_path), retry=None) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
             anonymous.ping()
 
 
@@ -224,9 +226,13 @@ def test_free_port_is_bindable() -> None:
 async def test_tls_through_a_rediss_url(tmp_path: Path) -> None:
     _make_certs(tmp_path)
     tls_port = free_port()
-    server = RedisServer(tls_port=tls_port, tls_cert_file=tmp_path / "server.crt",
-                         tls_key_file=tmp_path / "server.key", tls_ca_cert_file=tmp_path / "ca.crt",
-                         tls_auth_clients="no")
+    server = RedisServer(
+        tls_port=tls_port,
+        tls_cert_file=tmp_path / "server.crt",
+        tls_key_file=tmp_path / "server.key",
+        tls_ca_cert_file=tmp_path / "ca.crt",
+        tls_auth_clients="no",
+    )
     try:
         server.start()
     except RedisServerError as exc:
@@ -243,8 +249,9 @@ async def test_tls_through_a_rediss_url(tmp_path: Path) -> None:
             assert await client.get("tls") == b"on"
             assert client.connection_pool.connection_class.__name__ == "SSLConnection"
         # Without the CA the certificate is rejected: TLS is verified, not merely enabled.
-        bad = {"redis": {"url": f"rediss://localhost:{tls_port}/0", "socket_connect_timeout": 2.0,
-                         "retries": 0}}
+        bad = {
+            "redis": {"url": f"rediss://localhost:{tls_port}/0", "socket_connect_timeout": 2.0, "retries": 0}
+        }
         with pytest.raises(BootError, match="cannot reach Redis"):
             async with boot_kernel("redis", config=bad):
                 pass
@@ -256,11 +263,39 @@ def _make_certs(d: Path) -> None:
 
     # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA needs its key-usage and basic
     # constraints marked, and the server certificate an authority key identifier.
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-addext", "subjectKeyIdentifier=hash", "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
-        "-out", "server.csr")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
     (d / "ext.cnf").write_text(
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
         "basicConstraints=CA:FALSE\n"
@@ -269,5 +304,20 @@ def _make_certs(d: Path) -> None:
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid,issuer\n"
     )
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "1", "-out", "server.crt", "-extfile", "ext.cnf")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "ext.cnf",
+    )

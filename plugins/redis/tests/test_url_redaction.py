@@ -14,12 +14,16 @@ from kernel_redis import RedisConfig, check_url, redact_url
 from kernel._config import structure
 from kernel.testing import assert_no_password, urls_with_passwords
 
-PROPERTY = settings(max_examples=300, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # The issue's inputs: an unencoded '/' or '#' in the password, a unix URL without a path.
-ISSUE = [("redis://:pa/ss@host:6379/0", "pa/ss"), ("redis://:Hash#Pass@host/0", "Hash#Pass"),
-         ("unix://:secret@", "secret")]
+ISSUE = [
+    ("redis://:pa/ss@host:6379/0", "pa/ss"),
+    ("redis://:Hash#Pass@host/0", "Hash#Pass"),
+    ("unix://:secret@", "secret"),
+]
 
 
 def messages(url: str) -> list[str]:
@@ -65,8 +69,13 @@ def test_kernel_check_never_prints_the_password(tmp_path: Path, url: str, passwo
     else:
         config.write_text('[kernel]\nplugins = ["redis"]\n')
         env["KERNEL__PLUGINS__REDIS__URL"] = url
-    result = subprocess.run([sys.executable, "-m", "kernel", "--config", str(config), "check"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kernel", "--config", str(config), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert redact_url(url) in output

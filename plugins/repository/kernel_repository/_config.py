@@ -21,7 +21,8 @@ def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret)
     shown = redact_url(uri)
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError(
-            f"'uri' must start with mongodb:// or mongodb+srv://, or be \"embedded\", got {shown!r}")
+            f"'uri' must start with mongodb:// or mongodb+srv://, or be \"embedded\", got {shown!r}"
+        )
     userinfo, _, rest = uri.partition("://")[2].rpartition("@")
     if any(c in userinfo for c in "/?#@"):
         raise ValueError(

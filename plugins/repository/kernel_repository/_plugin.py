@@ -37,9 +37,13 @@ class RepositoryPlugin(Plugin):
     def kernel_check(self, ctx: PluginContext[RepositoryConfig]) -> list[CheckIssue]:
         """Production rule: ``uri = "embedded"`` is not a MongoDB deployment."""
         if ctx.config.uri.get_secret_value() == EMBEDDED:
-            return [CheckIssue.production(
-                "uri", 'uri = "embedded" runs a private MongoDB wire server per process (not MongoDB: no '
-                "replication, other processes never see its data); point uri at a MongoDB deployment")]
+            return [
+                CheckIssue.production(
+                    "uri",
+                    'uri = "embedded" runs a private MongoDB wire server per process (not MongoDB: no '
+                    "replication, other processes never see its data); point uri at a MongoDB deployment",
+                )
+            ]
         return []
 
     @hookimpl
@@ -59,8 +63,11 @@ class RepositoryPlugin(Plugin):
             uri = server.uri
         try:
             manager = RepositoryManager(
-                make_client(uri, cfg), cfg, metrics=find_query_metrics(ctx.registry),
-                server=server, repositories=classes,
+                make_client(uri, cfg),
+                cfg,
+                metrics=find_query_metrics(ctx.registry),
+                server=server,
+                repositories=classes,
             )
             try:
                 if cfg.check_on_start:
@@ -70,7 +77,9 @@ class RepositoryPlugin(Plugin):
                 ctx.provide(manager, name="repository")
                 ctx.provide(manager.engine, name="repository.engine", types=AIOEngine)
                 ctx.log.info(
-                    "repository: database %r at %s%s", cfg.database, redact_uri(uri),
+                    "repository: database %r at %s%s",
+                    cfg.database,
+                    redact_uri(uri),
                     f" (embedded wire server pid {server.pid})" if server else "",
                 )
                 yield
@@ -83,6 +92,7 @@ class RepositoryPlugin(Plugin):
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RepositoryConfig]) -> list[HealthCheck]:
         """One critical check: the server answers ``ping`` within ``health_timeout``."""
+
         async def ping() -> bool:
             manager: RepositoryManager = ctx.registry.get("repository")
             await manager.ping()
@@ -93,8 +103,14 @@ class RepositoryPlugin(Plugin):
     @hookimpl
     def kernel_cli_commands(self) -> list[Command]:
         """``kernel repo migrate``."""
-        return [Command("repo", "repository maintenance: migrate documents to the current schema version",
-                        run_repo, add_repo_arguments)]
+        return [
+            Command(
+                "repo",
+                "repository maintenance: migrate documents to the current schema version",
+                run_repo,
+                add_repo_arguments,
+            )
+        ]
 
 
 async def _check_reachable(manager: RepositoryManager, uri: str) -> None:
@@ -132,9 +148,12 @@ def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``kernel repo`` subcommands and their arguments."""
     sub = parser.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("migrate", help="upgrade stored documents to each repository's schema_version")
-    p.add_argument("repositories", nargs="*", metavar="REPOSITORY",
-                   help="'module:Class' or a class name from [plugins.repository] repositories "
-                        "(default: all of them)")
+    p.add_argument(
+        "repositories",
+        nargs="*",
+        metavar="REPOSITORY",
+        help="'module:Class' or a class name from [plugins.repository] repositories (default: all of them)",
+    )
     p.add_argument("--batch-size", type=int, default=500, help="documents per bulk write (default 500)")
 
 
@@ -172,13 +191,17 @@ async def run_repo(args: argparse.Namespace, kernel: Kernel) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not classes:
-        print("nothing to migrate: name repositories or list them in [plugins.repository] repositories",
-              file=sys.stderr)
+        print(
+            "nothing to migrate: name repositories or list them in [plugins.repository] repositories",
+            file=sys.stderr,
+        )
         return 2
     for cls in classes:
         repo = manager.repository(cls)
         label = f"{cls.__name__} ({repo.collection_name}) -> v{repo.schema_version}"
         report = await repo.migrate(batch_size=args.batch_size, progress=ProgressBar(f"{label}:", sys.stdout))
-        print(f"{cls.__name__}: scanned {report.scanned}, upgraded {report.upgraded}, "
-              f"skipped {report.skipped} (changed concurrently)")
+        print(
+            f"{cls.__name__}: scanned {report.scanned}, upgraded {report.upgraded}, "
+            f"skipped {report.skipped} (changed concurrently)"
+        )
     return 0

@@ -25,6 +25,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
 
+
 async def _concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     """Await both at once (one round-trip of latency instead of two); a failure is raised as itself."""
     results: list[Any] = [None, None]
@@ -121,7 +122,8 @@ class BaseRepository(Generic[M]):
     async def _models(self, docs: list[dict[str, Any]], session: Session | None) -> list[M]:
         if self._references:
             await populate_references(
-                self.engine.database, self.collection_name, docs, self._references, session)
+                self.engine.database, self.collection_name, docs, self._references, session
+            )
         parse = self.model.model_validate_doc
         upgrade = self._schema.upgrade
         try:
@@ -201,8 +203,13 @@ class BaseRepository(Generic[M]):
         return docs
 
     async def _find_docs(
-        self, criteria: Filter | None, sort: SortSpec, skip: int, limit: int | None,
-        projection: dict[str, Any] | None, session: Session | None,
+        self,
+        criteria: Filter | None,
+        sort: SortSpec,
+        skip: int,
+        limit: int | None,
+        projection: dict[str, Any] | None,
+        session: Session | None,
     ) -> list[dict[str, Any]]:
         check_skip_limit(skip, limit)
         query = prepare_filter(criteria)
@@ -233,8 +240,9 @@ class BaseRepository(Generic[M]):
         with self._operation("find_paginated"):
             total, docs = await _concurrently(
                 self.collection.count_documents(query, session=session),
-                self.collection.find(query, sort=keys, skip=(page - 1) * limit, limit=limit,
-                                     session=session).to_list(None),
+                self.collection.find(
+                    query, sort=keys, skip=(page - 1) * limit, limit=limit, session=session
+                ).to_list(None),
             )
         return Page(await self._models(docs, session), Pagination.of(page, limit, total))
 
@@ -320,8 +328,12 @@ class BaseRepository(Generic[M]):
         return await self._update(prepare_filter(criteria), data, updated_by, session, "update_one")
 
     async def _update(
-        self, query: dict[str, Any], data: Mapping[str, Any] | Model, updated_by: Any,
-        session: Session | None, name: str,
+        self,
+        query: dict[str, Any],
+        data: Mapping[str, Any] | Model,
+        updated_by: Any,
+        session: Session | None,
+        name: str,
     ) -> M | None:
         changes = self._input.changes(data)
         changes["updated_at"] = now()
@@ -329,8 +341,11 @@ class BaseRepository(Generic[M]):
             changes["updated_by"] = updated_by
         version = self.schema_version
         # Fast path: a current-version document is updated in place in one round-trip.
-        current = {**query, "schema_version": version} if "schema_version" not in query else {
-            "$and": [query, {"schema_version": version}]}
+        current = (
+            {**query, "schema_version": version}
+            if "schema_version" not in query
+            else {"$and": [query, {"schema_version": version}]}
+        )
         with self._operation(name):
             doc = await self.collection.find_one_and_update(
                 current, {"$set": changes}, return_document=ReturnDocument.AFTER, session=session

@@ -13,8 +13,14 @@ import bson
 
 from kernel.process import ChildServer, free_port
 
-__all__ = ["INSTALL_HINT", "MongoServerError", "MongoWireServer", "free_port", "ping_wire",
-           "wire_server_available"]
+__all__ = [
+    "INSTALL_HINT",
+    "MongoServerError",
+    "MongoWireServer",
+    "free_port",
+    "ping_wire",
+    "wire_server_available",
+]
 
 _OP_MSG = 2013
 
@@ -118,11 +124,19 @@ class MongoWireServer(ChildServer):
 
     def _argv(self) -> list[str]:
         return [
-            self.python, "-c", _LAUNCH,
-            "--host", "127.0.0.1", "--port", str(self._port),
-            "--data-dir", str(self.data_dir),
-            "--pid-file", str(self._workdir / "server.pid"),
-            "--log-file", str(self.log_path),
+            self.python,
+            "-c",
+            _LAUNCH,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self._port),
+            "--data-dir",
+            str(self.data_dir),
+            "--pid-file",
+            str(self._workdir / "server.pid"),
+            "--log-file",
+            str(self.log_path),
         ]
 
     def _probe(self, timeout: float) -> None:

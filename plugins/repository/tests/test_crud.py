@@ -177,7 +177,10 @@ async def test_references_are_populated_without_lookup(manager: RepositoryManage
     assert b1.publisher == p1
     found = await books.find(sort="title")
     assert [(b.title, b.publisher.name) for b in found] == [
-        ("One", "Penguin"), ("Three", "Penguin"), ("Two", "Tor")]
+        ("One", "Penguin"),
+        ("Three", "Penguin"),
+        ("Two", "Tor"),
+    ]
     assert await books.find_by_id(b1.id) == b1
     raw = await books.find_documents({"title": "Two"}, select="title publisher", populate="publisher")
     assert [sorted(d) for d in raw] == [["_id", "publisher", "title"]]
@@ -196,8 +199,17 @@ async def test_select_returns_projected_documents(manager: RepositoryManager) ->
     await repo.create({"name": "S", "email": "s@x.io", "age": 9})
     docs = await repo.find_documents({"age": 9}, select="name email", sort="-created_at", limit=10)
     assert docs == [{"_id": docs[0]["_id"], "name": "S", "email": "s@x.io"}]
-    docs = await repo.find_documents(select=["-address", "-created_at", "-updated_at", "-created_by",
-                                             "-updated_by", "-schema_version", "-_id"])
+    docs = await repo.find_documents(
+        select=[
+            "-address",
+            "-created_at",
+            "-updated_at",
+            "-created_by",
+            "-updated_by",
+            "-schema_version",
+            "-_id",
+        ]
+    )
     assert docs == [{"name": "S", "email": "s@x.io", "role": "user", "age": 9}]
     with pytest.raises(ValidationError, match="projection"):
         await repo.find_documents(select={"$where": 1})

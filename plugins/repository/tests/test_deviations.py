@@ -18,8 +18,10 @@ from repository_models import Book, Publisher, User, UserRepository, wire_server
 pytestmark = pytest.mark.anyio
 
 
-@wire_server_deviation("$match on an ObjectId inside aggregate matches nothing (odmantic's engine.find_one "
-                       "by id sends it); BaseRepository.find_by_id uses a plain find")
+@wire_server_deviation(
+    "$match on an ObjectId inside aggregate matches nothing (odmantic's engine.find_one "
+    "by id sends it); BaseRepository.find_by_id uses a plain find"
+)
 async def test_odmantic_engine_find_one_by_id(manager: RepositoryManager) -> None:
     user = await manager.repository(UserRepository).create({"name": "a", "email": "a@x.io"})
     assert await manager.engine.find_one(User, User.id == user.id) is not None
@@ -30,8 +32,10 @@ async def test_repository_find_by_id_avoids_it(manager: RepositoryManager) -> No
     assert await manager.repository(UserRepository).find_by_id(user.id) == user
 
 
-@wire_server_deviation("a compiled regex (BSON regex type, odmantic query.match) is rejected; "
-                       "prepare_filter sends {$regex, $options} instead")
+@wire_server_deviation(
+    "a compiled regex (BSON regex type, odmantic query.match) is rejected; "
+    "prepare_filter sends {$regex, $options} instead"
+)
 async def test_compiled_regex_through_the_driver(manager: RepositoryManager) -> None:
     await manager.database["users"].insert_one({"name": "Alice"})
     assert await manager.database["users"].find_one({"name": re.compile("^A")}) is not None
@@ -43,16 +47,20 @@ async def test_repository_regex_avoids_it(manager: RepositoryManager) -> None:
     assert (await repo.find_one(query.match(User.name, "^A"))) is not None
 
 
-@wire_server_deviation("odmantic resolves references with a $lookup/let pipeline, rejected ('localField'); "
-                       "BaseRepository populates with one $in query per reference field")
+@wire_server_deviation(
+    "odmantic resolves references with a $lookup/let pipeline, rejected ('localField'); "
+    "BaseRepository populates with one $in query per reference field"
+)
 async def test_odmantic_engine_find_with_references(manager: RepositoryManager) -> None:
     publisher = await manager.engine.save(Publisher(name="p"))
     await manager.engine.save(Book(title="t", publisher=publisher))
     assert len(await manager.engine.find(Book)) == 1
 
 
-@wire_server_deviation("findAndModify that violates a unique index returns null instead of E11000; "
-                       "update_by_id falls back to update_one, which reports it (ConflictError)")
+@wire_server_deviation(
+    "findAndModify that violates a unique index returns null instead of E11000; "
+    "update_by_id falls back to update_one, which reports it (ConflictError)"
+)
 async def test_find_one_and_update_duplicate_key(manager: RepositoryManager) -> None:
     users = manager.database["users"]
     await users.create_index("email", unique=True)

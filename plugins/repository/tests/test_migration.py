@@ -70,6 +70,7 @@ async def test_bulk_migrate_with_progress(manager: RepositoryManager) -> None:
 
 def test_upgrade_steps_are_checked_at_class_creation() -> None:
     with pytest.raises(TypeError, match="lack step"):
+
         class Broken(BaseRepository[Person]):
             schema_version = 3
             upgrades = {1: lambda d: d}
@@ -104,7 +105,10 @@ def test_kernel_repo_migrate_command(mongo_uri: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-m", "kernel", "--config", str(config), "repo", "migrate", "--batch-size", "3"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "PersonRepository (people) -> v3: [" in done.stdout and "7/7 (100%)" in done.stdout
@@ -121,6 +125,9 @@ def test_kernel_repo_migrate_command(mongo_uri: str, tmp_path: Path) -> None:
     assert len(docs) == 7 and all(d["schema_version"] == 3 and d["first"].startswith("P") for d in docs)
     bad = subprocess.run(
         [sys.executable, "-m", "kernel", "--config", str(config), "repo", "migrate", "Nope"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert bad.returncode == 2 and "unknown repository 'Nope'" in bad.stderr

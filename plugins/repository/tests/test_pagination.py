@@ -29,7 +29,13 @@ async def test_pages_and_metadata(manager: RepositoryManager) -> None:
     last = await repo.find_paginated({"role": "user"}, page=3, limit=20, sort="name")
     assert [u.name for u in last.items] == [f"n{i:02d}" for i in range(40, 45)]
     assert last.pagination.to_dict() == {
-        "page": 3, "limit": 20, "total": 45, "pages": 3, "has_next": False, "has_prev": True}
+        "page": 3,
+        "limit": 20,
+        "total": 45,
+        "pages": 3,
+        "has_next": False,
+        "has_prev": True,
+    }
     beyond = await repo.find_paginated({"role": "user"}, page=4, limit=20)
     assert beyond.items == [] and beyond.pagination.total == 45
     assert (beyond.pagination.has_next, beyond.pagination.has_prev) == (False, True)
@@ -53,10 +59,19 @@ async def test_empty_collection(manager: RepositoryManager) -> None:
     assert cursor_page.items == [] and cursor_page.next_cursor is None and not cursor_page.has_next
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"page": 0}, {"page": -1}, {"page": 1.5}, {"page": True},
-    {"limit": 0}, {"limit": 101}, {"limit": -3}, {"limit": "10"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"page": 0},
+        {"page": -1},
+        {"page": 1.5},
+        {"page": True},
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": -3},
+        {"limit": "10"},
+    ],
+)
 async def test_bounds_are_validation_errors(manager: RepositoryManager, kwargs: dict[str, object]) -> None:
     repo = manager.repository(UserRepository)
     with pytest.raises(ValidationError) as info:

@@ -28,18 +28,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"uri": "http://user:hunter2@db.example"}, "uri: must start with mongodb://"),
-    ({"uri": "mongodb://"}, "uri: must name a host"),
-    ({"uri": "mongodb://user:hunter2@"}, "uri: must name a host"),
-    ({"database": "a.b"}, "database: must be a MongoDB database name"),
-    ({"database": ""}, "database: must be a MongoDB database name"),
-    ({"max_pool_size": 0}, "max_pool_size"),
-    ({"min_pool_size": 5, "max_pool_size": 2}, "must not exceed max_pool_size"),
-    ({"server_selection_timeout": 0}, "server_selection_timeout"),
-    ({"pool": 3}, "pool: unknown key"),
-    ({"ensure_indexes": "yes"}, "ensure_indexes"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"uri": "http://user:hunter2@db.example"}, "uri: must start with mongodb://"),
+        ({"uri": "mongodb://"}, "uri: must name a host"),
+        ({"uri": "mongodb://user:hunter2@"}, "uri: must name a host"),
+        ({"database": "a.b"}, "database: must be a MongoDB database name"),
+        ({"database": ""}, "database: must be a MongoDB database name"),
+        ({"max_pool_size": 0}, "max_pool_size"),
+        ({"min_pool_size": 5, "max_pool_size": 2}, "must not exceed max_pool_size"),
+        ({"server_selection_timeout": 0}, "server_selection_timeout"),
+        ({"pool": 3}, "pool: unknown key"),
+        ({"ensure_indexes": "yes"}, "ensure_indexes"),
+    ],
+)
 def test_config_errors_are_clear_and_never_show_the_uri(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         make_kernel("errors", "repository", config={"repository": config})
@@ -58,8 +61,13 @@ def test_config_defaults_and_masking() -> None:
 
 async def test_boot_in_isolation_registers_services_and_is_healthy(mongo_uri: str) -> None:
     database = unique_database()
-    config = {"repository": {"uri": mongo_uri, "database": database,
-                             "repositories": ["repository_models:UserRepository"]}}
+    config = {
+        "repository": {
+            "uri": mongo_uri,
+            "database": database,
+            "repositories": ["repository_models:UserRepository"],
+        }
+    }
     async with boot_kernel("errors", "repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
         assert kernel.get(AIOEngine) is manager.engine
@@ -76,12 +84,16 @@ async def test_boot_in_isolation_registers_services_and_is_healthy(mongo_uri: st
 
 
 async def test_bad_repository_spec_fails_the_boot(mongo_uri: str) -> None:
-    cases = (("nope", "expected 'module:Class'"), ("repository_models:User", "not a BaseRepository"),
-             ("no_such_module:X", "cannot import"))
+    cases = (
+        ("nope", "expected 'module:Class'"),
+        ("repository_models:User", "not a BaseRepository"),
+        ("no_such_module:X", "cannot import"),
+    )
     for spec, text in cases:
         with pytest.raises(BootError) as info:
-            async with boot_kernel("errors", "repository",
-                                   config={"repository": {"uri": mongo_uri, "repositories": [spec]}}):
+            async with boot_kernel(
+                "errors", "repository", config={"repository": {"uri": mongo_uri, "repositories": [spec]}}
+            ):
                 pass
         assert text in str(info.value)
 

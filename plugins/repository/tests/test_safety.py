@@ -19,22 +19,33 @@ from repository_models import User, UserRepository
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("criteria", [
-    {"$where": "this.a == 1"},
-    {"name": "x", "$where": "sleep(1000)"},
-    {"$or": [{"name": "a"}, {"$where": "true"}]},
-    {"$and": [{"$nor": [{"$function": {"body": "f", "args": [], "lang": "js"}}]}]},
-    {"$expr": {"$function": {"body": "return true", "args": [], "lang": "js"}}},
-    {"tags": {"$elemMatch": {"$where": "1"}}},
-    {"$expr": {"$gt": [{"$accumulator": {}}, 1]}},
-])
+@pytest.mark.parametrize(
+    "criteria",
+    [
+        {"$where": "this.a == 1"},
+        {"name": "x", "$where": "sleep(1000)"},
+        {"$or": [{"name": "a"}, {"$where": "true"}]},
+        {"$and": [{"$nor": [{"$function": {"body": "f", "args": [], "lang": "js"}}]}]},
+        {"$expr": {"$function": {"body": "return true", "args": [], "lang": "js"}}},
+        {"tags": {"$elemMatch": {"$where": "1"}}},
+        {"$expr": {"$gt": [{"$accumulator": {}}, 1]}},
+    ],
+)
 async def test_javascript_operators_are_rejected_everywhere(
     manager: RepositoryManager, criteria: dict[str, object]
 ) -> None:
     repo = manager.repository(UserRepository)
     await repo.create({"name": "a", "email": "a@x.io"})
-    for call in (repo.find, repo.find_one, repo.count, repo.exists, repo.delete_many,
-                 repo.find_paginated, repo.find_after, repo.find_documents):
+    for call in (
+        repo.find,
+        repo.find_one,
+        repo.count,
+        repo.exists,
+        repo.delete_many,
+        repo.find_paginated,
+        repo.find_after,
+        repo.find_documents,
+    ):
         with pytest.raises(ValidationError, match="not allowed") as info:
             await call(criteria)
         assert info.value.errors[0]["field"].split(".")[-1] in FORBIDDEN_OPERATORS
@@ -71,8 +82,10 @@ async def test_user_filter_blocks_operator_injection(manager: RepositoryManager)
     assert [u.name for u in await repo.find(user_filter(params, allowed={"role", "name"}))] == ["a"]
     assert user_filter({"name": ["a", "b"]}, allowed=["name"]) == {"name": {"$in": ["a", "b"]}}
     with pytest.raises(ValidationError) as info:
-        user_filter({"email": {"$ne": ""}, "$where": "1", "password": "x", "name": [{"$gt": ""}],
-                     "role.x": 1}, allowed={"email", "name", "role"})
+        user_filter(
+            {"email": {"$ne": ""}, "$where": "1", "password": "x", "name": [{"$gt": ""}], "role.x": 1},
+            allowed={"email", "name", "role"},
+        )
     assert {e["field"] for e in info.value.errors} == {"email", "$where", "password", "name", "role.x"}
 
 

@@ -123,8 +123,10 @@ async def test_non_transient_errors_are_not_retried(manager: RepositoryManager) 
     assert calls == 1
 
 
-@wire_server_deviation("a collection first created inside an aborted transaction is left unusable "
-                       "('no such table'); create collections before using them in transactions")
+@wire_server_deviation(
+    "a collection first created inside an aborted transaction is left unusable "
+    "('no such table'); create collections before using them in transactions"
+)
 async def test_collection_created_in_aborted_transaction_stays_usable(manager: RepositoryManager) -> None:
     pubs = manager.repository(PublisherRepository)
 

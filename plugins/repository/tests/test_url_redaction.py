@@ -11,8 +11,9 @@ from kernel import redact_url
 from kernel._config import structure
 from kernel.testing import assert_no_password, urls_with_passwords
 
-PROPERTY = settings(max_examples=300, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def errors(uri: str) -> str:
