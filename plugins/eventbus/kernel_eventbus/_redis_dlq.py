@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +30,19 @@ def parse_dead(key: bytes | str, raw: bytes) -> DeadLetterEntry:
     return DeadLetterEntry.corrupted(name, raw, _cut(problem, 200), event_name=event_name)
 
 
+# Store an entry and make it the newest: its score is the server's time in ms, or one more than the
+# newest score when several entries land in the same millisecond (so order is insertion order).
+_ADD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local t = redis.call('TIME')
+local score = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+redis.call('ZADD', KEYS[2], score, ARGV[1])
+return redis.call('HLEN', KEYS[1])
+"""
+
+
 class RedisDeadLetterStore:
     """Entries as JSON in the hash :attr:`key` by ``<event_id>|<subscription>``, ordered by :attr:`index_key`.
 
@@ -43,13 +55,11 @@ class RedisDeadLetterStore:
         self.key = f"{prefix}:dlq"
         """The hash of entries."""
         self.index_key = f"{prefix}:dlq:index"
-        """The sorted set of entry keys, scored by the time they were added (ms)."""
+        """The sorted set of entry keys, scored by when they were added (ms, strictly increasing)."""
 
     def stage_add(self, pipe: Any, entry: DeadLetterEntry) -> None:
         """Queue the commands adding ``entry`` to ``pipe``; the last reply is the count of entries."""
-        pipe.hset(self.key, entry.key, dumps(entry.to_dict()))
-        pipe.zadd(self.index_key, {entry.key: time.time_ns() // 1_000_000})
-        pipe.hlen(self.key)
+        pipe.eval(_ADD, 2, self.key, self.index_key, entry.key, dumps(entry.to_dict()))
 
     async def add(self, entry: DeadLetterEntry) -> int:
         """Keep ``entry`` as the newest; how many entries there are now."""
