@@ -55,7 +55,7 @@ def default_subscription_name(event: str, handler: Callable[..., Any]) -> str:
     if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
         raise SubscriptionError(
             f"cannot derive a stable subscription name for handler {handler!r} of {event!r}: "
-            "pass group=\"...\" (processes sharing the work must use the same group)"
+            'pass group="..." (processes sharing the work must use the same group)'
         )
     return f"{event}:{module}.{qualname}"
 
@@ -70,7 +70,6 @@ class PublishProgress:
         """The event was (or was being) written to the store: a timeout from now on may have stored it."""
         self.last_error: BaseException | None = None
         """The latest failure of an attempt that was retried (named by a timeout)."""
-
 
 
 def _check_timeout(value: object, what: str) -> float:
@@ -118,11 +117,13 @@ class _Metrics:
     """The bus's own metrics, declared through the metrics plugin's collector (when it is enabled)."""
 
     def __init__(self, collector: Metrics) -> None:
-        self.events = collector.bounded(collector.counter(
-            "eventbus_events_total", "Events handled by the event bus", ["event", "status"]))
+        self.events = collector.bounded(
+            collector.counter("eventbus_events_total", "Events handled by the event bus", ["event", "status"])
+        )
         """``eventbus_events_total{event, status}`` within the series budget (names come from outside)."""
         self.duration = collector.histogram(
-            "eventbus_handler_duration_seconds", "Event handler run time in seconds",
+            "eventbus_handler_duration_seconds",
+            "Event handler run time in seconds",
             ["event", "subscription"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
         )
@@ -178,7 +179,12 @@ class EventBus(abc.ABC):
     # ------------------------------------------------------------------ publishing
 
     async def publish(
-        self, name: str, data: Any, *, source: str | None = None, trace_id: str | None = None,
+        self,
+        name: str,
+        data: Any,
+        *,
+        source: str | None = None,
+        trace_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - tells the adapter what a timeout means (stored?)
     ) -> EventMetadata:
         """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
@@ -208,10 +214,12 @@ class EventBus(abc.ABC):
             for label, value in (("source", source), ("trace_id", trace_id)):
                 if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
                     raise EventDataError(
-                        name, f"{label} must be a string without tabs or newlines: {value!r}")
+                        name, f"{label} must be a string without tabs or newlines: {value!r}"
+                    )
         ms = time.time_ns() // 1_000_000
-        meta = EventMetadata(new_event_id(ms), name, rfc3339(ms), source,
-                             trace_id or get_trace_id() or new_trace_id())
+        meta = EventMetadata(
+            new_event_id(ms), name, rfc3339(ms), source, trace_id or get_trace_id() or new_trace_id()
+        )
         if not self.publish_waits:  # stored without waiting: nothing a deadline could cut, no coroutine
             self._publish_nowait(meta, body)
         else:
@@ -221,8 +229,9 @@ class EventBus(abc.ABC):
             if scope.cancelled_caught:
                 if self._metrics is not None:
                     self._metrics.event(name, "publish_timeout")
-                raise PublishTimeoutError(meta, deadline, may_be_stored=progress.sent,
-                                          last_error=progress.last_error) from progress.last_error
+                raise PublishTimeoutError(
+                    meta, deadline, may_be_stored=progress.sent, last_error=progress.last_error
+                ) from progress.last_error
         if self._metrics is not None:
             self._metrics.event(name, "published")
         return meta
@@ -323,10 +332,19 @@ class EventBus(abc.ABC):
         except Exception as exc:
             retry = sub.policy.should_retry(exc, meta.attempt)
             log.warning(
-                "eventbus: %s failed for %s (attempt %d): %s: %s%s", sub.name, meta.event_name, meta.attempt,
-                type(exc).__name__, exc, " -- will retry" if retry else " -- dead-lettered",
-                extra={"event_id": meta.event_id, "event": meta.event_name, "subscription": sub.name,
-                       "attempt": meta.attempt},
+                "eventbus: %s failed for %s (attempt %d): %s: %s%s",
+                sub.name,
+                meta.event_name,
+                meta.attempt,
+                type(exc).__name__,
+                exc,
+                " -- will retry" if retry else " -- dead-lettered",
+                extra={
+                    "event_id": meta.event_id,
+                    "event": meta.event_name,
+                    "subscription": sub.name,
+                    "attempt": meta.attempt,
+                },
             )
             if self._metrics is not None:
                 self._metrics.handled(sub, time.perf_counter() - t0)
@@ -339,17 +357,28 @@ class EventBus(abc.ABC):
             self._metrics.event(meta.event_name, "success")
         return None
 
-    def _dead_entry(self, sub: Subscription, data: Any, meta: EventMetadata, failure: Failure,
-                    first_failure_at: str | None) -> DeadLetterEntry:
+    def _dead_entry(
+        self,
+        sub: Subscription,
+        data: Any,
+        meta: EventMetadata,
+        failure: Failure,
+        first_failure_at: str | None,
+    ) -> DeadLetterEntry:
         exc = failure.error
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if self._metrics is not None:
             self._metrics.event(meta.event_name, "dead_lettered")
         return DeadLetterEntry(
-            metadata=meta, data=data, subscription=sub.name, attempts=meta.attempt,
-            first_failure_at=first_failure_at or failure.at, last_failure_at=failure.at,
+            metadata=meta,
+            data=data,
+            subscription=sub.name,
+            attempts=meta.attempt,
+            first_failure_at=first_failure_at or failure.at,
+            last_failure_at=failure.at,
             error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-            error_message=str(exc), traceback=tb,
+            error_message=str(exc),
+            traceback=tb,
         )
 
     def _dlq_size_changed(self, size: int) -> None:
@@ -361,8 +390,9 @@ class EventBus(abc.ABC):
     dead_letters: DeadLetterStore
     """Where this bus keeps its dead-letter entries (set by the adapter)."""
 
-    async def get_dead_letter_queue(self, limit: int = 100, *, event: str | None = None
-                                    ) -> list[DeadLetterEntry]:
+    async def get_dead_letter_queue(
+        self, limit: int = 100, *, event: str | None = None
+    ) -> list[DeadLetterEntry]:
         """The newest ``limit`` dead-letter entries (newest first), optionally of one ``event`` name.
 
         An entry that cannot be read is listed with :attr:`DeadLetterEntry.corrupt` set.
@@ -408,7 +438,10 @@ class EventBus(abc.ABC):
         """
 
     async def replay_all(
-        self, *, event: str | None = None, limit: int | None = None,
+        self,
+        *,
+        event: str | None = None,
+        limit: int | None = None,
         progress: Callable[[int, int], object] | None = None,
     ) -> ReplayResult:
         """Replay every dead-letter entry (of ``event``, at most ``limit``); ``progress(done, total)``.
@@ -429,8 +462,10 @@ class EventBus(abc.ABC):
             if progress is not None:
                 progress(done, len(sound))
         if corrupt:
-            log.warning("eventbus: replay_all skipped %d corrupt dead-letter entries (see `kernel dlq list`)",
-                        len(corrupt))
+            log.warning(
+                "eventbus: replay_all skipped %d corrupt dead-letter entries (see `kernel dlq list`)",
+                len(corrupt),
+            )
         return ReplayResult(done, corrupt)
 
     async def clear_dead_letter_queue(self) -> int:

@@ -29,11 +29,27 @@ def _rows(entries: list[DeadLetterEntry]) -> list[list[str]]:
     rows = [["event_id", "event", "subscription", "attempts", "last failure", "error"]]
     for e in entries:
         if e.corrupt is not None:
-            rows.append([e.event_id, e.event_name or "?", _short(e.subscription, 40) or "?", "-", "-",
-                         _short(f"CORRUPT ({e.raw_size} bytes): {e.corrupt}", 60)])
+            rows.append(
+                [
+                    e.event_id,
+                    e.event_name or "?",
+                    _short(e.subscription, 40) or "?",
+                    "-",
+                    "-",
+                    _short(f"CORRUPT ({e.raw_size} bytes): {e.corrupt}", 60),
+                ]
+            )
             continue
-        rows.append([e.event_id, e.event_name, _short(e.subscription, 40), str(e.attempts), e.last_failure_at,
-                     _short(f"{e.error_type.rsplit('.', 1)[-1]}: {e.error_message}", 60)])
+        rows.append(
+            [
+                e.event_id,
+                e.event_name,
+                _short(e.subscription, 40),
+                str(e.attempts),
+                e.last_failure_at,
+                _short(f"{e.error_type.rsplit('.', 1)[-1]}: {e.error_message}", 60),
+            ]
+        )
     return rows
 
 
@@ -47,9 +63,16 @@ def _print_fields(fields: list[tuple[str, str]], out: TextIO) -> None:
 
 def _show_corrupt(e: DeadLetterEntry, out: TextIO) -> None:
     """One corrupt entry: what is known of it and how to drop it."""
-    _print_fields([("event_id", e.event_id), ("subscription", e.subscription or "?"),
-                   ("CORRUPT", e.corrupt or ""), ("raw size", f"{e.raw_size} bytes"),
-                   ("note", f"cannot be replayed; drop it with `kernel dlq clear {e.event_id}`")], out)
+    _print_fields(
+        [
+            ("event_id", e.event_id),
+            ("subscription", e.subscription or "?"),
+            ("CORRUPT", e.corrupt or ""),
+            ("raw size", f"{e.raw_size} bytes"),
+            ("note", f"cannot be replayed; drop it with `kernel dlq clear {e.event_id}`"),
+        ],
+        out,
+    )
     print(file=out)
 
 
@@ -81,12 +104,22 @@ async def _list(args: argparse.Namespace, bus: EventBus, out: TextIO) -> int:
 
 def _show_entry(e: DeadLetterEntry, out: TextIO) -> None:
     """One sound entry, field by field, with its traceback."""
-    _print_fields([("event_id", e.event_id), ("event", e.event_name), ("subscription", e.subscription),
-                   ("attempts", str(e.attempts)), ("published", e.metadata.timestamp),
-                   ("source", e.metadata.source or "-"), ("trace_id", e.metadata.trace_id or "-"),
-                   ("first failure", e.first_failure_at), ("last failure", e.last_failure_at),
-                   ("error", f"{e.error_type}: {e.error_message}"),
-                   ("data", json.dumps(e.data, ensure_ascii=False))], out)
+    _print_fields(
+        [
+            ("event_id", e.event_id),
+            ("event", e.event_name),
+            ("subscription", e.subscription),
+            ("attempts", str(e.attempts)),
+            ("published", e.metadata.timestamp),
+            ("source", e.metadata.source or "-"),
+            ("trace_id", e.metadata.trace_id or "-"),
+            ("first failure", e.first_failure_at),
+            ("last failure", e.last_failure_at),
+            ("error", f"{e.error_type}: {e.error_message}"),
+            ("data", json.dumps(e.data, ensure_ascii=False)),
+        ],
+        out,
+    )
     if e.traceback:
         print("traceback:\n" + e.traceback.rstrip(), file=out)
     print(file=out)
@@ -115,8 +148,11 @@ async def _replay(args: argparse.Namespace, bus: EventBus, out: TextIO) -> int:
         bar.close()
         print(f"replayed {result.replayed} entries", file=out)
         if result.skipped_corrupt:
-            print(f"warning: skipped {len(result.skipped_corrupt)} corrupt entries, left in the "
-                  f"dead-letter queue: {_CORRUPT_HINT}", file=sys.stderr)
+            print(
+                f"warning: skipped {len(result.skipped_corrupt)} corrupt entries, left in the "
+                f"dead-letter queue: {_CORRUPT_HINT}",
+                file=sys.stderr,
+            )
         return 0
     if not args.event_id:
         print("error: give an EVENT_ID or --all", file=sys.stderr)
@@ -144,7 +180,10 @@ async def _clear(args: argparse.Namespace, bus: EventBus, out: TextIO) -> int:
 
 
 _ACTIONS: dict[str, Callable[[argparse.Namespace, EventBus, TextIO], Awaitable[int]]] = {
-    "list": _list, "show": _show, "replay": _replay, "clear": _clear,
+    "list": _list,
+    "show": _show,
+    "replay": _replay,
+    "clear": _clear,
 }
 
 
@@ -168,5 +207,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def dlq_command() -> Command:
     """The ``kernel dlq`` command."""
-    return Command("dlq", "dead-letter queue of the event bus: list, show, replay, clear",
-                   run_dlq, add_arguments=_arguments)
+    return Command(
+        "dlq",
+        "dead-letter queue of the event bus: list, show, replay, clear",
+        run_dlq,
+        add_arguments=_arguments,
+    )

@@ -59,6 +59,9 @@ class EventBusConfig:
     def retry_policy(self) -> RetryPolicy:
         """The default policy of subscriptions that do not pass their own."""
         return RetryPolicy(
-            max_retries=self.max_retries, base_delay=self.retry_base_delay, factor=self.retry_factor,
-            max_delay=self.retry_max_delay, jitter=self.retry_jitter,
+            max_retries=self.max_retries,
+            base_delay=self.retry_base_delay,
+            factor=self.retry_factor,
+            max_delay=self.retry_max_delay,
+            jitter=self.retry_jitter,
         )

@@ -65,10 +65,15 @@ class DeadLetterEntry:
     def to_dict(self, *, traceback: bool = True) -> dict[str, Any]:
         """JSON-ready dict; ``traceback=False`` leaves the traceback out."""
         out: dict[str, Any] = {
-            "event_id": self.event_id, "event_name": self.event_name, "data": self.data,
-            "metadata": self.metadata.to_dict(), "subscription": self.subscription,
-            "attempts": self.attempts, "first_failure_at": self.first_failure_at,
-            "last_failure_at": self.last_failure_at, "error": self.error,
+            "event_id": self.event_id,
+            "event_name": self.event_name,
+            "data": self.data,
+            "metadata": self.metadata.to_dict(),
+            "subscription": self.subscription,
+            "attempts": self.attempts,
+            "first_failure_at": self.first_failure_at,
+            "last_failure_at": self.last_failure_at,
+            "error": self.error,
         }
         if traceback:
             out["traceback"] = self.traceback
@@ -78,14 +83,22 @@ class DeadLetterEntry:
         return out
 
     @classmethod
-    def corrupted(cls, key: str, raw: bytes, problem: str, *, event_name: str = "",
-                  failed_at: str = "") -> DeadLetterEntry:
+    def corrupted(
+        cls, key: str, raw: bytes, problem: str, *, event_name: str = "", failed_at: str = ""
+    ) -> DeadLetterEntry:
         """A placeholder for the unreadable stored entry ``key`` (``<event_id>|<subscription>``)."""
         event_id, _, subscription = key.partition("|")
         return cls(
-            metadata=EventMetadata(event_id, event_name, ""), data=None, subscription=subscription,
-            attempts=0, first_failure_at=failed_at, last_failure_at=failed_at, error_type="corrupt entry",
-            error_message=problem, corrupt=problem, raw_size=len(raw),
+            metadata=EventMetadata(event_id, event_name, ""),
+            data=None,
+            subscription=subscription,
+            attempts=0,
+            first_failure_at=failed_at,
+            last_failure_at=failed_at,
+            error_type="corrupt entry",
+            error_message=problem,
+            corrupt=problem,
+            raw_size=len(raw),
         )
 
     @classmethod
@@ -95,10 +108,14 @@ class DeadLetterEntry:
             raise TypeError(f"a dead-letter entry is a JSON object, not {type(d).__name__}")
         err = d.get("error") or {}
         return cls(
-            metadata=EventMetadata.from_dict(d["metadata"]), data=d.get("data"),
-            subscription=str(d["subscription"]), attempts=int(d["attempts"]),
-            first_failure_at=str(d["first_failure_at"]), last_failure_at=str(d["last_failure_at"]),
-            error_type=str(err.get("type", "")), error_message=str(err.get("message", "")),
+            metadata=EventMetadata.from_dict(d["metadata"]),
+            data=d.get("data"),
+            subscription=str(d["subscription"]),
+            attempts=int(d["attempts"]),
+            first_failure_at=str(d["first_failure_at"]),
+            last_failure_at=str(d["last_failure_at"]),
+            error_type=str(err.get("type", "")),
+            error_message=str(err.get("message", "")),
             traceback=str(d.get("traceback", "")),
         )
 

@@ -24,9 +24,12 @@ class EventTooLargeError(EventDataError, ValueError):
     def __init__(self, event: str, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(event, f"its data is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
-                                "(plugins.eventbus.max_payload_bytes); store large data elsewhere and "
-                                "publish its id")
+        super().__init__(
+            event,
+            f"its data is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+            "(plugins.eventbus.max_payload_bytes); store large data elsewhere and "
+            "publish its id",
+        )
 
 
 class PublishTimeoutError(EventBusError, TimeoutError):
@@ -39,8 +42,14 @@ class PublishTimeoutError(EventBusError, TimeoutError):
     (and so an :class:`OSError`), like the connection errors of the Redis client.
     """
 
-    def __init__(self, metadata: EventMetadata, timeout: float, *, may_be_stored: bool,
-                 last_error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        metadata: EventMetadata,
+        timeout: float,
+        *,
+        may_be_stored: bool,
+        last_error: BaseException | None = None,
+    ) -> None:
         self.metadata = metadata
         self.event = metadata.event_name
         self.event_id = metadata.event_id
@@ -49,14 +58,17 @@ class PublishTimeoutError(EventBusError, TimeoutError):
         self.last_error = last_error
         cause = f"; last error: {type(last_error).__name__}: {last_error}" if last_error is not None else ""
         if may_be_stored:
-            outcome = (f"the event MAY HAVE BEEN STORED (it was sent and no reply came in time{cause}): "
-                       f"subscribers may still get event {metadata.event_id}; publishing it again can "
-                       "deliver the data twice, under two event ids")
+            outcome = (
+                f"the event MAY HAVE BEEN STORED (it was sent and no reply came in time{cause}): "
+                f"subscribers may still get event {metadata.event_id}; publishing it again can "
+                "deliver the data twice, under two event ids"
+            )
         else:
-            outcome = (f"the event was NOT STORED (it was never sent{cause}); it is safe to publish it "
-                       "again")
-        super().__init__(f"publish of {metadata.event_name!r} (event {metadata.event_id}) timed out after "
-                         f"{timeout:g} s (plugins.eventbus.publish_timeout or timeout=): {outcome}")
+            outcome = f"the event was NOT STORED (it was never sent{cause}); it is safe to publish it again"
+        super().__init__(
+            f"publish of {metadata.event_name!r} (event {metadata.event_id}) timed out after "
+            f"{timeout:g} s (plugins.eventbus.publish_timeout or timeout=): {outcome}"
+        )
 
 
 class NonRetryableError(EventBusError):
@@ -83,7 +95,8 @@ class CorruptDeadLetterError(EventBusError, ValueError):
         super().__init__(
             f"dead-letter entry {', '.join(map(repr, keys))} of event {event_id!r} is corrupt and cannot be "
             f"replayed (inspect it with `kernel dlq show {event_id}`, drop it with "
-            f"`kernel dlq clear {event_id}`)")
+            f"`kernel dlq clear {event_id}`)"
+        )
 
 
 class SubscriptionError(EventBusError, ValueError):

@@ -90,8 +90,12 @@ def idempotent(
     async def wrapper(data: Any, metadata: EventMetadata) -> None:
         k = f"{scope}:{metadata.event_id}"
         if await store.seen(k):
-            log.info("eventbus: skipping %s %s, already handled", metadata.event_name, metadata.event_id,
-                     extra={"event_id": metadata.event_id, "idempotency_key": k})
+            log.info(
+                "eventbus: skipping %s %s, already handled",
+                metadata.event_name,
+                metadata.event_id,
+                extra={"event_id": metadata.event_id, "idempotency_key": k},
+            )
             return
         result = handler(data, metadata)
         if inspect.isawaitable(result):

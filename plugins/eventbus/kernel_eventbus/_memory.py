@@ -102,7 +102,8 @@ class MemoryEventBus(EventBus):
                         self._outstanding += 1
                         queue.serial += 1
                         queue.timers[queue.serial] = asyncio.get_running_loop().call_later(
-                            sub.policy.delay(meta.attempt), self._requeue, sub, queue, queue.serial, retry)
+                            sub.policy.delay(meta.attempt), self._requeue, sub, queue, queue.serial, retry
+                        )
                     else:
                         entry = self._dead_entry(sub, json.loads(body), meta, failure, first_failure)
                         self._dlq_size_changed(await self._dead_letters.add(entry))
@@ -145,8 +146,10 @@ class MemoryEventBus(EventBus):
         missing = [e.subscription for e in entries if e.subscription not in self._by_name]
         if missing:
             # nobody in this process to deliver to: keep the entries rather than drop them
-            raise SubscriptionError(f"cannot replay {entries[0].event_id}: subscription {missing[0]!r} is "
-                                    "not subscribed in this process")
+            raise SubscriptionError(
+                f"cannot replay {entries[0].event_id}: subscription {missing[0]!r} is "
+                "not subscribed in this process"
+            )
         n = 0
         for entry in entries:
             if self._dead_letters.take(entry.key):
@@ -168,8 +171,11 @@ class MemoryEventBus(EventBus):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if lost:
-            log.warning("eventbus: memory adapter closed with %d deliveries queued, running or awaiting "
-                        "retry; they are lost", lost)
+            log.warning(
+                "eventbus: memory adapter closed with %d deliveries queued, running or awaiting "
+                "retry; they are lost",
+                lost,
+            )
         self._outstanding = 0
         self._idle.set()
         await super().close()

@@ -25,7 +25,7 @@ def _random_hex() -> str:
         return _spare_random.popleft()
     except IndexError:
         pool = os.urandom(10 * _RANDOM_BATCH).hex()
-        _spare_random.extend([pool[i:i + 19] for i in range(20, len(pool), 20)])
+        _spare_random.extend([pool[i : i + 19] for i in range(20, len(pool), 20)])
         return pool[:19]
 
 
@@ -78,8 +78,12 @@ class EventMetadata:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (keys are the attribute names)."""
         return {
-            "event_id": self.event_id, "event_name": self.event_name, "timestamp": self.timestamp,
-            "source": self.source, "trace_id": self.trace_id, "attempt": self.attempt,
+            "event_id": self.event_id,
+            "event_name": self.event_name,
+            "timestamp": self.timestamp,
+            "source": self.source,
+            "trace_id": self.trace_id,
+            "attempt": self.attempt,
             "replayed_at": self.replayed_at,
         }
 
@@ -87,7 +91,11 @@ class EventMetadata:
     def from_dict(cls, data: dict[str, Any]) -> EventMetadata:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            event_id=str(data["event_id"]), event_name=str(data["event_name"]),
-            timestamp=str(data["timestamp"]), source=data.get("source"), trace_id=data.get("trace_id"),
-            attempt=int(data.get("attempt", 1)), replayed_at=data.get("replayed_at"),
+            event_id=str(data["event_id"]),
+            event_name=str(data["event_name"]),
+            timestamp=str(data["timestamp"]),
+            source=data.get("source"),
+            trace_id=data.get("trace_id"),
+            attempt=int(data.get("attempt", 1)),
+            replayed_at=data.get("replayed_at"),
         )

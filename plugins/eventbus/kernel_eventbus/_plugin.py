@@ -19,16 +19,21 @@ if TYPE_CHECKING:
     from ._bus import EventBus  # the buses (asyncio for the memory one): imported by build_bus and the hooks
 
 
-def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None = None,
-              metrics: Metrics | None = None) -> EventBus:
+def build_bus(
+    config: EventBusConfig, *, redis_connection: RedisService | None = None, metrics: Metrics | None = None
+) -> EventBus:
     """The bus ``config`` describes; ``redis_connection`` is the Redis it uses (``kernel_redis.find_redis``).
 
     Without one, ``adapter = "redis"`` raises ``AdapterUnavailableError``.
     """
-    common: dict[str, Any] = {"policy": config.retry_policy(), "concurrency": config.concurrency,
-                              "metrics": metrics, "idempotency_ttl": config.idempotency_ttl,
-                              "max_payload_bytes": config.max_payload_bytes,
-                              "publish_timeout": config.publish_timeout}
+    common: dict[str, Any] = {
+        "policy": config.retry_policy(),
+        "concurrency": config.concurrency,
+        "metrics": metrics,
+        "idempotency_ttl": config.idempotency_ttl,
+        "max_payload_bytes": config.max_payload_bytes,
+        "publish_timeout": config.publish_timeout,
+    }
     if config.adapter == "memory":
         from ._memory import MemoryEventBus
 
@@ -37,19 +42,26 @@ def build_bus(config: EventBusConfig, *, redis_connection: RedisService | None =
         raise AdapterUnavailableError(
             'eventbus: adapter = "redis" needs the redis plugin, which is not enabled: add "redis" to '
             '[kernel] plugins (pip install milo-kernel-redis), or set adapter = "memory" in '
-            '[plugins.eventbus]'
+            "[plugins.eventbus]"
         )
     from ._redis import RedisEventBus  # imports redis-py only when the adapter is used
 
     # blocking reads get their own connections, with a socket timeout longer than the longest block
     blocking = redis_connection.new_client(socket_timeout=config.read_block + 10.0)
     return RedisEventBus(
-        redis_connection.client, blocking_client=blocking, prefix=config.prefix,
-        batch_size=config.batch_size, read_block=config.read_block,
-        visibility_timeout=config.visibility_timeout, reclaim_interval=config.reclaim_interval,
-        max_deliveries=config.max_deliveries, stream_maxlen=config.stream_maxlen,
-        new_group_start=config.new_group_start, reconnect_max_delay=config.reconnect_max_delay,
-        max_ack_delay=config.max_ack_delay, **common,
+        redis_connection.client,
+        blocking_client=blocking,
+        prefix=config.prefix,
+        batch_size=config.batch_size,
+        read_block=config.read_block,
+        visibility_timeout=config.visibility_timeout,
+        reclaim_interval=config.reclaim_interval,
+        max_deliveries=config.max_deliveries,
+        stream_maxlen=config.stream_maxlen,
+        new_group_start=config.new_group_start,
+        reconnect_max_delay=config.reconnect_max_delay,
+        max_ack_delay=config.max_ack_delay,
+        **common,
     )
 
 
@@ -71,20 +83,32 @@ class EventBusPlugin(Plugin):
         """``kernel check``: the redis adapter needs Redis; the memory adapter cannot span processes."""
         issues: list[CheckIssue] = []
         if ctx.config.adapter == "redis" and "redis" not in enabled and not _redis_registered(ctx.registry):
-            issues.append(CheckIssue.error(
-                "adapter", 'adapter = "redis" needs the redis plugin (or set adapter = "memory")',
-                needs="redis"))
+            issues.append(
+                CheckIssue.error(
+                    "adapter",
+                    'adapter = "redis" needs the redis plugin (or set adapter = "memory")',
+                    needs="redis",
+                )
+            )
         if ctx.config.adapter == "memory":
             if processes > 1:
-                issues.append(CheckIssue.production(
-                    "adapter", f'adapter = "memory" delivers only inside one process, but {processes} '
-                    'server processes share this config: events published in one never reach the others; '
-                    'use adapter = "redis"'))
+                issues.append(
+                    CheckIssue.production(
+                        "adapter",
+                        f'adapter = "memory" delivers only inside one process, but {processes} '
+                        "server processes share this config: events published in one never reach the others; "
+                        'use adapter = "redis"',
+                    )
+                )
             if "queue" in enabled:
-                issues.append(CheckIssue.production(
-                    "adapter", 'adapter = "memory" delivers only inside one process, and the queue plugin '
-                    'runs jobs in `kernel worker` processes: their events never reach this one; '
-                    'use adapter = "redis"'))
+                issues.append(
+                    CheckIssue.production(
+                        "adapter",
+                        'adapter = "memory" delivers only inside one process, and the queue plugin '
+                        "runs jobs in `kernel worker` processes: their events never reach this one; "
+                        'use adapter = "redis"',
+                    )
+                )
         return issues
 
     @hookimpl
@@ -136,8 +160,9 @@ def _redis(ctx: PluginContext[EventBusConfig]) -> RedisService | None:
         from kernel_redis import find_redis
     except ImportError:  # build_bus says how to install it
         return None
-    return find_redis(ctx.registry, "eventbus", setting=None,
-                      alternative='set adapter = "memory" in [plugins.eventbus]')
+    return find_redis(
+        ctx.registry, "eventbus", setting=None, alternative='set adapter = "memory" in [plugins.eventbus]'
+    )
 
 
 def find_metrics(registry: Registry) -> Metrics | None:

@@ -145,7 +145,8 @@ class RedisEventBus(EventBus):
         self._idem = RedisIdempotencyStore(client, f"{prefix}:done:")
         self._stopping = False
         self._xadd_options: tuple[str | int, ...] = (
-            ("MAXLEN", "~", stream_maxlen, "*", "e") if stream_maxlen else ("*", "e"))
+            ("MAXLEN", "~", stream_maxlen, "*", "e") if stream_maxlen else ("*", "e")
+        )
         self._get_connection_args = _get_connection_args(client.connection_pool)
 
     # ------------------------------------------------------------------ keys
@@ -183,8 +184,13 @@ class RedisEventBus(EventBus):
                 return
             except _CONNECTION_ERRORS as exc:
                 progress.last_error = exc
-                log.debug("eventbus: publish of %s failed (%s: %s), retrying in %.2fs",
-                          meta.event_id, type(exc).__name__, exc, delay)
+                log.debug(
+                    "eventbus: publish of %s failed (%s: %s), retrying in %.2fs",
+                    meta.event_id,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 1.0)
 
@@ -228,8 +234,9 @@ class RedisEventBus(EventBus):
         state = self._states[sub.name]
         created = anyio.Event()
         self._setup.add(created)
-        state.task = asyncio.get_running_loop().create_task(self._consume(sub, state, created),
-                                                            name=f"eventbus:{sub.name}")
+        state.task = asyncio.get_running_loop().create_task(
+            self._consume(sub, state, created), name=f"eventbus:{sub.name}"
+        )
         state.task.add_done_callback(lambda _task: self._created(created))  # cancelled before it ran
 
     def _created(self, event: anyio.Event) -> None:
@@ -295,11 +302,17 @@ class RedisEventBus(EventBus):
         while not self._stopping:
             try:
                 await self._housekeep(sub, state)
-                wait = min(self.read_block * 1000, state.next_due - _ms(),
-                           (state.next_reclaim - time.monotonic()) * 1000)
+                wait = min(
+                    self.read_block * 1000,
+                    state.next_due - _ms(),
+                    (state.next_reclaim - time.monotonic()) * 1000,
+                )
                 response = await self.blocking.xreadgroup(
-                    sub.name, self.consumer, streams,  # type: ignore[arg-type]
-                    count=self.batch_size, block=int(wait) if wait >= 1 else None,
+                    sub.name,
+                    self.consumer,
+                    streams,  # type: ignore[arg-type]
+                    count=self.batch_size,
+                    block=int(wait) if wait >= 1 else None,
                 )
                 if state.failing:
                     log.warning("eventbus: %s reconnected to Redis", sub.name)
@@ -317,8 +330,9 @@ class RedisEventBus(EventBus):
             await self._flush_acks(sub, state)
         now = _ms()
         if now >= state.next_due:
-            moved, nxt = await self._move_due(keys=[self.schedule_key(sub.name), self.retry_key(sub.name)],
-                                              args=[now, self.batch_size])
+            moved, nxt = await self._move_due(
+                keys=[self.schedule_key(sub.name), self.retry_key(sub.name)], args=[now, self.batch_size]
+            )
             nxt = float(nxt)
             state.next_due = nxt if nxt >= 0 else now + self.read_block * 1000
             if moved >= self.batch_size:
@@ -347,8 +361,11 @@ class RedisEventBus(EventBus):
             exc = exc.exceptions[0]
         if isinstance(exc, rexc.ResponseError) and "NOGROUP" in str(exc):
             # the stream or group vanished (Redis restarted without persistence, or keys deleted)
-            log.warning("eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
-                        "from the start of the stream", sub.name)
+            log.warning(
+                "eventbus: %s: consumer group missing (Redis lost its data?), recreating it "
+                "from the start of the stream",
+                sub.name,
+            )
             state.ready = False
             state.lost = True
             await anyio.sleep(0.05)
@@ -356,8 +373,12 @@ class RedisEventBus(EventBus):
         state.delay = min(max(state.delay * 2, 0.1), self.reconnect_max_delay)
         if isinstance(exc, _CONNECTION_ERRORS):
             if not state.failing:
-                log.warning("eventbus: %s lost Redis (%s: %s); reconnecting with backoff",
-                            sub.name, type(exc).__name__, exc)
+                log.warning(
+                    "eventbus: %s lost Redis (%s: %s); reconnecting with backoff",
+                    sub.name,
+                    type(exc).__name__,
+                    exc,
+                )
             state.failing = True
             await anyio.sleep(state.delay * random.uniform(0.8, 1.2))
             return
@@ -367,15 +388,28 @@ class RedisEventBus(EventBus):
             log.exception("eventbus: %s: consumer loop error; continuing", sub.name, exc_info=exc)
         await anyio.sleep(state.delay)
 
-    async def _process(self, sub: Subscription, state: _State, stream: str,
-                       entries: Sequence[Any], deliveries: dict[bytes, int] | None) -> None:
+    async def _process(
+        self,
+        sub: Subscription,
+        state: _State,
+        stream: str,
+        entries: Sequence[Any],
+        deliveries: dict[bytes, int] | None,
+    ) -> None:
         is_retry = not stream.startswith(f"{self.prefix}:stream:")
         if sub.concurrency == 1 or len(entries) == 1:
             flush_at = time.monotonic() + self.max_ack_delay
             for entry_id, fields in entries:
                 if entry_id is not None:
-                    await self._handle(sub, state, stream, is_retry, entry_id, fields,
-                                       deliveries.get(entry_id) if deliveries else None)
+                    await self._handle(
+                        sub,
+                        state,
+                        stream,
+                        is_retry,
+                        entry_id,
+                        fields,
+                        deliveries.get(entry_id) if deliveries else None,
+                    )
                     # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
                     if (state.acks or state.retry_acks) and time.monotonic() >= flush_at:
                         await self._flush_acks(sub, state)
@@ -385,8 +419,15 @@ class RedisEventBus(EventBus):
 
             async def one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with limit:
-                    await self._handle(sub, state, stream, is_retry, entry_id, fields,
-                                       deliveries.get(entry_id) if deliveries else None)
+                    await self._handle(
+                        sub,
+                        state,
+                        stream,
+                        is_retry,
+                        entry_id,
+                        fields,
+                        deliveries.get(entry_id) if deliveries else None,
+                    )
 
             async with anyio.create_task_group() as tg:
                 for entry_id, fields in entries:
@@ -398,12 +439,21 @@ class RedisEventBus(EventBus):
     def _decode_retry(self, fields: dict[bytes, bytes]) -> tuple[Any, EventMetadata, str | None]:
         """Data, metadata and first failure time of a retry-stream entry (a JSON envelope)."""
         env = json.loads(fields[b"j"])
-        meta = EventMetadata(env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"),
-                             int(env["att"]), env.get("rep"))
+        meta = EventMetadata(
+            env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"), int(env["att"]), env.get("rep")
+        )
         return env["d"], meta, env.get("ff")
 
-    async def _handle(self, sub: Subscription, state: _State, stream: str, is_retry: bool, entry_id: bytes,
-                      fields: dict[bytes, bytes] | None, delivered: int | None) -> None:
+    async def _handle(
+        self,
+        sub: Subscription,
+        state: _State,
+        stream: str,
+        is_retry: bool,
+        entry_id: bytes,
+        fields: dict[bytes, bytes] | None,
+        delivered: int | None,
+    ) -> None:
         try:
             if fields is None:
                 raise KeyError("entry has no fields")
@@ -424,7 +474,8 @@ class RedisEventBus(EventBus):
             err = DeliveryLimitError(
                 f"delivered {delivered} times without an acknowledgement (its consumers died or "
                 f"outlived visibility_timeout={self.visibility_timeout}s each time); max_deliveries="
-                f"{self.max_deliveries}")
+                f"{self.max_deliveries}"
+            )
             limit = Failure(err, False, now_rfc3339())
             await self._dead(sub, stream, is_retry, entry_id, data, meta, limit, first_failure)
             return
@@ -432,8 +483,9 @@ class RedisEventBus(EventBus):
         if failure is None:
             (state.retry_acks if is_retry else state.acks).append(entry_id)
         elif failure.retry:
-            await self._schedule_retry(sub, state, stream, is_retry, entry_id, data, meta, failure,
-                                       first_failure)
+            await self._schedule_retry(
+                sub, state, stream, is_retry, entry_id, data, meta, failure, first_failure
+            )
         else:
             await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
 
@@ -459,42 +511,83 @@ class RedisEventBus(EventBus):
         if is_retry:
             pipe.xdel(stream, entry_id)
 
-    async def _schedule_retry(self, sub: Subscription, state: _State, stream: str, is_retry: bool,
-                              entry_id: bytes, data: Any, meta: EventMetadata, failure: Failure,
-                              first_failure: str | None) -> None:
+    async def _schedule_retry(
+        self,
+        sub: Subscription,
+        state: _State,
+        stream: str,
+        is_retry: bool,
+        entry_id: bytes,
+        data: Any,
+        meta: EventMetadata,
+        failure: Failure,
+        first_failure: str | None,
+    ) -> None:
         due = _ms() + int(sub.policy.delay(meta.attempt) * 1000)
-        member = dumps({
-            "id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp, "src": meta.source,
-            "tid": meta.trace_id, "att": meta.attempt + 1, "rep": meta.replayed_at,
-            "ff": first_failure or failure.at, "d": data,
-        })
+        member = dumps(
+            {
+                "id": meta.event_id,
+                "n": meta.event_name,
+                "ts": meta.timestamp,
+                "src": meta.source,
+                "tid": meta.trace_id,
+                "att": meta.attempt + 1,
+                "rep": meta.replayed_at,
+                "ff": first_failure or failure.at,
+                "d": data,
+            }
+        )
         pipe = self.client.pipeline(transaction=True)
         pipe.zadd(self.schedule_key(sub.name), {member: due})
         self._ack_in(pipe, sub, stream, is_retry, entry_id)
         await pipe.execute()
         state.next_due = min(state.next_due, due) if state.next_due else due
 
-    async def _dead(self, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes, data: Any,
-                    meta: EventMetadata, failure: Failure, first_failure: str | None) -> None:
+    async def _dead(
+        self,
+        sub: Subscription,
+        stream: str,
+        is_retry: bool,
+        entry_id: bytes,
+        data: Any,
+        meta: EventMetadata,
+        failure: Failure,
+        first_failure: str | None,
+    ) -> None:
         entry = self._dead_entry(sub, data, meta, failure, first_failure)
         pipe = self.client.pipeline(transaction=True)  # dead-lettered and acknowledged at once
         self._ack_in(pipe, sub, stream, is_retry, entry_id)
         self._dead_letters.stage_add(pipe, entry)
         result = await pipe.execute()
         self._dlq_size_changed(int(result[-1]))
-        log.error("eventbus: %s dead-lettered %s %s after %d attempt(s): %s: %s", sub.name, meta.event_name,
-                  meta.event_id, meta.attempt, entry.error_type, entry.error_message,
-                  extra={"event_id": meta.event_id, "event": meta.event_name, "subscription": sub.name})
+        log.error(
+            "eventbus: %s dead-lettered %s %s after %d attempt(s): %s: %s",
+            sub.name,
+            meta.event_name,
+            meta.event_id,
+            meta.attempt,
+            entry.error_type,
+            entry.error_message,
+            extra={"event_id": meta.event_id, "event": meta.event_name, "subscription": sub.name},
+        )
 
-    async def _dead_raw(self, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes,
-                        fields: dict[bytes, bytes], exc: Exception) -> None:
+    async def _dead_raw(
+        self,
+        sub: Subscription,
+        stream: str,
+        is_retry: bool,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        exc: Exception,
+    ) -> None:
         raw = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         head = raw.get("e", "").partition("\n")[0].split("\t")
         event_id = head[1] if len(head) > 1 and head[1] else f"stream-{entry_id.decode()}"
         ts = rfc3339(int(entry_id.split(b"-")[0]))
         meta = EventMetadata(event_id, sub.event, ts)
-        err = UndecodableEventError(f"cannot decode stream entry {entry_id.decode()} of {stream}: "
-                                    f"{type(exc).__name__}: {exc}")
+        err = UndecodableEventError(
+            f"cannot decode stream entry {entry_id.decode()} of {stream}: {type(exc).__name__}: {exc}"
+        )
         await self._dead(sub, stream, is_retry, entry_id, raw, meta, Failure(err, False, now_rfc3339()), None)
 
     async def _reclaim(self, sub: Subscription, state: _State) -> None:
@@ -503,24 +596,40 @@ class RedisEventBus(EventBus):
         for stream in (self.stream_key(sub.event), self.retry_key(sub.name)):
             start: bytes | str = "0-0"
             for _page in range(100):
-                res = await self.client.xautoclaim(stream, sub.name, self.consumer, idle, start_id=start,
-                                                   count=self.batch_size)
+                res = await self.client.xautoclaim(
+                    stream, sub.name, self.consumer, idle, start_id=start, count=self.batch_size
+                )
                 start, entries = res[0], res[1]
                 trimmed = res[2] if len(res) > 2 else []
                 if trimmed:
                     # pending entries that the stream trimming deleted before anyone handled them
-                    log.error("eventbus: %s: %d pending entries of %s were trimmed before being handled; "
-                              "raise stream_maxlen", sub.name, len(trimmed), stream)
+                    log.error(
+                        "eventbus: %s: %d pending entries of %s were trimmed before being handled; "
+                        "raise stream_maxlen",
+                        sub.name,
+                        len(trimmed),
+                        stream,
+                    )
                     await self.client.xack(stream, sub.name, *trimmed)
                 live = [(i, f) for i, f in entries if i is not None]
                 if live:
                     ids = [i for i, _f in live]
                     # XAUTOCLAIM answers in id order: the first and last ids bound the range
-                    pending = await self.client.xpending_range(stream, sub.name, min=ids[0], max=ids[-1],
-                                                               count=len(ids) * 2, consumername=self.consumer)
+                    pending = await self.client.xpending_range(
+                        stream,
+                        sub.name,
+                        min=ids[0],
+                        max=ids[-1],
+                        count=len(ids) * 2,
+                        consumername=self.consumer,
+                    )
                     counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-                    log.warning("eventbus: %s reclaimed %d entries of %s left by a dead or slow consumer",
-                                sub.name, len(live), stream)
+                    log.warning(
+                        "eventbus: %s reclaimed %d entries of %s left by a dead or slow consumer",
+                        sub.name,
+                        len(live),
+                        stream,
+                    )
                     await self._process(sub, state, stream, live, counts)
                 if start in (b"0-0", "0-0"):
                     break
@@ -542,9 +651,18 @@ class RedisEventBus(EventBus):
             meta = entry.metadata
             retry = self.retry_key(entry.subscription)
             await self._create_group(retry, entry.subscription, "0")
-            payload = dumps({"id": meta.event_id, "n": meta.event_name, "ts": meta.timestamp,
-                             "src": meta.source, "tid": meta.trace_id, "att": 1, "rep": replayed_at,
-                             "d": entry.data})
+            payload = dumps(
+                {
+                    "id": meta.event_id,
+                    "n": meta.event_name,
+                    "ts": meta.timestamp,
+                    "src": meta.source,
+                    "tid": meta.trace_id,
+                    "att": 1,
+                    "rep": replayed_at,
+                    "d": entry.data,
+                }
+            )
             store = self._dead_letters
             n += int(await self._replay(keys=[store.key, store.index_key, retry], args=[entry.key, payload]))
         return n
@@ -567,7 +685,8 @@ class RedisEventBus(EventBus):
                     out["pending"] += int(g.get("pending") or 0)
                     out["lag"] = int(g.get("lag") or 0)
         with contextlib.suppress(rexc.ResponseError):
-            out["pending"] += int((await self.client.xpending(self.retry_key(subscription), subscription))
-                                  ["pending"])
+            out["pending"] += int(
+                (await self.client.xpending(self.retry_key(subscription), subscription))["pending"]
+            )
         out["scheduled"] = int(await self.client.zcard(self.schedule_key(subscription)))
         return out

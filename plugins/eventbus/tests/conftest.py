@@ -105,8 +105,12 @@ def dlq_cli(redis_url: str, prefix: str, tmp_path: Path) -> DlqCli:  # noqa: F81
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "kernel", "-c", str(config), "dlq", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(run, *args)

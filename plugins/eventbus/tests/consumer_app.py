@@ -41,12 +41,14 @@ async def main(cfg: dict[str, Any]) -> None:
         client = k.registry.get("redis")
         prefix = cfg["eventbus"]["prefix"]
         if cfg["mode"] == "record":
+
             async def record(data: Any, meta: EventMetadata) -> None:
                 await client.hincrby(f"{prefix}:handled", meta.event_id, 1)
                 await asyncio.sleep(cfg.get("sleep", 0.002))
 
             bus.subscribe(cfg["event"], record, group="recorder")
         else:
+
             async def apply_side_effect(data: Any, meta: EventMetadata) -> None:
                 await client.hincrby(f"{prefix}:applied", meta.event_id, 1)
 
@@ -57,13 +59,19 @@ async def main(cfg: dict[str, Any]) -> None:
                 if data["broken"] and not await client.exists(f"{prefix}:fixed"):
                     raise RuntimeError("payment gateway down")
                 await once(data, meta)
-                if meta.replayed_at and data["i"] % 8 == 0 and await client.hsetnx(
-                        f"{prefix}:crashed", meta.event_id, 1):
+                if (
+                    meta.replayed_at
+                    and data["i"] % 8 == 0
+                    and await client.hsetnx(f"{prefix}:crashed", meta.event_id, 1)
+                ):
                     os.kill(os.getpid(), signal.SIGKILL)  # after the side effect, before the ack
 
             bus.subscribe(cfg["event"], handle, group="billing")
-        await group_exists(client, bus.stream_key(cfg["event"]),  # type: ignore[attr-defined]
-                           "recorder" if cfg["mode"] == "record" else "billing")
+        await group_exists(
+            client,
+            bus.stream_key(cfg["event"]),  # type: ignore[attr-defined]
+            "recorder" if cfg["mode"] == "record" else "billing",
+        )
         print("ready", flush=True)
         await asyncio.Event().wait()
 

@@ -91,8 +91,11 @@ def test_public_names_are_exported_sorted() -> None:
     import kernel_eventbus
 
     assert list(kernel_eventbus.__all__) == sorted(kernel_eventbus.__all__)
-    public = {n for n, v in vars(kernel_eventbus).items()
-              if not n.startswith("_") and getattr(v, "__module__", "").startswith("kernel_eventbus.")}
+    public = {
+        n
+        for n, v in vars(kernel_eventbus).items()
+        if not n.startswith("_") and getattr(v, "__module__", "").startswith("kernel_eventbus.")
+    }
     assert public <= set(kernel_eventbus.__all__)
 
 

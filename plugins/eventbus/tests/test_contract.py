@@ -42,8 +42,9 @@ async def test_publish_delivers_data_and_metadata(make_bus: Any, wait: Any) -> N
     rec = Recorder()
     bus.subscribe("user.created", rec, group="welcome")
     with kernel.logging.trace_context("a" * 32):
-        meta = await bus.publish("user.created", {"userId": "123", "email": "u@example.com"},
-                                 source="UserService")
+        meta = await bus.publish(
+            "user.created", {"userId": "123", "email": "u@example.com"}, source="UserService"
+        )
     assert meta.event_name == "user.created"
     assert meta.source == "UserService"
     assert meta.trace_id == "a" * 32
@@ -84,8 +85,11 @@ async def test_event_data_over_max_payload_bytes_is_refused(make_bus: Any, wait:
     default: EventBus = await make_bus()
     assert default.max_payload_bytes == EventBusConfig().max_payload_bytes == 1_048_576
     big = "x" * (2 * 1_048_576)
-    with pytest.raises(EventTooLargeError, match=r"over the limit of 1,048,576 bytes "
-                                                 r"\(plugins\.eventbus\.max_payload_bytes\)") as info:
+    with pytest.raises(
+        EventTooLargeError,
+        match=r"over the limit of 1,048,576 bytes "
+        r"\(plugins\.eventbus\.max_payload_bytes\)",
+    ) as info:
         await default.publish("big", {"blob": big})
     assert isinstance(info.value, EventDataError)
     assert info.value.limit == 1_048_576

@@ -34,8 +34,9 @@ async def _corrupt(client: aioredis.Redis, prefix: str) -> None:
         await client.zadd(f"{prefix}:dlq:index", {key: now + n})
 
 
-async def test_corrupt_entries_are_listed_skipped_and_deletable(client: aioredis.Redis, prefix: str,
-                                                                wait: Any, dead_letter_orders: Any) -> None:
+async def test_corrupt_entries_are_listed_skipped_and_deletable(
+    client: aioredis.Redis, prefix: str, wait: Any, dead_letter_orders: Any
+) -> None:
     metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
     bus: EventBus = RedisEventBus(client, prefix=prefix, read_block=0.2)
@@ -62,7 +63,10 @@ async def test_corrupt_entries_are_listed_skipped_and_deletable(client: aioredis
         sound = [e for e in entries if e.corrupt is None]
         assert {e.event_id for e in sound} == {m.event_id for m in metas}
         assert [e.data for e in await bus.get_dead_letter_queue(event="order.created")][::-1] == [
-            {"n": 0}, {"n": 1}, {"n": 2}]
+            {"n": 0},
+            {"n": 1},
+            {"n": 2},
+        ]
 
         [shown] = await bus.get_dead_letter("bad-json")
         assert shown.corrupt is not None
@@ -87,7 +91,8 @@ async def test_corrupt_entries_are_listed_skipped_and_deletable(client: aioredis
 
 
 async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable(
-        client: aioredis.Redis, prefix: str) -> None:
+    client: aioredis.Redis, prefix: str
+) -> None:
     await client.hset(f"{prefix}:dlq", "foreign", b"\x00")  # type: ignore[misc]
     await client.zadd(f"{prefix}:dlq:index", {"foreign": 1})
     bus = RedisEventBus(client, prefix=prefix)
@@ -98,8 +103,9 @@ async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable
     assert await bus.dead_letter_count() == 0
 
 
-async def test_dlq_cli_with_corrupt_entries(prefix: str, client: aioredis.Redis, dlq_cli: Any,
-                                            dead_letter_orders: Any) -> None:
+async def test_dlq_cli_with_corrupt_entries(
+    prefix: str, client: aioredis.Redis, dlq_cli: Any, dead_letter_orders: Any
+) -> None:
     metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
 
@@ -120,7 +126,8 @@ async def test_dlq_cli_with_corrupt_entries(prefix: str, client: aioredis.Redis,
 
     listed = json.loads((await cli("list", "--json")).stdout)
     assert {e["event_id"]: e.get("raw_size") for e in listed if "corrupt" in e} == {
-        k.split("|")[0]: len(v) for k, v in CORRUPT.items()}
+        k.split("|")[0]: len(v) for k, v in CORRUPT.items()
+    }
 
     out = await cli("show", "bad-json")
     assert "CORRUPT:" in out.stdout

@@ -13,9 +13,14 @@ pytestmark = pytest.mark.anyio
 
 def _entry(event_id: str, subscription: str, event: str = "order.created") -> DeadLetterEntry:
     return DeadLetterEntry(
-        metadata=EventMetadata(event_id, event, "2026-01-01T00:00:00.000Z", attempt=2), data={"id": event_id},
-        subscription=subscription, attempts=2, first_failure_at="2026-01-01T00:00:01.000Z",
-        last_failure_at="2026-01-01T00:00:02.000Z", error_type="ValueError", error_message="bad",
+        metadata=EventMetadata(event_id, event, "2026-01-01T00:00:00.000Z", attempt=2),
+        data={"id": event_id},
+        subscription=subscription,
+        attempts=2,
+        first_failure_at="2026-01-01T00:00:01.000Z",
+        last_failure_at="2026-01-01T00:00:02.000Z",
+        error_type="ValueError",
+        error_message="bad",
         traceback="Traceback ...",
     )
 

@@ -44,8 +44,9 @@ class Consumer:
         """Spawn and wait for ``ready``; with ``may_die`` a consumer that kills itself first is respawned."""
         while True:
             self._close_pipe()
-            self.proc = subprocess.Popen([sys.executable, str(APP), json.dumps(self.cfg)],
-                                         stdout=subprocess.PIPE, text=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(APP), json.dumps(self.cfg)], stdout=subprocess.PIPE, text=True
+            )
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
             if line.strip() == "ready":
@@ -99,9 +100,20 @@ async def publisher(url: str, prefix: str) -> tuple[aioredis.Redis, RedisEventBu
 
 async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
     n, kill_at = 1000, (120, 300, 480, 660, 840)
-    cfg = {"url": redis_url, "mode": "record", "event": "job.created", "sleep": 0.003,
-           "eventbus": {"adapter": "redis", "prefix": prefix, "visibility_timeout": 1.0,
-                        "reclaim_interval": 0.3, "read_block": 0.3, "new_group_start": "earliest"}}
+    cfg = {
+        "url": redis_url,
+        "mode": "record",
+        "event": "job.created",
+        "sleep": 0.003,
+        "eventbus": {
+            "adapter": "redis",
+            "prefix": prefix,
+            "visibility_timeout": 1.0,
+            "reclaim_interval": 0.3,
+            "read_block": 0.3,
+            "new_group_start": "earliest",
+        },
+    }
     consumer = Consumer(cfg)
     await anyio.to_thread.run_sync(consumer.start)
     _c, bus = await publisher(redis_url, prefix)
@@ -123,15 +135,18 @@ async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, cli
     counts = {k.decode(): int(v) for k, v in (await client.hgetall(f"{prefix}:handled")).items()}
     lost = [i for i in ids if i not in counts]
     duplicates = sum(counts.values()) - len(counts)
-    print(f"\nFAULT sigkill: events={n} kills={consumer.kills} lost={len(lost)} duplicates={duplicates} "
-          f"handled_total={sum(counts.values())} elapsed={time.monotonic() - t0:.1f}s")
+    print(
+        f"\nFAULT sigkill: events={n} kills={consumer.kills} lost={len(lost)} duplicates={duplicates} "
+        f"handled_total={sum(counts.values())} elapsed={time.monotonic() - t0:.1f}s"
+    )
     assert consumer.kills == len(kill_at)
     assert lost == []
     assert set(counts) == set(ids)
 
 
 async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
-        redis_url: str, prefix: str, client: aioredis.Redis) -> None:
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
     n, poison = 40, {3, 11, 17, 29, 36}
     attempts: dict[str, list[float]] = defaultdict(list)
     handled: dict[str, int] = defaultdict(int)
@@ -172,9 +187,11 @@ async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
     healthy = [m.event_id for i, m in enumerate(metas) if i not in poison]
     assert all(handled[h] == 1 and len(attempts[h]) == 1 for h in healthy)
     worst = max(abs(g - w) for gaps in gaps_all for g, w in zip(gaps, (1.0, 2.0, 4.0), strict=True))
-    print(f"\nFAULT poison: N={n} P={len(poison)} dlq={len(dlq)} attempts=4 each; gaps (s) "
-          + "; ".join("/".join(f"{g:.3f}" for g in gaps) for gaps in gaps_all)
-          + f"; worst deviation {worst * 1000:.0f} ms")
+    print(
+        f"\nFAULT poison: N={n} P={len(poison)} dlq={len(dlq)} attempts=4 each; gaps (s) "
+        + "; ".join("/".join(f"{g:.3f}" for g in gaps) for gaps in gaps_all)
+        + f"; worst deviation {worst * 1000:.0f} ms"
+    )
 
 
 async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: str) -> None:
@@ -190,14 +207,22 @@ async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: st
             if after_restart["restarted"]:
                 after_restart["count"] += 1
 
-        consumer = RedisEventBus(client, blocking_client=blocking, prefix=prefix, read_block=0.2,
-                                 reconnect_max_delay=0.5, visibility_timeout=2.0, reclaim_interval=0.5,
-                                 policy=RetryPolicy(base_delay=0.1))
+        consumer = RedisEventBus(
+            client,
+            blocking_client=blocking,
+            prefix=prefix,
+            read_block=0.2,
+            reconnect_max_delay=0.5,
+            visibility_timeout=2.0,
+            reclaim_interval=0.5,
+            policy=RetryPolicy(base_delay=0.1),
+        )
         consumer.subscribe("payment.captured", handler, group="ledger")
         await consumer.start()
         # no client-side retries: a publish during the outage fails and is not acknowledged
-        pub_client = aioredis.Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=1,
-                                             retry=Retry(NoBackoff(), 0))
+        pub_client = aioredis.Redis.from_url(
+            server.url, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
         producer = RedisEventBus(pub_client, prefix=prefix)
         acked: list[str] = []
         failed_publishes = 0
@@ -235,20 +260,34 @@ async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: st
             await blocking.aclose()
     lost = [e for e in acked if e not in handled]
     dups = sum(handled.values()) - len(handled)
-    print(f"\nFAULT redis-restart: acknowledged={len(acked)} lost={len(lost)} duplicates={dups} "
-          f"failed_publishes(not acknowledged)={failed_publishes} restart={downtime['s']:.2f}s "
-          f"handled_after_restart={after_restart['count']}")
+    print(
+        f"\nFAULT redis-restart: acknowledged={len(acked)} lost={len(lost)} duplicates={dups} "
+        f"failed_publishes(not acknowledged)={failed_publishes} restart={downtime['s']:.2f}s "
+        f"handled_after_restart={after_restart['count']}"
+    )
     assert lost == []
     assert after_restart["count"] > 0, "the consumer resumed after the restart"
 
 
 async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
-        redis_url: str, prefix: str, client: aioredis.Redis) -> None:
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
     n, broken = 40, set(range(0, 40, 4))
-    cfg = {"url": redis_url, "mode": "replay", "event": "invoice.due",
-           "eventbus": {"adapter": "redis", "prefix": prefix, "visibility_timeout": 1.0,
-                        "reclaim_interval": 0.3, "read_block": 0.3, "new_group_start": "earliest",
-                        "max_retries": 1, "retry_base_delay": 0.05}}
+    cfg = {
+        "url": redis_url,
+        "mode": "replay",
+        "event": "invoice.due",
+        "eventbus": {
+            "adapter": "redis",
+            "prefix": prefix,
+            "visibility_timeout": 1.0,
+            "reclaim_interval": 0.3,
+            "read_block": 0.3,
+            "new_group_start": "earliest",
+            "max_retries": 1,
+            "retry_base_delay": 0.05,
+        },
+    }
     consumer = Consumer(cfg)
     await anyio.to_thread.run_sync(consumer.start)
     _c, bus = await publisher(redis_url, prefix)
@@ -282,9 +321,11 @@ async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
     crashed = {k.decode() for k in await client.hkeys(f"{prefix}:crashed")}
     # 2 failed attempts, the replay, and the redelivery after the crash
     redelivered = sum(1 for e in replayed_ids if deliveries[e] >= 4)
-    print(f"\nFAULT replay: events={n} dead-lettered={len(broken)} replayed={sum(replayed)} "
-          f"consumer_crashes_after_side_effect={consumer.kills} redelivered_after_crash={redelivered} "
-          f"side_effects={sum(applied.values())} (once each: {all(v == 1 for v in applied.values())})")
+    print(
+        f"\nFAULT replay: events={n} dead-lettered={len(broken)} replayed={sum(replayed)} "
+        f"consumer_crashes_after_side_effect={consumer.kills} redelivered_after_crash={redelivered} "
+        f"side_effects={sum(applied.values())} (once each: {all(v == 1 for v in applied.values())})"
+    )
     assert set(applied) == set(ids)
     assert all(v == 1 for v in applied.values()), applied
     assert len(crashed) == len(broken) // 2

@@ -41,8 +41,10 @@ def test_redis_adapter_without_the_redis_plugin_is_a_config_error_before_boot() 
         make_kernel("eventbus", config={"eventbus": {"adapter": "redis"}})
     [text] = info.value.errors
     assert text.startswith("plugins.eventbus.adapter: ")
-    assert text == ('plugins.eventbus.adapter: adapter = "redis" needs the redis plugin '
-                    '(or set adapter = "memory") (add \'redis\' to [kernel] plugins)')
+    assert text == (
+        'plugins.eventbus.adapter: adapter = "redis" needs the redis plugin '
+        "(or set adapter = \"memory\") (add 'redis' to [kernel] plugins)"
+    )
 
 
 async def test_redis_adapter_through_the_kernel(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
@@ -69,9 +71,14 @@ async def test_redis_adapter_through_the_kernel(redis_url: str, prefix: str, cli
 
 async def test_metrics_are_recorded_when_the_metrics_plugin_is_enabled() -> None:
     pytest.importorskip("kernel_metrics")
-    async with boot_kernel("metrics", "eventbus", config={"metrics": {"process_metrics": False},
-                                                           "eventbus": {"retry_base_delay": 0.01,
-                                                                        "max_retries": 1}}) as k:
+    async with boot_kernel(
+        "metrics",
+        "eventbus",
+        config={
+            "metrics": {"process_metrics": False},
+            "eventbus": {"retry_base_delay": 0.01, "max_retries": 1},
+        },
+    ) as k:
         bus = k.get(EventBus)
         assert isinstance(bus, MemoryEventBus)
 
@@ -128,9 +135,19 @@ async def test_dlq_cli(client: aioredis.Redis, prefix: str, dlq_cli: Any, dead_l
     assert "replayed 2 entries" in out.stdout
     assert "replaying 2/2 (100%)" in out.stderr, "progress is shown"
 
-    await client.hset(f"{prefix}:dlq", "x|orders", json.dumps({
-        "metadata": {"event_id": "x", "event_name": "e", "timestamp": "t"}, "subscription": "orders",
-        "attempts": 1, "first_failure_at": "t", "last_failure_at": "t"}))
+    await client.hset(
+        f"{prefix}:dlq",
+        "x|orders",
+        json.dumps(
+            {
+                "metadata": {"event_id": "x", "event_name": "e", "timestamp": "t"},
+                "subscription": "orders",
+                "attempts": 1,
+                "first_failure_at": "t",
+                "last_failure_at": "t",
+            }
+        ),
+    )
     out = await dlq_cli("clear")
     assert out.returncode == 2
     assert "--yes" in out.stderr

@@ -45,8 +45,9 @@ SLACK = 2.0
 
 
 @asynccontextmanager
-async def plugin_bus(url: str, prefix: str, **settings: Any
-                     ) -> AsyncIterator[tuple[RedisEventBus, aioredis.Redis]]:
+async def plugin_bus(
+    url: str, prefix: str, **settings: Any
+) -> AsyncIterator[tuple[RedisEventBus, aioredis.Redis]]:
     """A started Redis bus and its client, built by the plugins' own code from default settings."""
     conn = RedisConnection(Secret(url), RedisConfig(url=Secret(url)))
     bus = build_bus(EventBusConfig(adapter="redis", prefix=prefix, **settings), redis_connection=conn)
@@ -77,8 +78,9 @@ async def poll(check: Callable[[], Awaitable[bool]], within: float, what: str) -
         await asyncio.sleep(0.02)
 
 
-async def timed_publish(bus: RedisEventBus, event: str, data: Any, **kwargs: Any
-                        ) -> tuple[PublishTimeoutError, float]:
+async def timed_publish(
+    bus: RedisEventBus, event: str, data: Any, **kwargs: Any
+) -> tuple[PublishTimeoutError, float]:
     """Publish, expecting a timeout; the error and the seconds it took."""
     t0 = time.perf_counter()
     with pytest.raises(TimeoutError) as info:  # a builtin TimeoutError, whatever the adapter
@@ -104,13 +106,18 @@ async def test_hung_redis_publish_ends_at_the_default_deadline_and_may_be_stored
             assert 10.0 * 0.9 < elapsed < 10.0 + SLACK
             assert error.may_be_stored is True
             assert error.event == "order.placed"
-            assert "MAY HAVE BEEN STORED (it was sent and no reply came in time; last error: TimeoutError" \
-                   in str(error)
+            assert (
+                "MAY HAVE BEEN STORED (it was sent and no reply came in time; last error: TimeoutError"
+                in str(error)
+            )
             assert error.event_id in str(error)
             assert error.metadata.event_id == error.event_id
             # What the error said: the XADD had reached the stopped server, which applies it on resuming.
-            await poll(lambda: _is(copies(client, bus, "order.placed", error.event_id), 1), 10,
-                       "the timed-out XADD to be applied after SIGCONT")
+            await poll(
+                lambda: _is(copies(client, bus, "order.placed", error.event_id), 1),
+                10,
+                "the timed-out XADD to be applied after SIGCONT",
+            )
             # The same pool serves again, and no connection in it answers with the late XADD reply:
             # 20 concurrent INCRs (as many pooled connections) each get their own count.
             meta = await bus.publish("order.placed", {"n": 2})
@@ -184,7 +191,8 @@ async def test_publish_rides_out_a_short_outage(prefix: str, caplog: pytest.LogC
 
 
 async def test_hung_redis_during_group_setup_times_out_not_stored_and_the_consumer_survives(
-        prefix: str) -> None:
+    prefix: str,
+) -> None:
     with private_redis_server() as server:
         assert server.pid is not None
         async with plugin_bus(server.url, prefix, publish_timeout=2.0, read_block=0.2) as (bus, client):
@@ -251,9 +259,11 @@ def test_publish_timeout_error_is_a_timeout_and_a_bus_error() -> None:
     assert isinstance(error, TimeoutError)
     assert isinstance(error, OSError)  # caught where connection errors are (example service: 503)
     assert isinstance(error, EventBusError)
-    assert str(error) == ("publish of 'e' (event 0190-id) timed out after 2 s "
-                          "(plugins.eventbus.publish_timeout or timeout=): the event was NOT STORED "
-                          "(it was never sent); it is safe to publish it again")
+    assert str(error) == (
+        "publish of 'e' (event 0190-id) timed out after 2 s "
+        "(plugins.eventbus.publish_timeout or timeout=): the event was NOT STORED "
+        "(it was never sent); it is safe to publish it again"
+    )
 
 
 async def _is(value: Awaitable[int], want: int) -> bool:

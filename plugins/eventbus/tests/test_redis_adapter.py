@@ -34,8 +34,7 @@ async def _unacked(client: aioredis.Redis, stream: str, group: str, expected: in
     return bool((await client.xpending(stream, group))["pending"] == expected)
 
 
-async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, prefix: str,
-                                                      wait: Any) -> None:
+async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, prefix: str, wait: Any) -> None:
     calls: list[int] = []
 
     async def fails_first(data: Any, meta: EventMetadata) -> None:
@@ -69,8 +68,9 @@ async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, pr
     assert await client.xlen(f"{prefix}:retry:g") == 0, "acknowledged re-deliveries are deleted"
 
 
-async def test_entries_of_a_dead_consumer_are_reclaimed(client: aioredis.Redis, prefix: str,
-                                                       wait: Any) -> None:
+async def test_entries_of_a_dead_consumer_are_reclaimed(
+    client: aioredis.Redis, prefix: str, wait: Any
+) -> None:
     bus = make(client, prefix, visibility_timeout=0.3, reclaim_interval=0.1)
     got: list[Any] = []
 
@@ -119,8 +119,9 @@ async def test_an_entry_delivered_too_often_is_dead_lettered(client: aioredis.Re
     assert calls == [], "a crash-looping entry is not handed to the handler again"
 
 
-async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aioredis.Redis, prefix: str,
-                                                                  wait: Any, probe: Any) -> None:
+async def test_undecodable_entries_go_to_the_dlq_without_blocking(
+    client: aioredis.Redis, prefix: str, wait: Any, probe: Any
+) -> None:
     bus = make(client, prefix)
     bus.subscribe("e", probe, group="g")  # records what it is handed
     await bus.start()
@@ -141,8 +142,9 @@ async def test_undecodable_entries_go_to_the_dlq_without_blocking(client: aiored
     assert any(e.data == {"foreign": "producer"} for e in dlq)
 
 
-async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str, wait: Any,
-                                                     client: aioredis.Redis) -> None:
+async def test_processes_in_one_group_share_the_work(
+    redis_url: str, prefix: str, wait: Any, client: aioredis.Redis
+) -> None:
     # ``client`` removes the streams and groups under ``prefix`` after the test.
     clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
     seen: dict[str, list[str]] = {"a": [], "b": [], "audit": []}
@@ -151,6 +153,7 @@ async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str
         async def handle(data: Any, meta: EventMetadata) -> None:
             seen[tag].append(meta.event_id)
             await asyncio.sleep(0.001)
+
         return handle
 
     a, b = make(clients[0], prefix, batch_size=5), make(clients[1], prefix, batch_size=5)
@@ -164,8 +167,9 @@ async def test_processes_in_one_group_share_the_work(redis_url: str, prefix: str
         ids = [(await a.publish("job", i)).event_id for i in range(200)]
         await wait(lambda: len(seen["a"]) + len(seen["b"]) == 200 and len(seen["audit"]) == 200)
         for group in ("workers", "audit"):  # all acknowledged: nothing is left to deliver again
-            await wait_until(lambda g=group: _unacked(client, a.stream_key("job"), g, 0),
-                             what=f"{group} acks")
+            await wait_until(
+                lambda g=group: _unacked(client, a.stream_key("job"), g, 0), what=f"{group} acks"
+            )
     finally:
         for bus in (a, b, audit):
             await bus.close()
@@ -192,8 +196,9 @@ async def test_published_entry_layout(client: aioredis.Redis, prefix: str) -> No
     assert fields == {b"e": f"{head}\n{json.dumps({'id': '1'}, separators=(',', ':'))}".encode()}
 
 
-async def test_replay_works_from_a_process_without_the_subscription(client: aioredis.Redis, prefix: str,
-                                                                    wait: Any) -> None:
+async def test_replay_works_from_a_process_without_the_subscription(
+    client: aioredis.Redis, prefix: str, wait: Any
+) -> None:
     failing = {"on": True}
     got: list[EventMetadata] = []
 
@@ -245,8 +250,9 @@ async def test_pending_reports_the_backlog_of_a_subscription(client: aioredis.Re
     assert (await bus.pending("other"))["scheduled"] == 0
 
 
-async def test_redis_outage_backs_off_without_spinning(prefix: str, caplog: pytest.LogCaptureFixture,
-                                                       wait: Any) -> None:
+async def test_redis_outage_backs_off_without_spinning(
+    prefix: str, caplog: pytest.LogCaptureFixture, wait: Any
+) -> None:
     with private_redis_server() as server:
         c = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5)
         got: list[Any] = []
@@ -276,8 +282,9 @@ async def test_redis_outage_backs_off_without_spinning(prefix: str, caplog: pyte
     assert "reconnected to Redis" in caplog.text
 
 
-async def test_concurrency_handles_a_batch_in_parallel(client: aioredis.Redis, prefix: str,
-                                                       wait: Any, probe: Any) -> None:
+async def test_concurrency_handles_a_batch_in_parallel(
+    client: aioredis.Redis, prefix: str, wait: Any, probe: Any
+) -> None:
     bus = make(client, prefix, concurrency=4)
     bus.subscribe("e", probe, group="g")
     await bus.start()
