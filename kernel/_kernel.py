@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, Self, TypedDict, TypeVar, Unpack, overload
 
 import anyio
 import attrs
@@ -31,6 +31,18 @@ T = TypeVar("T")
 
 CONFIG_WARNING = "kernel_config_warning"
 """Attribute set on the log records of config warnings (``kernel check`` prints them itself)."""
+
+
+class BuildOptions(TypedDict, total=False):
+    """The keywords :meth:`Kernel.from_config` passes on to :meth:`Kernel.from_dict`."""
+
+    environ: Mapping[str, str] | None
+    sections: Mapping[str, type[Any]] | None
+    plugins: Iterable[Plugin | type[Plugin]]
+    entry_points: bool
+    registry: Registry | None
+    configure_logs: bool
+    processes: int
 
 
 @attrs.define
@@ -94,16 +106,7 @@ class Kernel:
 
     @classmethod
     def from_config(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        environ: Mapping[str, str] | None = None,
-        sections: Mapping[str, type[Any]] | None = None,
-        plugins: Iterable[Plugin | type[Plugin]] = (),
-        entry_points: bool = True,
-        registry: Registry | None = None,
-        configure_logs: bool = False,
-        processes: int = 1,
+        cls, path: str | os.PathLike[str] | None = None, **options: Unpack[BuildOptions]
     ) -> Kernel:
         """Load ``path`` (else ``$KERNEL_CONFIG``, else ``./kernel.toml``) and validate it all.
 
@@ -111,20 +114,10 @@ class Kernel:
         validated with the same rules. Raises ``ConfigError`` listing every problem.
         The other arguments are those of :meth:`from_dict`.
         """
-        env = os.environ if environ is None else environ
+        environ = options.get("environ")
+        options["environ"] = env = os.environ if environ is None else environ
         config_path = _config.resolve_config_path(path, env)
-        data = _config.load_toml(config_path)
-        return cls.from_dict(
-            data,
-            environ=env,
-            sections=sections,
-            plugins=plugins,
-            entry_points=entry_points,
-            registry=registry,
-            config_path=config_path,
-            configure_logs=configure_logs,
-            processes=processes,
-        )
+        return cls.from_dict(_config.load_toml(config_path), config_path=config_path, **options)
 
     @classmethod
     def from_dict(
@@ -370,15 +363,7 @@ class Kernel:
             if started.setup_error is not None:
                 raise started.setup_error
             self._started.append(started)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "plugin %s started",
-                lp.name,
-                extra={
-                    "plugin": lp.name,
-                    "start_ms": round((time.perf_counter() - t0) * 1000, 3),
-                },
-            )
+        _log_duration(lp.name, "started", "start_ms", t0)
 
     @staticmethod
     async def _run_lifespan(started: _Started, gen: AsyncGenerator[Any, Any]) -> None:
@@ -447,7 +432,6 @@ class Kernel:
     async def _teardown(self) -> None:
         failures: list[TeardownError] = []
         timeout = self.settings.shutdown_timeout
-        debug = log.isEnabledFor(logging.DEBUG)
         with anyio.CancelScope(shield=True):  # teardown must finish even if our caller is cancelled
             while self._started:
                 started = self._started.pop()
@@ -468,15 +452,7 @@ class Kernel:
                     failure.__cause__ = error
                     log.error(str(failure), exc_info=error)
                     failures.append(failure)
-                if debug:
-                    log.debug(
-                        "plugin %s stopped",
-                        started.name,
-                        extra={
-                            "plugin": started.name,
-                            "stop_ms": round((time.perf_counter() - t0) * 1000, 3),
-                        },
-                    )
+                _log_duration(started.name, "stopped", "stop_ms", t0)
         for lp in self.plugins:  # plugins without a lifespan may have registered too
             self.registry.remove_provider(lp.name)
         tg, self._tg = self._tg, None
@@ -497,6 +473,13 @@ class Kernel:
     def __repr__(self) -> str:
         state = "booted" if self._booted else "configured"
         return f"<Kernel {state} plugins={self.load_order}>"
+
+
+def _log_duration(plugin: str, event: str, field: str, t0: float) -> None:
+    """Debug-log that ``plugin`` has ``event`` (started, stopped), with the milliseconds since ``t0``."""
+    if log.isEnabledFor(logging.DEBUG):
+        ms = round((time.perf_counter() - t0) * 1000, 3)
+        log.debug("plugin %s %s", plugin, event, extra={"plugin": plugin, field: ms})
 
 
 def _configure_logs(settings: _config.KernelSettings) -> None:
