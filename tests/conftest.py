@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -20,15 +22,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """pip-install the test plugin distributions into a private directory on ``sys.path``.
+@contextlib.contextmanager
+def _installed_on_path(target: Path, sources: Iterable[Path], modules: tuple[str, ...]) -> Iterator[Path]:
+    """pip-install ``sources`` into ``target``, first on ``sys.path`` for the block.
 
-    Discovery then finds them through ``importlib.metadata`` exactly as it finds
-    real plugins; nothing about entry points is patched.
+    Afterwards ``target`` leaves ``sys.path`` and the modules named ``modules*`` are forgotten.
     """
-    target = tmp_path_factory.mktemp("site")
-    dists = sorted(str(p) for p in FIXTURE_DISTS.iterdir() if (p / "pyproject.toml").exists())
     subprocess.run(
         [
             sys.executable,
@@ -42,7 +41,7 @@ def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             "--no-index",
             "--target",
             str(target),
-            *dists,
+            *sorted(str(p) for p in sources),
         ],
         check=True,
     )
@@ -52,9 +51,27 @@ def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         yield target
     finally:
         sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m.startswith(("kt_plugins", "kt_dup_"))]:
+        for name in [m for m in sys.modules if m.startswith(modules)]:
             del sys.modules[name]
         importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def installed_on_path() -> Callable[[Path, Iterable[Path], tuple[str, ...]], AbstractContextManager[Path]]:
+    """Install distributions for real (pip, no index) into a private directory on ``sys.path``."""
+    return _installed_on_path
+
+
+@pytest.fixture(scope="session")
+def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """pip-install the test plugin distributions into a private directory on ``sys.path``.
+
+    Discovery then finds them through ``importlib.metadata`` exactly as it finds
+    real plugins; nothing about entry points is patched.
+    """
+    dists = [p for p in FIXTURE_DISTS.iterdir() if (p / "pyproject.toml").exists()]
+    with _installed_on_path(tmp_path_factory.mktemp("site"), dists, ("kt_plugins", "kt_dup_")) as target:
+        yield target
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -19,31 +19,12 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "hello-plugin"
 
 
 @pytest.fixture(scope="module")
-def hello_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("hello-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-    )
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    yield target
-    sys.path.remove(str(target))
-    for name in [m for m in sys.modules if m.startswith("kernel_hello")]:
-        del sys.modules[name]
+def hello_installed(
+    tmp_path_factory: pytest.TempPathFactory,
+    installed_on_path: Callable[[Path, Iterable[Path], tuple[str, ...]], AbstractContextManager[Path]],
+) -> Iterator[Path]:
+    with installed_on_path(tmp_path_factory.mktemp("hello-site"), [EXAMPLE], ("kernel_hello",)) as target:
+        yield target
 
 
 @pytest.mark.anyio
@@ -65,23 +46,15 @@ async def test_the_example_plugin_boots_serves_and_checks(hello_installed: Path)
 def test_the_example_plugin_command_and_config(hello_installed: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
     env["PYTHONPATH"] = str(hello_installed)
-    config = EXAMPLE / "kernel.toml"
-    result = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "hello", "ada"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def kernel_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "kernel", "--config", str(EXAMPLE / "kernel.toml"), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    result = kernel_cli("hello", "ada")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Hi, ada!"
-    check = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = kernel_cli("check")
     assert check.returncode == 0
     assert "plugins.hello.api_key is recommended but not set" in check.stderr
     # Printed once, as a `warning:` line (not also as a log record).
