@@ -1,46 +1,51 @@
-"""``kernel serve``: the served app's lifespan, and the CLI without uvicorn installed."""
+"""Serving the kernel (``kernel.web``): the lifespan helpers boot and stop the kernel with the host
+server, ``KernelApp`` serves plugin routes, ``kernel serve`` runs it on uvicorn (or says how to get it)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
-from kernel import Plugin, PluginContext, Route, hookimpl
+from kernel import BootError, Plugin, PluginContext, Route, hookimpl
 from kernel._plugin import Receive, Scope, Send
+from kernel.process import free_port
 from kernel.testing import make_kernel
+from kernel.web import KernelApp, LifespanMiddleware, lifespan_for
 from kernel.web._serve import ServedApp
 
 EVENTS: list[str] = []
 
 
-class Needy(Plugin):
-    """Its route needs a service that exists only after its lifespan started."""
+class Hello(Plugin):
+    """Its routes need a service that exists only after its lifespan started."""
 
-    name = "needy"
+    name = "hello"
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[Any]) -> AsyncIterator[None]:
         EVENTS.append("start")
-        ctx.provide("started", name="state", types=())
+        ctx.provide("world", name="greeting", types=())
         yield
         EVENTS.append("stop")
 
     @hookimpl
     def kernel_routes(self, ctx: PluginContext[Any]) -> list[Route]:
-        state = ctx.registry.get("state")
+        greeting = ctx.registry.get("greeting")
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            body = f"{greeting} {scope['route_template']}".encode()
             await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": state.encode()})
+            await send({"type": "http.response.body", "body": body})
 
-        return [Route("/state", app)]
+        return [Route("/hello", app), Route("/files", app, prefix=True)]
 
 
 class Broken(Plugin):
@@ -66,9 +71,15 @@ async def request(app: Any, path: str, state: dict[str, Any]) -> tuple[int, byte
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
-async def lifespan(app: Any, state: dict[str, Any], during: Any = None) -> list[str]:
+async def lifespan(
+    app: Any, state: dict[str, Any] | None = None, during: Callable[[], Awaitable[None]] | None = None
+) -> list[dict[str, Any]]:
+    """Drive an ASGI lifespan the way a server does; return what the app sent.
+
+    ``during`` runs once the startup is over, before the shutdown message is sent.
+    """
     inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[str] = []
+    sent: list[dict[str, Any]] = []
     started = anyio.Event()
     proceed = anyio.Event()
 
@@ -80,12 +91,13 @@ async def lifespan(app: Any, state: dict[str, Any], during: Any = None) -> list[
         return message
 
     async def send(message: dict[str, Any]) -> None:
-        sent.append(message["type"])
+        sent.append(message)
         if message["type"] == "lifespan.startup.failed":
             started.set()
 
+    scope = {"type": "lifespan", "state": {} if state is None else state, "asgi": {"version": "3.0"}}
     async with anyio.create_task_group() as tg:
-        tg.start_soon(app, {"type": "lifespan", "state": state}, receive, send)
+        tg.start_soon(app, scope, receive, send)
         await started.wait()
         if during is not None:
             await during()
@@ -93,23 +105,150 @@ async def lifespan(app: Any, state: dict[str, Any], during: Any = None) -> list[
     return sent
 
 
+COMPLETE = ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+"""The message types of a lifespan that booted and stopped."""
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    EVENTS.clear()
+
+
+@pytest.mark.anyio
+async def test_starlette_lifespan_boots_and_stops_the_kernel() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount
+    from starlette.routing import Route as SRoute
+
+    kernel = make_kernel(Hello, entry_points=False)
+
+    async def home(request: Request) -> PlainTextResponse:
+        k = request.state.kernel
+        return PlainTextResponse(k.registry.get("greeting"))
+
+    app = Starlette(routes=[SRoute("/", home)], lifespan=lifespan_for(kernel))
+    sent = await lifespan(app)
+    assert [m["type"] for m in sent] == COMPLETE
+    assert EVENTS == ["start", "stop"]
+
+    # And the kernel's own routes mount into the host.
+    async with kernel:
+        app = Starlette(routes=[Mount("/ops", app=KernelApp(kernel))])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get("/ops/health")).json()["status"] == "ok"
+
+
+@pytest.mark.anyio
+async def test_lifespan_middleware_for_bare_asgi_apps() -> None:
+    kernel = make_kernel(Hello, entry_points=False)
+    app = LifespanMiddleware(KernelApp(kernel), kernel)
+    sent = await lifespan(app)
+    assert [m["type"] for m in sent] == COMPLETE
+    assert EVENTS == ["start", "stop"]
+
+
+class Background(Plugin):
+    """Holds a task group with a background task across its ``yield``."""
+
+    name = "background"
+
+    @hookimpl
+    async def kernel_lifespan(self) -> AsyncIterator[None]:
+        async def run() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                EVENTS.append("background ended")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            EVENTS.append("start")
+            yield
+            EVENTS.append("stop")
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_lifespan_holding_a_task_group_boots_and_stops_with_the_server() -> None:
+    kernel = make_kernel(Background, entry_points=False)
+    sent = await lifespan(LifespanMiddleware(KernelApp(kernel), kernel))
+    assert [m["type"] for m in sent] == COMPLETE
+    assert EVENTS == ["start", "stop", "background ended"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_lifespan_task_still_stops_the_kernel() -> None:
+    """A server that cancels its lifespan task after startup (no shutdown message) still gets a teardown."""
+    kernel = make_kernel(Hello, Background, entry_points=False)
+    app = LifespanMiddleware(KernelApp(kernel), kernel)
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "lifespan.startup"}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.CancelScope() as scope:
+
+        async def send(message: dict[str, Any]) -> None:
+            assert message["type"] == "lifespan.startup.complete", message
+            scope.cancel()
+
+        await app({"type": "lifespan", "state": {}, "asgi": {"version": "3.0"}}, receive, send)
+    assert scope.cancelled_caught
+    assert not kernel.booted
+    assert EVENTS == ["start", "start", "stop", "background ended", "stop"]
+
+
+@pytest.mark.anyio
+async def test_a_failing_boot_reports_startup_failed() -> None:
+    app = LifespanMiddleware(
+        KernelApp(make_kernel(entry_points=False)), lambda: make_kernel(Broken, entry_points=False)
+    )
+    sent = await lifespan(app)
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert "cannot start" in sent[0]["message"]
+
+
+@pytest.mark.anyio
+async def test_lifespan_for_propagates_boot_errors_to_the_host() -> None:
+    cm = lifespan_for(make_kernel(Broken, entry_points=False))(None)
+    with pytest.raises(BootError):
+        await cm.__aenter__()
+
+
+@pytest.mark.anyio
+async def test_plugin_routes_are_served_with_their_template() -> None:
+    kernel = make_kernel(Hello, entry_points=False)
+    async with kernel:
+        app = KernelApp(kernel)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get("/hello")).text == "world /hello"
+            assert (await c.get("/files/a/b.txt")).text == "world /files"
+            assert (await c.get("/filesystem")).status_code == 404
+
+
 @pytest.mark.anyio
 async def test_served_app_boots_builds_routes_after_boot_and_tears_down() -> None:
-    EVENTS.clear()
-    app = ServedApp(lambda: make_kernel(Needy, entry_points=False))
+    app = ServedApp(lambda: make_kernel(Hello, entry_points=False))
     state: dict[str, Any] = {}
-    before = await request(app, "/state", state)
+    before = await request(app, "/hello", state)
     results: list[tuple[int, bytes]] = []
 
     async def during() -> None:
-        results.append(await request(app, "/state", state))
+        results.append(await request(app, "/hello", state))
         results.append(await request(app, "/health", state))
 
     sent = await lifespan(app, state, during)
     assert before[0] == 503
-    assert results[0] == (200, b"started")
+    assert results[0] == (200, b"world /hello")
     assert results[1][0] == 200
-    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert [m["type"] for m in sent] == COMPLETE
     assert EVENTS == ["start", "stop"]
     assert "kernel" in state
 
@@ -117,8 +256,8 @@ async def test_served_app_boots_builds_routes_after_boot_and_tears_down() -> Non
 @pytest.mark.anyio
 async def test_boot_failure_fails_the_startup(caplog: pytest.LogCaptureFixture) -> None:
     app = ServedApp(lambda: make_kernel(Broken, entry_points=False))
-    sent = await lifespan(app, {})
-    assert sent == ["lifespan.startup.failed"]
+    sent = await lifespan(app)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "kernel serve: startup failed" in caplog.text
     assert "cannot start" in caplog.text
 
@@ -146,10 +285,9 @@ class Clashing(Plugin):
 async def test_an_app_that_cannot_be_built_fails_the_startup_and_stops_the_kernel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    EVENTS.clear()
     app = ServedApp(lambda: make_kernel(Clashing, entry_points=False))
-    sent = await lifespan(app, {})
-    assert sent == ["lifespan.startup.failed"]
+    sent = await lifespan(app)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "kernel serve: startup failed: two routes claim '/twice'" in caplog.text
     assert EVENTS == ["start", "stop"]
 
@@ -158,7 +296,7 @@ def test_serve_with_workers_needs_an_import_string() -> None:
     from kernel.web import serve
 
     with pytest.raises(ValueError, match=r"serve\(workers=2\) needs the app as a 'module:attr'"):
-        serve(make_kernel(Needy, entry_points=False), workers=2)
+        serve(make_kernel(Hello, entry_points=False), workers=2)
 
 
 def test_serve_without_uvicorn_says_how_to_install(tmp_path: Path) -> None:
@@ -201,15 +339,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("size", [70_000, 10_000], ids=["above-64KiB", "below-64KiB"])
