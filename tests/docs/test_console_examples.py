@@ -328,24 +328,23 @@ def _setting_paths(data: dict[str, object], prefix: tuple[str, ...] = ()) -> Ite
             yield from _setting_paths(value, path)
 
 
+def _config_show(config: str) -> dict[str, Any]:
+    """``kernel config show --json`` of ``config`` (a path from the repository root), no ``KERNEL*`` set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    command = [sys.executable, "-m", "kernel", "--config", config, "config", "show", "--json"]
+    shown = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    data: dict[str, Any] = json.loads(shown.stdout)
+    return data
+
+
 @pytest.fixture(scope="module")
 def known_settings() -> dict[str, object]:
     """Every setting, as ``kernel config show --json`` of the example service's config shows it.
 
     That config enables every first-party plugin and the example's host sections.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    shown = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", "examples/kernel.toml", "config", "show", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shown.returncode == 0, shown.stderr
-    data: dict[str, object] = json.loads(shown.stdout)
-    return data
+    return _config_show("examples/kernel.toml")
 
 
 def test_every_environment_variable_in_the_docs_names_a_setting(known_settings: dict[str, object]) -> None:
@@ -577,17 +576,7 @@ def default_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     """``kernel config show --json`` with every first-party plugin enabled and nothing set."""
     config = tmp_path_factory.mktemp("defaults") / "kernel.toml"
     config.write_text(f"[kernel]\nplugins = {json.dumps(list(FIRST_PARTY))}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    shown = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "config", "show", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shown.returncode == 0, shown.stderr
-    data: dict[str, Any] = json.loads(shown.stdout)
-    return data
+    return _config_show(str(config))
 
 
 @pytest.mark.parametrize("name", ["kernel", *FIRST_PARTY])
