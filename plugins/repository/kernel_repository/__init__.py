@@ -13,6 +13,16 @@ if TYPE_CHECKING:
     from ._filters import FORBIDDEN_OPERATORS, normalize_sort, prepare_filter, user_filter
     from ._manager import RepositoryManager, import_repository, redact_uri
     from ._operation import QueryMetrics
+    from ._outbox import (
+        EntryStatus,
+        Events,
+        OutboxEntry,
+        OutboxEntryNotFoundError,
+        OutboxEvent,
+        OutboxStatus,
+        OutboxStore,
+        TransactionsUnsupportedError,
+    )
     from ._pages import CursorPage, Page, Pagination
     from ._plugin import RepositoryPlugin
     from ._repository import BaseRepository
@@ -29,6 +39,14 @@ _EXPORTS = {
     "MigrationReport": "._schema",
     "MongoServerError": "._server",
     "MongoWireServer": "._server",
+    "EntryStatus": "._outbox",
+    "Events": "._outbox",
+    "OutboxEntry": "._outbox",
+    "OutboxEntryNotFoundError": "._outbox",
+    "OutboxEvent": "._outbox",
+    "OutboxStatus": "._outbox",
+    "OutboxStore": "._outbox",
+    "TransactionsUnsupportedError": "._outbox",
     "Page": "._pages",
     "Pagination": "._pages",
     "QueryMetrics": "._operation",
@@ -51,16 +69,24 @@ __all__ = [
     "BaseRepository",
     "CursorPage",
     "EMBEDDED",
+    "EntryStatus",
+    "Events",
     "FORBIDDEN_OPERATORS",
     "MigrationReport",
     "MongoServerError",
     "MongoWireServer",
+    "OutboxEntry",
+    "OutboxEntryNotFoundError",
+    "OutboxEvent",
+    "OutboxStatus",
+    "OutboxStore",
     "Page",
     "Pagination",
     "QueryMetrics",
     "RepositoryConfig",
     "RepositoryManager",
     "RepositoryPlugin",
+    "TransactionsUnsupportedError",
     "import_repository",
     "map_error",
     "normalize_sort",

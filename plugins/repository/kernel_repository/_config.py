@@ -43,6 +43,13 @@ def _check_database(_inst: object, attribute: attrs.Attribute[str], value: str) 
         raise ValueError("'database' must be a MongoDB database name (1-63 chars, none of / \\ . space \" $)")
 
 
+def _check_collection(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or "$" in value or "\x00" in value or value.startswith("system."):
+        raise ValueError(
+            f"'{attribute.name}' must be a MongoDB collection name (no $, not system.*), got {value!r}"
+        )
+
+
 @attrs.define(frozen=True)
 class RepositoryConfig:
     """MongoDB connection, pool and repository settings."""
@@ -67,6 +74,10 @@ class RepositoryConfig:
     """Create the indexes declared by the models of ``repositories`` at boot."""
     repositories: list[str] = attrs.field(factory=list)
     """``"module:Class"`` repository classes known to the plugin (indexes, ``kernel repo migrate``)."""
+    outbox_collection: str = attrs.field(default="outbox", validator=_check_collection)
+    """Collection of the transactional outbox (``events=`` of repository writes)."""
+    outbox_done_ttl: float = attrs.field(default=7 * 86_400.0, validator=attrs.validators.ge(1))
+    """Seconds a published outbox entry is kept before its TTL index removes it."""
     check_on_start: bool = True
     """Ping the server at boot and fail the boot when it does not answer."""
     health_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))

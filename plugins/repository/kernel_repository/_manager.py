@@ -13,6 +13,7 @@ from kernel.config import import_object
 
 from ._config import RepositoryConfig
 from ._operation import DatabaseOperation, QueryMetrics
+from ._outbox import OutboxStore
 from ._repository import BaseRepository
 from ._server import MongoWireServer
 from ._transactions import Session, run_transaction
@@ -66,6 +67,10 @@ class RepositoryManager:
         self.server = server
         self.engine = AIOEngine(client, database=config.database)
         self.database = self.engine.database
+        self.outbox = OutboxStore(
+            self.database, config.outbox_collection, metrics=metrics, done_ttl=config.outbox_done_ttl
+        )
+        """The transactional outbox every repository built here writes ``events=`` to."""
         self.repository_classes: list[type[BaseRepository[Any]]] = list(repositories)
         self._instances: dict[type[Any], BaseRepository[Any]] = {}
 
@@ -74,7 +79,10 @@ class RepositoryManager:
         repo = self._instances.get(cls)
         if repo is None:
             repo = self._instances[cls] = cls(
-                self.engine, metrics=self.metrics, transaction_attempts=self.config.transaction_attempts
+                self.engine,
+                metrics=self.metrics,
+                transaction_attempts=self.config.transaction_attempts,
+                outbox=self.outbox,
             )
         return repo  # type: ignore[return-value]
 

@@ -34,14 +34,26 @@ class RepositoryPlugin(Plugin):
     description = "MongoDB repositories (odmantic): CRUD, pagination, transactions, audit, schema versions"
 
     @hookimpl
-    def kernel_check(self, ctx: PluginContext[RepositoryConfig]) -> list[CheckIssue]:
-        """Production rule: ``uri = "embedded"`` is not a MongoDB deployment."""
-        if ctx.config.uri.get_secret_value() == EMBEDDED:
+    def kernel_check(self, ctx: PluginContext[RepositoryConfig], enabled: frozenset[str]) -> list[CheckIssue]:
+        """Production rules: ``uri = "embedded"`` is not MongoDB; the outbox needs transactions."""
+        uri = ctx.config.uri.get_secret_value()
+        if uri == EMBEDDED:
             return [
                 CheckIssue.production(
                     "uri",
                     'uri = "embedded" runs a private MongoDB wire server per process (not MongoDB: no '
                     "replication, other processes never see its data); point uri at a MongoDB deployment",
+                )
+            ]
+        if "outbox" in enabled and ctx.settings.env == "production" and not _names_replica_set(uri):
+            # Only a connection can tell a standalone mongod from a replica-set member; the outbox
+            # plugin probes one transaction at boot and fails the boot on a standalone server.
+            return [
+                CheckIssue.warning(
+                    "uri",
+                    "the outbox needs MongoDB transactions (a replica set or sharded cluster), and uri "
+                    "names no replicaSet= and is not mongodb+srv://, so this check cannot tell; a "
+                    "standalone mongod fails the boot (the outbox plugin tries one transaction)",
                 )
             ]
         return []
@@ -111,6 +123,11 @@ class RepositoryPlugin(Plugin):
                 add_repo_arguments,
             )
         ]
+
+
+def _names_replica_set(uri: str) -> bool:
+    """Whether ``uri`` itself says it reaches a replica set (``mongodb+srv://`` or ``replicaSet=``)."""
+    return uri.startswith("mongodb+srv://") or "replicaset=" in uri.partition("?")[2].lower()
 
 
 async def _check_reachable(manager: RepositoryManager, uri: str) -> None:

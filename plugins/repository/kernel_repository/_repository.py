@@ -15,6 +15,7 @@ from pymongo import ReturnDocument
 from ._documents import Projection, WriteInput, now, projection
 from ._filters import Filter, SortSpec, normalize_sort, prepare_filter
 from ._operation import DatabaseOperation, QueryMetrics
+from ._outbox import Events, OutboxStore, TransactionsUnsupportedError, transactions_unsupported
 from ._pages import CursorPage, Keyset, Page, Pagination, check_limit, check_page, check_skip_limit
 from ._references import nest_references, populate_references, reference_fields
 from ._schema import MigrationReport, Schema, Upgrade, check_steps
@@ -87,6 +88,7 @@ class BaseRepository(Generic[M]):
         *,
         metrics: QueryMetrics | None = None,
         transaction_attempts: int = 3,
+        outbox: OutboxStore | None = None,
     ) -> None:
         if not hasattr(type(self), "model"):
             raise TypeError(
@@ -98,6 +100,8 @@ class BaseRepository(Generic[M]):
         self.collection: AsyncIOMotorCollection[Any] = engine.database[self.collection_name]
         self.metrics = metrics
         self.transaction_attempts = transaction_attempts
+        self.outbox = outbox if outbox is not None else OutboxStore(engine.database, metrics=metrics)
+        """Where ``events=`` of a write go (the manager's :attr:`RepositoryManager.outbox`)."""
         self._schema = Schema(self.schema_version, self.upgrades)
         self._input: WriteInput[M] = WriteInput(self.model)  # type: ignore[arg-type]
         self._oid_ids = self.model.__primary_field__ == "id"  # odmantic's default ObjectId primary key
@@ -287,9 +291,27 @@ class BaseRepository(Generic[M]):
     # ------------------------------------------------------------------ writes
 
     async def create(
-        self, data: M | Mapping[str, Any], *, created_by: Any = None, session: Session | None = None
+        self,
+        data: M | Mapping[str, Any],
+        *,
+        created_by: Any = None,
+        session: Session | None = None,
+        events: Events | None = None,
     ) -> M:
-        """Validate and insert one document with audit fields and ``schema_version``; return it."""
+        """Validate and insert one document with audit fields and ``schema_version``; return it.
+
+        ``events`` (a list of :class:`OutboxEvent`, or a callable of the new document returning
+        them) are written to the outbox in the same transaction (see :meth:`_with_events`).
+        """
+        if events is None:
+            return await self._create(data, created_by, session)
+        created = await self._with_events(
+            "create", lambda s: self._create(data, created_by, s), events, session
+        )
+        assert created is not None  # an insert either writes or raises
+        return created
+
+    async def _create(self, data: M | Mapping[str, Any], created_by: Any, session: Session | None) -> M:
         instance = self._input.instance(data)
         doc = instance.model_dump_doc()
         stamp = now()
@@ -312,9 +334,22 @@ class BaseRepository(Generic[M]):
         *,
         updated_by: Any = None,
         session: Session | None = None,
+        events: Events | None = None,
     ) -> M | None:
-        """Set the fields in ``data`` (validated per field); return the updated document or ``None``."""
-        return await self._update({"_id": self._id(id)}, data, updated_by, session, "update_by_id")
+        """Set the fields in ``data`` (validated per field); return the updated document or ``None``.
+
+        ``events`` (list, or callable of the updated document) are written to the outbox in the
+        same transaction, only when a document was updated.
+        """
+        query = {"_id": self._id(id)}
+        if events is None:
+            return await self._update(query, data, updated_by, session, "update_by_id")
+        return await self._with_events(
+            "update_by_id",
+            lambda s: self._update(query, data, updated_by, s, "update_by_id"),
+            events,
+            session,
+        )
 
     async def update_one(
         self,
@@ -354,10 +389,69 @@ class BaseRepository(Generic[M]):
                 doc = await self._schema.update_upgrading(self.collection, query, changes, session)
         return await self._model(doc, session)
 
-    async def delete_by_id(self, id: Any, *, session: Session | None = None) -> bool:
-        """Delete by primary key; ``True`` when a document was deleted."""
+    async def delete_by_id(
+        self, id: Any, *, session: Session | None = None, events: Events | None = None
+    ) -> bool:
+        """Delete by primary key; ``True`` when a document was deleted.
+
+        ``events`` (list, or callable of the deleted document) are written to the outbox in the
+        same transaction, only when a document was deleted.
+        """
         oid = self._id(id)
-        return await self._delete_one({"_id": oid}, session, "delete_by_id")
+        if events is None:
+            return await self._delete_one({"_id": oid}, session, "delete_by_id")
+        deleted = await self._with_events("delete_by_id", lambda s: self._take(oid, s), events, session)
+        return deleted is not None
+
+    async def _take(self, oid: Any, session: Session | None) -> M | None:
+        """Delete the document ``oid`` and return it (``None`` if there was none)."""
+        with self._operation("delete_by_id"):
+            doc = await self.collection.find_one_and_delete({"_id": oid}, session=session)
+        return await self._model(doc, session)
+
+    async def _with_events(
+        self,
+        operation: str,
+        write: Callable[[Session], Awaitable[M | None]],
+        events: Events,
+        session: Session | None,
+    ) -> M | None:
+        """Run ``write`` and insert its events into the outbox atomically.
+
+        Without ``session``: one transaction of its own (committed here, retried on transient
+        errors like :meth:`with_transaction`); with one: it must be in a transaction, which the
+        entries join. No document written (update/delete matched nothing): no events. A server
+        without transactions (standalone ``mongod``) raises :class:`TransactionsUnsupportedError`
+        and writes nothing.
+        """
+        if session is not None and not session.in_transaction:  # type: ignore[truthy-function]
+            raise ValidationError(
+                f"{operation}(events=...) with session= needs that session inside a transaction "
+                "(with_transaction), or the document and its events would not commit together",
+                {"field": "session", "collection": self.collection_name},
+            )
+        outbox = self.outbox
+
+        async def work(s: Session) -> M | None:
+            written = await write(s)
+            if written is not None:
+                found = events(written) if callable(events) else events
+                key = getattr(written, written.__primary_field__)
+                await outbox.add(found, session=s, aggregate_id=str(key))
+            return written
+
+        await outbox.ensure_ready()
+        if session is not None:
+            return await work(session)
+        try:
+            result = await run_transaction(self.client, work, attempts=self.transaction_attempts)
+        except Exception as exc:
+            if transactions_unsupported(exc):
+                raise TransactionsUnsupportedError(operation, self.collection_name, str(exc)) from exc
+            raise
+        if result is not None:
+            outbox.notify()
+        return result
 
     async def delete_one(self, criteria: Filter, *, session: Session | None = None) -> bool:
         """Delete the first document matching ``criteria``; ``True`` when one was deleted."""
