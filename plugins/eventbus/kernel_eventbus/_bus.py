@@ -10,6 +10,7 @@ import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -85,6 +86,38 @@ def _publish_deadline(event: str, timeout: object) -> float:
         return _check_timeout(timeout, "timeout")
     except ValueError as exc:
         raise EventDataError(event, str(exc)) from None
+
+
+def _check_labels(name: str, source: str | None, trace_id: str | None) -> None:
+    """``source`` and ``trace_id`` go into a tab-separated header: no tabs or newlines."""
+    for label, value in (("source", source), ("trace_id", trace_id)):
+        if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
+            raise EventDataError(name, f"{label} must be a string without tabs or newlines: {value!r}")
+
+
+def _given_metadata(
+    name: str, source: str | None, trace_id: str | None, event_id: str | None, occurred_at: datetime | None
+) -> EventMetadata:
+    """Metadata of an event published with its own ``event_id`` and/or ``occurred_at``."""
+    if event_id is not None and (
+        not isinstance(event_id, str) or not event_id or "\t" in event_id or "\n" in event_id
+    ):
+        raise EventDataError(
+            name, f"event_id must be a non-empty string without tabs or newlines: {event_id!r}"
+        )
+    if occurred_at is None:
+        ms = time.time_ns() // 1_000_000
+    elif isinstance(occurred_at, datetime) and occurred_at.utcoffset() is not None:
+        ms = (occurred_at - _EPOCH) // _MILLISECOND
+    else:
+        raise EventDataError(name, f"occurred_at must be a timezone-aware datetime: {occurred_at!r}")
+    return EventMetadata(
+        event_id or new_event_id(ms), name, rfc3339(ms), source, trace_id or get_trace_id() or new_trace_id()
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 @attrs.define(eq=False)
@@ -186,6 +219,8 @@ class EventBus(abc.ABC):
         source: str | None = None,
         trace_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - tells the adapter what a timeout means (stored?)
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
     ) -> EventMetadata:
         """Publish ``data`` (JSON-serializable) as event ``name``; returns its metadata once stored.
 
@@ -197,6 +232,10 @@ class EventBus(abc.ABC):
         ``timeout`` (seconds, default ``publish_timeout``) bounds the whole call: connection
         retries, backoff and socket waits. Past it :class:`PublishTimeoutError` is raised;
         its ``may_be_stored`` says whether the event may have been stored anyway.
+
+        ``event_id`` and ``occurred_at`` (a timezone-aware datetime, kept to the millisecond)
+        replace the new id and the current time: what a relay passes to publish an event
+        recorded earlier (the outbox) under its original identity.
         """
         if not isinstance(name, str) or not name:
             raise EventDataError(repr(name), "the event name must be a non-empty string")
@@ -211,15 +250,14 @@ class EventBus(abc.ABC):
             if size > limit:
                 raise EventTooLargeError(name, size, limit)
         if source is not None or trace_id is not None:
-            for label, value in (("source", source), ("trace_id", trace_id)):
-                if value is not None and (not isinstance(value, str) or "\t" in value or "\n" in value):
-                    raise EventDataError(
-                        name, f"{label} must be a string without tabs or newlines: {value!r}"
-                    )
-        ms = time.time_ns() // 1_000_000
-        meta = EventMetadata(
-            new_event_id(ms), name, rfc3339(ms), source, trace_id or get_trace_id() or new_trace_id()
-        )
+            _check_labels(name, source, trace_id)
+        if event_id is None and occurred_at is None:
+            ms = time.time_ns() // 1_000_000
+            meta = EventMetadata(
+                new_event_id(ms), name, rfc3339(ms), source, trace_id or get_trace_id() or new_trace_id()
+            )
+        else:  # a recorded event published under its original identity (the outbox relay)
+            meta = _given_metadata(name, source, trace_id, event_id, occurred_at)
         if not self.publish_waits:  # stored without waiting: nothing a deadline could cut, no coroutine
             self._publish_nowait(meta, body)
         else:
