@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,8 +20,13 @@ import pytest
 import redis.asyncio as aioredis
 from kernel_queue import QueueManager
 
+from kernel.testing import wait_until
+
 HERE = Path(__file__).parent
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+until = functools.partial(wait_until, interval=0.05)
+"""``wait_until`` polling every 50 ms: the predicates here read the run log from Redis."""
 
 
 def write_config(path: Path, redis_url: str, queue_settings: dict[str, Any]) -> Path:
@@ -129,35 +135,17 @@ async def read_log(redis_url: str, queue: str) -> list[dict[str, Any]]:
         await client.aclose()
 
 
-async def until(predicate: Callable[[], Any], within: float, every: float = 0.05) -> None:
-    with anyio.fail_after(within):
-        while True:
-            if await predicate():
-                return
-            await anyio.sleep(every)
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-FAST = {
-    "heartbeat_interval": 0.2,
-    "stall_timeout": 1.0,
-    "sweep_interval": 0.25,
-    "schedule_interval": 0.05,
-    "poll_interval": 0.2,
-    "shutdown_grace": 5.0,
-}
-
-
 @pytest.fixture
 async def two_workers(
-    redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    fast_config: dict[str, Any], redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
 ) -> list[WorkerProcess]:
     """Two ``kernel worker`` processes (concurrency 2, fast timers), both ready."""
-    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
+    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
     workers = [spawn(config, 2), spawn(config, 2)]
     for w in workers:
         await w.ready()
@@ -165,10 +153,15 @@ async def two_workers(
 
 
 async def test_sigkill_ten_times_loses_no_job(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    fast_config: dict[str, Any],
+    manager: QueueManager,
+    qname: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., WorkerProcess],
 ) -> None:
     total, kills, concurrency = 1000, 10, 5
-    config = write_config(tmp_path / "kernel.toml", redis_url, {**FAST, "max_stalls": 10})
+    config = write_config(tmp_path / "kernel.toml", redis_url, {**fast_config, "max_stalls": 10})
     workers = [spawn(config, concurrency), spawn(config, concurrency)]
     for w in workers:
         await w.ready()
@@ -199,7 +192,7 @@ async def test_sigkill_ten_times_loses_no_job(
     async def all_done() -> bool:
         return (await manager.get_queue_stats(qname))["completed"] == total
 
-    await until(all_done, 90, every=0.2)
+    await until(all_done, 90, interval=0.2)
 
     stats = await manager.get_queue_stats(qname)
     log = await read_log(redis_url, qname)
@@ -243,9 +236,14 @@ async def test_sigkill_ten_times_loses_no_job(
 
 
 async def test_long_silent_job_is_not_swept(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    fast_config: dict[str, Any],
+    manager: QueueManager,
+    qname: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
+    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
     worker = spawn(config, 2)
     await worker.ready()
     jid = await manager.add_job(qname, "silent", {"sleep": 3.0})  # 3x stall_timeout, 15x heartbeat
@@ -264,9 +262,14 @@ async def test_long_silent_job_is_not_swept(
 
 
 async def test_sigterm_finishes_running_jobs_and_loses_nothing(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    fast_config: dict[str, Any],
+    manager: QueueManager,
+    qname: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, FAST)
+    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
     ids = await manager.add_bulk_jobs(qname, [{"name": "work", "data": {"sleep": 0.5}}] * 12)
     first = spawn(config, 3)
     await first.ready()
@@ -296,9 +299,14 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
 
 
 async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
-    manager: QueueManager, qname: str, redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
+    fast_config: dict[str, Any],
+    manager: QueueManager,
+    qname: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, {**FAST, "shutdown_grace": 0.3})
+    config = write_config(tmp_path / "kernel.toml", redis_url, {**fast_config, "shutdown_grace": 0.3})
     jid = await manager.add_job(qname, "work", {"sleep": 3.0})
     first = spawn(config, 1)
     await first.ready()

@@ -26,15 +26,6 @@ SLACK = 1.0
 """Seconds a timing assertion allows above its exact value: a loaded 2-core CI machine needs that much."""
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``predicate`` until true (fails the test after ``within`` seconds)."""
-    with anyio.fail_after(within):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.02)
-
-
 async def _is_zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
@@ -163,7 +154,7 @@ async def test_priorities_one_is_highest_fifo_within_and_none_last(manager: Queu
     for prio, tag in specs:
         await manager.add_job(qname, "x", {"tag": tag}, priority=prio)
     await manager.create_worker(qname, proc, concurrency=1)
-    await until(lambda: len(order) >= len(specs), 10)
+    await wait_until(lambda: len(order) >= len(specs), 10)
     assert order == ["p1a", "p1b", "p3", "p5", "pmax", "n1", "n2"]
 
 
@@ -186,7 +177,7 @@ async def test_queue_default_priority_and_delayed_job_keeps_priority(
             await manager.get_queue(qname).schedule()
             await anyio.sleep(0.02)
     await manager.create_worker(qname, proc)
-    await until(lambda: len(order) >= 3, 10)
+    await wait_until(lambda: len(order) >= 3, 10)
     assert order == ["delayed-1", "explicit-5", "default-10"]
 
 
@@ -239,7 +230,7 @@ async def test_failing_job_runs_attempts_times_with_exact_backoff_then_fails_onc
     assert info.failed_reason is not None and "boom 4" in info.failed_reason
     # A barrier on the channel: once it arrives, every event published before it has been delivered.
     await manager.redis.publish(manager.get_queue(qname).events_channel, '{"event": "barrier"}')
-    await until(lambda: any(e["event"] == "barrier" for e in events))
+    await wait_until(lambda: any(e["event"] == "barrier" for e in events))
     stats = await manager.get_queue_stats(qname)
     assert (stats["failed"], stats["total"]) == (1, 0)
     assert [e["event"] for e in events].count("failed") == 1
@@ -387,7 +378,7 @@ async def test_pause_and_resume_in_process(manager: QueueManager, qname: str) ->
     stats = await manager.get_queue_stats(qname)
     assert (stats["paused"], stats["waiting"]) == (True, 5)
     await manager.resume_queue(qname)
-    await until(lambda: len(done) >= 5, 5)
+    await wait_until(lambda: len(done) >= 5, 5)
     assert sorted(done) == [0, 1, 2, 3, 4]
 
 
@@ -406,7 +397,7 @@ async def test_queue_events_are_published(
     jid = await manager.add_job(qname, "x", {})
     await manager.create_worker(qname, proc)
     await wait_state(manager, qname, jid, "completed")
-    await until(lambda: bool(any(e["event"] == "completed" for e in events)), 3)
+    await wait_until(lambda: bool(any(e["event"] == "completed" for e in events)), 3)
     mine = [(e["event"], e.get("progress"), e.get("result")) for e in events if e["job_id"] == jid]
     assert mine == [
         ("waiting", None, None),
@@ -427,7 +418,7 @@ async def test_recurring_job_in_process_add_list_remove(manager: QueueManager, q
     assert key == "aggregate-stats"
     assert (await manager.list_recurring_jobs(qname))[key]["cron"] == "* * * * * *"
     await manager.create_worker(qname, proc)
-    await until(lambda: len(ticks) >= 2, 5)
+    await wait_until(lambda: len(ticks) >= 2, 5)
     assert await manager.remove_recurring_job(qname, key)
 
     async def idle() -> bool:  # a tick that was already running has finished

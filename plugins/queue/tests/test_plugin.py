@@ -15,23 +15,7 @@ import pytest
 from kernel_queue import JobContext, QueueManager, notification_processor, register_sample_processors
 
 from kernel import ConfigError, Kernel
-from kernel.testing import boot_kernel, make_kernel
-
-FAST = {
-    "heartbeat_interval": 0.2,
-    "stall_timeout": 1.0,
-    "sweep_interval": 0.25,
-    "schedule_interval": 0.05,
-    "poll_interval": 0.2,
-}
-
-
-async def until(predicate: Any, within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while True:
-            if await predicate():
-                return
-            await anyio.sleep(0.02)
+from kernel.testing import boot_kernel, make_kernel, wait_until
 
 
 def test_config_rejects_a_stall_timeout_too_close_to_the_heartbeat() -> None:
@@ -54,13 +38,15 @@ async def test_bad_processor_hook_is_a_config_error(redis_url: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_sample_notification_processor(redis_url: str, qname: str, subscribed: Any) -> None:
+async def test_sample_notification_processor(
+    fast_config: dict[str, Any], redis_url: str, qname: str, subscribed: Any
+) -> None:
     async with boot_kernel(
         "redis",
         "queue",
         config={
             "redis": {"url": redis_url},
-            "queue": {**FAST, "processors": ["kernel_queue:register_sample_processors"]},
+            "queue": {**fast_config, "processors": ["kernel_queue:register_sample_processors"]},
         },
     ) as k:
         manager = k.get(QueueManager)
@@ -79,24 +65,20 @@ async def test_sample_notification_processor(redis_url: str, qname: str, subscri
             info = await manager.get_job(qname, jid)
             return info is not None and info.state == "completed"
 
-        await until(done)
+        await wait_until(done)
         info = await manager.get_job(qname, jid)
         assert info is not None and info.result["success"] is True
         assert info.result["notification_id"] == "123" and info.result["sent_at"].endswith("+00:00")
-        await until(lambda: _true(any(e["event"] == "completed" for e in events)))
+        await wait_until(lambda: any(e["event"] == "completed" for e in events))
         assert [e["progress"] for e in events if e["event"] == "progress"] == [10, 100]
     register_sample_processors  # re-exported for hosts  # noqa: B018
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 @pytest.mark.anyio
-async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
+async def test_events_reach_the_event_bus(fast_config: dict[str, Any], redis_url: str, qname: str) -> None:
     pytest.importorskip("kernel_eventbus", reason="the eventbus plugin is not installed in this environment")
     async with boot_kernel(
-        "redis", "eventbus", "queue", config={"redis": {"url": redis_url}, "queue": FAST}
+        "redis", "eventbus", "queue", config={"redis": {"url": redis_url}, "queue": fast_config}
     ) as k:
         bus = k.registry.get("eventbus")
         manager = k.get(QueueManager)
@@ -123,17 +105,17 @@ async def test_events_reach_the_event_bus(redis_url: str, qname: str) -> None:
         async def both() -> bool:
             return {("completed", ok), ("failed", bad)} <= {(e, d["job_id"]) for e, d in got}
 
-        await until(both)
+        await wait_until(both)
         kinds = [e for e, d in got if d["job_id"] == ok]
         assert kinds[:1] == ["waiting"] and "active" in kinds and kinds[-1] == "completed"
         assert all(d["queue"] == qname for _, d in got)
 
 
 @pytest.fixture
-async def with_metrics(redis_url: str, qname: str) -> AsyncIterator[Kernel]:
+async def with_metrics(fast_config: dict[str, Any], redis_url: str, qname: str) -> AsyncIterator[Kernel]:
     """A kernel with the metrics plugin (skipped when not installed), stopped before ``qname``'s cleanup."""
     pytest.importorskip("kernel_metrics", reason="the metrics plugin is not installed in this environment")
-    config = {"redis": {"url": redis_url}, "queue": FAST}
+    config = {"redis": {"url": redis_url}, "queue": fast_config}
     async with boot_kernel("redis", "metrics", "queue", config=config) as k:
         yield k
 
@@ -158,7 +140,7 @@ async def test_metrics_are_recorded_when_enabled(with_metrics: Kernel, qname: st
         info = await manager.get_job(qname, jid)
         return info is not None and info.state == "completed"
 
-    await until(done)
+    await wait_until(done)
     text = exposition(with_metrics)
     assert f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0' in text
     assert f'queue_job_duration_seconds_count{{queue="{qname}",status="completed"}} 1.0' in text
@@ -196,7 +178,7 @@ async def test_cli_queue_stats_pause_resume_clean_retry(
         s = await manager.get_queue_stats(qname)
         return (s["completed"], s["failed"]) == (1, 1)
 
-    await until(settled)
+    await wait_until(settled)
 
     out = await anyio.to_thread.run_sync(lambda: _cli(config, "queue", "stats", qname, "--json"))
     assert out.returncode == 0, out.stderr
