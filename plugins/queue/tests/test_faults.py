@@ -103,20 +103,22 @@ class WorkerProcess:
         self.proc.send_signal(sig)
 
     async def wait(self, within: float = 30.0) -> int:
-        with anyio.fail_after(within):
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    return code
-                await anyio.sleep(0.05)
+        await until(lambda: self.proc.poll() is not None, within, what="the worker to exit")
+        return self.proc.returncode
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, redis_url: str, qname: str) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn(
+    tmp_path: Path, redis_url: str, qname: str, fast_config: dict[str, Any]
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts ``kernel worker`` processes on ``qname``, killed after the test if still running."""
     made: list[WorkerProcess] = []
 
-    def make(config: Path, concurrency: int = 4, env: dict[str, str] | None = None) -> WorkerProcess:
-        w = WorkerProcess(config, qname, redis_url, concurrency, tmp_path, env)
+    def make(concurrency: int = 4, **settings: Any) -> WorkerProcess:
+        """A worker with the fast timers, then ``settings``, in its own config file."""
+        config = tmp_path / f"kernel-{len(made)}.toml"
+        write_config(config, redis_url, {**fast_config, **settings})
+        w = WorkerProcess(config, qname, redis_url, concurrency, tmp_path)
         made.append(w)
         return w
 
@@ -141,28 +143,22 @@ def pct(values: list[float], q: float) -> float:
 
 
 @pytest.fixture
-async def two_workers(
-    fast_config: dict[str, Any], redis_url: str, tmp_path: Path, spawn: Callable[..., WorkerProcess]
-) -> list[WorkerProcess]:
+async def two_workers(spawn: Callable[..., WorkerProcess]) -> list[WorkerProcess]:
     """Two ``kernel worker`` processes (concurrency 2, fast timers), both ready."""
-    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
-    workers = [spawn(config, 2), spawn(config, 2)]
+    workers = [spawn(2), spawn(2)]
     for w in workers:
         await w.ready()
     return workers
 
 
 async def test_sigkill_ten_times_loses_no_job(
-    fast_config: dict[str, Any],
     manager: QueueManager,
     qname: str,
     redis_url: str,
-    tmp_path: Path,
     spawn: Callable[..., WorkerProcess],
 ) -> None:
     total, kills, concurrency = 1000, 10, 5
-    config = write_config(tmp_path / "kernel.toml", redis_url, {**fast_config, "max_stalls": 10})
-    workers = [spawn(config, concurrency), spawn(config, concurrency)]
+    workers = [spawn(concurrency, max_stalls=10), spawn(concurrency, max_stalls=10)]
     for w in workers:
         await w.ready()
     ids: list[str] = []
@@ -185,7 +181,7 @@ async def test_sigkill_ten_times_loses_no_job(
         victim.kill()
         killed.append((victim.pid, time.time()))
         await victim.wait()
-        replacement = spawn(config, concurrency)
+        replacement = spawn(concurrency, max_stalls=10)
         workers[i % 2] = replacement
         await replacement.ready()  # the ready file: it takes jobs
 
@@ -236,15 +232,12 @@ async def test_sigkill_ten_times_loses_no_job(
 
 
 async def test_long_silent_job_is_not_swept(
-    fast_config: dict[str, Any],
     manager: QueueManager,
     qname: str,
     redis_url: str,
-    tmp_path: Path,
     spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
-    worker = spawn(config, 2)
+    worker = spawn(2)
     await worker.ready()
     jid = await manager.add_job(qname, "silent", {"sleep": 3.0})  # 3x stall_timeout, 15x heartbeat
 
@@ -262,16 +255,13 @@ async def test_long_silent_job_is_not_swept(
 
 
 async def test_sigterm_finishes_running_jobs_and_loses_nothing(
-    fast_config: dict[str, Any],
     manager: QueueManager,
     qname: str,
     redis_url: str,
-    tmp_path: Path,
     spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, fast_config)
     ids = await manager.add_bulk_jobs(qname, [{"name": "work", "data": {"sleep": 0.5}}] * 12)
-    first = spawn(config, 3)
+    first = spawn(3)
     await first.ready()
 
     async def running() -> bool:
@@ -287,7 +277,7 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
     finished = {e["id"] for e in log if e["e"] == "done"}
     assert started and started == finished  # everything it had started, it finished
     assert "worker stopped" in first.output()
-    second = spawn(config, 4)
+    second = spawn(4)
     await second.ready()
 
     async def all_done() -> bool:
@@ -299,16 +289,13 @@ async def test_sigterm_finishes_running_jobs_and_loses_nothing(
 
 
 async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
-    fast_config: dict[str, Any],
     manager: QueueManager,
     qname: str,
     redis_url: str,
-    tmp_path: Path,
     spawn: Callable[..., WorkerProcess],
 ) -> None:
-    config = write_config(tmp_path / "kernel.toml", redis_url, {**fast_config, "shutdown_grace": 0.3})
     jid = await manager.add_job(qname, "work", {"sleep": 3.0})
-    first = spawn(config, 1)
+    first = spawn(1, shutdown_grace=0.3)
     await first.ready()
 
     async def started() -> bool:
@@ -320,7 +307,7 @@ async def test_sigterm_grace_exceeded_requeues_without_counting_a_failure(
     info = await manager.get_job(qname, jid)
     assert info is not None and info.state == "waiting"
     assert (info.attempts, info.failures) == (1, 0)
-    second = spawn(config, 1)
+    second = spawn(1, shutdown_grace=0.3)
     await second.ready()
 
     async def finished() -> bool:
