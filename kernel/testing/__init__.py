@@ -21,7 +21,7 @@ import anyio
 from .._kernel import Kernel
 from .._plugin import Plugin
 from .._registry import Key, Registry
-from ._processes import assert_dies_with_parent, process_alive, wait_gone
+from ..process._testing import assert_dies_with_parent, process_alive, wait_gone
 
 __all__ = [
     "KernelOptions",

@@ -1,4 +1,8 @@
-"""Process checks for tests of private servers: is a pid alive, does a child die with its parent."""
+"""Process checks for tests of private servers: is a pid alive, does a child die with its parent.
+
+The test side of this subpackage's promise (children never outlive their parent); public as
+``kernel.testing.process_alive``, ``wait_gone`` and ``assert_dies_with_parent``.
+"""
 
 from __future__ import annotations
 
