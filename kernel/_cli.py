@@ -181,10 +181,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         kernel = _load(args)
     except ConfigError as exc:
-        print(
-            f"{args.config or os.environ.get('KERNEL_CONFIG') or 'kernel.toml'}: {len(exc.errors)} error(s)",
-            file=sys.stderr,
-        )
+        print(f"{_config_path(args)}: {len(exc.errors)} error(s)", file=sys.stderr)
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
