@@ -283,3 +283,30 @@ async def test_status_replay_purge_and_failed_entries(manager: RepositoryManager
     assert await store.purge(done_older_than=3600) == 0
     assert await store.purge(done_older_than=timedelta(0)) == 1
     assert await store.get(ok) is None and await store.get(bad) is not None
+
+
+async def test_concurrent_writes_with_events_stay_atomic(manager: RepositoryManager) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+
+    async def create(i: int) -> None:
+        await users.create(
+            {"name": f"u{i}", "email": f"u{i}@x.io"}, events=[OutboxEvent("user.created", {"i": i})]
+        )
+
+    async def aborted(i: int) -> None:
+        async def work(session: AsyncIOMotorClientSession) -> None:
+            await users.create(
+                {"name": f"x{i}", "email": f"x{i}@x.io"}, session=session, events=[OutboxEvent("x", {"i": i})]
+            )
+            raise RuntimeError("abort")
+
+        with pytest.raises(RuntimeError):
+            await manager.with_transaction(work)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(create, i)
+            tg.start_soon(aborted, i)
+    assert sorted(u.name for u in await users.find()) == sorted(f"u{i}" for i in range(20))
+    assert sorted(e["data"]["i"] for e in await entries(manager)) == list(range(20))
