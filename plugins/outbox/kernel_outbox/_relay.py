@@ -1,0 +1,330 @@
+"""``OutboxRelay``: claims outbox entries, publishes them with their original identity, marks them done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+from kernel_eventbus import EventBus, EventDataError, EventTooLargeError, PublishTimeoutError
+from kernel_repository import OutboxEntry, OutboxStatus, OutboxStore
+
+from ._config import OutboxConfig
+
+if TYPE_CHECKING:  # optional: the relay records metrics only when the metrics plugin is enabled
+    from kernel_metrics import Metrics
+
+log = logging.getLogger("kernel.plugins.outbox")
+
+_FIRST_BACKOFF = 0.1
+_REJECTED = (EventTooLargeError, EventDataError)
+"""The bus refuses these events whatever its state: retrying cannot help."""
+
+
+class OutboxLagError(RuntimeError):
+    """The oldest unpublished outbox entry is older than ``lag_degraded_seconds`` (health: degraded)."""
+
+
+class _Metrics:
+    """The relay's metrics, declared through the metrics plugin's collector."""
+
+    def __init__(self, collector: Metrics) -> None:
+        self.backlog = collector.gauge(
+            "outbox_backlog", "Outbox entries not yet published", multiprocess_mode="max"
+        )
+        self.lag = collector.gauge(
+            "outbox_lag_seconds", "Age of the oldest unpublished outbox entry", multiprocess_mode="max"
+        )
+        self.published = collector.counter("outbox_published_total", "Outbox entries published to the bus")
+        self.errors = collector.counter(
+            "outbox_publish_errors_total", "Failed outbox publishes, by reason", ["reason"]
+        )
+        self.duplicates = collector.counter(
+            "outbox_duplicates_total",
+            "Outbox entries this relay published that may be published twice, by reason",
+            ["reason"],
+        )
+
+
+class OutboxRelay:
+    """Publishes the outbox: claim a batch (a lease), publish each entry in order, mark them done.
+
+    Every process may run one; they share the work through leases, with no leader. A
+    relay that dies holding a batch simply lets its lease expire. While the bus fails,
+    the failed entry is rescheduled and the relay waits (exponential backoff up to
+    ``max_backoff``) before claiming again.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        bus: EventBus,
+        config: OutboxConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.config = config or OutboxConfig()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        """The lease owner this relay writes on the entries it claims."""
+        self.published = 0
+        """Entries this relay published (and marked done)."""
+        self.duplicates = 0
+        """Entries this relay published that may also be published by another attempt."""
+        self.last_error: str | None = None
+        """The latest publish or database failure (``None`` after a success)."""
+        self.backoff = 0.0
+        """Current wait before the next claim after failures (0 when healthy)."""
+        self.change_stream: bool | None = None
+        """Whether a change stream wakes this relay (``None``: not tried)."""
+        self._metrics = _Metrics(metrics) if metrics is not None else None
+        self._lock = anyio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._remove_listener: object = None
+        self._status: OutboxStatus | None = None
+        self._status_at = 0.0
+
+    # ------------------------------------------------------------------ one batch
+
+    async def run_once(self) -> int:
+        """Claim one batch, publish it in order, mark it done; how many were published.
+
+        A publish that fails reschedules that entry (attempt counted, retried after the
+        backoff) and gives the rest of the batch back; an entry the bus rejects for good
+        (too large) is marked ``failed``. Cancelled mid-batch, it still marks what it
+        published and gives back the rest (or, if the database is gone, leaves them to
+        their lease).
+        """
+        async with self._lock:
+            batch = await self.store.claim(
+                self.owner, limit=self.config.batch_size, lease=self.config.lease_seconds
+            )
+            if not batch:
+                return 0
+            return await self._publish_batch(batch)
+
+    async def _publish_batch(self, batch: list[OutboxEntry]) -> int:
+        deadline = time.monotonic() + self.config.lease_seconds / 2  # stop well inside the lease
+        published: list[OutboxEntry] = []
+        handled = 0
+        failed = False
+        try:
+            for entry in batch:
+                if time.monotonic() > deadline:
+                    break
+                outcome = await self._publish(entry)
+                if outcome == "published":
+                    published.append(entry)
+                handled += 1
+                if outcome == "retry":
+                    failed = True
+                    break
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                await self._settle(published, batch[handled:])
+        if not failed:
+            self.backoff = 0.0
+            self.last_error = None
+        return len(published)
+
+    async def _publish(self, entry: OutboxEntry) -> str:
+        """Publish one entry: ``published``, ``rejected`` (marked failed) or ``retry`` (rescheduled)."""
+        try:
+            await self.bus.publish(
+                entry.name,
+                entry.data,
+                source=entry.source,
+                trace_id=entry.trace_id,
+                event_id=entry.event_id,
+                occurred_at=entry.occurred_at,
+                timeout=self.config.publish_timeout,
+            )
+            return "published"
+        except _REJECTED as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "outbox: the bus rejects %s %s for good (%s); marked failed, `kernel outbox replay %s` "
+                "sends it again",
+                entry.name,
+                entry.event_id,
+                error,
+                entry.event_id,
+                extra={"event_id": entry.event_id, "event": entry.name},
+            )
+            self._count_error("rejected")
+            await self.store.mark_failed(entry, error)
+            return "rejected"
+        except Exception as exc:
+            if isinstance(exc, PublishTimeoutError) and exc.may_be_stored:
+                self._count_duplicate("publish_timeout")  # stored or not: it will be published again
+            self._failed(exc, "timeout" if isinstance(exc, PublishTimeoutError) else "unavailable")
+            await self.store.reschedule(entry, self.last_error or "", delay=self.backoff)
+            return "retry"
+
+    async def _settle(self, published: list[OutboxEntry], rest: list[OutboxEntry]) -> None:
+        """Mark ``published`` done and give ``rest`` back; failures leave them to their lease."""
+        try:
+            if published:
+                done = await self.store.mark_done(published)
+                self.published += done
+                if self._metrics is not None:
+                    self._metrics.published.inc(done)
+                if done < len(published):  # taken over after our lease expired: published twice
+                    lost = len(published) - done
+                    log.warning("outbox: %d published entries had been taken over (lease expired)", lost)
+                    self._count_duplicate("lease_expired", lost)
+            if rest:
+                await self.store.release(rest)
+        except Exception as exc:
+            log.warning(
+                "outbox: could not settle a batch (%s: %s); its entries return when their lease "
+                "expires (published ones are then published again)",
+                type(exc).__name__,
+                exc,
+            )
+
+    def _failed(self, exc: BaseException, reason: str) -> None:
+        first = self.backoff == 0.0
+        self.backoff = min(max(self.backoff * 2, _FIRST_BACKOFF), self.config.max_backoff)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._count_error(reason)
+        if first:
+            log.warning("outbox: publishing failed (%s); retrying with backoff", self.last_error)
+
+    def _count_error(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels(reason).inc()
+
+    def _count_duplicate(self, reason: str, n: int = 1) -> None:
+        self.duplicates += n
+        if self._metrics is not None:
+            self._metrics.duplicates.labels(reason).inc(n)
+
+    # ------------------------------------------------------------------ status
+
+    async def status(self) -> OutboxStatus:
+        """The counts and lag of the outbox (refreshes the backlog and lag gauges)."""
+        status = await self.store.status()
+        self._status, self._status_at = status, time.monotonic()
+        if self._metrics is not None:
+            self._metrics.backlog.set(status.backlog)
+            self._metrics.lag.set(status.lag_seconds)
+        return status
+
+    async def check_lag(self) -> bool:
+        """The health check: raises :class:`OutboxLagError` past ``lag_degraded_seconds``."""
+        status = self._status
+        if status is None or time.monotonic() - self._status_at > 1.0:
+            status = await self.status()
+        if status.lag_seconds > self.config.lag_degraded_seconds:
+            raise OutboxLagError(
+                f"outbox lag {status.lag_seconds:.1f}s > lag_degraded_seconds "
+                f"{self.config.lag_degraded_seconds:g} (backlog {status.backlog}"
+                f"{', last error: ' + self.last_error if self.last_error else ''})"
+            )
+        return True
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline for the whole drain
+        """Publish until nothing is pending (retries included); False if ``timeout`` s passed first."""
+        with anyio.move_on_after(timeout):
+            while True:
+                if await self.run_once():
+                    continue
+                if (await self.store.status()).backlog == 0:
+                    return True
+                await anyio.sleep(max(0.01, min(self.config.poll_interval, self.backoff or 0.05)))
+        return False
+
+    # ------------------------------------------------------------------ the background loop
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (called when this process commits entries)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Run the relay loop (and the change-stream watcher) in background tasks until :meth:`stop`."""
+        if self._tasks:
+            return
+        self._stopping = False
+        self._remove_listener = self.store.add_listener(self.wake)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run(), name=f"outbox-relay:{self.owner}"))
+        if self.config.change_streams:
+            self._tasks.append(loop.create_task(self._watch(), name="outbox-watch"))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop after the batch in hand (cancelled after ``grace`` s: published entries are still marked,
+        the rest given back)."""
+        if not self._tasks:
+            return
+        self._stopping = True
+        self._wake.set()
+        remove = self._remove_listener
+        if callable(remove):
+            remove()
+        tasks, self._tasks = self._tasks, []
+        _done, pending = await asyncio.wait(
+            tasks, timeout=self.config.publish_timeout + 1.0 if grace is None else grace
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop runs."""
+        return bool(self._tasks)
+
+    async def _run(self) -> None:
+        next_status = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.config.status_interval
+                    await self.status()
+                n = await self.run_once()
+            except Exception as exc:  # the database failed: the loop outlives it
+                self._failed(exc, "database")
+                n = 0
+            if self._stopping:
+                return
+            if self.backoff:  # the bus or the database fails: wait, whatever wakes us
+                await anyio.sleep(self.backoff * random.uniform(0.8, 1.2))
+            elif n < self.config.batch_size:  # caught up: wait for a write, a change or the poll
+                with anyio.move_on_after(self.config.poll_interval):
+                    await self._wake.wait()
+                self._wake.clear()
+
+    async def _watch(self) -> None:
+        """Wake the relay on every insert into the outbox collection (where change streams exist)."""
+        try:
+            async with self.store.collection.watch(max_await_time_ms=1000) as stream:
+                self.change_stream = True
+                log.debug("outbox: change stream open on %s", self.store.collection_name)
+                while not self._stopping:
+                    change = await stream.try_next()
+                    if change is not None and change.get("operationType") == "insert":
+                        self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.change_stream = False
+            log.info(
+                "outbox: no change streams on this server (%s: %s); polling every %gs",
+                type(exc).__name__,
+                exc,
+                self.config.poll_interval,
+            )
+
+    def __repr__(self) -> str:
+        return f"<OutboxRelay {self.owner} {'running' if self.running else 'stopped'}>"

@@ -1,0 +1,198 @@
+"""The relay on the real stack: original identity, shared work, lease takeover, bus outage, order."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from kernel_eventbus import EventBus, EventMetadata
+from kernel_outbox import OutboxRelay
+from kernel_redis.testing import private_redis_server
+from kernel_repository import OutboxEvent, OutboxStore, RepositoryManager
+from outbox_models import Account, Boot, accounts
+
+from kernel.logging import trace_context
+from kernel.testing import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def stream_events(redis_url: str, prefix: str, name: str) -> list[dict[str, Any]]:
+    """The events stored in the bus's stream of ``name``, in stream order."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        out = []
+        for _id, fields in await client.xrange(f"{prefix}:stream:{name}"):
+            head, _, body = fields[b"e"].decode().partition("\n")
+            _v, event_id, ts, trace, _source = head.split("\t")
+            out.append({"event_id": event_id, "timestamp": ts, "trace_id": trace, "data": json.loads(body)})
+        return out
+    finally:
+        await client.aclose()
+
+
+async def add_entries(store: OutboxStore, events: list[OutboxEvent]) -> None:
+    """Commit ``events`` in one transaction (without waking any relay)."""
+    await store.ensure_ready()
+    async with await store.database.client.start_session() as session:
+        session.start_transaction()
+        await store.add(events, session=session)
+        await session.commit_transaction()
+
+
+async def test_relay_publishes_with_the_original_identity(boot: Boot) -> None:
+    async with boot() as kernel:
+        bus = kernel.get(EventBus)
+        seen: list[tuple[Any, EventMetadata]] = []
+
+        async def handler(data: Any, meta: EventMetadata) -> None:
+            seen.append((data, meta))
+
+        bus.subscribe("account.opened", handler, group="identity")
+        repo = await accounts(kernel.get(RepositoryManager))
+        when = datetime(2026, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+        with trace_context("d" * 32):
+            account = await repo.create(
+                {"owner": "ann"},
+                events=lambda a: [
+                    OutboxEvent("account.opened", {"id": str(a.id)}, occurred_at=when, source="accounts")
+                ],
+            )
+        await wait_until(lambda: seen, 10, what="the relay to publish")
+        stored = await kernel.get(RepositoryManager).outbox.collection.find_one({})
+        data, meta = seen[0]
+        assert data == {"id": str(account.id)}
+        assert meta.event_id == stored["_id"]
+        assert meta.trace_id == "d" * 32
+        assert meta.timestamp == "2026-05-06T07:08:09.123Z" and meta.source == "accounts"
+        relay = kernel.get(OutboxRelay)
+        await wait_until(lambda: relay.published == 1, 10, what="the entry marked done")
+        assert (await relay.status()).done == 1
+
+
+async def test_two_relays_share_200_entries_each_published_once(
+    boot: Boot, redis_url: str, prefix: str
+) -> None:
+    async with boot(relay=False, batch_size=20) as a, boot(relay=False, batch_size=20) as b:
+        store = a.get(RepositoryManager).outbox
+        await add_entries(
+            store, [OutboxEvent("bulk.item", {"i": i}, aggregate_id=f"g{i % 50}") for i in range(200)]
+        )
+        first, second = a.get(OutboxRelay), b.get(OutboxRelay)
+        assert first.owner != second.owner
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first.drain, 60.0)
+                tg.start_soon(second.drain, 60.0)
+        published = await stream_events(redis_url, prefix, "bulk.item")
+        ids = [e["event_id"] for e in published]
+        assert len(ids) == len(set(ids)) == 200  # each exactly once, none lost
+        assert first.published + second.published == 200
+        assert first.published > 0 and second.published > 0
+        assert first.duplicates == second.duplicates == 0
+        status = await first.status()
+        assert (status.backlog, status.done) == (0, 200)
+        # per aggregate, the stream holds the entries in the order they were written
+        last: dict[int, int] = {}
+        for e in published:
+            i = e["data"]["i"]
+            assert i > last.get(i % 50, -1)
+            last[i % 50] = i
+
+
+async def test_a_dead_relays_lease_expires_and_another_takes_over(
+    boot: Boot, redis_url: str, prefix: str
+) -> None:
+    async with boot(relay=False, lease_seconds=1.0, publish_timeout=0.5) as kernel:
+        store = kernel.get(RepositoryManager).outbox
+        relay = kernel.get(OutboxRelay)
+        await add_entries(
+            store, [OutboxEvent("acct.step", {"n": n}, aggregate_id="acct-1") for n in range(3)]
+        )
+        held = await store.claim("a-relay-that-died", limit=1, lease=1.0)  # claimed, never finished
+        assert len(held) == 1
+        assert await relay.run_once() == 0  # the held entry blocks its aggregate until its lease ends
+        t0 = anyio.current_time()
+        await wait_until(relay.run_once, 15, interval=0.05, what="the takeover after lease expiry")
+        assert anyio.current_time() - t0 < 5
+        await wait_until(lambda: relay.published == 3, 10, what="the takeover to publish all")
+        published = await stream_events(redis_url, prefix, "acct.step")
+        assert [e["data"]["n"] for e in published] == [0, 1, 2]
+        assert published[0]["event_id"] == held[0].event_id
+
+
+async def test_entries_wait_while_the_bus_is_down_then_go(boot: Boot, prefix: str) -> None:
+    with private_redis_server() as server:
+        async with boot(redis_url=server.url, max_backoff=0.5, publish_timeout=0.3) as kernel:
+            relay = kernel.get(OutboxRelay)
+            repo = await accounts(kernel.get(RepositoryManager))
+            await anyio.to_thread.run_sync(server.stop)
+            made = [
+                await repo.create({"owner": f"o{i}"}, events=[OutboxEvent("account.opened", {"i": i})])
+                for i in range(5)
+            ]
+            assert len(made) == 5  # writes do not need the bus
+
+            async def retried() -> bool:
+                status = await relay.status()
+                return relay.last_error is not None and status.retrying >= 1 and status.backlog == 5
+
+            await wait_until(retried, 15, what="failed publishes to be rescheduled")
+            assert relay.published == 0 and relay.backoff > 0
+            await anyio.to_thread.run_sync(server.start)
+            await wait_until(lambda: relay.published == 5, 20, what="publishing after the bus returned")
+            assert relay.last_error is None and relay.backoff == 0
+            published = await stream_events(server.url, prefix, "account.opened")
+            assert sorted(e["data"]["i"] for e in published) == [0, 1, 2, 3, 4]
+            assert (await relay.status()).backlog == 0
+
+
+async def test_order_is_kept_per_aggregate_across_updates(boot: Boot, redis_url: str, prefix: str) -> None:
+    async with boot() as kernel, boot() as other:
+        repo = await accounts(kernel.get(RepositoryManager))
+        created = [await repo.create({"owner": f"o{i}"}) for i in range(4)]
+
+        async def bump(account: Account) -> None:
+            for n in range(1, 6):
+                await repo.update_by_id(
+                    account.id,
+                    {"balance": n},
+                    events=lambda a: [
+                        OutboxEvent("account.changed", {"id": str(a.id), "balance": a.balance})
+                    ],
+                )
+
+        async with anyio.create_task_group() as tg:
+            for account in created:
+                tg.start_soon(bump, account)
+        relays = [kernel.get(OutboxRelay), other.get(OutboxRelay)]
+        await wait_until(lambda: sum(r.published for r in relays) == 20, 20, what="20 events published")
+        published = await stream_events(redis_url, prefix, "account.changed")
+        for account in created:
+            balances = [e["data"]["balance"] for e in published if e["data"]["id"] == str(account.id)]
+            assert balances == [1, 2, 3, 4, 5]
+
+
+async def test_change_streams_wake_a_relay_for_writes_of_other_processes(boot: Boot) -> None:
+    # a poll interval far longer than the wait: only the change stream can wake the relay in time
+    async with boot(poll_interval=60.0) as kernel:
+        relay = kernel.get(OutboxRelay)
+        await wait_until(lambda: relay.change_stream is not None, 10, what="the change stream to open")
+        if not relay.change_stream:
+            pytest.skip("this server offers no change streams")
+        other = OutboxStore(kernel.get(RepositoryManager).database)  # another process's store: no notify
+        await add_entries(other, [OutboxEvent("elsewhere", {"n": 1})])
+        await wait_until(lambda: relay.published == 1, 10, what="the change stream to wake the relay")
+
+
+async def test_polling_alone_publishes_writes_of_other_processes(boot: Boot) -> None:
+    async with boot(change_streams=False, poll_interval=0.1) as kernel:
+        relay = kernel.get(OutboxRelay)
+        other = OutboxStore(kernel.get(RepositoryManager).database)
+        await add_entries(other, [OutboxEvent("elsewhere", {"n": 1})])
+        await wait_until(lambda: relay.published == 1, 10, what="a poll to find the entry")
+        assert relay.change_stream is None
