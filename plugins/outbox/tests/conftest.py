@@ -62,16 +62,20 @@ async def boot(
     database: str,
     prefix: str,
 ) -> AsyncIterator[Callable[..., AbstractAsyncContextManager[Kernel]]]:
-    """``async with boot(relay=False, redis_url=...) as kernel``: the stack booted for the block.
+    """``async with boot(relay=False, redis_url=..., eventbus={...}) as kernel``: the stack, booted.
 
     Several kernels may share this test's database and prefix (several relays); both are
     removed at the end.
     """
     urls: list[str] = []
 
-    def make(*, redis_url: str = redis_url, **outbox: Any) -> AbstractAsyncContextManager[Kernel]:
+    def make(
+        *, redis_url: str = redis_url, eventbus: dict[str, Any] | None = None, **outbox: Any
+    ) -> AbstractAsyncContextManager[Kernel]:
         urls.append(redis_url)
-        return boot_kernel(*PLUGINS, config=stack_config(redis_url, mongo_uri, database, prefix, **outbox))
+        config = stack_config(redis_url, mongo_uri, database, prefix, **outbox)
+        config["eventbus"].update(eventbus or {})
+        return boot_kernel(*PLUGINS, config=config)
 
     yield make
     for url in set(urls):

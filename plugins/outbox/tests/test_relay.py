@@ -13,7 +13,7 @@ from kernel_eventbus import EventBus, EventMetadata
 from kernel_outbox import OutboxRelay
 from kernel_redis.testing import private_redis_server
 from kernel_repository import OutboxEvent, OutboxStore, RepositoryManager
-from outbox_models import Account, Boot, accounts
+from outbox_models import Account, Boot, accounts, add_entries
 
 from kernel.logging import trace_context
 from kernel.testing import wait_until
@@ -33,15 +33,6 @@ async def stream_events(redis_url: str, prefix: str, name: str) -> list[dict[str
         return out
     finally:
         await client.aclose()
-
-
-async def add_entries(store: OutboxStore, events: list[OutboxEvent]) -> None:
-    """Commit ``events`` in one transaction (without waking any relay)."""
-    await store.ensure_ready()
-    async with await store.database.client.start_session() as session:
-        session.start_transaction()
-        await store.add(events, session=session)
-        await session.commit_transaction()
 
 
 async def test_relay_publishes_with_the_original_identity(boot: Boot) -> None:
