@@ -6,7 +6,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack, overload
@@ -239,12 +239,16 @@ class Kernel:
             self._impls[hook] = impls
         return impls.get(plugin)
 
-    def _collect(self, hook: str, *, ctx_arg: bool = True) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
+    def _each(self, hook: str) -> Iterator[tuple[LoadedPlugin, Callable[..., Any]]]:
+        """Each enabled plugin that implements ``hook``, in load order, with its implementation."""
         for lp in self.plugins:
             impl = self._impl(hook, lp.name)
-            if impl is None:
-                continue
+            if impl is not None:
+                yield lp, impl
+
+    def _collect(self, hook: str, *, ctx_arg: bool = True) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for lp, impl in self._each(hook):
             result = impl(ctx=lp.ctx) if ctx_arg else impl()
             out += [(lp.name, item) for item in (result or ())]
         return out
@@ -303,22 +307,18 @@ class Kernel:
         self._tg = tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            for lp in self.plugins:
+            for lp, impl in self._each("kernel_register"):
                 current = lp.name
-                impl = self._impl("kernel_register", lp.name)
-                if impl is not None:
-                    impl(ctx=lp.ctx)
+                impl(ctx=lp.ctx)
             phase = "start"
             for lp in self.plugins:
                 current = lp.name
                 await self._start_plugin(lp, tg)
             phase = "health_checks"
             self._checks = []
-            for lp in self.plugins:
+            for lp, impl in self._each("kernel_health_checks"):
                 current = lp.name
-                impl = self._impl("kernel_health_checks", lp.name)
-                if impl is not None:
-                    self._checks += [(lp.name, c) for c in impl(ctx=lp.ctx) or ()]
+                self._checks += [(lp.name, c) for c in impl(ctx=lp.ctx) or ()]
             names = [c.name for _, c in self._checks]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
