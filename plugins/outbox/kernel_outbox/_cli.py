@@ -76,7 +76,7 @@ async def run_outbox(args: argparse.Namespace, kernel: Kernel) -> int:
 
 def _show(age: timedelta) -> str:
     seconds = age.total_seconds()
-    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
