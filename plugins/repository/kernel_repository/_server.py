@@ -32,6 +32,8 @@ INSTALL_HINT = (
 # Runs the server's own CLI (`-m nx_27017.nx_27017` would warn about a module imported twice) with
 # neosqlite's SQL update tier switched off: that tier writes datetimes given to $set as strings
 # (measured with nx-27017 0.8.1), while its Python tier keeps every BSON type. Reads are untouched.
+# Transactions are isolated server-wide (_wire_gate: one open at a time, other sessions wait), in
+# the threaded server (a connection per thread, so a waiting command never holds up the owner's).
 _LAUNCH = """
 import sys
 try:
@@ -39,6 +41,8 @@ try:
     QueryHelper._can_use_sql_updates = lambda self, *args, **kwargs: False
 except (ImportError, AttributeError):
     pass
+from kernel_repository._wire_gate import install
+install()
 from nx_27017.nx_27017 import main
 sys.argv[0] = "nx-27017"
 sys.exit(main())
@@ -137,6 +141,7 @@ class MongoWireServer(ChildServer):
             str(self._workdir / "server.pid"),
             "--log-file",
             str(self.log_path),
+            "--threaded",
         ]
 
     def _probe(self, timeout: float) -> None:

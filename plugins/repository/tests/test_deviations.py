@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-import anyio
 import pymongo.errors
 import pytest
 from kernel_repository import RepositoryManager
@@ -87,24 +86,3 @@ async def test_keys_after_a_top_level_or(manager: RepositoryManager) -> None:
     items = manager.database["items"]
     await items.insert_many([{"_id": i, "a": None} for i in range(3)])
     assert await items.count_documents({"$or": [{"a": None}, {"a": 1}], "_id": {"$in": [0, 1]}}) == 2
-
-
-@wire_server_deviation(
-    "transactions of concurrent sessions nest as SAVEPOINTs on one SQLite connection: commits fail with "
-    "'no such savepoint' while their writes stay; run_transaction serializes a process's transactions there"
-)
-async def test_concurrent_transactions_through_the_driver(manager: RepositoryManager) -> None:
-    items = manager.database["items"]
-    await items.insert_one({"_id": "first"})
-
-    async def one(i: int) -> None:
-        async with await manager.client.start_session() as session:
-            session.start_transaction()
-            await items.insert_one({"_id": i}, session=session)
-            await anyio.sleep(0.01)
-            await session.commit_transaction()
-
-    async with anyio.create_task_group() as tg:
-        for i in range(5):
-            tg.start_soon(one, i)
-    assert await items.count_documents({}) == 6
