@@ -9,6 +9,7 @@ import random
 import secrets
 import socket
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -91,8 +92,8 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._remove_listener: object = None
-        self._status: OutboxStatus | None = None
-        self._status_at = 0.0
+        self._lag: tuple[int, float] | None = None
+        self._lag_at = 0.0
 
     # ------------------------------------------------------------------ one batch
 
@@ -215,22 +216,31 @@ class OutboxRelay:
     async def status(self) -> OutboxStatus:
         """The counts and lag of the outbox (refreshes the backlog and lag gauges)."""
         status = await self.store.status()
-        self._status, self._status_at = status, time.monotonic()
+        self._lag, self._lag_at = (status.backlog, status.lag_seconds), time.monotonic()
         if self._metrics is not None:
             self._metrics.backlog.set(status.backlog)
             self._metrics.lag.set(status.lag_seconds)
         return status
 
+    async def lag(self) -> tuple[int, float]:
+        """Backlog and lag (seconds) in two queries; refreshes the gauges (cached for a second)."""
+        if self._lag is not None and time.monotonic() - self._lag_at <= 1.0:
+            return self._lag
+        backlog, oldest = await self.store.backlog()
+        lag = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        self._lag, self._lag_at = (backlog, lag), time.monotonic()
+        if self._metrics is not None:
+            self._metrics.backlog.set(backlog)
+            self._metrics.lag.set(lag)
+        return backlog, lag
+
     async def check_lag(self) -> bool:
         """The health check: raises :class:`OutboxLagError` past ``lag_degraded_seconds``."""
-        status = self._status
-        if status is None or time.monotonic() - self._status_at > 1.0:
-            status = await self.status()
-        if status.lag_seconds > self.config.lag_degraded_seconds:
+        backlog, lag = await self.lag()
+        if lag > self.config.lag_degraded_seconds:
             raise OutboxLagError(
-                f"outbox lag {status.lag_seconds:.1f}s > lag_degraded_seconds "
-                f"{self.config.lag_degraded_seconds:g} (backlog {status.backlog}"
-                f"{', last error: ' + self.last_error if self.last_error else ''})"
+                f"outbox lag {lag:.1f}s > lag_degraded_seconds {self.config.lag_degraded_seconds:g} "
+                f"(backlog {backlog}{', last error: ' + self.last_error if self.last_error else ''})"
             )
         return True
 
@@ -240,7 +250,7 @@ class OutboxRelay:
             while True:
                 if await self.run_once():
                     continue
-                if (await self.store.status()).backlog == 0:
+                if (await self.store.backlog())[0] == 0:
                     return True
                 await anyio.sleep(max(0.01, min(self.config.poll_interval, self.backoff or 0.05)))
         return False
@@ -291,7 +301,8 @@ class OutboxRelay:
             try:
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.config.status_interval
-                    await self.status()
+                    self._lag = None  # a fresh reading for the gauges
+                    await self.lag()
                 n = await self.run_once()
             except Exception as exc:  # the database failed: the loop outlives it
                 self._failed(exc, "database")

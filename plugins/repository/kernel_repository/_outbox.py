@@ -564,6 +564,16 @@ class OutboxStore:
             doc = await self.collection.find_one({"_id": event_id})
         return None if doc is None else OutboxEntry.from_document(doc)
 
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """Pending entries and when the oldest was written: two queries (:meth:`status` runs six)."""
+        with self._op("backlog"):
+            first = await self.collection.find_one(
+                {"status": "pending"}, {"created_at": 1}, sort=[("seq", 1), ("_id", 1)]
+            )
+            if first is None:
+                return 0, None
+            return await self.collection.count_documents({"status": "pending"}), first["created_at"]
+
     async def status(self) -> OutboxStatus:
         """Backlog, in-flight, retrying, done and failed counts, and the oldest pending entry's time."""
         current = _utcnow()

@@ -271,6 +271,7 @@ async def test_status_replay_purge_and_failed_entries(manager: RepositoryManager
     assert await store.mark_failed(batch[1], "EventTooLargeError: too big")
     status = await store.status()
     assert (status.backlog, status.done, status.failed, status.lag_seconds) == (0, 1, 1, 0.0)
+    assert await store.backlog() == (0, None)
     woken: list[int] = []
     remove = store.add_listener(lambda: woken.append(1))
     replayed = await store.replay(bad)
@@ -278,6 +279,7 @@ async def test_status_replay_purge_and_failed_entries(manager: RepositoryManager
     assert replayed.status == "pending" and replayed.attempts == 0 and woken == [1]
     status = await store.status()
     assert status.backlog == 1 and status.oldest_pending_at is not None and status.lag_seconds >= 0
+    assert await store.backlog() == (1, status.oldest_pending_at)
     with pytest.raises(OutboxEntryNotFoundError):
         await store.replay("no-such-event")
     assert await store.purge(done_older_than=3600) == 0
