@@ -67,7 +67,7 @@ class EventMetadata:
     event_id: str
     event_name: str
     timestamp: str
-    """When the event was published (UTC, RFC 3339)."""
+    """When the event was published, or the ``occurred_at`` given to ``publish`` (UTC, RFC 3339)."""
     source: str | None = None
     trace_id: str | None = None
     attempt: int = 1
