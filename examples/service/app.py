@@ -5,15 +5,15 @@ worker processes run ``kernel worker`` (the processor is in :mod:`.notifications
 ``python -m examples.service.run`` starts both on one embedded Redis and wire server.
 
 Flow: ``POST /users`` -> repository create (audit fields, ``created_by`` from ``X-User-Id``)
--> event ``user.created`` (the request's trace id) -> a subscriber enqueues
-``send-notification`` -> a worker runs it. ``GET /users/{id}`` is cache-aside
+with its ``user.created`` event in the same transaction (the outbox: the request touches only
+MongoDB) -> the outbox relay publishes it (the request's trace id) -> an idempotent subscriber
+enqueues ``send-notification`` -> a worker runs it. ``GET /users/{id}`` is cache-aside
 (``get_or_set``); ``PATCH /users/{id}`` updates and invalidates. Errors are
 problem+json; ``/health`` and ``/health/metrics`` come from the kernel's app.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,13 +24,11 @@ from typing import Any
 
 from bson import ObjectId
 from kernel_cache import CacheManager
-from kernel_errors import AppError, ErrorMiddleware, NotFoundError, ServiceUnavailableError, ValidationError
+from kernel_errors import AppError, ErrorMiddleware, NotFoundError, ValidationError
 from kernel_eventbus import EventBus, EventMetadata
 from kernel_metrics import MetricsMiddleware
 from kernel_queue import QueueManager
-from kernel_repository import RepositoryManager
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from kernel_repository import OutboxEvent, RepositoryManager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -49,11 +47,6 @@ log = logging.getLogger("examples.service")
 
 USER_CREATED = "user.created"
 CACHE_TTL = 300.0
-PUBLISH_DEADLINE = 10.0
-"""Seconds a request keeps retrying a publish while Redis is unreachable (a restart), then 503.
-
-The user is stored before the event is published: an outage longer than this leaves a user
-without its ``user.created`` (a transactional outbox would close that gap)."""
 
 
 def make_kernel() -> Kernel:
@@ -74,9 +67,14 @@ class Users:
     # ------------------------------------------------------------------ events
 
     async def on_user_created(self, data: dict[str, Any], metadata: EventMetadata) -> None:
-        """Subscriber of ``user.created``: enqueue the welcome notification (once per user)."""
+        """Subscriber of ``user.created``: enqueue the welcome notification (once per user).
+
+        Delivery is at-least-once (the relay may publish an entry twice, with the same event id,
+        after a crash). ``bus.idempotent`` (subscribed in :func:`lifespan`) skips an event id
+        already handled; the job id keyed by the user id covers what it cannot (a crash between
+        the enqueue and its mark), so a user gets one notification however often its event arrives.
+        """
         notification_id = f"welcome-{data['user_id']}"
-        # The job id makes a re-delivered event (at-least-once) enqueue nothing new.
         await self.queue.add_job(
             QUEUE,
             JOB,
@@ -92,23 +90,10 @@ class Users:
         )
         log.info("notification queued", extra={"user_id": data["user_id"], "event_id": metadata.event_id})
 
-    async def publish_created(self, user: User) -> None:
-        """Publish ``user.created``; a short Redis outage is waited out rather than losing the event."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_DEADLINE
-        delay = 0.05
-        while True:
-            try:
-                await self.bus.publish(
-                    USER_CREATED, {"user_id": str(user.id), "email": user.email}, source="users-api"
-                )
-                return
-            except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
-                if loop.time() + delay > deadline:
-                    raise ServiceUnavailableError("the event bus is unreachable") from exc
-                log.warning("publish failed (%s), retrying in %.2fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+    @staticmethod
+    def created_events(user: User) -> list[OutboxEvent]:
+        """The events a new user's document commits with (trace id: the request's, at write time)."""
+        return [OutboxEvent(USER_CREATED, {"user_id": str(user.id), "email": user.email}, source="users-api")]
 
     # ------------------------------------------------------------------ routes
 
@@ -117,10 +102,13 @@ class Users:
         problems = field_problems(body)
         if problems:
             raise ValidationError("invalid user", errors=problems)
+        # The user and its user.created commit in one transaction (the outbox); the relay
+        # publishes the event later, so a Redis outage neither fails nor slows this request.
         user = await self.repo.create(
-            {"name": body.get("name"), "email": body.get("email")}, created_by=actor(request)
+            {"name": body.get("name"), "email": body.get("email")},
+            created_by=actor(request),
+            events=self.created_events,
         )
-        await self.publish_created(user)
         log.info("user created", extra={"user_id": str(user.id)})
         return JSONResponse(public(user), status_code=201)
 
@@ -194,8 +182,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Boot the kernel, subscribe the event handler, build the kernel's app (health, metrics)."""
     async with lifespan_for(make_kernel)(app) as state:
         users = Users(state["kernel"])
-        # One consumer group for every web process: each event is handled by one of them.
-        users.bus.subscribe(USER_CREATED, users.on_user_created, group="user.created:enqueue-notification")
+        # One consumer group for every web process: each event is handled by one of them, and
+        # an event id handled once (a relay's duplicate) is skipped.
+        users.bus.subscribe(
+            USER_CREATED,
+            users.bus.idempotent(users.on_user_created),
+            group="user.created:enqueue-notification",
+        )
         yield {**state, "kernel_app": KernelApp(state["kernel"]), "users": users}
 
 

@@ -174,7 +174,8 @@ def _launch(port: int, tmp: Path) -> tuple[subprocess.Popen[str], list[int]]:
     for line in proc.stdout:
         ready = ready or line.startswith("service ready")
         if ready and line.startswith("health:"):
-            assert line.strip() == "health: ok (redis ok, eventbus ok, cache ok, repository ok)", line
+            expected = "health: ok (redis ok, eventbus ok, cache ok, repository ok, outbox ok)"
+            assert line.strip() == expected, line
             break
         assert time.monotonic() < deadline and proc.poll() is None, line
     else:
