@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import re
+import sys
 import weakref
-from asyncio import current_task
 from collections.abc import Awaitable, Iterable
+from types import FunctionType
 from typing import Any
 
 import anyio
 
 from kernel.logging import get_trace_id, new_trace_id, reset_trace_id, set_trace_id
-from kernel.web import ASGIApp, Message, Receive, Scope, Send
+from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import INTERNAL_CODE, AppError, _unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer
@@ -27,12 +29,26 @@ log = logging.getLogger("kernel.plugins.errors")
 # inside a request, or parses a pipelined request inside ``send``), and the scope is never shared.
 _HANDLED = "kernel_errors.handled"
 
-# The trace id this middleware set (compared by identity) and the task that set it. Finding it
-# still current in another task when a new request arrives means that task's context was copied
-# from an earlier request: the id is stale, not one a host layer set for this request.
-_ours: contextvars.ContextVar[tuple[str, object] | None] = contextvars.ContextVar(
-    "kernel_errors_trace", default=None
-)
+# The mark of the request this middleware set a trace id for: [the id (compared by identity), the task
+# that set it, or None once that request has finished]. Finding that id current when a new request
+# arrives in another task, or after the request finished, means this context was copied from an
+# earlier request: the id is stale, not one a host layer set for this request. A finished request
+# leaves its mark behind rather than resetting the variable (one context-variable write less).
+_ours: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("kernel_errors_trace", default=None)
+
+
+if sys.version_info < (3, 12):
+    # 3.11: asyncio.current_task() is a Python function reading this dict (the C tasks keep it);
+    # from 3.12 on it is a C function of its own.
+    from asyncio import get_running_loop
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]  # (the dict the C tasks keep)
+
+    def _current_task() -> asyncio.Task[Any] | None:
+        task: asyncio.Task[Any] | None = _current_tasks.get(get_running_loop())
+        return task
+
+else:
+    _current_task = asyncio.current_task
 
 
 def _task() -> object:
@@ -41,7 +57,7 @@ def _task() -> object:
     Two results are ``==`` while they name the same live task.
     """
     try:
-        return weakref.ref(current_task())  # outside a task: weakref.ref(None), TypeError
+        return weakref.ref(_current_task())  # outside a task: weakref.ref(None), TypeError
     except RuntimeError:  # no asyncio loop running in this thread: another anyio backend
         return anyio.get_current_task().id
     except TypeError:  # in asyncio, but outside any task
@@ -62,6 +78,11 @@ def incoming_trace_id(headers: Iterable[tuple[bytes, bytes]], header: bytes) -> 
             request_id = value
         elif name == b"traceparent":
             traceparent = value
+    return _checked_trace_id(request_id, traceparent)
+
+
+def _checked_trace_id(request_id: bytes | None, traceparent: bytes | None) -> str | None:
+    """The trace id of a request-id header value, else of a ``traceparent`` one, if well-formed."""
     if request_id is not None and _REQUEST_ID.match(request_id):
         return request_id.decode()
     if traceparent is not None:
@@ -99,9 +120,27 @@ class ErrorMiddleware:
         self._header = trace_header.lower().encode("latin-1")
         self._client_level = client_error_level
 
+    @property
+    def app(self) -> ASGIApp:
+        """The wrapped app."""
+        return self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        self._app = app
+        # an instance's bound __call__: calling it skips the type-slot lookup (once per request)
+        direct = isinstance(type(app).__call__, FunctionType)
+        self._call: ASGIApp = app.__call__ if direct else app  # type: ignore[operator]
+
+    records_response_status = True
+    """Every HTTP response's status ends up in ``scope[kernel.web.RESPONSE_STATUS]`` (for an outer layer)."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get(_HANDLED):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._call(scope, receive, send)
+            return
+        if scope.get(_HANDLED):
+            await self._nested(scope, receive, send)
             return
         scope[_HANDLED] = True
         current, ours = get_trace_id(), _ours.get()
@@ -110,31 +149,56 @@ class ErrorMiddleware:
             # reset), so that nothing logged around this request (the server's own lines) has it.
             set_trace_id(None)
             _ours.set(None)
-            current = None
-        tid = incoming_trace_id(scope.get("headers") or (), self._header) or current or new_trace_id()
-        header = (self._header, tid.encode())
-        started = False
+            current = ours = None
+        # incoming_trace_id() inlined (this runs on every request): most requests carry neither header.
+        name = self._header
+        # one pass in C (the last of repeated headers wins, as in incoming_trace_id)
+        headers = dict(scope.get("headers") or ())
+        request_id, traceparent = headers.get(name), headers.get(b"traceparent")
+        tid = (
+            (
+                (request_id is not None or traceparent is not None)
+                and _checked_trace_id(request_id, traceparent)
+            )
+            or current
+            or new_trace_id()
+        )
+        header = (name, tid.encode())
 
-        # A plain function handing back send's awaitable: no coroutine of its own per message.
+        # A plain function handing back send's awaitable: no coroutine of its own per message. The
+        # status it records also tells this layer whether the response started.
         def send_with_id(message: Message) -> Awaitable[None]:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                scope[RESPONSE_STATUS] = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             return send(message)
 
         # set/reset rather than the trace_context() manager: this runs on every request.
         token = set_trace_id(tid)
-        ours_token = _ours.set((tid, _task()))
+        mark = [tid, _task()]
+        ours_token = _ours.set(mark)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self._call(scope, receive, send_with_id)
         except Exception as exc:
+            started = RESPONSE_STATUS in scope
             self._log(exc, scope, started)
             if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
         finally:
-            _ours.reset(ours_token)
+            mark[1] = None  # finished: the id is stale in any context copied from this request
+            if ours is not None and ours[1] is not None:
+                _ours.reset(ours_token)  # back to the live mark of the request this one runs inside
             reset_trace_id(token)
+
+    async def _nested(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Inside another ErrorMiddleware: pass through, only recording the response status."""
+
+        def send_status(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                scope[RESPONSE_STATUS] = message["status"]
+            return send(message)
+
+        await self._call(scope, receive, send_status)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
         err = _unwrap(exc)
@@ -187,5 +251,6 @@ class ErrorMiddleware:
             header,
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers),
         ]
+        scope[RESPONSE_STATUS] = problem.status
         await send({"type": "http.response.start", "status": problem.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -255,3 +255,47 @@ async def test_a_sub_request_in_the_same_task_keeps_the_trace_id() -> None:
 
     resp = await call(ErrorMiddleware(outer_app), {**http_scope(), "headers": [(b"x-request-id", b"req-7")]})
     assert resp["trace_id"] == "req-7"
+
+
+@pytest.mark.anyio
+async def test_sub_requests_one_after_another_keep_the_trace_id() -> None:
+    inner = ErrorMiddleware(echo_trace)
+    ids: list[str] = []
+
+    async def outer_app(scope: Any, receive: Any, send: Any) -> None:
+        for _ in range(3):  # a finished sub-request must not make the outer id look stale
+            sub = await call(inner, http_scope())
+            ids.append(sub["trace_id"])
+            assert get_trace_id() == "req-8"
+        other = await call(inner, {**http_scope(), "headers": [(b"x-request-id", b"sub-1")]})
+        assert other["trace_id"] == "sub-1"
+        assert get_trace_id() == "req-8"
+        await echo_trace(scope, receive, send)
+
+    resp = await call(ErrorMiddleware(outer_app), {**http_scope(), "headers": [(b"x-request-id", b"req-8")]})
+    assert resp["trace_id"] == "req-8"
+    assert ids == ["req-8"] * 3
+    assert get_trace_id() is None
+
+
+@pytest.mark.anyio
+async def test_a_context_copied_after_a_sub_request_starts_clean() -> None:
+    import contextvars
+
+    copied: list[contextvars.Context] = []
+    inner = ErrorMiddleware(echo_trace)
+
+    async def outer_app(scope: Any, receive: Any, send: Any) -> None:
+        await call(inner, {**http_scope(), "headers": [(b"x-request-id", b"sub-2")]})
+        copied.append(contextvars.copy_context())  # the outer request's id is current again
+        await echo_trace(scope, receive, send)
+
+    await call(ErrorMiddleware(outer_app), {**http_scope(), "headers": [(b"x-request-id", b"req-9")]})
+    after: list[str] = []
+
+    async def next_request() -> None:
+        second = await call(ErrorMiddleware(echo_trace), http_scope())
+        after.append(second["trace_id"])
+
+    await asyncio.get_running_loop().create_task(next_request(), context=copied[0])
+    assert after and after[0] not in ("req-9", "sub-2")

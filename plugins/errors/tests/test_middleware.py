@@ -300,3 +300,50 @@ async def test_log_line_from_the_kernel_json_handler(capsys: pytest.CaptureFixtu
     assert line["context"] == {"backend": "es"}
     assert "hunter2" not in json.dumps(line)  # a Secret stays masked even in the operator log
     assert "Traceback" in line["exception"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("exc", "after_start", "status"),
+    [
+        (None, False, 200),
+        (NotFoundError("User", {"user_id": "42"}), False, 404),
+        (RuntimeError("boom"), False, 500),
+        (RuntimeError("boom"), True, 200),  # started: the status stays the one sent
+    ],
+)
+async def test_the_response_status_is_recorded_in_the_scope(
+    exc: BaseException | None, after_start: bool, status: int
+) -> None:
+    from kernel.web import RESPONSE_STATUS
+
+    sent: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    app = ErrorMiddleware(app_raising(exc, after_start=after_start))
+    assert app.records_response_status is True
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/things/1", "headers": []}
+    await app(scope, receive, send)
+    assert scope[RESPONSE_STATUS] == sent[-1] == status
+
+
+@pytest.mark.anyio
+async def test_a_nested_error_middleware_still_records_the_status() -> None:
+    from kernel.web import RESPONSE_STATUS
+
+    seen: list[Any] = []
+
+    async def probe(scope: Scope, receive: Receive, send: Send) -> None:
+        await inner(scope, receive, send)
+        seen.append(scope.get(RESPONSE_STATUS))
+
+    inner = ErrorMiddleware(app_raising(None))
+    resp = await call(ErrorMiddleware(probe))
+    assert resp.status_code == 200
+    assert seen == [200]  # written by the inner, pass-through layer before the outer one returns

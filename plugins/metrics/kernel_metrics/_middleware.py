@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
-from typing import Any
+from types import FunctionType
+from typing import Any, cast
 
-from kernel.web import ASGIApp
+from kernel.web import RESPONSE_STATUS, ASGIApp
 
 from ._collector import OVERFLOW, MetricsCollector
 
@@ -21,6 +22,16 @@ _SEEN = "kernel_metrics.recorded"
 
 def _skip(seconds: float) -> None:
     """Stands for the observer of an excluded route (never called)."""
+
+
+def _direct(app: ASGIApp) -> ASGIApp:
+    """``app``, or its bound ``__call__`` for an instance of a class defining one in Python.
+
+    Calling the bound method skips the type-slot lookup an instance call goes through (per request).
+    """
+    if isinstance(type(app).__call__, FunctionType):
+        return cast(ASGIApp, app.__call__)  # type: ignore[operator]
+    return app
 
 
 def _is_mount(route: object) -> bool:
@@ -148,34 +159,71 @@ class MetricsMiddleware:
             return template
         return route_template(scope, root_path, self._unmatched, status)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def app(self) -> ASGIApp:
+        """The wrapped app."""
+        return self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        self._app = app
+        self._call = _direct(app)
+        # The app records each response's status in the scope (the errors plugin's ErrorMiddleware
+        # does, see kernel.web.RESPONSE_STATUS): read it there instead of wrapping send again.
+        self._status_in_scope = getattr(app, "records_response_status", False) is True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - inlined hot path
         if scope["type"] != "http" or _SEEN in scope:
-            await self.app(scope, receive, send)
+            await self._call(scope, receive, send)
             return
         collector = self._collector if self._explicit else self._resolve(scope)
         if collector is None:
-            await self.app(scope, receive, send)
+            await self._call(scope, receive, send)
             return
         scope[_SEEN] = True
         root_path = scope.get("root_path", "")
+        counted = collector._mp_dir is None  # in flight as a plain int (else the multiprocess gauge)
+        if counted:
+            collector._in_flight += 1
+        else:
+            collector.request_started()
         # 500 unless the app starts a response: an escaping exception becomes the server's 500.
         status = 500
+        in_scope = self._status_in_scope
+        if in_scope:
+            app_send = send
+        else:
+            # A plain function handing back send's awaitable: no coroutine of its own per message.
+            def app_send(message: Message) -> Awaitable[None]:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                return send(message)
 
-        # A plain function handing back send's awaitable: no coroutine of its own per message.
-        def send_status(message: Message) -> Awaitable[None]:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            return send(message)
-
-        collector.request_started()
         t0 = perf_counter()
         try:
-            await self.app(scope, receive, send_status)
+            await self._call(scope, receive, app_send)
         finally:
             elapsed = perf_counter() - t0
-            collector.request_finished()
-            key = (scope["method"], self._template(scope, root_path, status), status)
+            if counted:
+                collector._in_flight -= 1
+            else:
+                collector.request_finished()
+            if in_scope:
+                status = scope.get(RESPONSE_STATUS, 500)
+            # _template()'s fast path inlined: a plain route outside any mount, seen before
+            route = scope.get("route")
+            if "route_template" in scope:
+                template = self._template(scope, root_path, status)
+            elif route is None:  # no route matched (a 404 from the router) or a bare ASGI app
+                template = self._unmatched
+            else:
+                entry = self._by_route.get(id(route))
+                if entry is not None and entry[0] is route and scope.get("root_path", "") == root_path:
+                    template = entry[1]
+                else:
+                    template = self._template(scope, root_path, status)
+            key = (scope["method"], template, status)
             observe = self._observers.get(key)
             if observe is None:
                 observe = self._observer(collector, key)

@@ -244,3 +244,46 @@ async def test_a_middleware_serving_a_new_kernel_records_into_that_kernels_colle
         assert await asgi_call(app, "/boom", state={"kernel": second}, method="POST") == 405
         assert requests_total(second.get(MetricsCollector)) == {("POST", "/boom", "405"): 1}
     assert requests_total(first_collector) == {("GET", "/users/{user_id}", "200"): 1}
+
+
+class StatusRecorder:
+    """A middleware keeping the kernel.web.RESPONSE_STATUS contract, as the errors plugin's does."""
+
+    records_response_status = True
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from kernel.web import RESPONSE_STATUS
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                scope[RESPONSE_STATUS] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_status)
+
+
+@pytest.mark.anyio
+async def test_around_a_layer_recording_the_status_it_reads_the_status_from_the_scope(
+    asgi_call: Call,
+) -> None:
+    collector = MetricsCollector(process_metrics=False)
+    app = MetricsMiddleware(StatusRecorder(starlette_app()), collector)
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None  # never starts a response: the server answers 500
+
+    assert await asgi_call(app, "/users/1") == 200
+    assert await asgi_call(app, "/nothing") == 404
+    with pytest.raises(RuntimeError, match="unexpected"):
+        await asgi_call(app, "/boom")
+    await asgi_call(MetricsMiddleware(StatusRecorder(silent), collector), "/silent")
+    assert requests_total(collector) == {
+        ("GET", "/users/{user_id}", "200"): 1,
+        ("GET", "<unmatched>", "404"): 1,
+        ("GET", "/boom", "500"): 1,
+        ("GET", "<unmatched>", "500"): 1,
+    }
+    assert collector.registry.get_sample_value("http_active_connections") == 0
