@@ -9,50 +9,67 @@ from typing import Any
 
 import attrs
 
-# random parts drawn 64 at a time as hex (one getrandom call instead of one per event); deque.popleft is
-# atomic, so threads never share one; a forked child drops what it inherited, so processes never repeat one
+# The random part of event ids, made 64 at a time (one getrandom call and a few C-level operations
+# instead of formatting per event); deque.popleft is atomic, so threads never share one; a forked child
+# drops what it inherited, so processes never repeat one.
 _RANDOM_BATCH = 64
-_spare_random: deque[str] = deque()
+_spare_tails: deque[str] = deque()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_spare_random.clear)
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-"""A random hex digit -> the variant digit ``10xx``: its two low bits stay random."""
+    os.register_at_fork(after_in_child=_spare_tails.clear)
+# 10 random bytes per id, masked in one integer operation: version 7 in the high nibble of byte 0,
+# variant 10 in the two high bits of byte 2 (12 + 14 + 48 = 74 random bits stay)
+_KEEP = int.from_bytes(bytes([0x0F, 0xFF, 0x3F, *[0xFF] * 7]) * _RANDOM_BATCH, "big")
+_SET = int.from_bytes(bytes([0x70, 0x00, 0x80, *[0x00] * 7]) * _RANDOM_BATCH, "big")
 
 
-def _random_hex() -> str:
-    """19 random hex digits (76 bits, of which an event id uses 74)."""
-    try:
-        return _spare_random.popleft()
-    except IndexError:
-        pool = os.urandom(10 * _RANDOM_BATCH).hex()
-        _spare_random.extend([pool[i : i + 19] for i in range(20, len(pool), 20)])
-        return pool[:19]
+def _random_tails() -> list[str]:
+    """``_RANDOM_BATCH`` id tails ``7xxx-yxxx-xxxxxxxxxxxx`` (y: 8, 9, a or b), the rest random."""
+    size = 10 * _RANDOM_BATCH
+    masked = int.from_bytes(os.urandom(size), "big") & _KEEP | _SET
+    groups = iter(masked.to_bytes(size, "big").hex(" ", 2).split())  # 4 hex digits each, 5 per id
+    return [
+        f"{a}-{b}-{c}{d}{e}" for a, b, c, d, e in zip(groups, groups, groups, groups, groups, strict=True)
+    ]
+
+
+_prefix: tuple[int, str] = (-1, "")
 
 
 def new_event_id(ms: int | None = None) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds then 74 random bits, so ids sort by time (to the ms)."""
+    global _prefix
     if ms is None:
         ms = time.time_ns() // 1_000_000
     try:
-        r = _spare_random.popleft()
+        tail = _spare_tails.popleft()
     except IndexError:
-        r = _random_hex()
-    h = f"{ms:012x}"
-    # version 7, 12 random bits, variant 10 + 62 random bits
-    return f"{h[:8]}-{h[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"
+        tails = _random_tails()
+        tail = tails.pop()
+        _spare_tails.extend(tails)
+    cached = _prefix  # one tuple, replaced whole: safe to share between threads
+    if cached[0] != ms:  # events of one millisecond share the time part
+        h = f"{ms:012x}"
+        cached = _prefix = (ms, f"{h[:8]}-{h[8:]}-")
+    return cached[1] + tail
 
 
 _second: tuple[int, str] = (-1, "")
+_milli: tuple[int, str] = (-1, "")
 
 
 def rfc3339(ms: int) -> str:
     """UTC RFC 3339 timestamp with milliseconds (``2026-11-28T15:04:05.123Z``)."""
+    global _second, _milli
+    last = _milli  # events of one millisecond share the whole text
+    if last[0] == ms:
+        return last[1]
     sec, milli = divmod(ms, 1000)
-    global _second
     cached = _second  # one tuple, replaced whole: safe to share between threads
     if cached[0] != sec:  # formatting is the slow part; events of one second share it
         cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{cached[1]}.{milli:03d}Z"
+    text = f"{cached[1]}.{milli:03d}Z"
+    _milli = (ms, text)
+    return text
 
 
 def now_rfc3339() -> str:

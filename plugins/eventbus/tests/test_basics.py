@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
@@ -25,9 +26,25 @@ def test_event_ids_are_unique_uuid7_and_sort_by_time() -> None:
     assert len(same_ms) == 1000
 
 
+def test_event_ids_of_one_millisecond_share_the_time_part_and_nothing_else() -> None:
+    ids = [new_event_id(1_700_000_000_000) for _ in range(1000)]
+    assert {i[:14] for i in ids} == {new_event_id(1_700_000_000_000)[:14]}
+    assert new_event_id(1_700_000_000_001)[:14] != ids[0][:14]
+    # every position of the 74 random bits varies: 12 after the version, the variant's 2 low bits, 60 more
+    for pos in [15, 16, 17, 20, 21, 22, *range(24, 36)]:
+        assert len({i[pos] for i in ids}) == 16, pos
+    assert {i[19] for i in ids} == set("89ab")
+
+
 def test_rfc3339_is_utc_with_milliseconds() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1_764_342_245_123) == "2025-11-28T15:04:05.123Z"
+    # the last millisecond's text is reused only for that millisecond
+    for ms in (1_764_342_245_123, 1_764_342_245_124, 1_764_342_245_123, 1_764_342_246_123):
+        expected = (
+            datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+        )
+        assert rfc3339(ms) == expected
 
 
 def test_metadata_round_trips() -> None:
