@@ -205,9 +205,15 @@ class CacheManager:
         """``{key: value}`` of the keys that are cached, in one round trip (``MGET``)."""
         keys = list(keys)
         st = self._stats
-        prefix = self._prefix
-        found = await self._ops.get_many(list(map(prefix.__add__, keys)))
-        if found is DOWN:
+        # Circuit.call inlined, as in get.
+        circuit = self._circuit
+        if circuit.down_until and circuit.skipping(st):
+            st.misses.add(len(keys))
+            return {}
+        try:
+            found = await self._backend.get_many(list(map(self._prefix.__add__, keys)))
+        except circuit.errors as exc:
+            circuit.trip("get_many", exc, st)
             st.misses.add(len(keys))
             return {}
         present: list[str] = keys
