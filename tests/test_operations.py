@@ -106,7 +106,7 @@ def emitted_names() -> set[str]:
     names |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body.decode(), flags=re.M))
     # Plugins declare theirs on the collector at boot (cache, eventbus, queue need a Redis);
     # the declarations are string literals in their sources.
-    pattern = re.compile(r'"([a-z][a-z0-9_]*_(?:total|seconds|size|bytes|connections))"')
+    pattern = re.compile(r'"([a-z][a-z0-9_]*_(?:total|seconds|size|bytes|connections|backlog))"')
     for source in PLUGINS.glob("*/kernel_*/*.py"):
         names |= set(pattern.findall(source.read_text(encoding="utf-8")))
     return names
@@ -179,6 +179,8 @@ def test_alert_rules_shape_and_metrics() -> None:
         "KernelHttp5xxRatioHigh",
         "KernelHttpLatencyP99High",
         "KernelTargetDown",
+        "KernelOutboxRelayLagHigh",
+        "KernelOutboxBacklogHigh",
     } <= names
     for rule in rules:
         assert rule.get("for"), f"{rule['alert']} has no 'for'"
@@ -227,6 +229,7 @@ async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
         "kernel_cache",
         "kernel_queue",
         "kernel_repository",
+        "kernel_outbox",
     ):
         pytest.importorskip(module)
     import anyio
@@ -234,18 +237,22 @@ async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
     from kernel_eventbus import EventBus
     from kernel_metrics import MetricsCollector
     from kernel_queue import QueueManager
+    from kernel_repository import OutboxEvent, RepositoryManager
 
     from kernel.testing import boot_kernel
 
     config = {
         "redis": {"url": "embedded"},
-        "eventbus": {"adapter": "redis"},
+        # small enough that the outbox entry below is rejected: the relay counts a publish error
+        "eventbus": {"adapter": "redis", "max_payload_bytes": 1000},
         "cache": {"backend": "redis"},
         "queue": {"poll_interval": 0.05, "schedule_interval": 0.05},
         "repository": {"uri": "embedded"},  # declares db_query_duration_seconds (each plugin its own metrics)
+        "outbox": {"poll_interval": 0.05, "status_interval": 0.1},
     }
-    plugins = ("metrics", "redis", "eventbus", "cache", "queue", "repository")
+    plugins = ("metrics", "redis", "eventbus", "cache", "queue", "repository", "outbox")
     async with boot_kernel(*plugins, config=config) as k:
+        await k.get(RepositoryManager).outbox.add([OutboxEvent("ops.too.large", "x" * 2000)], session=None)
         bus, cache, queue = k.get(EventBus), k.get(CacheManager), k.get(QueueManager)
         handled = anyio.Event()
 
@@ -267,9 +274,11 @@ async def test_referenced_metrics_appear_in_a_real_scrape() -> None:
         with anyio.fail_after(10):
             await handled.wait()
             await done.wait()
-            # The job's "completed" hook runs right after the processor returns.
+            # The job's "completed" hook runs right after the processor returns; the relay rejects
+            # the oversized outbox entry within its poll interval.
             for _ in range(500):
-                if b'event="completed"' in k.get(MetricsCollector).render()[0]:
+                scrape = k.get(MetricsCollector).render()[0]
+                if b'event="completed"' in scrape and b"outbox_publish_errors_total{" in scrape:
                     break
                 await anyio.sleep(0.02)
         body = k.get(MetricsCollector).render()[0].decode()
