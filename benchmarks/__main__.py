@@ -53,6 +53,9 @@ READING = """\
   loop with 0 calls, a marker; Ir/op = (N-call segment - 0-call segment) / N, so start-up,
   imports and set-up drop out; `PYTHONHASHSEED=0`, a fixed environment and no address-space
   randomisation make the runs identical. Needs `valgrind` (Debian: `apt-get install -y valgrind`).
+- **Outbox.** `outbox` compares a create with `events=` (the document and its outbox entry in one
+  transaction) plus the relay's publish against `insert_one` then `XADD`, and prints the lag from a
+  create's commit to its handler (`lag outbox.commit_to_handler`, the relay running in the background).
 - **CLI start.** `cli_start` times whole processes, `kernel --help`, `kernel plugins` and
   `kernel --config examples/kernel.toml check` against `python -c pass`, in µs per process; the
   target is <= 0.4 s per command.
@@ -69,6 +72,7 @@ The lines `python -m benchmarks` prints:
 # <suite>: redis-server <version>, parser <hiredis|python>
 bench <suite>.<case> ours=<µs/op> raw=<µs/op> ratio=<ours/raw> iqr=<q1>..<q3> [target=<t> <verdict>]
 ceiling <suite>.<case> raw=<µs/op> iqr=<q1>..<q3> (<ops>/s)
+lag <suite>.<case> p50=<ms> p99=<ms> max=<ms> (<what ran>)
 bench <suite>.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw> unit=instructions [target=<t> met|missed]
 ```
 """
