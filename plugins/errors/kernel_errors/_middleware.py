@@ -7,8 +7,7 @@ import contextvars
 import logging
 import re
 import sys
-import weakref
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import FunctionType
 from typing import Any
 
@@ -30,7 +29,7 @@ log = logging.getLogger("kernel.plugins.errors")
 _HANDLED = "kernel_errors.handled"
 
 # The mark of the request this middleware set a trace id for: [the id (compared by identity), the task
-# that set it, or None once that request has finished]. Finding that id current when a new request
+# that set it, or _FINISHED once that request has finished]. Finding that id current when a new request
 # arrives in another task, or after the request finished, means this context was copied from an
 # earlier request: the id is stale, not one a host layer set for this request. A finished request
 # leaves its mark behind rather than resetting the variable (one context-variable write less).
@@ -40,28 +39,29 @@ _ours: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("kernel
 if sys.version_info < (3, 12):
     # 3.11: asyncio.current_task() is a Python function reading this dict (the C tasks keep it);
     # from 3.12 on it is a C function of its own.
-    from asyncio import get_running_loop
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]  # (the dict the C tasks keep)
 
-    def _current_task() -> asyncio.Task[Any] | None:
-        task: asyncio.Task[Any] | None = _current_tasks.get(get_running_loop())
-        return task
-
+    _task_of_loop: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] | None = _current_tasks.get
 else:
-    _current_task = asyncio.current_task
+    _task_of_loop = None
 
 
 def _task() -> object:
-    """The running task: a weak reference (asyncio's, cheap to get) or anyio's task id (other backends).
+    """The running task (asyncio), anyio's task id (other backends), or None outside any task.
 
-    Two results are ``==`` while they name the same live task.
+    A request's mark holds it only while the request runs (see ``_ours``), so no finished task is
+    kept alive by a context copied from its request.
     """
     try:
-        return weakref.ref(_current_task())  # outside a task: weakref.ref(None), TypeError
+        if _task_of_loop is not None:
+            return _task_of_loop(asyncio.get_running_loop())
+        return asyncio.current_task()
     except RuntimeError:  # no asyncio loop running in this thread: another anyio backend
         return anyio.get_current_task().id
-    except TypeError:  # in asyncio, but outside any task
-        return None
+
+
+_FINISHED = object()
+"""A mark's task once its request has finished: unequal to every task."""
 
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
@@ -139,7 +139,7 @@ class ErrorMiddleware:
         if scope["type"] != "http":
             await self._call(scope, receive, send)
             return
-        if scope.get(_HANDLED):
+        if _HANDLED in scope:
             await self._nested(scope, receive, send)
             return
         scope[_HANDLED] = True
@@ -175,7 +175,14 @@ class ErrorMiddleware:
 
         # set/reset rather than the trace_context() manager: this runs on every request.
         token = set_trace_id(tid)
-        mark = [tid, _task()]
+        owner: object
+        try:  # _task(), inlined
+            owner = (
+                asyncio.current_task() if _task_of_loop is None else _task_of_loop(asyncio.get_running_loop())
+            )
+        except RuntimeError:
+            owner = anyio.get_current_task().id
+        mark: list[Any] = [tid, owner]
         ours_token = _ours.set(mark)
         try:
             await self._call(scope, receive, send_with_id)
@@ -185,8 +192,8 @@ class ErrorMiddleware:
             if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
         finally:
-            mark[1] = None  # finished: the id is stale in any context copied from this request
-            if ours is not None and ours[1] is not None:
+            mark[1] = _FINISHED  # the id is stale in any context copied from this request
+            if ours is not None and ours[1] is not _FINISHED:
                 _ours.reset(ours_token)  # back to the live mark of the request this one runs inside
             reset_trace_id(token)
 
