@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             counted = [name for name in timed if name in cpu]
     print(f"# {header(args.quick, args.instructions, args.with_instructions)}", flush=True)
+    load_start = _load()
     failed = 0
     t0 = time.perf_counter()
     for name in timed:
@@ -141,12 +142,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# instruction count of {name} failed:", file=sys.stderr)
             traceback.print_exc()
     elapsed = time.perf_counter() - t0
-    print(f"# {len(_harness.RESULTS)} cases in {elapsed:.1f}s", flush=True)
+    load = (load_start, _load())
+    print(f"# {len(_harness.RESULTS)} cases in {elapsed:.1f}s; {describe_load(*load)}", flush=True)
     if args.markdown:
         Path(args.markdown).write_text(
-            markdown(args.quick, elapsed, args.instructions, args.with_instructions)
+            markdown(args.quick, elapsed, args.instructions, args.with_instructions, load)
         )
     return 1 if failed else 0
+
+
+def _load() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_load(start: float | None, end: float | None) -> str:
+    """How busy the machine was: the load average at the start and the end of the run, and what it means."""
+    if start is None or end is None:
+        return "load average unknown"
+    cores = os.cpu_count() or 1
+    text = f"1-minute load average {start:.1f} at the start, {end:.1f} at the end ({cores} cores)"
+    if max(start, end) > cores / 2:
+        text += (
+            ": the machine was shared with other work, so the timed ratios are noisy (see the IQRs); "
+            "the instruction counts are not affected"
+        )
+    return text
 
 
 def mode(quick: bool, instructions: bool, with_instructions: bool = False) -> str:
@@ -169,7 +193,13 @@ def header(quick: bool, instructions: bool, with_instructions: bool = False) -> 
     )
 
 
-def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instructions: bool = False) -> str:
+def markdown(
+    quick: bool,
+    elapsed: float,
+    instructions: bool = False,
+    with_instructions: bool = False,
+    load: tuple[float | None, float | None] = (None, None),
+) -> str:
     """The benchmarks page: machine, date, what it ran against, and one table row per case."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -194,6 +224,7 @@ def markdown(quick: bool, elapsed: float, instructions: bool = False, with_instr
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- python: {platform.python_version()} ({platform.python_implementation()})",
         f"- mode: {mode(quick, instructions, with_instructions)}, {elapsed:.0f} s",
+        f"- load: {describe_load(*load)}",
         f"- redis client: {header(quick, instructions).split(' | ', 1)[1]}",
     ]
     lines += [f"- {suite}: {description}" for suite, description in _harness.SERVERS.items()]
