@@ -46,8 +46,9 @@ async def _one_at_a_time(client: AsyncIOMotorClient[Any]) -> AsyncIterator[None]
     The wire server runs every session's transaction as a SAVEPOINT on one shared SQLite
     connection: two at once nest, and committing one commits the other (measured with
     nx-27017 0.8.1: of 20 concurrent transactions 18 failed with "no such savepoint" while
-    their writes stayed visible). Transactions of other processes on the same server are
-    not covered; see the repository docs' deviations.
+    their writes stayed visible). The server this plugin launches also gates transactions
+    server-wide (``_wire_gate``, covering other processes); this lock queues a process's own
+    transactions instead of holding that gate up.
     """
     key = await _serial_key(client)
     if key is None:
