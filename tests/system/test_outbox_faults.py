@@ -334,7 +334,7 @@ def test_web_process_sigkilled_five_times_loses_nothing(
         env=SHORT_LEASE,
     )
     o = observe(stack, "webkill")
-    load = Load([w.url or "" for w in stack.webs], count=REQUESTS, rate=15, retry=True, tag="webkill")
+    load = Load([w.url or "" for w in stack.webs], count=REQUESTS, rate=20, retry=True, tag="webkill")
     kills: list[str] = []
     t0 = time.perf_counter()
     with LoadThread(load) as runner:
@@ -459,7 +459,7 @@ def test_redis_hung_25s_posts_answer_201_and_notifications_follow(
         os.kill(pid, signal.SIGSTOP)
         return lambda: os.kill(pid, signal.SIGCONT)
 
-    redis_outage(make_stack, observe, name="hung", outage=25.0, rate=16, fault=hang)
+    redis_outage(make_stack, observe, name="hung", outage=25.0, rate=12, fault=hang)
 
 
 # ---------------------------------------------------------------------------- 3. relays killed mid-batch
@@ -611,7 +611,7 @@ def test_relays_sigkilled_mid_batch_ten_times_lose_nothing(
                 relay.start()
             for relay in relays:
                 wait_for(lambda r=relay: healthy(r), 60, f"{relay.name} to boot")
-            load = Load([stack.webs[0].url or ""], count=REQUESTS, rate=20, retry=False, tag="relaykill")
+            load = Load([stack.webs[0].url or ""], count=REQUESTS, rate=25, retry=False, tag="relaykill")
             with LoadThread(load) as runner:
                 attempts = 0
                 while mid_batch < 10:
