@@ -135,7 +135,7 @@ class ErrorMiddleware:
     records_response_status = True
     """Every HTTP response's status ends up in ``scope[kernel.web.RESPONSE_STATUS]`` (for an outer layer)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - inlined hot path
         if scope["type"] != "http":
             await self._call(scope, receive, send)
             return
@@ -152,9 +152,17 @@ class ErrorMiddleware:
             current = ours = None
         # incoming_trace_id() inlined (this runs on every request): most requests carry neither header.
         name = self._header
-        # one pass in C (the last of repeated headers wins, as in incoming_trace_id)
-        headers = dict(scope.get("headers") or ())
-        request_id, traceparent = headers.get(name), headers.get(b"traceparent")
+        headers = scope.get("headers") or ()
+        if type(headers) is not list or len(headers) > 4:  # one pass in C; the last repeated header wins
+            found = dict(headers)
+            request_id, traceparent = found.get(name), found.get(b"traceparent")
+        else:  # a few headers: a plain loop costs less than building the dict
+            request_id = traceparent = None
+            for key, value in headers:
+                if key == name:
+                    request_id = value
+                elif key == b"traceparent":
+                    traceparent = value
         tid = (
             (
                 (request_id is not None or traceparent is not None)

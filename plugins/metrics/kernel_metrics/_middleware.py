@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
 from types import FunctionType
@@ -10,11 +11,14 @@ from typing import Any, cast
 from kernel.web import RESPONSE_STATUS, ASGIApp
 
 from ._collector import OVERFLOW, MetricsCollector
+from ._http_series import Series
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Observer = Callable[[float], None] | Series
+"""How one ``(method, template, status)`` is recorded: a callable, or a fast-path :class:`Series`."""
 
 _SEEN = "kernel_metrics.recorded"
 """Scope key marking a request already measured, so nested copies (a mounted KernelApp) don't count twice."""
@@ -106,7 +110,7 @@ class MetricsMiddleware:
         self._by_route: dict[int, tuple[object, str]] = {}
         # (method, template, status) -> the collector's observer for it, or _skip when excluded
         # (cleared when the collector changes; bounded like the collector's own series).
-        self._observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+        self._observers: dict[tuple[str, str, int], Observer] = {}
 
     def _resolve(self, scope: Scope) -> MetricsCollector | None:
         if self._factory is not None:
@@ -129,13 +133,21 @@ class MetricsMiddleware:
         self._routes.add(template)
         return template
 
-    def _observer(self, collector: MetricsCollector, key: tuple[str, str, int]) -> Callable[[float], None]:
-        """Where requests of ``key`` are recorded: exclusions, the route budget, the collector's series."""
+    def _observer(self, collector: MetricsCollector, key: tuple[str, str, int]) -> Observer:
+        """Where requests of ``key`` are recorded: exclusions, the route budget, the collector's series.
+
+        A :class:`Series` of the single-process fast path is kept itself: ``__call__`` inlines its
+        ``observe``.
+        """
         method, template, status = key
+        observer: Observer
         if template in self._exclude or template in collector.exclude_routes:
-            observer: Callable[[float], None] = _skip
+            observer = _skip
         else:
             observer = collector.http_observer(method, self._label(template), status)
+            series = getattr(observer, "__self__", None)
+            if type(series) is Series and observer == series.observe:
+                observer = series
         if len(self._observers) < collector.max_series:
             self._observers[key] = observer
         return observer
@@ -227,5 +239,14 @@ class MetricsMiddleware:
             observe = self._observers.get(key)
             if observe is None:
                 observe = self._observer(collector, key)
-            if observe is not _skip:
-                observe(elapsed)
+            if type(observe) is Series:  # Series.observe, inlined (single-process mode)
+                index = bisect_left(observe.upper, elapsed)
+                lock = observe.lock
+                lock.acquire()
+                try:
+                    observe.sum += elapsed
+                    observe.buckets[index] += 1
+                finally:
+                    lock.release()
+            elif observe is not _skip:
+                observe(elapsed)  # type: ignore[operator]

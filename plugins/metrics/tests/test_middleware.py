@@ -287,3 +287,28 @@ async def test_around_a_layer_recording_the_status_it_reads_the_status_from_the_
         ("GET", "<unmatched>", "500"): 1,
     }
     assert collector.registry.get_sample_value("http_active_connections") == 0
+
+
+@pytest.mark.anyio
+async def test_request_durations_land_in_the_histogram(asgi_call: Call) -> None:
+    collector = MetricsCollector(process_metrics=False, http_buckets=(0.05, 10.0))
+    started = anyio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        started.set()
+        await anyio.sleep(0.06)  # past the first bucket on any machine, far below the second
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    app = MetricsMiddleware(slow, collector)
+    for _ in range(3):
+        assert await asgi_call(app, "/") == 200
+    labels = {"method": "GET", "route": "<unmatched>", "status": "200"}
+
+    def sample(name: str, **extra: str) -> float | None:
+        return collector.registry.get_sample_value(name, {**labels, **extra})
+
+    assert sample("http_request_duration_seconds_count") == 3
+    assert sample("http_request_duration_seconds_bucket", le="0.05") == 0
+    assert sample("http_request_duration_seconds_bucket", le="10.0") == 3
+    assert 0.18 <= (sample("http_request_duration_seconds_sum") or 0) < 30
+    assert started.is_set()
