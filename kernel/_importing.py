@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 
 def import_object(spec: str, *, expects: str = "attribute") -> object:
@@ -23,22 +23,34 @@ def import_object(spec: str, *, expects: str = "attribute") -> object:
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, str]
-) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """PEP 562 ``__getattr__`` and ``__dir__`` for a package whose public names live in submodules.
+    package: str, exports: Mapping[str, Iterable[str]]
+) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+    """PEP 562 ``__getattr__`` and ``__dir__``, and ``__all__``, for a package whose names live in submodules.
 
-    ``exports`` maps each public name to the submodule that defines it (relative, e.g.
-    ``"._config"``); the submodule is imported on first access and the value cached in the
-    package, so ``import package`` stays light (the CLI reads plugin metadata without backends)::
+    ``exports`` maps each submodule (relative like ``"._config"``, or absolute) to the public names it
+    defines; a submodule is imported on first access to one of its names and the value cached in
+    the package, so ``import package`` stays light (the CLI reads plugin metadata without backends).
+    ``__all__`` is every name once, sorted. A name under two submodules, or a bare string in place
+    of a list of names, raises ``ValueError``. Type checkers read the ``TYPE_CHECKING`` imports,
+    written as explicit re-exports (``X as X``), so each name is written twice, not three times::
 
-        if not TYPE_CHECKING:  # type checkers read the real imports instead
-            __getattr__, __dir__ = lazy_exports(__name__, {"Thing": "._thing"})
+        if TYPE_CHECKING:
+            from ._thing import Thing as Thing
+        else:
+            __getattr__, __dir__, __all__ = lazy_exports(__name__, {"._thing": ["Thing"]})
     """
+    homes: dict[str, str] = {}
+    for module, names in exports.items():
+        if isinstance(names, str):
+            raise ValueError(f"{package}: {module!r} maps to {names!r}; expected a collection of names")
+        for name in names:
+            if homes.setdefault(name, module) != module:
+                raise ValueError(f"{package}: {name!r} is listed under {homes[name]!r} and {module!r}")
     namespace = vars(sys.modules[package])
 
     def __getattr__(name: str) -> object:
         try:
-            module = exports[name]
+            module = homes[name]
         except KeyError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         value = getattr(importlib.import_module(module, package), name)
@@ -46,6 +58,6 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*namespace, *exports})
+        return sorted({*namespace, *homes})
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(homes)

@@ -6,55 +6,32 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._backends import CacheBackend, MemoryBackend, RedisBackend
-    from ._config import CacheConfig
-    from ._errors import CacheError, CacheUnavailableError, NotACounterError, UncacheableValueError
-    from ._keys import glob, glob_escape, glob_to_regex
-    from ._manager import CacheManager
-    from ._plugin import CachePlugin
-    from ._serializer import JsonSerializer, Serializer
-    from ._stats import CacheStats
-
-_EXPORTS = {
-    "CacheBackend": "._backends",
-    "CacheConfig": "._config",
-    "CacheError": "._errors",
-    "CacheManager": "._manager",
-    "CachePlugin": "._plugin",
-    "CacheStats": "._stats",
-    "CacheUnavailableError": "._errors",
-    "JsonSerializer": "._serializer",
-    "MemoryBackend": "._backends",
-    "NotACounterError": "._errors",
-    "RedisBackend": "._backends",
-    "Serializer": "._serializer",
-    "UncacheableValueError": "._errors",
-    "glob": "._keys",
-    "glob_escape": "._keys",
-    "glob_to_regex": "._keys",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "CacheBackend",
-    "CacheConfig",
-    "CacheError",
-    "CacheManager",
-    "CachePlugin",
-    "CacheStats",
-    "CacheUnavailableError",
-    "JsonSerializer",
-    "MemoryBackend",
-    "NotACounterError",
-    "RedisBackend",
-    "Serializer",
-    "UncacheableValueError",
-    "glob",
-    "glob_escape",
-    "glob_to_regex",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._backends import CacheBackend as CacheBackend
+    from ._backends import MemoryBackend as MemoryBackend
+    from ._backends import RedisBackend as RedisBackend
+    from ._config import CacheConfig as CacheConfig
+    from ._errors import CacheError as CacheError
+    from ._errors import CacheUnavailableError as CacheUnavailableError
+    from ._errors import NotACounterError as NotACounterError
+    from ._errors import UncacheableValueError as UncacheableValueError
+    from ._keys import glob as glob
+    from ._keys import glob_escape as glob_escape
+    from ._keys import glob_to_regex as glob_to_regex
+    from ._manager import CacheManager as CacheManager
+    from ._plugin import CachePlugin as CachePlugin
+    from ._serializer import JsonSerializer as JsonSerializer
+    from ._serializer import Serializer as Serializer
+    from ._stats import CacheStats as CacheStats
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._backends": ["CacheBackend", "MemoryBackend", "RedisBackend"],
+        "._config": ["CacheConfig"],
+        "._errors": ["CacheError", "CacheUnavailableError", "NotACounterError", "UncacheableValueError"],
+        "._keys": ["glob", "glob_escape", "glob_to_regex"],
+        "._manager": ["CacheManager"],
+        "._plugin": ["CachePlugin"],
+        "._serializer": ["JsonSerializer", "Serializer"],
+        "._stats": ["CacheStats"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,73 +6,46 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._errors import (
-        AppError,
-        AuthenticationError,
-        AuthorizationError,
-        ConflictError,
-        DatabaseError,
-        ExternalServiceError,
-        Internal,
-        NotFoundError,
-        RateLimitError,
-        ServiceUnavailableError,
-        ValidationError,
-        error_to_dict,
-        is_operational,
-    )
-    from ._middleware import ErrorMiddleware, incoming_trace_id
-    from ._plugin import ErrorsConfig, ErrorsPlugin
-    from ._problem import PROBLEM_JSON, Problem, ProblemRenderer
-
-_EXPORTS = {
-    "AppError": "._errors",
-    "AuthenticationError": "._errors",
-    "AuthorizationError": "._errors",
-    "ConflictError": "._errors",
-    "DatabaseError": "._errors",
-    "ErrorMiddleware": "._middleware",
-    "ErrorsConfig": "._plugin",
-    "ErrorsPlugin": "._plugin",
-    "ExternalServiceError": "._errors",
-    "Internal": "._errors",
-    "NotFoundError": "._errors",
-    "PROBLEM_JSON": "._problem",
-    "Problem": "._problem",
-    "ProblemRenderer": "._problem",
-    "RateLimitError": "._errors",
-    "ServiceUnavailableError": "._errors",
-    "ValidationError": "._errors",
-    "error_to_dict": "._errors",
-    "incoming_trace_id": "._middleware",
-    "is_operational": "._errors",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "PROBLEM_JSON",
-    "AppError",
-    "AuthenticationError",
-    "AuthorizationError",
-    "ConflictError",
-    "DatabaseError",
-    "ErrorMiddleware",
-    "ErrorsConfig",
-    "ErrorsPlugin",
-    "ExternalServiceError",
-    "Internal",
-    "NotFoundError",
-    "Problem",
-    "ProblemRenderer",
-    "RateLimitError",
-    "ServiceUnavailableError",
-    "ValidationError",
-    "error_to_dict",
-    "incoming_trace_id",
-    "is_operational",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._errors import AppError as AppError
+    from ._errors import AuthenticationError as AuthenticationError
+    from ._errors import AuthorizationError as AuthorizationError
+    from ._errors import ConflictError as ConflictError
+    from ._errors import DatabaseError as DatabaseError
+    from ._errors import ExternalServiceError as ExternalServiceError
+    from ._errors import Internal as Internal
+    from ._errors import NotFoundError as NotFoundError
+    from ._errors import RateLimitError as RateLimitError
+    from ._errors import ServiceUnavailableError as ServiceUnavailableError
+    from ._errors import ValidationError as ValidationError
+    from ._errors import error_to_dict as error_to_dict
+    from ._errors import is_operational as is_operational
+    from ._middleware import ErrorMiddleware as ErrorMiddleware
+    from ._middleware import incoming_trace_id as incoming_trace_id
+    from ._plugin import ErrorsConfig as ErrorsConfig
+    from ._plugin import ErrorsPlugin as ErrorsPlugin
+    from ._problem import PROBLEM_JSON as PROBLEM_JSON
+    from ._problem import Problem as Problem
+    from ._problem import ProblemRenderer as ProblemRenderer
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._errors": [
+            "AppError",
+            "AuthenticationError",
+            "AuthorizationError",
+            "ConflictError",
+            "DatabaseError",
+            "ExternalServiceError",
+            "Internal",
+            "NotFoundError",
+            "RateLimitError",
+            "ServiceUnavailableError",
+            "ValidationError",
+            "error_to_dict",
+            "is_operational",
+        ],
+        "._middleware": ["ErrorMiddleware", "incoming_trace_id"],
+        "._plugin": ["ErrorsConfig", "ErrorsPlugin"],
+        "._problem": ["PROBLEM_JSON", "Problem", "ProblemRenderer"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,92 +6,62 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._bus import EventBus, Handler, Subscription
-    from ._config import EventBusConfig
-    from ._dlq import DeadLetterEntry, DeadLetterStore, ReplayResult
-    from ._errors import (
-        AdapterUnavailableError,
-        CorruptDeadLetterError,
-        DeadLetterNotFoundError,
-        DeliveryLimitError,
-        EventBusError,
-        EventDataError,
-        EventTooLargeError,
-        NonRetryableError,
-        PublishTimeoutError,
-        SubscriptionError,
-        UndecodableEventError,
-    )
-    from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, idempotent
-    from ._memory import MemoryEventBus
-    from ._metadata import EventMetadata, new_event_id
-    from ._plugin import EventBusPlugin, build_bus
-    from ._retry import RetryPolicy
-
-_EXPORTS = {
-    "AdapterUnavailableError": "._errors",
-    "CorruptDeadLetterError": "._errors",
-    "DeadLetterEntry": "._dlq",
-    "DeadLetterNotFoundError": "._errors",
-    "DeadLetterStore": "._dlq",
-    "DeliveryLimitError": "._errors",
-    "EventBus": "._bus",
-    "EventBusConfig": "._config",
-    "EventBusError": "._errors",
-    "EventBusPlugin": "._plugin",
-    "EventDataError": "._errors",
-    "EventMetadata": "._metadata",
-    "EventTooLargeError": "._errors",
-    "Handler": "._bus",
-    "IdempotencyStore": "._idempotency",
-    "MemoryEventBus": "._memory",
-    "MemoryIdempotencyStore": "._idempotency",
-    "NonRetryableError": "._errors",
-    "PublishTimeoutError": "._errors",
-    "RedisIdempotencyStore": "._idempotency",
-    "ReplayResult": "._dlq",
-    "RetryPolicy": "._retry",
-    "Subscription": "._bus",
-    "SubscriptionError": "._errors",
-    "UndecodableEventError": "._errors",
-    "build_bus": "._plugin",
-    "idempotent": "._idempotency",
-    "new_event_id": "._metadata",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "AdapterUnavailableError",
-    "CorruptDeadLetterError",
-    "DeadLetterEntry",
-    "DeadLetterNotFoundError",
-    "DeadLetterStore",
-    "DeliveryLimitError",
-    "EventBus",
-    "EventBusConfig",
-    "EventBusError",
-    "EventBusPlugin",
-    "EventDataError",
-    "EventMetadata",
-    "EventTooLargeError",
-    "Handler",
-    "IdempotencyStore",
-    "MemoryEventBus",
-    "MemoryIdempotencyStore",
-    "NonRetryableError",
-    "PublishTimeoutError",
-    "RedisIdempotencyStore",
-    "ReplayResult",
-    "RetryPolicy",
-    "Subscription",
-    "SubscriptionError",
-    "UndecodableEventError",
-    "build_bus",
-    "idempotent",
-    "new_event_id",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._bus import EventBus as EventBus
+    from ._bus import Handler as Handler
+    from ._bus import Subscription as Subscription
+    from ._config import EventBusConfig as EventBusConfig
+    from ._dlq import DeadLetterEntry as DeadLetterEntry
+    from ._dlq import DeadLetterStore as DeadLetterStore
+    from ._dlq import ReplayResult as ReplayResult
+    from ._errors import AdapterUnavailableError as AdapterUnavailableError
+    from ._errors import CorruptDeadLetterError as CorruptDeadLetterError
+    from ._errors import DeadLetterNotFoundError as DeadLetterNotFoundError
+    from ._errors import DeliveryLimitError as DeliveryLimitError
+    from ._errors import EventBusError as EventBusError
+    from ._errors import EventDataError as EventDataError
+    from ._errors import EventTooLargeError as EventTooLargeError
+    from ._errors import NonRetryableError as NonRetryableError
+    from ._errors import PublishTimeoutError as PublishTimeoutError
+    from ._errors import SubscriptionError as SubscriptionError
+    from ._errors import UndecodableEventError as UndecodableEventError
+    from ._idempotency import IdempotencyStore as IdempotencyStore
+    from ._idempotency import MemoryIdempotencyStore as MemoryIdempotencyStore
+    from ._idempotency import RedisIdempotencyStore as RedisIdempotencyStore
+    from ._idempotency import idempotent as idempotent
+    from ._memory import MemoryEventBus as MemoryEventBus
+    from ._metadata import EventMetadata as EventMetadata
+    from ._metadata import new_event_id as new_event_id
+    from ._plugin import EventBusPlugin as EventBusPlugin
+    from ._plugin import build_bus as build_bus
+    from ._retry import RetryPolicy as RetryPolicy
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._bus": ["EventBus", "Handler", "Subscription"],
+        "._config": ["EventBusConfig"],
+        "._dlq": ["DeadLetterEntry", "DeadLetterStore", "ReplayResult"],
+        "._errors": [
+            "AdapterUnavailableError",
+            "CorruptDeadLetterError",
+            "DeadLetterNotFoundError",
+            "DeliveryLimitError",
+            "EventBusError",
+            "EventDataError",
+            "EventTooLargeError",
+            "NonRetryableError",
+            "PublishTimeoutError",
+            "SubscriptionError",
+            "UndecodableEventError",
+        ],
+        "._idempotency": [
+            "IdempotencyStore",
+            "MemoryIdempotencyStore",
+            "RedisIdempotencyStore",
+            "idempotent",
+        ],
+        "._memory": ["MemoryEventBus"],
+        "._metadata": ["EventMetadata", "new_event_id"],
+        "._plugin": ["EventBusPlugin", "build_bus"],
+        "._retry": ["RetryPolicy"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

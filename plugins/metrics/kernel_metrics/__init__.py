@@ -6,60 +6,37 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._api import GaugeMode, LabelBudget, Metrics
-    from ._collector import (
-        MULTIPROC_ENV,
-        OVERFLOW,
-        MetricConflictError,
-        MetricsCollector,
-        MultiprocessSetupError,
-        multiprocess_dir_from_env,
-    )
-    from ._config import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS, MetricsConfig
-    from ._endpoint import metrics_endpoint
-    from ._middleware import MetricsMiddleware, route_template
-    from ._plugin import MetricsPlugin
-
-_EXPORTS = {
-    "DEFAULT_DB_BUCKETS": "._config",
-    "DEFAULT_HTTP_BUCKETS": "._config",
-    "GaugeMode": "._api",
-    "LabelBudget": "._api",
-    "MULTIPROC_ENV": "._collector",
-    "MetricConflictError": "._collector",
-    "Metrics": "._api",
-    "MetricsCollector": "._collector",
-    "MetricsConfig": "._config",
-    "MetricsMiddleware": "._middleware",
-    "MetricsPlugin": "._plugin",
-    "MultiprocessSetupError": "._collector",
-    "OVERFLOW": "._collector",
-    "metrics_endpoint": "._endpoint",
-    "multiprocess_dir_from_env": "._collector",
-    "route_template": "._middleware",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "DEFAULT_DB_BUCKETS",
-    "DEFAULT_HTTP_BUCKETS",
-    "GaugeMode",
-    "LabelBudget",
-    "MULTIPROC_ENV",
-    "OVERFLOW",
-    "MetricConflictError",
-    "Metrics",
-    "MetricsCollector",
-    "MetricsConfig",
-    "MetricsMiddleware",
-    "MetricsPlugin",
-    "MultiprocessSetupError",
-    "metrics_endpoint",
-    "multiprocess_dir_from_env",
-    "route_template",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._api import GaugeMode as GaugeMode
+    from ._api import LabelBudget as LabelBudget
+    from ._api import Metrics as Metrics
+    from ._collector import MULTIPROC_ENV as MULTIPROC_ENV
+    from ._collector import OVERFLOW as OVERFLOW
+    from ._collector import MetricConflictError as MetricConflictError
+    from ._collector import MetricsCollector as MetricsCollector
+    from ._collector import MultiprocessSetupError as MultiprocessSetupError
+    from ._collector import multiprocess_dir_from_env as multiprocess_dir_from_env
+    from ._config import DEFAULT_DB_BUCKETS as DEFAULT_DB_BUCKETS
+    from ._config import DEFAULT_HTTP_BUCKETS as DEFAULT_HTTP_BUCKETS
+    from ._config import MetricsConfig as MetricsConfig
+    from ._endpoint import metrics_endpoint as metrics_endpoint
+    from ._middleware import MetricsMiddleware as MetricsMiddleware
+    from ._middleware import route_template as route_template
+    from ._plugin import MetricsPlugin as MetricsPlugin
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._api": ["GaugeMode", "LabelBudget", "Metrics"],
+        "._collector": [
+            "MULTIPROC_ENV",
+            "OVERFLOW",
+            "MetricConflictError",
+            "MetricsCollector",
+            "MultiprocessSetupError",
+            "multiprocess_dir_from_env",
+        ],
+        "._config": ["DEFAULT_DB_BUCKETS", "DEFAULT_HTTP_BUCKETS", "MetricsConfig"],
+        "._endpoint": ["metrics_endpoint"],
+        "._middleware": ["MetricsMiddleware", "route_template"],
+        "._plugin": ["MetricsPlugin"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,71 +6,44 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._config import QueueConfig
-    from ._errors import (
-        InvalidJobOptionError,
-        JobDataError,
-        JobNotFoundError,
-        JobTooLargeError,
-        QueueError,
-        UnknownProcessorError,
-    )
-    from ._job import JobContext, JobInfo
-    from ._manager import QueueManager
-    from ._plugin import QueuePlugin
-    from ._queue import MAX_PRIORITY, KernelRedisQueue, QueueKeys, backoff_delay
-    from ._registry import ANY_NAME, ProcessorRegistry
-    from ._samples import notification_processor, register_sample_processors
-    from ._worker import QueueWorker
-
-_EXPORTS = {
-    "ANY_NAME": "._registry",
-    "InvalidJobOptionError": "._errors",
-    "JobContext": "._job",
-    "JobDataError": "._errors",
-    "JobInfo": "._job",
-    "JobNotFoundError": "._errors",
-    "JobTooLargeError": "._errors",
-    "KernelRedisQueue": "._queue",
-    "MAX_PRIORITY": "._queue",
-    "ProcessorRegistry": "._registry",
-    "QueueConfig": "._config",
-    "QueueError": "._errors",
-    "QueueKeys": "._queue",
-    "QueueManager": "._manager",
-    "QueuePlugin": "._plugin",
-    "QueueWorker": "._worker",
-    "UnknownProcessorError": "._errors",
-    "backoff_delay": "._queue",
-    "notification_processor": "._samples",
-    "register_sample_processors": "._samples",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "ANY_NAME",
-    "InvalidJobOptionError",
-    "JobContext",
-    "JobDataError",
-    "JobInfo",
-    "JobNotFoundError",
-    "JobTooLargeError",
-    "KernelRedisQueue",
-    "MAX_PRIORITY",
-    "ProcessorRegistry",
-    "QueueConfig",
-    "QueueError",
-    "QueueKeys",
-    "QueueManager",
-    "QueuePlugin",
-    "QueueWorker",
-    "UnknownProcessorError",
-    "backoff_delay",
-    "notification_processor",
-    "register_sample_processors",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._config import QueueConfig as QueueConfig
+    from ._errors import InvalidJobOptionError as InvalidJobOptionError
+    from ._errors import JobDataError as JobDataError
+    from ._errors import JobNotFoundError as JobNotFoundError
+    from ._errors import JobTooLargeError as JobTooLargeError
+    from ._errors import QueueError as QueueError
+    from ._errors import UnknownProcessorError as UnknownProcessorError
+    from ._job import JobContext as JobContext
+    from ._job import JobInfo as JobInfo
+    from ._manager import QueueManager as QueueManager
+    from ._plugin import QueuePlugin as QueuePlugin
+    from ._queue import MAX_PRIORITY as MAX_PRIORITY
+    from ._queue import KernelRedisQueue as KernelRedisQueue
+    from ._queue import QueueKeys as QueueKeys
+    from ._queue import backoff_delay as backoff_delay
+    from ._registry import ANY_NAME as ANY_NAME
+    from ._registry import ProcessorRegistry as ProcessorRegistry
+    from ._samples import notification_processor as notification_processor
+    from ._samples import register_sample_processors as register_sample_processors
+    from ._worker import QueueWorker as QueueWorker
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._config": ["QueueConfig"],
+        "._errors": [
+            "InvalidJobOptionError",
+            "JobDataError",
+            "JobNotFoundError",
+            "JobTooLargeError",
+            "QueueError",
+            "UnknownProcessorError",
+        ],
+        "._job": ["JobContext", "JobInfo"],
+        "._manager": ["QueueManager"],
+        "._plugin": ["QueuePlugin"],
+        "._queue": ["MAX_PRIORITY", "KernelRedisQueue", "QueueKeys", "backoff_delay"],
+        "._registry": ["ANY_NAME", "ProcessorRegistry"],
+        "._samples": ["notification_processor", "register_sample_processors"],
+        "._worker": ["QueueWorker"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

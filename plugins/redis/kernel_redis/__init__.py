@@ -4,63 +4,42 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import lazy_exports, redact_url
+from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._config import EmbeddedConfig, RedisConfig, check_url
-    from ._connection import RedisConnection
-    from ._plugin import RedisPlugin
-    from ._server import RedisServer, RedisServerError, find_redis_server, free_port
-    from ._service import (
-        ClientOptions,
-        HostClient,
-        RedisService,
-        RedisUnavailableError,
-        find_redis,
-        redis_available,
-        use_redis,
-    )
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from kernel import redact_url as redact_url
 
-_EXPORTS = {
-    "ClientOptions": "._service",
-    "EmbeddedConfig": "._config",
-    "HostClient": "._service",
-    "RedisConfig": "._config",
-    "RedisConnection": "._connection",
-    "RedisPlugin": "._plugin",
-    "RedisServer": "._server",
-    "RedisServerError": "._server",
-    "RedisService": "._service",
-    "RedisUnavailableError": "._service",
-    "check_url": "._config",
-    "find_redis": "._service",
-    "find_redis_server": "._server",
-    "free_port": "._server",
-    "redis_available": "._service",
-    "use_redis": "._service",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "ClientOptions",
-    "EmbeddedConfig",
-    "HostClient",
-    "RedisConfig",
-    "RedisConnection",
-    "RedisPlugin",
-    "RedisServer",
-    "RedisServerError",
-    "RedisService",
-    "RedisUnavailableError",
-    "check_url",
-    "find_redis",
-    "find_redis_server",
-    "free_port",
-    "redact_url",
-    "redis_available",
-    "use_redis",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    from ._config import EmbeddedConfig as EmbeddedConfig
+    from ._config import RedisConfig as RedisConfig
+    from ._config import check_url as check_url
+    from ._connection import RedisConnection as RedisConnection
+    from ._plugin import RedisPlugin as RedisPlugin
+    from ._server import RedisServer as RedisServer
+    from ._server import RedisServerError as RedisServerError
+    from ._server import find_redis_server as find_redis_server
+    from ._server import free_port as free_port
+    from ._service import ClientOptions as ClientOptions
+    from ._service import HostClient as HostClient
+    from ._service import RedisService as RedisService
+    from ._service import RedisUnavailableError as RedisUnavailableError
+    from ._service import find_redis as find_redis
+    from ._service import redis_available as redis_available
+    from ._service import use_redis as use_redis
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "kernel": ["redact_url"],
+        "._config": ["EmbeddedConfig", "RedisConfig", "check_url"],
+        "._connection": ["RedisConnection"],
+        "._plugin": ["RedisPlugin"],
+        "._server": ["RedisServer", "RedisServerError", "find_redis_server", "free_port"],
+        "._service": [
+            "ClientOptions",
+            "HostClient",
+            "RedisService",
+            "RedisUnavailableError",
+            "find_redis",
+            "redis_available",
+            "use_redis",
+        ],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

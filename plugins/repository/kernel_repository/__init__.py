@@ -6,97 +6,60 @@ from typing import TYPE_CHECKING
 
 from kernel import lazy_exports
 
-if TYPE_CHECKING:
-    from ._config import EMBEDDED, RepositoryConfig
-    from ._documents import AUDIT_FIELDS
-    from ._errors import map_error
-    from ._filters import FORBIDDEN_OPERATORS, normalize_sort, prepare_filter, user_filter
-    from ._manager import RepositoryManager, import_repository, redact_uri
-    from ._operation import QueryMetrics
-    from ._outbox import (
-        EntryStatus,
-        Events,
-        OutboxEntry,
-        OutboxEntryNotFoundError,
-        OutboxEvent,
-        OutboxStatus,
-        OutboxStore,
-        TransactionsUnsupportedError,
-    )
-    from ._pages import CursorPage, Page, Pagination
-    from ._plugin import RepositoryPlugin
-    from ._repository import BaseRepository
-    from ._schema import MigrationReport
-    from ._server import MongoServerError, MongoWireServer, wire_server_available
-    from ._transactions import run_transaction
-
-_EXPORTS = {
-    "AUDIT_FIELDS": "._documents",
-    "BaseRepository": "._repository",
-    "CursorPage": "._pages",
-    "EMBEDDED": "._config",
-    "FORBIDDEN_OPERATORS": "._filters",
-    "MigrationReport": "._schema",
-    "MongoServerError": "._server",
-    "MongoWireServer": "._server",
-    "EntryStatus": "._outbox",
-    "Events": "._outbox",
-    "OutboxEntry": "._outbox",
-    "OutboxEntryNotFoundError": "._outbox",
-    "OutboxEvent": "._outbox",
-    "OutboxStatus": "._outbox",
-    "OutboxStore": "._outbox",
-    "TransactionsUnsupportedError": "._outbox",
-    "Page": "._pages",
-    "Pagination": "._pages",
-    "QueryMetrics": "._operation",
-    "RepositoryConfig": "._config",
-    "RepositoryManager": "._manager",
-    "RepositoryPlugin": "._plugin",
-    "import_repository": "._manager",
-    "map_error": "._errors",
-    "normalize_sort": "._filters",
-    "prepare_filter": "._filters",
-    "redact_uri": "._manager",
-    "run_transaction": "._transactions",
-    "user_filter": "._filters",
-    "wire_server_available": "._server",
-}
-"""Public name -> the submodule defining it, imported on first use (PEP 562)."""
-
-__all__ = [
-    "AUDIT_FIELDS",
-    "BaseRepository",
-    "CursorPage",
-    "EMBEDDED",
-    "EntryStatus",
-    "Events",
-    "FORBIDDEN_OPERATORS",
-    "MigrationReport",
-    "MongoServerError",
-    "MongoWireServer",
-    "OutboxEntry",
-    "OutboxEntryNotFoundError",
-    "OutboxEvent",
-    "OutboxStatus",
-    "OutboxStore",
-    "Page",
-    "Pagination",
-    "QueryMetrics",
-    "RepositoryConfig",
-    "RepositoryManager",
-    "RepositoryPlugin",
-    "TransactionsUnsupportedError",
-    "import_repository",
-    "map_error",
-    "normalize_sort",
-    "prepare_filter",
-    "redact_uri",
-    "run_transaction",
-    "user_filter",
-    "wire_server_available",
-]
-
-
-if not TYPE_CHECKING:  # type checkers read the imports above; lazy loading keeps `import` light
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._config import EMBEDDED as EMBEDDED
+    from ._config import RepositoryConfig as RepositoryConfig
+    from ._documents import AUDIT_FIELDS as AUDIT_FIELDS
+    from ._errors import map_error as map_error
+    from ._filters import FORBIDDEN_OPERATORS as FORBIDDEN_OPERATORS
+    from ._filters import normalize_sort as normalize_sort
+    from ._filters import prepare_filter as prepare_filter
+    from ._filters import user_filter as user_filter
+    from ._manager import RepositoryManager as RepositoryManager
+    from ._manager import import_repository as import_repository
+    from ._manager import redact_uri as redact_uri
+    from ._operation import QueryMetrics as QueryMetrics
+    from ._outbox import EntryStatus as EntryStatus
+    from ._outbox import Events as Events
+    from ._outbox import OutboxEntry as OutboxEntry
+    from ._outbox import OutboxEntryNotFoundError as OutboxEntryNotFoundError
+    from ._outbox import OutboxEvent as OutboxEvent
+    from ._outbox import OutboxStatus as OutboxStatus
+    from ._outbox import OutboxStore as OutboxStore
+    from ._outbox import TransactionsUnsupportedError as TransactionsUnsupportedError
+    from ._pages import CursorPage as CursorPage
+    from ._pages import Page as Page
+    from ._pages import Pagination as Pagination
+    from ._plugin import RepositoryPlugin as RepositoryPlugin
+    from ._repository import BaseRepository as BaseRepository
+    from ._schema import MigrationReport as MigrationReport
+    from ._server import MongoServerError as MongoServerError
+    from ._server import MongoWireServer as MongoWireServer
+    from ._server import wire_server_available as wire_server_available
+    from ._transactions import run_transaction as run_transaction
+else:  # PEP 562: a submodule is imported on first use of one of its names
+    _EXPORTS = {  # submodule -> the public names it defines
+        "._config": ["EMBEDDED", "RepositoryConfig"],
+        "._documents": ["AUDIT_FIELDS"],
+        "._errors": ["map_error"],
+        "._filters": ["FORBIDDEN_OPERATORS", "normalize_sort", "prepare_filter", "user_filter"],
+        "._manager": ["RepositoryManager", "import_repository", "redact_uri"],
+        "._operation": ["QueryMetrics"],
+        "._outbox": [
+            "EntryStatus",
+            "Events",
+            "OutboxEntry",
+            "OutboxEntryNotFoundError",
+            "OutboxEvent",
+            "OutboxStatus",
+            "OutboxStore",
+            "TransactionsUnsupportedError",
+        ],
+        "._pages": ["CursorPage", "Page", "Pagination"],
+        "._plugin": ["RepositoryPlugin"],
+        "._repository": ["BaseRepository"],
+        "._schema": ["MigrationReport"],
+        "._server": ["MongoServerError", "MongoWireServer", "wire_server_available"],
+        "._transactions": ["run_transaction"],
+    }
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
