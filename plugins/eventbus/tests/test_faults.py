@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,32 +93,37 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def publisher(url: str, prefix: str) -> tuple[aioredis.Redis, RedisEventBus]:
-    client = aioredis.Redis.from_url(url)
-    return client, RedisEventBus(client, prefix=prefix)
+def consumer_config(redis_url: str, prefix: str, mode: str, event: str, **bus: object) -> dict[str, Any]:
+    """consumer_app.py's config: a Redis bus that reclaims a killed consumer's entries after ~1 s."""
+    eventbus = {
+        "adapter": "redis",
+        "prefix": prefix,
+        "visibility_timeout": 1.0,
+        "reclaim_interval": 0.3,
+        "read_block": 0.3,
+        "new_group_start": "earliest",
+    }
+    return {"url": redis_url, "mode": mode, "event": event, "eventbus": eventbus | bus}
+
+
+@contextlib.asynccontextmanager
+async def consumer_and_publisher(cfg: dict[str, Any]) -> AsyncIterator[tuple[Consumer, RedisEventBus]]:
+    """A started consumer subprocess and a bus that publishes to it; both stopped at exit."""
+    consumer = Consumer(cfg)
+    await anyio.to_thread.run_sync(consumer.start)
+    client = aioredis.Redis.from_url(cfg["url"])
+    try:
+        yield consumer, RedisEventBus(client, prefix=cfg["eventbus"]["prefix"])
+    finally:
+        consumer.stop()
+        await client.aclose()
 
 
 async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
     n, kill_at = 1000, (120, 300, 480, 660, 840)
-    cfg = {
-        "url": redis_url,
-        "mode": "record",
-        "event": "job.created",
-        "sleep": 0.003,
-        "eventbus": {
-            "adapter": "redis",
-            "prefix": prefix,
-            "visibility_timeout": 1.0,
-            "reclaim_interval": 0.3,
-            "read_block": 0.3,
-            "new_group_start": "earliest",
-        },
-    }
-    consumer = Consumer(cfg)
-    await anyio.to_thread.run_sync(consumer.start)
-    _c, bus = await publisher(redis_url, prefix)
-    t0 = time.monotonic()
-    try:
+    cfg = consumer_config(redis_url, prefix, "record", "job.created") | {"sleep": 0.003}
+    async with consumer_and_publisher(cfg) as (consumer, bus):
+        t0 = time.monotonic()
         ids = [(await bus.publish("job.created", {"i": i})).event_id for i in range(n)]
         for mark in kill_at:
             await until(lambda m=mark: _ge(client.hlen(f"{prefix}:handled"), m), 30, step=0.01)
@@ -129,9 +134,6 @@ async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, cli
         # duplicates are then counted in full.
         await until(lambda: _idle(client, bus, "job.created", "recorder"), 30)
         assert await _idle(client, bus, "job.created", "recorder"), "unacknowledged entries remain"
-    finally:
-        consumer.stop()
-        await _c.aclose()
     counts = {k.decode(): int(v) for k, v in (await client.hgetall(f"{prefix}:handled")).items()}
     lost = [i for i in ids if i not in counts]
     duplicates = sum(counts.values()) - len(counts)
@@ -273,25 +275,8 @@ async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
     redis_url: str, prefix: str, client: aioredis.Redis
 ) -> None:
     n, broken = 40, set(range(0, 40, 4))
-    cfg = {
-        "url": redis_url,
-        "mode": "replay",
-        "event": "invoice.due",
-        "eventbus": {
-            "adapter": "redis",
-            "prefix": prefix,
-            "visibility_timeout": 1.0,
-            "reclaim_interval": 0.3,
-            "read_block": 0.3,
-            "new_group_start": "earliest",
-            "max_retries": 1,
-            "retry_base_delay": 0.05,
-        },
-    }
-    consumer = Consumer(cfg)
-    await anyio.to_thread.run_sync(consumer.start)
-    _c, bus = await publisher(redis_url, prefix)
-    try:
+    cfg = consumer_config(redis_url, prefix, "replay", "invoice.due", max_retries=1, retry_base_delay=0.05)
+    async with consumer_and_publisher(cfg) as (consumer, bus):
         metas = [await bus.publish("invoice.due", {"i": i, "broken": i in broken}) for i in range(n)]
         await until(lambda: _ge(bus.dead_letter_count(), len(broken)), 20)
         assert await bus.dead_letter_count() == len(broken)
@@ -311,9 +296,6 @@ async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
         # Nothing unacknowledged or awaiting a retry: no further delivery can change the counts.
         await until(lambda: _idle(client, bus, "invoice.due", "billing"), 30)
         assert await _idle(client, bus, "invoice.due", "billing"), "unacknowledged entries remain"
-    finally:
-        consumer.stop()
-        await _c.aclose()
     applied = {k.decode(): int(v) for k, v in (await client.hgetall(f"{prefix}:applied")).items()}
     deliveries = {k.decode(): int(v) for k, v in (await client.hgetall(f"{prefix}:deliveries")).items()}
     ids = [m.event_id for m in metas]
