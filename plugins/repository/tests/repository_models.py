@@ -92,3 +92,14 @@ async def create_collections(manager: RepositoryManager) -> None:
     for model in (User, Publisher, Book, Person):
         await manager.database.create_collection(model.__collection__)
     await manager.ensure_indexes([User])
+
+
+def users_config(mongo_uri: str, database: str) -> dict[str, Any]:
+    """The ``[repository]`` table of a kernel that registers ``UserRepository`` on ``database``."""
+    return {
+        "repository": {
+            "uri": mongo_uri,
+            "database": database,
+            "repositories": ["repository_models:UserRepository"],
+        }
+    }

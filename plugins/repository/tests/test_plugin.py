@@ -12,7 +12,7 @@ from kernel_repository import MongoWireServer, RepositoryConfig, RepositoryManag
 from kernel_repository._server import free_port
 from kernel_repository.testing import on_wire_server, unique_database
 from odmantic import AIOEngine
-from repository_models import User, UserRepository
+from repository_models import User, UserRepository, users_config
 
 from kernel import BootError, ConfigError, Secret
 from kernel.testing import boot_kernel, make_kernel
@@ -61,13 +61,7 @@ def test_config_defaults_and_masking() -> None:
 
 async def test_boot_in_isolation_registers_services_and_is_healthy(mongo_uri: str) -> None:
     database = unique_database()
-    config = {
-        "repository": {
-            "uri": mongo_uri,
-            "database": database,
-            "repositories": ["repository_models:UserRepository"],
-        }
-    }
+    config = users_config(mongo_uri, database)
     async with boot_kernel("errors", "repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
         assert kernel.get(AIOEngine) is manager.engine

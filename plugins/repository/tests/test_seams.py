@@ -9,7 +9,7 @@ from kernel_repository._server import free_port
 from kernel_repository.testing import unique_database
 from motor.motor_asyncio import AsyncIOMotorClient
 from odmantic import AIOEngine
-from repository_models import UserRepository
+from repository_models import UserRepository, users_config
 
 from kernel.testing import boot_kernel
 
@@ -29,13 +29,7 @@ class Recorded:
 
 async def test_boots_without_the_errors_plugin_and_raises_the_same_typed_errors(mongo_uri: str) -> None:
     database = unique_database()
-    config = {
-        "repository": {
-            "uri": mongo_uri,
-            "database": database,
-            "repositories": ["repository_models:UserRepository"],
-        }
-    }
+    config = users_config(mongo_uri, database)
     async with boot_kernel("repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
         try:
