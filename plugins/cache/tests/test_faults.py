@@ -196,10 +196,18 @@ _WORKER = textwrap.dedent(
 )
 
 
-async def _race(url: str, prefix: str, mode: str, n: int = 2) -> tuple[int, list[dict[str, int]]]:
+@asynccontextmanager
+async def released_together(
+    script: str, url: str, prefix: str, *args: str, n: int
+) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], aioredis.Redis]]:
+    """``n`` processes running ``script url prefix *args``, released at once once all are ready.
+
+    Each worker increments ``{prefix}:ready``, then waits for ``{prefix}:go``. Yields the workers
+    (output piped) and a Redis client; at exit kills any worker left and deletes the ``prefix`` keys.
+    """
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WORKER, url, prefix, mode, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            sys.executable, "-c", script, url, prefix, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(n)
     ]
@@ -211,18 +219,30 @@ async def _race(url: str, prefix: str, mode: str, n: int = 2) -> tuple[int, list
             assert all(p.returncode is None for p in procs), "a worker died before the race"
             await asyncio.sleep(0.01)
         await raw.set(f"{prefix}:go", 1)
-        outputs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
-        for p, (_out, err) in zip(procs, outputs, strict=True):
-            assert p.returncode == 0, err.decode()
-        calls = int(await raw.get(f"{prefix}:factory-calls") or 0)
-        await raw.delete(*[k async for k in raw.scan_iter(match=f"{prefix}:*")])
-        return calls, [json.loads(out) for out, _ in outputs]
+        yield procs, raw
     finally:
         for p in procs:
             if p.returncode is None:
                 p.kill()
                 await p.communicate()
+        if keys := [k async for k in raw.scan_iter(match=f"{prefix}:*")]:
+            await raw.delete(*keys)
         await raw.aclose()
+
+
+async def outputs_of(procs: list[asyncio.subprocess.Process]) -> list[bytes]:
+    """Each worker's stdout once it exits; a worker that fails fails the test with its stderr."""
+    outputs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
+    for p, (_out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err.decode()
+    return [out for out, _err in outputs]
+
+
+async def _race(url: str, prefix: str, mode: str) -> tuple[int, list[dict[str, int]]]:
+    async with released_together(_WORKER, url, prefix, mode, n=2) as (procs, raw):
+        outputs = await outputs_of(procs)
+        calls = int(await raw.get(f"{prefix}:factory-calls") or 0)
+    return calls, [json.loads(out) for out in outputs]
 
 
 @pytest.mark.slow
@@ -268,29 +288,8 @@ _COUNTER_WORKER = textwrap.dedent(
 @pytest.mark.slow
 async def test_counters_are_exact_across_processes(redis_url: str, prefix: str) -> None:
     n = 3
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _COUNTER_WORKER, redis_url, prefix, stderr=subprocess.PIPE
-        )
-        for _ in range(n)
-    ]
-    raw = aioredis.Redis.from_url(redis_url)
-    try:
-        deadline = time.monotonic() + 30
-        while int(await raw.get(f"{prefix}:ready") or 0) < n:
-            assert time.monotonic() < deadline, "workers did not start"
-            await asyncio.sleep(0.01)
-        await raw.set(f"{prefix}:go", 1)
-        for p in procs:
-            _, err = await asyncio.wait_for(p.communicate(), 30)
-            assert p.returncode == 0, err.decode()
+    async with released_together(_COUNTER_WORKER, redis_url, prefix, n=n) as (procs, raw):
+        await outputs_of(procs)
         assert int(await raw.get(f"{prefix}:default:hits")) == n * (500 - 200)
         ttl = await raw.ttl(f"{prefix}:default:hits")
         assert 0 < ttl <= 60  # set once by whichever increment created it
-    finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.communicate()
-        await raw.delete(*[k async for k in raw.scan_iter(match=f"{prefix}:*")])
-        await raw.aclose()
