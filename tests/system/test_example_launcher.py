@@ -139,6 +139,13 @@ def health(url: str) -> dict[str, Any] | None:
     return r.json() if r.status_code == 200 else None
 
 
+def create_user(url: str, name: str, email: str) -> httpx.Response:
+    """``POST /users`` to the example service; fails the test unless the user is created (201)."""
+    r = httpx.post(f"{url}/users", json={"name": name, "email": email}, trust_env=False, timeout=10)
+    assert r.status_code == 201, r.text
+    return r
+
+
 def test_a_crashed_worker_or_web_process_is_restarted_and_counted(
     launch: Callable[..., Launcher], port_pair: int, tmp_path: Path
 ) -> None:
@@ -163,13 +170,7 @@ def test_a_crashed_worker_or_web_process_is_restarted_and_counted(
     assert report["status"] == "ok"
 
     # The service keeps working end to end: the new worker sends the new user's notification.
-    r = httpx.post(
-        f"{launcher.url}/users",
-        json={"name": "Grace", "email": "grace@example.org"},
-        trust_env=False,
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    r = create_user(launcher.url, "Grace", "grace@example.org")
     launcher.wait_for("notification sent", timeout=60)
 
     # A crash of the web process: restarted on the same port; /health answers again.
@@ -222,13 +223,7 @@ def test_embedded_redis_has_a_password_that_no_command_line_shows(make_stack: Ca
         for kid in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
             assert password not in Path(f"/proc/{kid}/cmdline").read_bytes().decode(errors="replace")
     # Web and worker use it: the whole flow works.
-    r = httpx.post(
-        f"{stack.webs[0].url}/users",
-        json={"name": "Ada", "email": "ada@example.org"},
-        trust_env=False,
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    create_user(stack.webs[0].url, "Ada", "ada@example.org")
     wait_until(lambda: "notification sent" in stack.workers[0].log, "the worker to send the notification")
     assert password not in stack.webs[0].log + stack.workers[0].log
 
