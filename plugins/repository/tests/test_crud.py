@@ -10,13 +10,7 @@ from bson import ObjectId
 from kernel_errors import ConflictError, ValidationError
 from kernel_repository import RepositoryManager
 from odmantic import query
-from repository_models import (
-    Address,
-    BookRepository,
-    PublisherRepository,
-    User,
-    UserRepository,
-)
+from repository_models import Address, BookRepository, PublisherRepository, User, UserRepository
 
 pytestmark = pytest.mark.anyio
 
