@@ -223,6 +223,7 @@ def test_embedded_redis_has_a_password_that_no_command_line_shows(make_stack: Ca
         for kid in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
             assert password not in Path(f"/proc/{kid}/cmdline").read_bytes().decode(errors="replace")
     # Web and worker use it: the whole flow works.
+    assert stack.webs[0].url is not None
     create_user(stack.webs[0].url, "Ada", "ada@example.org")
     wait_until(lambda: "notification sent" in stack.workers[0].log, "the worker to send the notification")
     assert password not in stack.webs[0].log + stack.workers[0].log
