@@ -522,30 +522,23 @@ class OutboxStore:
 
     async def reschedule(self, entry: OutboxEntry, error: str, *, delay: float) -> bool:
         """A publish failed: count the attempt, keep ``error``, retry after ``delay`` s; False if not held."""
-        with self._op("reschedule"):
-            result = await self.collection.update_one(
-                {"_id": entry.event_id, "claim": entry.claim, "status": "pending"},
-                {
-                    "$set": {
-                        "next_attempt_at": _utcnow() + timedelta(seconds=delay),
-                        "last_error": error[:2000],
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "claim": None,
-                    },
-                    "$inc": {"attempts": 1},
-                },
-            )
-        return bool(result.modified_count)
+        return await self._give_up_claim(
+            "reschedule", entry, error, next_attempt_at=_utcnow() + timedelta(seconds=delay)
+        )
 
     async def mark_failed(self, entry: OutboxEntry, error: str) -> bool:
         """The bus rejected the entry for good (e.g. too large): status ``failed``, kept for an operator."""
-        with self._op("mark_failed"):
+        return await self._give_up_claim("mark_failed", entry, error, status="failed")
+
+    async def _give_up_claim(self, op: str, entry: OutboxEntry, error: str, **fields: object) -> bool:
+        """Count a failed attempt on ``entry`` (still pending, still held by its claim), keep ``error``,
+        release the claim and set ``fields``; False if the claim is no longer held."""
+        with self._op(op):
             result = await self.collection.update_one(
                 {"_id": entry.event_id, "claim": entry.claim, "status": "pending"},
                 {
                     "$set": {
-                        "status": "failed",
+                        **fields,
                         "last_error": error[:2000],
                         "lease_owner": None,
                         "lease_until": None,
