@@ -99,7 +99,7 @@ class MemoryBackend:
     """An in-process store: per-entry TTL, at most ``max_entries`` entries, least recently used evicted.
 
     Values are stored encoded, exactly as Redis would hold them, so both backends behave the
-    same (no aliasing of mutable values). Every operation completes without awaiting, so each
+    same (no aliasing of mutable values). Every operation completes without suspending, so each
     is atomic under any event loop (asyncio or trio). A process crash or restart loses everything.
     """
 
@@ -119,19 +119,9 @@ class MemoryBackend:
     def __len__(self) -> int:
         return len(self._data)
 
-    def _live(self, key: str) -> bytes | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if item[1] <= self._clock():
-            del self._data[key]
-            return None
-        self._data.move_to_end(key)
-        return item[0]
-
     async def get(self, key: str) -> bytes | None:
         """The live value of ``key`` (marks it recently used), ``None`` when absent or expired."""
-        item = self._data.get(key)  # _live inlined: the hot path
+        item = self._data.get(key)
         if item is None:
             return None
         if item[1] <= self._clock():
@@ -188,13 +178,13 @@ class MemoryBackend:
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether a live entry was there."""
-        present = self._live(key) is not None
+        present = await self.get(key) is not None
         self._data.pop(key, None)
         return present
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` holds a live entry."""
-        return self._live(key) is not None
+        return await self.get(key) is not None
 
     async def incr(self, key: str, amount: int, ttl: TTL) -> int:
         """Add ``amount`` to the integer under ``key``; ``ttl`` only when this creates it."""
