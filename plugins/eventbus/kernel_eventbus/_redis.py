@@ -397,19 +397,23 @@ class RedisEventBus(EventBus):
         deliveries: dict[bytes, int] | None,
     ) -> None:
         is_retry = not stream.startswith(f"{self.prefix}:stream:")
+
+        async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+            await self._handle(
+                sub,
+                state,
+                stream,
+                is_retry,
+                entry_id,
+                fields,
+                deliveries.get(entry_id) if deliveries else None,
+            )
+
         if sub.concurrency == 1 or len(entries) == 1:
             flush_at = time.monotonic() + self.max_ack_delay
             for entry_id, fields in entries:
                 if entry_id is not None:
-                    await self._handle(
-                        sub,
-                        state,
-                        stream,
-                        is_retry,
-                        entry_id,
-                        fields,
-                        deliveries.get(entry_id) if deliveries else None,
-                    )
+                    await handle(entry_id, fields)
                     # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
                     if (state.acks or state.retry_acks) and time.monotonic() >= flush_at:
                         await self._flush_acks(sub, state)
@@ -419,15 +423,7 @@ class RedisEventBus(EventBus):
 
             async def one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with limit:
-                    await self._handle(
-                        sub,
-                        state,
-                        stream,
-                        is_retry,
-                        entry_id,
-                        fields,
-                        deliveries.get(entry_id) if deliveries else None,
-                    )
+                    await handle(entry_id, fields)
 
             async with anyio.create_task_group() as tg:
                 for entry_id, fields in entries:
