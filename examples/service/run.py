@@ -338,38 +338,28 @@ class Stack:
     def _log(self, name: str) -> Path | None:
         return self.log_dir / f"{name}.log" if self.log_dir is not None else None
 
+    def kernel_argv(self, *args: str) -> list[str]:
+        """The command line of ``python -m kernel --config <this stack's config> ARGS``."""
+        return [sys.executable, "-m", "kernel", "--config", str(self.config), *args]
+
+    def kernel_cli(self, *args: str, timeout: float = 60.0) -> str:
+        """Run one kernel CLI command against this stack's servers; its stdout (an error if it fails)."""
+        out = subprocess.run(
+            self.kernel_argv(*args), env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"kernel {' '.join(args)} exited with {out.returncode}: {out.stderr}")
+        return out.stdout
+
     def web(self, i: int) -> Child:
         port = self.port + i
-        argv = [
-            sys.executable,
-            "-m",
-            "kernel",
-            "--config",
-            str(self.config),
-            "serve",
-            "--app",
-            APP,
-            "--host",
-            self.host,
-            "--port",
-            str(port),
-        ]
+        argv = self.kernel_argv("serve", "--app", APP, "--host", self.host, "--port", str(port))
         return Child(f"web{i}", argv, self.env(), self._log(f"web{i}"), f"http://{self.host}:{port}")
 
     def worker(self, i: int) -> Child:
         assert self.run_dir is not None, "start_servers() first"
         ready = self.run_dir / f"worker{i}.ready"
-        argv = [
-            sys.executable,
-            "-m",
-            "kernel",
-            "--config",
-            str(self.config),
-            "worker",
-            *self.worker_args,
-            "--ready-file",
-            str(ready),
-        ]
+        argv = self.kernel_argv("worker", *self.worker_args, "--ready-file", str(ready))
         child = Child(f"worker{i}", argv, self.env(), self._log(f"worker{i}"))
         child.ready_file = ready
         return child

@@ -21,7 +21,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -182,18 +181,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-def kernel_cli(stack: Stack, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(stack.config), *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 class Observed:
     """What the servers hold after a run: users, outbox entries, stream entries, notifications."""
 
@@ -243,11 +230,11 @@ class Observed:
         return {f"welcome-{d['_id']}" for d in docs}
 
     def queue_stats(self) -> dict[str, Any]:
-        stats = {s["queue_name"]: s for s in json.loads(kernel_cli(self.stack, "queue", "stats", "--json"))}
+        stats = {s["queue_name"]: s for s in json.loads(self.stack.kernel_cli("queue", "stats", "--json"))}
         return dict(stats["notifications"])
 
     def dlq(self) -> list[Any]:
-        return list(json.loads(kernel_cli(self.stack, "dlq", "list", "--json")))
+        return list(json.loads(self.stack.kernel_cli("dlq", "list", "--json")))
 
 
 @pytest.fixture

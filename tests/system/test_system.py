@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -43,18 +41,6 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 def total(text: str, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples(text, name) if all(lab.get(k) == x for k, x in labels.items()))
-
-
-def kernel_cli(stack: Stack, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(stack.config), *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 class Load:
@@ -227,11 +213,11 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     reruns = sum(runs.values()) - len(runs)  # processor runs repeated after the SIGKILL (at-least-once)
     assert reruns >= 1  # the jobs the killed worker was running were run again, by another worker
 
-    stats = {s["queue_name"]: s for s in json.loads(kernel_cli(stack, "queue", "stats", "--json"))}
+    stats = {s["queue_name"]: s for s in json.loads(stack.kernel_cli("queue", "stats", "--json"))}
     notifications = stats["notifications"]
     assert notifications["completed"] == REQUESTS, notifications
     assert notifications["failed"] == 0 and notifications["waiting"] == 0 and notifications["active"] == 0
-    dlq = json.loads(kernel_cli(stack, "dlq", "list", "--json"))
+    dlq = json.loads(stack.kernel_cli("dlq", "list", "--json"))
     assert dlq == []
 
     # Metrics of all six processes (2 web, 3 workers incl. the killed one) summed by one scrape.
