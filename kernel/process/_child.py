@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+import anyio
+
 from ._os import die_with_parent, free_port
 
 _LIVE: weakref.WeakSet[ChildServer] = weakref.WeakSet()
@@ -189,6 +191,24 @@ class ChildServer(abc.ABC):
                     f"log tail:\n{self.log_tail()}"
                 )
             time.sleep(self.poll_interval)
+
+    async def start_from_loop(self) -> Self:
+        """:meth:`spawn` and :meth:`wait_ready` from async code; closed again if it does not come up.
+
+        Spawns from the event loop's thread (the parent-death signal is tied to the forking thread,
+        and a worker thread may exit long before this process does) and waits in a worker thread.
+        """
+        try:
+            self.spawn()
+            await anyio.to_thread.run_sync(self.wait_ready)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def aclose(self) -> None:
+        """:meth:`close` from async code: in a worker thread, the event loop stays free meanwhile."""
+        await anyio.to_thread.run_sync(self.close)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server (SIGKILL after ``timeout``) and reap it; work dir and port are kept."""

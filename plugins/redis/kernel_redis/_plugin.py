@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-import anyio
-
 from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hookimpl
 
 from ._config import EMBEDDED, RedisConfig
@@ -31,6 +29,7 @@ class RedisPlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[RedisConfig]) -> list[CheckIssue]:
+        """Production rule: ``url = "embedded"`` is a private per-process server, not a shared Redis."""
         if ctx.config.url.get_secret_value() == EMBEDDED:
             return [
                 CheckIssue.production(
@@ -43,6 +42,7 @@ class RedisPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RedisConfig]) -> AsyncIterator[None]:
+        """Start the embedded server if asked, connect, check; register the client and the connection."""
         import redis.asyncio as aioredis
 
         from ._connection import RedisConnection
@@ -71,11 +71,11 @@ class RedisPlugin(Plugin):
                 await connection.aclose()
         finally:
             if server is not None:
-                # Stopping blocks while the server shuts down; keep the event loop free meanwhile.
-                await anyio.to_thread.run_sync(server.close)
+                await server.aclose()
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RedisConfig]) -> list[HealthCheck]:
+        """One critical check: Redis answers ``PING`` within ``health_timeout``."""
         from ._connection import RedisConnection
 
         async def ping() -> bool:
@@ -105,14 +105,7 @@ async def start_embedded(cfg: RedisConfig) -> RedisServer:
         startup_timeout=emb.startup_timeout,
         **options,
     )
-    try:
-        # Spawn from the event loop's thread: the parent-death signal is tied to the forking
-        # thread, and a worker thread may exit long before the kernel does.
-        server.spawn()
-        await anyio.to_thread.run_sync(server.wait_ready)
-    except BaseException:
-        await anyio.to_thread.run_sync(server.close)
-        raise
+    await server.start_from_loop()
     log.debug("embedded redis-server %s started (pid %s)", server.binary, server.pid)
     return server
 

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from kernel import CheckIssue, Command, HealthCheck, Kernel, Plugin, PluginContext, hookimpl
 from kernel.console import ProgressBar
 
@@ -99,7 +97,7 @@ class RepositoryPlugin(Plugin):
                 manager.close()
         finally:
             if server is not None:
-                await anyio.to_thread.run_sync(server.close)
+                await server.aclose()
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RepositoryConfig]) -> list[HealthCheck]:
@@ -148,14 +146,7 @@ async def start_embedded(cfg: RepositoryConfig) -> MongoWireServer:
     from ._server import MongoWireServer
 
     server = MongoWireServer(data_dir=cfg.embedded_data_dir, startup_timeout=cfg.embedded_startup_timeout)
-    try:
-        # Spawn from the event loop's thread: the parent-death signal is tied to the forking thread.
-        server.spawn()
-        await anyio.to_thread.run_sync(server.wait_ready)
-    except BaseException:
-        await anyio.to_thread.run_sync(server.close)
-        raise
-    return server
+    return await server.start_from_loop()
 
 
 # ---------------------------------------------------------------------- kernel repo migrate
