@@ -125,6 +125,10 @@ class Load:
         lat = sorted(self.latencies)
         return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
 
+    def latency(self) -> str:
+        """``latency p50 … ms p99 … ms`` of the HTTP responses, for the report lines."""
+        return f"latency p50 {self.percentile(0.5) * 1000:.0f} ms p99 {self.percentile(0.99) * 1000:.0f} ms"
+
 
 class LoadThread:
     """Runs a :class:`Load` in a thread, so the test's (main) thread makes the faults.
@@ -257,16 +261,19 @@ def utc(value: Any) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def lag_figures(docs: list[dict[str, Any]], sent: dict[str, str]) -> tuple[float, float, float]:
-    """p50, p99 and max seconds from a user's commit to its notification's completion."""
+def lag_figures(docs: list[dict[str, Any]], sent: dict[str, str]) -> str:
+    """``lag commit->sent p50 … s p99 … s max … s``: from a user's commit to its notification's completion."""
     lags = sorted(
         (utc(sent[f"welcome-{d['_id']}"]) - utc(d["created_at"])).total_seconds()
         for d in docs
         if f"welcome-{d['_id']}" in sent
     )
-    if not lags:
-        return float("nan"), float("nan"), float("nan")
-    return lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))], lags[-1]
+    p50, p99, worst = (
+        (lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))], lags[-1])
+        if lags
+        else (float("nan"), float("nan"), float("nan"))
+    )
+    return f"lag commit->sent p50 {p50:.2f} s p99 {p99:.2f} s max {worst:.2f} s"
 
 
 def check_once_each(
@@ -349,11 +356,9 @@ def test_web_process_sigkilled_five_times_loses_nothing(
     assert not load.failed, f"{load.failed[:3]}; {figures()}"
     assert len(load.created) + stored_by_retry == REQUESTS, figures()
     docs, sent, lost, duplicates = check_once_each(o, load, expect_users=REQUESTS, figures=figures)
-    p50, p99, worst = lag_figures(docs, sent)
     line = (
-        f"outbox-faults web-kill: lost {lost}, duplicates {duplicates}, latency p50 "
-        f"{load.percentile(0.5) * 1000:.0f} ms p99 {load.percentile(0.99) * 1000:.0f} ms, lag commit->sent "
-        f"p50 {p50:.2f} s p99 {p99:.2f} s max {worst:.2f} s; {figures()}"
+        f"outbox-faults web-kill: lost {lost}, duplicates {duplicates}, {load.latency()}, "
+        f"{lag_figures(docs, sent)}; {figures()}"
     )
     print(f"\n{line}")
     assert len(kills) == 5, line
@@ -395,8 +400,7 @@ def redis_outage(
     def figures() -> str:
         return (
             f"Redis {name} {down_for:.1f}s while {during} requests completed; 201 {load.statuses[201]}/"
-            f"{REQUESTS}, statuses {dict(load.statuses)}, failed {len(load.failed)}, latency p50 "
-            f"{load.percentile(0.5) * 1000:.0f} ms p99 {load.percentile(0.99) * 1000:.0f} ms, "
+            f"{REQUESTS}, statuses {dict(load.statuses)}, failed {len(load.failed)}, {load.latency()}, "
             f"DLQ {len(dlq)}; {len(load.slow)} responses over 0.5 s, at (s after the fault began, s): "
             f"{[(round(at - down_at, 1), round(took, 2)) for at, took in load.slow[:12]]} (Redis back at "
             f"{back_at - down_at:.1f})"
@@ -416,13 +420,11 @@ def redis_outage(
     waited = [d for d in docs if utc(d["created_at"]) <= back_wall]
     after = max((utc(sent[f"welcome-{d['_id']}"]) - back_wall).total_seconds() for d in waited)
     tail = max(utc(v) for v in sent.values()) - max(utc(d["created_at"]) for d in docs)
-    p50, p99, worst = lag_figures(docs, sent)
     line = (
         f"outbox-faults redis-{name}: lost {lost}, duplicates {duplicates} (processor re-runs of jobs the "
-        f"outage cut off {reruns}), DLQ {len(dlq)}, latency p50 {load.percentile(0.5) * 1000:.0f} ms p99 "
-        f"{load.percentile(0.99) * 1000:.0f} ms, the {len(waited)} notifications of users created before "
-        f"Redis returned all done {after:.1f} s after it (last one {tail.total_seconds():.1f} s after the "
-        f"last POST), lag commit->sent p50 {p50:.2f} s p99 {p99:.2f} s max {worst:.2f} s; {figures()}"
+        f"outage cut off {reruns}), DLQ {len(dlq)}, {load.latency()}, the {len(waited)} notifications of "
+        f"users created before Redis returned all done {after:.1f} s after it (last one "
+        f"{tail.total_seconds():.1f} s after the last POST), {lag_figures(docs, sent)}; {figures()}"
     )
     print(f"\n{line}")
     assert after < 10.0, line
@@ -643,11 +645,10 @@ def test_relays_sigkilled_mid_batch_ten_times_lose_nothing(
     assert load.statuses[201] == REQUESTS, f"{load.failed[:3]}; {figures()}"
     docs, sent, lost, duplicates = check_once_each(o, load, expect_users=REQUESTS, figures=figures)
     skipped = sum(c.log.count("already handled") for c in stack.webs)
-    p50, p99, worst = lag_figures(docs, sent)
     line = (
         f"outbox-faults relay-kill: lost {lost}, duplicates {duplicates} (published twice; subscriber "
-        f"skipped {skipped} as already handled), notifications {len(sent)} each processed once, lag "
-        f"commit->sent p50 {p50:.2f} s p99 {p99:.2f} s max {worst:.2f} s; {figures()}"
+        f"skipped {skipped} as already handled), notifications {len(sent)} each processed once, "
+        f"{lag_figures(docs, sent)}; {figures()}"
     )
     print(f"\n{line}")
     assert mid_batch == 10, line
