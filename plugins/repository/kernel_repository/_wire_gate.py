@@ -97,8 +97,8 @@ def gated(handle: Handle, gate: TransactionGate, extract: Callable[[Any], str | 
 
 def install() -> None:
     """Patch nx-27017's handler class (call before the server starts)."""
-    from nx_27017.handler import NeoSQLiteHandler  # type: ignore[import-untyped]
-    from nx_27017.wire_protocol import _extract_session_id  # type: ignore[import-untyped]
+    from nx_27017.handler import NeoSQLiteHandler
+    from nx_27017.wire_protocol import _extract_session_id
 
     gate = TransactionGate()
     for name in ("handle_command", "handle_insert"):
