@@ -15,7 +15,6 @@ if TYPE_CHECKING:  # redis-py comes with the backends: imported by the lifespan,
     from kernel_metrics import Metrics
 
     from ._backends import CacheBackend
-    from ._manager import CacheManager
 
 
 class CachePlugin(Plugin):
@@ -87,7 +86,9 @@ class CachePlugin(Plugin):
         """A non-critical ``cache`` check: probes the backend, returns every namespace's stats."""
 
         async def probe() -> dict[str, Any]:
-            manager: CacheManager = ctx.registry.get("cache")
+            from ._manager import CacheManager  # loaded by the lifespan already: no import cost here
+
+            manager = ctx.registry.get(CacheManager)
             # Straight to the backend: the manager's own calls would fail open and hide an outage.
             await manager.backend.exists(manager.key("__health__"))
             return {name: s.to_dict() for name, s in manager.all_stats().items()}

@@ -104,7 +104,9 @@ class RepositoryPlugin(Plugin):
         """One critical check: the server answers ``ping`` within ``health_timeout``."""
 
         async def ping() -> bool:
-            manager: RepositoryManager = ctx.registry.get("repository")
+            from ._manager import RepositoryManager  # loaded by the lifespan already: no import cost here
+
+            manager = ctx.registry.get(RepositoryManager)
             await manager.ping()
             return True
 
