@@ -6,7 +6,6 @@ import asyncio
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus, NonRetryableError, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
+
+from kernel.testing import wait_until as kernel_wait_until
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.05, factor=2.0)
 
@@ -77,13 +78,9 @@ async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator
         await c.aclose()
 
 
-async def wait_until(cond: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` every 10 ms; fail with ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
+async def wait_until(cond: Callable[[], object], within: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` every 10 ms; fail with ``what`` after ``within`` seconds (kernel.testing.wait_until)."""
+    await kernel_wait_until(cond, within, what=what)
 
 
 @pytest.fixture
@@ -128,10 +125,9 @@ async def _dead_letter_orders(client: aioredis.Redis, prefix: str, n: int = 3) -
     await bus.start()
     try:
         metas = [await bus.publish("order.created", {"n": i}) for i in range(n)]
-        deadline = time.monotonic() + 20
-        while await bus.dead_letter_count() < n:
-            assert time.monotonic() < deadline, f"the {n} events were not dead-lettered in time"
-            await asyncio.sleep(0.01)
+        await kernel_wait_until(
+            lambda: _at_least(bus.dead_letter_count(), n), 20, what=f"the {n} events to be dead-lettered"
+        )
     finally:
         await bus.close()
     return metas
@@ -165,3 +161,7 @@ class ConcurrencyProbe:
 def probe() -> ConcurrencyProbe:
     """A fresh :class:`ConcurrencyProbe` (20 ms per run)."""
     return ConcurrencyProbe()
+
+
+async def _at_least(count: Awaitable[int], n: int) -> bool:
+    return await count >= n
