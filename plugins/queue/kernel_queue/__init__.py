@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from kernel import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._browse import LISTABLE as LISTABLE
+    from ._browse import list_jobs as list_jobs
+    from ._browse import remove_job as remove_job
     from ._config import QueueConfig as QueueConfig
     from ._errors import InvalidJobOptionError as InvalidJobOptionError
     from ._errors import JobDataError as JobDataError
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._worker import QueueWorker as QueueWorker
 else:  # PEP 562: a submodule is imported on first use of one of its names
     _EXPORTS = {  # submodule -> the public names it defines
+        "._browse": ["LISTABLE", "list_jobs", "remove_job"],
         "._config": ["QueueConfig"],
         "._errors": [
             "InvalidJobOptionError",
