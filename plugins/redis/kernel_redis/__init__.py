@@ -9,6 +9,11 @@ from kernel import lazy_exports
 if TYPE_CHECKING:  # what type checkers and IDEs read
     from kernel import redact_url as redact_url
 
+    from ._clients import AnyRedis as AnyRedis
+    from ._clients import AnySyncRedis as AnySyncRedis
+    from ._clients import SentinelMasterClient as SentinelMasterClient
+    from ._clients import connect as connect
+    from ._clients import connect_sync as connect_sync
     from ._config import EmbeddedConfig as EmbeddedConfig
     from ._config import RedisConfig as RedisConfig
     from ._config import check_url as check_url
@@ -25,9 +30,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._service import find_redis as find_redis
     from ._service import redis_available as redis_available
     from ._service import use_redis as use_redis
+    from ._url import MultiHostUrl as MultiHostUrl
+    from ._url import Topology as Topology
+    from ._url import hash_tag as hash_tag
+    from ._url import key_slot as key_slot
+    from ._url import parse_multi_host as parse_multi_host
+    from ._url import topology_of as topology_of
 else:  # PEP 562: a submodule is imported on first use of one of its names
     _EXPORTS = {  # submodule -> the public names it defines
         "kernel": ["redact_url"],
+        "._clients": ["AnyRedis", "AnySyncRedis", "SentinelMasterClient", "connect", "connect_sync"],
         "._config": ["EmbeddedConfig", "RedisConfig", "check_url"],
         "._connection": ["RedisConnection"],
         "._plugin": ["RedisPlugin"],
@@ -41,5 +53,6 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
             "redis_available",
             "use_redis",
         ],
+        "._url": ["MultiHostUrl", "Topology", "hash_tag", "key_slot", "parse_multi_host", "topology_of"],
     }
     __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,10 @@ import attrs
 
 from kernel import Secret, redact_url
 
+from ._url import MULTI_HOST_SCHEMES, parse_multi_host
+
 EMBEDDED = "embedded"
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", *MULTI_HOST_SCHEMES)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}")
 
@@ -23,11 +25,16 @@ def _userinfo(url: str) -> str:
 
 
 def check_url(url: str) -> None:
-    """Raise ``ValueError`` unless ``url`` is ``"embedded"`` or a URL redis-py can connect to.
+    """Raise ``ValueError`` unless ``url`` is ``"embedded"`` or a URL of a form the plugin connects to:
+    ``redis://``, ``rediss://``, ``unix://`` (one server), ``redis+cluster://`` / ``rediss+cluster://``
+    (a Redis Cluster) or ``redis+sentinel://`` / ``rediss+sentinel://`` (a Sentinel group).
 
     The message shows the URL only through :func:`kernel.redact_url`: never a password, for any input.
     """
     if url == EMBEDDED:
+        return
+    if url.startswith(tuple(f"{s}://" for s in MULTI_HOST_SCHEMES)):
+        parse_multi_host(url)
         return
     shown = redact_url(url)
     if not url.startswith(tuple(f"{s}://" for s in SCHEMES)):
@@ -38,7 +45,15 @@ def check_url(url: str) -> None:
             got = "no scheme (write redis:// before the host)"
         else:
             got = "no scheme"
-        raise ValueError(f"'url' must be 'embedded' or a redis://, rediss:// or unix:// URL, got {got}")
+        raise ValueError(
+            "'url' must be 'embedded' or a redis://, rediss://, unix://, redis+cluster://, "
+            f"rediss+cluster://, redis+sentinel:// or rediss+sentinel:// URL, got {got}"
+        )
+    _check_single_host(url, shown)
+
+
+def _check_single_host(url: str, shown: str) -> None:
+    """The checks of a ``redis://``, ``rediss://`` or ``unix://`` URL."""
     if any(c in _userinfo(url) for c in "/?#@"):
         raise ValueError(
             "'url' must percent-encode any '/', '?', '#' or '@' before its last '@' (in a password "
@@ -104,7 +119,8 @@ class RedisConfig:
     """``[plugins.redis]``."""
 
     url: Secret = attrs.field(default=Secret(EMBEDDED), validator=_url_validator)
-    """``"embedded"``, ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) or ``unix:///path``."""
+    """``"embedded"``, ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS), ``unix:///path``,
+    ``redis+cluster://host:port[,host:port…]`` or ``redis+sentinel://host:port[,…]/<service>[/db]``."""
     max_connections: int = attrs.field(default=50, validator=attrs.validators.gt(0))
     pool_timeout: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
     """Seconds a command waits for a free connection when ``max_connections`` are busy (0: fail at once)."""

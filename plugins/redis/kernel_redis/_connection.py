@@ -1,4 +1,4 @@
-"""The shared connection: effective URL, the main client and extra clients on the same server."""
+"""The shared connection: effective URL, the main client and extra clients on the same deployment."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from kernel import Secret, redact_url
 
+from ._clients import AnyRedis, build_client, is_tls
 from ._config import RedisConfig
 from ._server import RedisServer
+from ._url import Topology, topology_of
 
 if TYPE_CHECKING:
     from ._service import ClientOptions
@@ -25,9 +26,10 @@ class RedisConnection:
     type and the name ``"redis.connection"``.
 
     ``url`` is the effective URL (with the embedded server's address and password)
-    as a :class:`~kernel.Secret`; :meth:`new_client` builds another
-    ``redis.asyncio.Redis`` on the same server with the plugin's settings, e.g.
-    one without a socket timeout for blocking reads::
+    as a :class:`~kernel.Secret`; its scheme names the :attr:`topology`. :attr:`client` and
+    :meth:`new_client` are ``redis.asyncio.Redis`` (standalone; sentinel: bound to the master,
+    following a failover) or ``redis.asyncio.cluster.RedisCluster`` (cluster), with the plugin's
+    settings, e.g. one without a socket timeout for blocking reads::
 
         conn = ctx.registry.get(RedisService)
         blocking = conn.new_client(socket_timeout=None)
@@ -43,8 +45,13 @@ class RedisConnection:
         self.server = server
         """The embedded server, when ``url = "embedded"``."""
         # Held strongly: a consumer may drop its client without closing it; aclose() still closes it.
-        self._extra: list[aioredis.Redis] = []
-        self.client: aioredis.Redis = self._build({})
+        self._extra: list[AnyRedis] = []
+        self.client: AnyRedis = self._build({})
+
+    @property
+    def topology(self) -> Topology:
+        """``"standalone"``, ``"cluster"`` or ``"sentinel"``, as the URL's scheme names it."""
+        return topology_of(self.url)
 
     @property
     def embedded(self) -> bool:
@@ -57,44 +64,19 @@ class RedisConnection:
         return redact_url(self.url.get_secret_value())
 
     def client_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Client settings the plugin uses, with ``overrides``: ``from_url`` keyword arguments plus
-        ``pool_timeout`` (> 0: a ``BlockingConnectionPool`` waiting that long for a free connection)."""
-        cfg = self.config
-        kwargs: dict[str, Any] = {
-            "decode_responses": False,
-            "max_connections": cfg.max_connections,
-            "pool_timeout": cfg.pool_timeout,
-            "socket_timeout": cfg.socket_timeout,
-            "socket_connect_timeout": cfg.socket_connect_timeout,
-            "health_check_interval": cfg.health_check_interval,
-            "retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), cfg.retries),
-            "client_name": cfg.client_name,
-        }
-        if self.url.get_secret_value().startswith("rediss:"):
-            kwargs["ssl_cert_reqs"] = cfg.ssl_cert_reqs
-            if cfg.ssl_ca_certs is not None:
-                kwargs["ssl_ca_certs"] = str(cfg.ssl_ca_certs)
-        kwargs.update(overrides)
-        return kwargs
+        """Client settings the plugin uses, with ``overrides``: redis-py connection keywords plus
+        ``pool_timeout`` (> 0: a blocking pool waiting that long for a free connection; not for a
+        cluster, whose client has no blocking pool)."""
+        return client_settings(self.config, url=self.url.get_secret_value(), **overrides)
 
-    def new_client(self, **overrides: Unpack[ClientOptions]) -> aioredis.Redis:
-        """Another client on the same server (own pool) with ``overrides`` over the plugin's settings."""
+    def new_client(self, **overrides: Unpack[ClientOptions]) -> AnyRedis:
+        """Another client on the same deployment (own pool) with ``overrides`` over the plugin's settings."""
         client = self._build(dict(overrides))
         self._extra.append(client)
         return client
 
-    def _build(self, overrides: dict[str, Any]) -> aioredis.Redis:
-        kwargs = self.client_kwargs(**overrides)
-        pool_timeout = kwargs.pop("pool_timeout")
-        url = self.url.get_secret_value()
-        pool: aioredis.ConnectionPool
-        if pool_timeout:
-            # A burst beyond max_connections waits for a free connection instead of failing
-            # with "Too many connections" (redis-py's default pool).
-            pool = aioredis.BlockingConnectionPool.from_url(url, timeout=pool_timeout, **kwargs)
-        else:
-            pool = aioredis.ConnectionPool.from_url(url, **kwargs)
-        return aioredis.Redis.from_pool(pool)
+    def _build(self, overrides: dict[str, Any]) -> AnyRedis:
+        return build_client(self.url.get_secret_value(), self.client_kwargs(**overrides))
 
     async def ping(self, within: float | None = None) -> float:
         """PING through the shared client; the round trip in seconds.
@@ -116,3 +98,24 @@ class RedisConnection:
 
     def __repr__(self) -> str:
         return f"<RedisConnection {self.redacted_url}>"
+
+
+def client_settings(config: RedisConfig, url: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The client settings ``config`` implies for ``url`` (default: ``config.url``), with ``overrides``."""
+    cfg = config
+    kwargs: dict[str, Any] = {
+        "decode_responses": False,
+        "max_connections": cfg.max_connections,
+        "pool_timeout": cfg.pool_timeout,
+        "socket_timeout": cfg.socket_timeout,
+        "socket_connect_timeout": cfg.socket_connect_timeout,
+        "health_check_interval": cfg.health_check_interval,
+        "retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), cfg.retries),
+        "client_name": cfg.client_name,
+    }
+    if is_tls(url if url is not None else cfg.url.get_secret_value()):
+        kwargs["ssl_cert_reqs"] = cfg.ssl_cert_reqs
+        if cfg.ssl_ca_certs is not None:
+            kwargs["ssl_ca_certs"] = str(cfg.ssl_ca_certs)
+    kwargs.update(overrides)
+    return kwargs

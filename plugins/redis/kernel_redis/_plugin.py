@@ -59,7 +59,9 @@ class RedisPlugin(Plugin):
             try:
                 if cfg.check_on_start:
                     await _check_reachable(connection)
-                ctx.provide(connection.client, name="redis", types=aioredis.Redis)
+                # A cluster's RedisCluster is not a redis.asyncio.Redis: registered by name only.
+                client_type = aioredis.Redis if isinstance(connection.client, aioredis.Redis) else ()
+                ctx.provide(connection.client, name="redis", types=client_type)
                 ctx.provide(connection, name="redis.connection", types=(RedisService, RedisConnection))
                 ctx.log.info(
                     "redis: connected to %s%s",

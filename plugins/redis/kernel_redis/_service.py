@@ -20,23 +20,28 @@ from contextlib import asynccontextmanager
 from typing import Protocol, TypedDict, Unpack, runtime_checkable
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 
 from kernel import Registry, Secret
 
+from ._clients import AnyRedis
 from ._config import RedisConfig
 from ._connection import RedisConnection
+from ._url import Topology
 
 HOST_CLIENT_NAME = "redis"
 """Name under which the redis plugin registers its shared client, and a host without it may put its own."""
 
 
 class ClientOptions(TypedDict, total=False):
-    """Settings a consumer may override in :meth:`RedisService.new_client` (``from_url`` keywords)."""
+    """Settings a consumer may override in :meth:`RedisService.new_client` (redis-py client keywords)."""
 
     max_connections: int
+    """Per node on a cluster."""
     pool_timeout: float
-    """> 0: a pool that waits this long for a free connection; 0: fail at once when all are busy."""
+    """> 0: a pool that waits this long for a free connection; 0: fail at once when all are busy.
+    Not used on a cluster (its client has no blocking pool)."""
     socket_timeout: float | None
     """``None`` for clients doing blocking reads (``BLPOP``, ``XREAD BLOCK``)."""
     socket_connect_timeout: float | None
@@ -54,8 +59,14 @@ class RedisService(Protocol):
     """
 
     @property
-    def client(self) -> aioredis.Redis:
-        """The shared client (consumers never close it)."""
+    def client(self) -> AnyRedis:
+        """The shared client (consumers never close it): ``redis.asyncio.Redis`` (standalone; sentinel:
+        bound to the master) or ``redis.asyncio.cluster.RedisCluster`` (cluster)."""
+        ...
+
+    @property
+    def topology(self) -> Topology:
+        """``"standalone"``, ``"cluster"`` or ``"sentinel"``."""
         ...
 
     @property
@@ -68,8 +79,9 @@ class RedisService(Protocol):
         """The URL with the password masked, for logs and messages."""
         ...
 
-    def new_client(self, **options: Unpack[ClientOptions]) -> aioredis.Redis:
-        """Another client on the same server with ``options`` over the service's settings.
+    def new_client(self, **options: Unpack[ClientOptions]) -> AnyRedis:
+        """Another client on the same deployment (same kind as :attr:`client`) with ``options`` over the
+        service's settings.
 
         The service closes it when it stops; a caller may close it earlier.
         """
@@ -93,26 +105,32 @@ class RedisUnavailableError(RuntimeError):
 class HostClient:
     """A :class:`RedisService` around a client the host registered as ``"redis"``: used as is.
 
-    Every consumer shares that one client (:meth:`new_client` returns it, options ignored), and no
-    consumer closes it: the host owns it.
+    A ``redis.asyncio.Redis`` (standalone or sentinel: the topology is ``"standalone"``, as nothing
+    tells them apart) or a ``redis.asyncio.cluster.RedisCluster``. Every consumer shares that one
+    client (:meth:`new_client` returns it, options ignored), and no consumer closes it: the host owns it.
     """
 
     embedded = False
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._client = client
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AnyRedis:
         """The host's client."""
         return self._client
+
+    @property
+    def topology(self) -> Topology:
+        """``"cluster"`` for a ``RedisCluster``, else ``"standalone"``."""
+        return "cluster" if isinstance(self._client, RedisCluster) else "standalone"
 
     @property
     def redacted_url(self) -> str:
         """A description of the host's client (its URL is not known here)."""
         return f"<client given by the host: {type(self._client).__qualname__}>"
 
-    def new_client(self, **options: Unpack[ClientOptions]) -> aioredis.Redis:
+    def new_client(self, **options: Unpack[ClientOptions]) -> AnyRedis:
         """The host's client itself: a host that brings its own client decides its settings."""
         return self._client
 
@@ -140,10 +158,11 @@ def find_redis(
     client = registry.find(HOST_CLIENT_NAME)
     if client is None:
         raise RedisUnavailableError(plugin, setting=setting, alternative=alternative)
-    if not isinstance(client, aioredis.Redis):
+    if not isinstance(client, (aioredis.Redis, RedisCluster)):
         raise TypeError(
             f"plugin {plugin!r}: the service registered as {HOST_CLIENT_NAME!r} is a "
-            f"{type(client).__qualname__}, not a redis.asyncio.Redis (register a RedisService instead)"
+            f"{type(client).__qualname__}, not a redis.asyncio.Redis or RedisCluster "
+            "(register a RedisService instead)"
         )
     return HostClient(client)
 
