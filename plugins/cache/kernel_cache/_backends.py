@@ -9,12 +9,16 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from ._errors import NotACounterError
 from ._keys import glob_to_regex
 
 TTL = float | None
 """Seconds; ``None`` means no expiry."""
+RedisClient = aioredis.Redis | RedisCluster
+"""A client :class:`RedisBackend` runs on: one server (standalone, or Sentinel's master) or a cluster."""
 
 
 @runtime_checkable
@@ -265,35 +269,48 @@ return value
 
 
 class RedisBackend:
-    """Redis through one ``redis.asyncio.Redis`` client (bytes responses).
+    """Redis through one client (bytes responses): ``redis.asyncio.Redis`` for one server or a
+    Sentinel-managed master, ``redis.asyncio.cluster.RedisCluster`` for a cluster.
 
-    ``get`` is the client's own ``GET``; ``owns_client``: :meth:`close` closes the client. redis-py's
-    asyncio client runs on asyncio only, so this backend does too (the memory backend also runs on trio).
+    ``get`` is the client's own ``GET``; ``owns_client``: :meth:`close` closes the client. On a
+    cluster ``get_many``/``set_many`` send one round trip per node owning some of the keys, and
+    ``delete_matching`` scans every primary. redis-py's asyncio client runs on asyncio only, so this
+    backend does too (the memory backend also runs on trio).
     """
 
     name = "redis"
     outage_errors: tuple[type[BaseException], ...] = (
-        rexc.ConnectionError,
+        rexc.ConnectionError,  # Sentinel's MasterNotFoundError too
         rexc.TimeoutError,
-        rexc.ReadOnlyError,
+        rexc.ReadOnlyError,  # a master demoted by a failover
+        rexc.ClusterError,  # CLUSTERDOWN, MASTERDOWN, too many redirections
+        rexc.TryAgainError,  # a slot being migrated
+        rexc.SlotNotCoveredError,
         OSError,
         TimeoutError,
     )
     scan_count: ClassVar[int] = 1000
     unlink_batch: ClassVar[int] = 500
 
-    def __init__(self, client: aioredis.Redis, *, owns_client: bool = False) -> None:
+    def __init__(self, client: RedisClient, *, owns_client: bool = False) -> None:
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        """Whether ``client`` is a cluster client (keys are then split by slot and node)."""
         self._owns = owns_client
         # Bound once: the hot path awaits redis-py directly, with no wrapper coroutine.
         self.get: Callable[[str], Awaitable[bytes | None]] = client.get
-        self._release = client.register_script(_RELEASE)
-        self._incr = client.register_script(_INCR)
+        # redis-py types register_script for Redis only; on a RedisCluster it works the same (each
+        # script touches one key, so one slot; SCRIPT LOAD after NOSCRIPT goes to every primary).
+        self._release = client.register_script(_RELEASE)  # type: ignore[misc]
+        self._incr = client.register_script(_INCR)  # type: ignore[misc]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """``MGET`` of ``keys``."""
+        """``MGET`` of ``keys``; on a cluster one ``MGET`` per slot, one round trip per node."""
         if not keys:
             return []
+        if self.cluster and not _one_slot(keys):
+            # Grouped by slot, each node's MGETs in one pipeline, the nodes concurrently.
+            return list(await self.client.mget_nonatomic(keys))  # type: ignore[union-attr]
         return list(await self.client.mget(keys))
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
@@ -306,7 +323,7 @@ class RedisBackend:
             await self.client.set(key, value, px=max(1, round(ttl * 1000)))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
-        """The ``SET`` of each item in one non-transactional pipeline."""
+        """The ``SET`` of each item in one non-transactional pipeline (a cluster's: one per node)."""
         if not items:
             return
         async with self.client.pipeline(transaction=False) as pipe:
@@ -338,10 +355,19 @@ class RedisBackend:
             raise
 
     async def delete_matching(self, pattern: str) -> int:
-        """``SCAN MATCH`` and ``UNLINK`` in batches of ``unlink_batch`` (never ``KEYS``)."""
+        """``SCAN MATCH`` (every primary of a cluster) and ``UNLINK`` in batches of ``unlink_batch``.
+
+        Never ``KEYS``. On a cluster a batch's keys are unlinked per slot.
+        """
         deleted = 0
         batch: list[bytes] = []
-        async for key in self.client.scan_iter(match=pattern, count=self.scan_count):
+        if self.cluster:
+            found = self.client.scan_iter(
+                match=pattern, count=self.scan_count, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            found = self.client.scan_iter(match=pattern, count=self.scan_count)
+        async for key in found:
             batch.append(key)
             if len(batch) >= self.unlink_batch:
                 deleted += await self.client.unlink(*batch)
@@ -371,14 +397,21 @@ class RedisBackend:
             await self.client.aclose()
 
 
+def _one_slot(keys: Sequence[str]) -> bool:
+    """Whether every key hashes to one cluster slot (a namespace's keys do: they share a hash tag)."""
+    first = key_slot(keys[0].encode())
+    return all(key_slot(k.encode()) == first for k in keys[1:])
+
+
 def backend_for(target: Any, max_entries: int = 10_000) -> CacheBackend:
     """The backend for what ``CacheManager(backend)`` receives: a redis client, a backend or ``None``."""
     if target is None:
         return MemoryBackend(max_entries)
-    if isinstance(target, aioredis.Redis):
+    if isinstance(target, aioredis.Redis | RedisCluster):
         return RedisBackend(target)
     if isinstance(target, CacheBackend):
         return target
     raise TypeError(
-        f"expected a redis.asyncio.Redis client, a CacheBackend or None, got {type(target).__qualname__}"
+        "expected a redis.asyncio.Redis or RedisCluster client, a CacheBackend or None, "
+        f"got {type(target).__qualname__}"
     )

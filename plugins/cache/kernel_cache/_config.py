@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -11,29 +10,24 @@ from kernel import Secret, redact_url
 
 from ._keys import check_name
 
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
 def _url(_inst: Any, _attr: attrs.Attribute[Any], value: Secret | None) -> None:
+    """The scheme here (the cache's own server is never ``embedded``); the rest by the redis plugin's rule."""
     # Messages show the URL only redacted: never a password, whatever the value looks like.
     if value is None:
         return
     url = value.get_secret_value()
-    shown = redact_url(url)
     if not url.startswith(tuple(f"{s}://" for s in _SCHEMES)):
-        raise ValueError(f"'url' must start with redis://, rediss:// or unix://, got {shown!r}")
-    if any(c in url.partition("://")[2].rpartition("@")[0] for c in "/?#@"):
         raise ValueError(
-            "'url' must percent-encode any '/', '?', '#' or '@' before its last '@' (in a password "
-            f"or a socket path: urllib.parse.quote(password, safe='')), got {shown!r}"
+            "'url' must start with redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// "
+            f"(rediss+ for TLS), got {redact_url(url)!r}"
         )
-    try:
-        urlsplit(url).port  # noqa: B018 - raises on a malformed port
-    except ValueError as exc:  # its message may quote part of the password: only classify it
-        what = "a port out of range" if "out of range" in str(exc) else "a malformed port or host"
-        raise ValueError(
-            f"'url' must be a valid URL (port in 1..65535, valid host), got {what} in {shown!r}"
-        ) from None
+    # One rule for every Redis URL of the kernel: encoding, ports, a cluster's database 0, ...
+    from kernel_redis import check_url
+
+    check_url(url)
 
 
 def _name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
@@ -50,15 +44,16 @@ class CacheConfig:
     backend: Literal["memory", "redis"] = "memory"
     """``memory``: in-process; ``redis``: shared, through the ``redis`` plugin, or ``url`` when set."""
     url: Secret | None = attrs.field(default=None, validator=_url)
-    """Redis backend on its own server (``redis://``, ``rediss://``, ``unix://``) instead of the
-    ``redis`` plugin's -- e.g. an ``allkeys-lru`` instance apart from the ``noeviction`` one that
-    holds events and jobs. Unset: the ``redis`` plugin's server."""
+    """Redis backend on its own server (``redis://``, ``rediss://``, ``unix://``, a cluster's
+    ``redis+cluster://`` or a Sentinel group's ``redis+sentinel://``) instead of the ``redis``
+    plugin's -- e.g. an ``allkeys-lru`` instance apart from the ``noeviction`` one that holds events
+    and jobs. Unset: the ``redis`` plugin's server."""
     max_connections: int = attrs.field(default=50, validator=attrs.validators.gt(0))
-    """Redis backend: connections in the cache's own pool."""
+    """Redis backend: connections in the cache's own pool (a cluster: per node)."""
     namespace: str = attrs.field(default="default", validator=_name)
     """Namespace of the registered ``CacheManager``; ``manager.namespace("user")`` makes others."""
     key_prefix: str = attrs.field(default="cache", validator=_name)
-    """First segment of every Redis key: ``<key_prefix>:<namespace>:<key>``."""
+    """Starts every Redis key's hash tag: ``{<key_prefix>:<namespace>}:<key>``."""
     default_ttl: float = attrs.field(default=3600, validator=attrs.validators.gt(0))
     """Seconds an entry lives when ``set``/``get_or_set`` get no ``ttl``."""
     jitter: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])

@@ -1,4 +1,14 @@
-"""Key layout and Redis glob patterns: escaping, matching, validation."""
+"""Key layout and Redis glob patterns: escaping, matching, validation.
+
+Layout (the same on standalone, Sentinel and Cluster): every key of namespace ``ns`` under key prefix
+``cache`` starts with the hash tag ``{cache:ns}``, so a namespace lives in one cluster slot::
+
+    {cache:ns}:<key>              data
+    {cache:__lock__:ns}:<key>     get_or_set lock (no namespace can be called __lock__)
+
+Before hash tags (issue 15) the keys were ``cache:ns:<key>`` and
+``cache:__lock__:ns:<key>``: :class:`LegacyLayout` maps them for ``kernel redis migrate-keys``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,53 @@ from typing import Any
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 LOCK_SEGMENT = "__lock__"
+
+
+def data_prefix(key_prefix: str, namespace: str) -> str:
+    """What every data key of ``namespace`` starts with: ``{<key_prefix>:<namespace>}:``."""
+    return "{" + key_prefix + ":" + namespace + "}:"
+
+
+def lock_prefix(key_prefix: str, namespace: str) -> str:
+    """What every lock key of ``namespace`` starts with: ``{<key_prefix>:__lock__:<namespace>}:``."""
+    return "{" + key_prefix + ":" + LOCK_SEGMENT + ":" + namespace + "}:"
+
+
+def all_keys_pattern(key_prefix: str) -> str:
+    """A ``SCAN MATCH`` pattern of every key of every namespace (data and locks) under ``key_prefix``."""
+    return "{" + glob_escape(key_prefix) + ":*"
+
+
+class LegacyLayout:
+    """The pre-hash-tag layout (``<prefix>:<namespace>:<key>``), mapped to today's for migrate-keys.
+
+    Implements ``kernel_redis.KeyLayout``. Old lock keys are left alone (``None``): they expire
+    within ``lock_ttl``, and renaming a lock under a running holder would strand it.
+    """
+
+    owner = "cache"
+
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = check_name("key_prefix", key_prefix)
+
+    def legacy_patterns(self) -> list[str]:
+        """``<prefix>:*``: the old keys (today's all start with ``{``)."""
+        return [glob_escape(self.key_prefix) + ":*"]
+
+    def new_name(self, old_key: str) -> str | None:
+        """``cache:user:profile:1`` -> ``{cache:user}:profile:1``; ``None`` for locks and foreign keys."""
+        head = self.key_prefix + ":"
+        if not old_key.startswith(head):
+            return None
+        namespace, sep, rest = old_key[len(head) :].partition(":")
+        if not sep or namespace == LOCK_SEGMENT or not _NAME.fullmatch(namespace):
+            return None
+        return data_prefix(self.key_prefix, namespace) + rest
+
+    def __repr__(self) -> str:
+        return (
+            f"<LegacyLayout {self.key_prefix}:<namespace>:<key> -> {{{self.key_prefix}:<namespace>}}:<key>>"
+        )
 
 
 def check_name(what: str, name: str) -> str:

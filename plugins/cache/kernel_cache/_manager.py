@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from ._backends import TTL, CacheBackend, backend_for
 from ._circuit import DOWN, Circuit
 from ._errors import CacheUnavailableError
-from ._keys import LOCK_SEGMENT, check_name, glob, glob_escape
+from ._keys import check_name, data_prefix, glob, glob_escape, lock_prefix
 from ._serializer import JsonSerializer, Serializer
 from ._singleflight import MISSING, SingleFlight
 from ._stats import CacheStats, CounterBoard
@@ -77,15 +78,16 @@ class CacheManager:
 
         cache = CacheManager(redis_client, logger, namespace="user", default_ttl=3600)
 
-    ``backend`` is a ``redis.asyncio.Redis`` client, a :class:`CacheBackend`, or ``None``
-    (a :class:`MemoryBackend` of ``max_entries``). Keys are stored as
-    ``<key_prefix>:<namespace>:<key>``; namespaces never see each other's keys.
+    ``backend`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` client, a
+    :class:`CacheBackend`, or ``None`` (a :class:`MemoryBackend` of ``max_entries``). Keys are stored
+    as ``{<key_prefix>:<namespace>}:<key>`` (a hash tag: one cluster slot per namespace); namespaces
+    never see each other's keys.
     ``name`` is the namespace, ``default_ttl`` and ``jitter`` its TTL settings.
     """
 
     def __init__(
         self,
-        backend: aioredis.Redis | CacheBackend | None = None,
+        backend: aioredis.Redis | RedisCluster | CacheBackend | None = None,
         logger: logging.Logger | None = None,
         *,
         namespace: str = "default",
@@ -123,9 +125,10 @@ class CacheManager:
         self.name = check_name("namespace", namespace)
         self.default_ttl = default_ttl
         self.jitter = jitter
-        self._prefix = f"{_shared.key_prefix}:{namespace}:"
+        # The hash tag {<key_prefix>:<namespace>} puts a namespace in one cluster slot (see _keys).
+        self._prefix = data_prefix(_shared.key_prefix, namespace)
         self._pattern_prefix = glob_escape(self._prefix)
-        self._lock_prefix = f"{_shared.key_prefix}:{LOCK_SEGMENT}:{namespace}:"
+        self._lock_prefix = lock_prefix(_shared.key_prefix, namespace)
         self._stats = _shared.counters.for_namespace(namespace)
         self._backend = _shared.backend
         self._ser = _shared.serializer
@@ -158,7 +161,7 @@ class CacheManager:
         return self._backend
 
     def key(self, key: str) -> str:
-        """The full backend key of ``key`` (``cache:user:profile:1``)."""
+        """The full backend key of ``key`` (``{cache:user}:profile:1``)."""
         return self._prefix + key
 
     # ------------------------------------------------------------------ reads
@@ -202,7 +205,7 @@ class CacheManager:
         return found is not DOWN and found
 
     async def get_many(self, keys: Iterable[str], *, as_type: Any = None) -> dict[str, Any]:
-        """``{key: value}`` of the keys that are cached, in one round trip (``MGET``)."""
+        """``{key: value}`` of the keys that are cached: one ``MGET`` (a namespace is one slot)."""
         keys = list(keys)
         st = self._stats
         # Circuit.call inlined, as in get.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,13 @@ from kernel_cache import CacheManager
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel.testing import boot_kernel
+
+# tests/cache_keys.py (a unique name: all plugins' tests share sys.modules)
+TESTS_DIR = Path(__file__).parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from cache_keys import all_keys  # noqa: E402 - needs TESTS_DIR on sys.path
 
 
 @pytest.fixture
@@ -45,4 +54,9 @@ async def cache(
     async with boot_kernel(*plugins, config=cache_config(backend, redis_url, prefix, **extra)) as kernel:
         manager = kernel.get(CacheManager)
         yield manager
-        await manager.backend.delete_matching(f"{prefix}:*")  # every namespace of this test
+        await manager.backend.delete_matching(all_keys(prefix))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also registered by kernel_redis.testing's topology fixtures; repeated here so this suite runs alone.
+    config.addinivalue_line("markers", "standalone_only: needs one plain server (restarts it, or another db)")

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 import pytest
-import redis.asyncio as aioredis
+from cache_keys import all_keys, scan
 from kernel_cache import CacheManager, CacheUnavailableError
+from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import private_redis_server
 
 from kernel.testing import boot_kernel, wait_until
@@ -150,7 +151,7 @@ async def test_lock_release_is_token_checked(cache: CacheManager) -> None:
 async def test_lock_left_by_a_crashed_holder_expires(redis_url: str, prefix: str) -> None:
     async with redis_cache(redis_url, key_prefix=prefix, lock=True, lock_ttl=0.5) as cache:
         # A process that took the lock and died: its lock stays until lock_ttl.
-        assert await cache.backend.acquire(f"{prefix}:__lock__:default:report", "dead", 0.5)
+        assert await cache.backend.acquire(f"{{{prefix}:__lock__:default}}:report", "dead", 0.5)
         calls = 0
 
         async def factory() -> int:
@@ -168,9 +169,9 @@ async def test_lock_left_by_a_crashed_holder_expires(redis_url: str, prefix: str
 _WORKER = textwrap.dedent(
     """
     import asyncio, json, os, sys
-    import redis.asyncio as aioredis
     from kernel.testing import boot_kernel
     from kernel_cache import CacheManager
+    from kernel_redis import RedisService
 
     url, prefix, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
 
@@ -178,7 +179,7 @@ _WORKER = textwrap.dedent(
         config = {"redis": {"url": url},
                   "cache": {"backend": "redis", "key_prefix": prefix, "lock": lock}}
         async with boot_kernel("redis", "cache", config=config) as kernel:
-            raw = kernel.get(aioredis.Redis)
+            raw = kernel.get(RedisService).client
             cache = kernel.get(CacheManager).namespace("reports")
 
             async def factory():
@@ -199,11 +200,12 @@ _WORKER = textwrap.dedent(
 @asynccontextmanager
 async def released_together(
     script: str, url: str, prefix: str, *args: str, n: int
-) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], aioredis.Redis]]:
+) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], AnyRedis]]:
     """``n`` processes running ``script url prefix *args``, released at once once all are ready.
 
     Each worker increments ``{prefix}:ready``, then waits for ``{prefix}:go``. Yields the workers
-    (output piped) and a Redis client; at exit kills any worker left and deletes the ``prefix`` keys.
+    (output piped) and a Redis client; at exit kills any worker left and deletes the ``prefix`` keys
+    (the race's own and the cache's).
     """
     procs = [
         await asyncio.create_subprocess_exec(
@@ -211,7 +213,7 @@ async def released_together(
         )
         for _ in range(n)
     ]
-    raw = aioredis.Redis.from_url(url)
+    raw = connect(url)
     try:
         deadline = time.monotonic() + 30
         while int(await raw.get(f"{prefix}:ready") or 0) < n:
@@ -225,8 +227,9 @@ async def released_together(
             if p.returncode is None:
                 p.kill()
                 await p.communicate()
-        if keys := [k async for k in raw.scan_iter(match=f"{prefix}:*")]:
-            await raw.delete(*keys)
+        for pattern in (f"{prefix}:*", all_keys(prefix)):
+            if keys := [k async for k in scan(raw, pattern)]:
+                await raw.delete(*keys)
         await raw.aclose()
 
 
@@ -260,9 +263,9 @@ async def test_two_processes_with_the_distributed_lock_call_the_factory_once(
 _COUNTER_WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    import redis.asyncio as aioredis
     from kernel.testing import boot_kernel
     from kernel_cache import CacheManager
+    from kernel_redis import RedisService
 
     url, prefix = sys.argv[1], sys.argv[2]
 
@@ -272,7 +275,7 @@ _COUNTER_WORKER = textwrap.dedent(
         config = {"redis": {"url": url},
                   "cache": {"backend": "redis", "key_prefix": prefix, "timeout": 10.0}}
         async with boot_kernel("redis", "cache", config=config) as kernel:
-            raw = kernel.get(aioredis.Redis)
+            raw = kernel.get(RedisService).client
             cache = kernel.get(CacheManager)
             await raw.incr(f"{prefix}:ready")
             while not await raw.exists(f"{prefix}:go"):
@@ -290,6 +293,6 @@ async def test_counters_are_exact_across_processes(redis_url: str, prefix: str) 
     n = 3
     async with released_together(_COUNTER_WORKER, redis_url, prefix, n=n) as (procs, raw):
         await outputs_of(procs)
-        assert int(await raw.get(f"{prefix}:default:hits")) == n * (500 - 200)
-        ttl = await raw.ttl(f"{prefix}:default:hits")
+        assert int(await raw.get(f"{{{prefix}:default}}:hits")) == n * (500 - 200)
+        ttl = await raw.ttl(f"{{{prefix}:default}}:hits")
         assert 0 < ttl <= 60  # set once by whichever increment created it

@@ -80,7 +80,7 @@ async def test_values_are_copied_not_aliased() -> None:
 def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         MemoryBackend(0)
-    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis client, a CacheBackend or None"):
+    with pytest.raises(TypeError, match=r"Redis or RedisCluster client, a CacheBackend or None"):
         CacheManager("redis://localhost")
     with pytest.raises(ValueError, match="default_ttl"):
         CacheManager(default_ttl=0)

@@ -6,8 +6,8 @@ import logging
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis.asyncio as aioredis
 from kernel_cache import CacheConfig, CacheManager, MemoryBackend, RedisBackend
+from kernel_redis import RedisService, connect
 
 from kernel import ConfigError
 from kernel.testing import boot_kernel, make_kernel
@@ -34,10 +34,10 @@ async def test_redis_backend_through_the_redis_plugin(redis_url: str, prefix: st
         assert isinstance(manager.backend, RedisBackend)
         users = manager.namespace("user")
         await users.set("profile:1", {"id": 1})
-        raw = kernel.get(aioredis.Redis)
-        # Key design: <key_prefix>:<namespace>:<key>, JSON bytes.
-        assert await raw.get(f"{prefix}:user:profile:1") == b'{"id":1}'
-        assert users.key("profile:1") == f"{prefix}:user:profile:1"
+        raw = kernel.get(RedisService).client
+        # Key design: {<key_prefix>:<namespace>}:<key> (a hash tag: one slot), JSON bytes.
+        assert await raw.get(f"{{{prefix}:user}}:profile:1") == b'{"id":1}'
+        assert users.key("profile:1") == f"{{{prefix}:user}}:profile:1"
         report = await kernel.health()
         assert {c.name: c.ok for c in report.checks} == {"redis": True, "cache": True}
         await users.clear()
@@ -50,6 +50,7 @@ def _other_db(url: str) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+@pytest.mark.standalone_only  # another logical database: a cluster has only 0
 async def test_redis_backend_on_its_own_url_needs_no_redis_plugin(redis_url: str, prefix: str) -> None:
     own_url = _other_db(redis_url)
     config = {"cache": {"backend": "redis", "url": own_url, "key_prefix": prefix}}
@@ -58,11 +59,11 @@ async def test_redis_backend_on_its_own_url_needs_no_redis_plugin(redis_url: str
         users = kernel.get(CacheManager).namespace("user")
         await users.set("1", {"id": 1})
         assert await users.get("1") == {"id": 1}
-        shared = aioredis.Redis.from_url(redis_url)
-        own = aioredis.Redis.from_url(own_url)
+        shared = connect(redis_url)
+        own = connect(own_url)
         try:
-            assert await own.get(f"{prefix}:user:1") == b'{"id":1}'
-            assert await shared.get(f"{prefix}:user:1") is None  # not on the shared server's database
+            assert await own.get(f"{{{prefix}:user}}:1") == b'{"id":1}'
+            assert await shared.get(f"{{{prefix}:user}}:1") is None  # not on the shared server's database
         finally:
             await users.clear()
             await shared.aclose()
@@ -72,6 +73,7 @@ async def test_redis_backend_on_its_own_url_needs_no_redis_plugin(redis_url: str
         assert own_url not in repr(kernel.effective_config())
 
 
+@pytest.mark.standalone_only  # another logical database: a cluster has only 0
 async def test_url_wins_over_the_redis_plugin(redis_url: str, prefix: str) -> None:
     own_url = _other_db(redis_url)
     config = {
@@ -82,7 +84,7 @@ async def test_url_wins_over_the_redis_plugin(redis_url: str, prefix: str) -> No
         cache = kernel.get(CacheManager)
         await cache.set("k", 1)
         try:
-            assert await kernel.get(aioredis.Redis).exists(cache.key("k")) == 0
+            assert await kernel.get(RedisService).client.exists(cache.key("k")) == 0
             assert await cache.get("k") == 1
         finally:
             await cache.clear()
@@ -108,7 +110,8 @@ def test_redis_backend_without_the_redis_plugin_is_a_config_error_before_boot() 
         ({"key_prefix": "*"}, "plugins.cache.key_prefix: must be letters"),
         ({"ttl": 5}, "plugins.cache.ttl: unknown key"),
         ({"backend": "redis", "url": "http://cache:6379"}, "plugins.cache.url: must start with redis://"),
-        ({"backend": "redis", "url": "redis://h:port"}, "plugins.cache.url: must be a valid URL"),
+        ({"backend": "redis", "url": "embedded"}, "plugins.cache.url: must start with redis://"),
+        ({"backend": "redis", "url": "redis://h:port"}, "plugins.cache.url: must have a port in 1..65535"),
         ({"url": "redis://cache:6379"}, "plugins.cache: 'url' needs backend = 'redis'"),
         ({"backend": "redis", "max_connections": 0}, "plugins.cache.max_connections: must be > 0"),
     ],
@@ -158,14 +161,14 @@ async def test_logger_is_the_plugins(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_redis_backend_on_a_client_given_by_the_host(redis_url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         config = {"cache": {"backend": "redis", "key_prefix": prefix}}
         async with boot_kernel("cache", config=config, overrides={"redis": client}) as kernel:
             cache = kernel.get(CacheManager)
             assert isinstance(cache.backend, RedisBackend) and cache.backend.client is client
             await cache.set("k", [1])
-            assert await client.get(f"{prefix}:default:k") == b"[1]"
+            assert await client.get(f"{{{prefix}:default}}:k") == b"[1]"
             await cache.clear()
         assert await client.ping() is True  # the host's client is not closed by the plugin
     finally:
