@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._browse import list_jobs as list_jobs
     from ._browse import remove_job as remove_job
     from ._config import QueueConfig as QueueConfig
+    from ._errors import EnqueueNotReplicatedError as EnqueueNotReplicatedError
     from ._errors import InvalidJobOptionError as InvalidJobOptionError
     from ._errors import JobDataError as JobDataError
     from ._errors import JobNotFoundError as JobNotFoundError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._queue import KernelRedisQueue as KernelRedisQueue
     from ._queue import QueueKeys as QueueKeys
     from ._queue import backoff_delay as backoff_delay
+    from ._queue import queue_tag as queue_tag
     from ._registry import ANY_NAME as ANY_NAME
     from ._registry import ProcessorRegistry as ProcessorRegistry
     from ._samples import notification_processor as notification_processor
@@ -35,6 +37,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._browse": ["LISTABLE", "list_jobs", "remove_job"],
         "._config": ["QueueConfig"],
         "._errors": [
+            "EnqueueNotReplicatedError",
             "InvalidJobOptionError",
             "JobDataError",
             "JobNotFoundError",
@@ -45,7 +48,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._job": ["JobContext", "JobInfo"],
         "._manager": ["QueueManager"],
         "._plugin": ["QueuePlugin"],
-        "._queue": ["MAX_PRIORITY", "KernelRedisQueue", "QueueKeys", "backoff_delay"],
+        "._queue": ["MAX_PRIORITY", "KernelRedisQueue", "QueueKeys", "backoff_delay", "queue_tag"],
         "._registry": ["ANY_NAME", "ProcessorRegistry"],
         "._samples": ["notification_processor", "register_sample_processors"],
         "._worker": ["QueueWorker"],

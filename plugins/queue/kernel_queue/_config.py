@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -60,6 +60,15 @@ class QueueConfig:
     """Seconds a failed (or aborted) job stays for inspection and ``retry_failed``; 0: until cleaned."""
     log_data_chars: int = attrs.field(default=100, validator=attrs.validators.ge(0))
     """Job data, results and errors in log lines are cut to this many characters; 0 leaves them out."""
+    durability: Literal["default", "replicated"] = attrs.field(
+        default="default", validator=attrs.validators.in_(("default", "replicated"))
+    )
+    """``"replicated"``: ``add_job``/``add_bulk_jobs`` return only once ``replicas`` replicas hold the
+    job (``WAIT``), else raise ``EnqueueNotReplicatedError``; ``"default"``: once the primary has it."""
+    replicas: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    """Replicas that must acknowledge an enqueue with ``durability = "replicated"``."""
+    replication_timeout: float = attrs.field(default=1.0, validator=_positive)
+    """Seconds an enqueue waits for those replicas (``durability = "replicated"``)."""
 
     def __attrs_post_init__(self) -> None:
         if self.stall_timeout < 2 * self.heartbeat_interval:

@@ -42,3 +42,26 @@ class UnknownProcessorError(QueueError, LookupError):
 
 class JobNotFoundError(QueueError, LookupError):
     """``get_job``/``retry_failed`` named a job that does not exist."""
+
+
+class EnqueueNotReplicatedError(QueueError):
+    """With ``durability = "replicated"``: fewer replicas than ``replicas`` acknowledged an enqueue in time.
+
+    The job *is* stored on the primary (and will run unless the primary dies before replicating
+    it); adding it again with the same ``job_id`` is safe: an existing id is not enqueued twice.
+    """
+
+    def __init__(self, queue: str, job_ids: list[str], required: int, timeout: float, detail: str) -> None:
+        self.queue = queue
+        self.job_ids = job_ids
+        self.required = required
+        self.timeout = timeout
+        shown = ", ".join(repr(j) for j in job_ids[:3]) + (
+            f" and {len(job_ids) - 3} more" if len(job_ids) > 3 else ""
+        )
+        super().__init__(
+            f"job {shown} on queue {queue!r}: stored on the primary, but fewer than {required} replica(s) "
+            f"acknowledged within {timeout:g}s (plugins.queue.replicas / replication_timeout): {detail}; "
+            "it is lost if the primary fails before replicating it; "
+            "add it again with the same job_id to retry"
+        )

@@ -19,6 +19,7 @@ from saq.utils import now, uuid1
 from ._config import QueueConfig
 from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
+from ._pubsub import AnyRedis, close_listener, listener_client
 from ._queue import CleanStatus, EventHook, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from kernel_eventbus import EventBus
     from kernel_metrics import LabelBudget, Metrics
     from prometheus_client import Counter, Histogram
-    from redis.asyncio import Redis
+
+    from ._durability import Replication
 
 log = logging.getLogger("kernel.plugins.queue")
 
@@ -55,10 +57,11 @@ class QueueManager:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         config: QueueConfig | None = None,
         *,
-        blocking: Redis | None = None,
+        blocking: AnyRedis | None = None,
+        replication: Replication | None = None,
         metrics: Metrics | None = None,
         eventbus: EventBus | None = None,
         processors: ProcessorRegistry | None = None,
@@ -68,6 +71,9 @@ class QueueManager:
         self.config = config or QueueConfig()
         self.processors = processors or ProcessorRegistry()
         self._blocking: Any = blocking
+        self._replication = replication
+        # Subscribes (SAQ's job listeners, queue_events): the client itself, or a node client on a cluster.
+        self._listener, self._own_listener = listener_client(redis)
         self._event_hooks: list[EventHook] = []
         if eventbus is not None:
             self._event_hooks.append(_BusPublisher(eventbus))
@@ -90,8 +96,10 @@ class QueueManager:
 
         Accepted defaults: ``priority``, ``attempts``, ``backoff``, ``timeout``.
         """
-        if not isinstance(name, str) or not name or ":" in name:
-            raise InvalidJobOptionError(f"queue name must be a non-empty str without ':', got {name!r}")
+        if not isinstance(name, str) or not name or any(c in name for c in ":{}"):
+            raise InvalidJobOptionError(
+                f"queue name must be a non-empty str without ':', '{{' or '}}', got {name!r}"
+            )
         if defaults:
             unknown = set(defaults) - {"priority", "attempts", "backoff", "timeout"}
             if unknown:
@@ -104,6 +112,8 @@ class QueueManager:
                 self.redis,
                 name,
                 blocking=self._blocking,
+                listener=self._listener,
+                replication=self._replication,
                 poll_interval=cfg.poll_interval,
                 stall_timeout=cfg.stall_timeout,
                 max_stalls=cfg.max_stalls,
@@ -504,7 +514,7 @@ class QueueManager:
         """Yield the events of ``queue`` from every process (waiting, delayed, active, progress, completed,
         failed) as dicts ``{event, queue, job_id, name, attempts, ...}``."""
         q = self.get_queue(queue)
-        pubsub = self.redis.pubsub()
+        pubsub: Any = self._listener.pubsub()
         await pubsub.subscribe(q.events_channel)
         try:
             while True:
@@ -562,6 +572,8 @@ class QueueManager:
             await asyncio.gather(*self._listeners, return_exceptions=True)
         for q in self._queues.values():
             await q.disconnect()
+        if self._own_listener:
+            await close_listener(self._listener)
 
     def __repr__(self) -> str:
         return f"<QueueManager queues={sorted(self._queues)}>"

@@ -68,10 +68,17 @@ class QueuePlugin(Plugin):
         # (a client given by the host is shared as is).
         blocking = redis.new_client(socket_timeout=None)
         own_blocking = blocking is not redis.client
+        cfg = ctx.config
+        replication = None
+        if cfg.durability == "replicated":
+            from ._durability import Replication
+
+            replication = Replication(redis, replicas=cfg.replicas, timeout=cfg.replication_timeout)
         manager = QueueManager(
             redis.client,
             ctx.config,
             blocking=blocking if own_blocking else None,
+            replication=replication,
             metrics=find_metrics(ctx.registry),
             eventbus=find_eventbus(ctx.registry),
         )

@@ -10,15 +10,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from saq.job import Job, Status
-from saq.queue.redis import RedisQueue
+from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
 from ._errors import InvalidJobOptionError, JobDataError, JobNotFoundError, JobTooLargeError
-from ._scripts import MAX_TOKENS, Scripts
+from ._pubsub import AnyRedis
+from ._scripts import ENQUEUE, ENQUEUE_MANY, MAX_TOKENS, Scripts
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from redis.asyncio import Redis
     from saq.types import CountKind
+
+    from ._durability import Replication
 
 log = logging.getLogger("kernel.plugins.queue")
 
@@ -26,6 +31,9 @@ MAX_PRIORITY = 2_097_152
 """Largest priority number (BullMQ's limit); 1 is the highest priority."""
 NO_PRIORITY_RANK = MAX_PRIORITY + 1
 """Jobs without a priority run after every prioritised job (BullMQ's convention)."""
+
+BULK_CHUNK = 500
+"""Jobs per call of the bulk enqueue script (one atomic step each)."""
 
 CleanStatus = Literal["completed", "failed", "waiting", "delayed"]
 """Which jobs ``clean`` removes."""
@@ -88,6 +96,14 @@ class KernelJob(Job):
     def __repr__(self) -> str:
         return self.info(True)
 
+    @property
+    def abort_id(self) -> str:
+        """The abort flag's key, in the queue's slot (SAQ's ``saq:abort:<key>`` is in none)."""
+        queue = self.queue
+        if isinstance(queue, KernelRedisQueue):
+            return queue.abort_key(self.key)
+        return super().abort_id
+
     def to_dict(self) -> dict[str, Any]:
         """SAQ's ``to_dict`` (the same dict: fields not at their default, in field order), faster.
 
@@ -113,6 +129,16 @@ _JOB_FIELDS: tuple[tuple[str, Any], ...] = tuple((f.name, f.default) for f in da
 """``(name, default)`` of every job field, in order (``MISSING`` for those with a default factory)."""
 
 
+def queue_tag(name: str) -> str:
+    """The hash tag of queue ``name`` (``{name}``): every key of one queue lives in its slot.
+
+    ``ValueError`` for a name that is empty or holds ``{`` or ``}`` (it could not be the tag).
+    """
+    if not name or "{" in name or "}" in name:
+        raise ValueError(f"a queue name must be non-empty without '{{' or '}}', got {name!r}")
+    return "{" + name + "}"
+
+
 def rank_of(priority: int | None) -> int:
     """The waiting-set rank of a job with ``priority`` (none or 0: after every prioritised job)."""
     return priority if priority else NO_PRIORITY_RANK
@@ -120,7 +146,11 @@ def rank_of(priority: int | None) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class QueueKeys:
-    """The Redis keys of one queue (``saq:<queue>:<field>``); job records are ``saq:job:<queue>:<id>``."""
+    """The Redis keys of one queue (``saq:{<queue>}:<field>``); job records are ``saq:job:{<queue>}:<id>``.
+
+    Every key carries the queue's hash tag ``{<queue>}``: on a Redis Cluster all of them are in
+    one slot, so the scripts and transactions touching several of them work.
+    """
 
     incomplete: str
     """SAQ's sorted set of every unfinished job; score = due time (s) when delayed, else 0."""
@@ -163,10 +193,12 @@ class KernelRedisQueue(RedisQueue):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         name: str,
         *,
-        blocking: Redis | None = None,
+        blocking: AnyRedis | None = None,
+        listener: Redis | None = None,
+        replication: Replication | None = None,
         poll_interval: float = 1.0,
         stall_timeout: float = 10.0,
         max_stalls: int = 3,
@@ -176,7 +208,16 @@ class KernelRedisQueue(RedisQueue):
         failed_retention: float = 604_800.0,
         log_data_chars: int = 100,
     ) -> None:
-        super().__init__(redis, name=name, dump=_strict_dumps)
+        self.tag = queue_tag(name)
+        """``{<name>}``: the hash tag in every key of this queue."""
+        # SAQ's constructor subscribes through ``pubsub()``, which redis-py's asyncio cluster
+        # client lacks: it gets a client that has it (the client itself on standalone/Sentinel).
+        listener = listener if listener is not None else cast("Redis", redis)
+        super().__init__(listener, name=name, dump=_strict_dumps)
+        self.redis = cast("Redis", redis)
+        self._pubsub = PubSubMultiplexer(listener.pubsub(), prefix=self.job_id(""))
+        self.replication = replication
+        """Set with ``durability = "replicated"``: enqueues wait for replicas through it."""
         self.blocking: Any = blocking or redis
         self.r: Any = redis
         """The client, typed loosely: redis-py types asyncio methods ``Awaitable[T] | T``."""
@@ -195,6 +236,43 @@ class KernelRedisQueue(RedisQueue):
         """Called after each job event this process causes."""
         self.keys = QueueKeys.of(self)
         self.scripts = Scripts(redis)
+
+    # ------------------------------------------------------------------ key layout
+
+    def namespace(self, key: str) -> str:
+        """``saq:{<name>}:<key>``: SAQ's own layout for the queue name ``{<name>}``."""
+        return f"saq:{self.tag}:{key}"
+
+    def job_id(self, job_key: str) -> str:
+        """``saq:job:{<name>}:<job key>``: the job record's key (and its status channel)."""
+        return f"saq:job:{self.tag}:{job_key}"
+
+    def job_key_from_id(self, job_id: str) -> str:
+        """The job key in a job record's key."""
+        return job_id[len(self.tag) + 9 :]
+
+    def abort_key(self, job_key: str) -> str:
+        """``saq:abort:{<name>}:<job key>`` (SAQ's ``saq:abort:<job key>`` has no queue, no tag)."""
+        return f"saq:abort:{self.tag}:{job_key}"
+
+    async def iter_jobs(
+        self,
+        statuses: list[Status] = list(Status),  # noqa: B006 - SAQ's signature; never mutated
+        batch_size: int = 100,
+    ) -> AsyncIterator[Job]:
+        """Every stored job of this queue in ``statuses`` (SAQ's, with a scan that works on a cluster)."""
+        wanted = set(statuses)
+        batch: list[str] = []
+        async for raw in self.r.scan_iter(match=self.job_id("*"), count=batch_size):
+            batch.append(self.job_key_from_id(raw.decode()))
+            if len(batch) >= batch_size:
+                for job in await self.jobs(batch):
+                    if job is not None and job.status in wanted:
+                        yield job
+                batch = []
+        for job in await self.jobs(batch) if batch else []:
+            if job is not None and job.status in wanted:
+                yield job
 
     @property
     def events_channel(self) -> str:
@@ -320,7 +398,12 @@ class KernelRedisQueue(RedisQueue):
         ``payload``: the job's stored JSON when already encoded (:meth:`serialize_new`).
         """
         event, keys, args = self._enqueue_call(job, payload)
-        if not await self.scripts.enqueue(keys=keys, args=args):
+        if self.replication is not None:
+            write = _eval(ENQUEUE, keys, args)
+            added = (await self.replication.write(self.name, job.id, [job.key], write))[0]
+        else:
+            added = await self.scripts.enqueue(keys=keys, args=args)
+        if not added:
             return False
         if self.event_hooks:
             await self._fire(event, job, {})
@@ -344,10 +427,20 @@ class KernelRedisQueue(RedisQueue):
             calls = [self._enqueue_call(job) for job in jobs]
         else:
             calls = [self._enqueue_call(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
-        async with self.r.pipeline(transaction=False) as pipe:
-            for _, keys, args in calls:
-                await self.scripts.enqueue(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        k = self.keys
+        shared = [k.incomplete, k.waiting, k.wake, k.seq, k.events]
+        results: list[Any] = []
+        # One script call per chunk (not a pipeline of calls: redis-py's cluster pipeline runs no scripts).
+        for start in range(0, len(calls), BULK_CHUNK):
+            chunk = calls[start : start + BULK_CHUNK]
+            keys = shared + [keys[1] for _, keys, _ in chunk]
+            args = [a for _, _, call_args in chunk for a in call_args]
+            if self.replication is not None:
+                ids = [job.key for job in jobs[start : start + BULK_CHUNK]]
+                write = _eval(ENQUEUE_MANY, keys, args)
+                results += (await self.replication.write(self.name, k.incomplete, ids, write))[0]
+            else:
+                results += await self.scripts.enqueue_many(keys=keys, args=args)
         if self.event_hooks:
             for job, (event, *_), added in zip(jobs, calls, results, strict=True):
                 if added:
@@ -595,7 +688,7 @@ class KernelRedisQueue(RedisQueue):
                 .zrem(self.keys.incomplete, job.id)
                 .set(job.id, self.serialize(job))
                 .setex(job.abort_id, int(max(ttl, 1)), error)
-                .publish(job.id, job.status)
+                .execute_command("PUBLISH", job.id, job.status)
                 .execute()
             )
         if dequeued:
@@ -763,6 +856,19 @@ class KernelRedisQueue(RedisQueue):
                     .delete(member)
                     .execute()
                 )
+
+
+def _eval(script: str, keys: list[str], args: list[Any]) -> Callable[[Any], None]:
+    """A ``write(pipe)`` for ``RedisService.wait_replicated`` that queues ``EVAL script``.
+
+    ``EVAL`` with the source, not ``EVALSHA``: the node may be a freshly promoted replica
+    that has never loaded the script.
+    """
+
+    def write(pipe: Any) -> None:
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
+
+    return write
 
 
 def backoff_delay(spec: Any, failures: int) -> float:

@@ -6,10 +6,11 @@ rank first, then FIFO by the ``seq`` counter; a negative ``seq`` puts a re-run a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.commands.core import AsyncScript
 
 MAX_TOKENS = 1000
@@ -44,6 +45,28 @@ redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
 if ARGV[2] == '0' then to_waiting(KEYS[3], KEYS[5], KEYS[4], KEYS[2], ARGV[3], false) end
 if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
 return 1
+"""
+)
+
+ENQUEUE_MANY = (
+    _HELPERS
+    + """
+-- KEYS: incomplete, waiting, wake, seq, events, then one job key per job
+-- ARGV: per job: payload, due (0: now), rank, event; returns 1 (added) or 0 (id exists) per job
+local added = {}
+for i = 6, #KEYS do
+    local a = (i - 6) * 4
+    local id = KEYS[i]
+    if redis.call('SET', id, ARGV[a + 1], 'NX') then
+        redis.call('ZADD', KEYS[1], ARGV[a + 2], id)
+        if ARGV[a + 2] == '0' then to_waiting(KEYS[2], KEYS[4], KEYS[3], id, ARGV[a + 3], false) end
+        if ARGV[a + 4] ~= '' then redis.call('PUBLISH', KEYS[5], ARGV[a + 4]) end
+        added[#added + 1] = 1
+    else
+        added[#added + 1] = 0
+    end
+end
+return added
 """
 )
 
@@ -151,11 +174,13 @@ return claimed
 class Scripts:
     """The scripts registered on one client (``EVALSHA``, loaded by Redis on first use)."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.enqueue: AsyncScript = redis.register_script(ENQUEUE)
-        self.dequeue: AsyncScript = redis.register_script(DEQUEUE)
-        self.update: AsyncScript = redis.register_script(UPDATE)
-        self.finish: AsyncScript = redis.register_script(FINISH)
-        self.requeue: AsyncScript = redis.register_script(REQUEUE)
-        self.promote: AsyncScript = redis.register_script(PROMOTE)
-        self.claim_stalled: AsyncScript = redis.register_script(CLAIM_STALLED)
+    def __init__(self, redis: Redis | RedisCluster) -> None:
+        register = cast("Redis", redis).register_script  # typed for Redis; the cluster client has it too
+        self.enqueue: AsyncScript = register(ENQUEUE)
+        self.enqueue_many: AsyncScript = register(ENQUEUE_MANY)
+        self.dequeue: AsyncScript = register(DEQUEUE)
+        self.update: AsyncScript = register(UPDATE)
+        self.finish: AsyncScript = register(FINISH)
+        self.requeue: AsyncScript = register(REQUEUE)
+        self.promote: AsyncScript = register(PROMOTE)
+        self.claim_stalled: AsyncScript = register(CLAIM_STALLED)
