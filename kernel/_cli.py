@@ -21,6 +21,7 @@ import pluggy
 from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
+from ._health import HealthReport, probe_config
 from ._kernel import CONFIG_WARNING, Kernel
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
@@ -207,11 +208,9 @@ async def _health(kernel: Kernel, as_json: bool) -> int:
     async with kernel:
         report = await kernel.health()
         if as_json:
-            print(
-                json.dumps(
-                    {"load_order": kernel.load_order, "health": report.to_dict(include_errors=True)}, indent=2
-                )
-            )
+            health = report.to_dict(include_errors=True)
+            health["plugins"] = report.tree(include_errors=True)
+            print(json.dumps({"load_order": kernel.load_order, "health": health}, indent=2))
         else:
             print(f"kernel booted: {' -> '.join(kernel.load_order) or '(no plugins)'}")
             services = sorted((describe_key(k), p or "host") for k, _s, p in kernel.registry.items())
@@ -219,16 +218,32 @@ async def _health(kernel: Kernel, as_json: bool) -> int:
             for key, provider in services:
                 print(f"  {key:<40} from {provider}")
             print(f"health: {report.status} ({len(report.checks)} checks)")
-            for c in report.checks:
-                state = "ok" if c.ok else ("timeout" if c.timed_out else "FAIL")
-                extra = f"  {c.error}" if c.error else ""
-                print(f"  {c.name:<30} {state:<8} {c.duration_ms:7.2f} ms{extra}")
+            _print_health_tree(report)
+            print("probes: /health/live, /health/ready, /health/startup (kernel health --probes: Kubernetes)")
     return EXIT_OK if report.status != "fail" else EXIT_FAIL
 
 
+def _print_health_tree(report: HealthReport) -> None:
+    """Each plugin with checks (or degraded by a dependency), then its checks, as ``kernel health`` shows."""
+    for plugin, node in report.tree(include_errors=True).items():
+        if not node["checks"] and "because" not in node:
+            continue
+        deps = f" (depends on {', '.join(node['depends_on'])})" if node["depends_on"] else ""
+        why = f": {node['reason']}" if "reason" in node else ""
+        print(f"  {plugin}{deps} {node['status']}{why}")
+        for name, entry in node["checks"].items():
+            state = "FAIL" if entry["status"] == "fail" else entry["status"]
+            extra = f"  {entry['error']}" if "error" in entry else ""
+            print(f"    {name:<28} {state:<8} {entry['duration_ms']:7.2f} ms{extra}")
+
+
 def cmd_health(args: argparse.Namespace) -> int:
-    """Boot the kernel, print services and health, shut down."""
-    return anyio.run(_health, _load(args), args.json)  # a ConfigError is printed by main()
+    """Boot the kernel, print services and health, shut down (``--probes``: print the Kubernetes probes)."""
+    kernel = _load(args)  # a ConfigError is printed by main()
+    if args.probes:
+        print(probe_config(kernel.settings, port=args.port), end="")
+        return EXIT_OK
+    return anyio.run(_health, kernel, args.json)
 
 
 def _run_plugin_command(command: Command) -> Callable[[argparse.Namespace], int]:
@@ -440,6 +455,14 @@ def build_parser(
 
     p = sub.add_parser("health", help="boot the kernel, print services and health, stop")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--probes",
+        action="store_true",
+        help="print the Kubernetes probes matching the config (YAML) instead; does not boot",
+    )
+    p.add_argument(
+        "--port", type=int, default=_serve.DEFAULT_PORT, help="port in --probes (default %(default)s)"
+    )
     p.set_defaults(func=cmd_health)
 
     taken = set(sub.choices)

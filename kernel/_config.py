@@ -45,8 +45,20 @@ class KernelSettings:
     log_format: Literal["auto", "json", "console"] = "auto"
     health_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     shutdown_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    drain_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """``kernel serve``: seconds it keeps serving after SIGTERM (readiness answering 503) before it drains."""
+    drain_timeout: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
+    """``kernel serve``: seconds after SIGTERM by which in-flight requests must end; later ones are cut."""
     host_sections: str | None = None
     """``"module:attribute"`` naming a ``{table: attrs class}`` mapping for host sections."""
+
+    @drain_delay.validator
+    def _delay_before_deadline(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if value >= self.drain_timeout:
+            raise ValueError(
+                f"'drain_delay' must be less than drain_timeout ({self.drain_timeout:g}), "
+                f"the deadline it is part of, got {value!r}"
+            )
 
 
 def import_sections(spec: str) -> dict[str, type[Any]]:

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from . import _config
 from ._discovery import InstalledPlugin, discover
 from ._errors import BootError, KernelError, ShutdownError, TeardownError
-from ._health import HealthReport, run_checks
+from ._health import HealthReport, dependency_map, run_checks
 from ._ordering import install_hint
 from ._plan import KernelPlan, bind, build_plan, plugin_context
 from ._plugin import Command, HealthCheck, Middleware, Plugin, PluginContext, Route
@@ -467,8 +467,13 @@ class Kernel:
             raise ShutdownError(f"{len(failures)} plugin teardown(s) failed", failures)
 
     async def health(self) -> HealthReport:
-        """Run every plugin's health checks concurrently, each within its timeout."""
-        return await run_checks(self._checks, self.settings.health_timeout, self._started_at)
+        """Run every plugin's health checks concurrently, each within its timeout.
+
+        A plugin's checks run after those of the plugins it requires or optionally uses; when one
+        of those is down they are reported degraded because of it instead of being run.
+        """
+        depends = dependency_map((lp.name, (*lp.plugin.requires, *lp.plugin.optional)) for lp in self.plugins)
+        return await run_checks(self._checks, self.settings.health_timeout, self._started_at, depends)
 
     def __repr__(self) -> str:
         state = "booted" if self._booted else "configured"

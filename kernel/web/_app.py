@@ -1,10 +1,11 @@
-"""A small pure-ASGI app serving ``/health`` and every plugin route."""
+"""A small pure-ASGI app serving ``/health``, the probes under it, and every plugin route."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from .._health import draining
 from .._kernel import Kernel
 from .._plugin import ASGIApp, Receive, Route, Scope, Send
 
@@ -38,13 +39,57 @@ def health_endpoint(kernel: Kernel) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         report = await kernel.health()
-        await send_json(send, report.http_status, report.to_dict(), headers=[(b"cache-control", b"no-store")])
+        await send_json(send, report.http_status, report.to_dict(), headers=NO_STORE)
+
+    return app
+
+
+NO_STORE = [(b"cache-control", b"no-store")]
+
+
+def live_endpoint() -> ASGIApp:
+    """``GET /health/live``: 200 while the process serves; never runs a check (cheap)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, {"status": "alive"}, headers=NO_STORE)
+
+    return app
+
+
+def startup_endpoint(kernel: Kernel) -> ASGIApp:
+    """``GET /health/startup``: 200 once the kernel has booted, 503 before (and after it stopped)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if kernel.booted:
+            await send_json(send, 200, {"status": "started"}, headers=NO_STORE)
+        else:
+            await send_json(send, 503, {"status": "starting"}, headers=NO_STORE)
+
+    return app
+
+
+def ready_endpoint(kernel: Kernel) -> ASGIApp:
+    """``GET /health/ready``: the checks as a tree of plugins; 503 if a critical one failed,
+    while the kernel is not booted, and as soon as the process is draining (SIGTERM)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if draining():  # before any check: the answer must not wait on a dependency
+            await send_json(send, 503, {"status": "draining"}, headers=NO_STORE)
+            return
+        if not kernel.booted:
+            await send_json(send, 503, {"status": "starting"}, headers=NO_STORE)
+            return
+        report = await kernel.health()
+        body = {"status": report.status, "plugins": report.tree()}
+        await send_json(send, report.http_status, body, headers=NO_STORE)
 
     return app
 
 
 class KernelApp:
-    """A tiny ASGI router: ``/health`` plus every plugin route, wrapped in plugin middleware.
+    """A tiny ASGI router: ``/health``, its probes and every plugin route, wrapped in plugin middleware.
+
+    The probes: ``<health_path>/live`` (liveness), ``/ready`` (readiness) and ``/startup``.
 
     Mount it in a host app or serve it alone (``kernel serve``). Routes are collected
     from the plugins on the first request, so build it before or after boot. It does
@@ -61,7 +106,14 @@ class KernelApp:
     def _build(self) -> ASGIApp:
         # Built on first use, after boot: plugin routes may close over started services.
         kernel = self.kernel
-        routes = [Route(self._health_path, health_endpoint(kernel), name="health"), *kernel.routes()]
+        base = self._health_path.rstrip("/")
+        routes = [
+            Route(self._health_path, health_endpoint(kernel), name="health"),
+            Route(f"{base}/live", live_endpoint(), name="health-live"),
+            Route(f"{base}/ready", ready_endpoint(kernel), name="health-ready"),
+            Route(f"{base}/startup", startup_endpoint(kernel), name="health-startup"),
+            *kernel.routes(),
+        ]
         exact: dict[str, Route] = {}
         prefixes: list[Route] = []
         for route in routes:
