@@ -399,8 +399,14 @@ class RedisBackend:
 
 def _one_slot(keys: Sequence[str]) -> bool:
     """Whether every key hashes to one cluster slot (a namespace's keys do: they share a hash tag)."""
-    first = key_slot(keys[0].encode())
-    return all(key_slot(k.encode()) == first for k in keys[1:])
+    first = keys[0]
+    end = first.find("}")
+    if first.startswith("{") and end > 1:  # a leading hash tag: keys starting with it share its slot
+        tag = first[: end + 1]
+        if all(k.startswith(tag) for k in keys):
+            return True
+    slot = key_slot(first.encode())
+    return all(key_slot(k.encode()) == slot for k in keys[1:])
 
 
 def backend_for(target: Any, max_entries: int = 10_000) -> CacheBackend:
