@@ -1,13 +1,23 @@
-"""Private Redis servers for tests: ``RedisServer``, ``private_redis_server`` and pytest fixtures.
+"""Private Redis servers for tests: a server, a Redis Cluster, a Sentinel group, and pytest fixtures.
 
 In a plugin's ``tests/conftest.py``::
 
     from kernel_redis.testing import redis_server, redis_url  # noqa: F401
 
+``redis_url`` (session scope) is parametrised by ``$KERNEL_REDIS_TOPOLOGIES`` (a comma list of
+``standalone``, ``cluster``, ``sentinel``; default ``standalone``): the tests that take it run once
+per topology (ids ``[cluster]``, ``[sentinel]``; no id suffix when only standalone is asked for).
+Each topology is started once per session, when a test first needs it: standalone is
+``redis_server``, cluster a private 3 primaries + 3 replicas cluster (``redis+cluster://`` URL),
+sentinel a private master + replica watched by 3 sentinels (``redis+sentinel://.../kernel-test``).
+``redis_topology`` names the topology of the running test's ``redis_url``.
+
 ``redis_server`` (session scope) is a private ``redis-server`` on a free
 loopback port, or a handle on the server at ``$REDIS_URL`` when that is set
 (then it cannot be stopped, and tests must use unique key prefixes instead of
-flushing). Tests that stop or restart the server use ``private_redis_server()``.
+flushing). Tests that stop or restart the server use ``private_redis_server()`` and are marked
+``standalone_only`` (the ``cluster`` tox env deselects them); failover tests start their own
+``private_redis_cluster()`` / ``private_redis_sentinel()`` rather than kill the shared ones.
 
 Every key a test creates starts with one of :data:`TEST_KEY_PATTERNS` and is removed by
 that test. Import ``redis_keys_left_behind`` too: against ``$REDIS_URL`` it fails the
@@ -17,27 +27,54 @@ session if keys under those patterns remain at its end.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal, TypeAlias
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 import redis
+import redis.cluster
+import redis.sentinel
 
+from ._cluster_harness import ClusterNodeInfo, PrivateRedisCluster, PrivateRedisSentinel
 from ._server import RedisServer, RedisServerError, find_redis_server
 
 __all__ = [
+    "SENTINEL_SERVICE",
     "TEST_KEY_PATTERNS",
     "TEST_SET_MEMBERS",
+    "TOPOLOGIES",
+    "TOPOLOGIES_ENV",
+    "ClusterNodeInfo",
+    "PrivateRedisCluster",
+    "PrivateRedisSentinel",
     "RedisServer",
     "RedisServerError",
     "find_redis_server",
     "leftover_test_keys",
+    "private_redis_cluster",
+    "private_redis_sentinel",
     "private_redis_server",
+    "redis_cluster",
     "redis_keys_left_behind",
+    "redis_sentinel",
     "redis_server",
+    "redis_topologies",
+    "redis_topology",
     "redis_url",
+    "shared_topology",
+    "topology_of_url",
 ]
+
+Topology: TypeAlias = Literal["standalone", "cluster", "sentinel"]
+TOPOLOGIES: tuple[Topology, ...] = ("standalone", "cluster", "sentinel")
+"""The topologies ``redis_url`` can run a test on."""
+TOPOLOGIES_ENV = "KERNEL_REDIS_TOPOLOGIES"
+"""Environment variable: the comma list of topologies ``redis_url`` is parametrised by."""
+SENTINEL_SERVICE = "kernel-test"
+"""The master (service) name of the sentinel groups these helpers start."""
 
 TEST_KEY_PATTERNS: tuple[str, ...] = (
     "evtest-*",  # event bus test prefixes
@@ -59,38 +96,199 @@ def private_redis_server(**options: str | int | float | bool | Path) -> Iterator
         yield server
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A private server for the session, or the one at ``$REDIS_URL``."""
-    external = os.environ.get("REDIS_URL")
-    if external:
-        yield RedisServer.external(external)
-        return
-    with private_redis_server() as server:
-        yield server
+@contextmanager
+def private_redis_cluster(
+    primaries: int = 3, replicas: int = 1, **options: str | int | float | bool | Path | None
+) -> Iterator[PrivateRedisCluster]:
+    """A started :class:`PrivateRedisCluster` (every node stopped and removed after the block).
+
+    ``options``: ``password`` (str, or True for a random one), ``binary``, ``node_timeout_ms``
+    (failover speed, default 2000), ``startup_timeout``, and ``redis.conf`` settings for every node.
+    """
+    with PrivateRedisCluster(primaries, replicas, **options) as cluster:  # type: ignore[arg-type]
+        yield cluster
+
+
+@contextmanager
+def private_redis_sentinel(
+    replicas: int = 1, sentinels: int = 3, **options: str | int | float | bool | Path | None
+) -> Iterator[PrivateRedisSentinel]:
+    """A started :class:`PrivateRedisSentinel` (master ``kernel-test``), stopped after the block.
+
+    ``options``: ``service_name``, ``password``, ``binary``, ``down_after_ms`` (default 1000),
+    ``failover_timeout_ms`` (default 3000), ``startup_timeout``, and data nodes' ``redis.conf`` settings.
+    """
+    options.setdefault("service_name", SENTINEL_SERVICE)
+    with PrivateRedisSentinel(replicas, sentinels, **options) as group:  # type: ignore[arg-type]
+        yield group
+
+
+def redis_topologies(value: str | None = None) -> tuple[Topology, ...]:
+    """The topologies named by ``value`` (default: ``$KERNEL_REDIS_TOPOLOGIES``, else standalone).
+
+    Raises ``ValueError`` naming the variable and the unknown entry.
+    """
+    text = os.environ.get(TOPOLOGIES_ENV, "") if value is None else value
+    chosen: list[Topology] = []
+    for entry in (part.strip().lower() for part in text.split(",")):
+        if not entry:
+            continue
+        if entry not in TOPOLOGIES:
+            raise ValueError(
+                f"${TOPOLOGIES_ENV}: unknown Redis topology {entry!r} in {text!r} "
+                f"(choose from {', '.join(TOPOLOGIES)}, comma-separated)"
+            )
+        topology: Topology = entry
+        if topology not in chosen:
+            chosen.append(topology)
+    return tuple(chosen) or ("standalone",)
+
+
+def topology_of_url(url: str) -> Topology:
+    """The topology a URL's scheme names (``redis+cluster://`` cluster, ``redis+sentinel://`` sentinel)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme.endswith("+cluster"):
+        return "cluster"
+    if scheme.endswith("+sentinel"):
+        return "sentinel"
+    return "standalone"
+
+
+_SHARED: dict[Topology, RedisServer | PrivateRedisCluster | PrivateRedisSentinel] = {}
+_STARTERS: dict[Topology, Callable[[], RedisServer | PrivateRedisCluster | PrivateRedisSentinel]] = {
+    "standalone": lambda: (
+        RedisServer.external(os.environ["REDIS_URL"])
+        if os.environ.get("REDIS_URL")
+        else RedisServer().start()
+    ),
+    "cluster": lambda: PrivateRedisCluster().start(),
+    "sentinel": lambda: PrivateRedisSentinel(service_name=SENTINEL_SERVICE).start(),
+}
+
+
+def shared_topology(
+    topology: Topology, config: pytest.Config
+) -> RedisServer | PrivateRedisCluster | PrivateRedisSentinel:
+    """The session's one server / cluster / sentinel group of ``topology``, started on first use and
+    stopped when the pytest session ends (``config``'s cleanup). Do not kill or restart it."""
+    if topology not in _SHARED:
+        started = _STARTERS[topology]()
+        _SHARED[topology] = started
+
+        def stop() -> None:
+            if _SHARED.get(topology) is started:
+                del _SHARED[topology]
+            started.close()
+
+        config.add_cleanup(stop)
+    return _SHARED[topology]
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer) -> str:
-    """The URL of :func:`redis_server`."""
-    return redis_server.url
+def redis_server(request: pytest.FixtureRequest) -> RedisServer:
+    """A private server for the session, or the one at ``$REDIS_URL`` (the standalone ``redis_url``)."""
+    server = shared_topology("standalone", request.config)
+    assert isinstance(server, RedisServer)
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(request: pytest.FixtureRequest) -> PrivateRedisCluster:
+    """The session's private cluster (3 primaries, 3 replicas): the cluster ``redis_url`` points at."""
+    cluster = shared_topology("cluster", request.config)
+    assert isinstance(cluster, PrivateRedisCluster)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(request: pytest.FixtureRequest) -> PrivateRedisSentinel:
+    """The session's private sentinel group: the one the sentinel ``redis_url`` points at."""
+    group = shared_topology("sentinel", request.config)
+    assert isinstance(group, PrivateRedisSentinel)
+    return group
+
+
+_ASKED = redis_topologies()
+
+
+@pytest.fixture(scope="session", params=None if _ASKED == ("standalone",) else _ASKED, ids=str)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the topology this test runs on (see the module docstring): ``redis://`` for
+    standalone (``$REDIS_URL`` when set), ``redis+cluster://...``, ``redis+sentinel://.../kernel-test``."""
+    topology: Topology = getattr(request, "param", "standalone")
+    return shared_topology(topology, request.config).url
+
+
+@pytest.fixture(scope="session")
+def redis_topology(redis_url: str) -> Topology:
+    """``"standalone"``, ``"cluster"`` or ``"sentinel"``: the topology of this test's ``redis_url``."""
+    return topology_of_url(redis_url)
 
 
 def leftover_test_keys(
     url: str, patterns: tuple[str, ...] = TEST_KEY_PATTERNS, set_members: Mapping[str, str] = TEST_SET_MEMBERS
 ) -> set[str]:
-    """Keys at ``url`` matching ``patterns``, and test members of ``set_members`` (``"<set> member <m>"``)."""
-    client = redis.Redis.from_url(url)
-    try:
-        found = {k.decode(errors="replace") for p in patterns for k in client.scan_iter(match=p, count=1000)}
+    """Keys at ``url`` matching ``patterns``, and test members of ``set_members`` (``"<set> member <m>"``).
+
+    Any URL form: on a cluster every primary is scanned; on a sentinel URL, the current master.
+    """
+    with _sync_client(url) as client:
+        if isinstance(client, redis.cluster.RedisCluster):
+            primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+            nodes = [client.get_redis_connection(node) for node in primaries]
+        else:
+            nodes = [client]
+        found = {
+            k.decode(errors="replace")
+            for node in nodes
+            for p in patterns
+            for k in node.scan_iter(match=p, count=1000)
+        }
         for key, pattern in set_members.items():
             found |= {
                 f"{key} member {m.decode(errors='replace')}"
                 for m in client.sscan_iter(key, match=pattern, count=1000)
             }
         return found
+
+
+@contextmanager
+def _sync_client(url: str) -> Iterator[redis.Redis | redis.cluster.RedisCluster]:
+    """A sync redis-py client for any URL form (``redis+cluster://``, ``redis+sentinel://`` too),
+    closed after the block (a sentinel master's sentinel connections too).
+
+    Only what these helpers need: user info, hosts, TLS by scheme, the sentinel service and db, and
+    ``sentinel_password``.
+    """
+    topology = topology_of_url(url)
+    if topology == "standalone":
+        with redis.Redis.from_url(url) as client:
+            yield client
+        return
+    scheme, _, rest = url.partition("://")
+    userinfo, _, rest = rest.rpartition("@")
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    username, _, password = userinfo.partition(":")
+    auth = {"username": unquote(username) or None, "password": unquote(password) or None}
+    tls = {"ssl": True} if scheme.startswith("rediss") else {}
+    hosts = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 6379)) for h in netloc.split(",")]
+    if topology == "cluster":
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in hosts]  # type: ignore[no-untyped-call]
+        with redis.cluster.RedisCluster(startup_nodes=nodes, **auth, **tls) as cluster:  # type: ignore[arg-type]
+            yield cluster
+        return
+    service, _, db = path.partition("/")
+    params = dict(parse_qsl(query))
+    sentinel_auth = {"password": params.get("sentinel_password"), "username": params.get("sentinel_username")}
+    sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs={**sentinel_auth, **tls})  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(service, db=int(db or 0), **auth, **tls)  # type: ignore[no-untyped-call]
+    try:
+        yield master
     finally:
-        client.close()
+        master.close()
+        for client in sentinel.sentinels:
+            client.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
