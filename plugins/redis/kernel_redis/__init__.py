@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._config import RedisConfig as RedisConfig
     from ._config import check_url as check_url
     from ._connection import RedisConnection as RedisConnection
+    from ._durability import CrossSlotWriteError as CrossSlotWriteError
+    from ._durability import ReplicationTimeoutError as ReplicationTimeoutError
+    from ._durability import WriteFn as WriteFn
     from ._plugin import RedisPlugin as RedisPlugin
     from ._server import RedisServer as RedisServer
     from ._server import RedisServerError as RedisServerError
@@ -42,6 +45,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._clients": ["AnyRedis", "AnySyncRedis", "SentinelMasterClient", "connect", "connect_sync"],
         "._config": ["EmbeddedConfig", "RedisConfig", "check_url"],
         "._connection": ["RedisConnection"],
+        "._durability": ["CrossSlotWriteError", "ReplicationTimeoutError", "WriteFn"],
         "._plugin": ["RedisPlugin"],
         "._server": ["RedisServer", "RedisServerError", "find_redis_server", "free_port"],
         "._service": [

@@ -7,6 +7,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
@@ -14,8 +16,9 @@ from kernel import Secret, redact_url
 
 from ._clients import AnyRedis, build_client, is_tls
 from ._config import RedisConfig
+from ._durability import DEFAULT_MARGIN, NodeClients, WriteFn, cluster_write_and_wait, write_and_wait
 from ._server import RedisServer
-from ._url import Topology, topology_of
+from ._url import Topology, parse_multi_host, topology_of
 
 if TYPE_CHECKING:
     from ._service import ClientOptions
@@ -47,6 +50,9 @@ class RedisConnection:
         # Held strongly: a consumer may drop its client without closing it; aclose() still closes it.
         self._extra: list[AnyRedis] = []
         self.client: AnyRedis = self._build({})
+        # Made on first use by wait_replicated: no socket timeout (WAIT blocks up to its own timeout).
+        self._replication: AnyRedis | None = None
+        self._nodes = NodeClients(self._node_client)
 
     @property
     def topology(self) -> Topology:
@@ -78,6 +84,49 @@ class RedisConnection:
     def _build(self, overrides: dict[str, Any]) -> AnyRedis:
         return build_client(self.url.get_secret_value(), self.client_kwargs(**overrides))
 
+    async def wait_replicated(
+        self,
+        key: str | bytes,
+        write: WriteFn,
+        *,
+        replicas: int,
+        timeout: float,  # noqa: ASYNC109 - WAIT's own timeout (the replicas' deadline)
+    ) -> tuple[list[Any], int]:
+        """Run the writes ``write(pipe)`` queues, then ``WAIT replicas timeout``, on one connection to
+        the primary owning ``key``'s slot (standalone and sentinel: the master).
+
+        Returns (write results, replicas that acknowledged them); raises
+        :class:`~kernel_redis.ReplicationTimeoutError` when fewer than ``replicas`` did within
+        ``timeout`` seconds (the writes are on the primary anyway). The writes are pipelined, not a
+        ``MULTI`` transaction (use a Lua script for atomicity); they touch ``key``'s slot only.
+        """
+        margin = self.config.socket_timeout or DEFAULT_MARGIN
+        if self.topology == "cluster":
+            return await cluster_write_and_wait(
+                cast("RedisCluster", self.client),
+                self._nodes,
+                key,
+                write,
+                replicas=replicas,
+                timeout=timeout,
+                attempts=self.config.retries + 1,
+                margin=margin,
+            )
+        if self._replication is None:
+            self._replication = self._build({"socket_timeout": None})
+        client = cast("aioredis.Redis", self._replication)
+        return await write_and_wait(client, key, write, replicas=replicas, timeout=timeout, margin=margin)
+
+    def _node_client(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one cluster node, with the plugin's settings and no socket timeout."""
+        parsed = parse_multi_host(self.url)
+        settings = self.client_kwargs(socket_timeout=None)
+        settings.pop("pool_timeout")
+        settings.update(host=host, port=port, username=parsed.username, password=parsed.password)
+        if parsed.tls:
+            settings["ssl"] = True
+        return aioredis.Redis(**settings)
+
     async def ping(self, within: float | None = None) -> float:
         """PING through the shared client; the round trip in seconds.
 
@@ -94,6 +143,10 @@ class RedisConnection:
         for client in self._extra:
             await client.aclose()
         self._extra.clear()
+        if self._replication is not None:
+            await self._replication.aclose()
+            self._replication = None
+        await self._nodes.aclose()
         await self.client.aclose()
 
     def __repr__(self) -> str:

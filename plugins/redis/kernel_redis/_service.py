@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol, TypedDict, Unpack, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -28,6 +28,7 @@ from kernel import Registry, Secret
 from ._clients import AnyRedis
 from ._config import RedisConfig
 from ._connection import RedisConnection
+from ._durability import NodeClients, WriteFn, cluster_write_and_wait, write_and_wait
 from ._url import Topology
 
 HOST_CLIENT_NAME = "redis"
@@ -87,6 +88,23 @@ class RedisService(Protocol):
         """
         ...
 
+    async def wait_replicated(
+        self,
+        key: str | bytes,
+        write: WriteFn,
+        *,
+        replicas: int,
+        timeout: float,  # noqa: ASYNC109 - WAIT's own timeout (the replicas' deadline)
+    ) -> tuple[list[Any], int]:
+        """Run the writes ``write(pipe)`` queues on a ``redis.asyncio`` pipeline, then
+        ``WAIT replicas timeout``, on one connection to the primary owning ``key``'s slot
+        (standalone and sentinel: the master).
+
+        Returns (write results, replicas acknowledged); raises
+        :class:`~kernel_redis.ReplicationTimeoutError` when fewer acknowledged within ``timeout`` s.
+        """
+        ...
+
 
 class RedisUnavailableError(RuntimeError):
     """A plugin needs Redis, but has no ``url`` of its own and no Redis service is registered."""
@@ -133,6 +151,34 @@ class HostClient:
     def new_client(self, **options: Unpack[ClientOptions]) -> AnyRedis:
         """The host's client itself: a host that brings its own client decides its settings."""
         return self._client
+
+    async def wait_replicated(
+        self,
+        key: str | bytes,
+        write: WriteFn,
+        *,
+        replicas: int,
+        timeout: float,  # noqa: ASYNC109 - WAIT's own timeout (the replicas' deadline)
+    ) -> tuple[list[Any], int]:
+        """:meth:`RedisService.wait_replicated` through the host's client (on a cluster: a client per
+        primary with the cluster client's connection settings, made and closed per call)."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return await write_and_wait(client, key, write, replicas=replicas, timeout=timeout)
+        nodes = NodeClients(lambda host, port: _node_of(client, host, port))
+        try:
+            return await cluster_write_and_wait(client, nodes, key, write, replicas=replicas, timeout=timeout)
+        finally:
+            await nodes.aclose()
+
+
+def _node_of(cluster: RedisCluster, host: str, port: int) -> aioredis.Redis:
+    """A plain client of one node with ``cluster``'s connection settings."""
+    kwargs: dict[str, Any] = dict(cluster.get_connection_kwargs())
+    kwargs.pop("response_callbacks", None)  # the cluster's own; the plain client has its defaults
+    kwargs["socket_timeout"] = None  # WAIT blocks up to its own timeout
+    pool = aioredis.ConnectionPool(host=host, port=port, **kwargs)
+    return aioredis.Redis.from_pool(pool)
 
 
 def redis_available(registry: Registry) -> bool:
