@@ -19,7 +19,7 @@ from saq.utils import now, uuid1
 from ._config import QueueConfig
 from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
-from ._pubsub import AnyRedis, close_listener, listener_client
+from ._pubsub import close_listener, listener_client
 from ._queue import CleanStatus, EventHook, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from kernel_eventbus import EventBus
     from kernel_metrics import LabelBudget, Metrics
+    from kernel_redis import AnyRedis
     from prometheus_client import Counter, Histogram
 
     from ._durability import Replication

@@ -10,17 +10,14 @@ answers, trying the next one when it reconnects (a killed node is left behind).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool
 
-AnyRedis: TypeAlias = "aioredis.Redis | RedisCluster"
-"""A standalone/Sentinel client or a cluster client (``kernel_redis.AnyRedis``)."""
-
-Publishable = Any
-"""A client or pipeline on which ``execute_command("PUBLISH", ...)`` works."""
+if TYPE_CHECKING:
+    from kernel_redis import AnyRedis
 
 
 def cluster_nodes(cluster: RedisCluster) -> list[tuple[str, int]]:

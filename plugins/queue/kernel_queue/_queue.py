@@ -9,17 +9,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from kernel_redis import hash_tag
 from saq.job import Job, Status
 from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
 from ._errors import InvalidJobOptionError, JobDataError, JobNotFoundError, JobTooLargeError
-from ._pubsub import AnyRedis
 from ._scripts import ENQUEUE, ENQUEUE_MANY, MAX_TOKENS, Scripts
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from kernel_redis import AnyRedis
     from redis.asyncio import Redis
     from saq.types import CountKind
 
@@ -134,9 +135,7 @@ def queue_tag(name: str) -> str:
 
     ``ValueError`` for a name that is empty or holds ``{`` or ``}`` (it could not be the tag).
     """
-    if not name or "{" in name or "}" in name:
-        raise ValueError(f"a queue name must be non-empty without '{{' or '}}', got {name!r}")
-    return "{" + name + "}"
+    return hash_tag(name)
 
 
 def rank_of(priority: int | None) -> int:

@@ -8,10 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-import redis.asyncio as aioredis
-from kernel_queue import QueueManager
+from kernel_queue import QueueManager, queue_tag
 from kernel_queue._manager import QUEUES_KEY
+from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
+from redis.asyncio.cluster import RedisCluster
 
 from kernel.testing import boot_kernel
 
@@ -31,15 +32,39 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def subscribers(client: AnyRedis, channel: str) -> int:
+    """``PUBSUB NUMSUB channel``, summed over every node of a cluster (each counts its own)."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        counts = [
+            (await client.execute_command("PUBSUB", "NUMSUB", channel, target_nodes=node))[1]
+            for node in client.get_nodes()
+        ]
+        return sum(int(c) for c in counts)
+    ((_, count),) = await client.pubsub_numsub(channel)
+    return int(count)
+
+
 async def wait_subscribed(manager: QueueManager, qname: str, within: float = 10.0) -> None:
     """Wait until something subscribes to ``qname``'s event channel (``PUBSUB NUMSUB``), not a fixed sleep."""
     channel = manager.get_queue(qname).events_channel
     with anyio.fail_after(within):
         while True:
-            ((_, count),) = await manager.redis.pubsub_numsub(channel)
-            if count:
+            if await subscribers(manager.redis, channel):
                 return
             await anyio.sleep(0.01)
+
+
+async def publish_after_events(manager: QueueManager, qname: str, message: str) -> None:
+    """Publish ``message`` on ``qname``'s event channel from the node of the queue's slot.
+
+    The queue's scripts publish its events there: a message published after them arrives after
+    them (from another cluster node it could overtake them).
+    """
+    q = manager.get_queue(qname)
+    await manager.redis.eval(
+        "redis.call('PUBLISH', ARGV[1], ARGV[2])", 1, q.keys.events, q.events_channel, message
+    )
 
 
 @pytest.fixture
@@ -49,15 +74,23 @@ def subscribed() -> Callable[[QueueManager, str], Awaitable[None]]:
 
 
 @pytest.fixture
+def barrier() -> Callable[[QueueManager, str, str], Awaitable[None]]:
+    """:func:`publish_after_events` for tests."""
+    return publish_after_events
+
+
+@pytest.fixture
 def fast_config() -> dict[str, Any]:
     return dict(FAST)
 
 
 async def delete_queue_keys(url: str, qname: str) -> None:
     """Remove every key of queue ``qname`` (SAQ's sets and job records, the fault tests' run log)."""
-    client = aioredis.Redis.from_url(url)
+    client = connect(url)
+    tag = queue_tag(qname)
+    patterns = (f"saq:{tag}:*", f"saq:job:{tag}:*", f"saq:abort:{tag}:*", f"kqtest:{qname}:*")
     try:
-        for pattern in (f"saq:{qname}:*", f"saq:job:{qname}:*", f"kqtest:{qname}:*"):
+        for pattern in patterns:
             keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
             for i in range(0, len(keys), 500):
                 await client.delete(*keys[i : i + 500])

@@ -12,13 +12,13 @@ import os
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from kernel_queue import JobContext, QueueManager
+from kernel_redis import connect
 
 
 def register(manager: QueueManager) -> None:
     queue = os.environ["KQ_TEST_QUEUE"]
-    client = aioredis.from_url(os.environ["KQ_TEST_REDIS"])
+    client = connect(os.environ["KQ_TEST_REDIS"])
     log_key = f"kqtest:{queue}:log"
     pid = os.getpid()
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
-import redis.asyncio as aioredis
 from kernel_queue import QueueManager
+from kernel_redis import connect
 
 from kernel.testing import wait_until
 
@@ -130,7 +130,7 @@ def spawn(
 
 
 async def read_log(redis_url: str, queue: str) -> list[dict[str, Any]]:
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         return [json.loads(x) for x in await client.lrange(f"kqtest:{queue}:log", 0, -1)]
     finally:

@@ -385,17 +385,14 @@ async def test_log_data_chars_zero_hides_job_data(
 
 @pytest.mark.anyio
 async def test_the_default_event_logger_cuts_results(
-    qm: QueueManager, qname: str, caplog: pytest.LogCaptureFixture
+    qm: QueueManager,
+    qname: str,
+    caplog: pytest.LogCaptureFixture,
+    subscribed: Callable[[QueueManager, str], Awaitable[None]],
 ) -> None:
     caplog.set_level(logging.INFO, logger="kernel.plugins.queue")
     listener = qm.listen_to_queue_events(qname)
-    channel = qm.get_queue(qname).events_channel
-
-    async def subscribed() -> bool:
-        [(_, subscribers)] = await qm.redis.pubsub_numsub(channel)
-        return bool(subscribers)
-
-    await poll(subscribed)
+    await subscribed(qm, qname)
 
     async def proc(job: JobContext) -> dict[str, str]:
         return {"notes": "m" * 5000, "email": PERSONAL}

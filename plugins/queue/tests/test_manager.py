@@ -206,7 +206,10 @@ def test_backoff_formula_is_exact() -> None:
 
 @pytest.mark.anyio
 async def test_failing_job_runs_attempts_times_with_exact_backoff_then_fails_once(
-    manager: QueueManager, qname: str, subscribed: Callable[[QueueManager, str], Awaitable[None]]
+    manager: QueueManager,
+    qname: str,
+    subscribed: Callable[[QueueManager, str], Awaitable[None]],
+    barrier: Callable[[QueueManager, str, str], Awaitable[None]],
 ) -> None:
     runs: list[float] = []
     events: list[dict[str, Any]] = []
@@ -229,7 +232,7 @@ async def test_failing_job_runs_attempts_times_with_exact_backoff_then_fails_onc
     assert (info.attempts, info.failures, info.max_attempts) == (k + 1, k + 1, k + 1)
     assert info.failed_reason is not None and "boom 4" in info.failed_reason
     # A barrier on the channel: once it arrives, every event published before it has been delivered.
-    await manager.redis.publish(manager.get_queue(qname).events_channel, '{"event": "barrier"}')
+    await barrier(manager, qname, '{"event": "barrier"}')
     await wait_until(lambda: any(e["event"] == "barrier" for e in events))
     stats = await manager.get_queue_stats(qname)
     assert (stats["failed"], stats["total"]) == (1, 0)
