@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._errors import EventDataError as EventDataError
     from ._errors import EventTooLargeError as EventTooLargeError
     from ._errors import NonRetryableError as NonRetryableError
+    from ._errors import PublishNotReplicatedError as PublishNotReplicatedError
     from ._errors import PublishTimeoutError as PublishTimeoutError
     from ._errors import SubscriptionError as SubscriptionError
     from ._errors import UndecodableEventError as UndecodableEventError
@@ -49,6 +50,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
             "EventDataError",
             "EventTooLargeError",
             "NonRetryableError",
+            "PublishNotReplicatedError",
             "PublishTimeoutError",
             "SubscriptionError",
             "UndecodableEventError",

@@ -14,6 +14,14 @@ _pos_f = attrs.validators.gt(0.0)
 _nonneg_f = attrs.validators.ge(0.0)
 
 
+def _no_braces(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if "{" in value or "}" in value:
+        raise ValueError(
+            f"{attribute.name} = {value!r} must not contain '{{' or '}}': the event bus puts the prefix "
+            "in a hash tag itself ({<prefix>:<event>}), one per event stream"
+        )
+
+
 @attrs.frozen
 class EventBusConfig:
     """Settings of the event bus; every key is optional."""
@@ -35,8 +43,8 @@ class EventBusConfig:
     publish_timeout: float = attrs.field(default=10.0, validator=_pos_f)
     """Seconds one ``publish`` may take in all (retries, backoff, socket waits); then it raises a timeout."""
     # Redis adapter
-    prefix: str = attrs.field(default="eventbus", validator=attrs.validators.min_len(1))
-    """Key prefix of every stream, set and hash the bus writes."""
+    prefix: str = attrs.field(default="eventbus", validator=[attrs.validators.min_len(1), _no_braces])
+    """Key prefix of every stream, set and hash the bus writes (no braces: the bus adds the hash tags)."""
     batch_size: int = attrs.field(default=100, validator=_pos)
     """Entries per XREADGROUP/XAUTOCLAIM call."""
     read_block: float = attrs.field(default=1.0, validator=_pos_f)
@@ -55,6 +63,12 @@ class EventBusConfig:
     """Seconds a handled entry may wait for its (batched) acknowledgement; bounds duplicates after a crash."""
     reconnect_max_delay: float = attrs.field(default=5.0, validator=_pos_f)
     """Cap of the exponential backoff between reconnection attempts."""
+    durability: Literal["default", "replicated"] = "default"
+    """``replicated``: ``publish`` returns once ``replicas`` replicas have the event (Redis WAIT)."""
+    replicas: int = attrs.field(default=1, validator=_pos)
+    """With ``durability = "replicated"``: replicas that must acknowledge each published event."""
+    replication_timeout: float = attrs.field(default=1.0, validator=_pos_f)
+    """With ``durability = "replicated"``: seconds to wait for them (``PublishNotReplicatedError`` after)."""
 
     def retry_policy(self) -> RetryPolicy:
         """The default policy of subscriptions that do not pass their own."""

@@ -71,6 +71,29 @@ class PublishTimeoutError(EventBusError, TimeoutError):
         )
 
 
+class PublishNotReplicatedError(EventBusError):
+    """With ``durability = "replicated"``: fewer replicas than ``replicas`` acknowledged the event in time.
+
+    The event IS stored on the primary (as event :attr:`event_id`) and is delivered unless that
+    primary fails before a replica copies it. Publishing it again stores a second copy (same data,
+    new event id) -- pass ``event_id=`` to keep one identity and make handlers idempotent.
+    """
+
+    def __init__(self, metadata: EventMetadata, wanted: int, acknowledged: int, timeout: float) -> None:
+        self.metadata = metadata
+        self.event = metadata.event_name
+        self.event_id = metadata.event_id
+        self.wanted = wanted
+        self.acknowledged = acknowledged
+        self.timeout = timeout
+        super().__init__(
+            f"publish of {metadata.event_name!r} (event {metadata.event_id}): {acknowledged} of {wanted} "
+            f"replica(s) acknowledged it within {timeout:g} s (plugins.eventbus.replicas / "
+            "replication_timeout): the event is stored on the primary only and is lost if the primary "
+            "fails before a replica copies it"
+        )
+
+
 class NonRetryableError(EventBusError):
     """Raise it (or subclass it) from a handler to send the event straight to the dead-letter queue.
 

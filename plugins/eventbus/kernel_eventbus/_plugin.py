@@ -61,6 +61,11 @@ def build_bus(
         new_group_start=config.new_group_start,
         reconnect_max_delay=config.reconnect_max_delay,
         max_ack_delay=config.max_ack_delay,
+        durability=config.durability,
+        replicas=config.replicas,
+        replication_timeout=config.replication_timeout,
+        # the redis plugin's write + WAIT on the slot's node (RedisService.wait_replicated), when it has it
+        wait_replicated=getattr(redis_connection, "wait_replicated", None),
         **common,
     )
 
@@ -91,6 +96,14 @@ class EventBusPlugin(Plugin):
                 )
             )
         if ctx.config.adapter == "memory":
+            if ctx.config.durability == "replicated":
+                issues.append(
+                    CheckIssue.error(
+                        "durability",
+                        'durability = "replicated" needs adapter = "redis" (the memory adapter has no '
+                        "replicas to wait for)",
+                    )
+                )
             if processes > 1:
                 issues.append(
                     CheckIssue.production(

@@ -1,11 +1,13 @@
 """The Redis Streams adapter: durable events, one consumer group per subscription, retries kept in Redis.
 
-Keys (``P`` is the prefix):
+Keys (``P`` is the prefix, ``E`` the event; see ``_keys`` -- one hash tag per stream):
 
-- ``P:stream:<event>``     the event stream (XADD MAXLEN ~ ``stream_maxlen``); one group per subscription
-- ``P:retry:<sub>``        re-deliveries of one subscription (due retries, replays), deleted once acked
-- ``P:schedule:<sub>``     retries scored by due time (ms), moved to ``P:retry:<sub>`` by a script
-- ``P:dlq`` / ``P:dlq:index``  dead-letter entries (hash by ``<event_id>|<sub>``) and their order (sorted set)
+- ``{P:E}:stream``          the event stream (XADD MAXLEN ~ ``stream_maxlen``); one group per subscription
+- ``{P:E}:retry:<sub>``     re-deliveries of one subscription (due retries, replays), deleted once acked
+- ``{P:E}:schedule:<sub>``  retries scored by due time (ms), moved to the retry stream by a script
+- ``{P:E}:dlq`` / ``{P:E}:dlq:index``  dead-letter entries (hash by ``<event_id>|<sub>``) and their order
+
+Works on one server, a Sentinel master client and a ``RedisCluster`` client alike.
 """
 
 from __future__ import annotations
@@ -19,20 +21,27 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import anyio
 import attrs
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from ._bus import EventBus, Failure, PublishProgress, Subscription, dumps, log
 from ._dlq import DeadLetterEntry
-from ._errors import DeliveryLimitError, UndecodableEventError
+from ._errors import DeliveryLimitError, PublishNotReplicatedError, SubscriptionError, UndecodableEventError
 from ._idempotency import IdempotencyStore, RedisIdempotencyStore
+from ._keys import check_prefix, retry_key, schedule_key, stream_key
 from ._metadata import EventMetadata, now_rfc3339, rfc3339
-from ._redis_dlq import RedisDeadLetterStore
+from ._redis_dlq import RedisDeadLetterStore, parse_dead
+
+if TYPE_CHECKING:
+    from ._redis_dlq import AnyRedis
+
+WaitReplicated: TypeAlias = Callable[..., Awaitable[tuple[list[Any], int]]]
+"""``RedisService.wait_replicated(key, write, *, replicas, timeout)`` of the redis plugin."""
 
 # Moves due retries of one subscription into its retry stream; returns [moved, next due ms or -1].
 _MOVE_DUE = """
@@ -56,6 +65,16 @@ return 0
 """
 
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
+# a write that met a failover or a moved slot: nothing was stored, the topology is reloaded and it is retried
+_MOVED_ERRORS = (
+    rexc.MovedError,
+    rexc.AskError,
+    rexc.TryAgainError,
+    rexc.ClusterDownError,
+    rexc.ReadOnlyError,
+    rexc.SlotNotCoveredError,
+)
+_RETRIED = _CONNECTION_ERRORS + _MOVED_ERRORS
 
 
 def _ms() -> int:
@@ -69,6 +88,26 @@ def _get_connection_args(pool: Any) -> tuple[str, ...]:
     except (TypeError, ValueError):
         return ()
     return ("XADD",) if param is not None and param.default is inspect.Parameter.empty else ()
+
+
+def _releaser(node: Any) -> Callable[[Any], Awaitable[None]]:
+    """An async ``release`` for a cluster node's connections (``ClusterNode.release`` is synchronous)."""
+
+    async def release(conn: Any) -> None:
+        node.release(conn)
+
+    return release
+
+
+def _acknowledged(exc: Exception) -> int | None:
+    """Replicas a ``kernel_redis.ReplicationTimeoutError`` says acknowledged; ``None`` for other errors."""
+    import kernel_redis
+
+    error_type = getattr(kernel_redis, "ReplicationTimeoutError", None)
+    if error_type is None or not isinstance(exc, error_type):
+        return None
+    acked = getattr(exc, "acknowledged", 0)
+    return acked if isinstance(acked, int) else 0
 
 
 @attrs.define
@@ -105,9 +144,9 @@ class RedisEventBus(EventBus):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         *,
-        blocking_client: aioredis.Redis | None = None,
+        blocking_client: AnyRedis | None = None,
         prefix: str = "eventbus",
         batch_size: int = 100,
         read_block: float = 1.0,
@@ -119,12 +158,30 @@ class RedisEventBus(EventBus):
         reconnect_max_delay: float = 5.0,
         max_ack_delay: float = 0.05,
         consumer_name: str | None = None,
+        durability: Literal["default", "replicated"] = "default",
+        replicas: int = 1,
+        replication_timeout: float = 1.0,
+        wait_replicated: WaitReplicated | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if durability not in ("default", "replicated"):
+            raise ValueError(f'durability must be "default" or "replicated", not {durability!r}')
+        if replicas < 1 or replication_timeout <= 0:
+            raise ValueError(
+                f"replicas must be >= 1 and replication_timeout > 0 s, got {replicas!r} and "
+                f"{replication_timeout!r}"
+            )
         self.client = client
         self.blocking = blocking_client or client
-        self.prefix = prefix
+        self.cluster = isinstance(client, RedisCluster)
+        """Whether the client is a ``RedisCluster`` (writes go to the node of the key's slot)."""
+        self.prefix = check_prefix(prefix)
+        self.durability = durability
+        """``"replicated"``: ``publish`` returns once ``replicas`` replicas have the event (WAIT)."""
+        self.replicas = replicas
+        self.replication_timeout = replication_timeout
+        self._wait_replicated = wait_replicated
         self.batch_size = batch_size
         self.read_block = read_block
         self.visibility_timeout = visibility_timeout
@@ -136,8 +193,9 @@ class RedisEventBus(EventBus):
         self.max_ack_delay = max_ack_delay
         self.consumer = consumer_name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.dead_letters = self._dead_letters = RedisDeadLetterStore(client, prefix)
-        self._move_due = client.register_script(_MOVE_DUE)
-        self._replay = client.register_script(_REPLAY)
+        # scripts (EVALSHA, loaded on NOSCRIPT) work on a cluster client too: their keys share one slot
+        self._move_due = client.register_script(_MOVE_DUE)  # type: ignore[misc]
+        self._replay = client.register_script(_REPLAY)  # type: ignore[misc]
         self._states: dict[str, _State] = {}
         self._setup: set[anyio.Event] = set()
         """Set when a new subscription's groups exist (or their creation failed): publish waits for them."""
@@ -147,24 +205,39 @@ class RedisEventBus(EventBus):
         self._xadd_options: tuple[str | int, ...] = (
             ("MAXLEN", "~", stream_maxlen, "*", "e") if stream_maxlen else ("*", "e")
         )
-        self._get_connection_args = _get_connection_args(client.connection_pool)
+        self._get_connection_args = (
+            () if self.cluster else _get_connection_args(client.connection_pool)  # type: ignore[union-attr]
+        )
 
     # ------------------------------------------------------------------ keys
 
     def stream_key(self, event: str) -> str:
-        """``<prefix>:stream:<event>``: the stream events of that name are added to."""
+        """``{<prefix>:<event>}:stream``: the stream events of that name are added to."""
         key = self._stream_keys.get(event)
         if key is None:
-            key = self._stream_keys[event] = f"{self.prefix}:stream:{event}"
+            key = self._stream_keys[event] = stream_key(self.prefix, event)
         return key
 
-    def retry_key(self, sub: str) -> str:
-        """``<prefix>:retry:<sub>``: the stream of a subscription's due retries and replays."""
-        return f"{self.prefix}:retry:{sub}"
+    def _event_of(self, sub: str, event: str | None) -> str:
+        if event is not None:
+            return event
+        found = self._by_name.get(sub)
+        if found is None:
+            raise SubscriptionError(
+                f"subscription {sub!r} is not subscribed on this bus: pass its event to name its keys"
+            )
+        return found.event
 
-    def schedule_key(self, sub: str) -> str:
-        """``<prefix>:schedule:<sub>``: a subscription's retries, scored by due time (ms)."""
-        return f"{self.prefix}:schedule:{sub}"
+    def retry_key(self, sub: str, event: str | None = None) -> str:
+        """``{<prefix>:<event>}:retry:<sub>``: the stream of a subscription's due retries and replays.
+
+        ``event`` defaults to the event of the subscription ``sub`` of this bus.
+        """
+        return retry_key(self.prefix, self._event_of(sub, event), sub)
+
+    def schedule_key(self, sub: str, event: str | None = None) -> str:
+        """``{<prefix>:<event>}:schedule:<sub>``: a subscription's retries, scored by due time (ms)."""
+        return schedule_key(self.prefix, self._event_of(sub, event), sub)
 
     # ------------------------------------------------------------------ publishing
 
@@ -180,9 +253,12 @@ class RedisEventBus(EventBus):
         delay = 0.05
         while True:  # until stored or the publish deadline cancels this
             try:
-                await self._xadd(command, progress)
+                if self.durability == "replicated":
+                    await self._xadd_replicated(meta, key, command, progress)
+                else:
+                    await self._xadd(key, (command,), progress)
                 return
-            except _CONNECTION_ERRORS as exc:
+            except _RETRIED as exc:
                 progress.last_error = exc
                 log.debug(
                     "eventbus: publish of %s failed (%s: %s), retrying in %.2fs",
@@ -191,31 +267,80 @@ class RedisEventBus(EventBus):
                     exc,
                     delay,
                 )
+                if self.cluster:  # a failover or a moved slot: learn the new owner of the slot
+                    with contextlib.suppress(Exception):
+                        await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 1.0)
 
-    async def _xadd(self, command: tuple[str | int, ...], progress: PublishProgress) -> None:
-        """One XADD on a pooled connection, knowing when it is sent (``execute_command`` would hide that).
+    async def _xadd_replicated(
+        self, meta: EventMetadata, key: str, command: tuple[str | int, ...], progress: PublishProgress
+    ) -> None:
+        """XADD, then WAIT for ``replicas`` on the same connection; raise if too few acknowledged."""
+        timeout_ms = max(1, int(self.replication_timeout * 1000))
+        if self._wait_replicated is not None:  # the redis plugin's helper (RedisService.wait_replicated)
+            progress.sent = True
+            try:
+                _results, acked = await self._wait_replicated(
+                    key,
+                    lambda pipe: pipe.execute_command(*command),
+                    replicas=self.replicas,
+                    timeout=self.replication_timeout,
+                )
+            except Exception as exc:
+                acked_or_none = _acknowledged(exc)
+                if acked_or_none is None:
+                    raise
+                acked = acked_or_none
+        else:
+            _entry_id, acked = await self._xadd(key, (command, ("WAIT", self.replicas, timeout_ms)), progress)
+        if int(acked) < self.replicas:
+            raise PublishNotReplicatedError(meta, self.replicas, int(acked), self.replication_timeout)
 
-        A connection that failed or was cancelled between sending and reading its reply is
-        disconnected before it goes back to the pool: the late reply must never answer another
-        command.
+    async def _xadd(
+        self, key: str, commands: Sequence[tuple[str | int, ...]], progress: PublishProgress
+    ) -> list[Any]:
+        """``commands`` (an XADD, maybe a WAIT) on one connection to the node of ``key``'s slot.
+
+        It knows when they are sent (``execute_command`` would hide that). A connection that
+        failed or was cancelled between sending and reading its replies is disconnected before
+        it goes back to the pool: a late reply must never answer another command.
         """
-        pool = self.client.connection_pool
-        conn = await pool.get_connection(*self._get_connection_args)  # type: ignore[no-untyped-call]
-        try:  # connected by the pool; nothing of this publish sent yet
+        if self.cluster:
+            client: Any = self.client
+            await client.initialize()  # a no-op once the slots are known
+            node = client.get_node_from_key(key)
+            conn = node.acquire_connection()
+            await node.disconnect_if_needed(conn)
+            release: Callable[[Any], Awaitable[None]] = _releaser(node)
+        else:
+            pool = self.client.connection_pool  # type: ignore[union-attr]
+            conn = await pool.get_connection(*self._get_connection_args)
+            release = pool.release
+        replies: list[Any] = []
+        try:  # nothing of this publish sent yet
+            if self.cluster:  # the standalone pool connects in get_connection
+                await conn.connect()
             await conn.check_health()  # a PING when the connection idled past health_check_interval
             progress.sent = True
-            await conn.send_packed_command(conn.pack_command(*command), check_health=False)
-            await conn.read_response()
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            error: rexc.ResponseError | None = None
+            for _command in commands:  # read every reply, even after an error reply
+                try:
+                    replies.append(await conn.read_response())
+                except rexc.ResponseError as exc:
+                    error = error or exc
+            if error is not None:
+                raise error
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 if not isinstance(exc, rexc.ResponseError):  # an error reply leaves the connection in sync
                     with contextlib.suppress(Exception):
                         await conn.disconnect(nowait=True)
-                await pool.release(conn)
+                await release(conn)
             raise
-        await pool.release(conn)
+        await release(conn)
+        return replies
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -261,12 +386,25 @@ class RedisEventBus(EventBus):
         # stream was published after the loss, and "latest" would skip what came before the recreation
         start = "0" if state.lost or self.new_group_start == "earliest" else "$"
         await self._create_group(self.stream_key(sub.event), sub.name, start)
-        await self._create_group(self.retry_key(sub.name), sub.name, "0")
+        await self._create_group(self.retry_key(sub.name, sub.event), sub.name, "0")
+        await self._migrate_legacy_retries(sub)
         state.ready = True
 
     async def start(self) -> None:
-        """Start a consumer loop per subscription; returns once their consumer groups exist (or failed)."""
+        """Start a consumer loop per subscription; returns once their consumer groups exist (or failed).
+
+        Dead-letter entries of the earlier key layout (one ``<prefix>:dlq`` hash) move to their
+        event's DLQ first (:meth:`migrate_legacy_dlq`).
+        """
         await super().start()
+        try:
+            await self.migrate_legacy_dlq()
+        except Exception as exc:  # Redis down at start: the consumer loops wait for it, so does this
+            log.warning(
+                "eventbus: could not check for a DLQ of the earlier key layout: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
         self._stopping = False
         for sub in self.subscriptions:
             if self._states[sub.name].task is None:
@@ -297,7 +435,7 @@ class RedisEventBus(EventBus):
         with contextlib.suppress(Exception):  # retried by the loop; publish must not fail because of it
             await self._ensure_groups(sub, state)
         self._created(created)
-        streams = {self.stream_key(sub.event): ">", self.retry_key(sub.name): ">"}
+        streams = {self.stream_key(sub.event): ">", self.retry_key(sub.name, sub.event): ">"}
         state.delay, state.failing = 0.0, False
         while not self._stopping:
             try:
@@ -331,7 +469,8 @@ class RedisEventBus(EventBus):
         now = _ms()
         if now >= state.next_due:
             moved, nxt = await self._move_due(
-                keys=[self.schedule_key(sub.name), self.retry_key(sub.name)], args=[now, self.batch_size]
+                keys=[self.schedule_key(sub.name, sub.event), self.retry_key(sub.name, sub.event)],
+                args=[now, self.batch_size],
             )
             nxt = float(nxt)
             state.next_due = nxt if nxt >= 0 else now + self.read_block * 1000
@@ -396,7 +535,7 @@ class RedisEventBus(EventBus):
         entries: Sequence[Any],
         deliveries: dict[bytes, int] | None,
     ) -> None:
-        is_retry = not stream.startswith(f"{self.prefix}:stream:")
+        is_retry = stream != self.stream_key(sub.event)
 
         async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
             await self._handle(
@@ -491,8 +630,8 @@ class RedisEventBus(EventBus):
         if not retry:
             await self.client.xack(self.stream_key(sub.event), sub.name, *main)  # the common case
         else:
-            key = self.retry_key(sub.name)
-            pipe = self.client.pipeline(transaction=False)
+            key = self.retry_key(sub.name, sub.event)
+            pipe = self.client.pipeline(transaction=False)  # one slot: one round trip on a cluster too
             if main:
                 pipe.xack(self.stream_key(sub.event), sub.name, *main)
             pipe.xack(key, sub.name, *retry)
@@ -534,7 +673,7 @@ class RedisEventBus(EventBus):
             }
         )
         pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(self.schedule_key(sub.name), {member: due})
+        pipe.zadd(self.schedule_key(sub.name, sub.event), {member: due})
         self._ack_in(pipe, sub, stream, is_retry, entry_id)
         await pipe.execute()
         state.next_due = min(state.next_due, due) if state.next_due else due
@@ -551,11 +690,12 @@ class RedisEventBus(EventBus):
         first_failure: str | None,
     ) -> None:
         entry = self._dead_entry(sub, data, meta, failure, first_failure)
-        pipe = self.client.pipeline(transaction=True)  # dead-lettered and acknowledged at once
+        await self._dead_letters.note_event(entry.event_name)
+        pipe = self.client.pipeline(transaction=True)  # dead-lettered and acknowledged at once (one slot)
         self._ack_in(pipe, sub, stream, is_retry, entry_id)
         self._dead_letters.stage_add(pipe, entry)
-        result = await pipe.execute()
-        self._dlq_size_changed(int(result[-1]))
+        await pipe.execute()
+        self._dlq_size_changed(await self._dead_letters.count())
         log.error(
             "eventbus: %s dead-lettered %s %s after %d attempt(s): %s: %s",
             sub.name,
@@ -589,7 +729,7 @@ class RedisEventBus(EventBus):
     async def _reclaim(self, sub: Subscription, state: _State) -> None:
         """Take over entries a dead (or too slow) consumer left unacknowledged past the visibility timeout."""
         idle = int(self.visibility_timeout * 1000)
-        for stream in (self.stream_key(sub.event), self.retry_key(sub.name)):
+        for stream in (self.stream_key(sub.event), self.retry_key(sub.name, sub.event)):
             start: bytes | str = "0-0"
             for _page in range(100):
                 res = await self.client.xautoclaim(
@@ -632,7 +772,7 @@ class RedisEventBus(EventBus):
 
     async def _cleanup_consumers(self, sub: Subscription) -> None:
         """Forget consumers (dead processes) with nothing pending that have been idle for an hour."""
-        for stream in (self.stream_key(sub.event), self.retry_key(sub.name)):
+        for stream in (self.stream_key(sub.event), self.retry_key(sub.name, sub.event)):
             with contextlib.suppress(rexc.ResponseError):
                 for c in await self.client.xinfo_consumers(stream, sub.name):
                     name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
@@ -645,7 +785,7 @@ class RedisEventBus(EventBus):
         n = 0
         for entry in entries:
             meta = entry.metadata
-            retry = self.retry_key(entry.subscription)
+            retry = self.retry_key(entry.subscription, meta.event_name)
             await self._create_group(retry, entry.subscription, "0")
             payload = dumps(
                 {
@@ -660,8 +800,65 @@ class RedisEventBus(EventBus):
                 }
             )
             store = self._dead_letters
-            n += int(await self._replay(keys=[store.key, store.index_key, retry], args=[entry.key, payload]))
+            keys = [store.key(meta.event_name), store.index_key(meta.event_name), retry]
+            n += int(await self._replay(keys=keys, args=[entry.key, payload]))
         return n
+
+    # ------------------------------------------------------------------ the earlier key layout
+
+    async def _migrate_legacy_retries(self, sub: Subscription) -> None:
+        """Move ``<prefix>:retry:<sub>`` / ``<prefix>:schedule:<sub>`` of the earlier layout to the new keys.
+
+        Copies first, deletes after: a crash in between re-delivers a retry, never loses one.
+        """
+        old_retry, old_schedule = f"{self.prefix}:retry:{sub.name}", f"{self.prefix}:schedule:{sub.name}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(old_retry)
+        pipe.exists(old_schedule)
+        has_retry, has_schedule = await pipe.execute()
+        moved = 0
+        if has_retry:
+            entries = await self.client.xrange(old_retry)
+            for _id, fields in entries:
+                if b"j" in fields:
+                    await self.client.xadd(self.retry_key(sub.name, sub.event), {"j": fields[b"j"]})
+            await self.client.delete(old_retry)
+            moved += len(entries)
+        if has_schedule:
+            scheduled = await self.client.zrange(old_schedule, 0, -1, withscores=True)
+            if scheduled:
+                await self.client.zadd(self.schedule_key(sub.name, sub.event), dict(scheduled))
+            await self.client.delete(old_schedule)
+            moved += len(scheduled)
+        if moved:
+            log.warning("eventbus: %s: moved %d retries from the earlier key layout", sub.name, moved)
+
+    async def migrate_legacy_dlq(self) -> int:
+        """Move the dead-letter entries of the earlier layout (``<prefix>:dlq``) to their event's DLQ.
+
+        Keeps their order; idempotent (an interrupted move is finished by the next). How many moved.
+        """
+        old, old_index = f"{self.prefix}:dlq", f"{self.prefix}:dlq:index"
+        if not await self.client.exists(old):
+            return 0
+        store, moved = self._dead_letters, 0
+        async for field, raw in self.client.hscan_iter(old, count=500):
+            event = parse_dead(field, raw).event_name
+            score = await self.client.zscore(old_index, field)
+            await store.note_event(event)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(store.key(event), field, raw)
+            # the earlier layout scored in ms, the current one in µs
+            pipe.zadd(store.index_key(event), {field: score * 1000 if score is not None else 0})
+            await pipe.execute()
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(old, field)
+            pipe.zrem(old_index, field)
+            await pipe.execute()
+            moved += 1
+        await self.client.delete(old_index)  # members without an entry (none when consistent)
+        log.warning("eventbus: moved %d dead-letter entries from the earlier key layout", moved)
+        return moved
 
     # ------------------------------------------------------------------ misc
 
@@ -682,7 +879,7 @@ class RedisEventBus(EventBus):
                     out["lag"] = int(g.get("lag") or 0)
         with contextlib.suppress(rexc.ResponseError):
             out["pending"] += int(
-                (await self.client.xpending(self.retry_key(subscription), subscription))["pending"]
+                (await self.client.xpending(self.retry_key(subscription, event), subscription))["pending"]
             )
-        out["scheduled"] = int(await self.client.zcard(self.schedule_key(subscription)))
+        out["scheduled"] = int(await self.client.zcard(self.schedule_key(subscription, event)))
         return out

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus, NonRetryableError, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
+from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel.testing import wait_until as kernel_wait_until
@@ -32,15 +32,17 @@ def prefix() -> str:
     return f"evtest-{secrets.token_hex(5)}"
 
 
-async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
+async def delete_prefix(client: AnyRedis, prefix: str) -> None:
+    """Delete the keys of a test's ``prefix`` (``{prefix:...}`` and ``prefix:...``; every primary)."""
+    for pattern in (f"{prefix}:*", f"{{{prefix}*"):
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.delete(*keys)
 
 
 @pytest.fixture
-async def client(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
-    c = aioredis.Redis.from_url(redis_url)
+async def client(redis_url: str, prefix: str) -> AsyncIterator[AnyRedis]:  # noqa: F811
+    c = connect(redis_url)
     yield c
     await delete_prefix(c, prefix)  # only the keys this test created
     await c.aclose()
@@ -53,7 +55,7 @@ BusFactory = Callable[..., Awaitable[EventBus]]
 async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[BusFactory]:
     """Build started buses of the parametrized adapter (fast retries); closed after the test."""
     buses: list[EventBus] = []
-    clients: list[aioredis.Redis] = []
+    clients: list[AnyRedis] = []
 
     async def make(**kwargs: Any) -> EventBus:
         kwargs.setdefault("policy", FAST)
@@ -62,7 +64,7 @@ async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator
             bus = MemoryEventBus(**kwargs)
         else:
             url = request.getfixturevalue("redis_url")
-            c = aioredis.Redis.from_url(url)
+            c = connect(url)
             clients.append(c)
             kwargs.setdefault("read_block", 0.2)
             bus = RedisEventBus(c, prefix=prefix, **kwargs)
@@ -115,7 +117,7 @@ def dlq_cli(redis_url: str, prefix: str, tmp_path: Path) -> DlqCli:  # noqa: F81
     return cli
 
 
-async def _dead_letter_orders(client: aioredis.Redis, prefix: str, n: int = 3) -> list[EventMetadata]:
+async def _dead_letter_orders(client: AnyRedis, prefix: str, n: int = 3) -> list[EventMetadata]:
     bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
 
     async def reject(data: Any, meta: EventMetadata) -> None:

@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, EventMetadata
+from kernel_eventbus._keys import retry_key
 from kernel_eventbus._redis import RedisEventBus
+from kernel_eventbus._redis_dlq import RedisDeadLetterStore
+from kernel_redis import AnyRedis
 
 pytestmark = pytest.mark.anyio
 
@@ -27,15 +29,17 @@ CORRUPT: dict[str, bytes] = {
 }
 
 
-async def _corrupt(client: aioredis.Redis, prefix: str) -> None:
+async def _corrupt(client: AnyRedis, prefix: str) -> None:
     now = time.time() * 1000
+    store = RedisDeadLetterStore(client, prefix)
+    await store.note_event("order.created")
     for n, (key, raw) in enumerate(CORRUPT.items()):
-        await client.hset(f"{prefix}:dlq", key, raw)  # type: ignore[misc]
-        await client.zadd(f"{prefix}:dlq:index", {key: now + n})
+        await client.hset(store.key("order.created"), key, raw)  # type: ignore[misc]
+        await client.zadd(store.index_key("order.created"), {key: now + n})
 
 
 async def test_corrupt_entries_are_listed_skipped_and_deletable(
-    client: aioredis.Redis, prefix: str, wait: Any, dead_letter_orders: Any
+    client: AnyRedis, prefix: str, wait: Any, dead_letter_orders: Any
 ) -> None:
     metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
@@ -85,16 +89,18 @@ async def test_corrupt_entries_are_listed_skipped_and_deletable(
         for n, key in enumerate(CORRUPT, 1):
             assert await bus.delete_dead_letter(key.split("|")[0]) == 1
             assert await bus.dead_letter_count() == 4 - n
-        assert await client.zcard(f"{prefix}:dlq:index") == 0
+        assert await client.zcard(RedisDeadLetterStore(client, prefix).index_key("order.created")) == 0
     finally:
         await bus.close()
 
 
 async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable(
-    client: aioredis.Redis, prefix: str
+    client: AnyRedis, prefix: str
 ) -> None:
-    await client.hset(f"{prefix}:dlq", "foreign", b"\x00")  # type: ignore[misc]
-    await client.zadd(f"{prefix}:dlq:index", {"foreign": 1})
+    store = RedisDeadLetterStore(client, prefix)
+    await store.note_event("e")
+    await client.hset(store.key("e"), "foreign", b"\x00")  # type: ignore[misc]
+    await client.zadd(store.index_key("e"), {"foreign": 1})
     bus = RedisEventBus(client, prefix=prefix)
     [entry] = await bus.get_dead_letter_queue()
     assert (entry.key, entry.event_id, entry.subscription, entry.raw_size) == ("foreign", "foreign", "", 1)
@@ -104,7 +110,7 @@ async def test_a_corrupt_key_without_a_subscription_part_is_listed_and_deletable
 
 
 async def test_dlq_cli_with_corrupt_entries(
-    prefix: str, client: aioredis.Redis, dlq_cli: Any, dead_letter_orders: Any
+    prefix: str, client: AnyRedis, dlq_cli: Any, dead_letter_orders: Any
 ) -> None:
     metas = await dead_letter_orders(client, prefix)
     await _corrupt(client, prefix)
@@ -145,7 +151,8 @@ async def test_dlq_cli_with_corrupt_entries(
     out = await cli("replay", "--all")
     assert "replayed 2 entries" in out.stdout
     assert "skipped 4 corrupt entries" in out.stderr
-    assert await client.xlen(f"{prefix}:retry:orders") == 3, "every sound entry was re-delivered"
+    retries = retry_key(prefix, "order.created", "orders")
+    assert await client.xlen(retries) == 3, "every sound entry was re-delivered"
 
     out = await cli("clear", "bad-json")
     assert "removed 1 entries" in out.stdout

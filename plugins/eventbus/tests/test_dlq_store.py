@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 from kernel_eventbus import DeadLetterEntry, DeadLetterStore, EventMetadata
 from kernel_eventbus._dlq import MemoryDeadLetterStore
 from kernel_eventbus._redis_dlq import RedisDeadLetterStore
+from kernel_redis import AnyRedis
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +26,7 @@ def _entry(event_id: str, subscription: str, event: str = "order.created") -> De
 
 
 @pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, prefix: str, client: aioredis.Redis) -> DeadLetterStore:
+def store(request: pytest.FixtureRequest, prefix: str, client: AnyRedis) -> DeadLetterStore:
     """Each implementation; ``client`` removes the keys under ``prefix`` after the test."""
     return MemoryDeadLetterStore() if request.param == "memory" else RedisDeadLetterStore(client, prefix)
 

@@ -22,6 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from kernel_eventbus import EventMetadata, RetryPolicy
 from kernel_eventbus._redis import RedisEventBus
+from kernel_eventbus._redis_dlq import RedisDeadLetterStore
+from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import private_redis_server
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -111,7 +113,7 @@ async def consumer_and_publisher(cfg: dict[str, Any]) -> AsyncIterator[tuple[Con
     """A started consumer subprocess and a bus that publishes to it; both stopped at exit."""
     consumer = Consumer(cfg)
     await anyio.to_thread.run_sync(consumer.start)
-    client = aioredis.Redis.from_url(cfg["url"])
+    client = connect(cfg["url"])
     try:
         yield consumer, RedisEventBus(client, prefix=cfg["eventbus"]["prefix"])
     finally:
@@ -119,7 +121,7 @@ async def consumer_and_publisher(cfg: dict[str, Any]) -> AsyncIterator[tuple[Con
         await client.aclose()
 
 
-async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
+async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, client: AnyRedis) -> None:
     n, kill_at = 1000, (120, 300, 480, 660, 840)
     cfg = consumer_config(redis_url, prefix, "record", "job.created") | {"sleep": 0.003}
     async with consumer_and_publisher(cfg) as (consumer, bus):
@@ -147,7 +149,7 @@ async def test_sigkilled_consumer_loses_nothing(redis_url: str, prefix: str, cli
 
 
 async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
-    redis_url: str, prefix: str, client: aioredis.Redis
+    redis_url: str, prefix: str, client: AnyRedis
 ) -> None:
     n, poison = 40, {3, 11, 17, 29, 36}
     attempts: dict[str, list[float]] = defaultdict(list)
@@ -272,7 +274,7 @@ async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: st
 
 
 async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
-    redis_url: str, prefix: str, client: aioredis.Redis
+    redis_url: str, prefix: str, client: AnyRedis
 ) -> None:
     n, broken = 40, set(range(0, 40, 4))
     cfg = consumer_config(redis_url, prefix, "replay", "invoice.due", max_retries=1, retry_base_delay=0.05)
@@ -313,10 +315,10 @@ async def test_replay_into_idempotent_handler_applies_each_side_effect_once(
     assert len(crashed) == len(broken) // 2
     assert all(deliveries[e] >= 4 for e in crashed), deliveries
     assert redelivered >= len(crashed)
-    assert await client.hlen(f"{prefix}:dlq") == 0
+    assert await RedisDeadLetterStore(client, prefix).count() == 0
 
 
-async def _idle(client: aioredis.Redis, bus: RedisEventBus, event: str, group: str) -> bool:
+async def _idle(client: AnyRedis, bus: RedisEventBus, event: str, group: str) -> bool:
     """No entry of ``group`` is unread, delivered but unacknowledged, or waiting for a retry."""
     unacked = 0
     try:
@@ -326,11 +328,11 @@ async def _idle(client: aioredis.Redis, bus: RedisEventBus, event: str, group: s
     except rexc.ResponseError:
         return False  # no stream yet
     with contextlib.suppress(rexc.ResponseError):  # no retry stream: nothing failed
-        unacked += int((await client.xpending(bus.retry_key(group), group))["pending"])
-    return unacked == 0 and await client.zcard(bus.schedule_key(group)) == 0
+        unacked += int((await client.xpending(bus.retry_key(group, event), group))["pending"])
+    return unacked == 0 and await client.zcard(bus.schedule_key(group, event)) == 0
 
 
-async def _settled(client: aioredis.Redis, prefix: str) -> bool:
+async def _settled(client: AnyRedis, prefix: str) -> bool:
     crashed = await client.hlen(f"{prefix}:crashed")
     deliveries = {k: int(v) for k, v in (await client.hgetall(f"{prefix}:deliveries")).items()}
     return crashed > 0 and sum(1 for v in deliveries.values() if v >= 4) >= crashed

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, EventMetadata, MemoryEventBus
+from kernel_eventbus._keys import retry_key
 from kernel_eventbus._redis import RedisEventBus
+from kernel_eventbus._redis_dlq import RedisDeadLetterStore
+from kernel_redis import AnyRedis
 
 import kernel
 from kernel.testing import boot_kernel, make_kernel
@@ -47,7 +49,7 @@ def test_redis_adapter_without_the_redis_plugin_is_a_config_error_before_boot() 
     )
 
 
-async def test_redis_adapter_through_the_kernel(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
+async def test_redis_adapter_through_the_kernel(redis_url: str, prefix: str, client: AnyRedis) -> None:
     config = {"redis": {"url": redis_url}, "eventbus": {"adapter": "redis", "prefix": prefix}}
     async with boot_kernel("eventbus", "redis", config=config) as k:
         assert k.load_order == ["redis", "eventbus"]
@@ -100,7 +102,7 @@ async def test_metrics_are_recorded_when_the_metrics_plugin_is_enabled() -> None
     assert "eventbus_dlq_size 1.0" in text
 
 
-async def test_dlq_cli(client: aioredis.Redis, prefix: str, dlq_cli: Any, dead_letter_orders: Any) -> None:
+async def test_dlq_cli(client: AnyRedis, prefix: str, dlq_cli: Any, dead_letter_orders: Any) -> None:
     metas = await dead_letter_orders(client, prefix)
     out = await dlq_cli("list")
     assert out.returncode == 0, out.stderr
@@ -124,7 +126,8 @@ async def test_dlq_cli(client: aioredis.Redis, prefix: str, dlq_cli: Any, dead_l
     out = await dlq_cli("replay", metas[0].event_id)
     assert out.returncode == 0, out.stderr
     assert f"replayed {metas[0].event_id} to 1 subscription(s)" in out.stdout
-    assert await client.xlen(f"{prefix}:retry:orders") == 1, "re-delivered to the failed subscription only"
+    retries = retry_key(prefix, "order.created", "orders")
+    assert await client.xlen(retries) == 1, "re-delivered to the failed subscription only"
 
     out = await dlq_cli("show", "no-such-id")
     assert out.returncode == 1
@@ -135,8 +138,10 @@ async def test_dlq_cli(client: aioredis.Redis, prefix: str, dlq_cli: Any, dead_l
     assert "replayed 2 entries" in out.stdout
     assert "replaying 2/2 (100%)" in out.stderr, "progress is shown"
 
+    store = RedisDeadLetterStore(client, prefix)
+    await store.note_event("e")
     await client.hset(
-        f"{prefix}:dlq",
+        store.key("e"),
         "x|orders",
         json.dumps(
             {

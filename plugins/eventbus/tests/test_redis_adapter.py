@@ -12,7 +12,9 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from kernel_eventbus import EventMetadata, RetryPolicy
+from kernel_eventbus._keys import retry_key, schedule_key
 from kernel_eventbus._redis import RedisEventBus
+from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import private_redis_server
 
 from kernel.testing import wait_until
@@ -20,7 +22,7 @@ from kernel.testing import wait_until
 pytestmark = pytest.mark.anyio
 
 
-def make(client: aioredis.Redis, prefix: str, **kw: Any) -> RedisEventBus:
+def make(client: AnyRedis, prefix: str, **kw: Any) -> RedisEventBus:
     kw.setdefault("read_block", 0.2)
     return RedisEventBus(client, prefix=prefix, **kw)
 
@@ -29,12 +31,12 @@ async def _equals(value: Any, expected: int) -> bool:
     return bool(await value == expected)
 
 
-async def _unacked(client: aioredis.Redis, stream: str, group: str, expected: int) -> bool:
+async def _unacked(client: AnyRedis, stream: str, group: str, expected: int) -> bool:
     """Whether ``group`` has ``expected`` delivered-but-unacknowledged entries on ``stream``."""
     return bool((await client.xpending(stream, group))["pending"] == expected)
 
 
-async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, prefix: str, wait: Any) -> None:
+async def test_a_scheduled_retry_survives_the_process(client: AnyRedis, prefix: str, wait: Any) -> None:
     calls: list[int] = []
 
     async def fails_first(data: Any, meta: EventMetadata) -> None:
@@ -46,9 +48,10 @@ async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, pr
     await first.start()
     meta = await first.publish("e", {"k": 1})
     await wait(lambda: calls == [1])
-    await wait_until(lambda: _equals(client.zcard(f"{prefix}:schedule:g"), 1), what="the scheduled retry")
+    schedule = schedule_key(prefix, "e", "g")
+    await wait_until(lambda: _equals(client.zcard(schedule), 1), what="the scheduled retry")
     await first.close()
-    assert await client.zcard(f"{prefix}:schedule:g") == 1, "the retry lives in Redis, not in the process"
+    assert await client.zcard(schedule) == 1, "the retry lives in Redis, not in the process"
 
     got: list[EventMetadata] = []
 
@@ -64,13 +67,11 @@ async def test_a_scheduled_retry_survives_the_process(client: aioredis.Redis, pr
         await second.close()
     assert got[0].event_id == meta.event_id
     assert got[0].attempt == 2
-    assert await client.zcard(f"{prefix}:schedule:g") == 0
-    assert await client.xlen(f"{prefix}:retry:g") == 0, "acknowledged re-deliveries are deleted"
+    assert await client.zcard(schedule_key(prefix, "e", "g")) == 0
+    assert await client.xlen(retry_key(prefix, "e", "g")) == 0, "acknowledged re-deliveries are deleted"
 
 
-async def test_entries_of_a_dead_consumer_are_reclaimed(
-    client: aioredis.Redis, prefix: str, wait: Any
-) -> None:
+async def test_entries_of_a_dead_consumer_are_reclaimed(client: AnyRedis, prefix: str, wait: Any) -> None:
     bus = make(client, prefix, visibility_timeout=0.3, reclaim_interval=0.1)
     got: list[Any] = []
 
@@ -91,7 +92,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(
         await bus.close()
 
 
-async def test_an_entry_delivered_too_often_is_dead_lettered(client: aioredis.Redis, prefix: str) -> None:
+async def test_an_entry_delivered_too_often_is_dead_lettered(client: AnyRedis, prefix: str) -> None:
     bus = make(client, prefix, visibility_timeout=0.1, reclaim_interval=0.05, max_deliveries=2)
     stream = bus.stream_key("e")
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
@@ -120,7 +121,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered(client: aioredis.Re
 
 
 async def test_undecodable_entries_go_to_the_dlq_without_blocking(
-    client: aioredis.Redis, prefix: str, wait: Any, probe: Any
+    client: AnyRedis, prefix: str, wait: Any, probe: Any
 ) -> None:
     bus = make(client, prefix)
     bus.subscribe("e", probe, group="g")  # records what it is handed
@@ -143,10 +144,10 @@ async def test_undecodable_entries_go_to_the_dlq_without_blocking(
 
 
 async def test_processes_in_one_group_share_the_work(
-    redis_url: str, prefix: str, wait: Any, client: aioredis.Redis
+    redis_url: str, prefix: str, wait: Any, client: AnyRedis
 ) -> None:
     # ``client`` removes the streams and groups under ``prefix`` after the test.
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    clients = [connect(redis_url) for _ in range(3)]
     seen: dict[str, list[str]] = {"a": [], "b": [], "audit": []}
 
     def handler(tag: str) -> Any:
@@ -180,7 +181,7 @@ async def test_processes_in_one_group_share_the_work(
     assert sorted(seen["audit"]) == sorted(ids)
 
 
-async def test_streams_are_trimmed_to_about_stream_maxlen(client: aioredis.Redis, prefix: str) -> None:
+async def test_streams_are_trimmed_to_about_stream_maxlen(client: AnyRedis, prefix: str) -> None:
     bus = make(client, prefix, stream_maxlen=100)
     for i in range(1000):
         await bus.publish("t", i)
@@ -188,7 +189,7 @@ async def test_streams_are_trimmed_to_about_stream_maxlen(client: aioredis.Redis
     assert 100 <= length < 300
 
 
-async def test_published_entry_layout(client: aioredis.Redis, prefix: str) -> None:
+async def test_published_entry_layout(client: AnyRedis, prefix: str) -> None:
     bus = make(client, prefix)
     meta = await bus.publish("user.created", {"id": "1"}, source="svc", trace_id="t1")
     ((_id, fields),) = await client.xrange(bus.stream_key("user.created"))
@@ -197,7 +198,7 @@ async def test_published_entry_layout(client: aioredis.Redis, prefix: str) -> No
 
 
 async def test_replay_works_from_a_process_without_the_subscription(
-    client: aioredis.Redis, prefix: str, wait: Any
+    client: AnyRedis, prefix: str, wait: Any
 ) -> None:
     failing = {"on": True}
     got: list[EventMetadata] = []
@@ -226,7 +227,7 @@ async def test_replay_works_from_a_process_without_the_subscription(
     assert got[0].event_id == meta.event_id
 
 
-async def test_pending_reports_the_backlog_of_a_subscription(client: aioredis.Redis, prefix: str) -> None:
+async def test_pending_reports_the_backlog_of_a_subscription(client: AnyRedis, prefix: str) -> None:
     bus = make(client, prefix, policy=RetryPolicy(base_delay=60))
     failed = asyncio.Event()
 
@@ -283,7 +284,7 @@ async def test_redis_outage_backs_off_without_spinning(
 
 
 async def test_concurrency_handles_a_batch_in_parallel(
-    client: aioredis.Redis, prefix: str, wait: Any, probe: Any
+    client: AnyRedis, prefix: str, wait: Any, probe: Any
 ) -> None:
     bus = make(client, prefix, concurrency=4)
     bus.subscribe("e", probe, group="g")
