@@ -40,7 +40,7 @@ from examples.service.notifications import RUNS_KEY, SENT_KEY
 from examples.service.run import Child, Stack
 
 REQUESTS = 500
-STREAM = "eventbus:stream:user.created"
+STREAM = "{eventbus:user.created}:stream"  # the bus's stream key (kernel_eventbus._keys.stream_key)
 """The example's event stream (eventbus ``prefix`` default): one entry per publish."""
 OUTBOX = "outbox"
 """The outbox collection (``[plugins.repository] outbox_collection`` default)."""

@@ -81,9 +81,10 @@ async def boot(
     for url in set(urls):
         client = aioredis.Redis.from_url(url)
         try:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
+            for pattern in (f"{prefix}:*", f"{{{prefix}*"):  # the bus's keys carry {prefix:event} hash tags
+                keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+                if keys:
+                    await client.delete(*keys)
         except (OSError, aioredis.ConnectionError):  # a private server the test stopped
             pass
         finally:

@@ -10,6 +10,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from kernel_eventbus import EventBus, EventMetadata
+from kernel_eventbus._keys import stream_key
 from kernel_outbox import OutboxRelay
 from kernel_redis.testing import private_redis_server
 from kernel_repository import OutboxEvent, OutboxStore, RepositoryManager
@@ -26,7 +27,7 @@ async def stream_events(redis_url: str, prefix: str, name: str) -> list[dict[str
     client = aioredis.Redis.from_url(redis_url)
     try:
         out = []
-        for _id, fields in await client.xrange(f"{prefix}:stream:{name}"):
+        for _id, fields in await client.xrange(stream_key(prefix, name)):
             head, _, body = fields[b"e"].decode().partition("\n")
             _v, event_id, ts, trace, _source = head.split("\t")
             out.append({"event_id": event_id, "timestamp": ts, "trace_id": trace, "data": json.loads(body)})
