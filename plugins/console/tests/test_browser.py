@@ -1,0 +1,338 @@
+"""The console in a real browser: Debian's chromium driven by playwright, against a served kernel.
+
+The kernel (metrics, redis, eventbus on Redis Streams, queue, console) boots in uvicorn's lifespan
+on a free loopback port; the browser loads each page, clicks through actions, and the tests check
+their effect on the real system. Screenshots go to ``$KERNEL_CONSOLE_SCREENSHOTS`` when set
+(``docs/images/console`` regenerates the docs' pictures), else to the test's temporary directory.
+
+Without a browser these tests fail when ``$CI`` is set (never a silent skip in CI) and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+import redis.asyncio as aioredis
+from console_stack import QUEUE_FAST, delete_test_keys
+from kernel_eventbus import EventBus, EventMetadata, NonRetryableError
+from kernel_queue import JobContext, QueueManager, list_jobs
+
+from kernel import Kernel
+from kernel.testing import make_kernel, wait_until
+from kernel.web import KernelApp, LifespanMiddleware
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+pytestmark = pytest.mark.anyio
+
+CHROMIUM_ENV = "KERNEL_CHROMIUM"
+"""Path of the browser to drive (default ``/usr/bin/chromium``, Debian's package)."""
+SCREENSHOTS_ENV = "KERNEL_CONSOLE_SCREENSHOTS"
+XSS = "<script>window.__xss = 'script'</script><img src=x onerror=\"window.__xss = 'img'\">"
+
+
+def chromium_or_fail() -> str:
+    """The browser executable; without one: fail under CI, skip elsewhere, saying how to install it."""
+    path = os.environ.get(CHROMIUM_ENV) or "/usr/bin/chromium"
+    problem = None
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        problem = "playwright is not installed (pip install 'milo-kernel-console[test]')"
+    if problem is None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        found = shutil.which("chromium")
+        if found and CHROMIUM_ENV not in os.environ:
+            return found
+        problem = f"no chromium at {path}: apt-get install -y chromium (or set {CHROMIUM_ENV})"
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests cannot run: {problem}", pytrace=False)
+        pytest.skip(f"browser tests skipped: {problem}")
+    return path
+
+
+@attrs.define
+class Served:
+    """A kernel served by uvicorn, and a browser page on it."""
+
+    kernel: Kernel
+    base: str
+    page: Page
+    shots: Path
+
+    async def open(self, path: str) -> Page:
+        """Load ``path`` (under the server) and wait for it."""
+        response = await self.page.goto(self.base + path)
+        assert response is not None and response.status == 200, (path, response and response.status)
+        return self.page
+
+    async def shot(self, name: str) -> Path:
+        """A full-page screenshot ``<name>.png``."""
+        target = self.shots / f"{name}.png"
+        await self.page.screenshot(path=str(target), full_page=True)
+        assert target.stat().st_size > 5000, f"{target} looks empty"
+        return target
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Chromium, headless, launched from the system's executable (never downloaded)."""
+    path = chromium_or_fail()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go."""
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture
+async def serve(
+    redis_url: str, prefix: str, qname: str, browser: Browser, shots: Path
+) -> AsyncIterator[Callable[..., AbstractAsyncContextManager[Served]]]:
+    """``async with serve(**console) as s``: the stack served on a free port, a browser page on it."""
+    import uvicorn
+
+    @asynccontextmanager
+    async def make(**console: Any) -> AsyncIterator[Served]:
+        config = {
+            "redis": {"url": redis_url},
+            "eventbus": {"adapter": "redis", "prefix": prefix, "read_block": 0.1, "max_retries": 0},
+            "queue": dict(QUEUE_FAST),
+            "console": console,
+        }
+        kernel = make_kernel("metrics", "redis", "eventbus", "queue", "console", config=config)
+        app = LifespanMiddleware(KernelApp(kernel), kernel)  # boots the kernel in the server's lifespan
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False)
+        )
+        task = asyncio.create_task(server.serve())
+        try:
+            await wait_until(lambda: server.started or task.done(), what="uvicorn to start")
+            assert server.started, "the server did not start"
+            port = server.servers[0].sockets[0].getsockname()[1]
+            context = await browser.new_context(viewport={"width": 1280, "height": 860})
+            page = await context.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: dialogs.append(d.message))
+            try:
+                yield Served(kernel, f"http://127.0.0.1:{port}", page, shots)
+            finally:
+                await context.close()
+            assert not dialogs, f"a page opened a dialog: {dialogs}"
+        finally:
+            server.should_exit = True
+            await task
+
+    yield make
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await delete_test_keys(client, prefix, qname)
+    finally:
+        await client.aclose()
+
+
+async def dead_letters(bus: EventBus, n: int) -> None:
+    """Wait until the DLQ holds ``n`` entries."""
+
+    async def reached() -> bool:
+        return await bus.dead_letter_count() == n
+
+    await wait_until(reached, what=f"{n} dead letters")
+
+
+async def test_every_page_renders_and_is_captured(serve: Any, qname: str) -> None:
+    async with serve() as s:
+        bus, qm = s.kernel.get(EventBus), s.kernel.get(QueueManager)
+
+        async def reject(data: Any, meta: EventMetadata) -> None:
+            raise NonRetryableError(f"no customer {data.get('customer')!r}")
+
+        bus.subscribe("invoice.sent", reject, group="invoice.sent:billing")
+        for n in range(3):
+            await bus.publish("invoice.sent", {"customer": f"c-{n}", "total": 10 * n}, source="billing")
+        await dead_letters(bus, 3)
+
+        async def work(job: JobContext) -> str:
+            if job.data.get("fail"):
+                raise RuntimeError(f"mail server refused {job.data['to']}")
+            return "sent"
+
+        await qm.create_worker(qname, work)
+        for n in range(4):
+            await qm.add_job(qname, "send-mail", {"to": f"user{n}@example.com", "fail": n == 3})
+        await qm.add_job(qname, "send-digest", {"week": 48}, delay=3600)
+
+        async def settled() -> bool:
+            s_ = await qm.get_queue_stats(qname)
+            return bool(s_["completed"] == 3 and s_["failed"] == 1)
+
+        await wait_until(settled, what="three completed jobs and one failed")
+        failed_id = (await list_jobs(qm, qname, "failed"))[0].id
+
+        page = await s.open("/console")
+        assert await page.locator("h1").inner_text() == "Overview"
+        assert await page.locator("svg[aria-label='plugin dependency graph'] g.node").count() == 5
+        await s.shot("overview")
+        page = await s.open("/console/queues")
+        assert await page.get_by_role("link", name=qname).count() == 1
+        await s.shot("queues")
+        page = await s.open(f"/console/queue?name={qname}&state=failed")
+        assert "mail server refused user3@example.com" in await page.locator("table").inner_text()
+        await s.shot("queue")
+        page = await s.open(f"/console/job?queue={qname}&id={failed_id}")
+        assert "user3@example.com" in await page.locator("pre").first.inner_text()
+        await s.shot("job")
+        page = await s.open("/console/events")
+        assert await page.locator("tbody tr").count() == 4  # 1 subscription + 3 dead letters
+        await s.shot("events")
+        entry = (await bus.get_dead_letter_queue(1))[0]
+        page = await s.open(f"/console/dlq?id={entry.event_id}")
+        assert entry.metadata.trace_id and entry.metadata.trace_id in await page.content()
+        await s.shot("dlq-entry")
+        await qm.stop_workers()
+
+
+async def test_replay_from_the_dlq_delivers_the_event(serve: Any) -> None:
+    healthy = False
+    delivered: list[Any] = []
+    async with serve() as s:
+        bus = s.kernel.get(EventBus)
+
+        async def handler(data: Any, meta: EventMetadata) -> None:
+            if not healthy:
+                raise RuntimeError("warehouse offline")
+            delivered.append(data)
+
+        bus.subscribe("order.shipped", handler, group="order.shipped:warehouse")
+        await bus.publish("order.shipped", {"order": "A-17"})
+        await dead_letters(bus, 1)
+        healthy = True
+        page = await s.open("/console/events")
+        await page.get_by_role("button", name="replay", exact=True).click()
+        await page.wait_for_load_state()
+        assert "replayed to 1 subscription(s)" in await page.get_by_role("status").inner_text()
+        await wait_until(lambda: delivered == [{"order": "A-17"}], what="the replayed event at its handler")
+        assert await bus.dead_letter_count() == 0
+        assert "the dead-letter queue is empty" in await page.content()
+
+
+async def test_replay_all_shows_a_count_preview_first(serve: Any) -> None:
+    healthy = False
+    delivered: list[int] = []
+    async with serve() as s:
+        bus = s.kernel.get(EventBus)
+
+        async def handler(data: Any, meta: EventMetadata) -> None:
+            if not healthy:
+                raise RuntimeError("later")
+            delivered.append(data["n"])
+
+        bus.subscribe("ping", handler, group="ping:console")
+        for n in range(3):
+            await bus.publish("ping", {"n": n})
+        await dead_letters(bus, 3)
+        healthy = True
+        page = await s.open("/console/events")
+        await page.get_by_role("button", name="replay all").click()
+        await page.wait_for_load_state()
+        assert "Replay 3 dead-letter entries?" in await page.locator("main").inner_text()
+        assert await bus.dead_letter_count() == 3
+        await s.shot("confirm")
+        await page.get_by_role("button", name="yes, do it").click()
+        await page.wait_for_load_state()
+        await wait_until(lambda: sorted(delivered) == [0, 1, 2], what="three replayed events")
+        assert "3 dead-letter entries replayed" in await page.get_by_role("status").inner_text()
+
+
+async def test_pause_stops_processing_and_retry_runs_a_failed_job(serve: Any, qname: str) -> None:
+    broken = True
+    ran: list[str] = []
+    async with serve() as s:
+        qm = s.kernel.get(QueueManager)
+
+        async def work(job: JobContext) -> None:
+            if broken and job.data["id"] == "flaky":
+                raise RuntimeError("flaky dependency")
+            ran.append(job.data["id"])
+
+        await qm.create_worker(qname, work)
+        job_id = await qm.add_job(qname, "task", {"id": "flaky"})
+
+        async def failed() -> bool:
+            return (await qm.get_queue_stats(qname))["failed"] == 1
+
+        await wait_until(failed, what="the flaky job to fail")
+        page = await s.open(f"/console/queue?name={qname}")
+        await page.get_by_role("button", name="pause queue").click()
+        await page.wait_for_load_state()
+        assert "paused" in await page.get_by_role("status").inner_text()
+        assert await qm.is_paused(qname)
+        await qm.add_job(qname, "task", {"id": "while-paused"})
+        broken = False
+        await page.get_by_role("button", name="retry", exact=True).click()  # the failed job's row
+        await page.wait_for_load_state()
+        assert "re-queued" in await page.get_by_role("status").inner_text()
+        stats = await qm.get_queue_stats(qname)
+        assert stats["waiting"] == 2 and ran == []  # paused: nothing runs, both wait
+        await page.get_by_role("button", name="resume queue").click()
+        await page.wait_for_load_state()
+        await wait_until(lambda: sorted(ran) == ["flaky", "while-paused"], what="both jobs after resume")
+        info = await qm.get_job(qname, job_id)
+        assert info is not None and info.state in ("active", "completed")
+        await qm.stop_workers()
+
+
+async def test_script_payloads_are_shown_as_text_and_never_run(serve: Any) -> None:
+    async with serve() as s:
+        bus = s.kernel.get(EventBus)
+
+        async def reject(data: Any, meta: EventMetadata) -> None:
+            raise NonRetryableError(f"rejected {data['comment']}")
+
+        bus.subscribe("comment.posted", reject, group="comment.posted:moderation")
+        meta = await bus.publish("comment.posted", {"comment": XSS})
+        await dead_letters(bus, 1)
+        for path in ("/console/events", f"/console/dlq?id={meta.event_id}", f"/console/events?text={XSS}"):
+            page = await s.open(path)
+            assert await page.evaluate("typeof window.__xss") == "undefined", path
+            assert "<script>window.__xss = 'script'</script>" in await page.locator("main").inner_text(), path
+            assert await page.locator("main script").count() == 0
+            assert await page.locator("main img").count() == 0
+
+
+async def test_a_tampered_csrf_token_is_refused(serve: Any, qname: str) -> None:
+    async with serve() as s:
+        qm = s.kernel.get(QueueManager)
+        await qm.add_job(qname, "task", {"n": 1})
+        page = await s.open(f"/console/queue?name={qname}&state=waiting")
+        pause = page.locator("form[action$='/action/queue.pause']")
+        await pause.locator("input[name=csrf]").evaluate("el => { el.value = 'f'.repeat(64) }")
+        async with page.expect_navigation() as nav:
+            await pause.get_by_role("button").click()
+        response = await nav.value
+        assert response is not None and response.status == 403
+        assert "CSRF" in await page.locator("body").inner_text()
+        assert not await qm.is_paused(qname)
+        # cookies are HttpOnly and SameSite=Strict
+        cookies = await page.context.cookies()
+        assert cookies and all(c["httpOnly"] and c["sameSite"] == "Strict" for c in cookies)
