@@ -6,22 +6,25 @@ import argparse
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .._config import resolve_config_path
+from .._config import KernelSettings, coerce_env_value, resolve_config_path, structure
+from .._errors import ConfigError
 from .._importing import import_object
 from .._kernel import Kernel
 from .._plugin import ASGIApp, Receive, Scope, Send
 from ..logging import configure_logging
 from ._app import KernelApp, send_json
+from ._drain import Drain
 from ._lifespan import KernelOrFactory, lifespan_for, run_lifespan
 
 if TYPE_CHECKING:
@@ -75,9 +78,50 @@ class ServedApp:
             log.info("kernel serve: shutting down")
 
 
-def app_factory() -> ServedApp:
+DRAIN_KEYS = ("drain_delay", "drain_timeout")
+HOST_APP_ENV = "KERNEL_SERVE_APP"
+"""``module:attr`` of the host app each ``--workers`` process of ``kernel serve --app`` imports."""
+
+
+def drain_settings(config_path: Path, environ: Mapping[str, str] = os.environ) -> tuple[float, float]:
+    """``(drain_delay, drain_timeout)`` from the ``[kernel]`` table of ``config_path`` and the environment.
+
+    For a host app (``--app``), whose lifespan loads the rest of the config itself. Raises
+    ``ConfigError`` naming the key (``kernel.drain_delay: ...``) when they are invalid.
+    """
+    try:
+        with config_path.open("rb") as fh:
+            table = tomllib.load(fh).get("kernel", {})
+    except OSError:
+        table = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{config_path}: {exc}"]) from exc
+    picked = {k: table[k] for k in DRAIN_KEYS if isinstance(table, dict) and k in table}
+    for key in DRAIN_KEYS:
+        raw = environ.get(f"KERNEL__KERNEL__{key.upper()}")
+        if raw is not None:
+            picked[key] = coerce_env_value(raw, float)
+    settings, errors = structure(picked, KernelSettings, "kernel")
+    if settings is None:
+        raise ConfigError(errors)
+    return settings.drain_delay, settings.drain_timeout
+
+
+def app_factory() -> Drain:
     """Build the served app from ``$KERNEL_CONFIG`` (what each ``--workers`` process runs)."""
-    return ServedApp(lambda: Kernel.from_config(os.environ.get("KERNEL_CONFIG"), configure_logs=True))
+    path = resolve_config_path(None, os.environ)
+    delay, timeout = drain_settings(path)
+    served = ServedApp(lambda: Kernel.from_config(path, configure_logs=True))
+    return Drain(served, delay=delay, timeout=timeout)
+
+
+def host_app_factory() -> Drain:
+    """Import the host app named by ``$KERNEL_SERVE_APP`` and wrap it in the drain (``--app --workers N``)."""
+    delay, timeout = drain_settings(resolve_config_path(None, os.environ))
+    host = import_object(os.environ[HOST_APP_ENV])
+    if not callable(host):
+        raise TypeError(f"{os.environ[HOST_APP_ENV]} is not an ASGI app (not callable)")
+    return Drain(cast(ASGIApp, host), delay=delay, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -191,22 +235,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if app_dir not in sys.path:
             sys.path.insert(0, app_dir)
         _configure_logs_from_file(config_path)
+        delay, timeout = drain_settings(config_path)  # a ConfigError is printed by main()
         try:
             host_app = import_object(args.app)
         except ValueError as exc:
             print(f"error: --app: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        app = args.app if args.workers > 1 else host_app
+        if args.workers > 1:
+            os.environ[HOST_APP_ENV] = args.app
+            app, factory = "kernel.web._serve:host_app_factory", True
+        else:
+            app = host_app
     else:
         # Fail fast on a bad config; the plugins' checks see how many processes will serve it.
         kernel = Kernel.from_config(config_path, configure_logs=True, processes=args.workers)
+        delay, timeout = kernel.settings.drain_delay, kernel.settings.drain_timeout
         if args.workers > 1:
             app, factory = "kernel.web._serve:app_factory", True
         else:
             app = kernel
 
     return serve(
-        app, host=args.host, port=args.port, workers=args.workers, factory=factory, access_log=args.access_log
+        app,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        factory=factory,
+        access_log=args.access_log,
+        drain_delay=delay,
+        drain_timeout=timeout,
     )
 
 
@@ -218,19 +275,35 @@ def serve(
     workers: int = 1,
     factory: bool = False,
     access_log: bool = True,
+    drain_delay: float | None = None,
+    drain_timeout: float | None = None,
 ) -> int:
-    """Serve on uvicorn until SIGTERM/SIGINT; return 0 after a graceful stop, 1 if startup failed.
+    """Serve on uvicorn until SIGTERM/SIGINT; return 0 after a graceful stop, 1 if startup failed
+    or the drain deadline cut requests.
 
     ``app`` is a :class:`~kernel.Kernel` (its ``/health`` and plugin routes are served; it
     boots when the server starts), any ASGI app, or a ``"module:attr"`` import string, which
     ``workers > 1`` needs (each worker process imports it; ``factory=True`` when it names a
     function returning the app). Needs ``uvicorn`` (``pip install 'milo-kernel[serve]'``).
+
+    At SIGTERM, ``/health/ready`` answers 503 at once; serving goes on for ``drain_delay``
+    seconds, then uvicorn stops accepting and requests still running ``drain_timeout`` seconds
+    after the signal are cut (see ``[kernel] drain_delay``/``drain_timeout``, a kernel's own
+    settings by default). An import string app is served as is (it is its own drain).
     """
     import uvicorn
 
     if workers > 1 and not isinstance(app, str):
         raise ValueError(f"serve(workers={workers}) needs the app as a 'module:attr' import string")
-    served = ServedApp(app) if isinstance(app, Kernel) else app
+    defaults = app.settings if isinstance(app, Kernel) else KernelSettings()
+    delay = defaults.drain_delay if drain_delay is None else drain_delay
+    timeout = defaults.drain_timeout if drain_timeout is None else drain_timeout
+    served: Any = app
+    drain: Drain | None = None
+    if not isinstance(app, str):
+        served = drain = Drain(
+            ServedApp(app) if isinstance(app, Kernel) else app, delay=delay, timeout=timeout
+        )
     config = uvicorn.Config(
         served,
         host=host,
@@ -240,6 +313,8 @@ def serve(
         lifespan="on",
         log_config=None,
         access_log=access_log,
+        # A backstop for what the drain does not track (websockets): it cuts HTTP requests itself.
+        timeout_graceful_shutdown=math.ceil(timeout) + 1,
         **_fresh_context_option(uvicorn),
     )
     log.info("kernel serve: http://%s:%d (%d worker(s))", host, port, workers)
@@ -257,5 +332,8 @@ def serve(
                 return EXIT_FAIL
     except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
         return EXIT_FAIL if exc.code else EXIT_OK
+    if drain is not None and drain.cut:
+        log.error("kernel serve: stopped; %d request(s) were cut at the drain deadline", drain.cut)
+        return EXIT_FAIL
     log.info("kernel serve: stopped")
     return EXIT_OK
