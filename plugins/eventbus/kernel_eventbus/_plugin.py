@@ -125,6 +125,21 @@ class EventBusPlugin(Plugin):
         return issues
 
     @hookimpl
+    def kernel_register(self, ctx: PluginContext[EventBusConfig]) -> None:
+        """With the redis adapter: tell ``kernel redis migrate-keys`` the earlier key layout."""
+        if ctx.config.adapter != "redis":
+            return
+        try:
+            from kernel_redis import KeyLayouts
+        except ImportError:  # milo-kernel-redis not installed (or without migrations): nothing to tell
+            return
+        layouts = ctx.registry.find(KeyLayouts)
+        if layouts is not None:
+            from ._keys import LegacyKeyLayout
+
+            layouts.add(LegacyKeyLayout(ctx.config.prefix))
+
+    @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[EventBusConfig]) -> AsyncIterator[None]:
         """Build the configured bus, register it (as ``EventBus`` too), start it; close it at shutdown."""
         from ._bus import EventBus
