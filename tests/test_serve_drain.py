@@ -210,3 +210,17 @@ def test_invalid_drain_settings_stop_kernel_serve_naming_the_key(tmp_path: Path)
     assert result.returncode == 2, result.stderr
     expected = "kernel.drain_delay: must be less than drain_timeout (20), the deadline it is part of"
     assert f"error: {expected}, got 30.0" in result.stderr
+
+
+def test_a_second_sigterm_ends_the_delay_early(serve_slow: Callable[[list[str]], Served]) -> None:
+    delay = 60.0  # far longer than this test may take: only the second signal can end it
+    served = serve_slow([sys.executable, "slowserve.py", "{port}", str(delay), "90"])
+    served.proc.send_signal(signal.SIGTERM)
+    served.wait_for(lambda: served.get("/health/ready")[0] == 503, "readiness 503")
+    assert served.get("/health/live")[0] == 200  # still serving during the delay
+    second = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    code = served.proc.wait(timeout=delay / 2)
+    assert code == 0, served.text
+    assert time.monotonic() - second < delay / 2
+    assert "kernel serve: no longer accepting connections; 0 request(s) in flight" in served.text
