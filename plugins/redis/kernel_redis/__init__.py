@@ -9,6 +9,7 @@ from kernel import lazy_exports
 if TYPE_CHECKING:  # what type checkers and IDEs read
     from kernel import redact_url as redact_url
 
+    from ._checks import check_redis_url as check_redis_url
     from ._clients import AnyRedis as AnyRedis
     from ._clients import AnySyncRedis as AnySyncRedis
     from ._clients import SentinelMasterClient as SentinelMasterClient
@@ -18,9 +19,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._config import RedisConfig as RedisConfig
     from ._config import check_url as check_url
     from ._connection import RedisConnection as RedisConnection
+    from ._connection import TopologyMismatchError as TopologyMismatchError
     from ._durability import CrossSlotWriteError as CrossSlotWriteError
     from ._durability import ReplicationTimeoutError as ReplicationTimeoutError
     from ._durability import WriteFn as WriteFn
+    from ._layouts import KeyLayout as KeyLayout
+    from ._layouts import KeyLayouts as KeyLayouts
+    from ._migrate import KeyMove as KeyMove
+    from ._migrate import MigrationReport as MigrationReport
+    from ._migrate import migrate_keys as migrate_keys
     from ._plugin import RedisPlugin as RedisPlugin
     from ._server import RedisServer as RedisServer
     from ._server import RedisServerError as RedisServerError
@@ -33,6 +40,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._service import find_redis as find_redis
     from ._service import redis_available as redis_available
     from ._service import use_redis as use_redis
+    from ._topology import NodeStatus as NodeStatus
+    from ._topology import RedisHealthError as RedisHealthError
+    from ._topology import TopologyReport as TopologyReport
+    from ._topology import inspect_topology as inspect_topology
     from ._url import MultiHostUrl as MultiHostUrl
     from ._url import Topology as Topology
     from ._url import hash_tag as hash_tag
@@ -42,10 +53,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
 else:  # PEP 562: a submodule is imported on first use of one of its names
     _EXPORTS = {  # submodule -> the public names it defines
         "kernel": ["redact_url"],
+        "._checks": ["check_redis_url"],
         "._clients": ["AnyRedis", "AnySyncRedis", "SentinelMasterClient", "connect", "connect_sync"],
         "._config": ["EmbeddedConfig", "RedisConfig", "check_url"],
-        "._connection": ["RedisConnection"],
+        "._connection": ["RedisConnection", "TopologyMismatchError"],
         "._durability": ["CrossSlotWriteError", "ReplicationTimeoutError", "WriteFn"],
+        "._layouts": ["KeyLayout", "KeyLayouts"],
+        "._migrate": ["KeyMove", "MigrationReport", "migrate_keys"],
         "._plugin": ["RedisPlugin"],
         "._server": ["RedisServer", "RedisServerError", "find_redis_server", "free_port"],
         "._service": [
@@ -57,6 +71,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
             "redis_available",
             "use_redis",
         ],
+        "._topology": ["NodeStatus", "RedisHealthError", "TopologyReport", "inspect_topology"],
         "._url": ["MultiHostUrl", "Topology", "hash_tag", "key_slot", "parse_multi_host", "topology_of"],
     }
     __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ._service import ClientOptions
 
 
+class TopologyMismatchError(ConnectionError):
+    """The URL names one topology, the server it reaches another (``redis://`` to a cluster node)."""
+
+
 class RedisConnection:
     """The ``redis`` plugin's :class:`~kernel_redis.RedisService`: registered under that type, its own
     type and the name ``"redis.connection"``.
@@ -117,6 +121,11 @@ class RedisConnection:
         client = cast("aioredis.Redis", self._replication)
         return await write_and_wait(client, key, write, replicas=replicas, timeout=timeout, margin=margin)
 
+    def node_client(self, host: str, port: int) -> aioredis.Redis:
+        """The plain client of one cluster node (made once; no socket timeout: bound each call), e.g. for
+        a command on that node only. Closed with the connection."""
+        return self._nodes.get(host, port)
+
     def _node_client(self, host: str, port: int) -> aioredis.Redis:
         """A plain client of one cluster node, with the plugin's settings and no socket timeout."""
         parsed = parse_multi_host(self.url)
@@ -135,8 +144,35 @@ class RedisConnection:
         limit = self.config.health_timeout if within is None else within
         t0 = time.perf_counter()
         with anyio.fail_after(limit):
-            await cast("Awaitable[bool]", self.client.ping())
+            if isinstance(self.client, RedisCluster):  # every primary (a replica down is no outage)
+                await cast("Awaitable[bool]", self.client.ping(target_nodes=RedisCluster.PRIMARIES))
+            else:
+                await cast("Awaitable[bool]", self.client.ping())
         return time.perf_counter() - t0
+
+    async def check_topology(self, within: float | None = None) -> None:
+        """Raise :class:`~kernel_redis.TopologyMismatchError` when the server is not what the URL says:
+        a ``redis://`` URL (or a sentinel's master) that reaches a Redis Cluster node or a Sentinel.
+
+        (A cluster URL that reaches a server without cluster mode fails in the cluster client itself.)
+        """
+        if isinstance(self.client, RedisCluster):
+            return
+        limit = self.config.health_timeout if within is None else within
+        with anyio.fail_after(limit):
+            info = await self.client.info("server")
+        mode = str(info.get("redis_mode", "standalone"))
+        if mode == "cluster":
+            raise TopologyMismatchError(
+                f"{self.redacted_url} reaches a Redis Cluster node: write the url as "
+                "redis+cluster://host:port[,host:port…] (a plain client would fail on every key of "
+                "another node with MOVED)"
+            )
+        if mode == "sentinel":
+            raise TopologyMismatchError(
+                f"{self.redacted_url} reaches a Sentinel, not a data server: write the url as "
+                "redis+sentinel://host:port[,host:port…]/<service>[/db]"
+            )
 
     async def aclose(self) -> None:
         """Close the shared client and every extra client still open."""

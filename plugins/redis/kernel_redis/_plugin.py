@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from kernel import CheckIssue, HealthCheck, Plugin, PluginContext, Secret, hookimpl
+from kernel import CheckIssue, Command, HealthCheck, Plugin, PluginContext, Secret, hookimpl
 
+from ._checks import check_settings
 from ._config import EMBEDDED, RedisConfig
+from ._layouts import KeyLayouts
 
 if TYPE_CHECKING:  # redis-py (and the child-process helpers) are imported by the hooks that connect
     from ._connection import RedisConnection
@@ -19,26 +21,40 @@ log = logging.getLogger("kernel.plugins.redis")
 
 
 class RedisPlugin(Plugin):
-    """One shared ``redis.asyncio.Redis`` client for cache, event bus and queue."""
+    """One shared Redis client (standalone, cluster or sentinel) for cache, event bus and queue."""
 
     name = "redis"
     version = metadata.version("milo-kernel-redis")  # one source: the distribution's pyproject.toml
     config_class = RedisConfig
-    provides = ("redis", "redis.connection", "Redis", "RedisConnection", "RedisService")
-    description = "Redis connection (URL, TLS, health check) or an embedded private redis-server"
+    provides = ("redis", "redis.connection", "Redis", "RedisConnection", "RedisService", "KeyLayouts")
+    description = "Redis connection (standalone, cluster, sentinel; TLS, health) or an embedded redis-server"
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[RedisConfig]) -> list[CheckIssue]:
-        """Production rule: ``url = "embedded"`` is a private per-process server, not a shared Redis."""
+        """Production rule: ``url = "embedded"`` is a private per-process server, not a shared Redis;
+        and settings that cannot work with the URL's topology (:func:`~kernel_redis.check_settings`)."""
+        issues = check_settings(ctx.config)
         if ctx.config.url.get_secret_value() == EMBEDDED:
-            return [
+            issues.append(
                 CheckIssue.production(
                     "url",
                     'url = "embedded" runs a private redis-server per process: other processes (workers) '
                     "never see its data, and it is lost when the process ends; point url at a shared server",
                 )
-            ]
-        return []
+            )
+        return issues
+
+    @hookimpl
+    def kernel_register(self, ctx: PluginContext[RedisConfig]) -> None:
+        """Register the :class:`~kernel_redis.KeyLayouts` other plugins add their old key layouts to."""
+        ctx.provide(KeyLayouts(), types=KeyLayouts)
+
+    @hookimpl
+    def kernel_cli_commands(self) -> list[Command]:
+        """``kernel redis info`` and ``kernel redis migrate-keys``."""
+        from ._cli import redis_command
+
+        return [redis_command()]
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[RedisConfig]) -> AsyncIterator[None]:
@@ -77,15 +93,50 @@ class RedisPlugin(Plugin):
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[RedisConfig]) -> list[HealthCheck]:
-        """One critical check: Redis answers ``PING`` within ``health_timeout``."""
-        from ._connection import RedisConnection
+        """Critical ``redis``: standalone and sentinel: the server (master) answers ``PING``; cluster:
+        every primary answers and ``cluster_state`` is ``ok``. Sentinel adds the non-critical
+        ``redis.sentinels``: a majority of the sentinels answer. Each within ``health_timeout``."""
+        from ._url import topology_of
+
+        timeout = ctx.config.health_timeout
+        topology = topology_of(ctx.config.url)
 
         async def ping() -> bool:
-            connection = ctx.registry.get(RedisConnection)
-            await connection.ping()
+            await _connection(ctx).ping()
             return True
 
-        return [HealthCheck("redis", ping, critical=True, timeout=ctx.config.health_timeout)]
+        async def nodes() -> bool:
+            from ._topology import RedisHealthError, inspect_topology
+
+            report = await inspect_topology(_connection(ctx), within=timeout / 2)
+            problems = report.problems()
+            if problems:
+                raise RedisHealthError("; ".join(problems))
+            return True
+
+        async def sentinels() -> bool:
+            from ._topology import RedisHealthError, inspect_topology
+
+            report = await inspect_topology(_connection(ctx), within=timeout / 2)
+            if report.sentinels_answering * 2 <= report.sentinels_total:
+                raise RedisHealthError(
+                    f"{report.sentinels_answering} of {report.sentinels_total} sentinels answer: "
+                    "no majority to agree on a failover"
+                )
+            return True
+
+        if topology == "cluster":
+            return [HealthCheck("redis", nodes, critical=True, timeout=timeout)]
+        checks = [HealthCheck("redis", ping, critical=True, timeout=timeout)]
+        if topology == "sentinel":
+            checks.append(HealthCheck("redis.sentinels", sentinels, critical=False, timeout=timeout))
+        return checks
+
+
+def _connection(ctx: PluginContext[RedisConfig]) -> RedisConnection:
+    from ._connection import RedisConnection
+
+    return ctx.registry.get(RedisConnection)
 
 
 async def start_embedded(cfg: RedisConfig) -> RedisServer:
@@ -113,9 +164,14 @@ async def start_embedded(cfg: RedisConfig) -> RedisServer:
 
 
 async def _check_reachable(connection: RedisConnection) -> None:
+    from ._connection import TopologyMismatchError
+
     cfg = connection.config
     try:
         await connection.ping(within=cfg.socket_connect_timeout + cfg.health_timeout)
+        await connection.check_topology()
+    except TopologyMismatchError:
+        raise
     except Exception as exc:
         raise ConnectionError(
             f"cannot reach Redis at {connection.redacted_url}: {type(exc).__name__}: {exc} "

@@ -27,7 +27,7 @@ from kernel import Registry, Secret
 
 from ._clients import AnyRedis
 from ._config import RedisConfig
-from ._connection import RedisConnection
+from ._connection import RedisConnection, TopologyMismatchError
 from ._durability import NodeClients, WriteFn, cluster_write_and_wait, write_and_wait
 from ._url import Topology
 
@@ -221,13 +221,27 @@ async def use_redis(
     :func:`find_redis`.
 
     A connection built from ``url`` gets the ``redis`` plugin's default settings and is closed (with
-    every client made from it) when the block ends.
+    every client made from it) when the block ends. When its server answers, a URL whose topology
+    does not match it (``redis://`` to a cluster node or a sentinel) raises
+    :class:`~kernel_redis.TopologyMismatchError`.
     """
     if url is None:
         yield find_redis(registry, plugin, setting=setting)
         return
     own = RedisConnection(url, RedisConfig(url=url, check_on_start=False))
     try:
+        await _check_topology(own)
         yield own
     finally:
         await own.aclose()
+
+
+async def _check_topology(connection: RedisConnection) -> None:
+    """Fail on a URL of one topology that reaches a server of another (a ``redis://`` URL to a cluster
+    node); an unreachable server is the plugin's to handle (it may fail open), so it passes here."""
+    try:
+        await connection.check_topology()
+    except TopologyMismatchError:
+        raise
+    except Exception:  # unreachable or slow: not a mismatch; the plugin's own error handling applies
+        return

@@ -18,7 +18,6 @@ from typing import Final, Literal
 from urllib.parse import parse_qsl, unquote
 
 import attrs
-from redis.crc import key_slot as _crc_key_slot
 
 from kernel import Secret, redact_url
 
@@ -175,4 +174,6 @@ def key_slot(key: str | bytes) -> int:
     >>> key_slot("{orders}:a") == key_slot("{orders}:b") == key_slot("orders")
     True
     """
-    return _crc_key_slot(key.encode() if isinstance(key, str) else key)
+    from redis.crc import key_slot as crc_key_slot  # redis-py is imported when used (the CLI starts light)
+
+    return crc_key_slot(key.encode() if isinstance(key, str) else key)
