@@ -229,8 +229,7 @@ def _print_health_tree(report: HealthReport) -> None:
         if not node["checks"] and "because" not in node:
             continue
         deps = f" (depends on {', '.join(node['depends_on'])})" if node["depends_on"] else ""
-        why = f": {node['reason']}" if "reason" in node else ""
-        print(f"  {plugin}{deps} {node['status']}{why}")
+        print(f"  {plugin}{deps}: {node.get('reason', node['status'])}")
         for name, entry in node["checks"].items():
             state = "FAIL" if entry["status"] == "fail" else entry["status"]
             extra = f"  {entry['error']}" if "error" in entry else ""

@@ -286,8 +286,8 @@ async def test_kernel_health_prints_the_tree(capsys: pytest.CaptureFixture[str])
         report: HealthReport = await k.health()
     _print_health_tree(report)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "  store fail"
+    assert lines[0] == "  store: fail"
     assert lines[1].split()[:2] == ["store.ping", "FAIL"]
     assert lines[1].endswith("ConnectionError: connection refused")
-    assert lines[2] == "  cache (depends on store) degraded: degraded because store is down"
+    assert lines[2] == "  cache (depends on store): degraded because store is down"
     assert lines[3].split()[:2] == ["cache.ping", "degraded"]
