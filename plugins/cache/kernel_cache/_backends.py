@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -268,6 +269,25 @@ return value
 """
 
 
+class _Script:
+    """A Lua script of one key: ``EVALSHA``, and ``EVAL`` when the server does not know it yet.
+
+    ``EVAL`` goes where the key goes, so the script is cached on the server that runs it -- also
+    on a replica promoted by a failover (script caches are not replicated), where redis-py's
+    ``register_script`` would load it through ``SCRIPT LOAD`` on the nodes it knew of.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, client: RedisClient, key: str, *args: str | int) -> Any:
+        try:
+            return await client.evalsha(self.sha, 1, key, *args)  # type: ignore[misc]
+        except rexc.NoScriptError:
+            return await client.eval(self.source, 1, key, *args)  # type: ignore[misc]
+
+
 class RedisBackend:
     """Redis through one client (bytes responses): ``redis.asyncio.Redis`` for one server or a
     Sentinel-managed master, ``redis.asyncio.cluster.RedisCluster`` for a cluster.
@@ -299,10 +319,8 @@ class RedisBackend:
         self._owns = owns_client
         # Bound once: the hot path awaits redis-py directly, with no wrapper coroutine.
         self.get: Callable[[str], Awaitable[bytes | None]] = client.get
-        # redis-py types register_script for Redis only; on a RedisCluster it works the same (each
-        # script touches one key, so one slot; SCRIPT LOAD after NOSCRIPT goes to every primary).
-        self._release = client.register_script(_RELEASE)  # type: ignore[misc]
-        self._incr = client.register_script(_INCR)  # type: ignore[misc]
+        self._release = _Script(_RELEASE)
+        self._incr = _Script(_INCR)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """``MGET`` of ``keys``; on a cluster one ``MGET`` per slot, one round trip per node."""
@@ -348,7 +366,7 @@ class RedisBackend:
         """``INCRBY`` and, when this created the key, ``PEXPIRE``: one Lua script, atomic."""
         ms = 0 if ttl is None else max(1, round(ttl * 1000))
         try:
-            return int(await self._incr(keys=[key], args=[amount, ms]))
+            return int(await self._incr.run(self.client, key, amount, ms))
         except rexc.ResponseError as exc:
             if "not an integer" in str(exc):
                 raise NotACounterError(key) from None
@@ -389,7 +407,7 @@ class RedisBackend:
 
     async def release(self, key: str, token: str) -> bool:
         """Delete the lock only if it still holds ``token`` (a Lua script)."""
-        return bool(await self._release(keys=[key], args=[token]))
+        return bool(await self._release.run(self.client, key, token))
 
     async def close(self) -> None:
         """Close the client when the backend made it (``owns_client``); a given one stays open."""
