@@ -126,22 +126,46 @@ def serve_slow(tmp_path: Path) -> Iterator[Callable[[list[str]], Served]]:
             served.proc.wait(timeout=30)
 
 
-def slow_request(served: Served, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
-    """GET /slow?s=seconds in a thread; the result dict gets status, body and the time it ended."""
-    result: dict[str, object] = {}
+class Outcome:
+    """What a request made in a thread got, and when it ended."""
+
+    status: int | None = None
+    body: bytes = b""
+    error: OSError | None = None
+    ended: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Outcome status={self.status} body={self.body[:80]!r} error={self.error!r}>"
+
+
+def slow_request(served: Served, seconds: float) -> tuple[threading.Thread, Outcome]:
+    """GET /slow?s=seconds in a thread, once the server has started it."""
+    outcome = Outcome()
 
     def run() -> None:
         try:
-            result["status"], result["body"] = served.get(f"/slow?s={seconds}", timeout=120)
+            outcome.status, outcome.body = served.get(f"/slow?s={seconds}", timeout=120)
         except OSError as exc:
-            result["error"] = exc
-        result["ended"] = time.monotonic()
+            outcome.error = exc
+        outcome.ended = time.monotonic()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    served.wait_for(lambda: served.mark.exists() or "ended" in result, "the slow request to start")
-    assert "ended" not in result, (result, served.text)
-    return thread, result
+    served.wait_for(lambda: served.mark.exists() or outcome.ended is not None, "the slow request to start")
+    assert outcome.ended is None, (outcome, served.text)
+    return thread, outcome
+
+
+def readiness_503(served: Served) -> bytes:
+    """Poll /health/ready until it answers 503; its body."""
+    seen: list[tuple[int, bytes]] = [(0, b"")]
+
+    def is_503() -> bool:
+        seen.append(served.get("/health/ready"))
+        return seen[-1][0] == 503
+
+    served.wait_for(is_503, "readiness 503")
+    return seen[-1][1]
 
 
 def test_sigterm_turns_readiness_503_first_and_the_in_flight_request_completes(
@@ -151,20 +175,19 @@ def test_sigterm_turns_readiness_503_first_and_the_in_flight_request_completes(
     served = serve_slow([sys.executable, "slowserve.py", "{port}", str(delay), str(timeout)])
     status, body = served.get("/health/ready")
     assert (status, json.loads(body)["status"]) == (200, "ok"), body
-    thread, result = slow_request(served, 3.0)
+    thread, outcome = slow_request(served, 3.0)
 
     signalled = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
-    ready: list[tuple[int, bytes]] = []
-    served.wait_for(lambda: ready.append(served.get("/health/ready")) or ready[-1][0] == 503, "readiness 503")
+    ready = readiness_503(served)
     seen_503 = time.monotonic()
     live = served.get("/health/live")
-    assert json.loads(ready[-1][1]) == {"status": "draining"}
+    assert json.loads(ready) == {"status": "draining"}
     assert live == (200, b'{"status":"alive"}')  # liveness stays 200 while draining
 
     thread.join(timeout=60)
-    assert result.get("status") == 200 and result.get("body") == b"done", (result, served.text)
-    assert seen_503 < float(str(result["ended"]))  # readiness flipped while the request was in flight
+    assert (outcome.status, outcome.body) == (200, b"done"), (outcome, served.text)
+    assert outcome.ended is not None and seen_503 < outcome.ended  # flipped while it was in flight
     code = served.proc.wait(timeout=60)
     exited = time.monotonic() - signalled
     assert code == 0, served.text
@@ -180,7 +203,7 @@ def test_a_request_still_running_at_the_deadline_is_cut_and_the_exit_says_so(
     (tmp_path / "kernel.toml").write_text(config)
     kernel = [sys.executable, "-m", "kernel", "--config", "kernel.toml"]
     served = serve_slow([*kernel, "serve", "--app", "slowserve:app", "--port", "{port}", "--no-access-log"])
-    thread, result = slow_request(served, 60.0)
+    thread, outcome = slow_request(served, 60.0)
     signalled = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
     code = served.proc.wait(timeout=60)
@@ -188,8 +211,8 @@ def test_a_request_still_running_at_the_deadline_is_cut_and_the_exit_says_so(
     thread.join(timeout=30)
     assert code == 1, served.text
     assert 2.0 <= exited < 2.0 + 5.0, f"exited {exited:.1f}s after SIGTERM; drain_timeout 2s"
-    assert result.get("status") == 503, (result, served.text)
-    assert json.loads(bytes(result["body"]))["detail"] == "cut at the drain deadline"  # type: ignore[arg-type]
+    assert outcome.status == 503, (outcome, served.text)
+    assert json.loads(outcome.body)["detail"] == "cut at the drain deadline"
     assert "drain deadline of 2s passed: 1 in-flight request(s) cut" in served.text
     assert "kernel serve: stopped; 1 request(s) were cut at the drain deadline" in served.text
 
@@ -216,7 +239,7 @@ def test_a_second_sigterm_ends_the_delay_early(serve_slow: Callable[[list[str]],
     delay = 60.0  # far longer than this test may take: only the second signal can end it
     served = serve_slow([sys.executable, "slowserve.py", "{port}", str(delay), "90"])
     served.proc.send_signal(signal.SIGTERM)
-    served.wait_for(lambda: served.get("/health/ready")[0] == 503, "readiness 503")
+    readiness_503(served)
     assert served.get("/health/live")[0] == 200  # still serving during the delay
     second = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
