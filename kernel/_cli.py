@@ -21,7 +21,7 @@ import pluggy
 from ._config import resolve_config_path
 from ._discovery import Discovery, discover
 from ._errors import ConfigError, KernelError, PluginLoadError
-from ._health import HealthReport, probe_config
+from ._health import HealthReport, chain_length, dependency_map, probe_config
 from ._kernel import CONFIG_WARNING, Kernel
 from ._plugin import PROJECT, Command
 from ._registry import describe_key
@@ -240,7 +240,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     """Boot the kernel, print services and health, shut down (``--probes``: print the Kubernetes probes)."""
     kernel = _load(args)  # a ConfigError is printed by main()
     if args.probes:
-        print(probe_config(kernel.settings, port=args.port), end="")
+        depends = dependency_map(
+            (lp.name, (*lp.plugin.requires, *lp.plugin.optional)) for lp in kernel.plugins
+        )
+        print(probe_config(kernel.settings, port=args.port, chain=chain_length(depends)), end="")
         return EXIT_OK
     return anyio.run(_health, kernel, args.json)
 

@@ -314,13 +314,24 @@ def _secs(value: float) -> int:
     return max(1, math.ceil(value))
 
 
-def probe_config(settings: KernelSettings, *, port: int = 4000, health_path: str = "/health") -> str:
+def chain_length(depends: Mapping[str, Sequence[str]]) -> int:
+    """The most plugins on one dependency path of ``depends`` (their checks run one after another)."""
+    length: dict[str, int] = {}
+    for plugin, deps in depends.items():  # boot order: dependencies come first
+        length[plugin] = 1 + max((length.get(d, 0) for d in deps), default=0)
+    return max(length.values(), default=1)
+
+
+def probe_config(
+    settings: KernelSettings, *, port: int = 4000, health_path: str = "/health", chain: int = 1
+) -> str:
     """The Kubernetes probes (YAML) matching ``settings``, for a pod running ``kernel serve``.
 
     - ``startupProbe`` on ``/health/startup``: liveness and readiness wait until boot ends;
     - ``livenessProbe`` on ``/health/live``: never checks dependencies (no restart loop when
       Redis is down);
-    - ``readinessProbe`` on ``/health/ready``: its timeout covers ``health_timeout``; it fails
+    - ``readinessProbe`` on ``/health/ready``: its timeout covers ``health_timeout`` for each of
+      the ``chain`` plugins on the longest dependency path (see :func:`chain_length`); it fails
       once within ``drain_delay`` after SIGTERM, so the pod leaves the endpoints before
       ``kernel serve`` stops accepting;
     - ``terminationGracePeriodSeconds`` covers ``drain_timeout`` plus ``shutdown_timeout``
@@ -358,7 +369,8 @@ def probe_config(settings: KernelSettings, *, port: int = 4000, health_path: str
         "      readinessProbe:",
         f"        httpGet: {{path: {health_path}/ready, port: {port}}}",
         f"        periodSeconds: {period}",
-        f"        timeoutSeconds: {_secs(settings.health_timeout) + 1}  # health_timeout + 1",
+        f"        timeoutSeconds: {_secs(settings.health_timeout * chain) + 1}  "
+        f"# {chain} x health_timeout (longest dependency chain) + 1",
         "        failureThreshold: 1",
     ]
     return "\n".join(lines) + "\n"

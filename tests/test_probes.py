@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from kernel import ConfigError, HealthCheck, Kernel, Plugin, Route, hookimpl
+from kernel._health import chain_length, dependency_map
 from kernel.health import HealthReport, begin_drain, draining, end_drain, probe_config
 from kernel.testing import boot_kernel, make_kernel
 from kernel.web import KernelApp
@@ -291,3 +292,15 @@ async def test_kernel_health_prints_the_tree(capsys: pytest.CaptureFixture[str])
     assert lines[1].endswith("ConnectionError: connection refused")
     assert lines[2] == "  cache (depends on store): degraded because store is down"
     assert lines[3].split()[:2] == ["cache.ping", "degraded"]
+
+
+def test_the_readiness_timeout_covers_the_longest_dependency_chain() -> None:
+    depends = dependency_map(
+        [("redis", ()), ("metrics", ()), ("queue", ("redis", "metrics")), ("x", ("queue",))]
+    )
+    assert chain_length(depends) == 3
+    assert chain_length({}) == 1
+    settings = Kernel.from_dict({}, entry_points=False).settings
+    ready = probe_config(settings, chain=2)
+    ready = ready[ready.index("readinessProbe:") :]
+    assert "timeoutSeconds: 11  # 2 x health_timeout (longest dependency chain) + 1" in ready
