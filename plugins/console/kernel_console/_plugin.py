@@ -20,7 +20,8 @@ class ConsolePlugin(Plugin):
 
     name = "console"
     version = metadata.version("milo-kernel-console")  # one source: the distribution's pyproject.toml
-    optional = ("metrics", "queue", "eventbus", "cache", "repository")
+    # No ``optional``: the sections resolve their services when the HTTP app is built, after the
+    # whole boot, so the console needs no plugin to start before it.
     config_class = ConsoleConfig
     description = (
         "Operator console: server-rendered pages to see and act on plugins, health, queues and events"
@@ -66,29 +67,61 @@ class ConsolePlugin(Plugin):
 
 
 def sections(registry: Registry, config: ConsoleConfig) -> list[Section]:
-    """The sections of the enabled plugins (each resolved by its public type; absent when not enabled)."""
-    out: list[Section] = []
+    """The sections of the enabled plugins, each on a service resolved by its public type.
+
+    A plugin that is not installed, or installed but not enabled, has no section.
+    """
+    out: list[Section | None] = [
+        _queues(registry, config),
+        _events(registry, config),
+        _cache(registry),
+        _repository(registry),
+    ]
+    return [s for s in out if s is not None]
+
+
+def _queues(registry: Registry, config: ConsoleConfig) -> Section | None:
     try:
         from kernel_queue import QueueManager
     except ImportError:
-        pass
-    else:
-        qm = registry.find(QueueManager)
-        if qm is not None:
-            from ._queues import QueuesSection
+        return None
+    from ._queues import QueuesSection
 
-            out.append(QueuesSection(qm, config.page_size))
+    qm = registry.find(QueueManager)
+    return QueuesSection(qm, config.page_size) if qm is not None else None
+
+
+def _events(registry: Registry, config: ConsoleConfig) -> Section | None:
     try:
         from kernel_eventbus import EventBus
     except ImportError:
-        pass
-    else:
-        bus = registry.find(EventBus)
-        if bus is not None:
-            from ._events import EventsSection
+        return None
+    from ._events import EventsSection
 
-            out.append(EventsSection(bus, config.page_size))
-    return out
+    bus = registry.find(EventBus)
+    return EventsSection(bus, config.page_size) if bus is not None else None
+
+
+def _cache(registry: Registry) -> Section | None:
+    try:
+        from kernel_cache import CacheManager
+    except ImportError:
+        return None
+    from ._cache import CacheSection
+
+    cache = registry.find(CacheManager)
+    return CacheSection(cache) if cache is not None else None
+
+
+def _repository(registry: Registry) -> Section | None:
+    try:
+        from kernel_repository import RepositoryManager
+    except ImportError:
+        return None
+    from ._repository import RepositorySection
+
+    rm = registry.find(RepositoryManager)
+    return RepositorySection(rm) if rm is not None else None
 
 
 def _counter(registry: Registry) -> Counter | None:

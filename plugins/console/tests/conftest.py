@@ -116,3 +116,19 @@ async def csrf_token(http: httpx.AsyncClient, path: str = "/console/events") -> 
 def token_of() -> Callable[..., Any]:
     """:func:`csrf_token` for tests (test modules cannot import conftest under importlib mode)."""
     return csrf_token
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The closing note: how many browser tests actually ran (passed or failed) and how many skipped."""
+    counts = {"ran": 0, "skipped": 0}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "test_browser.py" in getattr(report, "nodeid", "") and report.when in ("call", "setup"):
+                if outcome == "skipped":
+                    counts["skipped"] += 1
+                elif report.when == "call" or outcome == "error":
+                    counts["ran"] += 1
+    if counts["ran"] or counts["skipped"]:
+        terminalreporter.write_line(
+            f"console browser tests: {counts['ran']} ran in chromium, {counts['skipped']} skipped"
+        )

@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 import redis.asyncio as aioredis
+from console_models import Note, NoteRepository
 from console_stack import QUEUE_FAST, delete_test_keys
+from kernel_cache import CacheManager
 from kernel_eventbus import EventBus, EventMetadata, NonRetryableError
 from kernel_queue import JobContext, QueueManager, list_jobs
+from kernel_repository import RepositoryManager
+from kernel_repository.testing import mongo_server, mongo_uri, unique_database  # noqa: F401
 
 from kernel import Kernel
-from kernel.testing import make_kernel, wait_until
+from kernel.testing import boot_kernel, make_kernel, wait_until
 from kernel.web import KernelApp, LifespanMiddleware
 
 if TYPE_CHECKING:
@@ -37,6 +41,8 @@ pytestmark = pytest.mark.anyio
 CHROMIUM_ENV = "KERNEL_CHROMIUM"
 """Path of the browser to drive (default ``/usr/bin/chromium``, Debian's package)."""
 SCREENSHOTS_ENV = "KERNEL_CONSOLE_SCREENSHOTS"
+PLUGINS = ("errors", "metrics", "redis", "eventbus", "cache", "repository", "queue", "console")
+NOTES = "console_models:NoteRepository"
 XSS = "<script>window.__xss = 'script'</script><img src=x onerror=\"window.__xss = 'img'\">"
 
 
@@ -107,10 +113,17 @@ def shots(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def serve(
-    redis_url: str, prefix: str, qname: str, browser: Browser, shots: Path
+    redis_url: str,
+    mongo_uri: str,  # noqa: F811 - the imported fixture
+    prefix: str,
+    qname: str,
+    browser: Browser,
+    shots: Path,
 ) -> AsyncIterator[Callable[..., AbstractAsyncContextManager[Served]]]:
     """``async with serve(**console) as s``: the stack served on a free port, a browser page on it."""
     import uvicorn
+
+    database = unique_database("conb")
 
     @asynccontextmanager
     async def make(**console: Any) -> AsyncIterator[Served]:
@@ -118,9 +131,10 @@ async def serve(
             "redis": {"url": redis_url},
             "eventbus": {"adapter": "redis", "prefix": prefix, "read_block": 0.1, "max_retries": 0},
             "queue": dict(QUEUE_FAST),
+            "repository": {"uri": mongo_uri, "database": database, "repositories": [NOTES]},
             "console": console,
         }
-        kernel = make_kernel("metrics", "redis", "eventbus", "queue", "console", config=config)
+        kernel = make_kernel(*PLUGINS, config=config)
         app = LifespanMiddleware(KernelApp(kernel), kernel)  # boots the kernel in the server's lifespan
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False)
@@ -149,6 +163,8 @@ async def serve(
         await delete_test_keys(client, prefix, qname)
     finally:
         await client.aclose()
+    async with boot_kernel("errors", "repository", config={"repository": {"uri": mongo_uri}}) as k:
+        await k.get(RepositoryManager).client.drop_database(database)
 
 
 async def dead_letters(bus: EventBus, n: int) -> None:
@@ -191,7 +207,7 @@ async def test_every_page_renders_and_is_captured(serve: Any, qname: str) -> Non
 
         page = await s.open("/console")
         assert await page.locator("h1").inner_text() == "Overview"
-        assert await page.locator("svg[aria-label='plugin dependency graph'] g.node").count() == 5
+        assert await page.locator("svg[aria-label='plugin dependency graph'] g.node").count() == len(PLUGINS)
         await s.shot("overview")
         page = await s.open("/console/queues")
         assert await page.get_by_role("link", name=qname).count() == 1
@@ -210,6 +226,23 @@ async def test_every_page_renders_and_is_captured(serve: Any, qname: str) -> Non
         assert entry.metadata.trace_id and entry.metadata.trace_id in await page.content()
         await s.shot("dlq-entry")
         await qm.stop_workers()
+
+        sessions = s.kernel.get(CacheManager).namespace("sessions")
+        profiles = s.kernel.get(CacheManager).namespace("profiles")
+        for n in range(4):
+            await sessions.set(f"user:{n}", {"n": n})
+            await profiles.set(f"p:{n}", {"n": n})
+            await sessions.get(f"user:{n}")
+            await profiles.get(f"p:{n + 2}")
+        page = await s.open("/console/cache")
+        assert "sessions" in await page.locator("table").inner_text()
+        await s.shot("cache")
+        notes = s.kernel.get(RepositoryManager).repository(NoteRepository)
+        await notes.create(Note(text="first"))
+        await notes.collection.insert_one({"body": "stored at v1", "schema_version": 1})
+        page = await s.open("/console/repository")
+        assert "console_notes" in await page.locator("table").inner_text()
+        await s.shot("repository")
 
 
 async def test_replay_from_the_dlq_delivers_the_event(serve: Any) -> None:
@@ -336,3 +369,23 @@ async def test_a_tampered_csrf_token_is_refused(serve: Any, qname: str) -> None:
         # cookies are HttpOnly and SameSite=Strict
         cookies = await page.context.cookies()
         assert cookies and all(c["httpOnly"] and c["sameSite"] == "Strict" for c in cookies)
+
+
+async def test_cache_invalidation_asks_then_deletes(serve: Any) -> None:
+    async with serve() as s:
+        sessions = s.kernel.get(CacheManager).namespace("sessions")
+        for key in ("user:1", "user:2", "team:1"):
+            await sessions.set(key, 1)
+        page = await s.open("/console/cache")
+        await page.get_by_label("namespace").select_option("sessions")
+        await page.get_by_label("match").select_option("glob")
+        await page.get_by_label("key or pattern").fill("user:*")
+        await page.get_by_role("button", name="invalidate").click()
+        await page.wait_for_load_state()
+        question = await page.locator("main").inner_text()
+        assert "namespace sessions matching glob pattern (* ? [...]) 'user:*'?" in question
+        assert await sessions.has("user:1")
+        await page.get_by_role("button", name="yes, do it").click()
+        await page.wait_for_load_state()
+        assert "2 key(s) of namespace sessions deleted" in await page.get_by_role("status").inner_text()
+        assert not await sessions.has("user:1") and await sessions.has("team:1")
