@@ -26,6 +26,7 @@ from typing import Any
 from .._health import begin_drain
 from .._plugin import ASGIApp, Message, Receive, Scope, Send
 from ._app import send_json
+from ._lifespan import observe_lifespan
 
 log = logging.getLogger("kernel.serve")
 
@@ -94,22 +95,12 @@ class Drain:
     # ------------------------------------------------------------------ lifespan
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def watched_send(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                self._install()
-            await send(message)
+        await observe_lifespan(self.app, scope, receive, send, started=self._install, stopping=self._stopping)
 
-        async def watched_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                self._uninstall()
-                self._report()
-            return message
-
-        try:
-            await self.app(scope, watched_receive, watched_send)
-        finally:
+    def _stopping(self) -> None:
+        if self._previous or self._timers:
             self._uninstall()
+            self._report()
 
     def _install(self) -> None:
         """Put our handler in front of the server's (signals are only handled in the main thread)."""

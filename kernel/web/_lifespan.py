@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from .._kernel import Kernel
-from .._plugin import ASGIApp, Receive, Scope, Send
+from .._plugin import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("kernel.asgi")
 
@@ -77,6 +77,38 @@ async def run_lifespan(
         await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
         return
     await send({"type": "lifespan.shutdown.complete"})
+
+
+async def observe_lifespan(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    started: Callable[[], None],
+    stopping: Callable[[], None],
+) -> None:
+    """Pass a ``lifespan`` scope to ``app``; call ``started()`` when its startup completed (before the
+    server hears of it) and ``stopping()`` when the server asks for the shutdown (before ``app`` does).
+
+    ``stopping()`` also runs if ``app`` returns or fails without a shutdown message.
+    """
+
+    async def watched_send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started()
+        await send(message)
+
+    async def watched_receive() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            stopping()
+        return message
+
+    try:
+        await app(scope, watched_receive, watched_send)
+    finally:
+        stopping()
 
 
 class LifespanMiddleware:
