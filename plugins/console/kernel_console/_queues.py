@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 STATES = ("waiting", "delayed", "active", "failed", "completed")
 CLEANABLE = ("completed", "failed", "waiting", "delayed")
+SCAN = 5000
+"""Jobs a name or text filter looks at (from the front of the state's list)."""
 
 
 def when(epoch: float | None) -> str:
@@ -99,14 +101,16 @@ class QueuesSection:
         s = await self.qm.get_queue_stats(name)
         page = req.page_number()
         fn, text = req.arg("fn"), req.arg("text")
+        filtered = bool(fn or text)
         jobs = await list_jobs(
             self.qm,
             name,
             state,
-            offset=(page - 1) * self.page_size,
+            offset=0 if filtered else (page - 1) * self.page_size,
             limit=self.page_size,
             name=fn or None,
             text=text or None,
+            scan=SCAN,
         )
         cards = join(
             h(
@@ -151,11 +155,18 @@ class QueuesSection:
         )
         rows = [self._job_row(req, j) for j in jobs]
         headers = ["job", "name", "state", "attempts", "created (UTC)", "finished (UTC)", "error", ""]
-        more = (
-            link(req.href("/queue", name=name, state=state, fn=fn, text=text, page=page + 1), "next page →")
-            if len(jobs) == self.page_size
-            else Safe("")
-        )
+        if filtered:  # matches are not paged: say how far the filter looked
+            more = h(
+                '<p class="empty">A filter shows the first {n} matches '
+                "among the first {scan} {state} jobs.</p>",
+                n=self.page_size,
+                scan=f"{SCAN:,}",
+                state=state,
+            )
+        elif len(jobs) == self.page_size:
+            more = link(req.href("/queue", name=name, state=state, page=page + 1), "next page →")
+        else:
+            more = Safe("")
         body = h(
             '<div class="cards">{cards}</div><p>{controls}</p><h2>{state} jobs</h2>{filters}{table}{more}',
             cards=cards,
