@@ -1,8 +1,9 @@
 """Aggregate plugin health checks, each bounded by a timeout, each after its plugin's dependencies.
 
 A plugin's checks run once the checks of the plugins it requires (or optionally uses, when
-enabled) are done; when one of those failed, its checks are not run but reported as degraded
-because of the plugin that is down, instead of each timing out on its own.
+enabled) are done. A plugin is down when one of its critical checks failed (a non-critical one
+failing only degrades it); the checks of a plugin depending on one that is down are not run but
+reported as degraded because of it, instead of each timing out on its own.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ async def run_checks(
 
     Checks run concurrently, except that a plugin's checks wait for those of the plugins it
     depends on (``depends``: plugin -> plugins, see :func:`dependency_map`). When one of those
-    is down (a check failed, or it was itself skipped), the plugin's checks are not run: each is
+    is down (a critical check failed, or it was itself skipped), the plugin's checks are not run: each is
     reported ``degraded because <plugin> is down`` at once, naming the plugins at the root.
     """
     graph = {p: tuple(d) for p, d in (depends or {}).items()}
@@ -259,7 +260,7 @@ async def run_checks(
                 for check in own:
                     tg.start_soon(one, check)
             results.extend(mine)
-            if any(not r.ok for r in mine):
+            if any(not r.ok and r.critical for r in mine):  # a non-critical failure only degrades
                 down[plugin] = frozenset({plugin})
         finally:
             done[plugin].set()

@@ -137,21 +137,48 @@ async def test_a_dependency_check_runs_first_and_a_plugin_without_checks_passes_
 
 
 @pytest.mark.anyio
-async def test_a_non_critical_dependency_down_degrades_its_dependents_without_failing() -> None:
+async def test_a_non_critical_failure_degrades_its_plugin_but_dependents_still_run() -> None:
+    ran: list[str] = []
+
+    async def cache_ping() -> None:
+        ran.append("cache.ping")
+
     plugins = (
-        plugin("store", ("store.ping", refused), critical=False),
-        plugin("cache", ("cache.ping", ok), requires=("store",)),
+        plugin("store", ("store.ping", ok)),
+        plugin("store.extra", ("store.sentinels", refused), critical=False),
+        plugin("cache", ("cache.ping", cache_ping), requires=("store", "store.extra")),
     )
     async with boot_kernel(*plugins, entry_points=False) as k:
         report = await k.health()
-        app = KernelApp(k)
-        async with client(app) as c:
+        assert ran == ["cache.ping"]  # a non-critical failure is not "down": dependents are checked
+        async with client(KernelApp(k)) as c:
             ready = await c.get("/health/ready")
-            health = await c.get("/health")
     assert report.status == "degraded" and report.http_status == 200
     assert ready.status_code == 200
+    tree = ready.json()["plugins"]
+    assert tree["store.extra"]["status"] == "degraded"
+    assert tree["cache"]["status"] == "ok" and "because" not in tree["cache"]
+
+
+@pytest.mark.anyio
+async def test_a_skipped_check_degrades_and_only_the_root_decides_readiness() -> None:
+    plugins = (
+        plugin("store", ("store.ping", refused)),
+        plugin("cache", ("cache.ping", ok), requires=("store",)),
+    )
+    async with boot_kernel(*plugins, entry_points=False) as k, client(KernelApp(k)) as c:
+        ready = await c.get("/health/ready")
+        health = await c.get("/health")
+    assert ready.status_code == 503  # store's critical check failed
     assert ready.json()["plugins"]["cache"]["reason"] == "degraded because store is down"
-    assert health.json()["checks"]["cache.ping"]["status"] == "degraded"
+    assert health.status_code == 503
+    assert health.json()["checks"]["cache.ping"] == {
+        "status": "degraded",
+        "critical": True,
+        "duration_ms": 0.0,
+        "because": ["store"],
+        "reason": "degraded because store is down",
+    }
 
 
 @pytest.mark.anyio
