@@ -342,6 +342,17 @@ class RedisEventBus(EventBus):
         await release(conn)
         return replies
 
+    async def _run(self, script: Any, *, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA ``script``; EVAL when the node does not know it.
+
+        A replica promoted by a failover has an empty script cache, and redis-py's own reload
+        (``SCRIPT LOAD`` on the primaries it knows) can miss it: EVAL always works, and caches it.
+        """
+        try:
+            return await script(keys=keys, args=args)
+        except rexc.NoScriptError:
+            return await self.client.eval(script.script, len(keys), *keys, *args)  # type: ignore[misc]
+
     # ------------------------------------------------------------------ subscriptions
 
     def _started(self, sub: Subscription) -> None:
@@ -468,7 +479,8 @@ class RedisEventBus(EventBus):
             await self._flush_acks(sub, state)
         now = _ms()
         if now >= state.next_due:
-            moved, nxt = await self._move_due(
+            moved, nxt = await self._run(
+                self._move_due,
                 keys=[self.schedule_key(sub.name, sub.event), self.retry_key(sub.name, sub.event)],
                 args=[now, self.batch_size],
             )
@@ -801,7 +813,7 @@ class RedisEventBus(EventBus):
             )
             store = self._dead_letters
             keys = [store.key(meta.event_name), store.index_key(meta.event_name), retry]
-            n += int(await self._replay(keys=keys, args=[entry.key, payload]))
+            n += int(await self._run(self._replay, keys=keys, args=[entry.key, payload]))
         return n
 
     # ------------------------------------------------------------------ the earlier key layout
