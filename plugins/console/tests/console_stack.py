@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel_queue import queue_tag
 from kernel_redis.testing import TEST_SET_MEMBERS
 
 QUEUE_FAST: dict[str, Any] = {
@@ -18,10 +19,11 @@ QUEUE_FAST: dict[str, Any] = {
 
 
 async def delete_test_keys(client: Any, prefix: str, *queues: str) -> None:
-    """Remove the event bus keys under ``prefix`` and every key of ``queues``."""
-    patterns = [f"{prefix}:*"]
+    """Remove the event bus keys of ``prefix`` and every key of ``queues``."""
+    patterns = [f"{prefix}:*", f"{{{prefix}*"]  # the bus's keys: "prefix:..." and "{prefix:...}..."
     for q in queues:
-        patterns += [f"saq:{q}:*", f"saq:job:{q}:*"]
+        tag = queue_tag(q)  # every key of a queue carries its hash tag
+        patterns += [f"saq:{tag}:*", f"saq:job:{tag}:*", f"saq:abort:{tag}:*"]
     for pattern in patterns:
         keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
         for i in range(0, len(keys), 500):
