@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -18,7 +20,9 @@ from kernel.testing import boot_kernel, wait_until  # noqa: E402
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py and SAQ are asyncio-only
-async def test_when_redis_is_down_cache_eventbus_and_queue_report_it_instead_of_timing_out() -> None:
+@pytest.mark.parametrize("outage", ["stopped", "hung"])
+async def test_when_redis_is_down_its_dependents_report_it_instead_of_timing_out(outage: str) -> None:
+    """``stopped``: connections are refused; ``hung`` (SIGSTOP): they are accepted, never answered."""
     with private_redis_server() as server:
         config = {
             "redis": {"url": server.url},
@@ -26,24 +30,32 @@ async def test_when_redis_is_down_cache_eventbus_and_queue_report_it_instead_of_
             "eventbus": {"adapter": "redis"},
         }
         plugins = ("redis", "cache", "eventbus", "queue")
-        async with boot_kernel(*plugins, config=config, settings={"health_timeout": 5}) as k:
+        async with boot_kernel(*plugins, config=config, settings={"health_timeout": 2}) as k:
             healthy = await k.health()
             assert healthy.status == "ok", healthy.to_dict(include_errors=True)
             ran = {c.name for c in healthy.checks}
             assert {"redis", "cache", "eventbus"} <= ran
 
-            server.stop()
+            pid = server.pid
+            assert pid is not None
+            if outage == "stopped":
+                server.stop()
+            else:
+                os.kill(pid, signal.SIGSTOP)
             try:
                 t0 = time.perf_counter()
                 report = await k.health()
                 elapsed = time.perf_counter() - t0
                 tree = report.tree()
-            finally:
-                server.start()  # the plugins' teardown then talks to a live server again
+            finally:  # the plugins' teardown then talks to a live server again
+                if outage == "stopped":
+                    server.start()
+                else:
+                    os.kill(pid, signal.SIGCONT)
             await wait_until(lambda: _ok(k), timeout=30, interval=0.1, what="health ok after the restart")
 
     by_name = {c.name: c for c in report.checks}
-    assert by_name["redis"].state in ("fail", "timeout")
+    assert by_name["redis"].state == ("fail" if outage == "stopped" else "timeout")
     assert report.status == "fail" and report.http_status == 503
     for name in ("cache", "eventbus"):
         assert by_name[name].state == "degraded", report.to_dict(include_errors=True)
