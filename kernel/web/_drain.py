@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from .._health import begin_drain
+from .._health import begin_drain, end_drain
 from .._plugin import ASGIApp, Message, Receive, Scope, Send
 from ._app import send_json
 from ._lifespan import observe_lifespan
@@ -101,6 +101,8 @@ class Drain:
         if self._previous or self._timers:
             self._uninstall()
             self._report()
+        if self.signalled_at is not None:
+            end_drain()  # nothing is served any more; a later serve() in this process starts ready
 
     def _install(self) -> None:
         """Put our handler in front of the server's (signals are only handled in the main thread)."""
