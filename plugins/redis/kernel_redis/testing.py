@@ -12,6 +12,12 @@ Each topology is started once per session, when a test first needs it: standalon
 sentinel a private master + replica watched by 3 sentinels (``redis+sentinel://.../kernel-test``).
 ``redis_topology`` names the topology of the running test's ``redis_url``.
 
+Take ``redis_url`` as a fixture argument: pytest parametrises only fixtures a test asks for by
+name, so ``request.getfixturevalue("redis_url")`` fails ("no parameter defined") as soon as more
+than one topology is asked for. A fixture that needs Redis for only some of its own params can
+build them from :func:`redis_topologies` and get the URL with
+``shared_topology(topology, request.config).url``.
+
 ``redis_server`` (session scope) is a private ``redis-server`` on a free
 loopback port, or a handle on the server at ``$REDIS_URL`` when that is set
 (then it cannot be stopped, and tests must use unique key prefixes instead of
@@ -30,16 +36,14 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeAlias
-from urllib.parse import parse_qsl, unquote
 
 import pytest
-import redis
 import redis.cluster
-import redis.sentinel
 
+from ._clients import connect_sync
 from ._cluster_harness import ClusterNodeInfo, PrivateRedisCluster, PrivateRedisSentinel
 from ._server import RedisServer, RedisServerError, find_redis_server
+from ._url import Topology, topology_of
 
 __all__ = [
     "SENTINEL_SERVICE",
@@ -65,10 +69,8 @@ __all__ = [
     "redis_topology",
     "redis_url",
     "shared_topology",
-    "topology_of_url",
 ]
 
-Topology: TypeAlias = Literal["standalone", "cluster", "sentinel"]
 TOPOLOGIES: tuple[Topology, ...] = ("standalone", "cluster", "sentinel")
 """The topologies ``redis_url`` can run a test on."""
 TOPOLOGIES_ENV = "KERNEL_REDIS_TOPOLOGIES"
@@ -144,16 +146,6 @@ def redis_topologies(value: str | None = None) -> tuple[Topology, ...]:
     return tuple(chosen) or ("standalone",)
 
 
-def topology_of_url(url: str) -> Topology:
-    """The topology a URL's scheme names (``redis+cluster://`` cluster, ``redis+sentinel://`` sentinel)."""
-    scheme = url.partition("://")[0].lower()
-    if scheme.endswith("+cluster"):
-        return "cluster"
-    if scheme.endswith("+sentinel"):
-        return "sentinel"
-    return "standalone"
-
-
 _SHARED: dict[Topology, RedisServer | PrivateRedisCluster | PrivateRedisSentinel] = {}
 _STARTERS: dict[Topology, Callable[[], RedisServer | PrivateRedisCluster | PrivateRedisSentinel]] = {
     "standalone": lambda: (
@@ -222,7 +214,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def redis_topology(redis_url: str) -> Topology:
     """``"standalone"``, ``"cluster"`` or ``"sentinel"``: the topology of this test's ``redis_url``."""
-    return topology_of_url(redis_url)
+    return topology_of(redis_url)
 
 
 def leftover_test_keys(
@@ -232,7 +224,8 @@ def leftover_test_keys(
 
     Any URL form: on a cluster every primary is scanned; on a sentinel URL, the current master.
     """
-    with _sync_client(url) as client:
+    client = connect_sync(url)
+    try:
         if isinstance(client, redis.cluster.RedisCluster):
             primaries = client.get_primaries()  # type: ignore[no-untyped-call]
             nodes = [client.get_redis_connection(node) for node in primaries]
@@ -250,45 +243,8 @@ def leftover_test_keys(
                 for m in client.sscan_iter(key, match=pattern, count=1000)
             }
         return found
-
-
-@contextmanager
-def _sync_client(url: str) -> Iterator[redis.Redis | redis.cluster.RedisCluster]:
-    """A sync redis-py client for any URL form (``redis+cluster://``, ``redis+sentinel://`` too),
-    closed after the block (a sentinel master's sentinel connections too).
-
-    Only what these helpers need: user info, hosts, TLS by scheme, the sentinel service and db, and
-    ``sentinel_password``.
-    """
-    topology = topology_of_url(url)
-    if topology == "standalone":
-        with redis.Redis.from_url(url) as client:
-            yield client
-        return
-    scheme, _, rest = url.partition("://")
-    userinfo, _, rest = rest.rpartition("@")
-    netloc, _, path = rest.partition("/")
-    path, _, query = path.partition("?")
-    username, _, password = userinfo.partition(":")
-    auth = {"username": unquote(username) or None, "password": unquote(password) or None}
-    tls = {"ssl": True} if scheme.startswith("rediss") else {}
-    hosts = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 6379)) for h in netloc.split(",")]
-    if topology == "cluster":
-        nodes = [redis.cluster.ClusterNode(host, port) for host, port in hosts]  # type: ignore[no-untyped-call]
-        with redis.cluster.RedisCluster(startup_nodes=nodes, **auth, **tls) as cluster:  # type: ignore[arg-type]
-            yield cluster
-        return
-    service, _, db = path.partition("/")
-    params = dict(parse_qsl(query))
-    sentinel_auth = {"password": params.get("sentinel_password"), "username": params.get("sentinel_username")}
-    sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs={**sentinel_auth, **tls})  # type: ignore[no-untyped-call]
-    master: redis.Redis = sentinel.master_for(service, db=int(db or 0), **auth, **tls)  # type: ignore[no-untyped-call]
-    try:
-        yield master
     finally:
-        master.close()
-        for client in sentinel.sentinels:
-            client.close()
+        client.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
