@@ -10,7 +10,7 @@ from ._http import BadRequest, Confirm, Done, NotFound, Page, PageHandler, Reque
 if TYPE_CHECKING:
     from kernel_eventbus import DeadLetterEntry, EventBus
 
-SCAN = 5000
+SCAN = 2000
 """Newest dead-letter entries looked at when a text filter is given."""
 
 

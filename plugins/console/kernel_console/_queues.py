@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 STATES = ("waiting", "delayed", "active", "failed", "completed")
 CLEANABLE = ("completed", "failed", "waiting", "delayed")
-SCAN = 5000
+SCAN = 2000
 """Jobs a name or text filter looks at (from the front of the state's list)."""
 
 
