@@ -98,7 +98,9 @@ def _print_report(report: TopologyReport, out: TextIO) -> None:
             file=out,
         )
     if report.topology == "cluster":
-        print(f"primaries:  {len(report.primaries)} (16384 slots)", file=out)
+        serving = [n for n in report.primaries if n.slots]
+        covered = sum(b - a + 1 for n in serving for a, b in n.slots)
+        print(f"primaries:  {len(serving)} serving {covered} of 16384 slots", file=out)
     print(file=out)
     rows = [["node", "role", "slots", "replica of", "ping", "status"]]
     rows += [

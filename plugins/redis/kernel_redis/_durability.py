@@ -9,7 +9,7 @@ one round trip) to the primary owning the key's slot (standalone and sentinel: t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -51,13 +51,39 @@ class ReplicationTimeoutError(RuntimeError):
 
 
 class CrossSlotWriteError(ValueError):
-    """A replicated write touched a key outside the slot of its ``key`` (give them one hash tag)."""
+    """On a cluster, a replicated write touched a key outside the slot of its ``key`` (nothing was sent)."""
 
-    def __init__(self, key: str | bytes, moved: MovedError) -> None:
+    def __init__(self, key: str | bytes, other: str | bytes, slot: int) -> None:
+        self.key, self.other, self.slot = key, other, slot
         super().__init__(
-            f"a write queued for {key!r} (slot {key_slot(key)}) touched a key of slot {moved.slot_id}: "
-            f"every key of a replicated write must share the hash tag of {key!r} ({moved.message})"
+            f"a write queued for {key!r} (slot {key_slot(key)}) touches {other!r} (slot {slot}): every key "
+            f"of a replicated write must share the hash tag of {key!r}; nothing was written"
         )
+
+
+def _keys_of(args: tuple[Any, ...]) -> list[Any] | None:
+    """The keys of ``EVAL``/``EVALSHA``/``FCALL`` (``None``: ask the commands parser)."""
+    name = str(args[0]).upper()
+    if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
+        return list(args[3 : 3 + int(args[2])])
+    return None
+
+
+def slot_check(cluster: RedisCluster, key: str | bytes) -> Callable[[Pipeline], Awaitable[None]]:
+    """A ``check`` for :func:`write_and_wait` refusing any queued command with a key of another slot."""
+    slot = key_slot(key)
+
+    async def check(pipe: Pipeline) -> None:
+        for args, _options in pipe.command_stack:
+            keys = _keys_of(args)
+            if keys is None:
+                keys = list(await cluster.commands_parser.get_keys(*args) or ())
+            for other in keys:
+                other_slot = cluster.keyslot(other)
+                if other_slot != slot:
+                    raise CrossSlotWriteError(key, other, other_slot)
+
+    return check
 
 
 def _check(replicas: int, timeout: float) -> int:
@@ -77,8 +103,10 @@ async def write_and_wait(
     replicas: int,
     timeout: float,  # noqa: ASYNC109 - WAIT's own timeout (the replicas' deadline)
     margin: float = DEFAULT_MARGIN,
+    check: Callable[[Pipeline], Awaitable[None]] | None = None,
 ) -> tuple[list[Any], int]:
     """``write(pipe)``'s commands, then ``WAIT replicas timeout``, in one pipeline (one connection).
+    ``check(pipe)`` may refuse the queued commands before anything is sent.
 
     Returns (write results, replicas acknowledged); :class:`ReplicationTimeoutError` when fewer
     acknowledged. The whole call is bounded by ``timeout + margin`` seconds (``TimeoutError``).
@@ -87,6 +115,8 @@ async def write_and_wait(
     with anyio.fail_after(timeout + margin):
         async with client.pipeline(transaction=False) as pipe:
             write(pipe)
+            if check is not None:
+                await check(pipe)
             pipe.execute_command("WAIT", replicas, timeout_ms)
             results = await pipe.execute()
     *writes, acknowledged = results
@@ -129,13 +159,14 @@ async def cluster_write_and_wait(
 ) -> tuple[list[Any], int]:
     """:func:`write_and_wait` on the primary owning ``key``'s slot, found through ``cluster``.
 
-    A ``MOVED`` reply for ``key``'s slot (it changed hands: nothing was written) retries on the
-    node it names, one for another slot raises :class:`CrossSlotWriteError` (a caller's mistake);
+    A queued command with a key of another slot raises :class:`CrossSlotWriteError` before anything
+    is sent. A ``MOVED`` reply (the slot changed hands: nothing was written) retries on the node it names;
     a connection error asks ``cluster`` to refresh its view (a failover promotes a replica) and
     retries. At most ``attempts`` tries; the last error is raised.
     """
     _check(replicas, timeout)
     await cluster.initialize()
+    check = slot_check(cluster, key)
     node = cluster.get_node_from_key(key)  # type: ignore[arg-type]  # bytes keys are hashed alike
     address = (str(node.host), int(node.port)) if node is not None else None
     for attempt in range(1, attempts + 1):
@@ -143,11 +174,15 @@ async def cluster_write_and_wait(
             address = await _primary_of(cluster, key)
         try:
             return await write_and_wait(
-                nodes.get(*address), key, write, replicas=replicas, timeout=timeout, margin=margin
+                nodes.get(*address),
+                key,
+                write,
+                replicas=replicas,
+                timeout=timeout,
+                margin=margin,
+                check=check,
             )
         except MovedError as exc:
-            if int(exc.slot_id) != key_slot(key):
-                raise CrossSlotWriteError(key, exc) from exc
             if attempt == attempts:
                 raise
             address = (str(exc.host), int(exc.port))

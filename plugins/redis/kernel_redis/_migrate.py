@@ -52,7 +52,7 @@ class MigrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return attrs.asdict(self, retain_collection_types=False)
+        return attrs.asdict(self)
 
 
 async def _scan(client: AnyRedis, pattern: str) -> AsyncIterator[str]:
@@ -80,6 +80,8 @@ def _scan_reply(reply: Any) -> tuple[int, list[Any]]:
     if isinstance(reply, dict):  # a cluster callback keyed by node
         reply = next(iter(reply.values()))
     cursor, keys = reply
+    if isinstance(cursor, dict):  # redis-py's cluster SCAN: ({node: cursor}, keys)
+        cursor = next(iter(cursor.values()))
     return int(cursor), list(keys)
 
 

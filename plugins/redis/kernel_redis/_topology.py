@@ -73,7 +73,9 @@ class TopologyReport:
 
     def problems(self) -> list[str]:
         """Why the deployment is not fully healthy (empty when it is): failed primaries, cluster state."""
-        out = [f"primary {n.address}: {n.error}" for n in self.primaries if n.error]
+        # A cluster primary without slots serves nothing (e.g. a dead one whose replica took over).
+        serving = [n for n in self.primaries if n.slots or self.topology != "cluster"]
+        out = [f"primary {n.address}: {n.error}" for n in serving if n.error]
         if (
             not self.primaries and self.topology != "standalone"
         ):  # a standalone replica is read-only, not down
@@ -84,7 +86,7 @@ class TopologyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return attrs.asdict(self, recurse=True, retain_collection_types=False)
+        return attrs.asdict(self, recurse=True)
 
 
 async def _timed(
