@@ -8,6 +8,8 @@ from kernel import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._browse import LISTABLE as LISTABLE
+    from ._browse import FinishedCounts as FinishedCounts
+    from ._browse import finished_per_interval as finished_per_interval
     from ._browse import list_jobs as list_jobs
     from ._browse import remove_job as remove_job
     from ._config import QueueConfig as QueueConfig
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._worker import QueueWorker as QueueWorker
 else:  # PEP 562: a submodule is imported on first use of one of its names
     _EXPORTS = {  # submodule -> the public names it defines
-        "._browse": ["LISTABLE", "list_jobs", "remove_job"],
+        "._browse": ["LISTABLE", "FinishedCounts", "finished_per_interval", "list_jobs", "remove_job"],
         "._config": ["QueueConfig"],
         "._errors": [
             "EnqueueNotReplicatedError",

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from kernel_queue import InvalidJobOptionError, JobContext, QueueManager, list_jobs, remove_job
+from kernel_queue import (
+    InvalidJobOptionError,
+    JobContext,
+    QueueManager,
+    finished_per_interval,
+    list_jobs,
+    remove_job,
+)
 
 from kernel.testing import wait_until
 
@@ -45,3 +52,26 @@ async def test_remove_job_and_failed_listing(manager: QueueManager, qname: str) 
     assert await manager.get_job(qname, failed[0]) is None
     assert (await manager.get_queue_stats(qname))["failed"] == 2
     assert await remove_job(manager, qname, failed[0]) is False  # already gone
+
+
+async def test_finished_per_interval(manager: QueueManager, qname: str) -> None:
+    async def odd_fails(job: JobContext) -> None:
+        if job.data["n"] % 2:
+            raise RuntimeError("odd")
+
+    await manager.create_worker(qname, odd_fails)
+    for n in range(5):
+        await manager.add_job(qname, "x", {"n": n})
+
+    async def finished() -> bool:
+        stats = await manager.get_queue_stats(qname)
+        return bool(stats["completed"] == 3 and stats["failed"] == 2)
+
+    await wait_until(finished, what="five finished jobs")
+    recent = await finished_per_interval(manager, qname, intervals=3, width=60)
+    assert len(recent) == 3 and recent[0].start < recent[1].start < recent[2].start
+    assert (sum(c.completed for c in recent), sum(c.failed for c in recent)) == (3, 2)
+    long_ago = await finished_per_interval(manager, qname, intervals=2, width=60, now=1_000_000.0)
+    assert [(c.completed, c.failed) for c in long_ago] == [(0, 0), (0, 0)]
+    with pytest.raises(InvalidJobOptionError, match="intervals must be >= 1"):
+        await finished_per_interval(manager, qname, intervals=0)
