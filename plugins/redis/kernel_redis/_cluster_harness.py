@@ -182,7 +182,7 @@ class PrivateRedisCluster:
     """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each, on loopback ports.
 
     >>> with PrivateRedisCluster() as cluster:                      # doctest: +SKIP
-    ...     client = redis.RedisCluster.from_url(cluster.url.replace("+cluster", ""))
+    ...     client = kernel_redis.connect_sync(cluster.url)          # a redis.cluster.RedisCluster
 
     :meth:`start` returns once every node says ``cluster_state:ok`` with all 16384 slots served
     and every replica's link to its primary is up. ``password`` (a string, or True for a random
@@ -259,11 +259,17 @@ class PrivateRedisCluster:
 
     def primary_of(self, key: str | bytes) -> ClusterNodeInfo:
         """The primary serving ``key``'s hash slot (hash tags honoured)."""
-        slot = key_slot(key.encode() if isinstance(key, str) else key)
+        return self._primary_serving(key_slot(key.encode() if isinstance(key, str) else key))
+
+    def serving(self, slot: int) -> int:
+        """The port of the live primary serving ``slot`` now."""
+        return self._primary_serving(slot).port
+
+    def _primary_serving(self, slot: int) -> ClusterNodeInfo:
         for node in self.nodes:
             if node.role == "primary" and not node.failed and any(a <= slot <= b for a, b in node.slots):
                 return node
-        raise RedisServerError(f"no live primary serves slot {slot} (key {key!r})")
+        raise RedisServerError(f"no live primary serves slot {slot}")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -375,13 +381,6 @@ class PrivateRedisCluster:
         self._killed_slots[primary.port] = primary.slots
         self.server(primary.port).kill()
         return primary.port
-
-    def serving(self, slot: int) -> int:
-        """The port of the live primary serving ``slot`` now."""
-        for node in self.nodes:
-            if node.role == "primary" and not node.failed and any(a <= slot <= b for a, b in node.slots):
-                return node.port
-        raise RedisServerError(f"no live primary serves slot {slot}")
 
     def wait_promoted(self, killed_port: int, timeout: float = 30.0) -> int:
         """Wait until a replica took over the slots of the primary killed on ``killed_port`` (by
@@ -505,7 +504,7 @@ class PrivateRedisSentinel:
     """One master, ``replicas`` replicas and ``sentinels`` sentinels watching them, on loopback ports.
 
     >>> with PrivateRedisSentinel() as group:                       # doctest: +SKIP
-    ...     master = redis.sentinel.Sentinel(group.sentinel_addresses).master_for(group.service_name)
+    ...     master = kernel_redis.connect_sync(group.url)            # bound to the current master
 
     :meth:`start` returns once every replica is linked and every sentinel knows the master, every
     replica and every other sentinel. Failover is quick: a master is down after
