@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ._chart import failure_rate, throughput_svg
 from ._html import Safe, badge, dl, h, join, link, pre, pretty, scrub, table
 from ._http import BadRequest, Confirm, Done, NotFound, Page, PageHandler, Request
 
@@ -56,10 +57,13 @@ class QueuesSection:
 
     async def index(self, req: Request) -> Page:
         """Every known queue with its counts."""
+        from kernel_queue import finished_per_interval
+
         rows: list[list[object]] = []
         for name in await self.qm.queue_names():
             s = await self.qm.get_queue_stats(name)
             totals = await self.qm.get_counts(name)
+            hour = await finished_per_interval(self.qm, name)
             paused = badge("paused", "warn") if s["paused"] else badge("running", "ok")
             toggle = req.post(
                 "queue.resume" if s["paused"] else "queue.pause",
@@ -73,6 +77,8 @@ class QueuesSection:
                     *(s[k] for k in ("waiting", "active", "delayed", "completed", "failed")),
                     totals.get("completed", 0),
                     totals.get("failed", 0),
+                    throughput_svg(hour, width=120, height=24),
+                    failure_rate(hour),
                     toggle,
                 ]
             )
@@ -86,19 +92,22 @@ class QueuesSection:
             "failed",
             "done (lifetime)",
             "failed (lifetime)",
+            "last hour",
+            "failure rate (1 h)",
             "",
         ]
         return Page("Queues", table(headers, rows, empty="no queues known to this Redis"), self.key)
 
     async def queue(self, req: Request) -> Page:
         """One queue: counts, controls, the job list of one state with filters."""
-        from kernel_queue import LISTABLE, list_jobs
+        from kernel_queue import LISTABLE, finished_per_interval, list_jobs
 
         name = await self._known(req.arg("name"))
         state = next((s for s in LISTABLE if s == req.arg("state", "failed")), None)
         if state is None:
             raise BadRequest(f"state must be one of {', '.join(STATES)}")
         s = await self.qm.get_queue_stats(name)
+        hour = await finished_per_interval(self.qm, name)
         page = req.page_number()
         fn, text = req.arg("fn"), req.arg("text")
         filtered = bool(fn or text)
@@ -167,10 +176,20 @@ class QueuesSection:
             more = link(req.href("/queue", name=name, state=state, page=page + 1), "next page →")
         else:
             more = Safe("")
+        chart = h(
+            "<h2>Last hour</h2><p>{done} completed, {failed} failed (failure rate {rate}), per 5 minutes "
+            "(green completed, red failed; from the finished jobs Redis keeps):</p>{svg}",
+            done=sum(c.completed for c in hour),
+            failed=sum(c.failed for c in hour),
+            rate=failure_rate(hour),
+            svg=throughput_svg(hour),
+        )
         body = h(
-            '<div class="cards">{cards}</div><p>{controls}</p><h2>{state} jobs</h2>{filters}{table}{more}',
+            '<div class="cards">{cards}</div><p>{controls}</p>{chart}'
+            "<h2>{state} jobs</h2>{filters}{table}{more}",
             cards=cards,
             controls=join(controls, " "),
+            chart=chart,
             state=state,
             filters=filters,
             table=table(

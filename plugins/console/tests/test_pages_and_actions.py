@@ -205,6 +205,8 @@ async def test_retrying_a_failed_job_runs_it(boot: Any, client: Client, token_of
         async with client(kernel) as http:
             listing = await http.get("/console/queue", params={"name": qname, "state": "failed"})
             assert job_id in listing.text and "backend &lt;b&gt;down&lt;/b&gt;" in listing.text
+            assert "0 completed, 1 failed (failure rate 100.0%)" in listing.text  # the last hour
+            assert 'aria-label="jobs finished per interval: 0 completed, 1 failed"' in listing.text
             detail = await http.get("/console/job", params={"queue": qname, "id": job_id})
             assert "&quot;n&quot;: 7" in detail.text
             token = await token_of(http, "/console/queues")
@@ -217,6 +219,9 @@ async def test_retrying_a_failed_job_runs_it(boot: Any, client: Client, token_of
                 return info is not None and info.state == "completed"
 
             await wait_until(completed, what="the retried job to complete")
+            index = await http.get("/console/queues")
+            assert 'aria-label="jobs finished per interval: 1 completed, 0 failed"' in index.text
+            assert "<td>0.0%</td>" in index.text
             assert (await post(http, token, "job.remove", queue=qname, id=job_id)).status_code == 303
             assert await qm.get_job(qname, job_id) is None
         await qm.stop_workers()
