@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
@@ -288,19 +291,50 @@ class _Script:
             return await client.eval(self.source, 1, key, *args)  # type: ignore[misc]
 
 
+class _Gate:
+    """At most ``limit`` calls at once; a call waits up to ``wait`` seconds for its turn.
+
+    redis-py's cluster client has no blocking pool: past ``max_connections`` on a node a command
+    raises ``MaxConnectionsError`` at once (and the client drops its connections). The gate makes a
+    burst wait for a free connection instead, as the one-server client's blocking pool does.
+    """
+
+    def __init__(self, limit: int, wait: float | None) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._limit = limit
+        self._wait = wait
+
+    async def __aenter__(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot: returns without suspending
+            return
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise rexc.TimeoutError(
+                f"no free cluster connection within {self._wait}s ({self._limit} commands in flight)"
+            ) from None
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._slots.release()
+
+
 class RedisBackend:
     """Redis through one client (bytes responses): ``redis.asyncio.Redis`` for one server or a
     Sentinel-managed master, ``redis.asyncio.cluster.RedisCluster`` for a cluster.
 
     ``get`` is the client's own ``GET``; ``owns_client``: :meth:`close` closes the client. On a
     cluster ``get_many``/``set_many`` send one round trip per node owning some of the keys, and
-    ``delete_matching`` scans every primary. redis-py's asyncio client runs on asyncio only, so this
+    ``delete_matching`` scans every primary; calls in flight are capped at the client's
+    ``max_connections`` (per node), a call beyond waits up to ``pool_timeout`` seconds (``None``:
+    as long as it takes) for its turn. redis-py's asyncio client runs on asyncio only, so this
     backend does too (the memory backend also runs on trio).
     """
 
     name = "redis"
     outage_errors: tuple[type[BaseException], ...] = (
-        rexc.ConnectionError,  # Sentinel's MasterNotFoundError too
+        rexc.ConnectionError,  # Sentinel's MasterNotFoundError, the cluster's MaxConnectionsError too
         rexc.TimeoutError,
         rexc.ReadOnlyError,  # a master demoted by a failover
         rexc.ClusterError,  # CLUSTERDOWN, MASTERDOWN, too many redirections
@@ -312,39 +346,54 @@ class RedisBackend:
     scan_count: ClassVar[int] = 1000
     unlink_batch: ClassVar[int] = 500
 
-    def __init__(self, client: RedisClient, *, owns_client: bool = False) -> None:
+    def __init__(
+        self, client: RedisClient, *, owns_client: bool = False, pool_timeout: float | None = None
+    ) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         """Whether ``client`` is a cluster client (keys are then split by slot and node)."""
         self._owns = owns_client
+        self._turn: AbstractAsyncContextManager[None] = contextlib.nullcontext()
         # Bound once: the hot path awaits redis-py directly, with no wrapper coroutine.
         self.get: Callable[[str], Awaitable[bytes | None]] = client.get
+        if isinstance(client, RedisCluster):
+            limit = client.connection_kwargs.get("max_connections", 0)
+            if 0 < limit < 2**31:  # redis-py's default is unbounded
+                self._turn = _Gate(limit, pool_timeout)
+                self.get = self._get_in_turn
         self._release = _Script(_RELEASE)
         self._incr = _Script(_INCR)
+
+    async def _get_in_turn(self, key: str) -> bytes | None:
+        async with self._turn:
+            data: bytes | None = await self.client.get(key)
+        return data
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """``MGET`` of ``keys``; on a cluster one ``MGET`` per slot, one round trip per node."""
         if not keys:
             return []
-        if self.cluster and not _one_slot(keys):
-            # Grouped by slot, each node's MGETs in one pipeline, the nodes concurrently.
-            return list(await self.client.mget_nonatomic(keys))  # type: ignore[union-attr]
-        return list(await self.client.mget(keys))
+        async with self._turn:
+            if self.cluster and not _one_slot(keys):
+                # Grouped by slot, each node's MGETs in one pipeline, the nodes concurrently.
+                return list(await self.client.mget_nonatomic(keys))  # type: ignore[union-attr]
+            return list(await self.client.mget(keys))
 
     async def set(self, key: str, value: bytes, ttl: TTL) -> None:
         """``SET`` with ``EX`` (whole seconds) or ``PX`` (fractions), none without ``ttl``."""
-        if ttl is None:
-            await self.client.set(key, value)
-        elif type(ttl) is int:
-            await self.client.set(key, value, ex=ttl)
-        else:
-            await self.client.set(key, value, px=max(1, round(ttl * 1000)))
+        async with self._turn:
+            if ttl is None:
+                await self.client.set(key, value)
+            elif type(ttl) is int:
+                await self.client.set(key, value, ex=ttl)
+            else:
+                await self.client.set(key, value, px=max(1, round(ttl * 1000)))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, TTL]]) -> None:
         """The ``SET`` of each item in one non-transactional pipeline (a cluster's: one per node)."""
         if not items:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self._turn, self.client.pipeline(transaction=False) as pipe:
             for key, value, ttl in items:
                 if ttl is None:
                     pipe.set(key, value)
@@ -356,17 +405,20 @@ class RedisBackend:
 
     async def delete(self, key: str) -> bool:
         """``UNLINK`` (the value is freed in the background); whether the key existed."""
-        return bool(await self.client.unlink(key))
+        async with self._turn:
+            return bool(await self.client.unlink(key))
 
     async def exists(self, key: str) -> bool:
         """``EXISTS``."""
-        return bool(await self.client.exists(key))
+        async with self._turn:
+            return bool(await self.client.exists(key))
 
     async def incr(self, key: str, amount: int, ttl: TTL) -> int:
         """``INCRBY`` and, when this created the key, ``PEXPIRE``: one Lua script, atomic."""
         ms = 0 if ttl is None else max(1, round(ttl * 1000))
         try:
-            return int(await self._incr.run(self.client, key, amount, ms))
+            async with self._turn:
+                return int(await self._incr.run(self.client, key, amount, ms))
         except rexc.ResponseError as exc:
             if "not an integer" in str(exc):
                 raise NotACounterError(key) from None
@@ -379,35 +431,39 @@ class RedisBackend:
         """
         deleted = 0
         batch: list[bytes] = []
-        if self.cluster:
-            found = self.client.scan_iter(
-                match=pattern, count=self.scan_count, target_nodes=RedisCluster.PRIMARIES
-            )
-        else:
-            found = self.client.scan_iter(match=pattern, count=self.scan_count)
-        async for key in found:
-            batch.append(key)
-            if len(batch) >= self.unlink_batch:
+        async with self._turn:
+            if self.cluster:
+                found = self.client.scan_iter(
+                    match=pattern, count=self.scan_count, target_nodes=RedisCluster.PRIMARIES
+                )
+            else:
+                found = self.client.scan_iter(match=pattern, count=self.scan_count)
+            async for key in found:
+                batch.append(key)
+                if len(batch) >= self.unlink_batch:
+                    deleted += await self.client.unlink(*batch)
+                    batch = []
+            if batch:
                 deleted += await self.client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += await self.client.unlink(*batch)
         return deleted
 
     async def ttl(self, key: str) -> float | None:
         """``PTTL`` in seconds: ``inf`` without expiry, ``None`` when absent."""
-        ms = await self.client.pttl(key)
+        async with self._turn:
+            ms = await self.client.pttl(key)
         if ms == -2:
             return None
         return float("inf") if ms == -1 else ms / 1000
 
     async def acquire(self, key: str, token: str, ttl: float) -> bool:
         """``SET key token NX PX ttl``."""
-        return bool(await self.client.set(key, token, nx=True, px=max(1, round(ttl * 1000))))
+        async with self._turn:
+            return bool(await self.client.set(key, token, nx=True, px=max(1, round(ttl * 1000))))
 
     async def release(self, key: str, token: str) -> bool:
         """Delete the lock only if it still holds ``token`` (a Lua script)."""
-        return bool(await self._release.run(self.client, key, token))
+        async with self._turn:
+            return bool(await self._release.run(self.client, key, token))
 
     async def close(self) -> None:
         """Close the client when the backend made it (``owns_client``); a given one stays open."""

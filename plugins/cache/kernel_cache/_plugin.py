@@ -13,8 +13,9 @@ from ._config import CacheConfig
 
 if TYPE_CHECKING:  # redis-py comes with the backends: imported by the lifespan, not by metadata or check
     from kernel_metrics import Metrics
+    from redis.asyncio.cluster import RedisCluster
 
-    from ._backends import CacheBackend
+    from ._backends import CacheBackend, RedisBackend
 
 
 class CachePlugin(Plugin):
@@ -109,6 +110,7 @@ def find_metrics(registry: Registry) -> Metrics | None:
 
 async def _backend(ctx: PluginContext[CacheConfig], stack: AsyncExitStack) -> CacheBackend:
     from kernel_redis import use_redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
@@ -130,4 +132,23 @@ async def _backend(ctx: PluginContext[CacheConfig], stack: AsyncExitStack) -> Ca
         health_check_interval=0,
     )
     # A client the host gave is shared by every consumer: used as is, never closed by the cache.
-    return RedisBackend(client, owns_client=client is not redis.client)
+    # pool_timeout: on a cluster a burst past max_connections waits for a turn up to `timeout`.
+    backend = RedisBackend(client, owns_client=client is not redis.client, pool_timeout=cfg.timeout)
+    if isinstance(client, RedisCluster):
+        await _learn_the_cluster(client, backend, ctx)
+    return backend
+
+
+async def _learn_the_cluster(
+    client: RedisCluster, backend: RedisBackend, ctx: PluginContext[CacheConfig]
+) -> None:
+    """Fetch the slot map now: a cold cluster client hit by a burst of first commands re-initialises
+    under them and drops their connections. Unreachable: the cache fails open and learns it later."""
+    try:
+        await client.initialize()
+    except backend.outage_errors as exc:
+        ctx.log.warning(
+            "cache: the cluster is not reachable at startup (%s: %s); failing open until it is",
+            type(exc).__name__,
+            exc,
+        )
