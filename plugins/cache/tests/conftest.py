@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 from kernel_cache import CacheManager
-from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
+from kernel_redis.testing import (  # noqa: F401
+    redis_cluster,
+    redis_keys_left_behind,
+    redis_server,
+    redis_topology,
+    redis_url,
+)
 
 from kernel.testing import boot_kernel
 
@@ -57,6 +63,14 @@ async def cache(
         await manager.backend.delete_matching(all_keys(prefix))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Also registered by kernel_redis.testing's topology fixtures; repeated here so this suite runs alone.
-    config.addinivalue_line("markers", "standalone_only: needs one plain server (restarts it, or another db)")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """This suite's ``standalone_only`` tests are skipped on the cluster and sentinel ``redis_url``."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (
+            item.path.is_relative_to(TESTS_DIR)
+            and item.get_closest_marker("standalone_only")
+            and callspec is not None
+            and callspec.params.get("redis_url", "standalone") != "standalone"
+        ):
+            item.add_marker(pytest.mark.skip(reason="standalone_only: needs one plain server"))

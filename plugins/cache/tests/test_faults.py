@@ -37,6 +37,7 @@ async def redis_cache(url: str, **cache: object) -> AsyncIterator[CacheManager]:
 
 
 @pytest.mark.slow
+@pytest.mark.standalone_only  # stops its own server
 async def test_outage_fails_open_then_recovers_after_restart(caplog: pytest.LogCaptureFixture) -> None:
     with private_redis_server() as server:
         async with redis_cache(server.url, timeout=0.5, outage_backoff=0.2, log_interval=60) as cache:
@@ -83,6 +84,7 @@ async def test_outage_fails_open_then_recovers_after_restart(caplog: pytest.LogC
 
 
 @pytest.mark.slow
+@pytest.mark.standalone_only  # stops its own server
 async def test_a_hung_server_bounds_writes_by_the_timeout() -> None:
     with private_redis_server() as server:
         async with redis_cache(server.url, timeout=0.3, outage_backoff=0.2) as cache:
@@ -107,6 +109,7 @@ async def test_a_hung_server_bounds_writes_by_the_timeout() -> None:
             assert await cache.get("k") == "x"
 
 
+@pytest.mark.standalone_only  # stops its own server
 async def test_fail_closed_raises(prefix: str) -> None:
     with private_redis_server() as server:
         async with redis_cache(server.url, fail_open=False, key_prefix=prefix) as cache:
@@ -119,6 +122,7 @@ async def test_fail_closed_raises(prefix: str) -> None:
                 await cache.get_or_set("a", lambda: 1)
 
 
+@pytest.mark.standalone_only  # stops its own server
 async def test_a_counter_outage_is_exported_as_an_error_too() -> None:
     kernel_metrics = pytest.importorskip("kernel_metrics")
     with private_redis_server() as server:
