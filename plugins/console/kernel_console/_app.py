@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from kernel.web import Receive, Scope, Send
+from kernel.web import Message, Receive, Scope, Send
 
 from ._config import ConsoleConfig
 from ._html import Safe, form, h, page
@@ -75,6 +75,8 @@ class ConsoleApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if scope["method"] == "HEAD":
+            send = _bodiless(send)
         who = self.guard.check(scope)
         if isinstance(who, Denied):
             extra = [(b"www-authenticate", who.challenge)] if who.challenge else []
@@ -283,6 +285,17 @@ class ConsoleApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _bodiless(send: Send) -> Send:
+    """``send`` with every body left out (a HEAD response keeps the GET's headers)."""
+
+    async def head_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_send
 
 
 def _confirm_form(req: Request, action: str, fields: dict[str, object]) -> Safe:

@@ -123,6 +123,14 @@ async def test_script_in_payload_and_error_is_escaped(boot: Any, client: Client,
         )  # default-src 'none': no scripts
 
 
+async def test_head_answers_headers_only(boot: Any, client: Client) -> None:
+    async with boot() as kernel, client(kernel) as http:
+        head = await http.head("/console/events")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-security-policy"].startswith("default-src 'none'")
+        assert (await http.put("/console")).status_code == 405
+
+
 async def test_unsigned_flash_message_is_not_shown(boot: Any, client: Client) -> None:
     async with boot() as kernel, client(kernel) as http:
         page = await http.get("/console", params={"flash": "call +1 555 0100 now", "ok": "1", "sig": "x"})
