@@ -19,6 +19,11 @@ def _url(_inst: Any, _attr: attrs.Attribute[Any], value: Secret | None) -> None:
     if value is None:
         return
     url = value.get_secret_value()
+    if url == "embedded":
+        raise ValueError(
+            "'url' must be a Redis server's URL: 'embedded' is the redis plugin's own server only "
+            "(leave the cache's url unset to use it)"
+        )
     if not url.startswith(tuple(f"{s}://" for s in _SCHEMES)):
         raise ValueError(
             "'url' must start with redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// "

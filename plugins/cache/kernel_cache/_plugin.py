@@ -51,6 +51,20 @@ class CachePlugin(Plugin):
         return []
 
     @hookimpl
+    def kernel_register(self, ctx: PluginContext[CacheConfig]) -> None:
+        """On the redis plugin's server: tell ``kernel redis migrate-keys`` the pre-hash-tag key layout."""
+        cfg = ctx.config
+        if cfg.backend != "redis" or cfg.url is not None:  # own url: a server migrate-keys does not see
+            return
+        from kernel_redis import KeyLayouts
+
+        layouts = ctx.registry.find(KeyLayouts)
+        if layouts is not None:
+            from ._keys import LegacyLayout
+
+            layouts.add(LegacyLayout(cfg.key_prefix))
+
+    @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[CacheConfig]) -> AsyncIterator[None]:
         """Build the backend and the manager, export stats when metrics are on, close at shutdown."""
         from ._manager import CacheManager

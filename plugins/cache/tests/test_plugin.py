@@ -111,7 +111,16 @@ def test_redis_backend_without_the_redis_plugin_is_a_config_error_before_boot() 
         ({"key_prefix": "*"}, "plugins.cache.key_prefix: must be letters"),
         ({"ttl": 5}, "plugins.cache.ttl: unknown key"),
         ({"backend": "redis", "url": "http://cache:6379"}, "plugins.cache.url: must start with redis://"),
-        ({"backend": "redis", "url": "embedded"}, "plugins.cache.url: must start with redis://"),
+        ({"backend": "redis", "url": "embedded"}, "plugins.cache.url: must be a Redis server's URL"),
+        # The cluster and sentinel forms, by the redis plugin's rules (kernel_redis.check_url).
+        (
+            {"backend": "redis", "url": "redis+cluster://h:7000/3"},
+            "plugins.cache.url: must not select a database",
+        ),
+        (
+            {"backend": "redis", "url": "redis+sentinel://h:26379"},
+            "plugins.cache.url: must name the sentinel",
+        ),
         ({"backend": "redis", "url": "redis://h:port"}, "plugins.cache.url: must have a port in 1..65535"),
         ({"url": "redis://cache:6379"}, "plugins.cache: 'url' needs backend = 'redis'"),
         ({"backend": "redis", "max_connections": 0}, "plugins.cache.max_connections: must be > 0"),

@@ -42,12 +42,16 @@ def test_good_urls_pass() -> None:
         "redis://:pw@localhost:6379/1",
         "rediss://u:p%2Fw@cache.example.com/0",
         "unix:///run/r.sock?db=2",
+        "redis+cluster://:pw@c1:7000,c2:7000",
+        "rediss+cluster://c1:7000",
+        "redis+sentinel://s1:26379,s2:26379/mymaster/2",
+        "rediss+sentinel://u:p%40w@s1:26379/mymaster",
     ):
         assert errors(url) == ""
 
 
 @PROPERTY
-@given(urls_with_passwords(("redis", "rediss", "unix", "http")))
+@given(urls_with_passwords(("redis", "rediss", "unix", "http", "redis+cluster", "redis+sentinel")))
 def test_no_message_ever_shows_the_password(case: tuple[str, str]) -> None:
     url, password = case
     assert_no_password(errors(url), password)
