@@ -21,6 +21,8 @@ from kernel_redis.testing import (
     redis_topologies,
 )
 
+from kernel.testing import wait_gone
+
 CONFTEST = "from kernel_redis.testing import redis_keys_left_behind  # noqa: F401\n"
 TOPOLOGY_CONFTEST = (
     "from kernel_redis.testing import redis_keys_left_behind, redis_topology, redis_url  # noqa: F401\n"
@@ -148,16 +150,20 @@ def test_an_unknown_topology_is_named_with_the_variable(tmp_path: Path) -> None:
 
 TOPOLOGY_TESTS = """\
 import pathlib
-import redis.cluster
-from kernel_redis.testing import leftover_test_keys
+from kernel_redis.testing import leftover_test_keys, shared_topology
 
 LOG = pathlib.Path(__file__).with_name("urls.log")
+PIDS = pathlib.Path(__file__).with_name("pids.log")
 
 
-def test_first(redis_url, redis_topology):
+def test_first(redis_url, redis_topology, request):
     with LOG.open("a") as log:
         log.write(f"{redis_topology} {redis_url}\\n")
     assert leftover_test_keys(redis_url) == set()  # every topology answers
+    started = shared_topology(redis_topology, request.config)
+    pids = [started.pid] if redis_topology == "standalone" else started.pids
+    with PIDS.open("a") as log:
+        log.write(" ".join(map(str, pids)) + " ")
 
 
 def test_second(redis_url, redis_topology):
@@ -185,6 +191,9 @@ def test_redis_url_runs_each_test_once_per_topology_started_once(tmp_path: Path)
     assert all(len(found) == 1 for found in urls.values()), urls  # one server/cluster/group per session
     assert urls["cluster"].pop().startswith("redis+cluster://127.0.0.1:")
     assert urls["sentinel"].pop().endswith("/kernel-test")
+    pids = [int(pid) for pid in (tmp_path / "pids.log").read_text().split()]
+    assert len(pids) == 1 + 6 + 5  # a server, a cluster, a sentinel group
+    assert all(wait_gone(pid) for pid in pids), "a server outlived the pytest session"
 
 
 def test_without_the_variable_redis_url_is_standalone_and_ids_are_unchanged(tmp_path: Path) -> None:
