@@ -8,6 +8,12 @@ redis-server is started for the run (or ``$REDIS_URL`` is used, with a unique pr
 
 Targets (cost ratios): publish <= 1.10, consume batch 100 <= 1.10, memory <= 1.5.
 
+Cluster cases (a private Redis Cluster of 3 primaries with 1 replica each is started for them;
+``EVENTBUS_BENCH_CLUSTER=0`` skips them): publish and consume through a ``RedisCluster`` client vs
+the same raw cluster calls (target 1.10 as on one server), and the cost of
+``durability = "replicated"``: our replicated publish vs a raw ``XADD`` + ``WAIT 1`` pipelined on
+the primary of the stream's slot, and vs our default publish (a cost, no target).
+
 Ceilings (raw, the same work at its best): ``xadd_pipelined`` -- XADDs of the same entry sent
 1,000 per pipeline, µs per entry; ``xreadgroup_batch1000`` -- a consumer group reading
 ``COUNT 1000`` and acknowledging each batch with one XACK (no decoding, no handler), µs per
@@ -164,6 +170,88 @@ async def _ceilings(client: aioredis.Redis, prefix: str, consume_stream: str, n:
     ceiling("eventbus", "xreadgroup_batch1000", times)
 
 
+async def _cluster(quick: bool) -> None:
+    """Publish, consume and replicated publish on a private Redis Cluster (3 primaries, 1 replica each)."""
+    from kernel_redis import connect
+    from kernel_redis.testing import private_redis_cluster
+
+    prefix = f"bench-{secrets.token_hex(4)}"
+    with private_redis_cluster(primaries=3, replicas=1) as cluster:
+        client: Any = connect(cluster.url)
+        try:
+            await client.initialize()
+            bus = RedisEventBus(client, prefix=prefix)
+            replicated = RedisEventBus(client, prefix=prefix, durability="replicated", replicas=1)
+            stream = bus.stream_key("bench.publish")
+            node = client.get_node_from_key(stream)
+            primary = aioredis.Redis(host=node.host, port=node.port)  # the slot's primary, for raw WAIT
+
+            async def ours() -> None:
+                await bus.publish("bench.publish", DATA)
+
+            async def raw() -> None:
+                await client.xadd(stream, {"d": json.dumps(DATA)}, maxlen=100_000, approximate=True)
+
+            async def ours_replicated() -> None:
+                await replicated.publish("bench.publish", DATA)
+
+            async def raw_replicated() -> None:
+                pipe = primary.pipeline(transaction=False)
+                pipe.xadd(stream, {"d": json.dumps(DATA)}, maxlen=100_000, approximate=True)
+                pipe.execute_command("WAIT", 1, 1000)
+                await pipe.execute()
+
+            ops, rounds_ = rounds(2000, 400), rounds(9, 5)
+            await acompare(
+                "eventbus", "cluster_publish_vs_xadd", ours, raw, ops=ops, rounds_=rounds_, target=1.10
+            )
+            await acompare(
+                "eventbus",
+                "cluster_publish_replicated_vs_xadd_wait",
+                ours_replicated,
+                raw_replicated,
+                ops=ops,
+                rounds_=rounds_,
+                target=1.10,
+            )
+            cost = await acompare(
+                "eventbus",
+                "cluster_publish_replicated_vs_default",
+                ours_replicated,
+                ours,
+                ops=ops,
+                rounds_=rounds_,
+            )
+            if cost.unit == "us":
+                print(
+                    f"  durability=replicated: {cost.ours_us:.0f} µs per publish vs {cost.raw_us:.0f} µs "
+                    f"(default), {cost.ours_us / cost.raw_us:.2f}x"
+                )
+            await primary.aclose()
+
+            n, batch = rounds(10_000, 5_000), 100
+            consume = bus.stream_key("bench.consume")
+            pipe = client.pipeline(transaction=False)
+            body = json.dumps(DATA)
+            for i in range(n):
+                pipe.xadd(consume, {"e": f"1\tbench-{i}\t2026-01-01T00:00:00.000Z\tt\t\n{body}"})
+            await pipe.execute()
+            o: list[float] = []
+            r: list[float] = []
+            await _consume_ours(client, prefix, n, batch)  # warm-up
+            await _consume_raw(client, consume, n, batch)
+            for i in range(rounds(7, 3)):
+                if i % 2:
+                    r.append(await _consume_raw(client, consume, n, batch))
+                    o.append(await _consume_ours(client, prefix, n, batch))
+                else:
+                    o.append(await _consume_ours(client, prefix, n, batch))
+                    r.append(await _consume_raw(client, consume, n, batch))
+            emit("eventbus", f"cluster_consume_batch{batch}_vs_xreadgroup_xack", o, r, target=1.10)
+        finally:
+            await client.aclose()
+
+
 async def run(quick: bool) -> None:
     external = os.environ.get("REDIS_URL")
     server = None if external else RedisServer().start()
@@ -212,10 +300,13 @@ async def run(quick: bool) -> None:
         await _ceilings(client, prefix, bus.stream_key("bench.consume"), n)
 
         await _memory(quick)
+        if os.environ.get("EVENTBUS_BENCH_CLUSTER", "1") != "0":
+            await _cluster(quick)
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
+        for pattern in (f"{prefix}:*", f"{{{prefix}*"):  # the bus's keys carry {prefix:event} hash tags
+            keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+            if keys:
+                await client.delete(*keys)
         await client.aclose()
         if server is not None:
             server.close()

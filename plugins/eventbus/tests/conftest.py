@@ -52,7 +52,11 @@ BusFactory = Callable[..., Awaitable[EventBus]]
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[BusFactory]:
+async def make_bus(
+    request: pytest.FixtureRequest,
+    prefix: str,
+    redis_url: str,  # noqa: F811 - requested up front: a topology-parametrised fixture cannot be fetched later
+) -> AsyncIterator[BusFactory]:
     """Build started buses of the parametrized adapter (fast retries); closed after the test."""
     buses: list[EventBus] = []
     clients: list[AnyRedis] = []
@@ -63,8 +67,7 @@ async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator
         if request.param == "memory":
             bus = MemoryEventBus(**kwargs)
         else:
-            url = request.getfixturevalue("redis_url")
-            c = connect(url)
+            c = connect(redis_url)
             clients.append(c)
             kwargs.setdefault("read_block", 0.2)
             bus = RedisEventBus(c, prefix=prefix, **kwargs)

@@ -198,6 +198,7 @@ async def test_poison_events_dead_letter_after_retries_with_1_2_4_s_spacing(
     )
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_redis_restart_mid_stream_loses_no_acknowledged_publish(prefix: str) -> None:
     n = 600
     with private_redis_server(appendonly=True, appendfsync="always") as server:

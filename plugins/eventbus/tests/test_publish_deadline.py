@@ -91,6 +91,7 @@ async def timed_publish(
 
 
 @pytest.mark.slow
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_hung_redis_publish_ends_at_the_default_deadline_and_may_be_stored(prefix: str) -> None:
     with private_redis_server() as server:
         assert server.pid is not None
@@ -127,6 +128,7 @@ async def test_hung_redis_publish_ends_at_the_default_deadline_and_may_be_stored
             assert await copies(client, bus, "order.placed", error.event_id) == 1
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_a_caller_cancelling_mid_xadd_leaves_the_pool_clean(prefix: str) -> None:
     with private_redis_server() as server:
         assert server.pid is not None
@@ -146,6 +148,7 @@ async def test_a_caller_cancelling_mid_xadd_leaves_the_pool_clean(prefix: str) -
             assert await copies(client, bus, "order.placed", meta.event_id) == 1
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_stopped_redis_publish_ends_at_the_deadline_not_stored(prefix: str) -> None:
     with private_redis_server() as server:
         async with plugin_bus(server.url, prefix, publish_timeout=1.5) as (bus, client):
@@ -171,6 +174,7 @@ async def test_stopped_redis_publish_ends_at_the_deadline_not_stored(prefix: str
             assert [f[b"e"].split(b"\t", 2)[1].decode() for _i, f in entries] == [meta.event_id]
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_publish_rides_out_a_short_outage(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     with private_redis_server() as server:
         async with plugin_bus(server.url, prefix, publish_timeout=30.0) as (bus, client):
@@ -190,6 +194,7 @@ async def test_publish_rides_out_a_short_outage(prefix: str, caplog: pytest.LogC
             assert "Connection refused" in caplog.text or "Connect call failed" in caplog.text
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_hung_redis_during_group_setup_times_out_not_stored_and_the_consumer_survives(
     prefix: str,
 ) -> None:

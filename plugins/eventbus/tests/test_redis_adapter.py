@@ -251,6 +251,7 @@ async def test_pending_reports_the_backlog_of_a_subscription(client: AnyRedis, p
     assert (await bus.pending("other"))["scheduled"] == 0
 
 
+@pytest.mark.standalone_only  # stops or hangs its own private server
 async def test_redis_outage_backs_off_without_spinning(
     prefix: str, caplog: pytest.LogCaptureFixture, wait: Any
 ) -> None:
