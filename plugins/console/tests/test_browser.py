@@ -389,3 +389,65 @@ async def test_cache_invalidation_asks_then_deletes(serve: Any) -> None:
         await page.wait_for_load_state()
         assert "2 key(s) of namespace sessions deleted" in await page.get_by_role("status").inner_text()
         assert not await sessions.has("user:1") and await sessions.has("team:1")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_console_of_the_example_service(browser: Browser, tmp_path: Path, shots: Path) -> None:
+    """The example service (examples/service: a web and a worker process on an embedded Redis and
+    wire server) serves the console: its pages show the service's own plugins, queue and events."""
+    import anyio
+    import httpx
+
+    from examples.service.run import Stack
+
+    stack = Stack(web=1, workers=1, port=_free_port(), log_dir=tmp_path)
+    await anyio.to_thread.run_sync(stack.start)
+    try:
+        base = f"http://127.0.0.1:{stack.port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            created = await http.post("/users", json={"name": "Ada <script>", "email": "ada@example.org"})
+            assert created.status_code == 201, created.text
+            user_id = created.json()["id"]
+            assert (await http.get(f"/users/{user_id}")).status_code == 200  # a cache read
+
+            async def notified() -> bool:
+                page = await http.get(
+                    "/console/queue", params={"name": "notifications", "state": "completed"}
+                )
+                return page.status_code == 200 and "send-notification" in page.text
+
+            await wait_until(notified, timeout=60, what="the notification job of the new user")
+        context = await browser.new_context(viewport={"width": 1280, "height": 860})
+        page = await context.new_page()
+        try:
+            await page.goto(f"{base}/console")
+            graph = page.locator("svg[aria-label='plugin dependency graph'] g.node")
+            assert await graph.count() == 9  # every first-party plugin, as the example enables them
+            await s_shot(page, shots, "example-overview")
+            await page.goto(f"{base}/console/queue?name=notifications&state=completed")
+            assert "send-notification" in await page.locator("table").inner_text()
+            await page.goto(f"{base}/console/events")
+            assert "user.created" in await page.locator("table").first.inner_text()
+            await page.goto(f"{base}/console/cache")
+            assert "user" in await page.locator("table").inner_text()
+            await page.goto(f"{base}/console/repository")
+            assert "UserRepository" in await page.locator("table").inner_text()
+            assert await page.evaluate("typeof window.__xss") == "undefined"
+        finally:
+            await context.close()
+    finally:
+        await anyio.to_thread.run_sync(stack.stop)
+
+
+async def s_shot(page: Page, shots: Path, name: str) -> None:
+    """A full-page screenshot ``<name>.png`` of ``page``."""
+    target = shots / f"{name}.png"
+    await page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 5000
