@@ -79,11 +79,17 @@ SENTINEL_SERVICE = "kernel-test"
 """The master (service) name of the sentinel groups these helpers start."""
 
 TEST_KEY_PATTERNS: tuple[str, ...] = (
-    "evtest-*",  # event bus test prefixes
+    "evtest-*",  # event bus test prefixes (the idempotency markers, the legacy layout)
+    "{evtest-*",  # a test stream and its subscriptions' keys: {<prefix>:<event>}:..., {<prefix>}:dlq:events
     "kctest*",  # cache test key prefixes
+    "{kctest*",  # cache test entries and locks: {<prefix>:<namespace>}:<key>
     "kqtest*",  # queue test names (and the fault tests' run logs)
-    "saq:kqtest*",  # a test queue's sets
-    "saq:job:kqtest*",  # a test queue's job records
+    "{kqtest*",  # a test queue's own keys in its slot
+    "saq:kqtest*",  # a test queue's sets (untagged layout)
+    "saq:job:kqtest*",  # a test queue's job records (untagged layout)
+    "saq:{kqtest*",  # a test queue's sets: saq:{<queue>}:<field>
+    "saq:job:{kqtest*",  # its job records: saq:job:{<queue>}:<id>
+    "saq:abort:{kqtest*",  # its abort flags
 )
 """Glob patterns of the keys the plugins' test suites create; each test removes its own."""
 TEST_SET_MEMBERS: Mapping[str, str] = {"kernel_queue:queues": "kqtest*"}
