@@ -108,7 +108,8 @@ class RedisPlugin(Plugin):
         async def nodes() -> bool:
             from ._topology import RedisHealthError, inspect_topology
 
-            report = await inspect_topology(_connection(ctx), within=timeout / 2)
+            # Two steps (the nodes' view, then every PING), each bounded: within the check's timeout.
+            report = await inspect_topology(_connection(ctx), within=timeout * 0.4)
             problems = report.problems()
             if problems:
                 raise RedisHealthError("; ".join(problems))
@@ -117,7 +118,7 @@ class RedisPlugin(Plugin):
         async def sentinels() -> bool:
             from ._topology import RedisHealthError, inspect_topology
 
-            report = await inspect_topology(_connection(ctx), within=timeout / 2)
+            report = await inspect_topology(_connection(ctx), within=timeout * 0.4)
             if report.sentinels_answering * 2 <= report.sentinels_total:
                 raise RedisHealthError(
                     f"{report.sentinels_answering} of {report.sentinels_total} sentinels answer: "

@@ -165,19 +165,11 @@ async def _info(client: aioredis.Redis, into: dict[str, Any]) -> None:
 
 async def _cluster(connection: RedisConnection, within: float) -> TopologyReport:
     cluster = cast("RedisCluster", connection.client)
-    with anyio.fail_after(within + connection.config.socket_connect_timeout):
-        await cluster.initialize()
-    nodes: dict[str, Any] = {}
-    info: dict[str, Any] = {}
-    last_error = "no node answered CLUSTER NODES"
-    for node in cluster.get_nodes():  # the first node that answers describes the cluster
-        client = connection.node_client(str(node.host), int(node.port))
-        _latency, error = await _timed(within, _cluster_views, client, nodes, info)
-        if error is None:
-            break
-        last_error = error
-    else:
-        raise ConnectionError(f"cannot describe the cluster at {connection.redacted_url}: {last_error}")
+    if not cluster.get_nodes():  # never connected yet: learn the nodes from the seeds
+        with anyio.fail_after(within + connection.config.socket_connect_timeout):
+            await cluster.initialize()
+    candidates = {(str(n.host), int(n.port)) for n in [*cluster.get_nodes(), *cluster.startup_nodes]}
+    nodes, info = await _first_view(connection, sorted(candidates), within)
     statuses = _cluster_nodes(nodes)
 
     async def ping(node: NodeStatus) -> None:
@@ -188,6 +180,38 @@ async def _cluster(connection: RedisConnection, within: float) -> TopologyReport
     return TopologyReport(
         "cluster", connection.redacted_url, tuple(pinged), state=str(info.get("cluster_state", "unknown"))
     )
+
+
+async def _first_view(
+    connection: RedisConnection, candidates: list[tuple[str, int]], within: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``CLUSTER NODES`` and ``CLUSTER INFO`` of the first of ``candidates`` that answers (all asked at
+    once: a dead node costs no extra wait)."""
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    errors: list[str] = []
+
+    async with anyio.create_task_group() as tg:
+
+        async def ask(host: str, port: int) -> None:
+            nodes: dict[str, Any] = {}
+            info: dict[str, Any] = {}
+            _latency, error = await _timed(
+                within, _cluster_views, connection.node_client(host, port), nodes, info
+            )
+            if error is not None:
+                errors.append(f"{host}:{port}: {error}")
+            elif not found:
+                found.append((nodes, info))
+                tg.cancel_scope.cancel()
+
+        for host, port in candidates:
+            tg.start_soon(ask, host, port)
+    if not found:
+        raise ConnectionError(
+            f"cannot describe the cluster at {connection.redacted_url}: no node answered CLUSTER NODES "
+            f"({'; '.join(errors) or 'no node known'})"
+        )
+    return found[0]
 
 
 async def _cluster_views(client: aioredis.Redis, nodes: dict[str, Any], info: dict[str, Any]) -> None:
