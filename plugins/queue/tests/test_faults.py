@@ -132,7 +132,10 @@ def spawn(
 async def read_log(redis_url: str, queue: str) -> list[dict[str, Any]]:
     client = connect(redis_url)
     try:
-        return [json.loads(x) for x in await client.lrange(f"kqtest:{queue}:log", 0, -1)]
+        # Each entry is unique (pid, job, time): an exact repeat is the log client's retry of an RPUSH
+        # whose reply it lost (redis-py retries after a timeout), not a second event.
+        raw = await client.lrange(f"kqtest:{queue}:log", 0, -1)
+        return [json.loads(x) for x in dict.fromkeys(raw)]
     finally:
         await client.aclose()
 
