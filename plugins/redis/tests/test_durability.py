@@ -17,6 +17,7 @@ from kernel_redis import (
     RedisService,
     ReplicationTimeoutError,
     connect,
+    inspect_topology,
 )
 from kernel_redis.testing import private_redis_server
 from redis.asyncio.client import Pipeline
@@ -162,3 +163,21 @@ async def test_the_booted_service_and_a_host_client_replicate_alike(
         assert (results, acknowledged) == ([1], 1)
     finally:
         await client.aclose()
+
+
+async def test_info_shows_the_master_and_its_replica(
+    service: RedisConnection, pair: tuple[RedisServer, RedisServer]
+) -> None:
+    async def replica_online() -> bool:
+        return [n.flags for n in (await inspect_topology(service)).nodes[1:]] == ["online"]
+
+    await wait_until(replica_online, what="the master to report its replica online")
+    report = await inspect_topology(service)
+    assert report.topology == "standalone" and report.problems() == []
+    primary, replica = report.nodes
+    assert (primary.role, primary.address, primary.ok) == ("primary", f"127.0.0.1:{pair[0].port}", True)
+    assert (replica.role, replica.address, replica.primary) == (
+        "replica",
+        f"127.0.0.1:{pair[1].port}",
+        primary.address,
+    )

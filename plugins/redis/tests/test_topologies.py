@@ -249,3 +249,18 @@ def test_connect_sync_reaches_every_topology(
             client.delete(key)
         finally:
             client.close()
+
+
+@pytest.mark.slow
+async def test_sentinels_without_a_majority_degrade_the_kernel() -> None:
+    with private_redis_sentinel() as group:
+        async with boot_kernel(
+            "redis", config={"redis": {"url": group.url, "health_timeout": 1.0}}
+        ) as kernel:
+            for sentinel in group.sentinels[:2]:
+                sentinel.kill()
+            report = await kernel.health()
+            assert report.status == "degraded"  # the master still answers: only redis.sentinels fails
+            checks = {c.name: c for c in report.checks}
+            assert checks["redis"].ok
+            assert "1 of 3 sentinels answer: no majority" in (checks["redis.sentinels"].error or "")
