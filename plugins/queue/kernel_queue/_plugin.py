@@ -83,6 +83,7 @@ class QueuePlugin(Plugin):
             eventbus=find_eventbus(ctx.registry),
         )
         try:
+            await register_key_layout(ctx.registry, manager)
             load_processor_hooks(manager, ctx.config.processors)
             ctx.provide(manager, name="queue")
             yield
@@ -98,6 +99,23 @@ class QueuePlugin(Plugin):
             Command("worker", "run queue workers until SIGTERM/SIGINT", run_worker, add_worker_arguments),
             Command("queue", "queue stats, pause, resume, clean, retry", run_queue, add_queue_arguments),
         ]
+
+
+async def register_key_layout(registry: Registry, manager: QueueManager) -> None:
+    """Tell ``kernel redis migrate-keys`` the old key names of every queue this Redis knows."""
+    from kernel_redis import KeyLayouts
+    from redis.exceptions import RedisError
+
+    from ._layout import QueueKeyLayout
+
+    layouts = registry.find(KeyLayouts)
+    if layouts is None:
+        return
+    try:
+        names = await manager.queue_names()
+    except RedisError:  # Redis down at boot: the queues of the config still get their layout
+        names = list(manager.config.queues)
+    layouts.add(QueueKeyLayout(names))
 
 
 def find_metrics(registry: Registry) -> Metrics | None:

@@ -234,6 +234,7 @@ class KernelRedisQueue(RedisQueue):
         self.event_hooks: list[EventHook] = []
         """Called after each job event this process causes."""
         self.keys = QueueKeys.of(self)
+        self._adopted = False
         self.scripts = Scripts(redis)
 
     # ------------------------------------------------------------------ key layout
@@ -272,6 +273,37 @@ class KernelRedisQueue(RedisQueue):
         for job in await self.jobs(batch) if batch else []:
             if job is not None and job.status in wanted:
                 yield job
+
+    async def adopt_legacy_members(self) -> int:
+        """Rename job ids of the old layout (``saq:job:<name>:<key>``) inside this queue's sets and lists.
+
+        ``kernel redis migrate-keys`` renames keys; the ids stored *in* the renamed sets still
+        name the old records. Workers call this once per process on start (and ``clean`` /
+        ``retry_failed`` before they read the sets): ``ZSCAN``/``LRANGE`` finds old ids without
+        blocking Redis, each rename is one transaction. Returns how many ids were renamed.
+        """
+        if self._adopted:
+            return 0
+        old = f"saq:job:{self.name}:"
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in old) + "*"
+        k = self.keys
+        renamed = 0
+        for zset in (k.incomplete, k.waiting, k.heartbeat, k.completed, k.failed):
+            found = [(m, score) async for m, score in self.r.zscan_iter(zset, match=pattern, count=1000)]
+            for member, score in found:
+                new = self.job_id(member.decode()[len(old) :])
+                async with self.r.pipeline(transaction=True) as pipe:
+                    pipe.zrem(zset, member).zadd(zset, {new: score})
+                    await pipe.execute()
+                renamed += 1
+        for index, member in enumerate(await self.r.lrange(k.active, 0, -1)):
+            if member.decode().startswith(old):
+                await self.r.lset(k.active, index, self.job_id(member.decode()[len(old) :]))
+                renamed += 1
+        self._adopted = True
+        if renamed:
+            log.warning("queue %s: renamed %d job ids of the old key layout", self.name, renamed)
+        return renamed
 
     @property
     def events_channel(self) -> str:
@@ -760,6 +792,7 @@ class KernelRedisQueue(RedisQueue):
             raise InvalidJobOptionError(
                 f"status must be 'completed', 'failed', 'waiting' or 'delayed', got {status!r}"
             )
+        await self.adopt_legacy_members()
         await self.trim_finished()
         cutoff_ms = now() - int(older_than * 1000)
         count = None if limit <= 0 else limit
@@ -806,6 +839,7 @@ class KernelRedisQueue(RedisQueue):
         For one ``job_key``: ``JobNotFoundError`` if it is unknown, ``InvalidJobOptionError`` if it
         has not failed.
         """
+        await self.adopt_legacy_members()
         if job_key is not None:
             keys = [job_key]
         else:

@@ -111,6 +111,7 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
     async def start(self) -> None:
         """Take and run jobs until stopped, with an automatic heartbeat for the running ones."""
         failure: Exception | None = None
+        await self.kqueue.adopt_legacy_members()  # ids of jobs migrated from the old key layout
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._beat)
             try:

@@ -11,7 +11,13 @@ import pytest
 from kernel_queue import QueueManager, queue_tag
 from kernel_queue._manager import QUEUES_KEY
 from kernel_redis import AnyRedis, connect
-from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
+from kernel_redis.testing import (  # noqa: F401
+    redis_cluster,
+    redis_keys_left_behind,
+    redis_server,
+    redis_topology,
+    redis_url,
+)
 from redis.asyncio.cluster import RedisCluster
 
 from kernel.testing import boot_kernel
@@ -97,6 +103,12 @@ async def delete_queue_keys(url: str, qname: str) -> None:
         await client.srem(QUEUES_KEY, qname)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def delete_keys() -> Callable[[str, str], Awaitable[None]]:
+    """:func:`delete_queue_keys` for tests."""
+    return delete_queue_keys
 
 
 @pytest.fixture
