@@ -119,16 +119,20 @@ def token_of() -> Callable[..., Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The closing note: how many browser tests actually ran (passed or failed) and how many skipped."""
-    counts = {"ran": 0, "skipped": 0}
+    """The closing note: how many browser tests ran in the browser, were skipped, or could not start."""
+    counts = {"ran": 0, "skipped": 0, "could not start": 0}
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
-            if "test_browser.py" in getattr(report, "nodeid", "") and report.when in ("call", "setup"):
-                if outcome == "skipped":
-                    counts["skipped"] += 1
-                elif report.when == "call" or outcome == "error":
-                    counts["ran"] += 1
-    if counts["ran"] or counts["skipped"]:
+            if "test_browser.py" not in getattr(report, "nodeid", ""):
+                continue
+            if outcome == "skipped":
+                counts["skipped"] += 1
+            elif report.when == "call":
+                counts["ran"] += 1
+            elif report.when == "setup":  # the browser (or the stack) did not start
+                counts["could not start"] += 1
+    if any(counts.values()):
         terminalreporter.write_line(
-            f"console browser tests: {counts['ran']} ran in chromium, {counts['skipped']} skipped"
+            f"console browser tests: {counts['ran']} ran in chromium, {counts['skipped']} skipped, "
+            f"{counts['could not start']} could not start"
         )
