@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._memory import MemoryEventBus as MemoryEventBus
     from ._metadata import EventMetadata as EventMetadata
     from ._metadata import new_event_id as new_event_id
+    from ._observe import EventBusObserver as EventBusObserver
+    from ._observe import HandlerAttempt as HandlerAttempt
     from ._plugin import EventBusPlugin as EventBusPlugin
     from ._plugin import build_bus as build_bus
     from ._retry import RetryPolicy as RetryPolicy
@@ -63,6 +65,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         ],
         "._memory": ["MemoryEventBus"],
         "._metadata": ["EventMetadata", "new_event_id"],
+        "._observe": ["EventBusObserver", "HandlerAttempt"],
         "._plugin": ["EventBusPlugin", "build_bus"],
         "._retry": ["RetryPolicy"],
     }

@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._idempotency import IdempotencyStore, idempotent
 from ._metadata import EventMetadata, new_event_id, now_rfc3339, rfc3339
+from ._observe import EventBusObserver
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:  # optional: the bus records metrics only when the metrics plugin is enabled
@@ -258,20 +259,44 @@ class EventBus(abc.ABC):
             )
         else:  # a recorded event published under its original identity (the outbox relay)
             meta = _given_metadata(name, source, trace_id, event_id, occurred_at)
+        if self.observer is not None:  # traced (see set_observer)
+            return await self._publish_observed(self.observer, meta, body, deadline)
         if not self.publish_waits:  # stored without waiting: nothing a deadline could cut, no coroutine
             self._publish_nowait(meta, body)
         else:
-            progress = PublishProgress()
-            with anyio.move_on_after(deadline) as scope:
-                await self._publish(meta, body, progress)
-            if scope.cancelled_caught:
-                if self._metrics is not None:
-                    self._metrics.event(name, "publish_timeout")
-                raise PublishTimeoutError(
-                    meta, deadline, may_be_stored=progress.sent, last_error=progress.last_error
-                ) from progress.last_error
+            await self._publish_within(meta, body, deadline)
         if self._metrics is not None:
             self._metrics.event(name, "published")
+        return meta
+
+    async def _publish_within(self, meta: EventMetadata, body: str, deadline: float) -> None:
+        """Store the event within ``deadline`` seconds, else raise :class:`PublishTimeoutError`."""
+        progress = PublishProgress()
+        with anyio.move_on_after(deadline) as scope:
+            await self._publish(meta, body, progress)
+        if scope.cancelled_caught:
+            if self._metrics is not None:
+                self._metrics.event(meta.event_name, "publish_timeout")
+            raise PublishTimeoutError(
+                meta, deadline, may_be_stored=progress.sent, last_error=progress.last_error
+            ) from progress.last_error
+
+    async def _publish_observed(
+        self, observer: EventBusObserver, meta: EventMetadata, body: str, deadline: float
+    ) -> EventMetadata:
+        """The end of ``publish`` with an observer: it is told before storing and once storing ended."""
+        meta, stored = observer.publishing(meta)
+        try:
+            if not self.publish_waits:
+                self._publish_nowait(meta, body)
+            else:
+                await self._publish_within(meta, body, deadline)
+        except BaseException as exc:
+            stored(exc)
+            raise
+        stored(None)
+        if self._metrics is not None:
+            self._metrics.event(meta.event_name, "published")
         return meta
 
     def _publish_nowait(self, meta: EventMetadata, body: str) -> None:
@@ -353,6 +378,33 @@ class EventBus(abc.ABC):
 
     def _stopped(self, sub: Subscription) -> None:  # noqa: B027 - optional hook
         """A subscription was removed."""
+
+    # ------------------------------------------------------------------ instrumentation
+
+    observer: EventBusObserver | None = None
+    """Told about every publish and handler attempt (tracing); see :meth:`set_observer`."""
+
+    def set_observer(self, observer: EventBusObserver | None) -> None:
+        """Tell ``observer`` about every publish and every handler attempt from now on (None: stop).
+
+        Without an observer, handler runs take the plain path (no per-attempt cost).
+        """
+        self.observer = observer
+        if observer is None:
+            self.__dict__.pop("_invoke", None)
+        else:
+            self._invoke = self._invoke_observed  # type: ignore[method-assign]
+
+    async def _invoke_observed(self, sub: Subscription, data: Any, meta: EventMetadata) -> Failure | None:
+        """:meth:`_invoke` inside the observer's ``handling`` context (the handler runs within it)."""
+        observer = self.observer
+        if observer is None:
+            return await EventBus._invoke(self, sub, data, meta)
+        with observer.handling(sub, meta) as attempt:
+            failure = await EventBus._invoke(self, sub, data, meta)
+            if failure is not None:
+                attempt.failed(failure.error, failure.retry)
+            return failure
 
     # ------------------------------------------------------------------ running handlers
 

@@ -91,9 +91,12 @@ class EventMetadata:
     """1 for the first delivery to a subscription, 2 for the first retry, ..."""
     replayed_at: str | None = None
     """Set when the event was re-delivered from the dead-letter queue."""
+    traceparent: str | None = None
+    """W3C ``traceparent`` of the span that published the event (set by a tracing observer, e.g. the
+    otel plugin); a consumer's span continues or links that trace. ``None`` without tracing."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (keys are the attribute names)."""
+        """Plain JSON-ready dict (keys are the attribute names; ``traceparent`` only when set)."""
         return {
             "event_id": self.event_id,
             "event_name": self.event_name,
@@ -102,6 +105,7 @@ class EventMetadata:
             "trace_id": self.trace_id,
             "attempt": self.attempt,
             "replayed_at": self.replayed_at,
+            **({"traceparent": self.traceparent} if self.traceparent is not None else {}),
         }
 
     @classmethod
@@ -115,4 +119,5 @@ class EventMetadata:
             trace_id=data.get("trace_id"),
             attempt=int(data.get("attempt", 1)),
             replayed_at=data.get("replayed_at"),
+            traceparent=data.get("traceparent"),
         )

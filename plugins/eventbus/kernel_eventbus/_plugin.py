@@ -64,8 +64,7 @@ def build_bus(
         durability=config.durability,
         replicas=config.replicas,
         replication_timeout=config.replication_timeout,
-        # the redis plugin's write + WAIT on the slot's node (RedisService.wait_replicated), when it has it
-        wait_replicated=getattr(redis_connection, "wait_replicated", None),
+        wait_replicated=redis_connection.wait_replicated,  # write + WAIT on the slot's primary
         **common,
     )
 

@@ -38,7 +38,7 @@ from ._metadata import EventMetadata, now_rfc3339, rfc3339
 from ._redis_dlq import RedisDeadLetterStore, parse_dead
 
 if TYPE_CHECKING:
-    from ._redis_dlq import AnyRedis
+    from kernel_redis import AnyRedis
 
 WaitReplicated: TypeAlias = Callable[..., Awaitable[tuple[list[Any], int]]]
 """``RedisService.wait_replicated(key, write, *, replicas, timeout)`` of the redis plugin."""
@@ -101,13 +101,9 @@ def _releaser(node: Any) -> Callable[[Any], Awaitable[None]]:
 
 def _acknowledged(exc: Exception) -> int | None:
     """Replicas a ``kernel_redis.ReplicationTimeoutError`` says acknowledged; ``None`` for other errors."""
-    import kernel_redis
+    from kernel_redis import ReplicationTimeoutError  # the helper that raised it comes from there
 
-    error_type = getattr(kernel_redis, "ReplicationTimeoutError", None)
-    if error_type is None or not isinstance(exc, error_type):
-        return None
-    acked = getattr(exc, "acknowledged", 0)
-    return acked if isinstance(acked, int) else 0
+    return exc.acknowledged if isinstance(exc, ReplicationTimeoutError) else None
 
 
 @attrs.define

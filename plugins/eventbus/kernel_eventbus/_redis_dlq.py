@@ -12,12 +12,7 @@ from ._dlq import DeadLetterEntry
 from ._keys import dlq_events_key, dlq_index_key, dlq_key
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from redis.asyncio import Redis
-    from redis.asyncio.cluster import RedisCluster
-
-    AnyRedis: TypeAlias = Redis | RedisCluster  # kernel_redis.AnyRedis
+    from kernel_redis import AnyRedis
 
 
 def _cut(text: str, n: int) -> str:
