@@ -158,6 +158,20 @@ async def test_pattern_invalidation_deletes_on_every_primary(cluster_url: str, p
         assert await keys_per_primary(client, all_keys(prefix)) == dict.fromkeys(before, 0)
 
 
+async def test_a_burst_past_max_connections_waits_for_its_turn(cluster_url: str, prefix: str) -> None:
+    # redis-py's cluster client has no blocking pool: past max_connections on a node it raises
+    # MaxConnectionsError (and drops its connections). The cache queues the burst instead.
+    async with redis_cache(cluster_url, prefix, max_connections=4, timeout=10.0) as cache:
+        users = cache.namespace("user")
+        assert all(await asyncio.gather(*(users.set(f"k{i}", i) for i in range(200))))
+        assert await asyncio.gather(*(users.get(f"k{i}") for i in range(200))) == list(range(200))
+        assert await asyncio.gather(*(users.increment("n") for _ in range(200))) is not None
+        assert await users.get("n") == 200
+        assert users.get_stats().errors == 0
+        nodes = client_of(cache).get_nodes()
+        assert max(len(node._connections) for node in nodes) <= 4
+
+
 # In a child process: redis-py's asyncio cluster client leaks the sockets a command had open on a node
 # the topology refresh after a failover drops (redis/redis-py#4053); their ResourceWarnings at exit
 # are the library's, and stay out of this session.
