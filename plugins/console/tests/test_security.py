@@ -175,3 +175,10 @@ def test_production_refuses_an_open_console() -> None:
         config={"console": {"loopback_only": False, "token": "t0ken", "csrf_secret": "k3y"}},
         settings={"env": "production"},
     )
+    # credentials without csrf_secret: a warning (several processes would refuse each other's forms)
+    several = make_kernel(
+        "console",
+        config={"console": {"loopback_only": False, "username": "ops", "password": "pw"}},
+        settings={"env": "production"},
+    )
+    assert any("plugins.console.csrf_secret" in w for w in several.warnings), several.warnings
