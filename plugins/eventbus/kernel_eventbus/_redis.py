@@ -315,7 +315,7 @@ class RedisEventBus(EventBus):
             release = pool.release
         replies: list[Any] = []
         try:  # nothing of this publish sent yet
-            if self.cluster:  # the standalone pool connects in get_connection
+            if self.cluster and not conn.is_connected:  # the standalone pool connects in get_connection
                 await conn.connect()
             await conn.check_health()  # a PING when the connection idled past health_check_interval
             progress.sent = True
