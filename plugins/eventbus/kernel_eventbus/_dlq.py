@@ -146,8 +146,8 @@ class DeadLetterStore(Protocol):
     """Where a bus keeps its dead-letter entries, by :attr:`DeadLetterEntry.key`, newest last.
 
     The bus adds entries and re-delivers replayed ones; the store only keeps, finds and drops them.
-    ``MemoryDeadLetterStore`` keeps them in the process, the Redis adapter's store in a hash
-    ``<prefix>:dlq`` ordered by the sorted set ``<prefix>:dlq:index``.
+    ``MemoryDeadLetterStore`` keeps them in the process, the Redis adapter's store per event stream
+    in a hash ``{<prefix>:<event>}:dlq`` ordered by the sorted set ``{<prefix>:<event>}:dlq:index``.
     """
 
     async def add(self, entry: DeadLetterEntry) -> int:
