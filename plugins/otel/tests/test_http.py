@@ -1,0 +1,138 @@
+"""HTTP server spans through the kernel's middleware hook, with the errors plugin's trace id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from kernel_errors import NotFoundError
+from kernel_otel import Tracing
+from opentelemetry.trace import SpanKind, StatusCode
+
+from kernel import Plugin, PluginContext, Route, hookimpl
+from kernel.logging import get_trace_id
+from kernel.testing import boot_kernel
+from kernel.web import KernelApp, Receive, Scope, Send
+
+MEMORY = {"otel": {"exporter": "memory", "service_name": "svc-test"}}
+seen: dict[str, Any] = {}
+
+
+class Routes(Plugin):
+    name = "routes"
+
+    @hookimpl
+    def kernel_routes(self, ctx: PluginContext[object]) -> list[Route]:
+        async def user(scope: Scope, receive: Receive, send: Send) -> None:
+            seen["trace_id"] = get_trace_id()
+            logging.getLogger("test.otel").warning("handling a user")
+            await send({"type": "http.response.start", "status": 201, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        async def missing(scope: Scope, receive: Receive, send: Send) -> None:
+            raise NotFoundError("Widget", {"widget_id": "9"})
+
+        async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+            raise RuntimeError("boom")
+
+        return [
+            Route("/users", user, methods=("POST",)),
+            Route("/widgets/9", missing),
+            Route("/broken", broken),
+        ]
+
+
+async def _request(app: KernelApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test:8080") as client:
+        return await client.request(method, path, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_request_yields_server_span_with_semantic_attributes(caplog: pytest.LogCaptureFixture) -> None:
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        caplog.set_level(logging.WARNING, logger="test.otel")
+        response = await _request(KernelApp(kernel), "POST", "/users", headers={"user-agent": "t/1"})
+        (span,) = tracing.memory.get_finished_spans()
+    assert response.status_code == 201
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "POST /users"
+    assert span.resource.attributes["service.name"] == "svc-test"
+    attributes = dict(span.attributes or {})
+    assert attributes == {
+        "http.request.method": "POST",
+        "url.path": "/users",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        "server.address": "api.test",
+        "server.port": 8080,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "t/1",
+        "http.route": "/users",
+        "http.response.status_code": 201,
+    }
+    trace_id = format(span.context.trace_id, "032x")
+    assert seen["trace_id"] == trace_id  # the kernel trace id inside the request is the span's
+    assert response.headers["x-request-id"] == trace_id  # and the errors plugin echoes it
+    (record,) = [r for r in caplog.records if r.name == "test.otel"]
+    assert record.span_id == format(span.context.span_id, "016x")  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_traceparent_continues_the_callers_trace() -> None:
+    caller_trace, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = {"traceparent": f"00-{caller_trace}-{caller_span}-01", "tracestate": "vendor=x"}
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        response = await _request(KernelApp(kernel), "GET", "/widgets/9", headers=headers)
+        (span,) = tracing.memory.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == caller_trace
+    assert span.parent is not None and format(span.parent.span_id, "016x") == caller_span
+    assert span.context.trace_state.get("vendor") == "x"
+    assert response.status_code == 404
+    assert response.json()["trace_id"] == caller_trace  # problem+json carries the OTel trace id
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 404
+    assert span.status.status_code is StatusCode.UNSET  # a 4xx is not a server error
+
+
+@pytest.mark.anyio
+async def test_server_error_marks_the_span_and_problem_carries_its_trace_id() -> None:
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        response = await _request(KernelApp(kernel), "GET", "/broken")
+        (span,) = tracing.memory.get_finished_spans()
+    assert response.status_code == 500
+    assert response.json()["trace_id"] == format(span.context.trace_id, "032x")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["error.type"] == "500"
+
+
+@pytest.mark.anyio
+async def test_x_request_id_still_wins_in_the_response() -> None:
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        response = await _request(KernelApp(kernel), "GET", "/widgets/9", headers={"x-request-id": "req-7"})
+        (span,) = tracing.memory.get_finished_spans()
+    assert response.json()["trace_id"] == "req-7"
+    assert span.attributes is not None and span.attributes["http.route"] == "/widgets/9"
+
+
+@pytest.mark.anyio
+async def test_without_errors_plugin_the_span_records_the_status_itself() -> None:
+    async with boot_kernel("otel", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        response = await _request(KernelApp(kernel), "GET", "/nothing-here")
+        (span,) = tracing.memory.get_finished_spans()
+    assert response.status_code == 404
+    assert span.name == "GET"  # no route matched: no template in the name
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 404
+    assert "http.route" not in span.attributes
+
+
+@pytest.mark.anyio
+async def test_middleware_order_sits_between_metrics_and_errors() -> None:
+    async with boot_kernel("otel", "errors", "metrics", config=MEMORY) as kernel:
+        assert [m.name for m in kernel.middleware()] == ["metrics", "otel", "errors"]
