@@ -28,7 +28,7 @@ class ConsolePlugin(Plugin):
     )
 
     @hookimpl
-    def kernel_check(self, ctx: PluginContext[ConsoleConfig], enabled: frozenset[str]) -> list[CheckIssue]:
+    def kernel_check(self, ctx: PluginContext[ConsoleConfig]) -> list[CheckIssue]:
         """Refuse the console open to any client in production."""
         cfg = ctx.config
         issues: list[CheckIssue] = []
