@@ -402,10 +402,10 @@ def _free_port() -> int:
 async def test_console_of_the_example_service(browser: Browser, tmp_path: Path, shots: Path) -> None:
     """The example service (examples/service: a web and a worker process on an embedded Redis and
     wire server) serves the console: its pages show the service's own plugins, queue and events."""
+    import tomllib
+
     import anyio
     import httpx
-
-    import tomllib
 
     from examples.service.run import CONFIG, Stack
 
