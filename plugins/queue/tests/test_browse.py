@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from kernel_queue import (
     InvalidJobOptionError,
@@ -75,3 +76,30 @@ async def test_finished_per_interval(manager: QueueManager, qname: str) -> None:
     assert [(c.completed, c.failed) for c in long_ago] == [(0, 0), (0, 0)]
     with pytest.raises(InvalidJobOptionError, match="intervals must be >= 1"):
         await finished_per_interval(manager, qname, intervals=0)
+
+
+async def test_a_running_job_is_not_removed(manager: QueueManager, qname: str) -> None:
+    release = anyio.Event()
+
+    async def hold(job: JobContext) -> None:
+        await release.wait()
+
+    await manager.create_worker(qname, hold)
+    job_id = await manager.add_job(qname, "x", {})
+
+    async def running() -> bool:
+        info = await manager.get_job(qname, job_id)
+        return info is not None and info.state == "active"
+
+    await wait_until(running, what="the job to run")
+    assert [j.id for j in await list_jobs(manager, qname, "active")] == [job_id]
+    with pytest.raises(InvalidJobOptionError, match="is running; it cannot be removed"):
+        await remove_job(manager, qname, job_id)
+    release.set()
+
+    async def completed() -> bool:
+        info = await manager.get_job(qname, job_id)
+        return info is not None and info.state == "completed"
+
+    await wait_until(completed, what="the job to complete")
+    assert await remove_job(manager, qname, job_id) is True
