@@ -161,7 +161,8 @@ class HostClient:
         timeout: float,  # noqa: ASYNC109 - WAIT's own timeout (the replicas' deadline)
     ) -> tuple[list[Any], int]:
         """:meth:`RedisService.wait_replicated` through the host's client (on a cluster: a client per
-        primary with the cluster client's connection settings, made and closed per call)."""
+        primary with the cluster client's connection settings, made and closed per call). The host's
+        own client keeps its socket timeout: it must exceed ``timeout``."""
         client = self._client
         if not isinstance(client, RedisCluster):
             return await write_and_wait(client, key, write, replicas=replicas, timeout=timeout)
