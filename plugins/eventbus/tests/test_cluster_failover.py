@@ -11,6 +11,7 @@ consuming worked again. With ``durability = "replicated"`` no acknowledged publi
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections import Counter
@@ -23,8 +24,14 @@ import pytest
 from kernel_eventbus import EventMetadata, PublishNotReplicatedError, PublishTimeoutError
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import AnyRedis, connect
-from kernel_redis.testing import private_redis_cluster
+from kernel_redis.testing import (
+    PrivateRedisCluster,
+    PrivateRedisSentinel,
+    private_redis_cluster,
+    private_redis_sentinel,
+)
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection
 
 from kernel.testing import wait_until
 
@@ -74,12 +81,50 @@ async def _settled(client: AnyRedis, bus: RedisEventBus, run: Run) -> bool:
     return int((await client.xpending(bus.stream_key(EVENT), "g"))["pending"]) == 0
 
 
+class Group:
+    """A private cluster or sentinel group: its URL, and how to kill and restart the primary of a key."""
+
+    def __init__(self, group: PrivateRedisCluster | PrivateRedisSentinel) -> None:
+        self.group = group
+        self.url = group.url
+
+    def kill_primary_of(self, key: str) -> int:
+        """SIGKILL the primary serving ``key`` (the master of a sentinel group); its port."""
+        if isinstance(self.group, PrivateRedisCluster):
+            return self.group.kill_primary_of(key)
+        return self.group.kill_master()
+
+    def wait_promoted(self, port: int) -> None:
+        """Until a replica replaced the primary killed on ``port``."""
+        if isinstance(self.group, PrivateRedisCluster):
+            self.group.wait_promoted(port)
+        else:
+            self.group.wait_new_master(port)
+
+    def revive(self, port: int) -> None:
+        """Restart the killed node: it comes back as a replica."""
+        self.group.revive(port)
+
+
+@contextlib.contextmanager
+def private_group(topology: str) -> Iterator[Group]:
+    """A cluster of 3 primaries with a replica each (``cluster-node-timeout`` 2 s), or a sentinel group
+    of a master, a replica and 3 sentinels (``down-after-milliseconds`` 1 s)."""
+    if topology == "cluster":
+        with private_redis_cluster(primaries=3, replicas=1, node_timeout_ms=2000) as cluster:
+            yield Group(cluster)
+    else:
+        with private_redis_sentinel(replicas=1, sentinels=3) as sentinel:
+            yield Group(sentinel)
+
+
 @pytest.mark.parametrize("durability", ["default", "replicated"])
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
 async def test_sigkilled_primary_mid_stream(
-    durability: Literal["default", "replicated"], prefix: str
+    topology: str, durability: Literal["default", "replicated"], prefix: str
 ) -> None:
     run = Run()
-    with private_redis_cluster(primaries=3, replicas=1, node_timeout_ms=2000) as cluster:
+    with private_group(topology) as cluster:
         client = connect(cluster.url, socket_timeout=2.0, socket_connect_timeout=0.5)
         blocking = connect(cluster.url, socket_timeout=4.0, socket_connect_timeout=0.5)
         bus = RedisEventBus(
@@ -116,7 +161,8 @@ async def test_sigkilled_primary_mid_stream(
     duplicates = sum(c - 1 for c in run.handled.values() if c > 1)
     stored_anyway = len((set(run.handled) & events) - run.acked)
     print(
-        f"\nFAILOVER durability={durability}: published={N} acknowledged={len(run.acked & events)} "
+        f"\nFAILOVER {topology} durability={durability}: published={N} "
+        f"acknowledged={len(run.acked & events)} "
         f"refused={dict(run.refused)} stored_although_refused={stored_anyway} lost_acknowledged={len(lost)} "
         f"duplicates={duplicates} replica_promoted_after={run.promoted:.2f}s "
         f"publish_recovered_after={run.publish_back:.2f}s consume_recovered_after={run.consume_back:.2f}s"
@@ -129,7 +175,7 @@ async def test_sigkilled_primary_mid_stream(
 
 
 async def _publisher(
-    bus: RedisEventBus, cluster: Any, numbers: Iterator[int], run: Run, tg: anyio.abc.TaskGroup
+    bus: RedisEventBus, cluster: Group, numbers: Iterator[int], run: Run, tg: anyio.abc.TaskGroup
 ) -> None:
     """Publish the next numbers; the one that sees ``KILL_AT`` acknowledged publishes kills the primary."""
     for n in numbers:
@@ -155,14 +201,14 @@ async def _publish(bus: RedisEventBus, n: int, run: Run) -> None:
 
 
 async def _close_dropped_nodes() -> None:
-    """Disconnect the cluster nodes redis-py dropped from its topology with connections still open
-    (redis/redis-py#4053: in-use connections of a removed node are never closed)."""
+    """Disconnect what redis-py left open after a failover, once our clients are closed: the nodes it
+    dropped from its topology keep their in-use connections (redis/redis-py#4053)."""
     for obj in gc.get_objects():
-        if isinstance(obj, ClusterNode):
+        if isinstance(obj, ClusterNode) or (isinstance(obj, AbstractConnection) and obj.is_connected):
             await obj.disconnect()
 
 
-async def _restart_after_failover(cluster: Any, port: int, run: Run) -> None:
+async def _restart_after_failover(cluster: Group, port: int, run: Run) -> None:
     """Wait for a replica to take over, then restart the killed node (it rejoins as a replica)."""
     await anyio.to_thread.run_sync(cluster.wait_promoted, port)
     run.promoted = time.monotonic() - run.killed_at
