@@ -44,10 +44,9 @@ class OtelPlugin(Plugin):
         except OtelSettingError as exc:
             return [CheckIssue.error("", str(exc))]
         issues: list[CheckIssue] = []
-        if settings.exporter == "memory":
-            issues.append(
-                CheckIssue.production("exporter", 'exporter = "memory" keeps spans in memory (tests only)')
-            )
+        if settings.exporter == "memory" and ctx.settings.env == "production":
+            message = 'exporter = "memory" keeps spans in memory and exports none (tests only)'
+            issues.append(CheckIssue.error("exporter", message))
         if settings.exporter == "otlp" and settings.endpoint.startswith("http://") and settings.headers:
             message = f"export headers are sent over plain http:// to {settings.endpoint}"
             issues.append(CheckIssue.warning("headers", message))

@@ -175,3 +175,9 @@ def test_nothing_imports_opentelemetry_when_the_plugin_is_not_enabled() -> None:
     # installed (entry points discovered) but not enabled: the SDK and API stay unloaded
     assert _otel_modules("errors", "eventbus", "metrics") == []
     assert "opentelemetry.sdk.trace" in _otel_modules("otel", "errors")  # the probe does see them
+
+
+def test_memory_exporter_is_refused_in_production() -> None:
+    with pytest.raises(ConfigError, match=r'plugins\.otel\.exporter: exporter = "memory"'):
+        make_kernel("otel", config={"otel": {"exporter": "memory"}}, settings={"env": "production"})
+    make_kernel("otel", config={"otel": {"exporter": "memory"}})  # fine in tests
