@@ -1,5 +1,6 @@
 """The key layout on a cluster: namespaces spread over the primaries, batches split by node, invalidation
-on every primary; round trips counted on the wire (every request redis-py writes to a socket)."""
+on every primary; round trips counted on the wire (every request redis-py writes to a socket). And a
+primary killed under the cache, on a cluster and under Sentinel."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import sys
 import textwrap
 from asyncio.subprocess import PIPE
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
 from cache_keys import all_keys
 from kernel_cache import CacheManager, RedisBackend
-from kernel_redis.testing import PrivateRedisCluster, private_redis_cluster
+from kernel_redis.testing import PrivateRedisCluster, private_redis_cluster, private_redis_sentinel
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
@@ -210,18 +211,29 @@ _FAILOVER = textwrap.dedent(
 )
 
 
+@contextmanager
+def killable(topology: str) -> Iterator[tuple[str, Callable[[str], object]]]:
+    """A private cluster or Sentinel group of its own: its URL, and how to SIGKILL a key's primary."""
+    if topology == "cluster":
+        with private_redis_cluster(primaries=3, replicas=1) as cluster:
+            yield cluster.url, cluster.kill_primary_of
+    else:
+        with private_redis_sentinel(replicas=1, sentinels=3) as group:
+            yield group.url, lambda _key: group.kill_master()
+
+
 @pytest.mark.slow
-async def test_a_primary_failover_fails_open_then_the_cache_recovers(prefix: str) -> None:
-    # Its own cluster: a primary is killed.
-    with private_redis_cluster(primaries=3, replicas=1) as cluster:
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+async def test_a_primary_failover_fails_open_then_the_cache_recovers(topology: str, prefix: str) -> None:
+    with killable(topology) as (url, kill_primary_of):
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _FAILOVER, cluster.url, prefix, stdin=PIPE, stdout=PIPE, stderr=PIPE
+            sys.executable, "-c", _FAILOVER, url, prefix, stdin=PIPE, stdout=PIPE, stderr=PIPE
         )
         try:
             assert child.stdin is not None and child.stdout is not None
             key = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
             assert key, (await child.communicate())[1].decode()
-            cluster.kill_primary_of(key)
+            kill_primary_of(key)
             child.stdin.write(b"killed\n")
             out, err = await asyncio.wait_for(child.communicate(), 90)
         finally:
@@ -230,8 +242,10 @@ async def test_a_primary_failover_fails_open_then_the_cache_recovers(prefix: str
                 await child.communicate()
         assert child.returncode == 0, err.decode()
         result = json.loads(out)
-        print(f"cache failover: writes recovered {result['recovered']:.2f}s after SIGKILL of the primary")
-        # Fails open while the slot has no primary: a miss, a skipped write, a counter that raises.
+        print(
+            f"cache failover, {topology}: writes back {result['recovered']:.2f}s after SIGKILL of the primary"
+        )
+        # Fails open while the key has no primary: a miss, a skipped write, a counter that raises.
         assert (result["get"], result["set"], result.get("increment")) == (
             "miss",
             False,
