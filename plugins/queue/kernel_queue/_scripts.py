@@ -6,7 +6,9 @@ rank first, then FIFO by the ``seq`` counter; a negative ``seq`` puts a re-run a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -171,16 +173,41 @@ return claimed
 """
 
 
+class Script:
+    """One script: ``EVALSHA``; on ``NOSCRIPT`` after redis-py's own reload, ``EVAL`` with the source.
+
+    After a cluster failover redis-py 7.4's asyncio cluster client may still take the promoted
+    replica for a replica: its ``SCRIPT LOAD`` (sent to the primaries it knows) never reaches
+    the node, and ``EVALSHA`` fails there for good. ``EVAL`` runs the script and caches it on
+    that node, so the next ``EVALSHA`` works.
+    """
+
+    __slots__ = ("_redis", "_script", "source")
+
+    def __init__(self, redis: Redis | RedisCluster, source: str) -> None:
+        self._redis: Any = redis
+        self._script: AsyncScript = cast("Redis", redis).register_script(
+            source
+        )  # the cluster client has it too
+        self.source = source
+
+    async def __call__(self, keys: list[Any], args: list[Any], client: Any = None) -> Any:
+        """Run the script on ``client`` (default: the client it was registered on)."""
+        try:
+            return await self._script(keys=keys, args=args, client=client)
+        except NoScriptError:
+            return await (client or self._redis).eval(self.source, len(keys), *keys, *args)
+
+
 class Scripts:
     """The scripts registered on one client (``EVALSHA``, loaded by Redis on first use)."""
 
     def __init__(self, redis: Redis | RedisCluster) -> None:
-        register = cast("Redis", redis).register_script  # typed for Redis; the cluster client has it too
-        self.enqueue: AsyncScript = register(ENQUEUE)
-        self.enqueue_many: AsyncScript = register(ENQUEUE_MANY)
-        self.dequeue: AsyncScript = register(DEQUEUE)
-        self.update: AsyncScript = register(UPDATE)
-        self.finish: AsyncScript = register(FINISH)
-        self.requeue: AsyncScript = register(REQUEUE)
-        self.promote: AsyncScript = register(PROMOTE)
-        self.claim_stalled: AsyncScript = register(CLAIM_STALLED)
+        self.enqueue = Script(redis, ENQUEUE)
+        self.enqueue_many = Script(redis, ENQUEUE_MANY)
+        self.dequeue = Script(redis, DEQUEUE)
+        self.update = Script(redis, UPDATE)
+        self.finish = Script(redis, FINISH)
+        self.requeue = Script(redis, REQUEUE)
+        self.promote = Script(redis, PROMOTE)
+        self.claim_stalled = Script(redis, CLAIM_STALLED)

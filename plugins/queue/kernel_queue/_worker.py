@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+from redis.exceptions import RedisError
 from saq.worker import Worker
 
 from ._errors import UnknownProcessorError
@@ -123,10 +124,26 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
             raise failure
 
     async def process(self) -> bool:
-        """Take and run one job, unless the worker is stopping."""
+        """Take and run one job, unless the worker is stopping.
+
+        While Redis is unreachable (a failover, a restart) SAQ's step raises: the error is logged
+        and the step waits ``poll_interval`` before the next try. A job whose result could not be
+        written stays on the active list; once its heartbeat stops, the sweep re-queues it.
+        """
         if self.event.is_set():  # stopping: take no new job
             return False
-        return await super().process()
+        try:
+            return await super().process()
+        except RedisError as exc:
+            log.warning(
+                "queue %s: Redis unavailable, retrying in %gs: %s",
+                self.kqueue.name,
+                self.kqueue.poll_interval,
+                exc,
+                extra={"queue": self.kqueue.name},
+            )
+            await anyio.sleep(self.kqueue.poll_interval)
+            return False
 
     async def schedule(self, lock: int = 1) -> None:
         """Enqueue due ticks of recurring jobs, then move due delayed jobs to waiting."""

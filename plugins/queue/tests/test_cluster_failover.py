@@ -1,0 +1,135 @@
+"""Failover: SIGKILL the primary holding a queue's slot while 1,000 jobs are enqueued and run.
+
+A private Redis Cluster (3 primaries, 1 replica each, ``cluster-node-timeout`` 2 s) per case; 8
+producers add jobs with ids ``j0..j999`` (an add that raises is retried with the same id: the id
+dedupes it), a worker in this process runs them. After 300 acknowledged adds the primary serving
+the queue's slot is SIGKILLed. Reported per durability setting (a ``FAILOVER`` line): acknowledged
+enqueues lost (never ran, no record), jobs run more than once, adds refused during the failover,
+and the time until adding and running worked again. With ``durability = "replicated"`` no
+acknowledged enqueue may be lost.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter
+from typing import Any, Literal
+
+import anyio
+import pytest
+from kernel_queue import JobContext, QueueManager, queue_tag
+from kernel_redis.testing import private_redis_cluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection
+
+from kernel.testing import boot_kernel, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+N = 1000
+KILL_AT = 300
+PRODUCERS = 8
+QUEUE = "kqtestfailover"
+
+
+class Run:
+    """What one failover run saw."""
+
+    def __init__(self) -> None:
+        self.ran: Counter[str] = Counter()
+        self.acked: set[str] = set()
+        self.refused: Counter[str] = Counter()
+        self.killed_at = 0.0
+        self.add_back = 0.0
+        """Seconds from the kill to the first acknowledged add of those started after it."""
+        self.run_back = 0.0
+        """Seconds from the kill to the first run of a job added after the kill."""
+        self.after_kill: set[str] = set()
+        self.promoted = 0.0
+        self.revived = 0.0
+
+    async def proc(self, job: JobContext) -> None:
+        self.ran[job.id] += 1
+        if job.id in self.after_kill and not self.run_back:
+            self.run_back = time.monotonic() - self.killed_at
+
+
+async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
+    for jid in ids:
+        started = time.monotonic()
+        if run.killed_at:
+            run.after_kill.add(jid)
+        deadline = started + 60
+        while True:
+            try:
+                await qm.add_job(QUEUE, "n", {"id": jid}, job_id=jid)
+                break
+            except Exception as exc:  # the failover window: connection errors, CLUSTERDOWN, not replicated
+                run.refused[type(exc).__name__] += 1
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"adds fail for 60 s: {exc!r}") from exc
+                await anyio.sleep(0.05)
+        run.acked.add(jid)
+        if run.killed_at and started > run.killed_at and not run.add_back:
+            run.add_back = time.monotonic() - run.killed_at
+
+
+async def _close_dropped_nodes() -> None:
+    """Disconnect what redis-py leaves open after a failover once our clients are closed: nodes it
+    dropped from its topology keep their connections (redis/redis-py#4053)."""
+    for obj in gc.get_objects():
+        if isinstance(obj, ClusterNode) or (isinstance(obj, AbstractConnection) and obj.is_connected):
+            await obj.disconnect()
+
+
+@pytest.mark.parametrize("durability", ["default", "replicated"])
+async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "replicated"]) -> None:
+    run = Run()
+    with private_redis_cluster(primaries=3, replicas=1) as cluster:
+        settings: dict[str, Any] = {
+            "heartbeat_interval": 0.2,
+            "stall_timeout": 1.0,
+            "sweep_interval": 0.25,
+            "schedule_interval": 0.05,
+            "poll_interval": 0.2,
+            "durability": durability,
+            "replication_timeout": 2.0,
+        }
+        config = {"redis": {"url": cluster.url}, "queue": settings}
+        async with boot_kernel("redis", "queue", config=config) as k:
+            qm = k.get(QueueManager)
+            await qm.create_worker(QUEUE, run.proc, concurrency=8)
+            ids = [f"j{i}" for i in range(N)]
+            async with anyio.create_task_group() as tg:
+                for p in range(PRODUCERS):
+                    tg.start_soon(_produce, qm, run, ids[p::PRODUCERS])
+                await wait_until(lambda: len(run.acked) >= KILL_AT, 60, what=f"{KILL_AT} adds")
+                run.killed_at = time.monotonic()
+                port = await anyio.to_thread.run_sync(cluster.kill_primary_of, queue_tag(QUEUE))
+                await anyio.to_thread.run_sync(cluster.wait_promoted, port)
+                run.promoted = time.monotonic() - run.killed_at
+                # The operator restarts the dead node: it rejoins as the new primary's replica (until
+                # then a replicated add finds no replica and raises EnqueueNotReplicatedError).
+                await anyio.to_thread.run_sync(cluster.revive, port)
+                run.revived = time.monotonic() - run.killed_at
+
+            async def drained() -> bool:
+                return (await qm.get_queue_stats(QUEUE))["total"] == 0
+
+            await wait_until(drained, 90, interval=0.2, what="the queue to drain after the failover")
+            if durability == "replicated":
+                await wait_until(lambda: len(run.ran) == N, 10, interval=0.2, what="every job to run")
+        await _close_dropped_nodes()
+        lost = sorted(run.acked - set(run.ran))
+        duplicates = sum(1 for c in run.ran.values() if c > 1)
+        print(
+            f"\nFAILOVER queue durability={durability}: jobs={N} acknowledged={len(run.acked)} "
+            f"lost={len(lost)} duplicates={duplicates} refused={dict(run.refused)} "
+            f"promoted_after={run.promoted:.2f}s revived_after={run.revived:.2f}s "
+            f"add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s"
+        )
+    assert len(run.acked) == N
+    assert run.add_back and run.run_back, "adding and running recovered"
+    if durability == "replicated":
+        assert lost == []
