@@ -128,6 +128,11 @@ class _State:
     """The consumer loop lost Redis and has not read since (logged once, then quiet)."""
 
 
+def _traced(meta: EventMetadata, traceparent: bytes) -> EventMetadata:
+    """``meta`` with the ``traceparent`` a traced publish stored next to the entry (field ``tp``)."""
+    return attrs.evolve(meta, traceparent=traceparent.decode("ascii", "replace"))
+
+
 class RedisEventBus(EventBus):
     """Events in Redis Streams: nothing published is lost when a consumer dies or Redis restarts (with AOF).
 
@@ -246,6 +251,8 @@ class RedisEventBus(EventBus):
         entry = f"1\t{meta.event_id}\t{meta.timestamp}\t{meta.trace_id or ''}\t{meta.source or ''}\n{body}"
         key = self._stream_keys.get(meta.event_name) or self.stream_key(meta.event_name)
         command = ("XADD", key, *self._xadd_options, entry)
+        if meta.traceparent is not None:  # traced: a field of its own (earlier consumers ignore it)
+            command = (*command, "tp", meta.traceparent)
         delay = 0.05
         while True:  # until stored or the publish deadline cancels this
             try:
@@ -583,7 +590,14 @@ class RedisEventBus(EventBus):
         """Data, metadata and first failure time of a retry-stream entry (a JSON envelope)."""
         env = json.loads(fields[b"j"])
         meta = EventMetadata(
-            env["id"], env["n"], env["ts"], env.get("src"), env.get("tid"), int(env["att"]), env.get("rep")
+            env["id"],
+            env["n"],
+            env["ts"],
+            env.get("src"),
+            env.get("tid"),
+            int(env["att"]),
+            env.get("rep"),
+            env.get("tp"),
         )
         return env["d"], meta, env.get("ff")
 
@@ -609,6 +623,8 @@ class RedisEventBus(EventBus):
                 if version != "1":
                     raise ValueError(f"unknown entry format {version!r}")
                 meta = EventMetadata(event_id, sub.event, ts, src or None, tid or None)
+                if b"tp" in fields:  # published with tracing (see _publish)
+                    meta = _traced(meta, fields[b"tp"])
                 data, first_failure = json.loads(body), None
         except Exception as exc:
             await self._dead_raw(sub, stream, is_retry, entry_id, fields or {}, exc)
@@ -678,6 +694,7 @@ class RedisEventBus(EventBus):
                 "rep": meta.replayed_at,
                 "ff": first_failure or failure.at,
                 "d": data,
+                **({"tp": meta.traceparent} if meta.traceparent is not None else {}),
             }
         )
         pipe = self.client.pipeline(transaction=True)
@@ -805,6 +822,7 @@ class RedisEventBus(EventBus):
                     "att": 1,
                     "rep": replayed_at,
                     "d": entry.data,
+                    **({"tp": meta.traceparent} if meta.traceparent is not None else {}),
                 }
             )
             store = self._dead_letters
