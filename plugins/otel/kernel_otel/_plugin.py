@@ -32,7 +32,7 @@ class OtelPlugin(Plugin):
 
     name = "otel"
     version = metadata.version("milo-kernel-otel")
-    optional = ("eventbus", "errors", "metrics")
+    optional = ("eventbus",)  # started first, so its bus gets the observer
     config_class = OtelConfig
     provides = ("otel", "Tracing")
     description = "OpenTelemetry traces: HTTP server spans, event publish and handling"
