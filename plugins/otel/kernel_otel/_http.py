@@ -18,6 +18,7 @@ _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = otel_context.Context()
 
 
 def _host_header(text: str) -> dict[str, Any]:
@@ -101,7 +102,10 @@ class TracingMiddleware:
             await self._call(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        parent = None
+        # Under a live span (a host's own tracing layer) the request's span is its child. A span
+        # that is current but no longer recording is stale: a server may start the next request
+        # on a keep-alive connection from a copy of this one's context. Then the request is a root.
+        parent = None if trace.get_current_span().is_recording() else _ROOT
         if b"traceparent" in headers:
             carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
             if b"tracestate" in headers:

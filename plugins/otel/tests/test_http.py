@@ -136,3 +136,27 @@ async def test_without_errors_plugin_the_span_records_the_status_itself() -> Non
 async def test_middleware_order_sits_between_metrics_and_errors() -> None:
     async with boot_kernel("otel", "errors", "metrics", config=MEMORY) as kernel:
         assert [m.name for m in kernel.middleware()] == ["metrics", "otel", "errors"]
+
+
+@pytest.mark.anyio
+async def test_a_live_outer_span_is_the_parent_and_a_stale_one_is_not() -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        app = KernelApp(kernel)
+        with tracing.tracer.start_as_current_span("host layer") as host:
+            await _request(app, "POST", "/users")
+        # a context copied from an earlier request still names its (ended) span as current
+        stale = tracing.tracer.start_span("earlier request")
+        stale.end()
+        token = otel_context.attach(trace.set_span_in_context(stale))
+        try:
+            await _request(app, "POST", "/users")
+        finally:
+            otel_context.detach(token)
+        nested, _, _, fresh = tracing.memory.get_finished_spans()
+    assert nested.parent is not None and nested.parent.span_id == host.get_span_context().span_id
+    assert fresh.name == "POST /users"
+    assert fresh.parent is None and fresh.context.trace_id != stale.get_span_context().trace_id
