@@ -38,13 +38,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         self.server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        self.server.got.set()  # before replying: the exporter's flush returns once it has the reply
         reply = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)
-        self.server.got.set()
 
     def log_message(self, format: str, *args: object) -> None:
         pass
