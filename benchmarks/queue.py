@@ -8,6 +8,13 @@
 - ``add_bulk``: ``add_bulk_jobs`` of 100 jobs (one round trip) vs 100 sequential raw enqueues;
   time per job.
 
+- ``cluster_*`` (a private Redis Cluster, 3 primaries + 3 replicas; ``QUEUE_BENCH_CLUSTER=0`` skips
+  it): ``add_job`` on the cluster vs SAQ's enqueue work done raw on the ``RedisCluster`` client (its
+  enqueue script -- ZSCORE/EXISTS, SET, ZADD, RPUSH -- on the queue's hash-tagged keys, after
+  building and serializing a SAQ job: stock SAQ cannot enqueue on a cluster, its abort key has no
+  tag); ``durability = "replicated"`` vs the same raw work plus ``WAIT 1`` on the slot's primary,
+  and vs default.
+
 Target (cost ratio): add_job <= 1.10. Ceiling: ``enqueue_pipelined_100`` -- the Redis work of a SAQ
 enqueue done raw at its best: ``SET`` of the serialized job, ``ZADD`` to the incomplete set and
 ``RPUSH`` to the queued list, for 100 jobs in one non-transactional pipeline; µs per job.
@@ -16,6 +23,7 @@ enqueue done raw at its best: ``SET`` of the serialized job, ``ZADD`` to the inc
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -55,6 +63,102 @@ async def run(quick: bool) -> None:
             # socket read timeout, else every idle read times out after 5 s.
             blocking = k.registry.get("redis.connection").new_client(socket_timeout=None)
             await _throughput(manager, blocking, quick)
+    if os.environ.get("QUEUE_BENCH_CLUSTER", "1") != "0":
+        await _cluster(quick)
+
+
+# SAQ 0.26's enqueue step (``RedisQueue._enqueue``), for the raw side of the cluster case.
+_SAQ_ENQUEUE = """
+if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
+    redis.call('SET', KEYS[2], ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+    if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
+    return 1
+end
+return nil
+"""
+
+
+async def _cluster(quick: bool) -> None:
+    """``add_job`` on a private Redis Cluster, default and replicated, vs SAQ's work done raw."""
+    from kernel_queue import queue_tag
+    from kernel_redis.testing import private_redis_cluster
+
+    with private_redis_cluster(primaries=3, replicas=1) as cluster:
+        config: dict[str, dict[str, Any]] = {"redis": {"url": cluster.url}, "queue": FAST}
+        replicated_config = {**config, "queue": {**FAST, "durability": "replicated"}}
+        async with (
+            boot_kernel("redis", "queue", config=config) as k,
+            boot_kernel("redis", "queue", config=replicated_config) as kr,
+        ):
+            manager, durable = k.get(QueueManager), kr.get(QueueManager)
+            client: Any = manager.redis
+            await client.initialize()
+            ours_q, raw_name = _name("o"), _name("r")
+            tag = queue_tag(raw_name)
+            node = client.get_node_from_key(tag)
+            primary = aioredis.Redis(host=node.host, port=node.port)  # the slot's primary, for raw WAIT
+            shape = RedisQueue(primary, name=tag)  # SAQ's job building and serialization only
+            script = client.register_script(_SAQ_ENQUEUE)
+            incomplete, queued = f"saq:{tag}:incomplete", f"saq:{tag}:queued"
+
+            def saq_job() -> tuple[list[str], list[Any]]:
+                job = Job("send-notification", kwargs={"data": DATA}, queue=shape)
+                job.queued = int(time.time() * 1000)
+                keys = [incomplete, shape.job_id(job.key), queued, f"saq:abort:{tag}:{job.key}"]
+                return keys, [shape.serialize(job), job.scheduled]
+
+            async def ours() -> Any:
+                return await manager.add_job(ours_q, "send-notification", DATA)
+
+            async def raw() -> Any:
+                keys, args = saq_job()
+                return await script(keys=keys, args=args)
+
+            async def ours_replicated() -> Any:
+                return await durable.add_job(ours_q, "send-notification", DATA)
+
+            async def raw_replicated() -> Any:
+                keys, args = saq_job()
+                pipe = primary.pipeline(transaction=False)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, 1000)
+                return await pipe.execute()
+
+            ops, n = (150, 11) if quick else (300, 31)
+            await raw()  # loads the script on the slot's primary (EVALSHA in the raw pipeline)
+            await acompare(
+                SUITE, "cluster_add_job_vs_saq_script", ours, raw, ops=ops, rounds_=rounds(n, n), target=1.10
+            )
+            await acompare(
+                SUITE,
+                "cluster_add_job_replicated_vs_saq_script_wait",
+                ours_replicated,
+                raw_replicated,
+                ops=ops,
+                rounds_=rounds(n, n),
+                target=1.10,
+            )
+            cost = await acompare(
+                SUITE,
+                "cluster_add_job_replicated_vs_default",
+                ours_replicated,
+                ours,
+                ops=ops,
+                rounds_=rounds(n, n),
+            )
+            if cost.unit == "us":
+                print(
+                    f"  durability=replicated: {cost.ours_us:.0f} µs per add_job vs {cost.raw_us:.0f} µs "
+                    f"(default), {cost.ours_us / cost.raw_us:.2f}x"
+                )
+            await shape.disconnect()
+            await primary.aclose()
+            for pattern in (f"saq:*{queue_tag(ours_q)}*", f"saq:*{tag}*"):
+                keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+                for i in range(0, len(keys), 500):
+                    await client.delete(*keys[i : i + 500])
+            await client.srem("kernel_queue:queues", ours_q)
 
 
 def _name(tag: str) -> str:

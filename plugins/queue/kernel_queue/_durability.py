@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 from ._errors import EnqueueNotReplicatedError
 
 if TYPE_CHECKING:
     from kernel_redis import RedisService
+
+    from ._scripts import Script
 
 
 class Replication:
@@ -19,15 +22,28 @@ class Replication:
         self.replicas = replicas
         self.timeout = timeout
 
-    async def write(
-        self, queue: str, key: str, job_ids: list[str], write: Callable[[Any], None]
-    ) -> list[Any]:
-        """The results of the writes ``write(pipe)`` queues, run on ``key``'s node, once replicated.
+    async def run(
+        self, queue: str, job_ids: list[str], script: Script, keys: list[str], args: list[Any]
+    ) -> Any:
+        """The result of ``script`` run on the primary of its keys' slot, once ``replicas`` replicas
+        have its writes.
 
-        ``EnqueueNotReplicatedError`` (naming ``job_ids`` of ``queue``) when fewer than
-        ``replicas`` replicas acknowledged within ``timeout`` seconds.
+        ``EVALSHA`` first; ``EVAL`` with the source when the node lacks the script (``NOSCRIPT``:
+        nothing ran). ``EnqueueNotReplicatedError`` (naming ``job_ids`` of ``queue``) when fewer
+        than ``replicas`` replicas acknowledged within ``timeout`` seconds.
         """
+        try:
+            return (await self._write(queue, job_ids, ("EVALSHA", script.sha, len(keys), *keys, *args)))[0]
+        except NoScriptError:
+            return (await self._write(queue, job_ids, ("EVAL", script.source, len(keys), *keys, *args)))[0]
+
+    async def _write(self, queue: str, job_ids: list[str], command: tuple[Any, ...]) -> list[Any]:
         from kernel_redis import ReplicationTimeoutError
+
+        key = command[3]  # the script's first key: every key of a queue is in its slot
+
+        def write(pipe: Any) -> None:
+            pipe.execute_command(*command)
 
         try:
             results, _acknowledged = await self.service.wait_replicated(

@@ -15,7 +15,7 @@ from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
 from ._errors import InvalidJobOptionError, JobDataError, JobNotFoundError, JobTooLargeError
-from ._scripts import ENQUEUE, ENQUEUE_MANY, MAX_TOKENS, Scripts
+from ._scripts import MAX_TOKENS, Scripts
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -430,8 +430,7 @@ class KernelRedisQueue(RedisQueue):
         """
         event, keys, args = self._enqueue_call(job, payload)
         if self.replication is not None:
-            write = _eval(ENQUEUE, keys, args)
-            added = (await self.replication.write(self.name, job.id, [job.key], write))[0]
+            added = await self.replication.run(self.name, [job.key], self.scripts.enqueue, keys, args)
         else:
             added = await self.scripts.enqueue(keys=keys, args=args)
         if not added:
@@ -468,8 +467,8 @@ class KernelRedisQueue(RedisQueue):
             args = [a for _, _, call_args in chunk for a in call_args]
             if self.replication is not None:
                 ids = [job.key for job in jobs[start : start + BULK_CHUNK]]
-                write = _eval(ENQUEUE_MANY, keys, args)
-                results += (await self.replication.write(self.name, k.incomplete, ids, write))[0]
+                script = self.scripts.enqueue_many
+                results += await self.replication.run(self.name, ids, script, keys, args)
             else:
                 results += await self.scripts.enqueue_many(keys=keys, args=args)
         if self.event_hooks:
@@ -889,19 +888,6 @@ class KernelRedisQueue(RedisQueue):
                     .delete(member)
                     .execute()
                 )
-
-
-def _eval(script: str, keys: list[str], args: list[Any]) -> Callable[[Any], None]:
-    """A ``write(pipe)`` for ``RedisService.wait_replicated`` that queues ``EVAL script``.
-
-    ``EVAL`` with the source, not ``EVALSHA``: the node may be a freshly promoted replica
-    that has never loaded the script.
-    """
-
-    def write(pipe: Any) -> None:
-        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
-
-    return write
 
 
 def backoff_delay(spec: Any, failures: int) -> float:

@@ -182,7 +182,7 @@ class Script:
     that node, so the next ``EVALSHA`` works.
     """
 
-    __slots__ = ("_redis", "_script", "source")
+    __slots__ = ("_redis", "_script", "sha", "source")
 
     def __init__(self, redis: Redis | RedisCluster, source: str) -> None:
         self._redis: Any = redis
@@ -190,6 +190,7 @@ class Script:
             source
         )  # the cluster client has it too
         self.source = source
+        self.sha: str = self._script.sha
 
     async def __call__(self, keys: list[Any], args: list[Any], client: Any = None) -> Any:
         """Run the script on ``client`` (default: the client it was registered on)."""
