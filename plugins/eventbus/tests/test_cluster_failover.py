@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -204,6 +205,8 @@ async def _close_dropped_nodes() -> None:
     """Disconnect what redis-py left open after a failover, once our clients are closed: the nodes it
     dropped from its topology keep their in-use connections (redis/redis-py#4053)."""
     for obj in gc.get_objects():
+        if type(obj) in weakref.ProxyTypes:  # isinstance() of a dead proxy raises
+            continue
         if isinstance(obj, ClusterNode) or (isinstance(obj, AbstractConnection) and obj.is_connected):
             await obj.disconnect()
 
