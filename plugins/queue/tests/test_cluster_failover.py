@@ -5,13 +5,15 @@ producers add jobs with ids ``j0..j999`` (an add that raises is retried with the
 dedupes it), a worker in this process runs them. After 300 acknowledged adds the primary serving
 the queue's slot is SIGKILLed. Reported per durability setting (a ``FAILOVER`` line): acknowledged
 enqueues lost (never ran, no record), jobs run more than once, adds refused during the failover,
-and the time until adding and running worked again. With ``durability = "replicated"`` no
+and the time until adding and running worked again (``add_outage``: the longest gap between two
+acknowledged adds after the kill). With ``durability = "replicated"`` no
 acknowledged enqueue may be lost.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 from collections import Counter
 from typing import Any, Literal
@@ -47,6 +49,7 @@ class Run:
         """Seconds from the kill to the first run of a job added after the kill."""
         self.after_kill: set[str] = set()
         self.promoted = 0.0
+        self.ack_times: list[float] = []
         self.revived = 0.0
 
     async def proc(self, job: JobContext) -> None:
@@ -71,6 +74,7 @@ async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
                     raise AssertionError(f"adds fail for 60 s: {exc!r}") from exc
                 await anyio.sleep(0.05)
         run.acked.add(jid)
+        run.ack_times.append(time.monotonic())
         if run.killed_at and started > run.killed_at and not run.add_back:
             run.add_back = time.monotonic() - run.killed_at
 
@@ -105,8 +109,8 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
                 for p in range(PRODUCERS):
                     tg.start_soon(_produce, qm, run, ids[p::PRODUCERS])
                 await wait_until(lambda: len(run.acked) >= KILL_AT, 60, what=f"{KILL_AT} adds")
-                run.killed_at = time.monotonic()
                 port = await anyio.to_thread.run_sync(cluster.kill_primary_of, queue_tag(QUEUE))
+                run.killed_at = time.monotonic()
                 await anyio.to_thread.run_sync(cluster.wait_promoted, port)
                 run.promoted = time.monotonic() - run.killed_at
                 # The operator restarts the dead node: it rejoins as the new primary's replica (until
@@ -123,11 +127,13 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
         await _close_dropped_nodes()
         lost = sorted(run.acked - set(run.ran))
         duplicates = sum(1 for c in run.ran.values() if c > 1)
+        acks = sorted(run.ack_times)
+        add_outage = max(b - a for a, b in itertools.pairwise(acks) if b > run.killed_at)
         print(
             f"\nFAILOVER queue durability={durability}: jobs={N} acknowledged={len(run.acked)} "
             f"lost={len(lost)} duplicates={duplicates} refused={dict(run.refused)} "
             f"promoted_after={run.promoted:.2f}s revived_after={run.revived:.2f}s "
-            f"add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s"
+            f"add_outage={add_outage:.2f}s add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s"
         )
     assert len(run.acked) == N
     assert run.add_back and run.run_back, "adding and running recovered"
