@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._job import JobContext as JobContext
     from ._job import JobInfo as JobInfo
     from ._manager import QueueManager as QueueManager
+    from ._observe import JobAttempt as JobAttempt
+    from ._observe import QueueObserver as QueueObserver
     from ._plugin import QueuePlugin as QueuePlugin
     from ._queue import MAX_PRIORITY as MAX_PRIORITY
     from ._queue import KernelRedisQueue as KernelRedisQueue
@@ -51,6 +53,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._manager": ["QueueManager"],
         "._plugin": ["QueuePlugin"],
         "._queue": ["MAX_PRIORITY", "KernelRedisQueue", "QueueKeys", "backoff_delay", "queue_tag"],
+        "._observe": ["JobAttempt", "QueueObserver"],
         "._registry": ["ANY_NAME", "ProcessorRegistry"],
         "._samples": ["notification_processor", "register_sample_processors"],
         "._worker": ["QueueWorker"],

@@ -19,6 +19,7 @@ from saq.utils import now, uuid1
 from ._config import QueueConfig
 from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
+from ._observe import QueueObserver
 from ._pubsub import close_listener, listener_client
 from ._queue import CleanStatus, EventHook, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
@@ -207,6 +208,8 @@ class QueueManager:
         meta: dict[str, Any] = {"max_attempts": tries} if tries != 1 else {}  # readers default to 1
         if back:
             meta["backoff"] = back
+        if self.processors.observer is not None:  # traced: it may add keys to the stored meta
+            self.processors.observer.enqueuing(queue.name, name, meta)
         if scheduled is None:
             scheduled = time.time() + wait if wait else 0
         # SAQ's ttl is unused: the finish script applies completed_retention / failed_retention.
@@ -437,6 +440,13 @@ class QueueManager:
     async def retry_failed(self, queue: str, job_id: str | None = None) -> int:
         """Re-queue one failed job (or every failed job) with a fresh attempt budget; how many."""
         return await self.get_queue(queue).retry_failed(job_id)
+
+    # ------------------------------------------------------------------ instrumentation
+
+    def set_observer(self, observer: QueueObserver | None) -> None:
+        """Tell ``observer`` about every job built here and every processor attempt of this manager's
+        workers from now on (None: stop)."""
+        self.processors.observer = observer
 
     # ------------------------------------------------------------------ processors and workers
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._errors import InvalidJobOptionError
+from ._observe import QueueObserver
 
 Processor = Callable[[Any], Awaitable[Any]]
 
@@ -16,6 +17,10 @@ ANY_NAME = "*"
 
 class ProcessorRegistry:
     """Processors by queue and job name; a ``"*"`` processor catches the names nobody claimed."""
+
+    observer: QueueObserver | None = None
+    """Told about every job built and every processor attempt (tracing); set through
+    :meth:`QueueManager.set_observer`. Kept here: the manager and its workers share this registry."""
 
     def __init__(self) -> None:
         self._by_queue: dict[str, dict[str, Processor]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -14,6 +14,7 @@ from saq.worker import Worker
 
 from ._errors import UnknownProcessorError
 from ._job import JobContext
+from ._observe import QueueObserver
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -26,6 +27,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("kernel.plugins.queue")
 
 Processor = Callable[[JobContext], Awaitable[Any]]
+
+
+async def _observed(
+    observer: QueueObserver, fn: Callable[[JobContext], Any], job: JobContext, meta: Mapping[str, Any]
+) -> Any:
+    """One processor attempt inside the observer's ``running`` context."""
+    with observer.running(job.queue_name, job, meta) as attempt:
+        try:
+            result = fn(job)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        return result
 
 
 class _Dispatch(dict[str, Any]):
@@ -43,6 +59,10 @@ class _Dispatch(dict[str, Any]):
             fn = processors.resolve(queue.name, name)
             if fn is None:
                 raise UnknownProcessorError(queue.name, name, processors.names(queue.name))
+            if processors.observer is not None:  # traced (see QueueManager.set_observer)
+                return await _observed(
+                    processors.observer, fn, JobContext(ctx["job"], queue), ctx["job"].meta
+                )
             result = fn(JobContext(ctx["job"], queue))
             if inspect.isawaitable(result):
                 result = await result
