@@ -32,7 +32,7 @@ class OtelPlugin(Plugin):
 
     name = "otel"
     version = metadata.version("milo-kernel-otel")
-    optional = ("eventbus",)  # started first, so its bus gets the observer
+    optional = ("eventbus", "queue")  # started first, so the bus and the manager get their observers
     config_class = OtelConfig
     provides = ("otel", "Tracing")
     description = "OpenTelemetry traces: HTTP server spans, event publish and handling"
@@ -67,7 +67,7 @@ class OtelPlugin(Plugin):
 
             trace.set_tracer_provider(tracing.provider)
         ctx.provide(tracing, name="otel", types=Tracing)
-        undo: list[Callable[[], None]] = [_instrument_bus(ctx, tracing)]
+        undo: list[Callable[[], None]] = [_instrument_bus(ctx, tracing), _instrument_queue(ctx, tracing)]
         with ExitStack() as stack:
             stack.enter_context(span_ids_in_log_records())
             try:
@@ -106,3 +106,17 @@ def _instrument_bus(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callabl
     from ._eventbus import instrument_bus
 
     return instrument_bus(bus, tracing.tracer)
+
+
+def _instrument_queue(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callable[[], None]:
+    """Trace jobs when the queue plugin is enabled; the function undoing it."""
+    try:
+        from kernel_queue import QueueManager
+    except ImportError:  # milo-kernel-queue not installed
+        return lambda: None
+    manager = ctx.registry.find(QueueManager)
+    if manager is None:
+        return lambda: None
+    from ._queue import instrument_queue
+
+    return instrument_queue(manager, tracing.tracer)
