@@ -12,6 +12,7 @@ from kernel import redact_url
 from kernel.config import import_object
 
 from ._config import RepositoryConfig
+from ._observe import QueryObserver
 from ._operation import DatabaseOperation, QueryMetrics
 from ._outbox import OutboxStore
 from ._repository import BaseRepository
@@ -84,7 +85,18 @@ class RepositoryManager:
                 transaction_attempts=self.config.transaction_attempts,
                 outbox=self.outbox,
             )
+            if self.observer is not None:
+                repo.observer = self.observer
         return repo  # type: ignore[return-value]
+
+    observer: QueryObserver | None = None
+    """Told about every operation of the repositories built here (tracing); see :meth:`set_observer`."""
+
+    def set_observer(self, observer: QueryObserver | None) -> None:
+        """Tell ``observer`` about every operation of this manager's repositories from now on (None: stop)."""
+        self.observer = observer
+        for repo in self._instances.values():
+            repo.observer = observer
 
     async def with_transaction(
         self, callback: Callable[[Session], Awaitable[T]], *, attempts: int | None = None

@@ -7,12 +7,14 @@ also the one place that knows how query durations reach the metrics plugin.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from kernel import Registry
 
 from ._errors import map_error
+from ._observe import QueryObserver
 
 if TYPE_CHECKING:  # the metrics plugin is optional: not a dependency of this package
     from kernel_metrics import LabelBudget, Metrics
@@ -72,20 +74,35 @@ class DatabaseOperation:
     that are not database errors pass unchanged.
     """
 
-    __slots__ = ("_collection", "_metrics", "_name", "_t0")
+    __slots__ = ("_collection", "_database", "_done", "_metrics", "_name", "_observer", "_t0")
 
-    def __init__(self, name: str, collection: str, metrics: QueryMetrics | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        collection: str,
+        metrics: QueryMetrics | None = None,
+        observer: QueryObserver | None = None,
+        database: str = "",
+    ) -> None:
         self._name = name
         self._collection = collection
         self._metrics = metrics
+        self._observer = observer
+        """Told when the operation starts and ends (tracing); ``database`` is only for it."""
+        self._database = database
+        self._done: Callable[[BaseException | None], None] | None = None
         self._t0 = 0.0
 
     def __enter__(self) -> None:
+        if self._observer is not None:
+            self._done = self._observer.operation(self._name, self._collection, self._database)
         self._t0 = time.perf_counter()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._done is not None:
+            self._done(exc)
         if self._metrics is not None:
             self._metrics.record_db_query(self._name, self._collection, time.perf_counter() - self._t0)
         if isinstance(exc, Exception):

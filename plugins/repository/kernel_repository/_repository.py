@@ -14,6 +14,7 @@ from pymongo import ReturnDocument
 
 from ._documents import Projection, WriteInput, now, projection
 from ._filters import Filter, SortSpec, normalize_sort, prepare_filter
+from ._observe import QueryObserver
 from ._operation import DatabaseOperation, QueryMetrics
 from ._outbox import Events, OutboxStore, TransactionsUnsupportedError, transactions_unsupported
 from ._pages import CursorPage, Keyset, Page, Pagination, check_limit, check_page, check_skip_limit
@@ -109,8 +110,15 @@ class BaseRepository(Generic[M]):
 
     # ------------------------------------------------------------------ plumbing
 
+    observer: QueryObserver | None = None
+    """Told about every operation (tracing); set by :meth:`RepositoryManager.set_observer`."""
+
     def _operation(self, name: str) -> DatabaseOperation:
         """Time ``name`` on this collection into the metrics and map the driver's errors."""
+        if self.observer is not None:
+            return DatabaseOperation(
+                name, self.collection_name, self.metrics, self.observer, self.engine.database.name
+            )
         return DatabaseOperation(name, self.collection_name, self.metrics)
 
     def _id(self, value: Any) -> Any:
