@@ -32,7 +32,7 @@ class OtelPlugin(Plugin):
 
     name = "otel"
     version = metadata.version("milo-kernel-otel")
-    optional = ("eventbus", "queue")  # started first, so the bus and the manager get their observers
+    optional = ("eventbus", "queue", "repository")  # started first: their services get observers
     config_class = OtelConfig
     provides = ("otel", "Tracing")
     description = "OpenTelemetry traces: HTTP server spans, event publish and handling"
@@ -67,7 +67,11 @@ class OtelPlugin(Plugin):
 
             trace.set_tracer_provider(tracing.provider)
         ctx.provide(tracing, name="otel", types=Tracing)
-        undo: list[Callable[[], None]] = [_instrument_bus(ctx, tracing), _instrument_queue(ctx, tracing)]
+        undo: list[Callable[[], None]] = [
+            _instrument_bus(ctx, tracing),
+            _instrument_queue(ctx, tracing),
+            _instrument_repositories(ctx, tracing),
+        ]
         with ExitStack() as stack:
             stack.enter_context(span_ids_in_log_records())
             try:
@@ -120,3 +124,17 @@ def _instrument_queue(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Calla
     from ._queue import instrument_queue
 
     return instrument_queue(manager, tracing.tracer)
+
+
+def _instrument_repositories(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callable[[], None]:
+    """Trace repository operations when the repository plugin is enabled; the function undoing it."""
+    try:
+        from kernel_repository import RepositoryManager
+    except ImportError:  # milo-kernel-repository not installed
+        return lambda: None
+    manager = ctx.registry.find(RepositoryManager)
+    if manager is None:
+        return lambda: None
+    from ._repository import instrument_repositories
+
+    return instrument_repositories(manager, tracing.tracer)
