@@ -71,15 +71,36 @@ def route_of(scope: Scope) -> str | None:
 class TracingMiddleware:
     """Wrap any ASGI app: one SERVER span per HTTP request, following the HTTP semantic conventions.
 
+    Without ``tracer`` (a host app's middleware list, built before the kernel boots) it uses
+    the tracer of the kernel that ``kernel.web.lifespan_for`` put in the lifespan state, and
+    passes requests through untraced when the otel plugin is not enabled there.
+
     A ``traceparent`` (and ``tracestate``) header continues the caller's trace. While the app
     runs, the span is the current OpenTelemetry span and its trace id is the kernel trace id
     (``kernel.logging.get_trace_id()``), which the errors plugin then puts in problem+json and
     log lines (a caller's ``X-Request-ID`` still wins there).
     """
 
-    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+    def __init__(self, app: ASGIApp, tracer: trace.Tracer | None = None) -> None:
         self._tracer = tracer
+        self._explicit = tracer is not None
+        self._kernel: object = None
         self.app = app
+
+    def _resolve(self, scope: Scope) -> trace.Tracer | None:
+        """The booted kernel's tracer (``scope["state"]["kernel"]``, set by ``lifespan_for``), if any.
+
+        A host app adds this middleware before the kernel boots; without an enabled otel
+        plugin requests pass through untraced.
+        """
+        kernel = (scope.get("state") or {}).get("kernel")
+        if kernel is not self._kernel:
+            from ._sdk import Tracing
+
+            self._kernel = kernel
+            tracing = kernel.registry.find(Tracing) if kernel is not None else None
+            self._tracer = tracing.tracer if tracing is not None else None
+        return self._tracer
 
     @property
     def app(self) -> ASGIApp:
@@ -98,7 +119,8 @@ class TracingMiddleware:
     """Every HTTP response's status ends up in ``scope[kernel.web.RESPONSE_STATUS]`` (for an outer layer)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _SEEN in scope:
+        tracer = self._tracer if self._explicit else self._resolve(scope)
+        if scope["type"] != "http" or _SEEN in scope or tracer is None:
             await self._call(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
@@ -112,7 +134,7 @@ class TracingMiddleware:
                 carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)
         method = scope.get("method", "GET")
-        span = self._tracer.start_span(method, parent, kind=SpanKind.SERVER)
+        span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
             span.set_attributes(_server_attributes(scope, headers))
         scope[_SEEN] = span
