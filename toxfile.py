@@ -7,6 +7,8 @@ an edit. This module gives tox.ini these values, used as ``{[tox]<key>}``:
 - ``plugin_installs``: ``-e plugins/<name>`` for every plugin (the typing env).
 - ``plugin_installs_tested``: ``-e plugins/<name>[embedded,test]`` (the extras each has of
   these two) for every plugin: everything installed, with embedded servers (the system envs).
+- ``other_pythons``: ``py311, py312, py313`` without the Python tox runs on: the other envs
+  already run on that one, so each supported version is tested once.
 
 The typing env's ``mypy -p`` list is ``python dev.py mypy-plugins`` (same glob).
 
@@ -19,6 +21,7 @@ running ``plugins/<name>/tests`` with pytest plugin autoloading off.
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +34,8 @@ from tox.plugin import impl
 from tox.session.state import State
 
 ROOT = Path(__file__).resolve().parent
+SUPPORTED_PYTHONS = ((3, 11), (3, 12), (3, 13))
+RUNNING = sys.version_info[:2]
 _FIRST_PARTY = re.compile(r"^milo-kernel-(?P<name>[a-z0-9_-]+)\s*(?:\[(?P<extras>[^\]]*)\])?")
 
 
@@ -97,6 +102,9 @@ def tox_add_core_config(core_conf: ConfigSet, state: State) -> None:
         "plugin_installs_tested": "\n".join(
             _install(name, [e for e in _extras(project) if e in ("embedded", "test")])
             for name, project in plugins.items()
+        ),
+        "other_pythons": ", ".join(
+            f"py{major}{minor}" for major, minor in SUPPORTED_PYTHONS if (major, minor) != RUNNING
         ),
     }
     for key, value in constants.items():
