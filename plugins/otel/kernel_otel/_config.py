@@ -48,7 +48,8 @@ class OtelConfig:
     """The ``[plugins.otel]`` table. A key left unset falls back to its ``OTEL_*`` variable."""
 
     service_name: str | None = None
-    """``service.name`` of every span (``OTEL_SERVICE_NAME``; default ``milo-kernel``)."""
+    """``service.name`` of every span (``OTEL_SERVICE_NAME``, else ``service.name`` in
+    ``OTEL_RESOURCE_ATTRIBUTES``; default ``milo-kernel``)."""
     exporter: Exporter | None = None
     """``otlp`` (default), ``console`` (stdout), ``none`` or ``memory`` (tests); ``OTEL_TRACES_EXPORTER``."""
     endpoint: str | None = attrs.field(default=None, validator=_endpoint)
@@ -167,6 +168,15 @@ def _headers_setting(config: OtelConfig, env: Mapping[str, str]) -> dict[str, st
     return {}
 
 
+def _resource_service_name(env: Mapping[str, str]) -> str | None:
+    """``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES`` (``key=value,...``), if there."""
+    for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == "service.name" and value.strip():
+            return unquote(value.strip())
+    return None
+
+
 def resolve(config: OtelConfig, env: Mapping[str, str]) -> Settings:
     """The effective settings of ``config`` with ``env`` (the process environment) filling unset keys.
 
@@ -182,7 +192,10 @@ def resolve(config: OtelConfig, env: Mapping[str, str]) -> Settings:
     if sampler is None and env.get("OTEL_TRACES_SAMPLER"):
         sampler = _choice(env["OTEL_TRACES_SAMPLER"], get_args(SamplerName), "OTEL_TRACES_SAMPLER")  # type: ignore[assignment]
     return Settings(
-        service_name=config.service_name or env.get("OTEL_SERVICE_NAME") or "milo-kernel",
+        service_name=config.service_name
+        or env.get("OTEL_SERVICE_NAME")
+        or _resource_service_name(env)
+        or "milo-kernel",
         exporter=exporter or "otlp",
         endpoint=_endpoint_setting(config, env),
         headers=_headers_setting(config, env),

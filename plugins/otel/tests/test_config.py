@@ -45,6 +45,12 @@ def test_variables_fill_keys_the_table_leaves_unset() -> None:
     assert (settings.sampler, settings.ratio) == ("parentbased_traceidratio", 0.25)
 
 
+def test_service_name_from_resource_attributes_when_no_other_names_it() -> None:
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.name=billing%20api"}
+    assert resolve(OtelConfig(), env).service_name == "billing api"
+    assert resolve(OtelConfig(), {**env, "OTEL_SERVICE_NAME": "web"}).service_name == "web"
+
+
 def test_table_keys_win_over_variables() -> None:
     config = OtelConfig(
         service_name="web",
