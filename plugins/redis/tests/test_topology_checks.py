@@ -4,13 +4,11 @@ plugins' own ``url``."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from kernel_redis import check_redis_url
+from redis_messages import kernel_check
 
 from kernel import ConfigError, Secret
 from kernel.testing import make_kernel
@@ -76,15 +74,7 @@ def test_kernel_check_names_the_key(tmp_path: Path) -> None:
         f'[kernel]\nplugins = ["redis"]\n\n[plugins.redis]\nurl = "{CLUSTER}"\n\n'
         "[plugins.redis.embedded]\nappendonly = true\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
-    result = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
+    code, output = kernel_check(config)
+    assert code == 2, output
     assert "plugins.redis.embedded: applies only to url" in output
     assert "hunter2" not in output

@@ -17,6 +17,7 @@ from kernel_redis import (
     topology_of,
 )
 from redis.asyncio.cluster import RedisCluster
+from redis_messages import messages
 
 from kernel import ConfigError, Secret
 from kernel.testing import assert_no_password, make_kernel, urls_with_passwords
@@ -128,20 +129,11 @@ def test_redact_url_masks_passwords_in_multi_host_forms(url: str, shown: str) ->
 _SCHEMES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
-def _messages(url: str) -> list[str]:
-    out = [redact_url(url)]
-    try:
-        check_url(url)
-    except ValueError as exc:
-        out.append(str(exc))
-    return out
-
-
 @PROPERTY
 @given(urls_with_passwords(_SCHEMES))
 def test_no_message_ever_shows_the_password_of_a_multi_host_url(case: tuple[str, str]) -> None:
     url, password = case
-    for text in _messages(url):
+    for text in messages(url):
         assert_no_password(text, password)
 
 
@@ -155,7 +147,7 @@ def test_no_message_ever_shows_a_sentinel_password(scheme: str, password: str) -
         f"{scheme}://h1:26379,h2/mymaster?sentinel_password={password}",
         f"{scheme}://:{password}@h1:26379,h2/mymaster/x?sentinel_password={password}",
     ):
-        for text in _messages(url):
+        for text in messages(url):
             assert_no_password(text, password)
 
 

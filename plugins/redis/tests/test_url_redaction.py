@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from kernel_redis import RedisConfig, check_url, redact_url
+from kernel_redis import check_url, redact_url
+from redis_messages import kernel_check, messages
 
-from kernel._config import structure
 from kernel.testing import assert_no_password, urls_with_passwords
 
 PROPERTY = settings(
@@ -24,17 +21,6 @@ ISSUE = [
     ("redis://:Hash#Pass@host/0", "Hash#Pass"),
     ("unix://:secret@", "secret"),
 ]
-
-
-def messages(url: str) -> list[str]:
-    """Every message the plugin can show for ``url``: the validator's and the config errors."""
-    out = [redact_url(url)]
-    try:
-        check_url(url)
-    except ValueError as exc:
-        out.append(str(exc))
-    _cfg, errors = structure({"url": url}, RedisConfig, "plugins.redis")
-    return out + errors
 
 
 @pytest.mark.parametrize(("url", "password"), ISSUE)
@@ -63,20 +49,13 @@ def test_no_message_ever_shows_the_password(case: tuple[str, str]) -> None:
 @pytest.mark.parametrize(("url", "password"), ISSUE)
 def test_kernel_check_never_prints_the_password(tmp_path: Path, url: str, password: str, source: str) -> None:
     config = tmp_path / "kernel.toml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL")}
+    env = {}
     if source == "file":
         config.write_text(f'[kernel]\nplugins = ["redis"]\n\n[plugins.redis]\nurl = {url!r}\n')
     else:
         config.write_text('[kernel]\nplugins = ["redis"]\n')
         env["KERNEL__PLUGINS__REDIS__URL"] = url
-    result = subprocess.run(
-        [sys.executable, "-m", "kernel", "--config", str(config), "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
+    code, output = kernel_check(config, env)
+    assert code == 2, output
     assert redact_url(url) in output
     assert password not in output
