@@ -37,6 +37,15 @@ import attrs
 
 QUICK = False
 """Set by the runner; suites read it through :func:`rounds`."""
+PROFILE: dict[str, Any] = {
+    "id": 123,
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "roles": ["admin", "dev"],
+    "active": True,
+    "score": 98.5,
+}
+"""A small user record: the value the cache and serializer suites store and encode."""
 
 
 class Counter(Protocol):

@@ -37,19 +37,14 @@ from redis.asyncio.cluster import RedisCluster
 
 from kernel.testing import boot_kernel
 
-from ._harness import acompare, ceiling, emit, redis_server, rounds
+from ._harness import PROFILE, acompare, ceiling, emit, redis_server, rounds
 
 SUITE = "cache"
-VALUE = {
-    "id": 123,
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "roles": ["admin", "dev"],
-    "active": True,
-    "score": 98.5,
-}
+VALUE = PROFILE
 PAYLOAD = json.dumps(VALUE, separators=(",", ":")).encode()
 BATCH = 20
+AnyRedis = aioredis.Redis | RedisCluster
+"""The raw client the Redis cases compare with: the cache backend's own (standalone or cluster)."""
 loads, dumps = orjson.loads, orjson.dumps
 """How the raw baselines decode and encode: as the cache's JsonSerializer does (orjson)."""
 
@@ -70,7 +65,10 @@ async def run(quick: bool) -> None:
     await _memory(quick)
 
 
-async def _single(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None:
+async def _single(
+    cache: CacheManager, raw: AnyRedis, quick: bool, *, case: str = "", target: float = 1.05
+) -> None:
+    """get and set of one value; ``case`` prefixes the case names (``cluster_``)."""
     key = "profile:123"
     full = cache.key(key)
     await cache.set(key, VALUE)
@@ -90,11 +88,12 @@ async def _single(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None
     async def raw_set() -> Any:
         return await raw.set(full, dumps(VALUE), ex=3600)
 
-    await acompare(SUITE, "get", ours_get, raw_get, ops=ops, rounds_=n, target=1.05)
-    await acompare(SUITE, "set", ours_set, raw_set, ops=ops, rounds_=n, target=1.05)
+    await acompare(SUITE, f"{case}get", ours_get, raw_get, ops=ops, rounds_=n, target=target)
+    await acompare(SUITE, f"{case}set", ours_set, raw_set, ops=ops, rounds_=n, target=target)
 
 
-async def _batches(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> None:
+async def _batches(cache: CacheManager, raw: AnyRedis, quick: bool, *, case: str = "") -> None:
+    """get_many and set_many of ``BATCH`` values; ``case`` prefixes the case names (``cluster_``)."""
     keys = [f"item:{i}" for i in range(BATCH)]
     full = [cache.key(k) for k in keys]
     items = dict.fromkeys(keys, VALUE)
@@ -116,8 +115,11 @@ async def _batches(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> Non
                 pipe.set(k, dumps(value), ex=3600)
             return await pipe.execute()
 
-    await acompare(SUITE, f"get_many_{BATCH}", ours_get_many, raw_mget, ops=ops, rounds_=n, target=1.10)
-    await acompare(SUITE, f"set_many_{BATCH}", ours_set_many, raw_pipeline, ops=ops, rounds_=n, target=1.10)
+    for name, ours, raw_side in (
+        ("get_many", ours_get_many, raw_mget),
+        ("set_many", ours_set_many, raw_pipeline),
+    ):
+        await acompare(SUITE, f"{case}{name}_{BATCH}", ours, raw_side, ops=ops, rounds_=n, target=1.10)
 
 
 async def _ceiling(raw: aioredis.Redis, quick: bool) -> None:
@@ -233,57 +235,8 @@ async def _cluster(quick: bool) -> None:
         async with boot_kernel("redis", "cache", config=config) as kernel:
             cache = kernel.get(CacheManager).namespace("user", default_ttl=3600)
             raw: RedisCluster = cache.backend.client  # type: ignore[attr-defined]
-            key, full = "profile:123", cache.key("profile:123")
-            keys = [f"item:{i}" for i in range(BATCH)]
-            fulls = [cache.key(k) for k in keys]
-            items = dict.fromkeys(keys, VALUE)
-            await cache.set(key, VALUE)
-            await cache.set_many(items)
-            single, batch = ((150, 25), (50, 15)) if quick else ((200, 61), (50, 41))
-
-            async def ours_get() -> Any:
-                return await cache.get(key)
-
-            async def raw_get() -> Any:
-                return loads(await raw.get(full))
-
-            async def ours_set() -> Any:
-                return await cache.set(key, VALUE, 3600)
-
-            async def raw_set() -> Any:
-                return await raw.set(full, dumps(VALUE), ex=3600)
-
-            async def ours_get_many() -> Any:
-                return await cache.get_many(keys)
-
-            async def raw_mget() -> Any:
-                return [loads(data) for data in await raw.mget(fulls)]
-
-            async def ours_set_many() -> Any:
-                return await cache.set_many(items, 3600)
-
-            async def raw_pipeline() -> Any:
-                async with raw.pipeline(transaction=False) as pipe:
-                    for k, value in zip(fulls, items.values(), strict=True):
-                        pipe.set(k, dumps(value), ex=3600)
-                    return await pipe.execute()
-
-            ops, n = single
-            await acompare(SUITE, "cluster_get", ours_get, raw_get, ops=ops, rounds_=n, target=1.10)
-            await acompare(SUITE, "cluster_set", ours_set, raw_set, ops=ops, rounds_=n, target=1.10)
-            ops, n = batch
-            await acompare(
-                SUITE, f"cluster_get_many_{BATCH}", ours_get_many, raw_mget, ops=ops, rounds_=n, target=1.10
-            )
-            await acompare(
-                SUITE,
-                f"cluster_set_many_{BATCH}",
-                ours_set_many,
-                raw_pipeline,
-                ops=ops,
-                rounds_=n,
-                target=1.10,
-            )
+            await _single(cache, raw, quick, case="cluster_", target=1.10)
+            await _batches(cache, raw, quick, case="cluster_")
             await cache.clear()
 
 

@@ -15,17 +15,10 @@ import orjson
 from cattrs.preconf.json import make_converter
 from kernel_cache import JsonSerializer
 
-from ._harness import compare, rounds
+from ._harness import PROFILE, compare, rounds
 
 SUITE = "serializers"
-VALUE = {
-    "id": 123,
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "roles": ["admin", "dev"],
-    "active": True,
-    "score": 98.5,
-}
+VALUE = PROFILE
 
 
 @attrs.define
