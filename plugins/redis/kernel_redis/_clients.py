@@ -114,28 +114,30 @@ def _cluster(parsed: MultiHostUrl, settings: dict[str, Any]) -> RedisCluster:
     )
 
 
+def _sentinel_settings(
+    parsed: MultiHostUrl, settings: dict[str, Any], tls: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings of the sentinels' own connections, and those of the master client (async or sync)."""
+    sentinels = {k: settings[k] for k in _SENTINEL_SHARED if k in settings}
+    sentinels.update(username=parsed.sentinel_username, password=parsed.sentinel_password, **tls)
+    master = dict(db=parsed.db, username=parsed.username, password=parsed.password, **tls, **settings)
+    return sentinels, master
+
+
 def _sentinel(parsed: MultiHostUrl, settings: dict[str, Any]) -> SentinelMasterClient:
     tls = _tls(parsed, settings)
     pool_timeout = settings.pop("pool_timeout", 0)
-    sentinel_kwargs = {k: settings[k] for k in _SENTINEL_SHARED if k in settings}
-    sentinel_kwargs.update(username=parsed.sentinel_username, password=parsed.sentinel_password, **tls)
-    sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     pool_class: type[SentinelConnectionPool] = SentinelConnectionPool
     if pool_timeout:
         pool_class = BlockingSentinelConnectionPool
         settings["timeout"] = pool_timeout
+    sentinel_kwargs, master = _sentinel_settings(parsed, settings, tls)
+    sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     assert parsed.service is not None  # parse_multi_host requires it for a sentinel URL
     client = cast(
         "SentinelMasterClient",
         sentinel.master_for(
-            parsed.service,
-            redis_class=SentinelMasterClient,
-            connection_pool_class=pool_class,
-            db=parsed.db,
-            username=parsed.username,
-            password=parsed.password,
-            **tls,
-            **settings,
+            parsed.service, redis_class=SentinelMasterClient, connection_pool_class=pool_class, **master
         ),
     )
     client.sentinel_manager = sentinel
@@ -177,23 +179,14 @@ def connect_sync(url: str | Secret, **options: Any) -> AnySyncRedis:
             **tls,
             **options,
         )
-    sentinel_kwargs = {k: options[k] for k in _SENTINEL_SHARED if k in options}
-    sentinel_kwargs.update(username=parsed.sentinel_username, password=parsed.sentinel_password, **tls)
+    sentinel_kwargs, master = _sentinel_settings(parsed, options, tls)
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(parsed.hosts), sentinel_kwargs=sentinel_kwargs
     )
     assert parsed.service is not None
     client = cast(
         "SyncSentinelMasterClient",
-        sentinel.master_for(  # type: ignore[no-untyped-call]
-            parsed.service,
-            redis_class=SyncSentinelMasterClient,
-            db=parsed.db,
-            username=parsed.username,
-            password=parsed.password,
-            **tls,
-            **options,
-        ),
+        sentinel.master_for(parsed.service, redis_class=SyncSentinelMasterClient, **master),  # type: ignore[no-untyped-call]
     )
     client.sentinel_manager = sentinel
     return client
