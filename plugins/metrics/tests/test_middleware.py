@@ -162,19 +162,7 @@ async def test_host_app_resolves_the_collector_from_the_lifespan_and_counts_kern
     asgi_call: Call,
 ) -> None:
     kernel = make_kernel("metrics", config={"metrics": {"process_metrics": False}})
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with lifespan_for(kernel)(app) as state:
-            yield {**state, "kernel_app": KernelApp(state["kernel"])}
-
-    async def kernel_routes(scope: Any, receive: Any, send: Any) -> None:
-        await scope["state"]["kernel_app"](scope, receive, send)
-
-    host = Starlette(
-        routes=[Route("/users/{user_id}", user), Mount("/", app=kernel_routes)], lifespan=lifespan
-    )
-    app = MetricsMiddleware(host)  # no collector yet: found in the booted kernel
+    app = MetricsMiddleware(host_app(kernel))  # no collector yet: found in the booted kernel
     async with lifespan_running(app) as state:
         assert await asgi_call(app, "/users/7", state=dict(state)) == 200
         assert await asgi_call(app, "/health", state=dict(state)) == 200
