@@ -30,7 +30,7 @@ import inspect
 import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -251,6 +251,21 @@ async def _aper_op(fn: Callable[[], Awaitable[Any]], n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def _turns(warmup: int, rounds_: int) -> Iterator[tuple[int, bool]]:
+    """The runs of a comparison in order: the side (0 ours, 1 raw) and whether its time counts.
+
+    ``warmup`` uncounted rounds (ours, raw), then ``rounds_`` counted rounds; which side goes
+    first alternates (ours, raw / raw, ours / ...).
+    """
+    for _ in range(warmup):
+        yield 0, False
+        yield 1, False
+    for i in range(rounds_):
+        first = i % 2
+        yield first, True
+        yield 1 - first, True
+
+
 def compare(
     suite: str,
     case: str,
@@ -267,19 +282,12 @@ def compare(
         COUNTER.sync(suite, case, "ours", ours, ops, target)
         COUNTER.sync(suite, case, "raw", raw, ops, target)
         return _placeholder(suite, case, target)
-    for _ in range(warmup):
-        _per_op(ours, ops)
-        _per_op(raw, ops)
-    o: list[float] = []
-    r: list[float] = []
-    for i in range(rounds_):
-        if i % 2:
-            r.append(_per_op(raw, ops))
-            o.append(_per_op(ours, ops))
-        else:
-            o.append(_per_op(ours, ops))
-            r.append(_per_op(raw, ops))
-    return emit(suite, case, o, r, target=target)
+    times: tuple[list[float], list[float]] = ([], [])
+    for side, counted in _turns(warmup, rounds_):
+        elapsed = _per_op((ours, raw)[side], ops)
+        if counted:
+            times[side].append(elapsed)
+    return emit(suite, case, *times, target=target)
 
 
 async def acompare(
@@ -298,19 +306,12 @@ async def acompare(
         await COUNTER.asynchronous(suite, case, "ours", ours, ops, target, batches=False)
         await COUNTER.asynchronous(suite, case, "raw", raw, ops, target, batches=False)
         return _placeholder(suite, case, target)
-    for _ in range(warmup):
-        await _aper_op(ours, ops)
-        await _aper_op(raw, ops)
-    o: list[float] = []
-    r: list[float] = []
-    for i in range(rounds_):
-        if i % 2:
-            r.append(await _aper_op(raw, ops))
-            o.append(await _aper_op(ours, ops))
-        else:
-            o.append(await _aper_op(ours, ops))
-            r.append(await _aper_op(raw, ops))
-    return emit(suite, case, o, r, target=target)
+    times: tuple[list[float], list[float]] = ([], [])
+    for side, counted in _turns(warmup, rounds_):
+        elapsed = await _aper_op((ours, raw)[side], ops)
+        if counted:
+            times[side].append(elapsed)
+    return emit(suite, case, *times, target=target)
 
 
 async def acompare_batches(
@@ -340,19 +341,12 @@ async def acompare_batches(
         await COUNTER.asynchronous(suite, case, "ours", ours, calls, target, batches=True)
         await COUNTER.asynchronous(suite, case, "raw", raw, calls, target, batches=True)
         return _placeholder(suite, case, target)
-    for _ in range(warmup):
-        await per_op(ours)
-        await per_op(raw)
-    o: list[float] = []
-    r: list[float] = []
-    for i in range(rounds_):
-        if i % 2:
-            r.append(await per_op(raw))
-            o.append(await per_op(ours))
-        else:
-            o.append(await per_op(ours))
-            r.append(await per_op(raw))
-    return emit(suite, case, o, r, target=target)
+    times: tuple[list[float], list[float]] = ([], [])
+    for side, counted in _turns(warmup, rounds_):
+        elapsed = await per_op((ours, raw)[side])
+        if counted:
+            times[side].append(elapsed)
+    return emit(suite, case, *times, target=target)
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

@@ -76,14 +76,8 @@ async def run(quick: bool) -> None:
                 for name in names:
                     await stack.enter_async_context(raw_cm(services, name))
 
-        await acompare(
-            "kernel_boot",
-            f"build_boot_shutdown_{n}",
-            ours,
-            raw,
-            ops=rounds(50, 10) if n == 6 else rounds(10, 3),
-            rounds_=rounds(15, 5),
-        )
+        ops, n_rounds = (rounds(50, 10) if n == 6 else rounds(10, 3)), rounds(15, 5)
+        await acompare("kernel_boot", f"build_boot_shutdown_{n}", ours, raw, ops=ops, rounds_=n_rounds)
 
         kernel = build(plugins)
 
@@ -91,14 +85,7 @@ async def run(quick: bool) -> None:
             async with kernel:
                 pass
 
-        await acompare(
-            "kernel_boot",
-            f"boot_shutdown_{n}",
-            ours_boot_only,
-            raw,
-            ops=rounds(50, 10) if n == 6 else rounds(10, 3),
-            rounds_=rounds(15, 5),
-        )
+        await acompare("kernel_boot", f"boot_shutdown_{n}", ours_boot_only, raw, ops=ops, rounds_=n_rounds)
 
     registry = Registry()
     plain: dict[Any, object] = {}
