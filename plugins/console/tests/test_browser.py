@@ -176,6 +176,30 @@ async def dead_letters(bus: EventBus, n: int) -> None:
     await wait_until(reached, what=f"{n} dead letters")
 
 
+async def dead_lettered(
+    bus: EventBus, event: str, group: str, payloads: list[dict[str, Any]]
+) -> tuple[list[Any], Callable[[], None]]:
+    """Subscribe ``group`` with a handler that fails until healed, publish ``payloads`` and wait until
+    each is a dead letter. Returns what the handler received once healed, and the heal function."""
+    healthy = False
+    delivered: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        if not healthy:
+            raise RuntimeError(f"{group} offline")
+        delivered.append(data)
+
+    def heal() -> None:
+        nonlocal healthy
+        healthy = True
+
+    bus.subscribe(event, handler, group=group)
+    for payload in payloads:
+        await bus.publish(event, payload)
+    await dead_letters(bus, len(payloads))
+    return delivered, heal
+
+
 async def test_every_page_renders_and_is_captured(serve: Any, qname: str) -> None:
     async with serve() as s:
         bus, qm = s.kernel.get(EventBus), s.kernel.get(QueueManager)
@@ -246,20 +270,12 @@ async def test_every_page_renders_and_is_captured(serve: Any, qname: str) -> Non
 
 
 async def test_replay_from_the_dlq_delivers_the_event(serve: Any) -> None:
-    healthy = False
-    delivered: list[Any] = []
     async with serve() as s:
         bus = s.kernel.get(EventBus)
-
-        async def handler(data: Any, meta: EventMetadata) -> None:
-            if not healthy:
-                raise RuntimeError("warehouse offline")
-            delivered.append(data)
-
-        bus.subscribe("order.shipped", handler, group="order.shipped:warehouse")
-        await bus.publish("order.shipped", {"order": "A-17"})
-        await dead_letters(bus, 1)
-        healthy = True
+        delivered, heal = await dead_lettered(
+            bus, "order.shipped", "order.shipped:warehouse", [{"order": "A-17"}]
+        )
+        heal()
         page = await s.open("/console/events")
         await page.get_by_role("button", name="replay", exact=True).click()
         await page.wait_for_load_state()
@@ -270,21 +286,10 @@ async def test_replay_from_the_dlq_delivers_the_event(serve: Any) -> None:
 
 
 async def test_replay_all_shows_a_count_preview_first(serve: Any) -> None:
-    healthy = False
-    delivered: list[int] = []
     async with serve() as s:
         bus = s.kernel.get(EventBus)
-
-        async def handler(data: Any, meta: EventMetadata) -> None:
-            if not healthy:
-                raise RuntimeError("later")
-            delivered.append(data["n"])
-
-        bus.subscribe("ping", handler, group="ping:console")
-        for n in range(3):
-            await bus.publish("ping", {"n": n})
-        await dead_letters(bus, 3)
-        healthy = True
+        delivered, heal = await dead_lettered(bus, "ping", "ping:console", [{"n": n} for n in range(3)])
+        heal()
         page = await s.open("/console/events")
         await page.get_by_role("button", name="replay all").click()
         await page.wait_for_load_state()
@@ -293,7 +298,7 @@ async def test_replay_all_shows_a_count_preview_first(serve: Any) -> None:
         await s.shot("confirm")
         await page.get_by_role("button", name="yes, do it").click()
         await page.wait_for_load_state()
-        await wait_until(lambda: sorted(delivered) == [0, 1, 2], what="three replayed events")
+        await wait_until(lambda: sorted(d["n"] for d in delivered) == [0, 1, 2], what="three replayed events")
         assert "3 dead-letter entries replayed" in await page.get_by_role("status").inner_text()
 
 
