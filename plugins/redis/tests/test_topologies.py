@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import cast
 
@@ -187,13 +188,10 @@ async def test_a_cluster_url_to_a_plain_server_fails_the_boot(redis_server: Redi
 @pytest.mark.slow
 async def test_cluster_failover_health_and_replicated_writes() -> None:
     with private_redis_cluster(node_timeout_ms=1000) as cluster:
-        config = {"redis": {"url": cluster.url, "health_timeout": 1.0}}
-        async with boot_kernel("redis", config=config) as kernel:
+        async with _failover_kernel(cluster.url) as kernel:
             service = kernel.get(RedisService)
             key = f"{TAGS[0]}:failover"
-            assert (await service.wait_replicated(key, lambda p: p.set(key, 1), replicas=1, timeout=5))[
-                1
-            ] == 1
+            await _write_replicated(service, key)
             killed = await asyncio.to_thread(cluster.kill_primary_of, key)
             report = await kernel.health()
             assert report.status == "fail"
@@ -213,17 +211,26 @@ async def _health_ok(kernel: Kernel) -> bool:
     return (await kernel.health()).status == "ok"
 
 
+def _failover_kernel(url: str) -> AbstractAsyncContextManager[Kernel]:
+    """A booted kernel with the redis plugin on ``url``, each health probe bounded to 1 s."""
+    return boot_kernel("redis", config={"redis": {"url": url, "health_timeout": 1.0}})
+
+
+async def _write_replicated(service: RedisService, key: str) -> None:
+    """``SET key 1``, acknowledged by one replica."""
+    _results, acknowledged = await service.wait_replicated(
+        key, lambda p: p.set(key, 1), replicas=1, timeout=5
+    )
+    assert acknowledged == 1
+
+
 @pytest.mark.slow
 async def test_sentinel_failover_is_followed_by_the_client() -> None:
     with private_redis_sentinel() as group:
-        async with boot_kernel(
-            "redis", config={"redis": {"url": group.url, "health_timeout": 1.0}}
-        ) as kernel:
+        async with _failover_kernel(group.url) as kernel:
             service = kernel.get(RedisService)
             key = f"{TAGS[0]}:sfailover"
-            assert (await service.wait_replicated(key, lambda p: p.set(key, 1), replicas=1, timeout=5))[
-                1
-            ] == 1
+            await _write_replicated(service, key)
             old = await asyncio.to_thread(group.kill_master)
             new = await asyncio.to_thread(group.wait_new_master, old)
             assert new != old
@@ -254,9 +261,7 @@ def test_connect_sync_reaches_every_topology(
 @pytest.mark.slow
 async def test_sentinels_without_a_majority_degrade_the_kernel() -> None:
     with private_redis_sentinel() as group:
-        async with boot_kernel(
-            "redis", config={"redis": {"url": group.url, "health_timeout": 1.0}}
-        ) as kernel:
+        async with _failover_kernel(group.url) as kernel:
             for sentinel in group.sentinels[:2]:
                 sentinel.kill()
             report = await kernel.health()
