@@ -19,6 +19,7 @@ _SEEN = "kernel_otel.span"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = otel_context.Context()
+_SERVER_ERROR = Status(StatusCode.ERROR)
 
 
 def _host_header(text: str) -> dict[str, Any]:
@@ -127,12 +128,13 @@ class TracingMiddleware:
         # Under a live span (a host's own tracing layer) the request's span is its child. A span
         # that is current but no longer recording is stale: a server may start the next request
         # on a keep-alive connection from a copy of this one's context. Then the request is a root.
-        parent = None if trace.get_current_span().is_recording() else _ROOT
         if b"traceparent" in headers:
             carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
             if b"tracestate" in headers:
                 carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)
+        else:
+            parent = None if trace.get_current_span().is_recording() else _ROOT
         method = scope.get("method", "GET")
         span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
@@ -174,5 +176,5 @@ class TracingMiddleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_attribute("error.type", str(status))
-                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_status(_SERVER_ERROR)
         span.end()
