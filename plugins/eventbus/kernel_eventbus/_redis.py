@@ -30,6 +30,7 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from ._bus import EventBus, Failure, PublishProgress, Subscription, dumps, log
+from ._deadline import MAX_QUEUES, DeadlineQueue
 from ._dlq import DeadLetterEntry
 from ._errors import DeliveryLimitError, PublishNotReplicatedError, SubscriptionError, UndecodableEventError
 from ._idempotency import IdempotencyStore, RedisIdempotencyStore
@@ -133,6 +134,36 @@ def _traced(meta: EventMetadata, traceparent: bytes) -> EventMetadata:
     return attrs.evolve(meta, traceparent=traceparent.decode("ascii", "replace"))
 
 
+def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, EventMetadata]:
+    """Data and metadata of an event-stream entry (see ``_publish``): a header line, then the JSON data.
+
+    Raises (KeyError, ValueError, ...) when the entry is not one: the caller dead-letters it.
+    """
+    if fields is None:
+        raise KeyError("entry has no fields")
+    # decode once: json.loads of a str skips the encoding sniffing it does for bytes
+    head, _, body = fields[b"e"].decode().partition("\n")
+    version, event_id, ts, tid, src = head.split("\t")
+    if version != "1":
+        raise ValueError(f"unknown entry format {version!r}")
+    meta = EventMetadata(event_id, event, ts, src or None, tid or None)
+    if b"tp" in fields:  # published with tracing (see _publish)
+        meta = _traced(meta, fields[b"tp"])
+    # json.loads without its two Python-level calls and trailing-whitespace match: the C scanner
+    # reads our compact JSON whole; anything else (whitespace, an error) goes through json.loads
+    try:
+        data, end = _scan_json(body, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(body):
+        data = json.loads(body)
+    return data, meta
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""``(value, end)`` of the JSON value at an index of a str (json's C scanner, when built with it)."""
+
+
 class RedisEventBus(EventBus):
     """Events in Redis Streams: nothing published is lost when a consumer dies or Redis restarts (with AOF).
 
@@ -201,6 +232,8 @@ class RedisEventBus(EventBus):
         self._setup: set[anyio.Event] = set()
         """Set when a new subscription's groups exist (or their creation failed): publish waits for them."""
         self._stream_keys: dict[str, str] = {}
+        self._deadlines: dict[float, DeadlineQueue] = {}
+        """In-flight publishes per timeout value, each with one timer (see :meth:`_publish_within`)."""
         self._idem = RedisIdempotencyStore(client, f"{prefix}:done:")
         self._stopping = False
         self._xadd_options: tuple[str | int, ...] = (
@@ -241,6 +274,39 @@ class RedisEventBus(EventBus):
         return schedule_key(self.prefix, self._event_of(sub, event), sub)
 
     # ------------------------------------------------------------------ publishing
+
+    async def _publish_within(self, meta: EventMetadata, body: str, deadline: float) -> None:
+        """:meth:`EventBus._publish_within` on asyncio directly, with one shared timer per timeout value.
+
+        redis-py's client is asyncio-only, so this adapter always runs on asyncio (under anyio
+        too) and may use its primitives: the deadline is a :class:`DeadlineQueue` entry, not an
+        anyio cancel scope (a timer per call, most of what publish added to an XADD). Same
+        guarantee: the publish is cancelled at its deadline and raises :class:`PublishTimeoutError`
+        (``may_be_stored`` from ``progress``); a cancellation from outside (a caller's own
+        deadline) passes through untouched.
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._deadlines.get(deadline)
+        if queue is None or queue.loop is not loop:
+            if queue is None and len(self._deadlines) >= MAX_QUEUES:  # many distinct timeouts
+                return await super()._publish_within(meta, body, deadline)
+            queue = self._deadlines[deadline] = DeadlineQueue(loop, deadline)
+        task: Any = asyncio.current_task(loop)
+        cancelling = task.cancelling()
+        entry = queue.arm(task)
+        progress = PublishProgress()
+        try:
+            await self._publish(meta, body, progress)
+        except asyncio.CancelledError:
+            if queue.disarm(entry) or task.uncancel() > cancelling:
+                raise  # not (only) our deadline: cancelled from outside
+            raise self._timed_out(meta, deadline, progress) from progress.last_error
+        except BaseException:
+            if not queue.disarm(entry):  # the deadline passed as it failed: take back its cancel
+                task.uncancel()
+            raise
+        if not queue.disarm(entry):  # the deadline passed as it ended (stored): take back its cancel
+            task.uncancel()
 
     async def _publish(self, meta: EventMetadata, body: str, progress: PublishProgress) -> None:
         if self._setup:
@@ -551,33 +617,33 @@ class RedisEventBus(EventBus):
         deliveries: dict[bytes, int] | None,
     ) -> None:
         is_retry = stream != self.stream_key(sub.event)
-
-        async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-            await self._handle(
-                sub,
-                state,
-                stream,
-                is_retry,
-                entry_id,
-                fields,
-                deliveries.get(entry_id) if deliveries else None,
-            )
-
         if sub.concurrency == 1 or len(entries) == 1:
-            flush_at = time.monotonic() + self.max_ack_delay
-            for entry_id, fields in entries:
-                if entry_id is not None:
-                    await handle(entry_id, fields)
-                    # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
-                    if (state.acks or state.retry_acks) and time.monotonic() >= flush_at:
-                        await self._flush_acks(sub, state)
-                        flush_at = time.monotonic() + self.max_ack_delay
+            if not is_retry and deliveries is None:  # new events, first delivery: the hot path
+                await self._process_new(sub, state, stream, entries)
+            else:
+                flush_at = time.monotonic() + self.max_ack_delay
+                for entry_id, fields in entries:
+                    if entry_id is not None:
+                        delivered = deliveries.get(entry_id) if deliveries else None
+                        await self._handle(sub, state, stream, is_retry, entry_id, fields, delivered)
+                        # slow handlers: do not hold many finished entries unacknowledged (see _process_new)
+                        if (state.acks or state.retry_acks) and time.monotonic() >= flush_at:
+                            await self._flush_acks(sub, state)
+                            flush_at = time.monotonic() + self.max_ack_delay
         else:
             limit = anyio.Semaphore(sub.concurrency)
 
             async def one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with limit:
-                    await handle(entry_id, fields)
+                    await self._handle(
+                        sub,
+                        state,
+                        stream,
+                        is_retry,
+                        entry_id,
+                        fields,
+                        deliveries.get(entry_id) if deliveries else None,
+                    )
 
             async with anyio.create_task_group() as tg:
                 for entry_id, fields in entries:
@@ -585,6 +651,37 @@ class RedisEventBus(EventBus):
                         tg.start_soon(one, entry_id, fields)
         if state.acks or state.retry_acks:
             await self._flush_acks(sub, state)
+
+    async def _process_new(
+        self, sub: Subscription, state: _State, stream: str, entries: Sequence[Any]
+    ) -> None:
+        """:meth:`_handle` of each entry, inlined for event-stream entries read for the first time.
+
+        Once per consumed event, so it does only what that needs: decode, run the handler,
+        note the entry for the batch's acknowledgement. A failure or an undecodable entry
+        takes the same path as in :meth:`_handle` (retry, DLQ); no delivery count to check.
+        """
+        acks, event = state.acks, sub.event
+        flush_at = time.monotonic() + self.max_ack_delay
+        for entry_id, fields in entries:
+            if entry_id is None:
+                continue
+            try:
+                data, meta = _decode_event(fields, event)
+            except Exception as exc:
+                await self._dead_raw(sub, stream, False, entry_id, fields or {}, exc)
+                continue
+            failure = await self._invoke(sub, data, meta)
+            if failure is None:
+                acks.append(entry_id)
+            elif failure.retry:
+                await self._schedule_retry(sub, state, stream, False, entry_id, data, meta, failure, None)
+            else:
+                await self._dead(sub, stream, False, entry_id, data, meta, failure, None)
+            # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
+            if (acks or state.retry_acks) and time.monotonic() >= flush_at:
+                await self._flush_acks(sub, state)
+                flush_at = time.monotonic() + self.max_ack_delay
 
     def _decode_retry(self, fields: dict[bytes, bytes]) -> tuple[Any, EventMetadata, str | None]:
         """Data, metadata and first failure time of a retry-stream entry (a JSON envelope)."""
@@ -616,16 +713,8 @@ class RedisEventBus(EventBus):
                 raise KeyError("entry has no fields")
             if is_retry:
                 data, meta, first_failure = self._decode_retry(fields)
-            else:  # an event-stream entry, decoded inline (once per consumed event): a header line, then JSON
-                # decode once: json.loads of a str skips the encoding sniffing it does for bytes
-                head, _, body = fields[b"e"].decode().partition("\n")
-                version, event_id, ts, tid, src = head.split("\t")
-                if version != "1":
-                    raise ValueError(f"unknown entry format {version!r}")
-                meta = EventMetadata(event_id, sub.event, ts, src or None, tid or None)
-                if b"tp" in fields:  # published with tracing (see _publish)
-                    meta = _traced(meta, fields[b"tp"])
-                data, first_failure = json.loads(body), None
+            else:
+                (data, meta), first_failure = _decode_event(fields, sub.event), None
         except Exception as exc:
             await self._dead_raw(sub, stream, is_retry, entry_id, fields or {}, exc)
             return
