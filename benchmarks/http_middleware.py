@@ -15,6 +15,17 @@ by 8 keep-alive connections of a minimal asyncio client (raw streams, so the cli
 stays small), rounds alternating between the servers. µs/op is wall time per request at that
 concurrency (1e6 / requests per second). The client and the server share the machine's cores,
 equally for both sides.
+
+The ``otel_*`` cases (in :mod:`benchmarks._http_otel`) measure the otel plugin: the same kernel app
+(errors plugin, one JSON route) booted with the plugin ("ours", sampler always_on) and without it
+("raw"). ``served_otel_kernel_json`` serves both over real HTTP as above, the plugin exporting
+through its BatchSpanProcessor (OTLP/HTTP) to a receiver thread on loopback that answers 200 (the
+issue's target 1.15); ``served_otel_kernel_json_cpu`` is the CPU time each server process used per
+request in those rounds (all its threads, the exporter's included; from ``/proc``), which a loaded
+machine moves much less than wall time. In-process, ``otel_kernel_json`` encodes every span as the
+OTLP exporter does, in line, 100 at a time (the batch exporter's work minus the HTTP POST; a
+background thread would drop spans at this rate and its work cannot be counted), and
+``otel_kernel_json_spans_only`` makes the spans and exports nothing: the middleware and the SDK.
 """
 
 from __future__ import annotations
@@ -100,19 +111,20 @@ def _free_port() -> int:
 
 
 class Served:
-    """A uvicorn process serving ``factory`` on a free loopback port."""
+    """A uvicorn process serving ``factory`` (here, or ``module:name``) on a free loopback port."""
 
-    def __init__(self, factory: str) -> None:
+    def __init__(self, factory: str, *, lifespan: bool = False, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         root = Path(__file__).resolve().parents[1]
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        environ.update(env or {})
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "uvicorn",
                 "--factory",
-                f"benchmarks.http_middleware:{factory}",
+                factory if ":" in factory else f"benchmarks.http_middleware:{factory}",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -123,10 +135,10 @@ class Served:
                 "--loop",
                 "asyncio",
                 "--lifespan",
-                "off",
+                "on" if lifespan else "off",
             ],
             cwd=root,
-            env=env,
+            env=environ,
             stdin=subprocess.DEVNULL,
         )
 
@@ -142,6 +154,11 @@ class Served:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far, all its threads."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -247,6 +264,9 @@ async def run(quick: bool) -> None:
         target=1.10,
     )
     await served("served_asgi_noop", "served_noop_ours", "served_noop_raw", "/", requests=requests, rounds_=n)
+    from . import _http_otel  # the otel plugin's cases, last and imported late: the others run as before
+
+    await _http_otel.served(quick)
 
 
 async def cpu_bound(quick: bool) -> None:
@@ -287,3 +307,6 @@ async def cpu_bound(quick: bool) -> None:
     await acompare(
         SUITE, "asgi_noop", driver(wrap(noop, collector), "/"), driver(noop, "/"), ops=5000, rounds_=n
     )
+    from . import _http_otel
+
+    await _http_otel.in_process(quick)

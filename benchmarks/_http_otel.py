@@ -1,0 +1,174 @@
+"""The ``http_middleware`` suite's otel cases: tracing on (the otel plugin) vs off, same kernel app.
+
+Kept out of :mod:`benchmarks.http_middleware` so that importing it does not change the instruction
+counts of that suite's other cases. See that module's docstring for what each case measures.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._harness import acompare, emit, rounds
+from .http_middleware import SUITE, Served, _load, driver
+
+OTEL_PATH = "/users/7"
+
+
+def otel_kernel(otel: bool, exporter: str = "otlp") -> Any:
+    """An unbooted kernel: errors plugin and one JSON route, with or without the otel plugin.
+
+    The otel plugin samples every request; with ``exporter="otlp"`` it exports to
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the loopback receiver) through its BatchSpanProcessor.
+    """
+    from kernel import Plugin, PluginContext, Route, hookimpl
+    from kernel.testing import make_kernel
+    from kernel.web import Receive, Scope, Send
+
+    class Routes(Plugin):
+        name = "routes"
+
+        @hookimpl
+        def kernel_routes(self, ctx: PluginContext[object]) -> list[Route]:
+            async def one_user(scope: Scope, receive: Receive, send: Send) -> None:
+                body = b'{"id":"7","name":"Ada"}'
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"23")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+
+            return [Route(OTEL_PATH, one_user)]
+
+    if not otel:
+        return make_kernel("errors", Routes, environ=dict(os.environ))
+    config = {"otel": {"sampler": "always_on", "exporter": exporter}}
+    return make_kernel("otel", "errors", Routes, config=config, environ=dict(os.environ))
+
+
+def served_on() -> Any:
+    """The kernel app with tracing on, for ``uvicorn --factory`` (the lifespan boots the kernel)."""
+    from kernel.web import KernelApp, LifespanMiddleware
+
+    kernel = otel_kernel(True)
+    return LifespanMiddleware(KernelApp(kernel), kernel)
+
+
+def served_off() -> Any:
+    """The same kernel app without the otel plugin."""
+    from kernel.web import KernelApp, LifespanMiddleware
+
+    kernel = otel_kernel(False)
+    return LifespanMiddleware(KernelApp(kernel), kernel)
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP receiver thread on loopback: reads each export and answers 200 (counts them)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                receiver.exports += 1
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.exports = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _inline_export(tracing: Any, batch: int = 100) -> None:
+    """Encode ended spans in line as the OTLP exporter does (its encoding), ``batch`` at a time.
+
+    The in-process cases run requests back to back, faster than a BatchSpanProcessor's thread
+    exports: its queue would fill and drop spans (not counting their cost), and in instruction
+    mode its work would land in whichever segment it ran. Here every span is encoded, on the
+    request's side of the comparison: the batch exporter's work minus the HTTP POST.
+    """
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    class InlineBatch(SpanProcessor):
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.spans.append(span)
+            if len(self.spans) >= batch:
+                encode_spans(self.spans).SerializePartialToString()
+                self.spans = []
+
+    tracing.provider.add_span_processor(InlineBatch())
+
+
+async def in_process(quick: bool) -> None:
+    """``otel_kernel_json`` (spans and their OTLP encoding) and ``..._spans_only``, in-process."""
+    try:
+        from kernel_otel import Tracing
+    except ImportError:
+        print("# kernel_otel not installed: no otel cases", flush=True)
+        return
+    from contextlib import AsyncExitStack
+
+    from kernel.web import KernelApp
+
+    n = rounds(15, 5)
+    async with AsyncExitStack() as stack:
+        raw = driver(KernelApp(await stack.enter_async_context(otel_kernel(False))), OTEL_PATH)
+        encoding = await stack.enter_async_context(otel_kernel(True, "none"))
+        _inline_export(encoding.registry.get(Tracing))
+        spans_only = await stack.enter_async_context(otel_kernel(True, "none"))
+        for case, kernel in (("otel_kernel_json", encoding), ("otel_kernel_json_spans_only", spans_only)):
+            await acompare(SUITE, case, driver(KernelApp(kernel), OTEL_PATH), raw, ops=2000, rounds_=n)
+
+
+async def served(quick: bool) -> None:
+    """``served_otel_kernel_json`` (wall µs/request) and ``..._cpu`` (server CPU µs/request), target 1.15."""
+    try:
+        import kernel_otel  # noqa: F401
+    except ImportError:
+        return
+    n = rounds(15, 5)
+    requests = 1600 if n <= 5 else 4000
+    receiver = OtlpReceiver()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+    servers = {
+        "ours": Served("benchmarks._http_otel:served_on", lifespan=True, env=env),
+        "raw": Served("benchmarks._http_otel:served_off", lifespan=True),
+    }
+    wall: dict[str, list[float]] = {"ours": [], "raw": []}
+    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for server in servers.values():  # warm-up: imports, first-request paths
+            await _load(server.port, OTEL_PATH, 400)
+        for i in range(n):
+            for side in ("raw", "ours") if i % 2 else ("ours", "raw"):
+                before = servers[side].cpu_seconds()
+                wall[side].append(await _load(servers[side].port, OTEL_PATH, requests))
+                used = servers[side].cpu_seconds() - before
+                cpu[side].append(used / (requests // 8 * 8) * 1e6)
+        if receiver.exports == 0:
+            raise RuntimeError("served_otel: the OTLP receiver got no export")
+        emit(SUITE, "served_otel_kernel_json", wall["ours"], wall["raw"], target=1.15)
+        emit(SUITE, "served_otel_kernel_json_cpu", cpu["ours"], cpu["raw"], target=1.15)
+    finally:
+        for server in servers.values():
+            server.stop()
+        receiver.close()
