@@ -128,6 +128,7 @@ class TracingMiddleware:
         # Under a live span (a host's own tracing layer) the request's span is its child. A span
         # that is current but no longer recording is stale: a server may start the next request
         # on a keep-alive connection from a copy of this one's context. Then the request is a root.
+        parent: otel_context.Context | None
         if b"traceparent" in headers:
             carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
             if b"tracestate" in headers:

@@ -79,9 +79,9 @@ def _sampler(settings: Settings) -> Sampler:
 
 def _exporter(settings: Settings) -> SpanExporter | None:
     if settings.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from ._otlp import KernelSpanExporter  # the OTLP/HTTP exporter, with a faster encoding
 
-        return OTLPSpanExporter(
+        return KernelSpanExporter(
             endpoint=settings.endpoint, headers=settings.headers, timeout=settings.timeout
         )
     if settings.exporter == "console":

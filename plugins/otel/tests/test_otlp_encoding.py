@@ -1,0 +1,88 @@
+"""The plugin's OTLP encoding writes the exporter's own bytes, for every kind of span and value."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+from kernel_otel import Tracing
+from kernel_otel._otlp import Encoder, KernelSpanExporter
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from kernel.testing import boot_kernel
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+def _spans(tracer: trace.Tracer) -> None:
+    """Spans with what an encoder can get wrong: every value type, events, links, a remote parent."""
+    remote = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "x"), ("other", "y")]),
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(remote))
+    attributes = {
+        "text": "ada",
+        "empty": "",
+        "zero": 0,
+        "negative": -5,
+        "big": 1 << 70,  # over int64: the exporter logs it and leaves it out
+        "yes": True,
+        "no": False,
+        "ratio": 0.25,
+        "raw": b"\x00\x01",
+        "ints": [1, 2, 3],
+        "flags": (True, False),
+        "colour": Colour.RED,
+        "nested": {"a": 1, "b": ["x", "y"]},
+    }
+    linked = tracer.start_span("linked")
+    linked.end()
+    with tracer.start_as_current_span(
+        "consume",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=[Link(linked.get_span_context(), {"k": "v"}), Link(remote)],
+    ) as span:
+        span.add_event("retry", {"attempt": 2}, timestamp=1_700_000_000_000_000_000)
+        span.record_exception(ValueError("bad"))
+        span.set_status(Status(StatusCode.ERROR, "boom"))
+    for kind in SpanKind:
+        with tracer.start_as_current_span(f"kind {kind.name}", kind=kind) as span:
+            span.set_attribute("http.response.status_code", 200)
+    with tracer.start_as_current_span("ok") as span:
+        span.set_status(Status(StatusCode.OK))
+
+
+@pytest.mark.anyio
+async def test_encoding_equals_the_exporters_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    async with boot_kernel("otel", config={"otel": {"exporter": "memory"}}) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        _spans(tracing.tracer)
+        spans: tuple[ReadableSpan, ...] = tracing.memory.get_finished_spans()
+    expected = encode_spans(spans).SerializePartialToString()
+    encoder = Encoder()
+    assert encoder.request(spans) == expected
+    assert encoder.request(spans) == expected  # again, from the remembered attribute bytes
+    assert encoder.request(spans[:1]) == encode_spans(spans[:1]).SerializePartialToString()
+    assert encoder.request(()) == encode_spans(()).SerializePartialToString()
+    assert "cannot encode attribute big" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_the_otlp_exporter_uses_the_encoding() -> None:
+    config = {"otel": {"exporter": "otlp", "endpoint": "http://127.0.0.1:9"}}
+    async with boot_kernel("otel", config=config) as kernel:
+        exporter = kernel.registry.get(Tracing).exporter
+        assert isinstance(exporter, KernelSpanExporter)
+        assert exporter.fast  # the installed exporter has what the fast path needs
