@@ -93,24 +93,25 @@ class OtlpReceiver:
 
 
 def _inline_export(tracing: Any, batch: int = 100) -> None:
-    """Encode ended spans in line as the OTLP exporter does (its encoding), ``batch`` at a time.
+    """Encode ended spans in line as the plugin's OTLP exporter does, ``batch`` at a time.
 
     The in-process cases run requests back to back, faster than a BatchSpanProcessor's thread
     exports: its queue would fill and drop spans (not counting their cost), and in instruction
     mode its work would land in whichever segment it ran. Here every span is encoded, on the
     request's side of the comparison: the batch exporter's work minus the HTTP POST.
     """
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from kernel_otel._otlp import Encoder  # what KernelSpanExporter.export encodes with
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
     class InlineBatch(SpanProcessor):
         def __init__(self) -> None:
             self.spans: list[ReadableSpan] = []
+            self.encoder = Encoder()
 
         def on_end(self, span: ReadableSpan) -> None:
             self.spans.append(span)
             if len(self.spans) >= batch:
-                encode_spans(self.spans).SerializePartialToString()
+                self.encoder.request(self.spans)
                 self.spans = []
 
     tracing.provider.add_span_processor(InlineBatch())
