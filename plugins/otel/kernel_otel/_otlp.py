@@ -32,6 +32,8 @@ _CACHED_TYPES = (str, int, bool, float)
 _CACHE_SIZE = 4096
 _REMOTE = 0x300  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _LOCAL = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_SPAN_FLAGS = {True: b"\x85\x01" + _FIXED32(_REMOTE), False: b"\x85\x01" + _FIXED32(_LOCAL)}
+_UNSET_STATUS = b"\x7a\x00"
 
 
 def _varint(n: int) -> bytes:
@@ -101,6 +103,7 @@ class Encoder:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[bytes, str, type, Any], bytes] = {}
+        self._names: dict[tuple[str, int], bytes] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out."""
@@ -140,9 +143,7 @@ class Encoder:
         parent = span.parent
         if parent:
             out += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        if span.name:
-            out.append(_field(b"\x2a", span.name.encode()))
-        out.append(b"\x30" + _varint(span.kind.value + 1))  # SpanKind INTERNAL=0 is SPAN_KIND_INTERNAL=1
+        out.append(self._name_and_kind(span.name, span.kind.value))
         if span.start_time:
             out.append(b"\x39" + _FIXED64(span.start_time))
         if span.end_time:
@@ -158,12 +159,26 @@ class Encoder:
             out.append(b"\x70" + _varint(span.dropped_links))
         status = span.status
         if status is not None:
-            body = _field(b"\x12", status.description.encode()) if status.description else b""
-            if status.status_code.value:
-                body += b"\x18" + _varint(status.status_code.value)
-            out.append(_field(b"\x7a", body))
-        out.append(b"\x85\x01" + _FIXED32(_REMOTE if parent is not None and parent.is_remote else _LOCAL))
+            if status.description or status.status_code.value:
+                body = _field(b"\x12", status.description.encode()) if status.description else b""
+                if status.status_code.value:
+                    body += b"\x18" + _varint(status.status_code.value)
+                out.append(_field(b"\x7a", body))
+            else:
+                out.append(_UNSET_STATUS)
+        out.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
         return b"".join(out)
+
+    def _name_and_kind(self, name: str, kind: int) -> bytes:
+        """The span's name and kind fields (remembered: names repeat, ``GET /users/{id}``)."""
+        encoded = self._names.get((name, kind))
+        if encoded is None:
+            # SpanKind INTERNAL=0 is SPAN_KIND_INTERNAL=1
+            encoded = (_field(b"\x2a", name.encode()) if name else b"") + b"\x30" + _varint(kind + 1)
+            if len(self._names) >= _CACHE_SIZE:
+                self._names.clear()
+            self._names[name, kind] = encoded
+        return encoded
 
     def _event(self, event: Any) -> bytes:
         body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
