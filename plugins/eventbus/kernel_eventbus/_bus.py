@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +45,31 @@ Handler = Callable[[Any, EventMetadata], Awaitable[object]]
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
+def _c_encoder() -> Callable[[Any, int], Sequence[str]]:
+    """The chunks of ``_ENCODER``'s JSON of a value: json's C encoder, built once.
+
+    ``JSONEncoder.encode`` builds it (and two closures) on every call, which costs more than
+    encoding an event. Built without a markers dict (one could not be shared between threads),
+    so circular data ends in ``RecursionError`` rather than ``ValueError``: callers take both
+    for "not JSON-serializable".
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the _json accelerator
+        return lambda data, _level: (_ENCODER.encode(data),)
+    encoder: Callable[[Any, int], Sequence[str]] = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return encoder
+
+
+_C_ENCODE = _c_encoder()
+_NOT_JSON = (TypeError, ValueError, RecursionError)
+"""What encoding data that is not JSON-serializable raises (``RecursionError``: circular data)."""
+
+
 def dumps(data: Any) -> str:
     """Compact JSON; what the bus stores and hands a copy of to every handler."""
-    return _ENCODER.encode(data)
+    return "".join(_C_ENCODE(data, 0))
 
 
 def default_subscription_name(event: str, handler: Callable[..., Any]) -> str:
@@ -242,8 +264,8 @@ class EventBus(abc.ABC):
             raise EventDataError(repr(name), "the event name must be a non-empty string")
         deadline = self.publish_timeout if timeout is None else _publish_deadline(name, timeout)
         try:
-            body = _ENCODER.encode(data)  # dumps() without the extra call: this is the hot path
-        except (TypeError, ValueError) as exc:
+            body = "".join(_C_ENCODE(data, 0))  # dumps() without the extra call: this is the hot path
+        except _NOT_JSON as exc:
             raise EventDataError(name, f"data is not JSON-serializable ({exc})") from None
         limit = self.max_payload_bytes
         if len(body) * 4 > limit:  # a character is at most 4 bytes in UTF-8: most events skip the encoding

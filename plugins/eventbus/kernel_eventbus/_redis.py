@@ -392,7 +392,8 @@ class RedisEventBus(EventBus):
                 await conn.connect()
             await conn.check_health()  # a PING when the connection idled past health_check_interval
             progress.sent = True
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            packed = conn.pack_command(*commands[0]) if len(commands) == 1 else conn.pack_commands(commands)
+            await conn.send_packed_command(packed, check_health=False)
             error: rexc.ResponseError | None = None
             for _command in commands:  # read every reply, even after an error reply
                 try:

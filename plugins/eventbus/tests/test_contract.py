@@ -75,6 +75,10 @@ async def test_unserializable_data_is_a_clear_error(make_bus: Any) -> None:
         await bus.publish("x", {"when": dt.datetime.now()})
     with pytest.raises(EventDataError, match="not JSON-serializable"):
         await bus.publish("x", float("nan"))
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(EventDataError, match="not JSON-serializable"):
+        await bus.publish("x", {"loop": circular})
     with pytest.raises(EventDataError, match="non-empty string"):
         await bus.publish("", {})
 
