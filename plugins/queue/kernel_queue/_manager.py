@@ -20,7 +20,7 @@ from ._config import QueueConfig
 from ._errors import InvalidJobOptionError
 from ._job import JobInfo, check_attempts, check_backoff, check_priority, seconds
 from ._observe import QueueObserver
-from ._pubsub import close_listener, listener_client
+from ._pubsub import channel_messages, close_listener, listener_client
 from ._queue import CleanStatus, EventHook, KernelJob, KernelRedisQueue, clip
 from ._registry import ANY_NAME, Processor, ProcessorRegistry
 from ._worker import QueueWorker
@@ -525,16 +525,12 @@ class QueueManager:
         """Yield the events of ``queue`` from every process (waiting, delayed, active, progress, completed,
         failed) as dicts ``{event, queue, job_id, name, attempts, ...}``."""
         q = self.get_queue(queue)
-        pubsub: Any = self._listener.pubsub()
-        await pubsub.subscribe(q.events_channel)
+        messages = channel_messages(self.redis, self._listener, q.events_channel)
         try:
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None and message["type"] == "message":
-                    yield json.loads(message["data"])
+            async for data in messages:
+                yield json.loads(data)
         finally:
-            await pubsub.unsubscribe()
-            await pubsub.aclose()
+            await messages.aclose()
 
     def listen_to_queue_events(self, queue: str, handler: EventHandler | None = None) -> asyncio.Task[None]:
         """Call ``handler(event)`` (default: log it) for every event of ``queue`` until :meth:`close`."""

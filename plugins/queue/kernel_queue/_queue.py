@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kernel_redis import hash_tag
+from redis.asyncio.cluster import RedisCluster
 from saq.job import Job, Status
 from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
@@ -235,7 +236,9 @@ class KernelRedisQueue(RedisQueue):
         """Called after each job event this process causes."""
         self.keys = QueueKeys.of(self)
         self._adopted = False
-        self.scripts = Scripts(redis)
+        self.sharded_events = isinstance(redis, RedisCluster)
+        """On a cluster, job events go on a shard channel (``SPUBLISH``/``SSUBSCRIBE``): see ``_scripts``."""
+        self.scripts = Scripts(redis, sharded_events=self.sharded_events)
 
     # ------------------------------------------------------------------ key layout
 

@@ -2,6 +2,11 @@
 
 Scores in the ``waiting`` set are ``rank * 2**31 + 2**30 + seq`` (exact in a double): priority
 rank first, then FIFO by the ``seq`` counter; a negative ``seq`` puts a re-run ahead of its rank.
+
+Job events go out with ``publish_event(<events channel>, event)``: ``PUBLISH``, or on a Redis
+Cluster ``SPUBLISH`` (a shard channel: a classic ``PUBLISH`` there is sent to every node of the
+cluster over the cluster bus, which cost each enqueue more than the rest of its work). A server
+without ``SPUBLISH`` (Redis < 7) gets ``PUBLISH``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ ENQUEUE = (
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
 if ARGV[2] == '0' then to_waiting(KEYS[3], KEYS[5], KEYS[4], KEYS[2], ARGV[3], false) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[6], ARGV[4]) end
+if ARGV[4] ~= '' then publish_event(KEYS[6], ARGV[4]) end
 return 1
 """
 )
@@ -62,7 +67,7 @@ for i = 6, #KEYS do
     if redis.call('SET', id, ARGV[a + 1], 'NX') then
         redis.call('ZADD', KEYS[1], ARGV[a + 2], id)
         if ARGV[a + 2] == '0' then to_waiting(KEYS[2], KEYS[4], KEYS[3], id, ARGV[a + 3], false) end
-        if ARGV[a + 4] ~= '' then redis.call('PUBLISH', KEYS[5], ARGV[a + 4]) end
+        if ARGV[a + 4] ~= '' then publish_event(KEYS[5], ARGV[a + 4]) end
         added[#added + 1] = 1
     else
         added[#added + 1] = 0
@@ -92,7 +97,7 @@ UPDATE = """
 if redis.call('LPOS', KEYS[2], KEYS[1]) == false then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[2])
-if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
+if ARGV[3] ~= '' then publish_event(KEYS[3], ARGV[3]) end
 return 1
 """
 
@@ -115,7 +120,7 @@ if ARGV[3] ~= '' then
     if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
 end
 redis.call('PUBLISH', KEYS[3], ARGV[5])
-if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[7], ARGV[6]) end
+if ARGV[6] ~= '' then publish_event(KEYS[7], ARGV[6]) end
 return 1
 """
 )
@@ -200,15 +205,33 @@ class Script:
             return await (client or self._redis).eval(self.source, len(keys), *keys, *args)
 
 
-class Scripts:
-    """The scripts registered on one client (``EVALSHA``, loaded by Redis on first use)."""
+_PUBLISH_EVENT = """
+local function publish_event(channel, event) redis.call('PUBLISH', channel, event) end
+"""
+_PUBLISH_EVENT_SHARDED = """
+local function publish_event(channel, event)
+    if not pcall(redis.call, 'SPUBLISH', channel, event) then redis.call('PUBLISH', channel, event) end
+end
+"""
 
-    def __init__(self, redis: Redis | RedisCluster) -> None:
-        self.enqueue = Script(redis, ENQUEUE)
-        self.enqueue_many = Script(redis, ENQUEUE_MANY)
+
+def with_events(source: str, sharded: bool) -> str:
+    """``source`` with ``publish_event`` set: ``SPUBLISH`` when ``sharded`` (cluster), else ``PUBLISH``."""
+    return (_PUBLISH_EVENT_SHARDED if sharded else _PUBLISH_EVENT) + source
+
+
+class Scripts:
+    """The scripts registered on one client (``EVALSHA``, loaded by Redis on first use).
+
+    ``sharded_events``: job events on a shard channel (``SPUBLISH``), for a Redis Cluster.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster, *, sharded_events: bool = False) -> None:
+        self.enqueue = Script(redis, with_events(ENQUEUE, sharded_events))
+        self.enqueue_many = Script(redis, with_events(ENQUEUE_MANY, sharded_events))
         self.dequeue = Script(redis, DEQUEUE)
-        self.update = Script(redis, UPDATE)
-        self.finish = Script(redis, FINISH)
+        self.update = Script(redis, with_events(UPDATE, sharded_events))
+        self.finish = Script(redis, with_events(FINISH, sharded_events))
         self.requeue = Script(redis, REQUEUE)
         self.promote = Script(redis, PROMOTE)
         self.claim_stalled = Script(redis, CLAIM_STALLED)

@@ -39,11 +39,12 @@ def anyio_backend() -> str:
 
 
 async def subscribers(client: AnyRedis, channel: str) -> int:
-    """``PUBSUB NUMSUB channel``, summed over every node of a cluster (each counts its own)."""
+    """``PUBSUB NUMSUB channel``; on a cluster ``PUBSUB SHARDNUMSUB`` (the queue's events are a shard
+    channel there), summed over every node (each counts its own)."""
     if isinstance(client, RedisCluster):
         await client.initialize()
         counts = [
-            (await client.execute_command("PUBSUB", "NUMSUB", channel, target_nodes=node))[1]
+            (await client.execute_command("PUBSUB", "SHARDNUMSUB", channel, target_nodes=node))[1]
             for node in client.get_nodes()
         ]
         return sum(int(c) for c in counts)
@@ -68,8 +69,9 @@ async def publish_after_events(manager: QueueManager, qname: str, message: str) 
     them (from another cluster node it could overtake them).
     """
     q = manager.get_queue(qname)
+    command = "SPUBLISH" if q.sharded_events else "PUBLISH"
     await manager.redis.eval(
-        "redis.call('PUBLISH', ARGV[1], ARGV[2])", 1, q.keys.events, q.events_channel, message
+        f"redis.call('{command}', ARGV[1], ARGV[2])", 1, q.keys.events, q.events_channel, message
     )
 
 

@@ -7,7 +7,9 @@ the queue's slot is SIGKILLed. Reported per durability setting (a ``FAILOVER`` l
 enqueues lost (never ran, no record), jobs run more than once, adds refused during the failover,
 and the time until adding and running worked again (``add_outage``: the longest gap between two
 acknowledged adds after the kill). With ``durability = "replicated"`` no
-acknowledged enqueue may be lost.
+acknowledged enqueue may be lost. A ``listen_to_queue_events`` listener (a shard channel on the
+killed primary) must hear the queue's events again afterwards (``events_back``: from the kill to
+the first event heard of the probe jobs added once the queue drained, an upper bound).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
         config = {"redis": {"url": cluster.url}, "queue": settings}
         async with boot_kernel("redis", "queue", config=config) as k:
             qm = k.get(QueueManager)
+            events: list[tuple[float, str]] = []
+            qm.listen_to_queue_events(QUEUE, lambda e: events.append((time.monotonic(), e["job_id"])))
             await qm.create_worker(QUEUE, run.proc, concurrency=8)
             ids = [f"j{i}" for i in range(N)]
             async with anyio.create_task_group() as tg:
@@ -124,6 +128,14 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
             await wait_until(drained, 90, interval=0.2, what="the queue to drain after the failover")
             if durability == "replicated":
                 await wait_until(lambda: len(run.ran) == N, 10, interval=0.2, what="every job to run")
+            probes = itertools.count()
+
+            async def heard_again() -> bool:  # the listener subscribed again on the promoted primary
+                await qm.add_job(QUEUE, "probe", {}, job_id=f"probe{next(probes)}")
+                return any(jid.startswith("probe") for _, jid in events)
+
+            await wait_until(heard_again, 30, interval=0.2, what="queue events after the failover")
+            events_back = min(t for t, jid in events if jid.startswith("probe")) - run.killed_at
         await _close_dropped_nodes()
         lost = sorted(run.acked - set(run.ran))
         duplicates = sum(1 for c in run.ran.values() if c > 1)
@@ -133,7 +145,8 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
             f"\nFAILOVER queue durability={durability}: jobs={N} acknowledged={len(run.acked)} "
             f"lost={len(lost)} duplicates={duplicates} refused={dict(run.refused)} "
             f"promoted_after={run.promoted:.2f}s revived_after={run.revived:.2f}s "
-            f"add_outage={add_outage:.2f}s add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s"
+            f"add_outage={add_outage:.2f}s add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s "
+            f"events_back={events_back:.2f}s"
         )
     assert len(run.acked) == N
     assert run.add_back and run.run_back, "adding and running recovered"

@@ -56,6 +56,48 @@ async def test_every_key_of_a_queue_shares_its_slot_and_queues_spread(
         assert len(primaries) >= 2, primaries
 
 
+def _bus_publishes(cluster: PrivateRedisCluster) -> dict[str, int]:
+    """Classic and shard ``PUBLISH`` messages every node sent over the cluster bus, summed."""
+    totals = {"publish": 0, "publishshard": 0}
+    for port in cluster.ports:
+        with cluster.client(port) as client:
+            info = client.execute_command("CLUSTER INFO")
+        for kind in totals:
+            totals[kind] += int(info.get(f"cluster_stats_messages_{kind}_sent", 0))
+    return totals
+
+
+async def test_job_events_stay_in_the_queue_shard_on_a_cluster(
+    redis_url: str, redis_topology: str, qname: str, request: pytest.FixtureRequest
+) -> None:
+    """On a cluster an enqueue's event is a shard message (``SPUBLISH``): it reaches the nodes of
+    the queue's shard, not every node over the cluster bus, and listeners still get every event."""
+    if redis_topology != "cluster":
+        pytest.skip("shard channels are a cluster matter")
+    cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+    async with boot_kernel("redis", "queue", config={"redis": {"url": redis_url}}) as k:
+        qm = k.get(QueueManager)
+        events: list[dict[str, Any]] = []
+        listener = qm.listen_to_queue_events(qname, events.append)
+
+        async def subscribed() -> bool:
+            node = qm.redis.get_node_from_key(qm.get_queue(qname).events_channel)
+            reply = await qm.redis.execute_command(
+                "PUBSUB", "SHARDNUMSUB", qm.get_queue(qname).events_channel, target_nodes=node
+            )
+            return int(reply[1]) == 1
+
+        await wait_until(subscribed, timeout=10, what="listener subscribed")
+        before = _bus_publishes(cluster)
+        ids = [await qm.add_job(qname, "n", {"i": i}) for i in range(20)]
+        await wait_until(lambda: len(events) == 20, timeout=10, what="20 events")
+        after = _bus_publishes(cluster)
+        listener.cancel()
+    assert [e["job_id"] for e in events] == ids and {e["event"] for e in events} == {"waiting"}
+    assert after["publish"] == before["publish"]  # nothing broadcast to every node
+    assert after["publishshard"] - before["publishshard"] == 20 * cluster.replicas  # the shard's replicas
+
+
 def _settings(**extra: Any) -> dict[str, Any]:
     return {"poll_interval": 0.2, "schedule_interval": 0.05, **extra}
 
