@@ -12,8 +12,11 @@
   it): ``add_job`` on the cluster vs SAQ's enqueue work done raw on the ``RedisCluster`` client (its
   enqueue script -- ZSCORE/EXISTS, SET, ZADD, RPUSH -- on the queue's hash-tagged keys, after
   building and serializing a SAQ job: stock SAQ cannot enqueue on a cluster, its abort key has no
-  tag); ``durability = "replicated"`` vs the same raw work plus ``WAIT 1`` on the slot's primary,
-  and vs default.
+  tag); vs stock SAQ's ``RedisQueue.enqueue`` on the cluster client with only the job's abort key
+  moved into the queue's slot (what the standalone ``add_job`` case compares with);
+  ``durability = "replicated"`` vs the same raw script plus ``WAIT 1`` on the slot's primary, and
+  vs default. Each side makes one round trip per ``add_job``: the suite counts the commands each
+  side sends and prints them.
 
 Target (cost ratio): add_job <= 1.10. Ceiling: ``enqueue_pipelined_100`` -- the Redis work of a SAQ
 enqueue done raw at its best: ``SET`` of the serialized job, ``ZADD`` to the incomplete set and
@@ -32,6 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from kernel_queue import JobContext, QueueManager
 from kernel_redis.testing import private_redis_server
+from redis.asyncio.connection import AbstractConnection
 from saq import Job, Worker
 from saq.queue.redis import RedisQueue
 
@@ -102,6 +106,14 @@ async def _cluster(quick: bool) -> None:
             script = client.register_script(_SAQ_ENQUEUE)
             incomplete, queued = f"saq:{tag}:incomplete", f"saq:{tag}:queued"
 
+            stock = RedisQueue(primary, name=tag)
+            stock.redis = client  # SAQ's own enqueue path, on the cluster client
+
+            class TaggedJob(Job):
+                @property
+                def abort_id(self) -> str:  # SAQ's ``saq:abort:<key>`` is in no queue's slot
+                    return f"saq:abort:{tag}:{self.key}"
+
             def saq_job() -> tuple[list[str], list[Any]]:
                 job = Job("send-notification", kwargs={"data": DATA}, queue=shape)
                 job.queued = int(time.time() * 1000)
@@ -115,6 +127,9 @@ async def _cluster(quick: bool) -> None:
                 keys, args = saq_job()
                 return await script(keys=keys, args=args)
 
+            async def raw_enqueue() -> Any:
+                return await stock.enqueue(TaggedJob("send-notification", kwargs={"data": DATA}))
+
             async def ours_replicated() -> Any:
                 return await durable.add_job(ours_q, "send-notification", DATA)
 
@@ -127,8 +142,21 @@ async def _cluster(quick: bool) -> None:
 
             ops, n = (150, 11) if quick else (300, 31)
             await raw()  # loads the script on the slot's primary (EVALSHA in the raw pipeline)
+            sides = {"ours": ours, "raw script": raw, "raw enqueue": raw_enqueue}
+            sides |= {"ours replicated": ours_replicated, "raw script+WAIT": raw_replicated}
+            counts = [f"{side} {await _sent(fn):.2f}" for side, fn in sides.items()]
+            print("  commands sent per add_job: " + ", ".join(counts))
             await acompare(
                 SUITE, "cluster_add_job_vs_saq_script", ours, raw, ops=ops, rounds_=rounds(n, n), target=1.10
+            )
+            await acompare(
+                SUITE,
+                "cluster_add_job_vs_saq_enqueue",
+                ours,
+                raw_enqueue,
+                ops=ops,
+                rounds_=rounds(n, n),
+                target=1.10,
             )
             await acompare(
                 SUITE,
@@ -153,12 +181,36 @@ async def _cluster(quick: bool) -> None:
                     f"(default), {cost.ours_us / cost.raw_us:.2f}x"
                 )
             await shape.disconnect()
+            stock.redis = primary
+            await stock.disconnect()
             await primary.aclose()
             for pattern in (f"saq:*{queue_tag(ours_q)}*", f"saq:*{tag}*"):
                 keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
                 for i in range(0, len(keys), 500):
                     await client.delete(*keys[i : i + 500])
             await client.srem("kernel_queue:queues", ours_q)
+
+
+async def _sent(fn: Callable[[], Awaitable[Any]], calls: int = 50) -> float:
+    """Commands (pipelines count once) ``fn`` sends to Redis per call, after a few warm-up calls (the
+    first ones open connections): its round trips."""
+    for _ in range(5):
+        await fn()
+    original = AbstractConnection.send_packed_command
+    sent = 0
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(calls):
+            await fn()
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+    return sent / calls
 
 
 def _name(tag: str) -> str:
