@@ -12,9 +12,7 @@ consuming worked again. With ``durability = "replicated"`` no acknowledged publi
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -28,11 +26,10 @@ from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import (
     PrivateRedisCluster,
     PrivateRedisSentinel,
+    close_dropped_cluster_connections,
     private_redis_cluster,
     private_redis_sentinel,
 )
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import AbstractConnection
 
 from kernel.testing import wait_until
 
@@ -155,7 +152,7 @@ async def test_sigkilled_primary_mid_stream(
             await bus.close()
             await client.aclose()
             await blocking.aclose()
-            await _close_dropped_nodes()
+            await close_dropped_cluster_connections()
 
     events = set(range(N))
     lost = sorted((run.acked & events) - set(run.handled))
@@ -199,16 +196,6 @@ async def _publish(bus: RedisEventBus, n: int, run: Run) -> None:
     run.acked.add(n)
     if run.killed_at and started > run.killed_at and not run.publish_back:
         run.publish_back = time.monotonic() - run.killed_at
-
-
-async def _close_dropped_nodes() -> None:
-    """Disconnect what redis-py left open after a failover, once our clients are closed: the nodes it
-    dropped from its topology keep their in-use connections (redis/redis-py#4053)."""
-    for obj in gc.get_objects():
-        if type(obj) in weakref.ProxyTypes:  # isinstance() of a dead proxy raises
-            continue
-        if isinstance(obj, ClusterNode) or (isinstance(obj, AbstractConnection) and obj.is_connected):
-            await obj.disconnect()
 
 
 async def _restart_after_failover(cluster: Group, port: int, run: Run) -> None:
