@@ -17,7 +17,9 @@ the primary of the stream's slot, and vs our default publish (a cost, no target)
 Ceilings (raw, the same work at its best): ``xadd_pipelined`` -- XADDs of the same entry sent
 1,000 per pipeline, µs per entry; ``xreadgroup_batch1000`` -- a consumer group reading
 ``COUNT 1000`` and acknowledging each batch with one XACK (no decoding, no handler), µs per
-entry. Instruction mode (:func:`cpu_bound`) counts the memory case only.
+entry. Instruction mode (:func:`cpu_bound`) counts the memory case only; the client-side
+instructions of ``publish_vs_xadd`` and ``consume_batch100_vs_xreadgroup_xack`` (what our layer
+adds, whatever the machine's load) come from ``python -m benchmarks._eventbus_client_ir``.
 """
 
 from __future__ import annotations
