@@ -24,6 +24,7 @@ from kernel_eventbus import EventMetadata, PublishNotReplicatedError, PublishTim
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import (
+    FAILOVER_LEAKS_IGNORED,
     PrivateRedisCluster,
     PrivateRedisSentinel,
     close_dropped_cluster_connections,
@@ -36,6 +37,7 @@ from kernel.testing import wait_until
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.slow,
+    FAILOVER_LEAKS_IGNORED,  # redis-py drops connections to the killed node unclosed (redis/redis-py#4053)
 ]
 
 N = 1000

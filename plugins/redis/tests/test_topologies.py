@@ -24,6 +24,7 @@ from kernel_redis import (
     inspect_topology,
 )
 from kernel_redis.testing import (
+    FAILOVER_LEAKS_IGNORED,
     PrivateRedisCluster,
     PrivateRedisSentinel,
     RedisServer,
@@ -187,6 +188,7 @@ async def test_a_cluster_url_to_a_plain_server_fails_the_boot(redis_server: Redi
 
 
 @pytest.mark.slow
+@FAILOVER_LEAKS_IGNORED
 async def test_cluster_failover_health_and_replicated_writes() -> None:
     with private_redis_cluster(node_timeout_ms=1000) as cluster:
         async with _failover_kernel(cluster.url) as kernel:
@@ -227,6 +229,7 @@ async def _write_replicated(service: RedisService, key: str) -> None:
 
 
 @pytest.mark.slow
+@FAILOVER_LEAKS_IGNORED
 async def test_sentinel_failover_is_followed_by_the_client() -> None:
     with private_redis_sentinel() as group:
         async with _failover_kernel(group.url) as kernel:
@@ -240,6 +243,7 @@ async def test_sentinel_failover_is_followed_by_the_client() -> None:
             assert await service.client.get(key) == b"1"
             report = await inspect_topology(kernel.get(RedisConnection))
             assert report.primaries[0].address == f"127.0.0.1:{new}"
+        await close_dropped_cluster_connections()
 
 
 def test_connect_sync_reaches_every_topology(
