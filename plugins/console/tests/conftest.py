@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
+from kernel_redis import connect
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel import Kernel
@@ -74,7 +74,7 @@ async def boot(
             yield kernel
 
     yield make
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)  # any topology
     try:
         await delete_test_keys(client, prefix, qname, f"{qname}w")
     finally:

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
-import redis.asyncio as aioredis
 from console_models import Note, NoteRepository
 from console_stack import QUEUE_FAST, delete_test_keys
 from kernel_cache import CacheManager
 from kernel_eventbus import EventBus, EventMetadata, NonRetryableError
 from kernel_queue import JobContext, QueueManager, list_jobs
+from kernel_redis import connect
 from kernel_repository import RepositoryManager
 from kernel_repository.testing import mongo_server, mongo_uri, unique_database  # noqa: F401
 
@@ -158,7 +158,7 @@ async def serve(
             await task
 
     yield make
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)  # any topology
     try:
         await delete_test_keys(client, prefix, qname)
     finally:
