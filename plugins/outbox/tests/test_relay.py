@@ -77,6 +77,9 @@ async def test_two_relays_share_200_entries_each_published_once(
         first, second = a.get(OutboxRelay), b.get(OutboxRelay)
         assert first.owner != second.owner
         with anyio.fail_after(60):
+            # One batch each first, so both take part whatever the scheduler does next (two claims
+            # racing for the same candidates may leave the loser empty-handed until its next poll).
+            assert await first.run_once() == 20 and await second.run_once() == 20
             async with anyio.create_task_group() as tg:
                 tg.start_soon(first.drain, 60.0)
                 tg.start_soon(second.drain, 60.0)
@@ -84,7 +87,6 @@ async def test_two_relays_share_200_entries_each_published_once(
         ids = [e["event_id"] for e in published]
         assert len(ids) == len(set(ids)) == 200  # each exactly once, none lost
         assert first.published + second.published == 200
-        assert first.published > 0 and second.published > 0
         assert first.duplicates == second.duplicates == 0
         status = await first.status()
         assert (status.backlog, status.done) == (0, 200)
