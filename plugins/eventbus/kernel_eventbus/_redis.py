@@ -518,7 +518,9 @@ class RedisEventBus(EventBus):
         self._created(created)
         streams = {self.stream_key(sub.event): ">", self.retry_key(sub.name, sub.event): ">"}
         state.delay, state.failing = 0.0, False
-        while not self._stopping:
+        # The state check ends the loop of an unsubscribed subscription whose cancellation was lost: a
+        # cancel that meets a read's own timeout may come out as a TimeoutError (asyncio on 3.11).
+        while not self._stopping and self._states.get(sub.name) is state:
             try:
                 await self._housekeep(sub, state)
                 wait = min(
@@ -568,6 +570,8 @@ class RedisEventBus(EventBus):
 
     async def _deliver(self, sub: Subscription, state: _State, response: Any) -> None:
         """Handle what one XREADGROUP returned (RESP2 list or RESP3 dict)."""
+        if self._states.get(sub.name) is not state:  # unsubscribed during the read: the entries stay
+            return  # pending in the group (claimed again by the next consumer of that group)
         items = response.items() if isinstance(response, dict) else response
         for stream, entries in items:
             if isinstance(stream, bytes):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import types
 from typing import Any
 
 import anyio
@@ -187,6 +188,43 @@ async def test_streams_are_trimmed_to_about_stream_maxlen(client: AnyRedis, pref
         await bus.publish("t", i)
     length = await client.xlen(bus.stream_key("t"))
     assert 100 <= length < 300
+
+
+async def test_an_unsubscribed_loop_ends_even_if_its_cancel_was_lost(client: AnyRedis, prefix: str) -> None:
+    """A cancel that meets a read's own timeout can come out as a TimeoutError (asyncio on 3.11): the
+    loop of a removed subscription must still end, and not hand what it reads next to the handler."""
+    bus = make(client, prefix)
+    calls: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        calls.append(data)
+
+    sub = bus.subscribe("u", handler, group="gu")
+    await bus.start()
+    try:
+        await bus.publish("u", 1)
+        await wait_until(lambda: calls == [1], 10, what="the first event handled")
+        state = bus._states[sub.name]
+        loop_task = state.task
+        assert loop_task is not None
+        state.task = types.SimpleNamespace(cancel=lambda: None)  # type: ignore[assignment]  # the lost cancel
+        assert bus.unsubscribe(sub)
+        await bus.publish("u", 2)
+        await wait_until(loop_task.done, 10, what="the removed subscription's loop to end by itself")
+        assert calls == [1]
+        # what it may have read stays pending for the group: nothing is lost
+        stream = bus.stream_key("u")
+        await wait_until(
+            lambda: _unacked_or_unread(client, stream, "gu"), 10, what="event 2 kept for the group"
+        )
+    finally:
+        await bus.close()
+
+
+async def _unacked_or_unread(client: AnyRedis, stream: str, group: str) -> bool:
+    """Whether ``group`` still has an entry to deliver: pending (delivered, unacknowledged) or unread."""
+    info = {g["name"]: g for g in await client.xinfo_groups(stream)}[group.encode()]
+    return bool(info["pending"] or info.get("lag"))
 
 
 async def test_published_entry_layout(client: AnyRedis, prefix: str) -> None:
