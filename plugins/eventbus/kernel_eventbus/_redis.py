@@ -336,7 +336,10 @@ class RedisEventBus(EventBus):
                     exc,
                     delay,
                 )
-                if self.cluster:  # a failover or a moved slot: learn the new owner of the slot
+                # a failover or a moved slot: learn the new owner of the slot; not when the node's
+                # connections were all busy (MaxConnectionsError: the topology did not change, and a
+                # reload drops the old nodes' open connections, redis/redis-py#4053): just retry
+                if self.cluster and not isinstance(exc, rexc.MaxConnectionsError):
                     with contextlib.suppress(Exception):
                         await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
