@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -84,6 +84,10 @@ class CacheBackend(Protocol):
 
     async def delete_matching(self, pattern: str) -> int:
         """Delete the keys matching the Redis glob ``pattern``; how many live ones were deleted."""
+        ...
+
+    async def count_matching(self, pattern: str) -> int:
+        """How many live keys match the Redis glob ``pattern`` (what ``delete_matching`` would delete now)."""
         ...
 
     async def ttl(self, key: str) -> float | None:
@@ -221,6 +225,12 @@ class MemoryBackend:
         for k in doomed:
             del self._data[k]
         return live
+
+    async def count_matching(self, pattern: str) -> int:
+        """How many live keys match the Redis glob ``pattern`` as ``SCAN MATCH`` would see them."""
+        match = glob_to_regex(pattern).fullmatch
+        now = self._clock()
+        return sum(1 for k, (_, exp) in self._data.items() if exp > now and match(k))
 
     async def ttl(self, key: str) -> float | None:
         """Seconds ``key`` has left (``inf`` without expiry), ``None`` when absent."""
@@ -432,13 +442,7 @@ class RedisBackend:
         deleted = 0
         batch: list[bytes] = []
         async with self._turn:
-            if self.cluster:
-                found = self.client.scan_iter(
-                    match=pattern, count=self.scan_count, target_nodes=RedisCluster.PRIMARIES
-                )
-            else:
-                found = self.client.scan_iter(match=pattern, count=self.scan_count)
-            async for key in found:
+            async for key in self._scan(pattern):
                 batch.append(key)
                 if len(batch) >= self.unlink_batch:
                     deleted += await self.client.unlink(*batch)
@@ -446,6 +450,25 @@ class RedisBackend:
             if batch:
                 deleted += await self.client.unlink(*batch)
         return deleted
+
+    async def count_matching(self, pattern: str) -> int:
+        """The distinct keys ``SCAN MATCH pattern`` finds (every primary of a cluster); never ``KEYS``.
+
+        A count of a live keyspace: keys written or expiring while the scan runs may or may not count.
+        """
+        seen: set[bytes] = set()  # SCAN may return a key more than once
+        async with self._turn:
+            async for key in self._scan(pattern):
+                seen.add(key)
+        return len(seen)
+
+    def _scan(self, pattern: str) -> AsyncIterator[bytes]:
+        """``SCAN MATCH pattern`` in steps of ``scan_count``, over every primary of a cluster."""
+        if self.cluster:
+            return self.client.scan_iter(
+                match=pattern, count=self.scan_count, target_nodes=RedisCluster.PRIMARIES
+            )
+        return self.client.scan_iter(match=pattern, count=self.scan_count)
 
     async def ttl(self, key: str) -> float | None:
         """``PTTL`` in seconds: ``inf`` without expiry, ``None`` when absent."""

@@ -362,6 +362,21 @@ class CacheManager:
         self._stats.deletes.add(deleted)
         return deleted
 
+    async def count_matching(self, pattern: str, *values: Any) -> int | None:
+        """How many keys of this namespace :meth:`invalidate` with the same arguments would delete now.
+
+        Same glob and escaping as :meth:`invalidate` (``SCAN`` on every primary, never ``KEYS``): a
+        preview before a bulk delete. ``None`` when the backend is unreachable and the cache fails open.
+        """
+        if values:
+            pattern = glob(pattern, *values)
+        found = await self._ops.count_matching(self._pattern_prefix + pattern)
+        return None if found is DOWN else found
+
+    async def count_prefix(self, prefix: str) -> int | None:
+        """How many keys of this namespace start with ``prefix`` (literally); see :meth:`count_matching`."""
+        return await self.count_matching(glob_escape(prefix) + "*")
+
     async def invalidate_prefix(self, prefix: str) -> int:
         """Delete every key of this namespace starting with ``prefix`` (taken literally)."""
         return await self.invalidate(glob_escape(prefix) + "*")

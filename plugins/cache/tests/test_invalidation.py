@@ -7,6 +7,8 @@ from cache_keys import scan
 from kernel_cache import CacheManager, glob, glob_escape, glob_to_regex
 from kernel_redis import connect
 
+from kernel.testing import wait_until
+
 pytestmark = pytest.mark.anyio
 
 USERS = ["1", "2", "12", "*", "?", "[12]", "\\", "a*b", "]", "[", "^"]
@@ -57,6 +59,42 @@ async def test_invalidation_never_leaves_the_namespace(cache: CacheManager) -> N
         assert await ns.get("k") == ns.name
     assert await user.get("k") is None
     assert await user.clear() == 0
+
+
+@pytest.mark.parametrize("hostile", USERS)
+async def test_count_matching_previews_what_invalidate_deletes(cache: CacheManager, hostile: str) -> None:
+    await _seed(cache)
+    assert await cache.count_matching("user:{}:*", hostile) == 2  # escaped like invalidate's values
+    assert await cache.count_prefix(f"user:{hostile}:") == 2
+    assert await cache.count_matching("user:*") == 2 * len(USERS)
+    assert await cache.count_matching("user:*") == 2 * len(USERS)  # counting deletes nothing
+    assert await cache.count_matching("nobody:*") == 0
+    counted = await cache.count_matching("user:?:posts")
+    assert counted == len([u for u in USERS if len(u) == 1])
+    assert await cache.invalidate("user:?:posts") == counted
+    assert await cache.count_matching("user:?:posts") == 0
+
+
+async def test_count_matching_stays_in_its_namespace(cache: CacheManager) -> None:
+    # several namespaces: on a cluster their hash tags spread them over the primaries, each counted
+    spaces = [cache.namespace(f"n{i}") for i in range(8)]
+    for i, ns in enumerate(spaces):
+        await ns.set_many({f"k{j}": j for j in range(i + 1)})
+    assert [await ns.count_matching("*") for ns in spaces] == list(range(1, 9))
+    assert await cache.count_matching("*") == 0
+    for hostile in ["../*", "\\*", "]*", ":*", "*:*"]:
+        assert await spaces[0].count_matching(hostile) == 0
+
+
+async def test_count_matching_skips_expired_keys(cache: CacheManager) -> None:
+    await cache.set("short", 1, ttl=0.05)
+    await cache.set("long", 1, ttl=60)
+
+    async def only_the_long_one_left() -> bool:
+        return await cache.count_matching("*") == 1
+
+    await wait_until(only_the_long_one_left, timeout=5, what="the short-lived key to expire")
+    assert await cache.count_matching("short") == 0
 
 
 def test_glob_escape() -> None:
