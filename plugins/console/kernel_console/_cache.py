@@ -1,4 +1,5 @@
-"""Cache: namespaces with their counters and hit ratio; invalidate a key, a literal prefix or a glob."""
+"""Cache: namespaces with their counters and hit ratio; invalidate a key, a literal prefix or a glob
+(with a count of the matching keys before the confirmation)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,10 @@ class CacheSection:
             raise BadRequest(f"mode must be one of {', '.join(MODES)} and the pattern non-empty")
         target = f"cache {name} {mode} {pattern!r}"
         if req.field("confirm") != "yes":
-            question = f"Delete the keys of namespace {name} matching {MODES[mode]} {pattern!r}?"
+            question = (
+                f"{await self._preview(name, mode, pattern)}. "
+                f"Delete the keys of namespace {name} matching {MODES[mode]} {pattern!r}?"
+            )
             return Confirm(
                 "Invalidate cache keys",
                 question,
@@ -82,3 +86,18 @@ class CacheSection:
         else:
             n = await ns.invalidate(pattern)
         return Done(f"{n} key(s) of namespace {name} deleted", target)
+
+    async def _preview(self, name: str, mode: str, pattern: str) -> str:
+        """How many keys the invalidation would delete now, counted as it would match them."""
+        from kernel_cache import glob_escape
+
+        ns = self.cache.namespace(name)
+        if mode == "key":  # escaped: the exact key only (``has`` would say False on an outage)
+            n = await ns.count_matching(glob_escape(pattern))
+        elif mode == "prefix":
+            n = await ns.count_prefix(pattern)
+        else:
+            n = await ns.count_matching(pattern)
+        if n is None:
+            return "The number of matching keys is unknown (the cache backend is unreachable)"
+        return f"{n} key{'' if n == 1 else 's'} match{'es' if n == 1 else ''} now"

@@ -35,8 +35,15 @@ async def test_cache_page_and_invalidation(client: Client, token_of: Any) -> Non
                 return await http.post("/console/action/cache.invalidate", data=form)
 
             preview = await invalidate("glob", "user:?")
-            assert "Delete the keys of namespace sessions matching glob pattern" in preview.text
+            question = "2 keys match now. Delete the keys of namespace sessions matching glob pattern"
+            assert question in preview.text
             assert await sessions.has("user:1")
+            # the same escaping as the deletion: "[" of a prefix and "*" of a key are literal
+            assert "1 key matches now." in (await invalidate("prefix", "user:[")).text
+            assert "0 keys match now." in (await invalidate("key", "user:*")).text
+            assert "1 key matches now." in (await invalidate("key", "team:1")).text
+            assert "4 keys match now." in (await invalidate("glob", "*")).text
+            assert await sessions.count_matching("*") == 4  # previews delete nothing
             # a literal prefix: "[" is no wildcard there
             assert (await invalidate("prefix", "user:[", confirm="yes")).status_code == 303
             assert not await sessions.has("user:[x]") and await sessions.has("user:1")
