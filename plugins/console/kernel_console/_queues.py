@@ -241,11 +241,12 @@ class QueuesSection:
         )
         row = self._job_row(req, j)
         body = h(
-            "{facts}<p>{actions}</p><h2>Data</h2>{data}<h2>Result</h2>{result}<h2>Error</h2>{error}",
+            "{facts}<p>{actions}</p><h2>Data</h2>{data}<h2>Result</h2>{result}<h2>Error</h2>{trace}{error}",
             facts=facts,
             actions=row[-1],
             data=pre(pretty(j.data)),
             result=pre(pretty(j.result)),
+            trace=h('<p class="trace">trace id <code>{t}</code></p>', t=j.trace_id) if j.trace_id else "",
             error=pre(scrub(j.failed_reason or "none")),
         )
         return Page(f"Job {j.id}", body, self.key)

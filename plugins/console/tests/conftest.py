@@ -56,14 +56,20 @@ async def boot(
     prefix: str,
     qname: str,
 ) -> AsyncIterator[Callable[..., AbstractAsyncContextManager[Kernel]]]:
-    """``async with boot(plugins=STACK, env="test", **console) as kernel``; the test's keys go after
+    """``async with boot(plugins=STACK, env="test", more_config=None, **console) as kernel``
+    (``more_config``: other plugins' sections, e.g. ``otel``); the test's keys go after
     (its event bus prefix, queue ``qname`` and a second queue ``qname + "w"``)."""
 
     @asynccontextmanager
     async def make(
-        *, plugins: tuple[str, ...] = STACK, env: str = "test", **console: Any
+        *,
+        plugins: tuple[str, ...] = STACK,
+        env: str = "test",
+        more_config: dict[str, Any] | None = None,
+        **console: Any,
     ) -> AsyncIterator[Kernel]:
         config = {
+            **(more_config or {}),
             "redis": {"url": redis_url},
             "eventbus": {"adapter": "redis", "prefix": prefix, "read_block": 0.1, "max_retries": 0},
             "queue": dict(QUEUE_FAST),

@@ -227,6 +227,43 @@ async def test_retrying_a_failed_job_runs_it(boot: Any, client: Client, token_of
         await qm.stop_workers()
 
 
+async def test_job_detail_shows_the_trace_id_next_to_the_error(boot: Any, client: Client, qname: str) -> None:
+    plugins = ("metrics", "redis", "eventbus", "otel", "queue", "console")
+    async with boot(plugins=plugins, more_config={"otel": {"exporter": "memory"}}) as kernel:
+        qm = kernel.get(QueueManager)
+
+        async def work(job: JobContext) -> None:
+            raise ValueError("card declined")
+
+        await qm.create_worker(qname, work)
+        job_id = await qm.add_job(qname, "charge", {"n": 1})
+
+        async def failed() -> bool:
+            info = await qm.get_job(qname, job_id)
+            return info is not None and info.state == "failed"
+
+        await wait_until(failed, what="the job to fail")
+        info = await qm.get_job(qname, job_id)
+        assert info is not None and info.trace_id is not None and len(info.trace_id) == 32
+        async with client(kernel) as http:
+            detail = await http.get("/console/job", params={"queue": qname, "id": job_id})
+        error = detail.text.split("<h2>Error</h2>", 1)[1]
+        assert error.startswith(f'<p class="trace">trace id <code>{info.trace_id}</code></p>')
+        assert "card declined" in error
+        await qm.stop_workers()
+
+
+async def test_job_without_a_trace_shows_no_trace_id(boot: Any, client: Client, qname: str) -> None:
+    async with boot() as kernel:
+        qm = kernel.get(QueueManager)
+        job_id = await qm.add_job(qname, "charge", {"n": 1})
+        info = await qm.get_job(qname, job_id)
+        assert info is not None and info.trace_id is None
+        async with client(kernel) as http:
+            detail = await http.get("/console/job", params={"queue": qname, "id": job_id})
+        assert detail.status_code == 200 and "trace id" not in detail.text
+
+
 async def test_retry_all_failed_and_clean_need_confirmation(
     boot: Any, client: Client, token_of: Any, qname: str
 ) -> None:

@@ -96,6 +96,9 @@ class JobInfo:
     """Epoch seconds."""
     finished_at: float | None
     scheduled_for: float | None
+    trace_id: str | None = None
+    """The trace the job was enqueued in (32 hex digits), when a queue observer (the otel plugin)
+    stored one in the record's meta; ``None`` otherwise."""
 
     @classmethod
     def from_job(cls, job: Job, *, delayed: bool) -> JobInfo:
@@ -130,6 +133,7 @@ class JobInfo:
             created_at=job.queued / 1000,
             finished_at=job.completed / 1000 if job.completed else None,
             scheduled_for=float(job.scheduled) if job.scheduled else None,
+            trace_id=str(meta["trace_id"]) if meta.get("trace_id") else None,
         )
 
 
