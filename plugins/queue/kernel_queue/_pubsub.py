@@ -103,6 +103,9 @@ async def channel_messages(
             pass
         finally:
             await messages.aclose()
+        async for data in _resubscribing(listener, channel):  # a classic PUBLISH reaches every node
+            yield data
+        return
     pubsub: Any = listener.pubsub()
     await pubsub.subscribe(channel)
     try:
@@ -113,6 +116,26 @@ async def channel_messages(
     finally:
         await pubsub.unsubscribe()
         await pubsub.aclose()
+
+
+async def _resubscribing(listener: aioredis.Redis, channel: str) -> AsyncGenerator[Any, None]:
+    """``SUBSCRIBE channel`` through ``listener`` (any cluster node), again on another node when its node
+    is lost (failover): messages published while no node holds the subscription are missed."""
+    delay = 0.0
+    while True:
+        pubsub: Any = listener.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            delay = 0.0
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    yield message["data"]
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            delay = min(max(delay * 2, 0.05), _RETRY_MAX)
+        finally:
+            await pubsub.aclose()  # closes its connection (no UNSUBSCRIBE on a connection that may be dead)
+        await asyncio.sleep(delay)
 
 
 class _NoShardChannels(Exception):

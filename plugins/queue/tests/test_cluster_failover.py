@@ -100,40 +100,42 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
             "replication_timeout": 2.0,
         }
         config = {"redis": {"url": cluster.url}, "queue": settings}
-        async with boot_kernel("redis", "queue", config=config) as k:
-            qm = k.get(QueueManager)
-            events: list[tuple[float, str]] = []
-            qm.listen_to_queue_events(QUEUE, lambda e: events.append((time.monotonic(), e["job_id"])))
-            await qm.create_worker(QUEUE, run.proc, concurrency=8)
-            ids = [f"j{i}" for i in range(N)]
-            async with anyio.create_task_group() as tg:
-                for p in range(PRODUCERS):
-                    tg.start_soon(_produce, qm, run, ids[p::PRODUCERS])
-                await wait_until(lambda: len(run.acked) >= KILL_AT, 60, what=f"{KILL_AT} adds")
-                port = await anyio.to_thread.run_sync(cluster.kill_primary_of, queue_tag(QUEUE))
-                run.killed_at = time.monotonic()
-                await anyio.to_thread.run_sync(cluster.wait_promoted, port)
-                run.promoted = time.monotonic() - run.killed_at
-                # The operator restarts the dead node: it rejoins as the new primary's replica (until
-                # then a replicated add finds no replica and raises EnqueueNotReplicatedError).
-                await anyio.to_thread.run_sync(cluster.revive, port)
-                run.revived = time.monotonic() - run.killed_at
+        try:
+            async with boot_kernel("redis", "queue", config=config) as k:
+                qm = k.get(QueueManager)
+                events: list[tuple[float, str]] = []
+                qm.listen_to_queue_events(QUEUE, lambda e: events.append((time.monotonic(), e["job_id"])))
+                await qm.create_worker(QUEUE, run.proc, concurrency=8)
+                ids = [f"j{i}" for i in range(N)]
+                async with anyio.create_task_group() as tg:
+                    for p in range(PRODUCERS):
+                        tg.start_soon(_produce, qm, run, ids[p::PRODUCERS])
+                    await wait_until(lambda: len(run.acked) >= KILL_AT, 60, what=f"{KILL_AT} adds")
+                    port = await anyio.to_thread.run_sync(cluster.kill_primary_of, queue_tag(QUEUE))
+                    run.killed_at = time.monotonic()
+                    await anyio.to_thread.run_sync(cluster.wait_promoted, port)
+                    run.promoted = time.monotonic() - run.killed_at
+                    # The operator restarts the dead node: it rejoins as the new primary's replica (until
+                    # then a replicated add finds no replica and raises EnqueueNotReplicatedError).
+                    await anyio.to_thread.run_sync(cluster.revive, port)
+                    run.revived = time.monotonic() - run.killed_at
 
-            async def drained() -> bool:
-                return (await qm.get_queue_stats(QUEUE))["total"] == 0
+                async def drained() -> bool:
+                    return (await qm.get_queue_stats(QUEUE))["total"] == 0
 
-            await wait_until(drained, 90, interval=0.2, what="the queue to drain after the failover")
-            if durability == "replicated":
-                await wait_until(lambda: len(run.ran) == N, 10, interval=0.2, what="every job to run")
-            probes = itertools.count()
+                await wait_until(drained, 90, interval=0.2, what="the queue to drain after the failover")
+                if durability == "replicated":
+                    await wait_until(lambda: len(run.ran) == N, 10, interval=0.2, what="every job to run")
+                probes = itertools.count()
 
-            async def heard_again() -> bool:  # the listener subscribed again on the promoted primary
-                await qm.add_job(QUEUE, "probe", {}, job_id=f"probe{next(probes)}")
-                return any(jid.startswith("probe") for _, jid in events)
+                async def heard_again() -> bool:  # the listener subscribed again on the promoted primary
+                    await qm.add_job(QUEUE, "probe", {}, job_id=f"probe{next(probes)}")
+                    return any(jid.startswith("probe") for _, jid in events)
 
-            await wait_until(heard_again, 30, interval=0.2, what="queue events after the failover")
-            events_back = min(t for t, jid in events if jid.startswith("probe")) - run.killed_at
-        await close_dropped_cluster_connections()
+                await wait_until(heard_again, 30, interval=0.2, what="queue events after the failover")
+                events_back = min(t for t, jid in events if jid.startswith("probe")) - run.killed_at
+        finally:  # also when the run failed: no socket of the killed node reaches a later test
+            await close_dropped_cluster_connections()
         lost = sorted(run.acked - set(run.ran))
         duplicates = sum(1 for c in run.ran.values() if c > 1)
         acks = sorted(run.ack_times)
