@@ -154,12 +154,28 @@ async def two_workers(spawn: Callable[..., WorkerProcess]) -> list[WorkerProcess
     return workers
 
 
+def _known_cluster_hang(topology: str, request: pytest.FixtureRequest) -> None:
+    """On a cluster the run still runs, and a pass shows as XPASS: an open defect (see CHANGELOG)."""
+    if topology == "cluster":
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="known: on a Redis Cluster this run sometimes hangs with the killed workers' jobs "
+                "left active and never swept (seen on Redis 6.2 and 7.0, more often under load); not yet "
+                "explained",
+                strict=False,
+            )
+        )
+
+
 async def test_sigkill_ten_times_loses_no_job(
     manager: QueueManager,
     qname: str,
     redis_url: str,
     spawn: Callable[..., WorkerProcess],
+    redis_topology: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    _known_cluster_hang(redis_topology, request)
     total, kills, concurrency = 1000, 10, 5
     workers = [spawn(concurrency, max_stalls=10), spawn(concurrency, max_stalls=10)]
     for w in workers:

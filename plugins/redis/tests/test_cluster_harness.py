@@ -187,8 +187,11 @@ def test_sentinel_promotes_the_replica_when_the_master_dies() -> None:
             assert group.wait_new_master(old) == replica
             assert master.get(key) == b"kept"  # the master-bound client followed the failover
             group.revive(old)
+            # It rejoins as a replica of the current master, or is the master again when the sentinels
+            # failed over a second time meanwhile (a loaded machine can miss down-after-milliseconds).
+            expected = "master" if group.master_port() == old else "slave"
             with group.client(old) as node:
-                assert node.info("replication")["role"] == "slave"
+                assert node.info("replication")["role"] == expected
         finally:
             close_sentinel(sentinel, master)
     assert all(wait_gone(pid) for pid in pids), "a sentinel group process outlived the context"
