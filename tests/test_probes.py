@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -53,7 +54,7 @@ class Hang:
 
     async def __call__(self) -> None:
         self.calls += 1
-        await anyio.sleep(60)
+        await anyio.sleep_forever()  # hung: only the probe's timeout ends it
 
 
 def client(app: KernelApp) -> httpx.AsyncClient:
@@ -112,9 +113,11 @@ async def test_a_dependency_check_runs_first_and_a_plugin_without_checks_passes_
     order: list[str] = []
 
     def record(name: str) -> Check:
-        async def check() -> None:
-            await anyio.sleep(0.05)
-            order.append(name)
+        async def check() -> None:  # yields midway: a check run beside it would start in between
+            order.append(f"{name} started")
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            order.append(f"{name} ended")
 
         return check
 
@@ -125,7 +128,7 @@ async def test_a_dependency_check_runs_first_and_a_plugin_without_checks_passes_
     )
     async with boot_kernel(*plugins, entry_points=False) as k:
         report = await k.health()
-    assert order == ["store", "top"]
+    assert order == ["store started", "store ended", "top started", "top ended"]
     assert report.status == "ok"
     assert report.depends == {"store": (), "middle": ("store",), "top": ("middle",)}
 

@@ -32,11 +32,16 @@ async def test_one_timer_cancels_only_the_tasks_past_their_deadline() -> None:
     queue = DeadlineQueue(loop, 0.3)
     never = asyncio.Event()
     outcome: dict[str, Any] = {}
+    armed: list[str] = []
+    all_armed = asyncio.Event()
 
     async def publish(name: str, finish: asyncio.Event) -> None:
         task = asyncio.current_task()
         assert task is not None
         entry = queue.arm(task)
+        armed.append(name)
+        if len(armed) == 3:
+            all_armed.set()
         t0 = time.monotonic()
         try:
             await finish.wait()
@@ -49,7 +54,8 @@ async def test_one_timer_cancels_only_the_tasks_past_their_deadline() -> None:
     stuck = asyncio.create_task(publish("stuck", never))
     quick = asyncio.create_task(publish("quick", done))
     late = asyncio.create_task(publish("late", never))
-    await asyncio.sleep(0)  # all three armed, oldest first
+    await all_armed.wait()
+    assert armed == ["stuck", "quick", "late"]  # armed oldest first
     done.set()  # "quick" ends behind "stuck": its entry leaves the queue when "stuck" expires
     await asyncio.gather(stuck, quick, late)
     assert outcome["quick"][0] == "ended"

@@ -216,10 +216,10 @@ def test_the_shared_sentinel_group_knows_its_master_replica_and_sentinels(
 def test_cluster_nodes_die_with_the_test_process() -> None:
     # SIGKILL the test process: its nodes get the parent-death signal (each node is a RedisServer).
     script = (
-        "import time\n"
+        "import threading\n"
         "from kernel_redis.testing import PrivateRedisCluster\n"
         "cluster = PrivateRedisCluster(primaries=1, replicas=1).start()\n"
         "print(*cluster.pids, flush=True)\n"
-        "time.sleep(600)\n"
+        "threading.Event().wait()  # until the test SIGKILLs this process\n"
     )
     assert_dies_with_parent(script, what="a cluster node")
