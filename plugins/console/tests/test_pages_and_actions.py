@@ -27,6 +27,16 @@ async def post(http: httpx.AsyncClient, token: str, action: str, **form: str) ->
     )
 
 
+async def wait_for_job(qm: QueueManager, queue: str, job_id: str, state: str, what: str) -> None:
+    """Wait until the job ``job_id`` of ``queue`` is in ``state``."""
+
+    async def reached() -> bool:
+        info = await qm.get_job(queue, job_id)
+        return info is not None and info.state == state
+
+    await wait_until(reached, what=what)
+
+
 async def test_overview_shows_plugins_graph_health_and_process(boot: Any, client: Client) -> None:
     async with boot() as kernel, client(kernel) as http:
         page = await http.get("/console")
@@ -196,12 +206,7 @@ async def test_retrying_a_failed_job_runs_it(boot: Any, client: Client, token_of
 
         await qm.create_worker(qname, work)
         job_id = await qm.add_job(qname, "charge", {"n": 7})
-
-        async def failed() -> bool:
-            info = await qm.get_job(qname, job_id)
-            return info is not None and info.state == "failed"
-
-        await wait_until(failed, what="the job to fail")
+        await wait_for_job(qm, qname, job_id, "failed", what="the job to fail")
         async with client(kernel) as http:
             listing = await http.get("/console/queue", params={"name": qname, "state": "failed"})
             assert job_id in listing.text and "backend &lt;b&gt;down&lt;/b&gt;" in listing.text
@@ -213,12 +218,7 @@ async def test_retrying_a_failed_job_runs_it(boot: Any, client: Client, token_of
             broken = False
             assert (await post(http, token, "job.retry", queue=qname, id=job_id)).status_code == 303
             await wait_until(lambda: done == [7], what="the retried job to run")
-
-            async def completed() -> bool:
-                info = await qm.get_job(qname, job_id)
-                return info is not None and info.state == "completed"
-
-            await wait_until(completed, what="the retried job to complete")
+            await wait_for_job(qm, qname, job_id, "completed", what="the retried job to complete")
             index = await http.get("/console/queues")
             assert 'aria-label="jobs finished per interval: 1 completed, 0 failed"' in index.text
             assert "<td>0.0%</td>" in index.text
@@ -237,12 +237,7 @@ async def test_job_detail_shows_the_trace_id_next_to_the_error(boot: Any, client
 
         await qm.create_worker(qname, work)
         job_id = await qm.add_job(qname, "charge", {"n": 1})
-
-        async def failed() -> bool:
-            info = await qm.get_job(qname, job_id)
-            return info is not None and info.state == "failed"
-
-        await wait_until(failed, what="the job to fail")
+        await wait_for_job(qm, qname, job_id, "failed", what="the job to fail")
         info = await qm.get_job(qname, job_id)
         assert info is not None and info.trace_id is not None and len(info.trace_id) == 32
         async with client(kernel) as http:
