@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -41,6 +42,8 @@ from ._harness import PROFILE, acompare, ceiling, emit, redis_server, rounds
 
 SUITE = "cache"
 VALUE = PROFILE
+Operation = Callable[[], Awaitable[Any]]
+"""An awaited benchmark step."""
 PAYLOAD = json.dumps(VALUE, separators=(",", ":")).encode()
 BATCH = 20
 AnyRedis = aioredis.Redis | RedisCluster
@@ -188,6 +191,11 @@ async def _others(url: str, port: int, raw: aioredis.Redis, quick: bool) -> None
     async def raw_set() -> Any:
         return await raw.set(full, dumps(VALUE), ex=3600)
 
+    async def against_raw(library: str, get: Operation, set_: Operation) -> None:
+        """One library's get and set, each against the raw baseline."""
+        await acompare(SUITE, f"{library}_get", get, raw_get, ops=ops, rounds_=n)
+        await acompare(SUITE, f"{library}_set", set_, raw_set, ops=ops, rounds_=n)
+
     try:
         from aiocache import RedisCache
         from aiocache.serializers import JsonSerializer
@@ -196,15 +204,7 @@ async def _others(url: str, port: int, raw: aioredis.Redis, quick: bool) -> None
     else:
         ac = RedisCache(serializer=JsonSerializer(), endpoint="127.0.0.1", port=port, namespace="bench-ac")
         await ac.set("p", VALUE)
-
-        async def ac_get() -> Any:
-            return await ac.get("p")
-
-        async def ac_set() -> Any:
-            return await ac.set("p", VALUE, ttl=3600)
-
-        await acompare(SUITE, "aiocache_get", ac_get, raw_get, ops=ops, rounds_=n)
-        await acompare(SUITE, "aiocache_set", ac_set, raw_set, ops=ops, rounds_=n)
+        await against_raw("aiocache", lambda: ac.get("p"), lambda: ac.set("p", VALUE, ttl=3600))
         await ac.close()
 
     try:
@@ -215,16 +215,9 @@ async def _others(url: str, port: int, raw: aioredis.Redis, quick: bool) -> None
         cw = Cache()
         cw.setup(url, client_side=False)
         await cw.init()
-        await cw.set("bench-cw:p", VALUE)
-
-        async def cw_get() -> Any:
-            return await cw.get("bench-cw:p")
-
-        async def cw_set() -> Any:
-            return await cw.set("bench-cw:p", VALUE, expire=3600)
-
-        await acompare(SUITE, "cashews_get", cw_get, raw_get, ops=ops, rounds_=n)
-        await acompare(SUITE, "cashews_set", cw_set, raw_set, ops=ops, rounds_=n)
+        key = "bench-cw:p"
+        await cw.set(key, VALUE)
+        await against_raw("cashews", lambda: cw.get(key), lambda: cw.set(key, VALUE, expire=3600))
         await cw.close()
 
 
