@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 from kernel_eventbus import DeadLetterEntry, EventMetadata
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import AnyRedis
+from kernel_redis.testing import run_migrate_keys
 from redis.asyncio.cluster import RedisCluster
 
 pytestmark = pytest.mark.anyio
@@ -66,14 +65,7 @@ def _migrate_keys(redis_url: str, prefix: str, tmp_path: Path, *args: str) -> st
         f'[kernel]\nplugins = ["redis", "eventbus"]\n\n[plugins.redis]\nurl = "{redis_url}"\n\n'
         f'[plugins.eventbus]\nadapter = "redis"\nprefix = "{prefix}"\n'
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "kernel", "-c", str(config), "redis", "migrate-keys", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, (out.stdout, out.stderr)
-    return out.stdout
+    return run_migrate_keys(config, *args)
 
 
 async def test_data_of_the_earlier_layout_is_migrated_and_delivered(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from kernel_queue import EnqueueNotReplicatedError, JobContext, QueueManager, queue_tag
 from kernel_queue._queue import KernelRedisQueue
 from kernel_redis import key_slot
-from kernel_redis.testing import PrivateRedisCluster
+from kernel_redis.testing import PrivateRedisCluster, run_migrate_keys
 from saq.queue.redis import RedisQueue
 
 from kernel import ConfigError
@@ -169,14 +167,7 @@ class _EarlierLayoutQueue(KernelRedisQueue):
 def _migrate_keys(redis_url: str, tmp_path: Path, *args: str) -> str:
     config = tmp_path / "kernel.toml"
     config.write_text(f'[kernel]\nplugins = ["redis", "queue"]\n\n[plugins.redis]\nurl = "{redis_url}"\n')
-    out = subprocess.run(
-        [sys.executable, "-m", "kernel", "-c", str(config), "redis", "migrate-keys", "--limit", "100", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, (out.stdout, out.stderr)
-    return out.stdout
+    return run_migrate_keys(config, "--limit", "100", *args)
 
 
 async def test_jobs_of_the_earlier_layout_survive_migrate_keys_and_run(

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -72,6 +74,7 @@ __all__ = [
     "redis_topologies",
     "redis_topology",
     "redis_url",
+    "run_migrate_keys",
     "shared_topology",
 ]
 
@@ -162,6 +165,21 @@ def private_redis_sentinel(
     options.setdefault("service_name", SENTINEL_SERVICE)
     with PrivateRedisSentinel(replicas, sentinels, **options) as group:  # type: ignore[arg-type]
         yield group
+
+
+def run_migrate_keys(config: Path, *args: str, timeout: float = 60.0) -> str:
+    """Run ``kernel -c CONFIG redis migrate-keys ARGS`` in a child process and return what it printed.
+
+    The command must exit 0; otherwise an ``AssertionError`` shows its output.
+    """
+    out = subprocess.run(
+        [sys.executable, "-m", "kernel", "-c", str(config), "redis", "migrate-keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    return out.stdout
 
 
 def redis_topologies(value: str | None = None) -> tuple[Topology, ...]:
