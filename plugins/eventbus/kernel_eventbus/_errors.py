@@ -32,7 +32,18 @@ class EventTooLargeError(EventDataError, ValueError):
         )
 
 
-class PublishTimeoutError(EventBusError, TimeoutError):
+class _PublishOutcomeError(EventBusError):
+    """A publish that did not end as asked: the event's :attr:`metadata`, name, id and the :attr:`timeout`."""
+
+    def __init__(self, metadata: EventMetadata, timeout: float, message: str) -> None:
+        self.metadata = metadata
+        self.event = metadata.event_name
+        self.event_id = metadata.event_id
+        self.timeout = timeout
+        super().__init__(message)
+
+
+class PublishTimeoutError(_PublishOutcomeError, TimeoutError):
     """``publish`` did not finish within its deadline (``publish_timeout`` or ``timeout=``).
 
     :attr:`may_be_stored` says what happened to the event: ``False`` -- it was never sent
@@ -50,10 +61,6 @@ class PublishTimeoutError(EventBusError, TimeoutError):
         may_be_stored: bool,
         last_error: BaseException | None = None,
     ) -> None:
-        self.metadata = metadata
-        self.event = metadata.event_name
-        self.event_id = metadata.event_id
-        self.timeout = timeout
         self.may_be_stored = may_be_stored
         self.last_error = last_error
         cause = f"; last error: {type(last_error).__name__}: {last_error}" if last_error is not None else ""
@@ -66,12 +73,14 @@ class PublishTimeoutError(EventBusError, TimeoutError):
         else:
             outcome = f"the event was NOT STORED (it was never sent{cause}); it is safe to publish it again"
         super().__init__(
+            metadata,
+            timeout,
             f"publish of {metadata.event_name!r} (event {metadata.event_id}) timed out after "
-            f"{timeout:g} s (plugins.eventbus.publish_timeout or timeout=): {outcome}"
+            f"{timeout:g} s (plugins.eventbus.publish_timeout or timeout=): {outcome}",
         )
 
 
-class PublishNotReplicatedError(EventBusError):
+class PublishNotReplicatedError(_PublishOutcomeError):
     """With ``durability = "replicated"``: fewer replicas than ``replicas`` acknowledged the event in time.
 
     The event IS stored on the primary (as event :attr:`event_id`) and is delivered unless that
@@ -80,17 +89,15 @@ class PublishNotReplicatedError(EventBusError):
     """
 
     def __init__(self, metadata: EventMetadata, wanted: int, acknowledged: int, timeout: float) -> None:
-        self.metadata = metadata
-        self.event = metadata.event_name
-        self.event_id = metadata.event_id
         self.wanted = wanted
         self.acknowledged = acknowledged
-        self.timeout = timeout
         super().__init__(
+            metadata,
+            timeout,
             f"publish of {metadata.event_name!r} (event {metadata.event_id}): {acknowledged} of {wanted} "
             f"replica(s) acknowledged it within {timeout:g} s (plugins.eventbus.replicas / "
             "replication_timeout): the event is stored on the primary only and is lost if the primary "
-            "fails before a replica copies it"
+            "fails before a replica copies it",
         )
 
 
