@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import _http_series as http_series
-from ._api import GaugeMode, LabelBudget
+from ._api import GaugeMode, LabelBudget, Metrics
 from ._config import DEFAULT_HTTP_BUCKETS
 from ._http_series import HttpSeries
 
@@ -120,10 +120,11 @@ class _Budget(Generic[M]):
         return child
 
 
-class MetricsCollector:
+class MetricsCollector(Metrics):
     """Prometheus metrics of one kernel, on its own ``CollectorRegistry``.
 
-    It implements :class:`~kernel_metrics.Metrics`, the API other plugins hold it as.
+    It implements :class:`~kernel_metrics.Metrics`, the API other plugins hold it as (and inherits
+    the docstrings of the methods that do only what that API says).
 
     The standard service metrics are created up front; plugins and hosts declare their own
     with :meth:`counter`, :meth:`gauge`, :meth:`histogram` and :meth:`summary`
@@ -207,7 +208,6 @@ class MetricsCollector:
     # ------------------------------------------------------------------ declaring metrics
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
-        """Get or create a counter (``name`` with or without its ``_total`` suffix)."""
         return self._declare(Counter, "counter", name.removesuffix("_total"), documentation, labelnames, ())
 
     def gauge(
@@ -218,7 +218,6 @@ class MetricsCollector:
         *,
         multiprocess_mode: GaugeMode = "livesum",
     ) -> Gauge:
-        """Get or create a gauge; ``multiprocess_mode`` says how processes' values combine."""
         return self._declare(
             Gauge,
             "gauge",
