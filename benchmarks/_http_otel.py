@@ -15,10 +15,10 @@ from .http_middleware import SUITE, Served, _load, driver
 OTEL_PATH = "/users/7"
 
 
-def otel_kernel(otel: bool, exporter: str = "otlp") -> Any:
+def otel_kernel(otel: bool, exporter: str = "otlp", sampler: str = "always_on") -> Any:
     """An unbooted kernel: errors plugin and one JSON route, with or without the otel plugin.
 
-    The otel plugin samples every request; with ``exporter="otlp"`` it exports to
+    The otel plugin samples every request (``sampler``); with ``exporter="otlp"`` it exports to
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the loopback receiver) through its BatchSpanProcessor.
     """
     from kernel import Plugin, PluginContext, Route, hookimpl
@@ -40,7 +40,7 @@ def otel_kernel(otel: bool, exporter: str = "otlp") -> Any:
 
     if not otel:
         return make_kernel("errors", Routes, environ=dict(os.environ))
-    config = {"otel": {"sampler": "always_on", "exporter": exporter}}
+    config = {"otel": {"sampler": sampler, "exporter": exporter}}
     return make_kernel("otel", "errors", Routes, config=config, environ=dict(os.environ))
 
 
@@ -118,7 +118,7 @@ def _inline_export(tracing: Any, batch: int = 100) -> None:
 
 
 async def in_process(quick: bool) -> None:
-    """``otel_kernel_json`` (spans and their OTLP encoding) and ``..._spans_only``, in-process."""
+    """``otel_kernel_json`` (spans and their OTLP encoding), ``..._spans_only`` and ``..._always_off``."""
     try:
         from kernel_otel import Tracing
     except ImportError:
@@ -134,7 +134,12 @@ async def in_process(quick: bool) -> None:
         encoding = await stack.enter_async_context(otel_kernel(True, "none"))
         _inline_export(encoding.registry.get(Tracing))
         spans_only = await stack.enter_async_context(otel_kernel(True, "none"))
-        for case, kernel in (("otel_kernel_json", encoding), ("otel_kernel_json_spans_only", spans_only)):
+        always_off = await stack.enter_async_context(otel_kernel(True, "none", "always_off"))
+        for case, kernel in (
+            ("otel_kernel_json", encoding),
+            ("otel_kernel_json_spans_only", spans_only),
+            ("otel_kernel_json_always_off", always_off),
+        ):
             await acompare(SUITE, case, driver(KernelApp(kernel), OTEL_PATH), raw, ops=2000, rounds_=n)
 
 

@@ -25,7 +25,8 @@ request in those rounds (all its threads, the exporter's included; from ``/proc`
 machine moves much less than wall time. In-process, ``otel_kernel_json`` encodes every span as the
 OTLP exporter does, in line, 100 at a time (the batch exporter's work minus the HTTP POST; a
 background thread would drop spans at this rate and its work cannot be counted), and
-``otel_kernel_json_spans_only`` makes the spans and exports nothing: the middleware and the SDK.
+``otel_kernel_json_spans_only`` makes the spans and exports nothing: the middleware and the SDK;
+``otel_kernel_json_always_off`` samples nothing (the middleware and a non-recording span).
 """
 
 from __future__ import annotations

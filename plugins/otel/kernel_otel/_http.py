@@ -14,6 +14,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from kernel.logging import reset_trace_id, set_trace_id
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
+from ._lean import LeanSpan, lean_tracer
+
 _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
 
@@ -60,6 +62,14 @@ def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, A
     return attributes
 
 
+def _set(span: trace.Span, attributes: dict[str, Any]) -> None:
+    """Attributes built here (valid types): unvalidated on the plugin's own spans."""
+    if type(span) is LeanSpan:
+        span.set_trusted(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
 def route_of(scope: Scope) -> str | None:
     """The template of the route that served the request: the kernel's, else Starlette's, else None."""
     template = scope.get("route_template")
@@ -83,7 +93,7 @@ class TracingMiddleware:
     """
 
     def __init__(self, app: ASGIApp, tracer: trace.Tracer | None = None) -> None:
-        self._tracer = tracer
+        self._tracer = lean_tracer(tracer) if tracer is not None else None
         self._explicit = tracer is not None
         self._kernel: object = None
         self.app = app
@@ -100,7 +110,7 @@ class TracingMiddleware:
 
             self._kernel = kernel
             tracing = kernel.registry.find(Tracing) if kernel is not None else None
-            self._tracer = tracing.tracer if tracing is not None else None
+            self._tracer = tracing.kernel_tracer if tracing is not None else None
         return self._tracer
 
     @property
@@ -139,7 +149,7 @@ class TracingMiddleware:
         method = scope.get("method", "GET")
         span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
-            span.set_attributes(_server_attributes(scope, headers))
+            _set(span, _server_attributes(scope, headers))
         scope[_SEEN] = span
         otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
         trace_token = set_trace_id(format(span.get_span_context().trace_id, "032x"))
@@ -169,13 +179,15 @@ class TracingMiddleware:
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
         if span.is_recording():
             route = route_of(scope)
+            attributes: dict[str, str | int] = {}
             if route is not None:
-                span.set_attribute("http.route", route)
+                attributes["http.route"] = route
                 span.update_name(f"{method} {route}")
             status = scope.get(RESPONSE_STATUS)
             if isinstance(status, int):
-                span.set_attribute("http.response.status_code", status)
+                attributes["http.response.status_code"] = status
                 if status >= 500:
-                    span.set_attribute("error.type", str(status))
+                    attributes["error.type"] = str(status)
                     span.set_status(_SERVER_ERROR)
+            _set(span, attributes)
         span.end()

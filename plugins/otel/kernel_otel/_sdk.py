@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from ._config import Settings
+from ._lean import KernelTracer
 
 SCOPE = "milo-kernel"
 """Instrumentation scope name of every span the plugin makes."""
@@ -113,6 +114,8 @@ class Tracing:
         elif self.exporter is not None:
             self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
         self.tracer = self.provider.get_tracer(SCOPE)
+        self.kernel_tracer = KernelTracer(self.tracer)  # type: ignore[arg-type]  # it is the SDK's
+        """The tracer of the plugin's own instrumentation: the same spans, cheaper (:mod:`._lean`)."""
 
     @property
     def memory(self) -> InMemorySpanExporter:

@@ -1,0 +1,253 @@
+"""A cheaper span path for the plugin's own instrumentation, in the same TracerProvider.
+
+The SDK's ``Span`` validates every attribute on its way in (about a third of a span's cost), and
+builds bounded containers for attributes, events and links whether or not they are used. The
+kernel's instrumentation builds its attributes itself, from values that are already valid
+(``str``/``int``), so :class:`KernelTracer` starts :class:`LeanSpan` objects: SDK spans (the same
+class hierarchy, processors, sampler, id generator, resource and scope as the SDK tracer's) whose
+:meth:`LeanSpan.set_trusted` writes attributes without validation, and whose events and links
+containers are made when first used. Anything else a caller does to the span -- ``set_attribute``,
+``add_event``, ``record_exception``, ``set_status`` -- is the SDK's own code, with its validation
+and limits. Span processors and exporters see the same spans, field for field.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.trace import SpanKind, TraceFlags
+from opentelemetry.util import types
+from opentelemetry.util._decorator import _agnosticcontextmanager
+
+_log = logging.getLogger(__name__)
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_DEFAULT = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_DEFAULT_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+_UNSET = trace_api.Status(trace_api.StatusCode.UNSET)
+_NONE: tuple[Any, ...] = ()
+
+
+class LeanSpan(sdk_trace.Span):
+    """An SDK span whose attributes start as a plain dict of trusted values.
+
+    A caller's ``set_attribute(s)`` turns them into the SDK's ``BoundedAttributes`` first, so
+    from then on every write is validated and limited exactly as on an SDK span.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        context: trace_api.SpanContext,
+        parent: trace_api.SpanContext | None,
+        tracer: sdk_trace.Tracer,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        links: Sequence[trace_api.Link],
+        record_exception: bool,
+        set_status_on_exception: bool,
+        record_end_metrics: Any,
+        start_time: int | None,
+    ) -> None:
+        # deliberately not the SDK's __init__: the same fields, set directly
+        limits = tracer._span_limits
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer._instrumentation_scope
+        self._parent = parent
+        self._start_time = start_time if start_time is not None else time_ns()
+        self._end_time: int | None = None
+        self._resource = tracer.resource
+        self._status = _UNSET
+        self._sampler = tracer.sampler
+        self._trace_config = None
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
+        self._span_processor = tracer.span_processor
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._attributes: Any = {}
+        if attributes:  # the sampler's (the start attributes): validated as the SDK does
+            self._attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        self._events: Any = _NONE
+        self._links: Any = self._new_links(links) if links else _NONE
+        self._record_end_metrics = record_end_metrics
+
+    def _bounded(self) -> BoundedAttributes:
+        """The attributes as the SDK keeps them (made from the trusted dict on first need)."""
+        attributes = self._attributes
+        if type(attributes) is dict:
+            limits = self._limits
+            attributes = self._attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=self._end_time is not None,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        return attributes  # type: ignore[no-any-return]
+
+    def set_trusted(self, attributes: Mapping[str, str | int]) -> None:
+        """Set attributes whose keys are non-empty strings and values ``str``/``int``/``float``/``bool``.
+
+        No validation when the span's limits cannot apply to them; otherwise the SDK's path.
+        """
+        current = self._attributes
+        limits = self._limits
+        maxlen = limits.max_span_attributes
+        if (
+            type(current) is dict
+            and limits.max_span_attribute_length is None
+            and (maxlen is None or len(current) + len(attributes) <= maxlen)
+            and self._end_time is None
+        ):
+            for key, value in attributes.items():
+                if key in current:  # as the SDK does: a set key moves to the end
+                    del current[key]
+                current[key] = value
+            return
+        self.set_attributes(attributes)
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        self._bounded()
+        super().set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        self._bounded()
+        super().set_attribute(key, value)
+
+    def add_event(
+        self,
+        name: str,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+    ) -> None:
+        with self._lock:
+            if self._events is _NONE:
+                self._events = self._new_events()  # type: ignore[no-untyped-call]
+        super().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: trace_api.SpanContext, attributes: types.Attributes = None) -> None:
+        with self._lock:
+            if self._links is _NONE:
+                self._links = self._new_links(())
+        super().add_link(context, attributes)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _log.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            if type(self._attributes) is not dict:
+                self._attributes._immutable = True
+        if self._record_end_metrics:
+            self._record_end_metrics()
+        processor = self._span_processor
+        processor._on_ending(self)
+        processor.on_end(self._readable_span())
+
+
+class KernelTracer(trace_api.Tracer):
+    """Starts :class:`LeanSpan` objects where ``sdk`` (an SDK tracer) starts its own spans.
+
+    Sampling, ids, trace flags, processors' ``on_start``/``on_end``, the tracer's own metrics:
+    the SDK tracer's, step for step (``opentelemetry.sdk.trace.Tracer.start_span``).
+    """
+
+    def __init__(self, sdk: sdk_trace.Tracer) -> None:
+        self.sdk = sdk
+
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace_api.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace_api.Span:
+        sdk = self.sdk
+        links = links or ()
+        parent: trace_api.SpanContext | None = trace_api.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, trace_api.SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
+        if not sdk._is_enabled():
+            return trace_api.NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # as the SDK does
+        ids = sdk.id_generator
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            random_id = ids.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        result = sdk.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        decision = result.decision
+        if decision.is_sampled():  # type: ignore[no-untyped-call]
+            flags = _SAMPLED_RANDOM if random_id else _SAMPLED
+        else:
+            flags = _DEFAULT_RANDOM if random_id else _DEFAULT
+        span_context = trace_api.SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=result.trace_state,
+        )
+        record_end_metrics = sdk._tracer_metrics.start_span(parent, decision)
+        if not decision.is_recording():  # type: ignore[no-untyped-call]
+            return trace_api.NonRecordingSpan(context=span_context)
+        span = LeanSpan(
+            name,
+            span_context,
+            parent,
+            sdk,
+            kind,
+            result.attributes,
+            links,
+            record_exception,
+            set_status_on_exception,
+            record_end_metrics,
+            start_time,
+        )
+        sdk.span_processor.on_start(span, parent_context=context)
+        return span
+
+    @_agnosticcontextmanager
+    def start_as_current_span(
+        self, name: str, *args: Any, end_on_exit: bool = True, **kwargs: Any
+    ) -> Iterator[trace_api.Span]:
+        """``start_span(name, ...)`` as the current span in the block (or the decorated call)."""
+        span = self.start_span(name, *args, **kwargs)
+        with trace_api.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=getattr(span, "_record_exception", True),
+            set_status_on_exception=getattr(span, "_set_status_on_exception", True),
+        ) as current:
+            yield current
+
+
+def lean_tracer(tracer: trace_api.Tracer) -> trace_api.Tracer:
+    """``tracer`` starting lean spans when it is an SDK tracer (the same spans); else ``tracer``."""
+    if type(tracer) is sdk_trace.Tracer:
+        return KernelTracer(tracer)
+    return tracer

@@ -1,0 +1,157 @@
+"""The plugin's lean span path: the same spans as the SDK tracer's, seen by processors and exporters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kernel_otel._lean import KernelTracer, LeanSpan
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+_CONTEXT_FIELDS = ("trace_flags", "trace_state", "is_remote")
+
+
+def _pipeline(**provider: Any) -> tuple[trace.Tracer, KernelTracer, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider(
+        resource=Resource.create({"service.name": "lean"}), shutdown_on_exit=False, **provider
+    )
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    sdk = tp.get_tracer("milo-kernel")
+    return sdk, KernelTracer(sdk), exporter  # type: ignore[arg-type]
+
+
+def _view(span: ReadableSpan) -> dict[str, Any]:
+    """Everything an exporter reads of a span, ids and times left out."""
+    assert span.context is not None
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "parent": span.parent is not None,
+        "attributes": list((span.attributes or {}).items()),
+        "dropped_attributes": span.dropped_attributes,
+        "events": [(e.name, _no_stack(e.attributes)) for e in span.events],
+        "dropped_events": span.dropped_events,
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
+        "dropped_links": span.dropped_links,
+        "status": (span.status.status_code, span.status.description),
+        "resource": span.resource,
+        "scope": span.instrumentation_scope,
+        "context": tuple(getattr(span.context, f) for f in _CONTEXT_FIELDS),
+        "type": type(span),
+    }
+
+
+def _no_stack(attributes: Any) -> dict[str, Any]:
+    """An event's attributes but the stack trace (whose frames differ between two tracers)."""
+    return {k: v for k, v in (attributes or {}).items() if k != "exception.stacktrace"}
+
+
+def _both(work: Any, **provider: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``work(tracer)`` run on the SDK tracer and on the lean one; the exported views of each."""
+    sdk, lean, exporter = _pipeline(**provider)
+    work(sdk)
+    expected = [_view(s) for s in exporter.get_finished_spans()]
+    exporter.clear()
+    work(lean)
+    return expected, [_view(s) for s in exporter.get_finished_spans()]
+
+
+def _everything(tracer: trace.Tracer) -> None:
+    linked = trace.SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=trace.TraceFlags(1))
+    with tracer.start_as_current_span("outer", kind=SpanKind.SERVER, attributes={"a": [1, 2]}) as outer:
+        span = tracer.start_span("inner", links=[Link(linked, {"k": "v"})])
+        if isinstance(span, LeanSpan):
+            span.set_trusted({"http.route": "/x", "http.response.status_code": 200})
+        else:
+            span.set_attributes({"http.route": "/x", "http.response.status_code": 200})
+        span.set_attribute("bad", object())  # type: ignore[arg-type]  # cleaned as the SDK cleans it
+        span.set_attribute("http.route", "/y")  # a set key moves to the end
+        span.set_attribute("list", ["a", "b"])
+        span.add_event("retry", {"n": 1})
+        span.add_link(linked, {"later": True})
+        span.record_exception(ValueError("bad"))
+        span.set_status(Status(StatusCode.ERROR, "bad"))
+        span.update_name("inner renamed")
+        span.end()
+        span.set_attribute("late", 1)  # ignored: ended
+        outer.set_attribute("user.id", "7")
+
+
+def test_lean_spans_equal_sdk_spans_as_exported() -> None:
+    expected, lean = _both(_everything)
+    assert [s["name"] for s in lean] == ["inner renamed", "outer"]
+    for want, got in zip(expected, lean, strict=True):
+        assert got == want
+    inner = lean[0]
+    keys = [key for key, _ in inner["attributes"]]
+    assert keys == ["http.response.status_code", "bad", "http.route", "list"]
+    assert ("list", ("a", "b")) in inner["attributes"] and ("http.route", "/y") in inner["attributes"]
+    assert [name for name, _ in inner["events"]] == ["retry", "exception"]
+
+
+def test_trusted_attributes_keep_the_span_limits() -> None:
+    def work(tracer: trace.Tracer) -> None:
+        span = tracer.start_span("limited")
+        values = {"a": "x" * 10, "b": 2, "c": "y" * 3}
+        if isinstance(span, LeanSpan):
+            span.set_trusted(values)
+        else:
+            span.set_attributes(values)
+        span.end()
+
+    limits = SpanLimits(max_span_attributes=2, max_span_attribute_length=4)
+    expected, lean = _both(work, span_limits=limits)
+    assert lean == expected
+    assert lean[0]["attributes"] == [("b", 2), ("c", "yyy")]
+    assert lean[0]["dropped_attributes"] == 1
+
+
+def test_unsampled_lean_span_is_non_recording_with_the_sdk_context() -> None:
+    expected, lean = _both(lambda t: t.start_span("dropped").end(), sampler=ALWAYS_OFF)
+    assert expected == lean == []
+    _, tracer, _ = _pipeline(sampler=ParentBased(ALWAYS_OFF))
+    span = tracer.start_span("x")
+    assert not span.is_recording()
+    assert span.get_span_context().is_valid and not span.get_span_context().trace_flags.sampled
+
+
+def test_sdk_span_under_lean_span_is_its_child() -> None:
+    sdk, lean, exporter = _pipeline()
+    with lean.start_as_current_span("request", kind=SpanKind.SERVER) as request:
+        assert isinstance(request, SdkSpan)
+        with sdk.start_as_current_span("user work"), lean.start_as_current_span("repository"):
+            pass
+    repository, work, outer = exporter.get_finished_spans()
+    assert outer.parent is None
+    assert work.parent == outer.context and repository.parent == work.context
+    assert len({s.context.trace_id for s in (repository, work, outer)}) == 1  # type: ignore[union-attr]
+
+
+def test_start_as_current_span_as_decorator_starts_a_span_per_call() -> None:
+    _, lean, exporter = _pipeline()
+
+    @lean.start_as_current_span("job")
+    def job() -> int:
+        return trace.get_current_span().get_span_context().span_id
+
+    first, second = job(), job()
+    assert first != second
+    assert [s.context.span_id for s in exporter.get_finished_spans()] == [first, second]  # type: ignore[union-attr]
+
+
+def test_exception_in_lean_current_span_is_recorded() -> None:
+    def work(tracer: trace.Tracer) -> None:
+        with pytest.raises(KeyError), tracer.start_as_current_span("fails"):
+            raise KeyError("k")
+
+    expected, lean = _both(work)
+    assert lean == expected
+    assert lean[0]["status"][0] is StatusCode.ERROR
