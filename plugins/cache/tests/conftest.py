@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cache_keys import all_keys  # tests/cache_keys.py, on sys.path: pyproject's pytest pythonpath
 from kernel_cache import CacheManager
 from kernel_redis.testing import (  # noqa: F401
     redis_cluster,
@@ -20,12 +20,7 @@ from kernel_redis.testing import (  # noqa: F401
 
 from kernel.testing import boot_kernel
 
-# tests/cache_keys.py (a unique name: all plugins' tests share sys.modules)
 TESTS_DIR = Path(__file__).parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from cache_keys import all_keys  # noqa: E402 - needs TESTS_DIR on sys.path
 
 
 @pytest.fixture

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import re
 import secrets
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from console_stack import QUEUE_FAST, delete_test_keys  # on sys.path: pyproject's pytest pythonpath
 from kernel_redis import connect
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 
 from kernel import Kernel
 from kernel.testing import boot_kernel
 from kernel.web import ASGIApp, KernelApp, Receive, Scope, Send
-
-TESTS_DIR = Path(__file__).parent
-if str(TESTS_DIR) not in sys.path:  # console_stack.py (a unique name: all plugins' tests share sys.modules)
-    sys.path.insert(0, str(TESTS_DIR))
-
-from console_stack import QUEUE_FAST, delete_test_keys  # noqa: E402
 
 STACK = ("metrics", "redis", "eventbus", "queue", "console")
 CSRF_FIELD = re.compile(r'name="csrf" value="([0-9a-f]+)"')

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from kernel_repository import RepositoryManager
@@ -12,11 +10,6 @@ from kernel_repository.testing import mongo_server, mongo_uri, unique_database  
 
 from kernel import Kernel
 from kernel.testing import boot_kernel
-
-# The shared models live in tests/repository_models.py (a unique name: all plugins' tests share sys.modules).
-TESTS_DIR = Path(__file__).parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
 
 
 @pytest.fixture
