@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._keys import glob_escape as glob_escape
     from ._keys import glob_to_regex as glob_to_regex
     from ._manager import CacheManager as CacheManager
+    from ._observe import CacheObserver as CacheObserver
+    from ._observe import CallEnded as CallEnded
+    from ._observe import ObservedBackend as ObservedBackend
     from ._plugin import CachePlugin as CachePlugin
     from ._serializer import JsonSerializer as JsonSerializer
     from ._serializer import Serializer as Serializer
@@ -30,6 +33,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._errors": ["CacheError", "CacheUnavailableError", "NotACounterError", "UncacheableValueError"],
         "._keys": ["glob", "glob_escape", "glob_to_regex"],
         "._manager": ["CacheManager"],
+        "._observe": ["CacheObserver", "CallEnded", "ObservedBackend"],
         "._plugin": ["CachePlugin"],
         "._serializer": ["JsonSerializer", "Serializer"],
         "._stats": ["CacheStats"],

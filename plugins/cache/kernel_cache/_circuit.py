@@ -90,20 +90,23 @@ class Circuit:
         self._last_log = -float("inf")
         self._suppressed = 0
 
-    def guard(self, backend: CacheBackend, counters: Counters) -> _GuardedBackend:
+    def guard(self, backend: CacheBackend, counters: Counters, *, shared: bool = True) -> _GuardedBackend:
         """``backend``'s operations as the namespace of ``counters`` calls them: through :meth:`call`.
 
-        A backend that cannot fail (no ``outage_errors``: memory) is returned as is.
+        A backend that cannot fail (no ``outage_errors``: memory) is returned as is. ``shared``: one
+        guard per namespace, made once (the cache's own backend); else a new one for ``backend``.
         """
         if not backend.outage_errors:
             return backend
-        found = self._guards.get(counters.namespace)
+        found = self._guards.get(counters.namespace) if shared else None
         if found is None:  # made once per namespace: CacheManager.namespace() stays cheap
             guarded = _Guarded()
             for method, operation in _OPERATIONS:
                 bound = functools.partial(self.call, operation, counters, getattr(backend, method))
                 setattr(guarded, method, bound)
-            found = self._guards[counters.namespace] = cast(_GuardedBackend, guarded)
+            found = cast(_GuardedBackend, guarded)
+            if shared:
+                self._guards[counters.namespace] = found
         return found
 
     async def call(

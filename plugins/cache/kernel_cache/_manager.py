@@ -8,6 +8,7 @@ import logging
 import random
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -19,6 +20,7 @@ from ._backends import TTL, CacheBackend, backend_for
 from ._circuit import DOWN, Circuit
 from ._errors import CacheUnavailableError
 from ._keys import check_name, data_prefix, glob, glob_escape, lock_prefix
+from ._observe import CacheObserver, ObservedBackend
 from ._serializer import JsonSerializer, Serializer
 from ._singleflight import MISSING, SingleFlight
 from ._stats import CacheStats, CounterBoard
@@ -64,6 +66,9 @@ class _Shared:
         )
         self.counters = CounterBoard()
         self.flights: SingleFlight[Any] = SingleFlight()
+        self.observer: CacheObserver | None = None
+        self.views: weakref.WeakSet[CacheManager] = weakref.WeakSet()
+        """Every namespace view of this cache (for :meth:`CacheManager.set_observer`)."""
 
     def export_to(self, metrics: Metrics) -> None:
         """Count every namespace's hits/misses/… in Prometheus counters too (``metrics.counter``)."""
@@ -141,6 +146,9 @@ class CacheManager:
         )
         self._circuit = _shared.circuit
         self._ops = _shared.circuit.guard(_shared.backend, self._stats)
+        _shared.views.add(self)
+        if _shared.observer is not None:
+            self._observe(_shared.observer)
 
     # ------------------------------------------------------------------ namespaces
 
@@ -158,7 +166,22 @@ class CacheManager:
     @property
     def backend(self) -> CacheBackend:
         """The storage every namespace of this cache shares."""
-        return self._backend
+        return self._sh.backend
+
+    def set_observer(self, observer: CacheObserver | None) -> None:
+        """Tell ``observer`` about every backend call of every namespace of this cache from now on
+        (None: stop). Without one, namespaces call the backend directly (no per-call cost)."""
+        self._sh.observer = observer
+        for view in list(self._sh.views):
+            view._observe(observer)
+
+    def _observe(self, observer: CacheObserver | None) -> None:
+        """Call the backend through an :class:`ObservedBackend` of ``observer`` (None: directly)."""
+        backend = self._sh.backend
+        if observer is not None:
+            backend = ObservedBackend(backend, observer, self.name)
+        self._backend = backend
+        self._ops = self._circuit.guard(backend, self._stats, shared=observer is None)
 
     def key(self, key: str) -> str:
         """The full backend key of ``key`` (``{cache:user}:profile:1``)."""
