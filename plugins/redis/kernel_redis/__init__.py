@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._migrate import KeyMove as KeyMove
     from ._migrate import MigrationReport as MigrationReport
     from ._migrate import migrate_keys as migrate_keys
+    from ._observe import CommandEnded as CommandEnded
+    from ._observe import RedisEndpoint as RedisEndpoint
+    from ._observe import RedisObserver as RedisObserver
     from ._plugin import RedisPlugin as RedisPlugin
     from ._server import RedisServer as RedisServer
     from ._server import RedisServerError as RedisServerError
@@ -60,6 +63,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._durability": ["CrossSlotWriteError", "ReplicationTimeoutError", "WriteFn"],
         "._layouts": ["KeyLayout", "KeyLayouts"],
         "._migrate": ["KeyMove", "MigrationReport", "migrate_keys"],
+        "._observe": ["CommandEnded", "RedisEndpoint", "RedisObserver"],
         "._plugin": ["RedisPlugin"],
         "._server": ["RedisServer", "RedisServerError", "find_redis_server", "free_port"],
         "._service": [

@@ -17,6 +17,7 @@ from kernel import Secret, redact_url
 from ._clients import AnyRedis, build_client, is_tls
 from ._config import RedisConfig
 from ._durability import DEFAULT_MARGIN, NodeClients, WriteFn, cluster_write_and_wait, write_and_wait
+from ._observe import RedisObserver, observe_client
 from ._server import RedisServer
 from ._url import Topology, parse_multi_host, topology_of
 
@@ -53,6 +54,8 @@ class RedisConnection:
         """The embedded server, when ``url = "embedded"``."""
         # Held strongly: a consumer may drop its client without closing it; aclose() still closes it.
         self._extra: list[AnyRedis] = []
+        self.observer: RedisObserver | None = None
+        """Told about every command of the clients built here (tracing); see :meth:`set_observer`."""
         self.client: AnyRedis = self._build({})
         # Made on first use by wait_replicated: no socket timeout (WAIT blocks up to its own timeout).
         self._replication: AnyRedis | None = None
@@ -86,7 +89,20 @@ class RedisConnection:
         return client
 
     def _build(self, overrides: dict[str, Any]) -> AnyRedis:
-        return build_client(self.url.get_secret_value(), self.client_kwargs(**overrides))
+        client = build_client(self.url.get_secret_value(), self.client_kwargs(**overrides))
+        if self.observer is not None:
+            observe_client(client, self.observer)
+        return client
+
+    def set_observer(self, observer: RedisObserver | None) -> None:
+        """Tell ``observer`` about every command and pipeline of :attr:`client` and of the clients
+        :meth:`new_client` made or makes (None: stop). Without one, the clients are redis-py's own,
+        untouched. Clients of a plugin's own ``url`` and a host's client are not observed."""
+        self.observer = observer
+        for client in (self.client, *self._extra):
+            observe_client(client, observer)
+        if self._replication is not None:
+            observe_client(self._replication, observer)
 
     async def wait_replicated(
         self,
