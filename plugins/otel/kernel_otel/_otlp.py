@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 _log = logging.getLogger(__name__)
 
@@ -29,11 +29,14 @@ _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _INT64 = range(-(1 << 63), 1 << 63)
 _CACHED_TYPES = (str, int, bool, float)
+_BLOCK_TYPES = frozenset((str, int, bool))  # equal values of these types encode alike (not -0.0 and 0.0)
 _CACHE_SIZE = 4096
 _REMOTE = 0x300  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _LOCAL = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _SPAN_FLAGS = {True: b"\x85\x01" + _FIXED32(_REMOTE), False: b"\x85\x01" + _FIXED32(_LOCAL)}
 _UNSET_STATUS = b"\x7a\x00"
+_UNSET_CODE = StatusCode.UNSET
+_KIND = {kind: kind.value for kind in SpanKind}
 
 
 def _varint(n: int) -> bytes:
@@ -41,6 +44,8 @@ def _varint(n: int) -> bytes:
         n += 1 << 64
     if n < 0x80:
         return bytes((n,))
+    if n < 0x4000:  # a span's length
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -104,11 +109,32 @@ class Encoder:
     def __init__(self) -> None:
         self._seen: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._names: dict[tuple[str, int], bytes] = {}
+        self._blocks: dict[tuple[bytes, tuple[str, ...], tuple[type, ...], tuple[Any, ...]], bytes] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
-        """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out."""
+        """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out.
+
+        A whole set of ``str``/``int``/``bool`` attributes seen before (keys, types and values: the
+        HTTP span's of a route) is one lookup, with no Python-level loop.
+        """
         if not attributes:
             return b""
+        types = tuple(map(type, attributes.values()))
+        if _BLOCK_TYPES.issuperset(types):
+            block = (tag, tuple(attributes), types, tuple(attributes.values()))
+            encoded = self._blocks.get(block)
+            if encoded is None:
+                encoded, whole = self._each(tag, attributes)
+                if whole:  # one left out is logged again next time, as the exporter does
+                    if len(self._blocks) >= _CACHE_SIZE:
+                        self._blocks.clear()
+                    self._blocks[block] = encoded
+            return encoded
+        return self._each(tag, attributes)[0]
+
+    def _each(self, tag: bytes, attributes: Mapping[str, Any]) -> tuple[bytes, bool]:
+        """The attributes' fields, and whether every one of them could be encoded."""
+        whole = True
         parts: list[bytes] = []
         seen = self._seen
         for key, value in attributes.items():
@@ -119,16 +145,65 @@ class Encoder:
                     encoded = _field(tag, _key_value(key, value))
                 except Exception:  # as the exporter does: the span goes out without it
                     _log.exception("cannot encode attribute %s", key)
+                    whole = False
                     continue
                 if memo is not None:
                     if len(seen) >= _CACHE_SIZE:
                         seen.clear()
                     seen[memo] = encoded
             parts.append(encoded)
-        return b"".join(parts)
+        return b"".join(parts), whole
 
     def span(self, span: ReadableSpan) -> bytes:
         """One ``Span`` message (the body)."""
+        if type(span) is ReadableSpan:  # what the SDK's spans hand the processors
+            return self._snapshot(span)
+        return self._any_span(span)
+
+    def _snapshot(self, span: ReadableSpan) -> bytes:
+        """:meth:`span` of the SDK's ``ReadableSpan``, reading its fields rather than its properties."""
+        context = span._context
+        parent = span._parent
+        if context is None or context.trace_state:
+            return self._any_span(span)
+        out = [
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
+        ]
+        if parent:
+            out += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        out.append(self._name_and_kind(span._name, _KIND[span._kind]))
+        if span._start_time:
+            out.append(b"\x39" + _FIXED64(span._start_time))
+        if span._end_time:
+            out.append(b"\x41" + _FIXED64(span._end_time))
+        attributes = span._attributes
+        if attributes:
+            out.append(self._attributes(b"\x4a", attributes))
+        dropped = getattr(attributes, "dropped", 0)  # BoundedAttributes counts them; a dict drops none
+        if dropped:
+            out.append(b"\x50" + _varint(dropped))
+        events, links = span._events, span._links
+        if events or links:
+            return self._any_tail(span, out)
+        status = span._status
+        if status.status_code is _UNSET_CODE and not status.description:
+            out.append(_UNSET_STATUS)
+        else:
+            out.append(self._status(status))
+        out.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
+        return b"".join(out)
+
+    def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:
+        """:meth:`_snapshot` from the events on: through the span's properties."""
+        self._events_and_links(span, out)
+        self._status_and_flags(span, out)
+        return b"".join(out)
+
+    def _any_span(self, span: ReadableSpan) -> bytes:
+        """One ``Span`` message of any ``ReadableSpan``, through its public properties."""
         context = span.get_span_context()
         assert context is not None  # an SDK span always has one
         out = [
@@ -151,23 +226,31 @@ class Encoder:
         out.append(self._attributes(b"\x4a", span.attributes))
         if span.dropped_attributes:
             out.append(b"\x50" + _varint(span.dropped_attributes))
+        return self._any_tail(span, out)
+
+    def _events_and_links(self, span: ReadableSpan, out: list[bytes]) -> None:
         out.extend(_field(b"\x5a", self._event(event)) for event in span.events)
         if span.dropped_events:
             out.append(b"\x60" + _varint(span.dropped_events))
         out.extend(_field(b"\x6a", self._link(link.context, link)) for link in span.links)
         if span.dropped_links:
             out.append(b"\x70" + _varint(span.dropped_links))
+
+    def _status_and_flags(self, span: ReadableSpan, out: list[bytes]) -> None:
         status = span.status
         if status is not None:
-            if status.description or status.status_code.value:
-                body = _field(b"\x12", status.description.encode()) if status.description else b""
-                if status.status_code.value:
-                    body += b"\x18" + _varint(status.status_code.value)
-                out.append(_field(b"\x7a", body))
-            else:
-                out.append(_UNSET_STATUS)
+            out.append(self._status(status))
+        parent = span.parent
         out.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
-        return b"".join(out)
+
+    @staticmethod
+    def _status(status: Status) -> bytes:
+        if status.description or status.status_code.value:
+            body = _field(b"\x12", status.description.encode()) if status.description else b""
+            if status.status_code.value:
+                body += b"\x18" + _varint(status.status_code.value)
+            return _field(b"\x7a", body)
+        return _UNSET_STATUS
 
     def _name_and_kind(self, name: str, kind: int) -> bytes:
         """The span's name and kind fields (remembered: names repeat, ``GET /users/{id}``)."""
@@ -204,10 +287,13 @@ class Encoder:
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The ``ExportTraceServiceRequest``: spans grouped by resource, then instrumentation scope."""
         resources: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        last: tuple[Any, Any, list[bytes]] = (None, None, [])
         for span in spans:
             resource, scope = span.resource, span.instrumentation_scope
-            scopes = resources.setdefault(id(resource), (resource, {}))[1]
-            scopes.setdefault(id(scope), (scope, []))[1].append(_field(b"\x12", self.span(span)))
+            if resource is not last[0] or scope is not last[1]:  # mostly one resource, one scope
+                scopes = resources.setdefault(id(resource), (resource, {}))[1]
+                last = (resource, scope, scopes.setdefault(id(scope), (scope, []))[1])
+            last[2].append(_field(b"\x12", self.span(span)))
         out: list[bytes] = []
         for resource, scopes in resources.values():
             body = _field(b"\x0a", self._attributes(b"\x0a", resource.attributes))

@@ -6,10 +6,13 @@ import enum
 
 import pytest
 from kernel_otel import Tracing
+from kernel_otel._lean import KernelTracer, LeanSpan
 from kernel_otel._otlp import Encoder, KernelSpanExporter
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
@@ -65,10 +68,11 @@ def _spans(tracer: trace.Tracer) -> None:
 
 
 @pytest.mark.anyio
-async def test_encoding_equals_the_exporters_bytes(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("lean", [False, True], ids=["sdk-tracer", "kernel-tracer"])
+async def test_encoding_equals_the_exporters_bytes(caplog: pytest.LogCaptureFixture, lean: bool) -> None:
     async with boot_kernel("otel", config={"otel": {"exporter": "memory"}}) as kernel:
         tracing = kernel.registry.get(Tracing)
-        _spans(tracing.tracer)
+        _spans(tracing.kernel_tracer if lean else tracing.tracer)
         spans: tuple[ReadableSpan, ...] = tracing.memory.get_finished_spans()
     expected = encode_spans(spans).SerializePartialToString()
     encoder = Encoder()
@@ -86,3 +90,21 @@ async def test_the_otlp_exporter_uses_the_encoding() -> None:
         exporter = kernel.registry.get(Tracing).exporter
         assert isinstance(exporter, KernelSpanExporter)
         assert exporter.fast  # the installed exporter has what the fast path needs
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_dropped_attributes_are_encoded(count: int) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=count), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sdk = provider.get_tracer("t")
+    for tracer in (sdk, KernelTracer(sdk)):  # type: ignore[arg-type]
+        span = tracer.start_span("limited", attributes={"a": 1, "b": "x"})
+        if isinstance(span, LeanSpan):
+            span.set_trusted({"c": 2})
+        else:
+            span.set_attribute("c", 2)
+        span.end()
+    spans = exporter.get_finished_spans()
+    assert [s.dropped_attributes for s in spans] == [3 - count, 3 - count]
+    assert Encoder().request(spans) == encode_spans(spans).SerializePartialToString()
