@@ -17,7 +17,7 @@ from typing import ClassVar, Self
 
 import anyio
 
-from ._os import die_with_parent, free_port
+from ._os import die_with_parent, free_port, terminate
 
 _LIVE: weakref.WeakSet[ChildServer] = weakref.WeakSet()
 
@@ -29,7 +29,27 @@ def _stop_all() -> None:
             server.close()
 
 
-class ChildServer(abc.ABC):
+class ProcessHandle(abc.ABC):
+    """Something that runs processes: ``with handle:`` calls :meth:`start`, and :meth:`close` on leaving."""
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start the process(es); return once ready."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the process(es) and remove what they left on disk."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ChildServer(ProcessHandle):
     """A server run as a child process on a loopback port, with its own temporary directory.
 
     Subclasses give the command line (:meth:`_argv`) and a readiness probe (:meth:`_probe`).
@@ -73,7 +93,7 @@ class ChildServer(abc.ABC):
     def _probe(self, timeout: float) -> None:
         """Return when the server answers; raise ``OSError``, :attr:`error` or a :attr:`probe_errors`."""
 
-    def _prepare(self) -> None:  # noqa: B027 - an optional hook
+    def _prepare(self) -> None:
         """Called before each spawn, with the port chosen (write config files, create directories)."""
 
     def _cwd(self) -> Path | None:
@@ -84,7 +104,7 @@ class ChildServer(abc.ABC):
         """How messages name the server."""
         return type(self).__name__
 
-    def _require_managed(self, action: str) -> None:  # noqa: B027 - an optional hook
+    def _require_managed(self, action: str) -> None:
         """Raise when this handle may not ``action`` the server (see ``RedisServer.external``)."""
 
     # ------------------------------------------------------------------ state
@@ -215,15 +235,8 @@ class ChildServer(abc.ABC):
         self._require_managed("stop")
         with self._lock:
             proc, self._proc = self._proc, None
-            if proc is None:
-                return
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            if proc is not None:
+                terminate(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL the server (a crash: no shutdown) and reap it."""
@@ -244,14 +257,6 @@ class ChildServer(abc.ABC):
         self.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
         _LIVE.discard(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # A forgotten handle must not leave a server behind (nor a "still running" warning).

