@@ -141,15 +141,12 @@ class OutboxRelay:
     async def _publish(self, entry: OutboxEntry) -> str:
         """Publish one entry: ``published``, ``rejected`` (marked failed) or ``retry`` (rescheduled)."""
         try:
-            await self.bus.publish(
-                entry.name,
-                entry.data,
-                source=entry.source,
-                trace_id=entry.trace_id,
-                event_id=entry.event_id,
-                occurred_at=entry.occurred_at,
-                timeout=self.config.publish_timeout,
-            )
+            propagation = self.store.propagation
+            if propagation is not None and entry.traceparent is not None:
+                with propagation.continuing(entry.trace_context):  # the writer's trace (tracing on)
+                    await self._send(entry)
+            else:
+                await self._send(entry)
             return "published"
         except _REJECTED as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -171,6 +168,18 @@ class OutboxRelay:
             self._failed(exc, "timeout" if isinstance(exc, PublishTimeoutError) else "unavailable")
             await self.store.reschedule(entry, self.last_error or "", delay=self.backoff)
             return "retry"
+
+    async def _send(self, entry: OutboxEntry) -> None:
+        """Publish ``entry`` under its original identity (id, time, source, trace id)."""
+        await self.bus.publish(
+            entry.name,
+            entry.data,
+            source=entry.source,
+            trace_id=entry.trace_id,
+            event_id=entry.event_id,
+            occurred_at=entry.occurred_at,
+            timeout=self.config.publish_timeout,
+        )
 
     async def _settle(self, published: list[OutboxEntry], rest: list[OutboxEntry]) -> None:
         """Mark ``published`` done and give ``rest`` back; failures leave them to their lease."""

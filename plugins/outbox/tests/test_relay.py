@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,3 +192,41 @@ async def test_polling_alone_publishes_writes_of_other_processes(boot: Boot) -> 
         await add_entries(other, [OutboxEvent("elsewhere", {"n": 1})])
         await wait_until(lambda: relay.published == 1, 10, what="a poll to find the entry")
         assert relay.change_stream is None
+
+
+class Headers:
+    """A :class:`kernel_repository.TracePropagation` of its own: a fixed context, and the one the relay
+    publishes each entry in (no tracing library)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, str] = {"traceparent": f"00-{'e' * 32}-{'1' * 16}-01", "tracestate": "k=v"}
+        self.continued: list[dict[str, str]] = []
+
+    def inject(self) -> dict[str, str]:
+        return dict(self.current)
+
+    @contextmanager
+    def continuing(self, carrier: Mapping[str, str]) -> Iterator[None]:
+        self.continued.append(dict(carrier))
+        yield
+
+
+async def test_entries_keep_the_writers_trace_context_and_are_published_in_it(boot: Boot) -> None:
+    async with boot() as kernel:
+        store = kernel.get(RepositoryManager).outbox
+        repo = await accounts(kernel.get(RepositoryManager))
+        await repo.create(
+            {"owner": "none"}, events=[OutboxEvent("account.opened", {"i": 0})]
+        )  # no propagation
+        headers = Headers()
+        store.set_propagation(headers)
+        await repo.create({"owner": "traced"}, events=[OutboxEvent("account.opened", {"i": 1})])
+        relay = kernel.get(OutboxRelay)
+        await wait_until(lambda: relay.published == 2, 10, what="both entries published")
+        docs = {doc["data"]["i"]: doc async for doc in store.collection.find({})}
+        assert "traceparent" not in docs[0] and "tracestate" not in docs[0]
+        assert (docs[1]["traceparent"], docs[1]["tracestate"]) == (headers.current["traceparent"], "k=v")
+        assert headers.continued == [headers.current]  # only the entry with a context was published in one
+        entry = await store.get(docs[1]["_id"])
+        assert entry is not None and entry.trace_context == headers.current
+        store.set_propagation(None)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._manager import import_repository as import_repository
     from ._manager import redact_uri as redact_uri
     from ._observe import QueryObserver as QueryObserver
+    from ._observe import TracePropagation as TracePropagation
     from ._operation import QueryMetrics as QueryMetrics
     from ._outbox import EntryStatus as EntryStatus
     from ._outbox import Events as Events
@@ -45,7 +46,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
         "._errors": ["map_error"],
         "._filters": ["FORBIDDEN_OPERATORS", "normalize_sort", "prepare_filter", "user_filter"],
         "._manager": ["RepositoryManager", "import_repository", "redact_uri"],
-        "._observe": ["QueryObserver"],
+        "._observe": ["QueryObserver", "TracePropagation"],
         "._operation": ["QueryMetrics"],
         "._outbox": [
             "EntryStatus",

@@ -5,6 +5,8 @@ plugin) claims batches with a lease, publishes them and marks them done; several
 work without a leader. Field by field:
 
 - ``_id``: the event id; ``name``, ``data``, ``trace_id``, ``source``, ``occurred_at``: the event
+- ``traceparent``, ``tracestate``: the W3C trace context the entry was written in (with tracing:
+  see :meth:`OutboxStore.set_propagation`); absent otherwise
 - ``aggregate_id``: the document id (order is kept per aggregate); ``seq``: the order key
 - ``status``: ``pending`` | ``done`` | ``failed``; ``attempts``, ``next_attempt_at``, ``last_error``
 - ``lease_owner``, ``lease_until``, ``claim``: who holds it, until when, and which claim
@@ -29,6 +31,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from kernel.logging import get_trace_id, new_trace_id
 
 from ._documents import now
+from ._observe import TracePropagation
 from ._operation import DatabaseOperation, QueryMetrics
 from ._transactions import Session
 
@@ -116,6 +119,20 @@ class OutboxEntry:
     claim: str | None = None
     """The claim that holds it (set by :meth:`OutboxStore.claim`)."""
     done_at: datetime | None = None
+    traceparent: str | None = None
+    """W3C ``traceparent`` of the span current when the entry was written (tracing on), else None."""
+    tracestate: str | None = None
+    """W3C ``tracestate`` that went with it, if any."""
+
+    @property
+    def trace_context(self) -> dict[str, str]:
+        """``traceparent`` and ``tracestate`` as W3C headers (``{}`` without them)."""
+        carrier: dict[str, str] = {}
+        if self.traceparent is not None:
+            carrier["traceparent"] = self.traceparent
+            if self.tracestate is not None:
+                carrier["tracestate"] = self.tracestate
+        return carrier
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> OutboxEntry:
@@ -138,6 +155,8 @@ class OutboxEntry:
             lease_until=doc.get("lease_until"),
             claim=doc.get("claim"),
             done_at=doc.get("done_at"),
+            traceparent=doc.get("traceparent"),
+            tracestate=doc.get("tracestate"),
         )
 
 
@@ -227,7 +246,9 @@ def next_seq() -> int:
     return seq
 
 
-def _document(event: OutboxEvent, aggregate_id: str | None, stamp: datetime) -> dict[str, Any]:
+def _document(
+    event: OutboxEvent, aggregate_id: str | None, stamp: datetime, context: Mapping[str, str]
+) -> dict[str, Any]:
     try:
         _ENCODER.encode(event.data)
     except (TypeError, ValueError) as exc:
@@ -253,6 +274,7 @@ def _document(event: OutboxEvent, aggregate_id: str | None, stamp: datetime) -> 
         "claim": None,
         "created_at": stamp,
         "done_at": None,
+        **context,
     }
 
 
@@ -297,6 +319,13 @@ class OutboxStore:
         """Seconds a done entry is kept before the TTL index removes it."""
         self._ready = False
         self._listeners: list[Callable[[], object]] = []
+        self.propagation: TracePropagation | None = None
+        """Carries the trace context from writers to the relay (tracing); see :meth:`set_propagation`."""
+
+    def set_propagation(self, propagation: TracePropagation | None) -> None:
+        """From now on, entries keep the trace context ``propagation`` injects when they are written,
+        and a relay publishes each in its entry's context (None: stop; entries keep none)."""
+        self.propagation = propagation
 
     def _op(self, name: str) -> DatabaseOperation:
         return DatabaseOperation(f"outbox.{name}", self.collection_name, self.metrics)
@@ -364,7 +393,8 @@ class OutboxStore:
         transaction that writes the documents: the entries commit (or vanish) with them.
         """
         stamp = now()
-        docs = [_document(e, aggregate_id, stamp) for e in events]
+        context = self.propagation.inject() if self.propagation is not None else {}
+        docs = [_document(e, aggregate_id, stamp, context) for e in events]
         if not docs:
             return []
         with self._op("add"):
