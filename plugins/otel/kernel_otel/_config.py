@@ -70,6 +70,12 @@ class OtelConfig:
     set_global: bool = False
     """Also make this the process-wide ``opentelemetry.trace`` provider (once per process), so that
     third-party instrumentations export through it. Off: the plugin keeps a provider of its own."""
+    cache_spans: bool = False
+    """A CLIENT span per cache backend call (inside a traced request, handler or job). Off by
+    default: a span costs more than a cache hit (see the docs' cost section)."""
+    redis_spans: bool = False
+    """A CLIENT span per Redis command or pipeline of the redis plugin's clients (inside a traced
+    request, handler or job). Off by default: a span costs more than the command's client side."""
     middleware_order: int = 15
     """Position among kernel middleware: between metrics (10) and errors (20), so that the errors
     plugin's problem+json and log lines carry the span's trace id."""

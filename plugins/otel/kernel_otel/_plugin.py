@@ -32,7 +32,7 @@ class OtelPlugin(Plugin):
 
     name = "otel"
     version = metadata.version("milo-kernel-otel")
-    optional = ("eventbus", "queue", "repository")  # started first: their services get observers
+    optional = ("eventbus", "queue", "repository", "cache", "redis")  # started first: observers for them
     config_class = OtelConfig
     provides = ("otel", "Tracing")
     description = "OpenTelemetry traces: HTTP server spans, event publish and handling"
@@ -72,6 +72,9 @@ class OtelPlugin(Plugin):
             _instrument_queue(ctx, tracing),
             _instrument_repositories(ctx, tracing),
         ]
+        from ._stores import instrument_stores  # cache and Redis spans, when asked for
+
+        undo += instrument_stores(ctx.registry, ctx.config, tracing.tracer)
         with ExitStack() as stack:
             stack.enter_context(span_ids_in_log_records())
             try:

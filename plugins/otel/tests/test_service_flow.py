@@ -114,12 +114,14 @@ async def test_one_request_yields_one_trace_through_outbox_bus_and_queue(
         "outbox": {"poll_interval": 0.05},
     }
     ran: list[str] = []
+    events: list[str] = []
     plugins = ("otel", "errors", "redis", "repository", "eventbus", "outbox", "queue", Members)
     try:
         async with boot_kernel(*plugins, config=config) as kernel:
             tracing, manager = kernel.get(Tracing), kernel.get(QueueManager)
 
             async def on_created(data: dict[str, Any], meta: EventMetadata) -> None:
+                events.append(meta.event_id)
                 await manager.add_job(queue, "welcome", data, job_id=f"welcome-{data['id']}")
 
             async def welcome(job: JobContext) -> None:
@@ -137,7 +139,9 @@ async def test_one_request_yields_one_trace_through_outbox_bus_and_queue(
                 what="the job's span ended",
             )
             spans = tracing.memory.get_finished_spans()
-            await kernel.get(RepositoryManager).client.drop_database(database)
+            repositories = kernel.get(RepositoryManager)
+            stored = await repositories.outbox.get(events[0])
+            await repositories.client.drop_database(database)
     finally:
         client = connect(redis_url)
         for pattern in (
@@ -160,6 +164,13 @@ async def test_one_request_yields_one_trace_through_outbox_bus_and_queue(
     trace_id = server.context.trace_id
     assert {format(by_name[n].context.trace_id, "032x") for n in wanted} == {format(trace_id, "032x")}
     assert by_name["create members"].parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    # the outbox entry kept the request's traceparent: the relay's publish is a child of the request
+    assert by_name["publish member.created"].parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert stored is not None and stored.traceparent is not None
+    assert stored.traceparent.split("-")[1:3] == [
+        format(trace_id, "032x"),
+        format(server.context.span_id, "016x"),
+    ]
     consumer = by_name["process member.created"]
     assert consumer.parent.span_id == by_name["publish member.created"].context.span_id  # type: ignore[union-attr]
     assert by_name[f"create {queue}"].parent.span_id == consumer.context.span_id  # type: ignore[union-attr]
