@@ -62,7 +62,7 @@ def test_the_top_level_namespace_is_what_a_plugin_author_needs() -> None:
     assert len(kernel.__all__) <= 25, kernel.__all__
     homes = {  # each subpackage's whole public surface, pinned
         "kernel.web": "ASGIApp KernelApp LifespanMiddleware Message RESPONSE_STATUS Receive Scope Send "
-        "lifespan_for serve",
+        "lifespan_for send_response serve",
         "kernel.process": "ChildServer ProcessHandle die_with_parent free_port terminate",
         "kernel.logging": "configure_logging get_trace_id new_trace_id reset_trace_id set_trace_id "
         "trace_context",

@@ -7,7 +7,7 @@
 - ``ASGIApp``, ``Scope``, ``Receive``, ``Send``, ``Message``: the ASGI types routes and
   middleware are written with.
 - :data:`RESPONSE_STATUS`: how stacked middleware share the response status without each
-  wrapping ``send``.
+  wrapping ``send``; :func:`send_response`: a complete response in two ``send`` calls.
 
 Importing this package does not import uvicorn; :func:`serve` does.
 """
@@ -15,7 +15,7 @@ Importing this package does not import uvicorn; :func:`serve` does.
 from typing import Final
 
 from .._plugin import ASGIApp, Message, Receive, Scope, Send
-from ._app import KernelApp
+from ._app import KernelApp, send_response
 from ._lifespan import LifespanMiddleware, lifespan_for
 from ._serve import serve
 
@@ -39,5 +39,6 @@ __all__ = [
     "Scope",
     "Send",
     "lifespan_for",
+    "send_response",
     "serve",
 ]

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .._health import draining
 from .._kernel import Kernel
 from .._plugin import ASGIApp, Receive, Route, Scope, Send
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
+) -> None:
+    """Send a complete response: ``content-type`` and ``content-length`` of ``body``, then ``headers``.
+
+    With ``head``, the body itself is left out (a ``HEAD`` response keeps the ``GET``'s headers).
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def send_json(
@@ -20,18 +48,7 @@ async def send_json(
 ) -> None:
     """Send a complete JSON response."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await send_response(send, status, payload, content_type, headers or ())
 
 
 def health_endpoint(kernel: Kernel) -> ASGIApp:

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from kernel.web import Message, Receive, Scope, Send
+from kernel.web import Message, Receive, Scope, Send, send_response
 
 from ._config import ConsoleConfig
 from ._html import Safe, form, h, page
@@ -268,23 +268,15 @@ class ConsoleApp:
             f"default-src 'none'; style-src 'nonce-{style_nonce}'; img-src 'self' data:; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/html; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"content-security-policy", csp.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),
-                    *extra,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"content-security-policy", csp.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"same-origin"),
+            *extra,
+        ]
+        await send_response(send, status, body, "text/html; charset=utf-8", headers)
 
 
 def _bodiless(send: Send) -> Send:

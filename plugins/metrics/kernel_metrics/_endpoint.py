@@ -7,7 +7,7 @@ import ipaddress
 from typing import Any
 
 from kernel import Secret
-from kernel.web import ASGIApp
+from kernel.web import ASGIApp, Send, send_response
 
 from ._collector import MetricsCollector
 
@@ -36,21 +36,12 @@ def _authorized(header: bytes | None, token: bytes) -> bool:
     return bool(sep) and scheme.lower() == b"bearer" and same
 
 
-async def _plain(send: Any, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = text.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+NO_STORE = ((b"cache-control", b"no-store"),)
+"""Scrapes and refusals are never cached."""
+
+
+async def _plain(send: Send, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    await send_response(send, status, text.encode(), "text/plain; charset=utf-8", (*NO_STORE, *headers))
 
 
 def metrics_endpoint(
@@ -68,17 +59,6 @@ def metrics_endpoint(
             return
         accept = (_header(scope, b"accept") or b"").decode("latin-1")
         body, content_type = collector.render(accept)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+        await send_response(send, 200, body, content_type, NO_STORE, head=scope.get("method") == "HEAD")
 
     return app
