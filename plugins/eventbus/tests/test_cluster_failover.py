@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import (
     FAILOVER_LEAKS_IGNORED,
+    FailoverRun,
     PrivateRedisCluster,
     PrivateRedisSentinel,
     close_dropped_cluster_connections,
@@ -47,30 +47,17 @@ PUBLISHERS = 8
 EVENT = "failover.e"
 
 
-class Run:
-    """What one failover run saw."""
+class Run(FailoverRun[int]):
+    """What one failover run saw; ``done`` once the end marker ``N`` was handled."""
 
     def __init__(self) -> None:
-        self.handled: Counter[int] = Counter()
-        self.acked: set[int] = set()
-        self.refused: Counter[str] = Counter()
-        self.killed_at = 0.0
-        self.publish_back = 0.0
-        """Seconds from the kill to the first acknowledged publish of those started after it."""
-        self.consume_back = 0.0
-        """Seconds from the kill to the first handled event of those published after it."""
-        self.after_kill: set[int] = set()
-        """Events whose publish started after the kill."""
-        self.promoted = 0.0
+        super().__init__()
         self.done = False
 
     async def handler(self, data: Any, meta: EventMetadata) -> None:
-        n = data["n"]
-        self.handled[n] += 1
-        if n == N:
+        self.read(data["n"])
+        if data["n"] == N:
             self.done = True
-        if n in self.after_kill and not self.consume_back:
-            self.consume_back = time.monotonic() - self.killed_at
 
 
 async def _settled(client: AnyRedis, bus: RedisEventBus, run: Run) -> bool:
@@ -157,18 +144,18 @@ async def test_sigkilled_primary_mid_stream(
             await close_dropped_cluster_connections()
 
     events = set(range(N))
-    lost = sorted((run.acked & events) - set(run.handled))
-    duplicates = sum(c - 1 for c in run.handled.values() if c > 1)
-    stored_anyway = len((set(run.handled) & events) - run.acked)
+    lost = sorted((run.acked & events) - set(run.seen))
+    duplicates = sum(c - 1 for c in run.seen.values() if c > 1)
+    stored_anyway = len((set(run.seen) & events) - run.acked)
     print(
         f"\nFAILOVER {topology} durability={durability}: published={N} "
         f"acknowledged={len(run.acked & events)} "
         f"refused={dict(run.refused)} stored_although_refused={stored_anyway} lost_acknowledged={len(lost)} "
         f"duplicates={duplicates} replica_promoted_after={run.promoted:.2f}s "
-        f"publish_recovered_after={run.publish_back:.2f}s consume_recovered_after={run.consume_back:.2f}s"
+        f"publish_recovered_after={run.write_back:.2f}s consume_recovered_after={run.read_back:.2f}s"
     )
-    assert set(run.handled) <= events | {N}, "only published events are handled"
-    assert run.publish_back and run.consume_back, "publishing and consuming recovered"
+    assert set(run.seen) <= events | {N}, "only published events are handled"
+    assert run.write_back and run.read_back, "publishing and consuming recovered"
     assert len(run.acked & events) >= N - 100, "the bus kept publishing around the failover"
     if durability == "replicated":
         assert lost == [], f"acknowledged publishes lost with durability=replicated: {lost}"
@@ -187,17 +174,13 @@ async def _publisher(
 
 
 async def _publish(bus: RedisEventBus, n: int, run: Run) -> None:
-    started = time.monotonic()
-    if run.killed_at:
-        run.after_kill.add(n)
+    started = run.writing(n)
     try:
         await bus.publish(EVENT, {"n": n})
     except (PublishTimeoutError, PublishNotReplicatedError) as exc:
         run.refused[type(exc).__name__] += 1
         return
-    run.acked.add(n)
-    if run.killed_at and started > run.killed_at and not run.publish_back:
-        run.publish_back = time.monotonic() - run.killed_at
+    run.acknowledged(n, started)
 
 
 async def _restart_after_failover(cluster: Group, port: int, run: Run) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import Counter
 from typing import Any, Literal
 
 import anyio
@@ -24,6 +23,7 @@ import pytest
 from kernel_queue import JobContext, QueueManager, queue_tag
 from kernel_redis.testing import (
     FAILOVER_LEAKS_IGNORED,
+    FailoverRun,
     close_dropped_cluster_connections,
     private_redis_cluster,
 )
@@ -42,34 +42,21 @@ PRODUCERS = 8
 QUEUE = "kqtestfailover"
 
 
-class Run:
-    """What one failover run saw."""
+class Run(FailoverRun[str]):
+    """What one failover run saw: jobs added (by id) and run, and when each add was acknowledged."""
 
     def __init__(self) -> None:
-        self.ran: Counter[str] = Counter()
-        self.acked: set[str] = set()
-        self.refused: Counter[str] = Counter()
-        self.killed_at = 0.0
-        self.add_back = 0.0
-        """Seconds from the kill to the first acknowledged add of those started after it."""
-        self.run_back = 0.0
-        """Seconds from the kill to the first run of a job added after the kill."""
-        self.after_kill: set[str] = set()
-        self.promoted = 0.0
+        super().__init__()
         self.ack_times: list[float] = []
         self.revived = 0.0
 
     async def proc(self, job: JobContext) -> None:
-        self.ran[job.id] += 1
-        if job.id in self.after_kill and not self.run_back:
-            self.run_back = time.monotonic() - self.killed_at
+        self.read(job.id)
 
 
 async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
     for jid in ids:
-        started = time.monotonic()
-        if run.killed_at:
-            run.after_kill.add(jid)
+        started = run.writing(jid)
         deadline = started + 60
         while True:
             try:
@@ -80,10 +67,8 @@ async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"adds fail for 60 s: {exc!r}") from exc
                 await anyio.sleep(0.05)
-        run.acked.add(jid)
+        run.acknowledged(jid, started)
         run.ack_times.append(time.monotonic())
-        if run.killed_at and started > run.killed_at and not run.add_back:
-            run.add_back = time.monotonic() - run.killed_at
 
 
 @pytest.mark.parametrize("durability", ["default", "replicated"])
@@ -125,7 +110,7 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
 
                 await wait_until(drained, 90, interval=0.2, what="the queue to drain after the failover")
                 if durability == "replicated":
-                    await wait_until(lambda: len(run.ran) == N, 10, interval=0.2, what="every job to run")
+                    await wait_until(lambda: len(run.seen) == N, 10, interval=0.2, what="every job to run")
                 probes = itertools.count()
 
                 async def heard_again() -> bool:  # the listener subscribed again on the promoted primary
@@ -136,18 +121,18 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
                 events_back = min(t for t, jid in events if jid.startswith("probe")) - run.killed_at
         finally:  # also when the run failed: no socket of the killed node reaches a later test
             await close_dropped_cluster_connections()
-        lost = sorted(run.acked - set(run.ran))
-        duplicates = sum(1 for c in run.ran.values() if c > 1)
+        lost = sorted(run.acked - set(run.seen))
+        duplicates = sum(1 for c in run.seen.values() if c > 1)
         acks = sorted(run.ack_times)
         add_outage = max(b - a for a, b in itertools.pairwise(acks) if b > run.killed_at)
         print(
             f"\nFAILOVER queue durability={durability}: jobs={N} acknowledged={len(run.acked)} "
             f"lost={len(lost)} duplicates={duplicates} refused={dict(run.refused)} "
             f"promoted_after={run.promoted:.2f}s revived_after={run.revived:.2f}s "
-            f"add_outage={add_outage:.2f}s add_back={run.add_back:.2f}s run_back={run.run_back:.2f}s "
+            f"add_outage={add_outage:.2f}s add_back={run.write_back:.2f}s run_back={run.read_back:.2f}s "
             f"events_back={events_back:.2f}s"
         )
     assert len(run.acked) == N
-    assert run.add_back and run.run_back, "adding and running recovered"
+    assert run.write_back and run.read_back, "adding and running recovered"
     if durability == "replicated":
         assert lost == []

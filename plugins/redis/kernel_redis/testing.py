@@ -36,10 +36,13 @@ import gc
 import os
 import subprocess
 import sys
+import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 import redis.cluster
@@ -56,6 +59,7 @@ __all__ = [
     "TOPOLOGIES",
     "TOPOLOGIES_ENV",
     "ClusterNodeInfo",
+    "FailoverRun",
     "PrivateRedisCluster",
     "PrivateRedisSentinel",
     "RedisServer",
@@ -89,6 +93,52 @@ SENTINEL_SERVICE = "kernel-test"
 FAILOVER_LEAKS_IGNORED = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 """Mark of a failover test: the connections redis-py drops unclosed when a node dies are not its failure
 (the test's own assertions are about what was lost, duplicated or recovered)."""
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class FailoverRun(Generic[K]):
+    """What one failover test saw of the items it wrote (events, jobs) while a primary was killed.
+
+    A writer calls :meth:`writing` before each write and :meth:`acknowledged` after a write that
+    returned (or counts it in :attr:`refused`); the reader calls :meth:`read`. The test sets
+    :attr:`killed_at` (``time.monotonic()``) when it kills the primary and :attr:`promoted` (seconds
+    after the kill) once a replica took over.
+    """
+
+    def __init__(self) -> None:
+        self.acked: set[K] = set()
+        self.refused: Counter[str] = Counter()
+        """Writes that raised, by exception class name."""
+        self.seen: Counter[K] = Counter()
+        """How often each item was read (handled, run)."""
+        self.after_kill: set[K] = set()
+        """Items whose write started after the kill."""
+        self.killed_at = 0.0
+        self.promoted = 0.0
+        self.write_back = 0.0
+        """Seconds from the kill to the first acknowledged write of those started after it."""
+        self.read_back = 0.0
+        """Seconds from the kill to the first read of an item written after it."""
+
+    def writing(self, item: K) -> float:
+        """A write of ``item`` starts now (``time.monotonic()``, returned for :meth:`acknowledged`)."""
+        if self.killed_at:
+            self.after_kill.add(item)
+        return time.monotonic()
+
+    def acknowledged(self, item: K, started: float) -> None:
+        """The write of ``item`` that started at ``started`` returned."""
+        self.acked.add(item)
+        if self.killed_at and started > self.killed_at and not self.write_back:
+            self.write_back = time.monotonic() - self.killed_at
+
+    def read(self, item: K) -> None:
+        """``item`` was read (handled, run) once more."""
+        self.seen[item] += 1
+        if item in self.after_kill and not self.read_back:
+            self.read_back = time.monotonic() - self.killed_at
 
 
 async def close_dropped_cluster_connections() -> int:
