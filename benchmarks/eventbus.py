@@ -14,6 +14,10 @@ the same raw cluster calls (target 1.10 as on one server), and the cost of
 ``durability = "replicated"``: our replicated publish vs a raw ``XADD`` + ``WAIT 1`` pipelined on
 the primary of the stream's slot, and vs our default publish (a cost, no target).
 
+Otel cases (:mod:`benchmarks._eventbus_otel`): ``otel_publish``, ``otel_publish_unsampled``,
+``otel_publish_handle`` (memory bus) and ``redis_otel_publish`` -- the same work with the otel plugin
+tracing (``ours``) vs without it (``raw``); target 1.15, see that module.
+
 Ceilings (raw, the same work at its best): ``xadd_pipelined`` -- XADDs of the same entry sent
 1,000 per pipeline, µs per entry; ``xreadgroup_batch1000`` -- a consumer group reading
 ``COUNT 1000`` and acknowledging each batch with one XACK (no decoding, no handler), µs per
@@ -136,8 +140,11 @@ async def _memory(quick: bool) -> None:
 
 
 async def cpu_bound(quick: bool) -> None:
-    """The CPU-bound cases (instruction mode): the memory adapter."""
+    """The CPU-bound cases (instruction mode): the memory adapter, then its otel cases."""
     await _memory(quick)
+    from . import _eventbus_otel  # imported late: the cases above count as before
+
+    await _eventbus_otel.memory(quick)
 
 
 async def _ceilings(client: aioredis.Redis, prefix: str, consume_stream: str, n: int) -> None:
@@ -302,6 +309,10 @@ async def run(quick: bool) -> None:
         await _ceilings(client, prefix, bus.stream_key("bench.consume"), n)
 
         await _memory(quick)
+        from . import _eventbus_otel  # the otel cases, last and imported late: the others run as before
+
+        await _eventbus_otel.memory(quick)
+        await _eventbus_otel.redis_publish(url, prefix, quick)
         if os.environ.get("EVENTBUS_BENCH_CLUSTER", "1") != "0":
             await _cluster(quick)
     finally:
