@@ -17,7 +17,7 @@ import pytest
 from kernel import BootError, Plugin, PluginContext, Route, hookimpl
 from kernel._plugin import Receive, Scope, Send
 from kernel.process import free_port
-from kernel.testing import make_kernel
+from kernel.testing import asgi_request, make_kernel
 from kernel.web import KernelApp, LifespanMiddleware, lifespan_for
 from kernel.web._serve import ServedApp
 
@@ -58,16 +58,8 @@ class Broken(Plugin):
 
 
 async def request(app: Any, path: str, state: dict[str, Any]) -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     scope = {"type": "http", "method": "GET", "path": path, "headers": [], "state": dict(state)}
-    await app(scope, receive, send)
+    sent = await asgi_request(app, scope)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 

@@ -19,13 +19,14 @@ from urllib.parse import quote
 import anyio
 
 from .._kernel import Kernel
-from .._plugin import Plugin
+from .._plugin import ASGIApp, Message, Plugin, Scope
 from .._registry import Key, Registry
 from ..process._testing import assert_dies_with_parent, process_alive, wait_gone
 
 __all__ = [
     "KernelOptions",
     "assert_dies_with_parent",
+    "asgi_request",
     "assert_no_password",
     "boot_kernel",
     "make_kernel",
@@ -95,6 +96,20 @@ async def boot_kernel(
     kernel = make_kernel(*plugins, **options)
     async with kernel:
         yield kernel
+
+
+async def asgi_request(app: ASGIApp, scope: Scope) -> list[Message]:
+    """Send one request with an empty body straight to the ASGI ``app`` (no server); what it sent."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
 
 
 async def wait_until(

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, Router
 
 from kernel.logging import get_trace_id
+from kernel.testing import asgi_request
 
 MAX_NAME = 100
 BIG = 70_000  # above uvicorn's 64 KiB high-water mark: reading pauses, then resumes in the request
@@ -202,15 +203,7 @@ def http_scope() -> dict[str, Any]:
 
 
 async def call(app: Any, scope: dict[str, Any]) -> dict[str, Any]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
+    sent = await asgi_request(app, scope)
     headers = dict(sent[0]["headers"])
     return {
         "status": sent[0]["status"],

@@ -23,6 +23,7 @@ from kernel_errors import (
 )
 
 from kernel.logging import get_trace_id, trace_context
+from kernel.testing import asgi_request
 from kernel.web import Message, Receive, Scope, Send
 
 SECRET = "postgres://admin:hunter2@db.internal:5432"
@@ -317,19 +318,10 @@ async def test_the_response_status_is_recorded_in_the_scope(
 ) -> None:
     from kernel.web import RESPONSE_STATUS
 
-    sent: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            sent.append(message["status"])
-
     app = ErrorMiddleware(app_raising(exc, after_start=after_start))
     assert app.records_response_status is True
     scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/things/1", "headers": []}
-    await app(scope, receive, send)
+    sent = [m["status"] for m in await asgi_request(app, scope) if m["type"] == "http.response.start"]
     assert scope[RESPONSE_STATUS] == sent[-1] == status
 
 

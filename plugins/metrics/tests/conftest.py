@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kernel.testing import asgi_request
 from kernel.web import ASGIApp
 
 
@@ -104,16 +105,6 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 async def call_asgi(app: ASGIApp, path: str, method: str = "GET", **scope_extra: Any) -> int:
     """Send one request straight to an ASGI app (no network); return the status (0 if none was sent)."""
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -129,8 +120,8 @@ async def call_asgi(app: ASGIApp, path: str, method: str = "GET", **scope_extra:
         "server": ("test", 80),
         **scope_extra,
     }
-    await app(scope, receive, send)
-    return status
+    started = [m for m in await asgi_request(app, scope) if m["type"] == "http.response.start"]
+    return int(started[0]["status"]) if started else 0
 
 
 @pytest.fixture
