@@ -10,6 +10,7 @@ import anyio
 import pytest
 from kernel_queue import QueueManager, queue_tag
 from kernel_queue._manager import QUEUES_KEY
+from kernel_queue.testing import FAST_TIMERS
 from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import (  # noqa: F401
     redis_cluster,
@@ -22,16 +23,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from kernel.testing import boot_kernel
-
-# Short timers so fault tests finish fast; the docs explain the production defaults.
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "stall_timeout": 1.0,
-    "sweep_interval": 0.25,
-    "schedule_interval": 0.05,
-    "poll_interval": 0.2,
-    "shutdown_grace": 5.0,
-}
 
 
 @pytest.fixture
@@ -96,7 +87,7 @@ def barrier() -> Callable[[QueueManager, str, str], Awaitable[None]]:
 
 @pytest.fixture
 def fast_config() -> dict[str, Any]:
-    return dict(FAST)
+    return dict(FAST_TIMERS)
 
 
 async def delete_queue_keys(url: str, qname: str) -> None:
