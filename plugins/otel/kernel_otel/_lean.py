@@ -23,6 +23,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
@@ -35,6 +36,9 @@ _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _DEFAULT_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 _UNSET = trace_api.Status(trace_api.StatusCode.UNSET)
 _NONE: tuple[Any, ...] = ()
+_new_readable = object.__new__
+_SAMPLE = Decision.RECORD_AND_SAMPLE
+_DROP = Decision.DROP
 
 
 class LeanSpan(sdk_trace.Span):
@@ -43,6 +47,13 @@ class LeanSpan(sdk_trace.Span):
     A caller's ``set_attribute(s)`` turns them into the SDK's ``BoundedAttributes`` first, so
     from then on every write is validated and limited exactly as on an SDK span.
     """
+
+    # fields every span starts with: read from the class until set on the span
+    _end_time: int | None = None
+    _status = _UNSET
+    _trace_config = None
+    _events: Any = _NONE
+    _links: Any = _NONE
 
     def __init__(
         self,
@@ -67,11 +78,8 @@ class LeanSpan(sdk_trace.Span):
         self._instrumentation_scope = tracer._instrumentation_scope
         self._parent = parent
         self._start_time = start_time if start_time is not None else time_ns()
-        self._end_time: int | None = None
         self._resource = tracer.resource
-        self._status = _UNSET
         self._sampler = tracer.sampler
-        self._trace_config = None
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._span_processor = tracer.span_processor
@@ -85,8 +93,8 @@ class LeanSpan(sdk_trace.Span):
                 immutable=False,
                 max_value_len=limits.max_span_attribute_length,
             )
-        self._events: Any = _NONE
-        self._links: Any = self._new_links(links) if links else _NONE
+        if links:
+            self._links = self._new_links(links)
         self._record_end_metrics = record_end_metrics
 
     def _bounded(self) -> BoundedAttributes:
@@ -162,6 +170,59 @@ class LeanSpan(sdk_trace.Span):
         processor._on_ending(self)
         processor.on_end(self._readable_span())
 
+    def _readable_span(self) -> sdk_trace.ReadableSpan:
+        """The SDK's snapshot of the ended span (its ``ReadableSpan``), its fields set in one step."""
+        snapshot = _new_readable(sdk_trace.ReadableSpan)
+        snapshot.__dict__ = {
+            "_name": self._name,
+            "_context": self._context,
+            "_kind": self._kind,
+            "_instrumentation_info": self._instrumentation_info,
+            "_instrumentation_scope": self._instrumentation_scope,
+            "_parent": self._parent,
+            "_start_time": self._start_time,
+            "_end_time": self._end_time,
+            "_attributes": self._attributes,
+            "_events": self._events,
+            "_links": self._links,
+            "_resource": self._resource,
+            "_status": self._status,
+        }
+        return snapshot
+
+
+def _decide(
+    sampler: Sampler,
+    context: context_api.Context | None,
+    parent: trace_api.SpanContext | None,
+    trace_id: int,
+    name: str,
+    kind: SpanKind,
+    attributes: types.Attributes,
+    links: Sequence[trace_api.Link],
+) -> tuple[Decision, types.Attributes, trace_api.TraceState | None]:
+    """``sampler.should_sample(...)``: its decision, the span's attributes and trace state.
+
+    ``parent`` is the valid parent span context in ``context``, or None. The SDK's samplers
+    ``ParentBased`` and ``ALWAYS_ON``/``ALWAYS_OFF`` are decided here as their own code decides
+    (without making a ``SamplingResult``); any other sampler is asked.
+    """
+    if type(sampler) is ParentBased:
+        if parent is None:
+            sampler = sampler._root
+        elif parent.is_remote:
+            sampled = parent.trace_flags.sampled
+            sampler = sampler._remote_parent_sampled if sampled else sampler._remote_parent_not_sampled
+        else:
+            sampled = parent.trace_flags.sampled
+            sampler = sampler._local_parent_sampled if sampled else sampler._local_parent_not_sampled
+    if type(sampler) is StaticSampler:
+        decision = sampler._decision
+        trace_state = parent.trace_state if parent is not None else None
+        return decision, None if decision is _DROP else attributes, trace_state
+    result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+    return result.decision, result.attributes, result.trace_state
+
 
 class KernelTracer(trace_api.Tracer):
     """Starts :class:`LeanSpan` objects where ``sdk`` (an SDK tracer) starts its own spans.
@@ -199,21 +260,18 @@ class KernelTracer(trace_api.Tracer):
         else:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
-        result = sdk.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision = result.decision
-        if decision.is_sampled():  # type: ignore[no-untyped-call]
+        decision, attributes, trace_state = _decide(
+            sdk.sampler, context, parent, trace_id, name, kind, attributes, links
+        )
+        if decision is _SAMPLE:
             flags = _SAMPLED_RANDOM if random_id else _SAMPLED
         else:
             flags = _DEFAULT_RANDOM if random_id else _DEFAULT
         span_context = trace_api.SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=flags,
-            trace_state=result.trace_state,
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
         record_end_metrics = sdk._tracer_metrics.start_span(parent, decision)
-        if not decision.is_recording():  # type: ignore[no-untyped-call]
+        if decision is _DROP:
             return trace_api.NonRecordingSpan(context=span_context)
         span = LeanSpan(
             name,
@@ -221,7 +279,7 @@ class KernelTracer(trace_api.Tracer):
             parent,
             sdk,
             kind,
-            result.attributes,
+            attributes,
             links,
             record_exception,
             set_status_on_exception,

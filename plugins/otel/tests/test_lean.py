@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -12,7 +14,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 _CONTEXT_FIELDS = ("trace_flags", "trace_state", "is_remote")
@@ -155,3 +158,63 @@ def test_exception_in_lean_current_span_is_recorded() -> None:
     expected, lean = _both(work)
     assert lean == expected
     assert lean[0]["status"][0] is StatusCode.ERROR
+
+
+_STATE = trace.TraceState([("vendor", "x")])
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [ALWAYS_ON, ALWAYS_OFF, ParentBased(ALWAYS_ON), ParentBased(ALWAYS_OFF), TraceIdRatioBased(0.5)],
+    ids=["always_on", "always_off", "parentbased_on", "parentbased_off", "ratio"],
+)
+def test_sampling_decisions_equal_the_sdk_tracers(sampler: Sampler) -> None:
+    parents = [None] + [
+        trace.set_span_in_context(trace.NonRecordingSpan(_parent(0xA1 + i, remote, flag)))
+        for i, (remote, flag) in enumerate([(True, 1), (True, 0), (False, 1), (False, 0)])
+    ]
+
+    def work(tracer: trace.Tracer) -> None:
+        for parent in parents:
+            for trace_id_bits in range(8):  # the ratio sampler decides by trace id: roots take fixed ones
+                with _root_trace_id(trace_id_bits << 61):
+                    span = tracer.start_span("s", parent, attributes={"k": "v"})
+                    contexts.append(span.get_span_context())
+                    span.end()
+
+    contexts: list[trace.SpanContext] = []
+    expected, lean = _both(work, sampler=sampler, id_generator=_FixedIds())
+    assert lean == expected
+    half = len(contexts) // 2
+    keep = ("trace_id", "is_remote", "trace_flags", "trace_state")
+    sdk_side = [tuple(getattr(c, f) for f in keep) for c in contexts[:half]]
+    assert [tuple(getattr(c, f) for f in keep) for c in contexts[half:]] == sdk_side
+
+
+def _parent(trace_id: int, remote: bool, flags: int) -> trace.SpanContext:
+    return trace.SpanContext(
+        trace_id, 0xB2, is_remote=remote, trace_flags=trace.TraceFlags(flags), trace_state=_STATE
+    )
+
+
+_next_trace_id: list[int] = [1]
+
+
+class _FixedIds(RandomIdGenerator):
+    def generate_trace_id(self) -> int:
+        return _next_trace_id[0]
+
+
+@contextmanager
+def _root_trace_id(trace_id: int) -> Iterator[None]:
+    """Root spans started in the block take ``trace_id`` (1 for 0)."""
+    _next_trace_id[0] = trace_id or 1
+    yield
+
+
+def test_snapshot_has_the_fields_of_the_sdks() -> None:
+    _, lean, exporter = _pipeline()
+    lean.start_span("s").end()
+    (snapshot,) = exporter.get_finished_spans()
+    assert type(snapshot) is ReadableSpan
+    assert set(vars(snapshot)) == set(vars(ReadableSpan("reference")))
