@@ -35,6 +35,7 @@ import httpx
 import pymongo
 import pytest
 import redis
+from user_load import LoadThread, UserLoad
 
 from examples.service.notifications import RUNS_KEY, SENT_KEY
 from examples.service.run import Child, Stack
@@ -53,7 +54,7 @@ pytestmark = pytest.mark.slow
 # ---------------------------------------------------------------------------- the client side
 
 
-class Load:
+class Load(UserLoad):
     """POSTs ``count`` users at ``rate`` per second (each on its own schedule), recording what came back.
 
     ``retry`` sends a request that met a transport error (a killed web process) again, to the next
@@ -61,51 +62,14 @@ class Load:
     """
 
     def __init__(self, urls: list[str], *, count: int, rate: float, retry: bool, tag: str) -> None:
-        self.urls, self.count, self.rate, self.retry, self.tag = urls, count, rate, retry, tag
-        self.done = 0
-        self.created: dict[str, str] = {}  # email -> id (201)
-        self.conflict_on_retry: list[str] = []
-        self.failed: list[tuple[str, str]] = []  # email, why
-        self.statuses: Counter[int] = Counter()
-        self.transport_errors = 0
-        self.latencies: list[float] = []  # seconds, of every HTTP response
+        super().__init__(urls, tag=tag, user_id="faults", attempts=8 if retry else 1, pause=0.1)
+        self.count, self.rate = count, rate
         self.slow: list[tuple[float, float]] = []  # (monotonic start, seconds) of responses over 0.5 s
 
-    def email(self, i: int) -> str:
-        return f"user{i}@{self.tag}.example"
-
-    async def _one(self, client: httpx.AsyncClient, i: int) -> None:
-        email = self.email(i)
-        attempts = 8 if self.retry else 1
-        for attempt in range(attempts):
-            url = self.urls[(i + attempt) % len(self.urls)]
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(
-                    f"{url}/users",
-                    json={"name": f"User {i}", "email": email},
-                    headers={"x-user-id": "faults"},
-                )
-            except httpx.TransportError as exc:
-                self.transport_errors += 1
-                if attempt + 1 == attempts:
-                    self.failed.append((email, f"{type(exc).__name__}: {exc}"))
-                    return
-                await asyncio.sleep(0.1)  # the other web process takes the retry
-                continue
-            took = time.perf_counter() - t0
-            self.latencies.append(took)
-            if took > 0.5:
-                self.slow.append((time.monotonic() - took, took))
-            self.statuses[r.status_code] += 1
-            if r.status_code == 201:
-                self.created[email] = r.json()["id"]
-                return
-            if r.status_code == 409 and attempt > 0:
-                self.conflict_on_retry.append(email)
-                return
-            self.failed.append((email, f"{r.status_code} {r.text[:200]}"))
-            return
+    def answered(self, email: str, response: httpx.Response, took: float) -> None:
+        super().answered(email, response, took)
+        if took > 0.5:
+            self.slow.append((time.monotonic() - took, took))
 
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
@@ -115,59 +79,15 @@ class Load:
             async def scheduled(i: int) -> None:
                 await asyncio.sleep(max(0.0, t0 + i / self.rate - time.perf_counter()))
                 try:
-                    await self._one(client, i)
+                    await self.create(client, i)
                 finally:
                     self.done += 1
 
             await asyncio.gather(*(scheduled(i) for i in range(self.count)))
 
-    def percentile(self, q: float) -> float:
-        lat = sorted(self.latencies)
-        return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
-
     def latency(self) -> str:
         """``latency p50 … ms p99 … ms`` of the HTTP responses, for the report lines."""
         return f"latency p50 {self.percentile(0.5) * 1000:.0f} ms p99 {self.percentile(0.99) * 1000:.0f} ms"
-
-
-class LoadThread:
-    """Runs a :class:`Load` in a thread, so the test's (main) thread makes the faults.
-
-    The embedded servers' parent-death signal belongs to the thread that started them: Redis is
-    stopped and started again from the main thread only.
-    """
-
-    def __init__(self, load: Load) -> None:
-        self.load = load
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._target, name="load")
-
-    def _target(self) -> None:
-        try:
-            asyncio.run(self.load.run())
-        except BaseException as exc:  # re-raised by join(), in the test's thread
-            self.errors.append(exc)
-
-    def __enter__(self) -> LoadThread:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.thread.join(300)
-
-    def wait_done(self, n: int, timeout: float = 120) -> None:
-        """Block until ``n`` requests are done (or the load ended)."""
-        deadline = time.monotonic() + timeout
-        while self.load.done < n and self.thread.is_alive():
-            assert time.monotonic() < deadline, f"only {self.load.done} of {n} requests done"
-            time.sleep(0.005)
-
-    def join(self) -> Load:
-        self.thread.join(300)
-        assert not self.thread.is_alive(), "the load did not finish"
-        if self.errors:
-            raise self.errors[0]
-        return self.load
 
 
 # ---------------------------------------------------------------------------- the server side

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,13 +21,13 @@ import pymongo
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from user_load import LoadThread, UserLoad
 
 from examples.service.notifications import RUNS_KEY, SENT_KEY
 from examples.service.run import Stack
 
 REQUESTS = 500
 CONCURRENCY = 50
-ATTEMPTS = 5
 REDIS_DOWN = 1.0
 """Seconds Redis stays down mid-run."""
 
@@ -43,61 +42,30 @@ def total(text: str, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples(text, name) if all(lab.get(k) == x for k, x in labels.items()))
 
 
-class Load:
-    """The client side: what was sent, what came back."""
+class Load(UserLoad):
+    """The client side: ``REQUESTS`` users, ``CONCURRENCY`` at a time; an error status is retried too."""
 
     def __init__(self, stack: Stack) -> None:
-        self.urls = [w.url for w in stack.webs]
-        self.responses = 0  # HTTP responses received (what the servers' metrics must count)
-        self.statuses: Counter[int] = Counter()
-        self.transport_errors = 0
-        self.created: dict[str, str] = {}  # email -> user id (201)
-        self.conflict_on_retry: list[str] = []  # 409 after a failed attempt: stored by that attempt
-        self.failed: list[str] = []
-        self.latencies: list[float] = []
+        urls = [w.url or "" for w in stack.webs]
+        super().__init__(urls, tag="load", user_id="load-test", attempts=5, pause=0.2, retry_errors=True)
         self.trace_ids: dict[str, str] = {}
-        self.done = 0
 
-    async def create(self, client: httpx.AsyncClient, i: int) -> None:
-        email = f"user{i}@load.example"
-        for attempt in range(ATTEMPTS):
-            url = self.urls[(i + attempt) % len(self.urls)]
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(
-                    f"{url}/users",
-                    json={"name": f"User {i}", "email": email},
-                    headers={"x-user-id": "load-test"},
-                )
-            except httpx.TransportError:
-                self.transport_errors += 1
-                await asyncio.sleep(0.2)
-                continue
-            self.latencies.append(time.perf_counter() - t0)
-            self.responses += 1
-            self.statuses[r.status_code] += 1
-            if r.status_code == 201:
-                self.created[email] = r.json()["id"]
-                self.trace_ids[email] = r.headers["x-request-id"]
-                return
-            if r.status_code == 409 and attempt > 0:
-                self.conflict_on_retry.append(email)
-                return
-            await asyncio.sleep(0.2)
-        self.failed.append(email)
+    def answered(self, email: str, response: httpx.Response, took: float) -> None:
+        super().answered(email, response, took)
+        if response.status_code == 201:
+            self.trace_ids[email] = response.headers["x-request-id"]
 
+    async def run(self) -> None:
+        sem = asyncio.Semaphore(CONCURRENCY)
 
-async def run_load(stack: Stack, load: Load) -> None:
-    sem = asyncio.Semaphore(CONCURRENCY)
+        async def one(client: httpx.AsyncClient, i: int) -> None:
+            async with sem:
+                await self.create(client, i)
+            self.done += 1
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
-        async with sem:
-            await load.create(client, i)
-        load.done += 1
-
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
-        await asyncio.gather(*(one(client, i) for i in range(REQUESTS)))
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+            await asyncio.gather(*(one(client, i) for i in range(REQUESTS)))
 
 
 def in_flight(worker: Any) -> int:
@@ -107,47 +75,31 @@ def in_flight(worker: Any) -> int:
 
 
 def load_with_faults(stack: Stack) -> tuple[Load, list[str]]:
-    """The load runs in a thread; the faults are made from this (the main) thread while it runs.
-
-    The servers' parent-death signal is tied to the thread that spawned them, so Redis must be
-    restarted from the long-lived main thread.
-    """
-    load = Load(stack)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(run_load(stack, load))
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="load")
-    thread.start()
+    """The load runs in a thread; the faults are made from this (the main) thread while it runs."""
     faults: list[str] = []
     victim = stack.workers[0]
-    while (load.done < REQUESTS // 4 or in_flight(victim) < 2) and thread.is_alive():
-        time.sleep(0.005)
-    running = in_flight(victim)
-    victim.kill()  # SIGKILL mid-job: its running jobs must be reclaimed by the other worker
-    faults.append(f"SIGKILL worker0 (pid {victim.pid}) after {load.done} requests, ~{running} jobs running")
-    while load.done < REQUESTS // 2 and thread.is_alive():
-        time.sleep(0.01)
-    at = load.done
-    t0 = time.perf_counter()
-    stack.redis.stop()
-    time.sleep(REDIS_DOWN)  # a real outage: requests, events and jobs in flight meet a dead Redis
-    stack.redis.start()
-    faults.append(
-        f"Redis stopped after {at} requests, restarted {(time.perf_counter() - t0) * 1000:.0f} ms "
-        f"later ({load.done - at} requests completed meanwhile)"
-    )
-    stack.restart_worker(0)
-    faults.append("worker0 restarted")
-    thread.join(180)
-    assert not thread.is_alive(), "the load did not finish"
-    if errors:
-        raise errors[0]
-    return load, faults
+    with LoadThread(Load(stack)) as runner:
+        load = runner.load
+        while (load.done < REQUESTS // 4 or in_flight(victim) < 2) and runner.running():
+            time.sleep(0.005)
+        running = in_flight(victim)
+        victim.kill()  # SIGKILL mid-job: its running jobs must be reclaimed by the other worker
+        faults.append(
+            f"SIGKILL worker0 (pid {victim.pid}) after {load.done} requests, ~{running} jobs running"
+        )
+        runner.wait_done(REQUESTS // 2)
+        at = load.done
+        t0 = time.perf_counter()
+        stack.redis.stop()
+        time.sleep(REDIS_DOWN)  # a real outage: requests, events and jobs in flight meet a dead Redis
+        stack.redis.start()
+        faults.append(
+            f"Redis stopped after {at} requests, restarted {(time.perf_counter() - t0) * 1000:.0f} ms "
+            f"later ({load.done - at} requests completed meanwhile)"
+        )
+        stack.restart_worker(0)
+        faults.append("worker0 restarted")
+        return runner.join(), faults
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
