@@ -23,12 +23,13 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(sdk_trace.__name__)  # the SDK span's warnings, under its logger
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _DEFAULT = TraceFlags(TraceFlags.DEFAULT)
@@ -124,6 +125,9 @@ class LeanSpan(sdk_trace.Span):
             and (maxlen is None or len(current) + len(attributes) <= maxlen)
             and self._end_time is None
         ):
+            if current.keys().isdisjoint(attributes):
+                current.update(attributes)
+                return
             for key, value in attributes.items():
                 if key in current:  # as the SDK does: a set key moves to the end
                     del current[key]
@@ -155,6 +159,13 @@ class LeanSpan(sdk_trace.Span):
             if self._links is _NONE:
                 self._links = self._new_links(())
         super().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        with self._lock:  # the SDK's, without its decorator's extra call
+            if self._end_time is None:
+                self._name = name
+                return
+        _log.warning("Tried calling %s on an ended span.", "update_name")
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
@@ -270,7 +281,10 @@ class KernelTracer(trace_api.Tracer):
         span_context = trace_api.SpanContext(
             trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
-        record_end_metrics = sdk._tracer_metrics.start_span(parent, decision)
+        metrics = sdk._tracer_metrics  # the SDK's own span metrics, when enabled
+        record_end_metrics = None
+        if type(metrics) is not NoOpTracerMetrics:
+            record_end_metrics = metrics.start_span(parent, decision)
         if decision is _DROP:
             return trace_api.NonRecordingSpan(context=span_context)
         span = LeanSpan(
