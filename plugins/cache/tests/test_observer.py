@@ -70,3 +70,16 @@ async def test_a_failed_call_is_reported_and_the_cache_still_fails_open() -> Non
     assert await cache.get("u1", "fallback") == "fallback"  # fail open: the circuit saw the error
     assert seen.calls == [("get", "users", "memory", 1, "ConnectionError", None)]
     assert cache.get_stats().errors == 1
+
+
+async def test_dropped_views_are_not_kept() -> None:
+    cache = CacheManager(MemoryBackend(), namespace="users")
+    kept = cache.namespace("kept")
+    for i in range(1000):  # a view per request, dropped at once
+        cache.namespace(f"n{i % 7}")
+    assert len(cache._sh.views()) == 2  # the root and "kept"
+    assert len(cache._sh._views) < 200  # the dead references were dropped on the way
+    seen = Recorder()
+    cache.set_observer(seen)
+    await kept.get("x")
+    assert seen.calls == [("get", "kept", "memory", 1, None, 0)]
