@@ -25,10 +25,11 @@ from ..process._testing import assert_dies_with_parent, process_alive, wait_gone
 
 __all__ = [
     "KernelOptions",
-    "assert_dies_with_parent",
     "asgi_request",
+    "assert_dies_with_parent",
     "assert_no_password",
     "boot_kernel",
+    "http_scope",
     "make_kernel",
     "process_alive",
     "urls_with_passwords",
@@ -96,6 +97,25 @@ async def boot_kernel(
     kernel = make_kernel(*plugins, **options)
     async with kernel:
         yield kernel
+
+
+def http_scope(path: str, method: str = "GET", **extra: Any) -> Scope:
+    """The ASGI scope of an HTTP/1.1 ``method`` request from 127.0.0.1; ``extra`` keys replace its own."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+        **extra,
+    }
 
 
 async def asgi_request(app: ASGIApp, scope: Scope) -> list[Message]:

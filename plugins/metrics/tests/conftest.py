@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kernel.testing import asgi_request
+from kernel.testing import asgi_request, http_scope
 from kernel.web import ASGIApp
 
 
@@ -105,21 +105,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 async def call_asgi(app: ASGIApp, path: str, method: str = "GET", **scope_extra: Any) -> int:
     """Send one request straight to an ASGI app (no network); return the status (0 if none was sent)."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-        **scope_extra,
-    }
+    scope = http_scope(path, method, **scope_extra)
     started = [m for m in await asgi_request(app, scope) if m["type"] == "http.response.start"]
     return int(started[0]["status"]) if started else 0
 
