@@ -198,28 +198,13 @@ async def _drive(
     into.elapsed += time.perf_counter() - t0
 
 
-def _wait_healthy(url: str, path: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2, trust_env=False).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not start")
-        time.sleep(0.1)
-
-
 def run(quick: bool) -> None:
     if str(ROOT) not in sys.path:  # `examples` is a directory of the repository
         sys.path.insert(0, str(ROOT))
     from kernel_redis import RedisServer
     from kernel_repository import MongoWireServer
 
-    from examples.service.run import Stack
+    from examples.service.run import Stack, wait_http
 
     seconds = 0.8 if quick else 5.0
     n_rounds = rounds(3, 2)
@@ -282,7 +267,7 @@ def run(quick: bool) -> None:
                 )
             stack.start()
             raw_url = f"http://127.0.0.1:{raw_port}"
-            _wait_healthy(raw_url, "/users/000000000000000000000000", raw_procs[0])
+            wait_http(f"{raw_url}/users/000000000000000000000000", raw_procs[0], time.monotonic() + 60)
             asyncio.run(_measure(stack.webs[0].url or "", raw_url, seconds, n_rounds))
         finally:
             for proc in raw_procs:

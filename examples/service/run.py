@@ -134,6 +134,24 @@ def url_has_credentials(url: str) -> bool:
     return bool(userinfo) or re.search(r"(?i)(^|&)password=", parts.query) is not None
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """GET ``url`` every 0.1 s until it answers with a status below 500.
+
+    Raises ``RuntimeError`` once ``proc`` exited, or at ``deadline`` (``time.monotonic()``).
+    """
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer in time")
+        time.sleep(0.1)
+
+
 class Child:
     """One web or worker process of the stack."""
 
@@ -429,17 +447,11 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         for child in self.webs:
-            while True:
-                if not child.running:
-                    raise RuntimeError(f"{child.name} exited with {child.wait(0)}\n{child.log[-4000:]}")
-                try:
-                    if httpx.get(f"{child.url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{child.name} did not become healthy\n{child.log[-4000:]}")
-                time.sleep(0.1)
+            assert child.proc is not None, f"{child.name} was not started"
+            try:
+                wait_http(f"{child.url}/health", child.proc, deadline)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{child.name} {exc}\n{child.log[-4000:]}") from None
         for child in self.workers:
             while child.ready_file is not None and not child.ready_file.exists():
                 if not child.running:
