@@ -28,7 +28,7 @@ from ._errors import (
     SubscriptionError,
 )
 from ._idempotency import IdempotencyStore, idempotent
-from ._metadata import EventMetadata, new_event_id, now_rfc3339, rfc3339
+from ._metadata import EventMetadata, make_metadata, new_event_id, now_rfc3339, rfc3339
 from ._observe import EventBusObserver
 from ._retry import RetryPolicy
 
@@ -276,7 +276,7 @@ class EventBus(abc.ABC):
             _check_labels(name, source, trace_id)
         if event_id is None and occurred_at is None:
             ms = time.time_ns() // 1_000_000
-            meta = EventMetadata(
+            meta = make_metadata(
                 new_event_id(ms), name, rfc3339(ms), source, trace_id or get_trace_id() or new_trace_id()
             )
         else:  # a recorded event published under its original identity (the outbox relay)

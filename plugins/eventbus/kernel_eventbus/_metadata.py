@@ -26,7 +26,7 @@ def _random_tails() -> list[str]:
     """``_RANDOM_BATCH`` id tails ``7xxx-yxxx-xxxxxxxxxxxx`` (y: 8, 9, a or b), the rest random."""
     size = 10 * _RANDOM_BATCH
     masked = int.from_bytes(os.urandom(size), "big") & _KEEP | _SET
-    groups = iter(masked.to_bytes(size, "big").hex(" ", 2).split())  # 4 hex digits each, 5 per id
+    groups = iter(masked.to_bytes(size, "big").hex(" ", 2).split(" "))  # 4 hex digits each, 5 per id
     return [
         f"{a}-{b}-{c}{d}{e}" for a, b, c, d, e in zip(groups, groups, groups, groups, groups, strict=True)
     ]
@@ -121,3 +121,50 @@ class EventMetadata:
             replayed_at=data.get("replayed_at"),
             traceparent=data.get("traceparent"),
         )
+
+
+class _Unfrozen(EventMetadata):
+    """An :class:`EventMetadata` under construction in :func:`make_metadata`; never seen outside it.
+
+    No slots of its own and object's attribute setting: stores to its (inherited) slots are plain,
+    specialised attribute stores, and its layout is EventMetadata's, so CPython lets an instance
+    become an EventMetadata by ``__class__`` assignment.
+    """
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__  # both: else stores still go through a Python-level lookup
+
+
+_new = object.__new__
+
+
+def make_metadata(
+    event_id: str,
+    event_name: str,
+    timestamp: str,
+    source: str | None = None,
+    trace_id: str | None = None,
+    attempt: int = 1,
+    replayed_at: str | None = None,
+    traceparent: str | None = None,
+) -> EventMetadata:
+    """``EventMetadata(...)`` for the hot paths (every published and every consumed event).
+
+    The same frozen object, equal to the constructor's, for about a third of the instructions:
+    attrs' ``__init__`` of a frozen class stores each field through ``object.__setattr__`` (~10k
+    instructions for the eight), here plain stores into an :class:`_Unfrozen` that then becomes an
+    EventMetadata (~3k). Sets every field (tests/test_basics.py checks it against ``attrs.fields``).
+    """
+    meta: Any = _new(_Unfrozen)  # Any: mypy sees EventMetadata's fields as read-only
+    meta.event_id = event_id
+    meta.event_name = event_name
+    meta.timestamp = timestamp
+    meta.source = source
+    meta.trace_id = trace_id
+    meta.attempt = attempt
+    meta.replayed_at = replayed_at
+    meta.traceparent = traceparent
+    meta.__class__ = EventMetadata  # from here on frozen: EventMetadata's __setattr__ raises
+    result: EventMetadata = meta
+    return result

@@ -35,7 +35,7 @@ from ._dlq import DeadLetterEntry
 from ._errors import DeliveryLimitError, PublishNotReplicatedError, SubscriptionError, UndecodableEventError
 from ._idempotency import IdempotencyStore, RedisIdempotencyStore
 from ._keys import check_prefix, retry_key, schedule_key, stream_key
-from ._metadata import EventMetadata, now_rfc3339, rfc3339
+from ._metadata import EventMetadata, make_metadata, now_rfc3339, rfc3339
 from ._redis_dlq import RedisDeadLetterStore, parse_dead
 
 if TYPE_CHECKING:
@@ -129,11 +129,6 @@ class _State:
     """The consumer loop lost Redis and has not read since (logged once, then quiet)."""
 
 
-def _traced(meta: EventMetadata, traceparent: bytes) -> EventMetadata:
-    """``meta`` with the ``traceparent`` a traced publish stored next to the entry (field ``tp``)."""
-    return attrs.evolve(meta, traceparent=traceparent.decode("ascii", "replace"))
-
-
 def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, EventMetadata]:
     """Data and metadata of an event-stream entry (see ``_publish``): a header line, then the JSON data.
 
@@ -146,9 +141,17 @@ def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, E
     version, event_id, ts, tid, src = head.split("\t")
     if version != "1":
         raise ValueError(f"unknown entry format {version!r}")
-    meta = EventMetadata(event_id, event, ts, src or None, tid or None)
-    if b"tp" in fields:  # published with tracing (see _publish)
-        meta = _traced(meta, fields[b"tp"])
+    tp = fields.get(b"tp")  # published with tracing (see _publish): its span's traceparent
+    meta = make_metadata(
+        event_id,
+        event,
+        ts,
+        src or None,
+        tid or None,
+        1,
+        None,
+        None if tp is None else tp.decode("ascii", "replace"),
+    )
     # json.loads without its two Python-level calls and trailing-whitespace match: the C scanner
     # reads our compact JSON whole; anything else (whitespace, an error) goes through json.loads
     try:
@@ -694,7 +697,7 @@ class RedisEventBus(EventBus):
     def _decode_retry(self, fields: dict[bytes, bytes]) -> tuple[Any, EventMetadata, str | None]:
         """Data, metadata and first failure time of a retry-stream entry (a JSON envelope)."""
         env = json.loads(fields[b"j"])
-        meta = EventMetadata(
+        meta = make_metadata(
             env["id"],
             env["n"],
             env["ts"],

@@ -6,11 +6,12 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 from kernel_eventbus import EventBusConfig, EventMetadata, NonRetryableError, RetryPolicy, new_event_id
-from kernel_eventbus._metadata import rfc3339
+from kernel_eventbus._metadata import make_metadata, rfc3339
 
 import kernel
 from kernel.testing import make_kernel
@@ -52,6 +53,24 @@ def test_metadata_round_trips() -> None:
     assert EventMetadata.from_dict(meta.to_dict()) == meta
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         meta.attempt = 2  # type: ignore[misc]
+
+
+def test_make_metadata_builds_the_same_frozen_metadata_as_the_constructor() -> None:
+    # a distinct value per field, so a field it forgot (or one added later) shows
+    values: dict[str, Any] = {a.name: f"v-{a.name}" for a in attrs.fields(EventMetadata)}
+    values["attempt"] = 7
+    fast = make_metadata(**values)
+    built = EventMetadata(**values)
+    assert type(fast) is EventMetadata
+    assert fast == built and hash(fast) == hash(built) and repr(fast) == repr(built)
+    assert attrs.asdict(fast) == values and fast.to_dict() == built.to_dict()
+    assert make_metadata("id", "e", "ts") == EventMetadata("id", "e", "ts")  # the same defaults
+    for field in values:
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(fast, field, "changed")
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            delattr(fast, field)
+    assert attrs.evolve(fast, attempt=8).attempt == 8 and fast.attempt == 7
 
 
 def test_default_policy_is_three_retries_after_1_2_4_seconds() -> None:
