@@ -235,6 +235,10 @@ class KernelRedisQueue(RedisQueue):
         self.event_hooks: list[EventHook] = []
         """Called after each job event this process causes."""
         self.keys = QueueKeys.of(self)
+        self.sweeps = 0
+        """Sweeps for stalled jobs this process ran."""
+        self.sweep_errors = 0
+        """Sweep steps that failed in this process (each logged; the next sweep retries)."""
         self._adopted = False
         self.sharded_events = isinstance(redis, RedisCluster)
         """On a cluster, job events go on a shard channel (``SPUBLISH``/``SSUBSCRIBE``): see ``_scripts``."""
@@ -544,6 +548,17 @@ class KernelRedisQueue(RedisQueue):
     async def _finish(
         self, job: Job, status: Status, *, result: Any = None, error: str | None = None, guard: bool = True
     ) -> None:
+        if not await self._store_finish(job, status, result=result, error=error, guard=guard):
+            log.warning(
+                "late finish of job %s ignored: its worker had been presumed dead and the job reclaimed",
+                job.id,
+                extra={"queue": self.name, "job_id": job.key},
+            )
+
+    async def _store_finish(
+        self, job: Job, status: Status, *, result: Any = None, error: str | None = None, guard: bool = True
+    ) -> bool:
+        """Store ``job`` finished with ``status``; False (nothing written) if ``guard`` and not active."""
         if status == Status.COMPLETE:
             job.progress = 100
         target = {Status.COMPLETE: self.keys.completed, Status.FAILED: self.keys.failed}.get(status)
@@ -595,14 +610,10 @@ class KernelRedisQueue(RedisQueue):
             ],
         )
         if not done:
-            log.warning(
-                "late finish of job %s ignored: its worker had been presumed dead and the job reclaimed",
-                job.id,
-                extra={"queue": self.name, "job_id": job.key},
-            )
-            return
+            return False
         if event and self.event_hooks:
             await self._fire(event, job, extra)
+        return True
 
     async def requeue(self, job: Job, *, delay: float = 0.0, guard: bool = True, front: bool = False) -> bool:
         """Put ``job`` back to waiting (or delayed by ``delay`` seconds); False if it was not ours.
@@ -671,45 +682,88 @@ class KernelRedisQueue(RedisQueue):
         return [d.decode() for d in due or []]
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        """Reclaim jobs whose worker stopped heart-beating for ``stall_timeout`` seconds."""
-        cutoff = now() - int(self.stall_timeout * 1000)
-        claimed = await self.scripts.claim_stalled(
-            keys=[self.keys.heartbeat, self.keys.active], args=[cutoff]
-        )
+        """Reclaim jobs whose worker stopped heart-beating for ``stall_timeout`` seconds; their ids.
+
+        Each stalled job is leased (it stays active, its heartbeat set to now), then re-queued or
+        failed by a guarded script: a sweep that fails or dies half-way leaves its jobs for the
+        next sweep of any worker, ``stall_timeout`` later. A failure is logged and counted in
+        ``sweep_errors`` (the sweep goes on with the next job); the next sweep retries.
+        """
+        self.sweeps += 1
+        try:
+            claimed = await self.scripts.claim_stalled(
+                keys=[self.keys.heartbeat, self.keys.active],
+                args=[now() - int(self.stall_timeout * 1000), now()],
+            )
+        except Exception as exc:
+            self._sweep_failed("could not look for stalled jobs", exc)
+            return []
         swept: list[str] = []
         for raw_id in claimed or []:
             job_id = raw_id.decode()
-            swept.append(job_id)
-            job = await self._get_job_by_id(job_id)
-            if job is None:
-                await self.r.zrem(self.keys.incomplete, job_id)
-                continue
-            stalls = int(job.meta.get("stalls", 0)) + 1
-            job.meta["stalls"] = stalls
-            reason = f"worker lost: no heartbeat for {self.stall_timeout:g}s (stall {stalls})"
-            await self.r.hincrby(self.keys.counts, "stalled", 1)
-            if stalls > self.max_stalls:
-                log.error(
-                    "job %s failed: it lost its worker %d times",
-                    job.key,
-                    stalls,
-                    extra={"queue": self.name, "job_id": job.key},
-                )
-                await self.finish(
-                    job, Status.FAILED, error=f"{reason}; more than max_stalls={self.max_stalls}", guard=False
-                )
-            else:
-                job.error = reason
-                log.warning(
-                    "reclaimed job %s from a dead worker (stall %d)",
-                    job.key,
-                    stalls,
-                    extra={"queue": self.name, "job_id": job.key},
-                )
-                await self.requeue(job, guard=False, front=True)
-                if self.event_hooks:
-                    await self._fire("stalled", job, {"stalls": stalls})
+            try:
+                if await self._reclaim(job_id):
+                    swept.append(job_id)
+            except Exception as exc:
+                self._sweep_failed(f"could not reclaim job {job_id}", exc)
         return swept
+
+    def _sweep_failed(self, what: str, exc: Exception) -> None:
+        self.sweep_errors += 1
+        log.error(
+            "queue %s: sweep failed (%d so far), the next one retries in its turn: %s: %r",
+            self.name,
+            self.sweep_errors,
+            what,
+            exc,
+            exc_info=exc,
+            extra={"queue": self.name},
+        )
+
+    async def _reclaim(self, job_id: str) -> bool:
+        """Re-queue (or fail, past ``max_stalls``) leased stalled job ``job_id``; False if it was not ours."""
+        job = await self._get_job_by_id(job_id)
+        if job is None:  # its record was cleaned away: drop the dangling id
+            k = self.keys
+            await (
+                self.r.pipeline(transaction=True)
+                .lrem(k.active, 0, job_id)
+                .zrem(k.heartbeat, job_id)
+                .zrem(k.incomplete, job_id)
+                .execute()
+            )
+            return False
+        stalls = int(job.meta.get("stalls", 0)) + 1
+        job.meta["stalls"] = stalls
+        reason = f"worker lost: no heartbeat for {self.stall_timeout:g}s (stall {stalls})"
+        if stalls > self.max_stalls:
+            # SAQ's finish(), with the guard: only the sweeper that takes the job off the active list.
+            job.status, job.result, job.completed = Status.FAILED, None, now()
+            job.error = f"{reason}; more than max_stalls={self.max_stalls}"
+            if not await self._store_finish(job, Status.FAILED, error=job.error):
+                return False  # its worker finished it after all, or another sweep took it
+            self.failed += 1
+            await self.r.hincrby(self.keys.counts, "stalled", 1)
+            log.error(
+                "job %s failed: it lost its worker %d times",
+                job.key,
+                stalls,
+                extra={"queue": self.name, "job_id": job.key},
+            )
+            return True
+        job.error = reason
+        if not await self.requeue(job, front=True):
+            return False
+        await self.r.hincrby(self.keys.counts, "stalled", 1)
+        log.warning(
+            "reclaimed job %s from a dead worker (stall %d)",
+            job.key,
+            stalls,
+            extra={"queue": self.name, "job_id": job.key},
+        )
+        if self.event_hooks:
+            await self._fire("stalled", job, {"stalls": stalls})
+        return True
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         """Abort ``job``: a waiting one is finished as aborted now; a running one when its worker sees it."""

@@ -165,14 +165,23 @@ return due
 """
 )
 
-# Claim jobs whose worker stopped heart-beating; atomic, so only one sweeper gets each job.
+# Lease jobs whose worker stopped heart-beating: each stays on the active list and its heartbeat
+# is set to now, so no other sweeper takes it for stall_timeout. The sweeper then re-queues (or
+# fails) it with a guarded script; a sweeper that dies or fails in between leaves the job where
+# the next sweep, of any worker, finds it again. (Taking it off the active list here, as before,
+# lost it for good when its sweeper died before the re-queue: the sweepers are workers, and
+# workers die.) A heartbeat without an active job is dropped.
 CLAIM_STALLED = """
--- KEYS: heartbeat, active; ARGV: cutoff (ms)
+-- KEYS: heartbeat, active; ARGV: cutoff (ms), now (ms)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 500)
 local claimed = {}
 for _, id in ipairs(ids) do
-    redis.call('ZREM', KEYS[1], id)
-    if redis.call('LREM', KEYS[2], 0, id) > 0 then table.insert(claimed, id) end
+    if redis.call('LPOS', KEYS[2], id) then
+        redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+        table.insert(claimed, id)
+    else
+        redis.call('ZREM', KEYS[1], id)
+    end
 end
 return claimed
 """

@@ -154,17 +154,14 @@ async def two_workers(spawn: Callable[..., WorkerProcess]) -> list[WorkerProcess
     return workers
 
 
-def _known_cluster_hang(topology: str, request: pytest.FixtureRequest) -> None:
-    """On a cluster the run still runs, and a pass shows as XPASS: an open defect (see CHANGELOG)."""
-    if topology == "cluster":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="known: on a Redis Cluster this run sometimes hangs with the killed workers' jobs "
-                "left active and never swept (seen on Redis 6.2 and 7.0, more often under load); not yet "
-                "explained",
-                strict=False,
-            )
-        )
+async def all_completed(manager: QueueManager, qname: str, ids: list[str]) -> bool:
+    """Whether every job of ``ids`` completed; ``AssertionError`` (which, why) as soon as one failed."""
+    stats = await manager.get_queue_stats(qname)
+    if stats["failed"]:  # no job may fail: say so now, not at the deadline
+        infos = [await manager.get_job(qname, jid) for jid in ids]
+        failed = [(i.id, i.failed_reason) for i in infos if i is not None and i.state == "failed"]
+        raise AssertionError(f"{len(failed)} job(s) failed: {failed}")
+    return bool(stats["completed"] == len(ids))
 
 
 async def test_sigkill_ten_times_loses_no_job(
@@ -172,10 +169,7 @@ async def test_sigkill_ten_times_loses_no_job(
     qname: str,
     redis_url: str,
     spawn: Callable[..., WorkerProcess],
-    redis_topology: str,
-    request: pytest.FixtureRequest,
 ) -> None:
-    _known_cluster_hang(redis_topology, request)
     total, kills, concurrency = 1000, 10, 5
     workers = [spawn(concurrency, max_stalls=10), spawn(concurrency, max_stalls=10)]
     for w in workers:
@@ -204,10 +198,7 @@ async def test_sigkill_ten_times_loses_no_job(
         workers[i % 2] = replacement
         await replacement.ready()  # the ready file: it takes jobs
 
-    async def all_done() -> bool:
-        return (await manager.get_queue_stats(qname))["completed"] == total
-
-    await until(all_done, 90, interval=0.2)
+    await until(functools.partial(all_completed, manager, qname, ids), 90, interval=0.2)
 
     stats = await manager.get_queue_stats(qname)
     log = await read_log(redis_url, qname)
