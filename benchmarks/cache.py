@@ -21,6 +21,10 @@ machine) through the cache's ``RedisCluster`` client, against raw redis-py on th
 decode, encode + ``SET EX``, ``MGET`` of a namespace's 20 keys (one hash tag: one slot, one node) +
 decode, and a cluster pipeline of ``SET EX`` (one round trip to the namespace's node). Target: the
 standalone ones (issue 15: <= 1.10 for every case).
+
+``otel_*`` cases (:mod:`benchmarks._cache_otel`): the cost of the otel plugin's opt-in cache and Redis
+spans (``cache_spans``, ``redis_spans``) on a get inside a traced request; instruction mode
+(``--instructions cache``) counts the memory one.
 """
 
 from __future__ import annotations
@@ -66,6 +70,18 @@ async def run(quick: bool) -> None:
             await _others(server.url, server.port, raw, quick)
     await _cluster(quick)
     await _memory(quick)
+    from . import _cache_otel  # the otel cases, last and imported late: the others run as before
+
+    await _cache_otel.memory(quick)
+    with private_redis_server() as server:
+        await _cache_otel.redis(server.url, quick)
+
+
+async def cpu_bound(quick: bool) -> None:
+    """The CPU-bound case (instruction mode): the otel plugin's cache spans on the memory backend."""
+    from . import _cache_otel
+
+    await _cache_otel.memory(quick)
 
 
 async def _single(
