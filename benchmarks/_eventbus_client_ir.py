@@ -9,7 +9,9 @@ counted. Prints::
 
     client-ir eventbus.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw>
 
-Not exact like the CPU-bound counts: how often the event loop finds a reply already there
+``python -m benchmarks --instructions eventbus`` (and ``--with-instructions``) runs it too and
+records both as ``eventbus.<case>_client`` with their targets (1.10). Not exact like the CPU-bound
+counts: how often the event loop finds a reply already there
 varies a little, so counts move by ~0.5% (publish) to ~2% (consume) between runs. Valgrind
 slows the client ~50x, so the consumer's read_block is scaled up as much (``READ_BLOCK``):
 its time-based housekeeping (moving due retries, once per read_block) then runs as often per
@@ -121,10 +123,26 @@ def _total(dump: Path) -> int:
     raise RuntimeError(f"{dump}: no totals line")
 
 
-def main() -> int:
-    if sys.argv[1:] == ["--child"]:
-        asyncio.run(_child())
-        return 0
+CASES = {"publish_vs_xadd": 1.10, "consume_batch100_vs_xreadgroup_xack": 1.10}
+"""The two cases and their targets (the issue's, as for the timed cases)."""
+
+
+def count() -> None:
+    """Count both cases and record them (``eventbus.<case>_client``, instructions) with their targets.
+
+    What ``python -m benchmarks --instructions eventbus`` (and ``--with-instructions``) adds to the
+    memory adapter's counts.
+    """
+    from . import _harness
+
+    per_op = measure()
+    for case, target in CASES.items():
+        ours, raw = per_op[f"{case}.ours"], per_op[f"{case}.raw"]
+        _harness.emit_counts("eventbus", f"{case}_client", ours, raw, target=target)
+
+
+def measure() -> dict[str, float]:
+    """Client Ir per operation of each side (``<case>.ours``, ``<case>.raw``), from one callgrind run."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("needs valgrind on PATH (Debian: apt-get install -y valgrind)")
@@ -139,8 +157,15 @@ def main() -> int:
             raise SystemExit(
                 f"callgrind run failed (exit {run.returncode}):\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
             )
-        per_op = {side: _total(Path(f"{out}.{seg}")) / n for side, seg, n in json.loads(plans[0])}
-    for case in ("publish_vs_xadd", "consume_batch100_vs_xreadgroup_xack"):
+        return {side: _total(Path(f"{out}.{seg}")) / n for side, seg, n in json.loads(plans[0])}
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--child"]:
+        asyncio.run(_child())
+        return 0
+    per_op = measure()
+    for case in CASES:
         ours, raw = per_op[f"{case}.ours"], per_op[f"{case}.raw"]
         print(f"client-ir eventbus.{case} ours={ours:.0f} raw={raw:.0f} ratio={ours / raw:.3f}")
     return 0

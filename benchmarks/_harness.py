@@ -107,6 +107,10 @@ class Result:
     target: float | None = None
     unit: str = "us"
     """``us`` (µs per operation) or ``instructions`` (callgrind Ir per operation)."""
+    limit_us: float | None = None
+    """An absolute target instead of a ratio: *ours* (its IQR over the rounds) must stay within it (µs)."""
+    ours_iqr: tuple[float, float] | None = None
+    """Interquartile range of *ours* per round (µs), for ``limit_us``."""
 
     @property
     def ratio(self) -> float:
@@ -121,7 +125,16 @@ class Result:
     @property
     def verdict(self) -> str | None:
         """Against the target: ``met``, ``straddles`` or ``missed``; None without a target."""
+        if self.limit_us is not None:
+            return verdict(*(self.ours_iqr or (self.ours_us, self.ours_us)), self.limit_us)
         return None if self.target is None else verdict(*self.iqr, self.target)
+
+    @property
+    def target_text(self) -> str:
+        """The target and the verdict for a page (``≤ 1.10 met``, ``≤ 0.40 s met``), or ``""``."""
+        if self.limit_us is not None:
+            return f"≤ {self.limit_us / 1e6:.2f} s {self.verdict}"
+        return f"≤ {self.target:.2f} {self.verdict}" if self.target is not None else ""
 
     def line(self) -> str:
         head = f"bench {self.suite}.{self.case} "
@@ -138,6 +151,8 @@ class Result:
             )
         if self.target is not None:
             text += f" target={self.target:.2f} {self.verdict}"
+        if self.limit_us is not None:
+            text += f" limit={self.limit_us / 1e6:.2f}s {self.verdict}"
         return text
 
 
@@ -170,16 +185,32 @@ def rounds(full: int, quick: int) -> int:
 
 
 def emit(
-    suite: str, case: str, ours: Sequence[float], raw: Sequence[float], *, target: float | None = None
+    suite: str,
+    case: str,
+    ours: Sequence[float],
+    raw: Sequence[float],
+    *,
+    target: float | None = None,
+    limit_us: float | None = None,
 ) -> Result:
     """Record and print one case from paired rounds (``ours[i]`` and ``raw[i]`` ran in round ``i``).
 
-    For suites that time rounds themselves; both sequences are µs per operation.
+    For suites that time rounds themselves; both sequences are µs per operation. ``limit_us``: an
+    absolute target on *ours* (e.g. a CLI command's seconds), judged on the IQR of its rounds.
     """
     if len(ours) != len(raw) or not ours:
         raise ValueError(f"{suite}.{case}: need paired rounds, got {len(ours)} ours and {len(raw)} raw")
     ratios = tuple(o / r if r else float("inf") for o, r in zip(ours, raw, strict=True))
-    result = Result(suite, case, statistics.median(ours), statistics.median(raw), ratios, target)
+    result = Result(
+        suite,
+        case,
+        statistics.median(ours),
+        statistics.median(raw),
+        ratios,
+        target,
+        limit_us=limit_us,
+        ours_iqr=quartiles(ours) if limit_us is not None else None,
+    )
     RESULTS.append(result)
     print(result.line(), flush=True)
     return result
