@@ -8,6 +8,7 @@ files) and falls back to prometheus-client's Counter and Histogram.
 
 from __future__ import annotations
 
+import math
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -26,17 +27,20 @@ DURATION_HELP = "HTTP request duration in seconds"
 class Series:
     """Sum and per-bucket (non-cumulative) counts of one label set; the count is their total."""
 
-    __slots__ = ("buckets", "lock", "sum", "upper")
+    __slots__ = ("buckets", "first", "lock", "sum", "upper")
 
     def __init__(self, upper: tuple[float, ...], lock: threading.Lock) -> None:
         self.upper = upper
+        self.first = upper[0] if upper else -math.inf
+        """The first bucket's bound: most requests end within it, and one comparison says so."""
         self.lock = lock
         self.sum = 0.0
         self.buckets = [0] * (len(upper) + 1)  # the last one is +Inf
 
     def observe(self, seconds: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le = "less or equal").
-        index = bisect_left(self.upper, seconds)
+        # Most requests end within the first bucket: one float comparison instead of the bisection.
+        index = 0 if seconds <= self.first else bisect_left(self.upper, seconds)
         # acquire/release: a third of the cost of ``with lock`` (this runs on every request)
         lock = self.lock
         lock.acquire()

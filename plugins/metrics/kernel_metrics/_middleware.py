@@ -240,7 +240,7 @@ class MetricsMiddleware:
             if observe is None:
                 observe = self._observer(collector, key)
             if type(observe) is Series:  # Series.observe, inlined (single-process mode)
-                index = bisect_left(observe.upper, elapsed)
+                index = 0 if elapsed <= observe.first else bisect_left(observe.upper, elapsed)
                 lock = observe.lock
                 lock.acquire()
                 try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from kernel_metrics import DEFAULT_HTTP_BUCKETS, OVERFLOW, LabelBudget, MetricConflictError, MetricsCollector
+from kernel_metrics._http_series import Series
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -193,6 +196,18 @@ def test_http_metrics_match_prometheus_client_exactly(collector: MetricsCollecto
     ours = numbers(collector.registry)
     assert ours == numbers(reference)
     assert len(ours) == 4 * (1 + 12 + 2)  # 4 label sets: _total; 11 buckets + Inf; _count, _sum
+
+
+def test_series_buckets_values_at_and_around_the_first_bound_as_bisect_does() -> None:
+    # the first bucket is found by one comparison, the others by bisection: same buckets either way
+    series = Series((0.005, 0.01), threading.Lock())
+    for seconds in (-1.0, 0.0, 0.005, 0.0050001, 0.01, 0.0100001, 5.0):
+        series.observe(seconds)
+    assert series.buckets == [3, 2, 2]  # le 0.005, le 0.01, +Inf
+    assert series.sum == pytest.approx(-1.0 + 0.005 + 0.0050001 + 0.01 + 0.0100001 + 5.0)
+    unbounded = Series((), threading.Lock())  # only +Inf
+    unbounded.observe(0.0)
+    assert unbounded.buckets == [1]
 
 
 def test_builtin_http_metrics_cannot_be_redeclared(collector: MetricsCollector) -> None:
