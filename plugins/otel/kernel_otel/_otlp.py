@@ -21,6 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ _LOCAL = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _SPAN_FLAGS = {True: b"\x85\x01" + _FIXED32(_REMOTE), False: b"\x85\x01" + _FIXED32(_LOCAL)}
 _UNSET_STATUS = b"\x7a\x00"
 _UNSET_CODE = StatusCode.UNSET
+_NO_STATE = DEFAULT_TRACE_STATE  # a span context's trace state when it has none (a Python __len__ to test)
 _KIND = {kind: kind.value for kind in SpanKind}
 
 
@@ -164,7 +166,7 @@ class Encoder:
         """:meth:`span` of the SDK's ``ReadableSpan``, reading its fields rather than its properties."""
         context = span._context
         parent = span._parent
-        if context is None or context.trace_state:
+        if context is None or (context.trace_state is not _NO_STATE and context.trace_state):
             return self._any_span(span)
         out = [
             b"\x0a\x10",
