@@ -15,7 +15,13 @@ from saq.job import Job, Status
 from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
-from ._errors import InvalidJobOptionError, JobDataError, JobNotFoundError, JobTooLargeError
+from ._errors import (
+    InvalidJobOptionError,
+    JobDataError,
+    JobNotFoundError,
+    JobTooLargeError,
+    QueueError,
+)
 from ._scripts import MAX_TOKENS, Scripts
 
 if TYPE_CHECKING:
@@ -129,6 +135,18 @@ class KernelJob(Job):
 
 _JOB_FIELDS: tuple[tuple[str, Any], ...] = tuple((f.name, f.default) for f in dataclasses.fields(KernelJob))
 """``(name, default)`` of every job field, in order (``MISSING`` for those with a default factory)."""
+
+
+class JobReclaimedError(QueueError):
+    """A worker was about to start a job that the sweep had already given back to the queue."""
+
+
+class _NotOurs(Exception):
+    """The update script wrote nothing: the job is no longer on the active list."""
+
+
+_RECLAIMED = "_kernel_reclaimed"
+"""Attribute set on a worker's job object whose try was refused (:class:`JobReclaimedError`)."""
 
 
 def queue_tag(name: str) -> str:
@@ -526,15 +544,31 @@ class KernelRedisQueue(RedisQueue):
         )
         if written and event and self.event_hooks:
             await self._fire(event, job, extra)
+        if not written:
+            raise _NotOurs
 
     async def update(self, job: Job, **kwargs: Any) -> None:
-        """Write ``kwargs`` to ``job`` and store it (only while it is still ours: see the update script)."""
+        """Write ``kwargs`` to ``job`` and store it (only while it is still ours: see the update script).
+
+        ``JobReclaimedError`` when SAQ marks a try started (``status=ACTIVE``) on a job the sweep
+        already reclaimed (its worker was slower than ``stall_timeout`` between taking the job and its
+        first heartbeat): the try is not run, and :meth:`retry` records nothing for it.
+        """
         # SAQ's update() drops unknown kwargs on the copy; keep our private ``_event`` marker.
         job.touched = now()
         for k, v in kwargs.items():
             if hasattr(job, k):
                 setattr(job, k, v)
-        await self._update(self.copy(job), **kwargs)
+        try:
+            await self._update(self.copy(job), **kwargs)
+        except _NotOurs:
+            if kwargs.get("status") != Status.ACTIVE:
+                return  # a late progress write of a presumed-dead worker: ignored
+            setattr(job, _RECLAIMED, True)
+            raise JobReclaimedError(
+                f"job {job.key} on queue {self.name!r} was reclaimed by the sweep before this worker "
+                f"started it (no heartbeat for {self.stall_timeout:g}s since it was taken): not run here"
+            ) from None
 
     async def heartbeat(self, job_ids: Iterable[str]) -> None:
         """Refresh the heartbeat of running jobs (``XX``: a reclaimed job is not resurrected)."""
@@ -643,6 +677,8 @@ class KernelRedisQueue(RedisQueue):
 
     async def retry(self, job: Job, error: str | None) -> None:
         """Our retry policy (SAQ's worker calls this for every failed or interrupted try)."""
+        if getattr(job, _RECLAIMED, False):
+            return  # a try that never started (JobReclaimedError): the job is another worker's now
         meta = job.meta
         job.error = error
         if error == "cancelled":

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kernel_queue import QueueManager
-from kernel_queue._queue import KernelRedisQueue
+from kernel_queue._queue import JobReclaimedError, KernelRedisQueue
 from redis.exceptions import ConnectionError as RedisConnectionError
 from saq.job import Job, Status
 from saq.utils import now
@@ -110,3 +110,17 @@ async def test_a_job_finished_by_its_slow_worker_during_the_lease_is_not_requeue
     assert info is not None and (info.state, info.result, info.stalls) == ("completed", 7, 0)
     assert (await manager.get_counts(qname)).get("stalled") is None
     assert await manager.redis.zcard(q.keys.waiting) == 0
+
+
+async def test_a_job_reclaimed_before_its_slow_worker_started_it_is_not_run_there(
+    manager: QueueManager, qname: str
+) -> None:
+    q, job = await running_job_of_a_dead_worker(manager, qname)  # taken, no heartbeat since
+    await sweep_until_reclaimed(q, job)  # the worker was only slow: the sweep gave the job back
+    # What SAQ's worker does next: count the try, mark it started, run it; a refusal goes to retry.
+    job.attempts += 1
+    with pytest.raises(JobReclaimedError, match="reclaimed by the sweep before this worker started it"):
+        await job.update(status=Status.ACTIVE)
+    await job.retry("JobReclaimedError")
+    await assert_requeued_once(manager, q, job)  # attempts 0, failures 0: that try never ran
+    assert await manager.redis.zcard(q.keys.waiting) == 1
