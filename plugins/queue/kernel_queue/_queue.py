@@ -540,7 +540,12 @@ class KernelRedisQueue(RedisQueue):
         extra: dict[str, Any] = {"progress": job.progress} if event == "progress" else {}
         written = await self.scripts.update(
             keys=[job.id, self.keys.active, self.keys.events],
-            args=[self.serialize(job), job.status.value, self._event(event, job, **extra) if event else ""],
+            args=[
+                self.serialize(job),
+                job.status.value,
+                self._event(event, job, **extra) if event else "",
+                job.attempts,
+            ],
         )
         if written and event and self.event_hooks:
             await self._fire(event, job, extra)
@@ -641,6 +646,7 @@ class KernelRedisQueue(RedisQueue):
                 self._event(event, job, **extra) if event else "",
                 keep,
                 finished - keep,
+                job.attempts,
             ],
         )
         if not done:
@@ -671,6 +677,7 @@ class KernelRedisQueue(RedisQueue):
                 rank_of(job.priority),
                 "1" if guard else "0",
                 "1" if front else "0",
+                job.attempts,
             ],
         )
         return bool(done)

@@ -27,21 +27,37 @@ A full list gets no new token (``LLEN`` first: cheaper than pushing and trimming
 backlog builds up with no idle worker to take the tokens).
 """
 
+# A worker's write is refused when the job's record already counts a later try: a worker that was
+# only slow (presumed dead, its job reclaimed and taken again) finds the job's id back on the active
+# list, but that entry is the newer try's. Decoded, never re-encoded: the record stays as written.
+_NEWER_TRY = """
+local function newer_try(id, attempts)
+    local raw = redis.call('GET', id)
+    if not raw then return false end
+    local ok, rec = pcall(cjson.decode, raw)
+    return ok and type(rec) == 'table' and (tonumber(rec['attempts']) or 0) > tonumber(attempts)
+end
+"""
+
 # Shared by the scripts that put a job in the waiting set or take it off the active list.
-_HELPERS = f"""
+_HELPERS = (
+    _NEWER_TRY
+    + f"""
 local function to_waiting(waiting, seq_key, wake, id, rank, front)
     local seq = redis.call('INCR', seq_key)
     if front then seq = -seq end
     redis.call('ZADD', waiting, tonumber(rank) * 2147483648 + 1073741824 + seq, id)
     if redis.call('LLEN', wake) < {MAX_TOKENS} then redis.call('LPUSH', wake, 1) end
 end
-local function off_active(active, heartbeat, id, guard)
+local function off_active(active, heartbeat, id, guard, attempts)
+    if guard == '1' and newer_try(id, attempts) then return false end
     local removed = redis.call('LREM', active, 1, id)
     if guard == '1' and removed == 0 then return false end
     redis.call('ZREM', heartbeat, id)
     return true
 end
 """
+)
 
 ENQUEUE = (
     _HELPERS
@@ -92,21 +108,25 @@ return {id, redis.call('GET', id)}
 
 # Writes from a worker only land while the job is still in the active list: after a sweep
 # reclaimed it, a late (zombie) worker must not overwrite the new attempt's record.
-UPDATE = """
--- KEYS: job, active, events; ARGV: payload, status, event
-if redis.call('LPOS', KEYS[2], KEYS[1]) == false then return 0 end
+UPDATE = (
+    _NEWER_TRY
+    + """
+-- KEYS: job, active, events; ARGV: payload, status, event, the writer's try (attempts)
+if redis.call('LPOS', KEYS[2], KEYS[1]) == false or newer_try(KEYS[1], ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then publish_event(KEYS[3], ARGV[3]) end
 return 1
 """
+)
 
 FINISH = (
     _HELPERS
     + """
 -- KEYS: active, incomplete, job, finished set, heartbeat, counts, events, waiting
--- ARGV: payload, finish time, counter ('' : none), guard, status, event, keep ms (0: forever), cutoff
-if not off_active(KEYS[1], KEYS[5], KEYS[3], ARGV[4]) then return 0 end
+-- ARGV: payload, finish time, counter ('' : none), guard, status, event, keep ms (0: forever), cutoff,
+--       the writer's try (attempts)
+if not off_active(KEYS[1], KEYS[5], KEYS[3], ARGV[4], ARGV[9]) then return 0 end
 redis.call('ZREM', KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[8], KEYS[3])
 if ARGV[7] ~= '0' then
@@ -129,8 +149,8 @@ REQUEUE = (
     _HELPERS
     + """
 -- KEYS: active, heartbeat, incomplete, waiting, wake, seq, job, failed
--- ARGV: payload, due (0: now), rank, guard, front
-if not off_active(KEYS[1], KEYS[2], KEYS[7], ARGV[4]) then return 0 end
+-- ARGV: payload, due (0: now), rank, guard, front, the writer's try (attempts)
+if not off_active(KEYS[1], KEYS[2], KEYS[7], ARGV[4], ARGV[6]) then return 0 end
 redis.call('ZREM', KEYS[8], KEYS[7])
 redis.call('SET', KEYS[7], ARGV[1])
 if ARGV[2] == '0' then

@@ -124,3 +124,25 @@ async def test_a_job_reclaimed_before_its_slow_worker_started_it_is_not_run_ther
     await job.retry("JobReclaimedError")
     await assert_requeued_once(manager, q, job)  # attempts 0, failures 0: that try never ran
     assert await manager.redis.zcard(q.keys.waiting) == 1
+
+
+async def test_a_slow_worker_cannot_finish_the_newer_try_of_its_reclaimed_job(
+    manager: QueueManager, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    q, slow = await running_job_of_a_dead_worker(manager, qname)
+    slow.attempts += 1
+    await slow.update(status=Status.ACTIVE)  # the slow worker started its try (attempt 1)...
+    await manager.redis.zadd(q.keys.heartbeat, {slow.id: 1}, xx=True)  # ...then missed its heartbeats
+    await sweep_until_reclaimed(q, slow)
+    newer = await q.dequeue()  # another worker takes the job: its id is back on the active list
+    assert newer is not None and newer.id == slow.id
+    newer.attempts += 1
+    await newer.update(status=Status.ACTIVE)  # attempt 2
+    with caplog.at_level(logging.WARNING, logger="kernel.plugins.queue"):
+        await slow.finish(Status.COMPLETE, result="slow")
+    assert "late finish" in caplog.text
+    assert await manager.redis.lrange(q.keys.active, 0, -1) == [newer.id.encode()]  # still the newer try's
+    await newer.finish(Status.COMPLETE, result="newer")
+    info = await manager.get_job(qname, newer.key)
+    assert info is not None
+    assert (info.state, info.result, info.attempts, info.stalls) == ("completed", "newer", 2, 1)
