@@ -74,7 +74,7 @@ class OtelPlugin(Plugin):
         ]
         from ._stores import instrument_stores  # cache and Redis spans, when asked for
 
-        undo += instrument_stores(ctx.registry, ctx.config, tracing.tracer)
+        undo += instrument_stores(ctx.registry, ctx.config, tracing.kernel_tracer)
         with ExitStack() as stack:
             stack.enter_context(span_ids_in_log_records())
             try:
@@ -112,7 +112,7 @@ def _instrument_bus(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callabl
         return lambda: None
     from ._eventbus import instrument_bus
 
-    return instrument_bus(bus, tracing.tracer)
+    return instrument_bus(bus, tracing.kernel_tracer)
 
 
 def _instrument_queue(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callable[[], None]:
@@ -126,7 +126,7 @@ def _instrument_queue(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Calla
         return lambda: None
     from ._queue import instrument_queue
 
-    return instrument_queue(manager, tracing.tracer)
+    return instrument_queue(manager, tracing.kernel_tracer)
 
 
 def _instrument_repositories(ctx: PluginContext[OtelConfig], tracing: Tracing) -> Callable[[], None]:
@@ -140,4 +140,4 @@ def _instrument_repositories(ctx: PluginContext[OtelConfig], tracing: Tracing) -
         return lambda: None
     from ._repository import instrument_repositories
 
-    return instrument_repositories(manager, tracing.tracer)
+    return instrument_repositories(manager, tracing.kernel_tracer)
