@@ -29,6 +29,8 @@ from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
+from ._batch import KernelBatchSpanProcessor
+
 _log = logging.getLogger(sdk_trace.__name__)  # the SDK span's warnings, under its logger
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -40,6 +42,32 @@ _NONE: tuple[Any, ...] = ()
 _new_readable = object.__new__
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
+_last_sole: tuple[Any, Any] = (None, None)
+"""The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
+
+
+def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
+    """The provider's only span processor when it is a fast :class:`KernelBatchSpanProcessor`.
+
+    ``active`` is the provider's composite processor; its tuple of processors is replaced when
+    one is added, so a span ending after that reaches every processor the SDK way.
+    """
+    global _last_sole
+    processors = getattr(active, "_span_processors", None)
+    last = _last_sole  # one read: another thread may replace it
+    if processors is last[0]:
+        return last[1]  # type: ignore[no-any-return]
+    sole = None
+    if (
+        type(active) is sdk_trace.SynchronousMultiSpanProcessor
+        and type(processors) is tuple
+        and len(processors) == 1
+        and type(processors[0]) is KernelBatchSpanProcessor
+        and processors[0].fast
+    ):
+        sole = processors[0]
+    _last_sole = (processors, sole)
+    return sole
 
 
 class LeanSpan(sdk_trace.Span):
@@ -178,6 +206,10 @@ class LeanSpan(sdk_trace.Span):
         if self._record_end_metrics:
             self._record_end_metrics()
         processor = self._span_processor
+        sole = _sole_batch(processor)
+        if sole is not None:  # its _on_ending does nothing; the ended span itself is queued
+            sole.on_end(self)
+            return
         processor._on_ending(self)
         processor.on_end(self._readable_span())
 

@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from ._lean import LeanSpan
+
 _log = logging.getLogger(__name__)
 
 _DOUBLE = struct.Struct("<d").pack
@@ -158,7 +160,7 @@ class Encoder:
 
     def span(self, span: ReadableSpan) -> bytes:
         """One ``Span`` message (the body)."""
-        if type(span) is ReadableSpan:  # what the SDK's spans hand the processors
+        if type(span) is ReadableSpan or type(span) is LeanSpan:  # the SDK's snapshot, or an ended lean span
             return self._snapshot(span)
         return self._any_span(span)
 

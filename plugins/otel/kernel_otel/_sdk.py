@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
+from ._batch import KernelBatchSpanProcessor
 from ._config import Settings
 from ._lean import KernelTracer
 
@@ -111,6 +112,8 @@ class Tracing:
         if isinstance(self.exporter, InMemorySpanExporter):
             # tests read spans as soon as they end
             self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        elif self.exporter is not None and settings.exporter == "otlp":  # ours: the OTLP pipeline
+            self.provider.add_span_processor(KernelBatchSpanProcessor(self.exporter))
         elif self.exporter is not None:
             self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
         self.tracer = self.provider.get_tracer(SCOPE)
