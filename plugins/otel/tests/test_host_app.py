@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kernel.testing import make_kernel
+from kernel.testing import asgi_request, http_scope, make_kernel
 from kernel.web import lifespan_for
 
 
@@ -29,30 +29,14 @@ def host() -> Starlette:
 
 
 async def call(app: Any, path: str, state: dict[str, Any]) -> tuple[int, dict[bytes, bytes]]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"api.test")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": state,
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
+    scope = http_scope(
+        path,
+        headers=[(b"host", b"api.test")],
+        client=("127.0.0.1", 5000),
+        server=("127.0.0.1", 8000),
+        state=state,
+    )
+    sent = await asgi_request(app, scope)
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
