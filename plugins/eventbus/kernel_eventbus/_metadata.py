@@ -94,9 +94,13 @@ class EventMetadata:
     traceparent: str | None = None
     """W3C ``traceparent`` of the span that published the event (set by a tracing observer, e.g. the
     otel plugin); a consumer's span continues or links that trace. ``None`` without tracing."""
+    tracestate: str | None = None
+    """W3C ``tracestate`` that travels with :attr:`traceparent` (vendor trace state of the publishing
+    span's context); ``None`` when there is none (always without tracing)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (keys are the attribute names; ``traceparent`` only when set)."""
+        """Plain JSON-ready dict (keys are the attribute names; ``traceparent`` and ``tracestate`` only
+        when set)."""
         return {
             "event_id": self.event_id,
             "event_name": self.event_name,
@@ -106,6 +110,7 @@ class EventMetadata:
             "attempt": self.attempt,
             "replayed_at": self.replayed_at,
             **({"traceparent": self.traceparent} if self.traceparent is not None else {}),
+            **({"tracestate": self.tracestate} if self.tracestate is not None else {}),
         }
 
     @classmethod
@@ -120,6 +125,7 @@ class EventMetadata:
             attempt=int(data.get("attempt", 1)),
             replayed_at=data.get("replayed_at"),
             traceparent=data.get("traceparent"),
+            tracestate=data.get("tracestate"),
         )
 
 
@@ -148,12 +154,13 @@ def make_metadata(
     attempt: int = 1,
     replayed_at: str | None = None,
     traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> EventMetadata:
     """``EventMetadata(...)`` for the hot paths (every published and every consumed event).
 
     The same frozen object, equal to the constructor's, for about a third of the instructions:
     attrs' ``__init__`` of a frozen class stores each field through ``object.__setattr__`` (~10k
-    instructions for the eight), here plain stores into an :class:`_Unfrozen` that then becomes an
+    instructions for the nine), here plain stores into an :class:`_Unfrozen` that then becomes an
     EventMetadata (~3k). Sets every field (tests/test_basics.py checks it against ``attrs.fields``).
     """
     meta: Any = _new(_Unfrozen)  # Any: mypy sees EventMetadata's fields as read-only
@@ -165,6 +172,7 @@ def make_metadata(
     meta.attempt = attempt
     meta.replayed_at = replayed_at
     meta.traceparent = traceparent
+    meta.tracestate = tracestate
     meta.__class__ = EventMetadata  # from here on frozen: EventMetadata's __setattr__ raises
     result: EventMetadata = meta
     return result

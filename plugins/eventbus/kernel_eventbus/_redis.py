@@ -142,6 +142,7 @@ def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, E
     if version != "1":
         raise ValueError(f"unknown entry format {version!r}")
     tp = fields.get(b"tp")  # published with tracing (see _publish): its span's traceparent
+    tst = None if tp is None else fields.get(b"tst")  # and its tracestate, when it has one
     meta = make_metadata(
         event_id,
         event,
@@ -151,6 +152,7 @@ def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, E
         1,
         None,
         None if tp is None else tp.decode("ascii", "replace"),
+        None if tst is None else tst.decode("ascii", "replace"),
     )
     # json.loads without its two Python-level calls and trailing-whitespace match: the C scanner
     # reads our compact JSON whole; anything else (whitespace, an error) goes through json.loads
@@ -322,6 +324,8 @@ class RedisEventBus(EventBus):
         command = ("XADD", key, *self._xadd_options, entry)
         if meta.traceparent is not None:  # traced: a field of its own (earlier consumers ignore it)
             command = (*command, "tp", meta.traceparent)
+            if meta.tracestate is not None:  # W3C: a tracestate only travels with a traceparent
+                command = (*command, "tst", meta.tracestate)
         delay = 0.05
         while True:  # until stored or the publish deadline cancels this
             try:
@@ -706,6 +710,7 @@ class RedisEventBus(EventBus):
             int(env["att"]),
             env.get("rep"),
             env.get("tp"),
+            env.get("tst"),
         )
         return env["d"], meta, env.get("ff")
 
@@ -795,6 +800,7 @@ class RedisEventBus(EventBus):
                 "ff": first_failure or failure.at,
                 "d": data,
                 **({"tp": meta.traceparent} if meta.traceparent is not None else {}),
+                **({"tst": meta.tracestate} if meta.tracestate is not None else {}),
             }
         )
         pipe = self.client.pipeline(transaction=True)
@@ -923,6 +929,7 @@ class RedisEventBus(EventBus):
                     "rep": replayed_at,
                     "d": entry.data,
                     **({"tp": meta.traceparent} if meta.traceparent is not None else {}),
+                    **({"tst": meta.tracestate} if meta.tracestate is not None else {}),
                 }
             )
             store = self._dead_letters
