@@ -20,11 +20,20 @@ SYSTEM = "milo-kernel-eventbus"
 """``messaging.system`` of the bus's spans (not a registered value: the bus is its own system)."""
 
 
-def traceparent_of(span: trace.Span) -> str | None:
-    """The W3C ``traceparent`` naming ``span`` (None for an invalid span context)."""
+def trace_context_of(span: trace.Span) -> dict[str, str]:
+    """The W3C ``traceparent`` naming ``span`` and its ``tracestate`` (when not empty), as the W3C
+    propagator writes them (empty for an invalid span context)."""
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    return carrier
+
+
+def extract(meta: EventMetadata) -> otel_context.Context:
+    """The context the W3C propagator reads from ``meta``'s ``traceparent`` and ``tracestate``."""
+    carrier = {"traceparent": meta.traceparent or ""}
+    if meta.tracestate is not None:
+        carrier["tracestate"] = meta.tracestate
+    return _PROPAGATOR.extract(carrier)
 
 
 class _Attempt:
@@ -60,7 +69,8 @@ class BusTracing:
         }
 
     def publishing(self, meta: EventMetadata) -> tuple[EventMetadata, Callable[[BaseException | None], None]]:
-        """A PRODUCER span ``publish <event>``; the stored metadata carries its ``traceparent``.
+        """A PRODUCER span ``publish <event>``; the stored metadata carries its ``traceparent`` (and
+        ``tracestate``, the trace state it inherited from its parent, when there is one).
 
         Outside any span, the span's trace id is the event's kernel trace id (so the id in the
         event, its dead letters and its logs is the trace's).
@@ -72,9 +82,11 @@ class BusTracing:
                 kind=SpanKind.PRODUCER,
                 attributes=self._attributes(meta, "send"),
             )
-        traceparent = traceparent_of(span)
-        if traceparent is not None:
-            meta = attrs.evolve(meta, traceparent=traceparent)
+        carrier = trace_context_of(span)
+        if "traceparent" in carrier:
+            meta = attrs.evolve(
+                meta, traceparent=carrier["traceparent"], tracestate=carrier.get("tracestate")
+            )
 
         def stored(error: BaseException | None) -> None:
             if error is not None:
@@ -87,7 +99,8 @@ class BusTracing:
 
     @contextmanager
     def handling(self, subscription: Subscription, meta: EventMetadata) -> Iterator[HandlerAttempt]:
-        """A CONSUMER span ``process <event>`` per attempt: a child of the publishing span and linked to it.
+        """A CONSUMER span ``process <event>`` per attempt: a child of the publishing span and linked to it
+        (its context, extracted from ``traceparent`` and ``tracestate``, has the producer's trace state).
 
         Without a ``traceparent`` (an event published without tracing) the span starts a trace of
         the event's kernel trace id.
@@ -100,7 +113,7 @@ class BusTracing:
         parent = None
         links: list[Link] = []
         if meta.traceparent is not None:
-            parent = _PROPAGATOR.extract({"traceparent": meta.traceparent})
+            parent = extract(meta)
             producer = trace.get_current_span(parent).get_span_context()
             if producer.is_valid:
                 links.append(Link(producer))

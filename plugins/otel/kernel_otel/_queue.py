@@ -36,9 +36,10 @@ class _Attempt:
 class QueueTracing:
     """A :class:`kernel_queue.QueueObserver` making spans in ``tracer``.
 
-    The job record's meta gets ``traceparent`` (of the enqueue span) and ``trace_id``; each
-    attempt's span is a child of the enqueue span and linked to it, and runs with the kernel
-    trace id set to its trace id (log lines of the processor carry it).
+    The job record's meta gets ``traceparent`` (of the enqueue span), ``tracestate`` (its trace
+    state, when not empty) and ``trace_id``; each attempt's span is a child of the enqueue span
+    (with its trace state) and linked to it, and runs with the kernel trace id set to its trace id
+    (log lines of the processor carry it).
     """
 
     def __init__(self, tracer: trace.Tracer) -> None:
@@ -63,6 +64,8 @@ class QueueTracing:
         _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
         if "traceparent" in carrier:
             meta["traceparent"] = carrier["traceparent"]
+            if "tracestate" in carrier:
+                meta["tracestate"] = carrier["tracestate"]
             meta["trace_id"] = format(span.get_span_context().trace_id, "032x")
         span.end()
 
@@ -73,7 +76,11 @@ class QueueTracing:
         links: list[Link] = []
         traceparent = meta.get("traceparent")
         if isinstance(traceparent, str):
-            extracted = _PROPAGATOR.extract({"traceparent": traceparent})
+            carrier = {"traceparent": traceparent}
+            tracestate = meta.get("tracestate")
+            if isinstance(tracestate, str):
+                carrier["tracestate"] = tracestate
+            extracted = _PROPAGATOR.extract(carrier)
             producer = trace.get_current_span(extracted).get_span_context()
             if producer.is_valid:
                 parent, links = extracted, [Link(producer)]

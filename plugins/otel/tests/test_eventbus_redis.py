@@ -3,31 +3,15 @@ in the stream entry, retries and the DLQ keep it; a real redis-server (kernel_re
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from kernel_eventbus import EventBus, EventMetadata
 from kernel_otel import Tracing
-from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 from opentelemetry.trace import SpanKind
 
 from kernel.testing import boot_kernel, wait_until
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:  # noqa: F811
-    """A key prefix of this test only; its keys are deleted afterwards."""
-    name = f"oteltest-{secrets.token_hex(5)}"
-    yield name
-    client: AnyRedis = connect(redis_url)
-    for pattern in (f"{name}:*", f"{{{name}*"):
-        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
-    await client.aclose()
 
 
 def _config(url: str, prefix: str) -> dict[str, dict[str, Any]]:

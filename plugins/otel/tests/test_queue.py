@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from kernel_otel import Tracing
-from kernel_queue import JobContext, QueueManager, queue_tag
-from kernel_queue._manager import QUEUES_KEY
-from kernel_redis import connect
+from kernel_queue import JobContext, QueueManager
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
@@ -27,21 +23,6 @@ FAST: dict[str, Any] = {
     "poll_interval": 0.2,
     "shutdown_grace": 5.0,
 }
-
-
-@pytest.fixture
-async def qname(redis_url: str) -> AsyncIterator[str]:  # noqa: F811
-    """A queue of this test only; its keys are removed afterwards."""
-    name = f"oteltest{uuid.uuid4().hex[:10]}"
-    yield name
-    client = connect(redis_url)
-    tag = queue_tag(name)
-    for pattern in (f"saq:{tag}:*", f"saq:job:{tag}:*", f"saq:abort:{tag}:*"):
-        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
-    await client.srem(QUEUES_KEY, name)  # type: ignore[misc]  # (the client type spans sync and async)
-    await client.aclose()
 
 
 def _kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:

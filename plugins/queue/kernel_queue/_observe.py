@@ -25,7 +25,7 @@ class QueueObserver(Protocol):
 
     def enqueuing(self, queue: str, name: str, meta: dict[str, Any]) -> None:
         """A job ``name`` for ``queue`` is being built: keys added to ``meta`` are stored in its record
-        (the otel plugin adds ``traceparent`` and ``trace_id``)."""
+        (the otel plugin adds ``traceparent``, ``tracestate`` when not empty, and ``trace_id``)."""
 
     def running(
         self, queue: str, job: JobContext, meta: Mapping[str, Any]
