@@ -142,18 +142,21 @@ def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, E
     if version != "1":
         raise ValueError(f"unknown entry format {version!r}")
     tp = fields.get(b"tp")  # published with tracing (see _publish): its span's traceparent
-    tst = None if tp is None else fields.get(b"tst")  # and its tracestate, when it has one
-    meta = make_metadata(
-        event_id,
-        event,
-        ts,
-        src or None,
-        tid or None,
-        1,
-        None,
-        None if tp is None else tp.decode("ascii", "replace"),
-        None if tst is None else tst.decode("ascii", "replace"),
-    )
+    if tp is None:  # untraced: the other fields keep their defaults (fewer arguments to pass)
+        meta = make_metadata(event_id, event, ts, src or None, tid or None)
+    else:
+        tst = fields.get(b"tst")  # and its tracestate, when it has one
+        meta = make_metadata(
+            event_id,
+            event,
+            ts,
+            src or None,
+            tid or None,
+            1,
+            None,
+            tp.decode("ascii", "replace"),
+            None if tst is None else tst.decode("ascii", "replace"),
+        )
     # json.loads without its two Python-level calls and trailing-whitespace match: the C scanner
     # reads our compact JSON whole; anything else (whitespace, an error) goes through json.loads
     try:
