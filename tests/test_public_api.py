@@ -64,8 +64,8 @@ def test_the_top_level_namespace_is_what_a_plugin_author_needs() -> None:
         "kernel.web": "ASGIApp KernelApp LifespanMiddleware Message RESPONSE_STATUS Receive Scope Send "
         "lifespan_for send_response serve",
         "kernel.process": "ChildServer ProcessHandle die_with_parent free_port terminate",
-        "kernel.logging": "configure_logging get_trace_id new_trace_id reset_trace_id set_trace_id "
-        "trace_context",
+        "kernel.logging": "FINISHED TraceSlot configure_logging get_trace_id get_trace_slot new_trace_id "
+        "reset_trace_id set_trace_id set_trace_slot trace_context",
         "kernel.health": "CheckResult HealthReport begin_drain draining end_drain probe_config",
         "kernel.config": "ENTRY_POINT_GROUP ENV_PREFIX KernelSettings LoadedPlugin import_object",
         "kernel.console": "ProgressBar print_table",

@@ -20,7 +20,30 @@ from typing import Any, Final
 
 from .._secret import Secret
 
-_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernel_trace_id", default=None)
+
+class TraceSlot:
+    """The trace id current in a context, and who set it: the one per-request context value.
+
+    ``owner`` is None when :func:`set_trace_id` (or :func:`trace_context`) set it; an HTTP layer
+    that sets a slot for a request (the errors plugin's middleware) puts its request's task there,
+    and :data:`FINISHED` once the request has finished, so that a later request finding the slot
+    in a context copied from that one knows the id is stale. One context variable holds the slot:
+    a request costs one set and one reset.
+    """
+
+    __slots__ = ("owner", "trace_id")
+
+    def __init__(self, trace_id: str | None, owner: object = None) -> None:
+        self.trace_id = trace_id
+        self.owner = owner
+
+
+_new_slot: Final = TraceSlot.__new__
+
+FINISHED: Final = object()
+"""A :class:`TraceSlot`'s ``owner`` once its request has finished: unequal to every task."""
+
+_slot: contextvars.ContextVar[TraceSlot | None] = contextvars.ContextVar("kernel_trace", default=None)
 
 # LogRecord attributes that are not user-supplied extras.
 _STANDARD: Final = frozenset(
@@ -52,27 +75,41 @@ def new_trace_id() -> str:
         return ids[0]
 
 
-# The context variable's own methods, not wrapper functions: requests and events call them once or
-# twice each, and a Python-level wrapper costs as much again as the variable access.
-get_trace_id: Final[Callable[[], str | None]] = _trace_id.get
-"""``get_trace_id()``: the trace id of the current context, if any."""
+get_trace_slot: Final[Callable[[], TraceSlot | None]] = _slot.get
+"""``get_trace_slot()``: the :class:`TraceSlot` of the current context, if any (the variable's own method)."""
 
-set_trace_id: Final[Callable[[str | None], contextvars.Token[str | None]]] = _trace_id.set
-"""``set_trace_id(trace_id)``: set the current trace id; keep the token for :func:`reset_trace_id`."""
+set_trace_slot: Final[Callable[[TraceSlot | None], contextvars.Token[TraceSlot | None]]] = _slot.set
+"""``set_trace_slot(slot)``: make ``slot`` current; keep the token for :func:`reset_trace_id`."""
 
-reset_trace_id: Final[Callable[[contextvars.Token[str | None]], None]] = _trace_id.reset
+reset_trace_id: Final[Callable[[contextvars.Token[TraceSlot | None]], None]] = _slot.reset
 """``reset_trace_id(token)``: restore the trace id current before :func:`set_trace_id` returned ``token``."""
+
+
+def get_trace_id() -> str | None:
+    """The trace id of the current context, if any."""
+    slot = _slot.get()
+    return None if slot is None else slot.trace_id
+
+
+def set_trace_id(trace_id: str | None) -> contextvars.Token[TraceSlot | None]:
+    """Set the current trace id; keep the token for :func:`reset_trace_id`."""
+    if trace_id is None:
+        return _slot.set(None)
+    slot = _new_slot(TraceSlot)  # TraceSlot(trace_id) without running __init__ in Python
+    slot.trace_id = trace_id
+    slot.owner = None
+    return _slot.set(slot)
 
 
 @contextmanager
 def trace_context(trace_id: str | None = None) -> Iterator[str]:
     """Run a block with ``trace_id`` (a new one when omitted) as the current trace id."""
     tid = trace_id or new_trace_id()
-    token = _trace_id.set(tid)
+    token = _slot.set(TraceSlot(tid))
     try:
         yield tid
     finally:
-        _trace_id.reset(token)
+        _slot.reset(token)
 
 
 class TraceIdFilter(logging.Filter):
@@ -80,7 +117,8 @@ class TraceIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "trace_id"):
-            record.trace_id = _trace_id.get()
+            slot = _slot.get()
+            record.trace_id = None if slot is None else slot.trace_id
         return True
 
 
