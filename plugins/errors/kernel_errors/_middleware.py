@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import re
 import sys
@@ -13,7 +12,15 @@ from typing import Any
 
 import anyio
 
-from kernel.logging import get_trace_id, new_trace_id, reset_trace_id, set_trace_id
+from kernel.logging import (
+    FINISHED,
+    TraceSlot,
+    get_trace_id,
+    get_trace_slot,
+    new_trace_id,
+    reset_trace_id,
+    set_trace_slot,
+)
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import INTERNAL_CODE, AppError, _unwrap
@@ -28,12 +35,10 @@ log = logging.getLogger("kernel.plugins.errors")
 # inside a request, or parses a pipelined request inside ``send``), and the scope is never shared.
 _HANDLED = "kernel_errors.handled"
 
-# The mark of the request this middleware set a trace id for: [the id (compared by identity), the task
-# that set it, or _FINISHED once that request has finished]. Finding that id current when a new request
-# arrives in another task, or after the request finished, means this context was copied from an
-# earlier request: the id is stale, not one a host layer set for this request. A finished request
-# leaves its mark behind rather than resetting the variable (one context-variable write less).
-_ours: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("kernel_errors_trace", default=None)
+# The trace id of a request is one kernel.logging.TraceSlot, set in its context for the request and
+# reset after it: the slot's owner is the request's task while it runs, FINISHED afterwards. Finding
+# a slot with another owner current when a new request arrives means this context was copied from an
+# earlier request: its id is stale, not one a host layer set for this request (those have no owner).
 
 
 if sys.version_info < (3, 12):
@@ -49,8 +54,8 @@ else:
 def _task() -> object:
     """The running task (asyncio), anyio's task id (other backends), or None outside any task.
 
-    A request's mark holds it only while the request runs (see ``_ours``), so no finished task is
-    kept alive by a context copied from its request.
+    A request's slot holds it only while the request runs (see ``kernel.logging.TraceSlot``), so no
+    finished task is kept alive by a context copied from its request.
     """
     try:
         if _task_of_loop is not None:
@@ -60,9 +65,8 @@ def _task() -> object:
         return anyio.get_current_task().id
 
 
-_FINISHED = object()
-"""A mark's task once its request has finished: unequal to every task."""
-
+_new_slot = TraceSlot.__new__
+_running_loop = asyncio.get_running_loop
 
 # A caller-supplied request id is echoed into logs and headers: accept only short, plain tokens.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -143,13 +147,16 @@ class ErrorMiddleware:
             await self._nested(scope, receive, send)
             return
         scope[_HANDLED] = True
-        current, ours = get_trace_id(), _ours.get()
-        if current is not None and ours is not None and current is ours[0] and ours[1] != _task():
-            # Inherited from an earlier request: drop it for the rest of this task (set, not
-            # reset), so that nothing logged around this request (the server's own lines) has it.
-            set_trace_id(None)
-            _ours.set(None)
-            current = ours = None
+        slot = get_trace_slot()
+        current = None
+        if slot is not None:
+            # No owner: a host layer (tracing) set it for this request; this task: a request inside one.
+            if slot.owner is None or slot.owner == _task():
+                current = slot.trace_id
+            else:
+                # Inherited from an earlier request: drop it for the rest of this task (set, not
+                # reset), so that nothing logged around this request (the server's own lines) has it.
+                set_trace_slot(None)
         # incoming_trace_id() inlined (this runs on every request): most requests carry neither header.
         name = self._header
         headers = scope.get("headers") or ()
@@ -175,23 +182,24 @@ class ErrorMiddleware:
 
         # A plain function handing back send's awaitable: no coroutine of its own per message. The
         # status it records also tells this layer whether the response started.
-        def send_with_id(message: Message) -> Awaitable[None]:
+        def send_with_id(
+            message: Message, scope: Scope = scope, send: Send = send, header: tuple[bytes, bytes] = header
+        ) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 scope[RESPONSE_STATUS] = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             return send(message)
 
-        # set/reset rather than the trace_context() manager: this runs on every request.
-        token = set_trace_id(tid)
+        # One slot for the request, set/reset (not the trace_context() manager): every request runs this.
         owner: object
         try:  # _task(), inlined
-            owner = (
-                asyncio.current_task() if _task_of_loop is None else _task_of_loop(asyncio.get_running_loop())
-            )
+            owner = asyncio.current_task() if _task_of_loop is None else _task_of_loop(_running_loop())
         except RuntimeError:
             owner = anyio.get_current_task().id
-        mark: list[Any] = [tid, owner]
-        ours_token = _ours.set(mark)
+        ours = _new_slot(TraceSlot)  # TraceSlot(tid, owner) without running __init__ in Python
+        ours.trace_id = tid
+        ours.owner = owner
+        token = set_trace_slot(ours)
         try:
             await self._call(scope, receive, send_with_id)
         except Exception as exc:
@@ -200,9 +208,7 @@ class ErrorMiddleware:
             if not started:  # after the start, returning unfinished makes the server close it
                 await self._send_problem(exc, scope, send, header)
         finally:
-            mark[1] = _FINISHED  # the id is stale in any context copied from this request
-            if ours is not None and ours[1] is not _FINISHED:
-                _ours.reset(ours_token)  # back to the live mark of the request this one runs inside
+            ours.owner = FINISHED  # the id is stale in any context copied from this request
             reset_trace_id(token)
 
     async def _nested(self, scope: Scope, receive: Receive, send: Send) -> None:
