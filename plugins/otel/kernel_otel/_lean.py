@@ -288,11 +288,39 @@ class KernelTracer(trace_api.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
-        sdk = self.sdk
-        links = links or ()
         parent: trace_api.SpanContext | None = trace_api.get_current_span(context).get_span_context()
         if parent is not None and not isinstance(parent, trace_api.SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
+        return self.start_under(
+            parent,
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+
+    def start_under(
+        self,
+        parent: trace_api.SpanContext | None,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace_api.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace_api.Span:
+        """:meth:`start_span` when the caller has ``parent``, the span context of ``context``'s span.
+
+        (``None`` or an invalid one for a root span.) It is not looked up again.
+        """
+        sdk = self.sdk
+        links = links or ()
         if not sdk._is_enabled():
             return trace_api.NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # as the SDK does
         ids = sdk.id_generator

@@ -160,3 +160,32 @@ async def test_a_live_outer_span_is_the_parent_and_a_stale_one_is_not() -> None:
     assert nested.parent is not None and nested.parent.span_id == host.get_span_context().span_id
     assert fresh.name == "POST /users"
     assert fresh.parent is None and fresh.context.trace_id != stale.get_span_context().trace_id
+
+
+@pytest.mark.anyio
+async def test_each_host_header_gives_its_own_server_attributes() -> None:
+    hosts = ["api.test:8080", "[::1]:9000", "api.test:8080", "other.test", "api.test:8080"]
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        for host in hosts:
+            await _request(KernelApp(kernel), "POST", "/users", headers={"host": host})
+        spans = tracing.memory.get_finished_spans()
+    got = [{k: v for k, v in (span.attributes or {}).items() if k.startswith("server.")} for span in spans]
+    api = {"server.address": "api.test", "server.port": 8080}
+    assert got == [
+        api,
+        {"server.address": "::1", "server.port": 9000},
+        api,
+        {"server.address": "other.test"},
+        api,
+    ]
+
+
+@pytest.mark.anyio
+async def test_an_invalid_traceparent_starts_a_root_span() -> None:
+    headers = {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"}
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        await _request(KernelApp(kernel), "GET", "/widgets/9", headers=headers)
+        (span,) = tracing.memory.get_finished_spans()
+    assert span.parent is None and span.context.trace_id != 0 and span.context.trace_flags.sampled
