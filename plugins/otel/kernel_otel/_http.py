@@ -159,7 +159,7 @@ class TracingMiddleware:
         method = scope.get("method", "GET")
         if type(tracer) is KernelTracer:  # the parent's span context, as start_span would look it up
             under = current.get_span_context() if parent is not _ROOT else None
-            span = tracer.start_under(under, method, parent, kind=SpanKind.SERVER)
+            span = tracer.start_span(method, parent, kind=SpanKind.SERVER, parent=under)
         else:
             span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)

@@ -42,6 +42,7 @@ _NONE: tuple[Any, ...] = ()
 _new_readable = object.__new__
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
+_LOOK_UP = trace_api.SpanContext(0, 0, is_remote=False)  # start_span's default: look the parent up
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
 
@@ -287,38 +288,18 @@ class KernelTracer(trace_api.Tracer):
         start_time: int | None = None,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
+        *,
+        parent: trace_api.SpanContext | None = _LOOK_UP,
     ) -> trace_api.Span:
-        parent: trace_api.SpanContext | None = trace_api.get_current_span(context).get_span_context()
-        if parent is not None and not isinstance(parent, trace_api.SpanContext):
-            raise TypeError("parent_span_context must be a SpanContext or None.")
-        return self.start_under(
-            parent,
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
+        """The SDK tracer's ``start_span``, and ``parent``: the caller's lookup of ``context``'s span.
 
-    def start_under(
-        self,
-        parent: trace_api.SpanContext | None,
-        name: str,
-        context: context_api.Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
-        links: Sequence[trace_api.Link] | None = (),
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> trace_api.Span:
-        """:meth:`start_span` when the caller has ``parent``, the span context of ``context``'s span.
-
-        (``None`` or an invalid one for a root span.) It is not looked up again.
+        ``parent``, when given, is that span's context (``None`` or an invalid one: a root span),
+        which is then not looked up again.
         """
+        if parent is _LOOK_UP:
+            parent = trace_api.get_current_span(context).get_span_context()
+            if parent is not None and not isinstance(parent, trace_api.SpanContext):
+                raise TypeError("parent_span_context must be a SpanContext or None.")
         sdk = self.sdk
         links = links or ()
         if not sdk._is_enabled():
