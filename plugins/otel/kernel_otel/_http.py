@@ -14,7 +14,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from kernel.logging import reset_trace_id, set_trace_id
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
-from ._lean import KernelTracer, LeanSpan, lean_tracer
+from ._lean import LeanSpan, lean_tracer
 
 _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
@@ -22,9 +22,6 @@ _SEEN = "kernel_otel.span"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = otel_context.Context()
 _SERVER_ERROR = Status(StatusCode.ERROR)
-_HOSTS: dict[bytes, dict[str, Any]] = {}
-"""The attributes of each Host header seen (a server sees a few), read-only once made."""
-_HOSTS_SIZE = 256
 
 
 def _host_header(text: str) -> dict[str, Any]:
@@ -51,12 +48,7 @@ def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, A
     host = headers.get(b"host")
     server = scope.get("server")
     if host:
-        parsed = _HOSTS.get(host)
-        if parsed is None:
-            if len(_HOSTS) >= _HOSTS_SIZE:
-                _HOSTS.clear()
-            parsed = _HOSTS[host] = _host_header(host.decode("latin-1"))
-        attributes.update(parsed)
+        attributes.update(_host_header(host.decode("latin-1")))
     elif server:
         attributes["server.address"] = server[0]
         if server[1] is not None:
@@ -152,16 +144,10 @@ class TracingMiddleware:
             if b"tracestate" in headers:
                 carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)
-            current = trace.get_current_span(parent)
         else:
-            current = trace.get_current_span()
-            parent = None if current.is_recording() else _ROOT
+            parent = None if trace.get_current_span().is_recording() else _ROOT
         method = scope.get("method", "GET")
-        if type(tracer) is KernelTracer:  # the parent's span context, as start_span would look it up
-            under = current.get_span_context() if parent is not _ROOT else None
-            span = tracer.start_span(method, parent, kind=SpanKind.SERVER, parent=under)
-        else:
-            span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
+        span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
             _set(span, _server_attributes(scope, headers))
         scope[_SEEN] = span

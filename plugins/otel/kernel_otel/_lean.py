@@ -42,7 +42,6 @@ _NONE: tuple[Any, ...] = ()
 _new_readable = object.__new__
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
-_LOOK_UP = trace_api.SpanContext(0, 0, is_remote=False)  # start_span's default: look the parent up
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
 
@@ -288,20 +287,12 @@ class KernelTracer(trace_api.Tracer):
         start_time: int | None = None,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
-        *,
-        parent: trace_api.SpanContext | None = _LOOK_UP,
     ) -> trace_api.Span:
-        """The SDK tracer's ``start_span``, and ``parent``: the caller's lookup of ``context``'s span.
-
-        ``parent``, when given, is that span's context (``None`` or an invalid one: a root span),
-        which is then not looked up again.
-        """
-        if parent is _LOOK_UP:
-            parent = trace_api.get_current_span(context).get_span_context()
-            if parent is not None and not isinstance(parent, trace_api.SpanContext):
-                raise TypeError("parent_span_context must be a SpanContext or None.")
         sdk = self.sdk
         links = links or ()
+        parent: trace_api.SpanContext | None = trace_api.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, trace_api.SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
         if not sdk._is_enabled():
             return trace_api.NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # as the SDK does
         ids = sdk.id_generator

@@ -218,17 +218,3 @@ def test_snapshot_has_the_fields_of_the_sdks() -> None:
     (snapshot,) = exporter.get_finished_spans()
     assert type(snapshot) is ReadableSpan
     assert set(vars(snapshot)) == set(vars(ReadableSpan("reference")))
-
-
-def test_a_given_parent_is_used_as_the_looked_up_one_would_be() -> None:
-    _, lean, exporter = _pipeline()
-    with lean.start_as_current_span("outer") as outer:
-        child = lean.start_span("child", parent=outer.get_span_context())
-        root = lean.start_span("root", parent=None)
-        invalid = lean.start_span("root too", parent=trace.INVALID_SPAN_CONTEXT)
-        for span in (child, root, invalid):
-            span.end()
-    child_, root_, invalid_, outer_ = exporter.get_finished_spans()
-    assert child_.parent == outer_.context and child_.context.trace_id == outer_.context.trace_id  # type: ignore[union-attr]
-    assert root_.parent is None and invalid_.parent is None
-    assert root_.context.trace_id != outer_.context.trace_id  # type: ignore[union-attr]
