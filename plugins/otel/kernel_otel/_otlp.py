@@ -20,8 +20,8 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 from ._lean import LeanSpan
 
@@ -40,7 +40,29 @@ _SPAN_FLAGS = {True: b"\x85\x01" + _FIXED32(_REMOTE), False: b"\x85\x01" + _FIXE
 _UNSET_STATUS = b"\x7a\x00"
 _UNSET_CODE = StatusCode.UNSET
 _NO_STATE = DEFAULT_TRACE_STATE  # a span context's trace state when it has none (a Python __len__ to test)
-_KIND = {kind: kind.value for kind in SpanKind}
+_IDS_TAGS = 0x0A10 << 208 | 0x1208 << 64  # trace_id (field 1, 16 bytes) and span_id (field 2, 8 bytes)
+_PARENT_TAG = 0x2208 << 64  # parent_span_id (field 4, 8 bytes)
+_TIMES = struct.Struct("<BQBQ").pack  # start and end time (fields 7 and 8, fixed64)
+_KIND_BY_ID = {id(kind): kind.value for kind in SpanKind}  # SpanKind's hash is Python code
+_UNSET = LeanSpan._status  # the status of every lean span until one is set
+
+
+def _context_is_tuple() -> bool:
+    """Whether a ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, flags, state, ...)``."""
+    flags, state = TraceFlags(TraceFlags.SAMPLED), TraceState([("k", "v")])
+    probe = SpanContext(3, 5, True, flags, state)
+    return isinstance(probe, tuple) and tuple(probe)[:5] == (
+        probe.trace_id,
+        probe.span_id,
+        probe.is_remote,
+        probe.trace_flags,
+        probe.trace_state,
+    )
+
+
+_SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if _context_is_tuple() else ())
+"""Span types :meth:`Encoder.span` reads field by field: the SDK's snapshot and an ended lean span."""
+_SPAN_TAG = [bytes((0x12, n)) for n in range(0x80)]  # a span field's tag and one-byte length
 
 
 def _varint(n: int) -> bytes:
@@ -160,44 +182,48 @@ class Encoder:
 
     def span(self, span: ReadableSpan) -> bytes:
         """One ``Span`` message (the body)."""
-        if type(span) is ReadableSpan or type(span) is LeanSpan:  # the SDK's snapshot, or an ended lean span
+        if type(span) in _SNAPSHOTS:  # the SDK's snapshot, or an ended lean span
             return self._snapshot(span)
         return self._any_span(span)
 
     def _snapshot(self, span: ReadableSpan) -> bytes:
-        """:meth:`span` of the SDK's ``ReadableSpan``, reading its fields rather than its properties."""
+        """:meth:`span` of the SDK's ``ReadableSpan``, reading its fields rather than its properties.
+
+        A span context is read as the tuple it is (``_SNAPSHOTS`` is empty where it is not).
+        """
         context = span._context
-        parent = span._parent
-        if context is None or (context.trace_state is not _NO_STATE and context.trace_state):
+        if context is None or (context[4] is not _NO_STATE and context[4]):  # trace_state
             return self._any_span(span)
-        out = [
-            b"\x0a\x10",
-            context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
-            context.span_id.to_bytes(8, "big"),
-        ]
-        if parent:
-            out += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        out.append(self._name_and_kind(span._name, _KIND[span._kind]))
-        if span._start_time:
-            out.append(b"\x39" + _FIXED64(span._start_time))
-        if span._end_time:
-            out.append(b"\x41" + _FIXED64(span._end_time))
+        parent = span._parent
+        # trace_id and span_id fields with their tags, in one int-to-bytes step
+        ids = (_IDS_TAGS | context[0] << 80 | context[1]).to_bytes(28, "big")
+        if parent is not None:
+            ids += (_PARENT_TAG | parent[1]).to_bytes(10, "big")
+        kind = _KIND_BY_ID.get(id(span._kind))
+        if kind is None:
+            kind = span._kind.value
+        out = [ids, self._name_and_kind(span._name, kind)]
+        start, end = span._start_time, span._end_time
+        if start and end:
+            out.append(_TIMES(0x39, start, 0x41, end))
+        elif start:
+            out.append(b"\x39" + _FIXED64(start))
+        elif end:
+            out.append(b"\x41" + _FIXED64(end))
         attributes = span._attributes
         if attributes:
             out.append(self._attributes(b"\x4a", attributes))
         dropped = getattr(attributes, "dropped", 0)  # BoundedAttributes counts them; a dict drops none
         if dropped:
             out.append(b"\x50" + _varint(dropped))
-        events, links = span._events, span._links
-        if events or links:
+        if span._events or span._links:
             return self._any_tail(span, out)
         status = span._status
-        if status.status_code is _UNSET_CODE and not status.description:
+        if status is _UNSET or (status.status_code is _UNSET_CODE and not status.description):
             out.append(_UNSET_STATUS)
         else:
             out.append(self._status(status))
-        out.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
+        out.append(_SPAN_FLAGS[parent is not None and parent[2]])  # is_remote
         return b"".join(out)
 
     def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:
@@ -291,18 +317,32 @@ class Encoder:
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The ``ExportTraceServiceRequest``: spans grouped by resource, then instrumentation scope."""
         resources: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        last: tuple[Any, Any, list[bytes]] = (None, None, [])
+        last: tuple[Any, Any] = (None, None)
+        parts: list[bytes] = []
         for span in spans:
-            resource, scope = span.resource, span.instrumentation_scope
+            if type(span) in _SNAPSHOTS:  # their fields, not their properties
+                resource, scope = span._resource, span._instrumentation_scope
+                encoded = self._snapshot(span)
+            else:
+                resource, scope = span.resource, span.instrumentation_scope
+                encoded = self._any_span(span)
             if resource is not last[0] or scope is not last[1]:  # mostly one resource, one scope
                 scopes = resources.setdefault(id(resource), (resource, {}))[1]
-                last = (resource, scope, scopes.setdefault(id(scope), (scope, []))[1])
-            last[2].append(_field(b"\x12", self.span(span)))
+                last = (resource, scope)
+                parts = scopes.setdefault(id(scope), (scope, []))[1]
+            size = len(encoded)
+            if size < 0x4000:  # the span field's tag and length (a span is mostly 128 to 16k bytes)
+                parts += (
+                    bytes((0x12, size & 0x7F | 0x80, size >> 7)) if size >= 0x80 else _SPAN_TAG[size],
+                    encoded,
+                )
+            else:
+                parts += (b"\x12" + _varint(size), encoded)
         out: list[bytes] = []
         for resource, scopes in resources.values():
             body = _field(b"\x0a", self._attributes(b"\x0a", resource.attributes))
-            for scope, encoded in scopes.values():
-                body += _field(b"\x12", self._scope(scope) + b"".join(encoded) + self._schema(scope))
+            for scope, fields in scopes.values():
+                body += _field(b"\x12", self._scope(scope) + b"".join(fields) + self._schema(scope))
             out.append(_field(b"\x0a", body + self._schema(resource)))
         return b"".join(out)
 
