@@ -14,6 +14,7 @@ and limits. Span processors and exporters see the same spans, field for field.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from time import time_ns
@@ -30,6 +31,7 @@ from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
 from ._batch import KernelBatchSpanProcessor
+from ._ids import KernelIdGenerator, adopt
 
 _log = logging.getLogger(sdk_trace.__name__)  # the SDK span's warnings, under its logger
 
@@ -296,10 +298,14 @@ class KernelTracer(trace_api.Tracer):
         if not sdk._is_enabled():
             return trace_api.NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # as the SDK does
         ids = sdk.id_generator
+        own_ids = type(ids) is KernelIdGenerator  # the plugin's: its draws, made here without its calls
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = ids.generate_trace_id()
-            random_id = ids.is_trace_id_random()
+            if own_ids:  # a zero (invalid) id is drawn again, by the generator itself
+                trace_id, random_id = adopt.get() or random.getrandbits(128) or ids.generate_trace_id(), True
+            else:
+                trace_id = ids.generate_trace_id()
+                random_id = ids.is_trace_id_random()
         else:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
@@ -310,8 +316,9 @@ class KernelTracer(trace_api.Tracer):
             flags = _SAMPLED_RANDOM if random_id else _SAMPLED
         else:
             flags = _DEFAULT_RANDOM if random_id else _DEFAULT
+        span_id = (random.getrandbits(64) or ids.generate_span_id()) if own_ids else ids.generate_span_id()
         span_context = trace_api.SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
+            trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=trace_state
         )
         metrics = sdk._tracer_metrics  # the SDK's own span metrics, when enabled
         record_end_metrics = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -29,22 +27,12 @@ from opentelemetry.sdk.trace.sampling import (
 
 from ._batch import KernelBatchSpanProcessor
 from ._config import Settings
+from ._ids import KernelIdGenerator
+from ._ids import adopt as _adopt
 from ._lean import KernelTracer
 
 SCOPE = "milo-kernel"
 """Instrumentation scope name of every span the plugin makes."""
-
-# A trace id the next root span takes instead of a random one: set around starting a span for work
-# that already has a kernel trace id (an event or job published outside any span), so that the span's
-# trace id and the id in its metadata, logs and dead letters are one.
-_adopt: contextvars.ContextVar[int] = contextvars.ContextVar("kernel_otel_adopt", default=0)
-
-
-class KernelIdGenerator(RandomIdGenerator):
-    """Random ids, except a root span started under :func:`adopting` takes the given trace id."""
-
-    def generate_trace_id(self) -> int:
-        return _adopt.get() or super().generate_trace_id()
 
 
 def trace_id_int(text: str | None) -> int:
