@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 from kernel_otel import Tracing
 from kernel_queue import JobContext, QueueManager
+from kernel_queue.testing import FAST_TIMERS
 from kernel_redis.testing import redis_keys_left_behind, redis_server, redis_url  # noqa: F401
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kernel.logging import get_trace_id
 from kernel.testing import boot_kernel, wait_until
-
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "stall_timeout": 1.0,
-    "sweep_interval": 0.25,
-    "schedule_interval": 0.05,
-    "poll_interval": 0.2,
-    "shutdown_grace": 5.0,
-}
 
 
 def _kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
@@ -35,7 +26,7 @@ async def test_job_attempts_are_spans_linked_to_the_enqueue(
     qname: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = {"otel": {"exporter": "memory"}, "redis": {"url": redis_url}, "queue": FAST}
+    config = {"otel": {"exporter": "memory"}, "redis": {"url": redis_url}, "queue": FAST_TIMERS}
     seen: list[str | None] = []
 
     async def flaky(job: JobContext) -> None:
