@@ -80,8 +80,10 @@ def load_with_faults(stack: Stack) -> tuple[Load, list[str]]:
     victim = stack.workers[0]
     with LoadThread(Load(stack)) as runner:
         load = runner.load
-        while (load.done < REQUESTS // 4 or in_flight(victim) < 2) and runner.running():
-            time.sleep(0.005)
+        runner.wait_until(
+            lambda: load.done >= REQUESTS // 4 and in_flight(victim) >= 2,
+            "a quarter of the requests done with two jobs running on worker0",
+        )
         running = in_flight(victim)
         victim.kill()  # SIGKILL mid-job: its running jobs must be reclaimed by the other worker
         faults.append(

@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 import httpx
@@ -126,15 +127,19 @@ class LoadThread(Generic[L]):
     def __exit__(self, *exc: object) -> None:
         self.thread.join(300)
 
-    def running(self) -> bool:
-        return self.thread.is_alive()
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
+        """Block until ``ready()`` or the load ends; fail after ``timeout`` seconds saying ``what``.
+
+        Polls between short joins of the load thread, so the end of the load wakes it at once.
+        """
+        deadline = time.monotonic() + timeout
+        while not ready() and self.thread.is_alive():
+            assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+            self.thread.join(0.005)
 
     def wait_done(self, n: int, timeout: float = 120) -> None:
         """Block until ``n`` requests are done (or the load ended)."""
-        deadline = time.monotonic() + timeout
-        while self.load.done < n and self.thread.is_alive():
-            assert time.monotonic() < deadline, f"only {self.load.done} of {n} requests done"
-            time.sleep(0.005)
+        self.wait_until(lambda: self.load.done >= n, f"{n} requests done (now {self.load.done})", timeout)
 
     def join(self) -> L:
         self.thread.join(300)
