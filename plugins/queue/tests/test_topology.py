@@ -209,7 +209,12 @@ async def test_jobs_of_the_earlier_layout_survive_migrate_keys_and_run(
 
         await qm.create_worker(qname, proc)
         await wait_until(lambda: sorted(ran) == ["delayed-2", "waiting-1"], what="both migrated jobs to run")
-        info = await qm.get_job(qname, "delayed-2")
-        assert info is not None and info.state == "completed"
+
+        async def both_completed() -> bool:
+            # The worker marks a job completed after its function returns, so `ran` fills first.
+            infos = [await qm.get_job(qname, job_id) for job_id in ("waiting-1", "delayed-2")]
+            return all(info is not None and info.state == "completed" for info in infos)
+
+        await wait_until(both_completed, what="both migrated jobs to be recorded completed")
         stats = await qm.get_queue_stats(qname)
         assert (stats["completed"], stats["total"]) == (2, 0)
