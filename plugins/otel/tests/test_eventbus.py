@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -34,12 +36,20 @@ async def handle_ok(data: Any, meta: EventMetadata) -> None:
 seen: list[tuple[EventMetadata, str | None]] = []
 
 
-@pytest.mark.anyio
-async def test_publish_and_handle_yield_linked_producer_and_consumer_spans() -> None:
+@asynccontextmanager
+async def traced_bus() -> AsyncIterator[tuple[EventBus, Tracing]]:
+    """A booted otel + memory-eventbus kernel's bus and tracing; ``seen`` cleared, ``handle_ok``
+    subscribed to ``user.created`` in group ``welcome``."""
     seen.clear()
     async with boot_kernel("otel", "eventbus", config=CONFIG) as kernel:
         bus, tracing = kernel.registry.get(EventBus), kernel.registry.get(Tracing)
         bus.subscribe("user.created", handle_ok, group="welcome")
+        yield bus, tracing
+
+
+@pytest.mark.anyio
+async def test_publish_and_handle_yield_linked_producer_and_consumer_spans() -> None:
+    async with traced_bus() as (bus, tracing):
         meta = await bus.publish("user.created", {"user_id": "7"})
         await wait_until(lambda: seen, what="the handler ran")
         await wait_until(lambda: _kinds(tracing.memory.get_finished_spans(), SpanKind.CONSUMER))
@@ -100,10 +110,7 @@ async def test_retried_event_shows_one_span_per_attempt_and_dlq_entry_carries_th
 
 @pytest.mark.anyio
 async def test_publish_inside_a_span_joins_its_trace() -> None:
-    seen.clear()
-    async with boot_kernel("otel", "eventbus", config=CONFIG) as kernel:
-        bus, tracing = kernel.registry.get(EventBus), kernel.registry.get(Tracing)
-        bus.subscribe("user.created", handle_ok, group="welcome")
+    async with traced_bus() as (bus, tracing):
         with tracing.tracer.start_as_current_span("request") as outer:
             await bus.publish(
                 "user.created", {"user_id": "8"}, trace_id=_hex(outer.get_span_context().trace_id)
