@@ -30,7 +30,7 @@ import inspect
 import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -282,19 +282,28 @@ async def _aper_op(fn: Callable[[], Awaitable[Any]], n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def _turns(warmup: int, rounds_: int) -> Iterator[tuple[int, bool]]:
+def _turns(warmup: int, rounds_: int) -> list[tuple[int, bool]]:
     """The runs of a comparison in order: the side (0 ours, 1 raw) and whether its time counts.
 
     ``warmup`` uncounted rounds (ours, raw), then ``rounds_`` counted rounds; which side goes
     first alternates (ours, raw / raw, ours / ...).
     """
-    for _ in range(warmup):
-        yield 0, False
-        yield 1, False
+    turns = [(0, False), (1, False)] * warmup
     for i in range(rounds_):
         first = i % 2
-        yield first, True
-        yield 1 - first, True
+        turns += [(first, True), (1 - first, True)]
+    return turns
+
+
+def _emit_turns(
+    suite: str, case: str, turns: list[tuple[int, bool]], elapsed: list[float], target: float | None
+) -> Result:
+    """:func:`emit` the per-op times ``elapsed`` of the ``turns`` run in order, without the warm-up's."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for (side, counted), us in zip(turns, elapsed, strict=True):
+        if counted:
+            times[side].append(us)
+    return emit(suite, case, *times, target=target)
 
 
 def compare(
@@ -313,12 +322,8 @@ def compare(
         COUNTER.sync(suite, case, "ours", ours, ops, target)
         COUNTER.sync(suite, case, "raw", raw, ops, target)
         return _placeholder(suite, case, target)
-    times: tuple[list[float], list[float]] = ([], [])
-    for side, counted in _turns(warmup, rounds_):
-        elapsed = _per_op((ours, raw)[side], ops)
-        if counted:
-            times[side].append(elapsed)
-    return emit(suite, case, *times, target=target)
+    turns = _turns(warmup, rounds_)
+    return _emit_turns(suite, case, turns, [_per_op((ours, raw)[side], ops) for side, _ in turns], target)
 
 
 async def acompare(
@@ -337,12 +342,9 @@ async def acompare(
         await COUNTER.asynchronous(suite, case, "ours", ours, ops, target, batches=False)
         await COUNTER.asynchronous(suite, case, "raw", raw, ops, target, batches=False)
         return _placeholder(suite, case, target)
-    times: tuple[list[float], list[float]] = ([], [])
-    for side, counted in _turns(warmup, rounds_):
-        elapsed = await _aper_op((ours, raw)[side], ops)
-        if counted:
-            times[side].append(elapsed)
-    return emit(suite, case, *times, target=target)
+    turns = _turns(warmup, rounds_)
+    elapsed = [await _aper_op((ours, raw)[side], ops) for side, _ in turns]
+    return _emit_turns(suite, case, turns, elapsed, target)
 
 
 async def acompare_batches(
@@ -372,12 +374,8 @@ async def acompare_batches(
         await COUNTER.asynchronous(suite, case, "ours", ours, calls, target, batches=True)
         await COUNTER.asynchronous(suite, case, "raw", raw, calls, target, batches=True)
         return _placeholder(suite, case, target)
-    times: tuple[list[float], list[float]] = ([], [])
-    for side, counted in _turns(warmup, rounds_):
-        elapsed = await per_op((ours, raw)[side])
-        if counted:
-            times[side].append(elapsed)
-    return emit(suite, case, *times, target=target)
+    turns = _turns(warmup, rounds_)
+    return _emit_turns(suite, case, turns, [await per_op((ours, raw)[side]) for side, _ in turns], target)
 
 
 def is_async(fn: Callable[..., Any]) -> bool:
