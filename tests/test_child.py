@@ -14,7 +14,7 @@ from typing import ClassVar
 import pytest
 
 from kernel.process import ChildServer, die_with_parent, free_port
-from kernel.testing import assert_dies_with_parent
+from kernel.testing import assert_dies_with_parent, assert_startup_times_out
 from kernel.testing import process_alive as alive
 
 # A line server: answers "pong\n" to any line. Behaviour switches come from argv.
@@ -103,16 +103,7 @@ def test_a_child_that_dies_at_startup_raises_with_its_log_tail() -> None:
 
 
 def test_a_child_that_never_answers_times_out_and_is_stopped() -> None:
-    server = LineServer("mute", startup_timeout=0.5)
-    try:
-        server.spawn()
-        pid = server.pid
-        assert pid is not None
-        with pytest.raises(LineServerError, match=r"did not answer pong within 0\.5s"):
-            server.wait_ready()
-        assert not server.running and not alive(pid)
-    finally:
-        server.close()
+    assert_startup_times_out(LineServer("mute", startup_timeout=0.5), r"did not answer pong within 0\.5s")
 
 
 def test_stop_kills_a_child_that_ignores_sigterm() -> None:

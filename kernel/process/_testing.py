@@ -1,17 +1,22 @@
 """Process checks for tests of private servers: is a pid alive, does a child die with its parent.
 
 The test side of this subpackage's promise (children never outlive their parent); public as
-``kernel.testing.process_alive``, ``wait_gone`` and ``assert_dies_with_parent``.
+``kernel.testing.process_alive``, ``wait_gone``, ``assert_dies_with_parent``,
+``assert_startup_times_out`` and ``kill_left_running``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._child import ChildServer
 
 
 def process_alive(pid: int) -> bool:
@@ -74,3 +79,34 @@ def assert_dies_with_parent(
             parent.stdout.close()
         if child is not None and process_alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def assert_startup_times_out(server: ChildServer, match: str) -> None:
+    """Spawn ``server`` (whose child never answers its probe) and assert that ``wait_ready`` raises
+    the server's :attr:`~ChildServer.error` with a message matching the regex ``match`` (e.g.
+    ``did not answer PING within 0\\.3s``) and that the child is gone when it returns. Closes ``server``.
+    """
+    try:
+        server.spawn()
+        pid = server.pid
+        assert pid is not None, "the child did not start"
+        message = ""
+        try:
+            server.wait_ready()
+        except server.error as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"{server!r} answered although it should time out")
+        assert re.search(match, message), f"{match!r} not found in {message!r}"
+        assert not server.running and not process_alive(pid), f"the child ({pid}) outlived the timeout"
+    finally:
+        server.close()
+
+
+def kill_left_running(procs: Iterable[subprocess.Popen[Any]], timeout: float = 10.0) -> None:
+    """SIGKILL and reap each of ``procs`` still running (a fixture's teardown of the processes a test
+    started); waits at most ``timeout`` seconds for each."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout)

@@ -21,15 +21,23 @@ import anyio
 from .._kernel import Kernel
 from .._plugin import ASGIApp, Message, Plugin, Scope
 from .._registry import Key, Registry
-from ..process._testing import assert_dies_with_parent, process_alive, wait_gone
+from ..process._testing import (
+    assert_dies_with_parent,
+    assert_startup_times_out,
+    kill_left_running,
+    process_alive,
+    wait_gone,
+)
 
 __all__ = [
     "KernelOptions",
     "asgi_request",
     "assert_dies_with_parent",
     "assert_no_password",
+    "assert_startup_times_out",
     "boot_kernel",
     "http_scope",
+    "kill_left_running",
     "make_kernel",
     "process_alive",
     "urls_with_passwords",

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kernel.testing import asgi_request, http_scope
+from kernel.testing import asgi_request, http_scope, kill_left_running
 from kernel.web import ASGIApp
 
 
@@ -97,10 +97,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         return served
 
     yield start
-    for served in started:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait(10)
+    kill_left_running(served.proc for served in started)
 
 
 async def call_asgi(app: ASGIApp, path: str, method: str = "GET", **scope_extra: Any) -> int:

@@ -20,7 +20,7 @@ import pytest
 from kernel_queue import QueueManager
 from kernel_redis import AnyRedis, connect
 
-from kernel.testing import wait_until
+from kernel.testing import kill_left_running, wait_until
 
 HERE = Path(__file__).parent
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -123,10 +123,7 @@ def spawn(
         return w
 
     yield make
-    for w in made:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait(10)
+    kill_left_running(w.proc for w in made)
 
 
 async def read_log(redis_url: str, queue: str) -> list[dict[str, Any]]:

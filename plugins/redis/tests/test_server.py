@@ -16,7 +16,7 @@ from kernel_redis import RedisServer, RedisServerError, find_redis_server, free_
 from kernel_redis.testing import private_redis_server
 
 from kernel import BootError
-from kernel.testing import assert_dies_with_parent, boot_kernel, wait_gone
+from kernel.testing import assert_dies_with_parent, assert_startup_times_out, boot_kernel, wait_gone
 
 
 def test_private_server_serves_and_stops() -> None:
@@ -117,15 +117,8 @@ def test_startup_timeout_reports_and_kills(tmp_path: Path) -> None:
     fake.write_text("#!/bin/sh\nexec sleep 60\n")
     fake.chmod(0o755)
     server = RedisServer(binary=fake, startup_timeout=0.3)
-    try:
-        server.spawn()
-        pid = server.pid
-        assert pid is not None
-        with pytest.raises(RedisServerError, match=r"did not answer PING within 0\.3s"):
-            server.wait_ready()
-        assert wait_gone(pid)
-    finally:
-        server.close()
+    assert server.error is RedisServerError
+    assert_startup_times_out(server, r"did not answer PING within 0\.3s")
 
 
 def test_binary_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
