@@ -31,7 +31,7 @@ import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -48,27 +48,12 @@ PROFILE: dict[str, Any] = {
 """A small user record: the value the cache and serializer suites store and encode."""
 
 
-class Counter(Protocol):
-    """Instruction mode: runs one side of a case between markers instead of timing it."""
-
-    def sync(
-        self, suite: str, case: str, side: str, fn: Callable[[], Any], calls: int, target: float | None
-    ) -> None: ...
-
-    async def asynchronous(
-        self,
-        suite: str,
-        case: str,
-        side: str,
-        fn: Callable[[], Awaitable[Any]],
-        calls: int,
-        target: float | None,
-        batches: bool,
-    ) -> None: ...
-
+if TYPE_CHECKING:  # its one implementation, named rather than restated as a protocol
+    from ._instructions import Callgrind as Counter
 
 COUNTER: Counter | None = None
-"""Set by the instruction-mode child process (:mod:`benchmarks._instructions`)."""
+"""Set by the instruction-mode child process (:mod:`benchmarks._instructions`): in instruction
+mode it runs one side of a case between markers instead of timing it."""
 
 
 def counting() -> bool:
