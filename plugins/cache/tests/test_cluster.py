@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import textwrap
 from asyncio.subprocess import PIPE
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,13 +13,12 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
+from cache_children import child_argv, redis_cache_kernel
 from cache_keys import all_keys
 from kernel_cache import CacheManager, RedisBackend
 from kernel_redis.testing import PrivateRedisCluster, private_redis_cluster, private_redis_sentinel
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
-
-from kernel.testing import boot_kernel
 
 pytestmark = pytest.mark.anyio
 
@@ -51,8 +48,7 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> Counter[Node]:
 
 @asynccontextmanager
 async def redis_cache(url: str, prefix: str, **settings: object) -> AsyncIterator[CacheManager]:
-    config = {"redis": {"url": url}, "cache": {"backend": "redis", "key_prefix": prefix, **settings}}
-    async with boot_kernel("redis", "cache", config=config) as kernel:
+    async with redis_cache_kernel(url, prefix, **settings) as kernel:
         cache = kernel.get(CacheManager)
         try:
             yield cache
@@ -173,44 +169,9 @@ async def test_a_burst_past_max_connections_waits_for_its_turn(cluster_url: str,
         assert max(len(node._connections) for node in nodes) <= 4
 
 
-# In a child process: redis-py's asyncio cluster client leaks the sockets a command had open on a node
-# the topology refresh after a failover drops (redis/redis-py#4053); their ResourceWarnings at exit
-# are the library's, and stay out of this session.
-_FAILOVER = textwrap.dedent(
-    """
-    import asyncio, json, sys, time
-    from kernel.testing import boot_kernel, wait_until
-    from kernel_cache import CacheManager, CacheUnavailableError
-
-    url, prefix = sys.argv[1], sys.argv[2]
-
-    async def main():
-        config = {"redis": {"url": url},
-                  "cache": {"backend": "redis", "key_prefix": prefix, "outage_backoff": 0.2}}
-        async with boot_kernel("redis", "cache", config=config) as kernel:
-            users = kernel.get(CacheManager).namespace("user")
-            assert await users.set("before", 1) is True
-            print(users.key("before"), flush=True)
-            sys.stdin.readline()  # the parent killed the primary of that key's slot
-            t0 = time.monotonic()
-            out = {"get": await users.get("before", "miss"), "set": await users.set("during", 2)}
-            try:
-                await users.increment("n")
-            except CacheUnavailableError:
-                out["increment"] = "CacheUnavailableError"
-            # The replica takes over the slot; the client finds it on its own (no restart).
-            await wait_until(lambda: users.set("after", 3), timeout=60, what="writes after the failover")
-            out["recovered"] = time.monotonic() - t0
-            out["after"] = await users.get("after")
-            out["counter"] = await users.increment("n")
-            out["errors"] = users.get_stats().errors
-            print(json.dumps(out), flush=True)
-
-    asyncio.run(main())
-    """
-)
-
-
+# The cache runs in a child process (cache_children.failover): redis-py's asyncio cluster client leaks
+# the sockets a command had open on a node the topology refresh after a failover drops
+# (redis/redis-py#4053); their ResourceWarnings at exit are the library's, and stay out of this session.
 @contextmanager
 def killable(topology: str) -> Iterator[tuple[str, Callable[[str], object]]]:
     """A private cluster or Sentinel group of its own: its URL, and how to SIGKILL a key's primary."""
@@ -227,7 +188,7 @@ def killable(topology: str) -> Iterator[tuple[str, Callable[[str], object]]]:
 async def test_a_primary_failover_fails_open_then_the_cache_recovers(topology: str, prefix: str) -> None:
     with killable(topology) as (url, kill_primary_of):
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _FAILOVER, url, prefix, stdin=PIPE, stdout=PIPE, stderr=PIPE
+            *child_argv("failover", url, prefix), stdin=PIPE, stdout=PIPE, stderr=PIPE
         )
         try:
             assert child.stdin is not None and child.stdout is not None

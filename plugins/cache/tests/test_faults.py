@@ -8,13 +8,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 import pytest
+from cache_children import child_argv, redis_cache_kernel
 from cache_keys import all_keys, scan
 from kernel_cache import CacheManager, CacheUnavailableError
 from kernel_redis import AnyRedis, connect
@@ -31,8 +30,7 @@ async def _equals(value: Awaitable[object], expected: object) -> bool:
 
 @asynccontextmanager
 async def redis_cache(url: str, **cache: object) -> AsyncIterator[CacheManager]:
-    config = {"redis": {"url": url}, "cache": {"backend": "redis", **cache}}
-    async with boot_kernel("redis", "cache", config=config) as kernel:
+    async with redis_cache_kernel(url, **cache) as kernel:
         yield kernel.get(CacheManager)
 
 
@@ -171,42 +169,12 @@ async def test_lock_left_by_a_crashed_holder_expires(redis_url: str, prefix: str
         await cache.delete("report")
 
 
-_WORKER = textwrap.dedent(
-    """
-    import asyncio, json, os, sys
-    from kernel.testing import boot_kernel
-    from kernel_cache import CacheManager
-    from kernel_redis import RedisService
-
-    url, prefix, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
-
-    async def main():
-        config = {"redis": {"url": url},
-                  "cache": {"backend": "redis", "key_prefix": prefix, "lock": lock}}
-        async with boot_kernel("redis", "cache", config=config) as kernel:
-            raw = kernel.get(RedisService).client
-            cache = kernel.get(CacheManager).namespace("reports")
-
-            async def factory():
-                await raw.incr(f"{prefix}:factory-calls")
-                await asyncio.sleep(0.5)
-                return {"computed_by": os.getpid()}
-
-            await raw.incr(f"{prefix}:ready")
-            while not await raw.exists(f"{prefix}:go"):
-                await asyncio.sleep(0.005)
-            print(json.dumps(await cache.get_or_set("monthly", factory)), flush=True)
-
-    asyncio.run(main())
-    """
-)
-
-
 @asynccontextmanager
 async def released_together(
-    script: str, url: str, prefix: str, *args: str, n: int
+    child: str, url: str, prefix: str, *args: str, n: int
 ) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], AnyRedis]]:
-    """``n`` processes running ``script url prefix *args``, released at once once all are ready.
+    """``n`` processes running the child ``child`` (of ``cache_children``) with ``url prefix *args``,
+    released at once once all are ready.
 
     Each worker increments ``{prefix}:ready``, then waits for ``{prefix}:go``. Yields the workers
     (output piped) and a Redis client; at exit kills any worker left and deletes the ``prefix`` keys
@@ -214,7 +182,7 @@ async def released_together(
     """
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, url, prefix, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            *child_argv(child, url, prefix, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(n)
     ]
@@ -247,7 +215,7 @@ async def outputs_of(procs: list[asyncio.subprocess.Process]) -> list[bytes]:
 
 
 async def _race(url: str, prefix: str, mode: str) -> tuple[int, list[dict[str, int]]]:
-    async with released_together(_WORKER, url, prefix, mode, n=2) as (procs, raw):
+    async with released_together("get_or_set_race", url, prefix, mode, n=2) as (procs, raw):
         outputs = await outputs_of(procs)
         calls = int(await raw.get(f"{prefix}:factory-calls") or 0)
     return calls, [json.loads(out) for out in outputs]
@@ -265,38 +233,10 @@ async def test_two_processes_with_the_distributed_lock_call_the_factory_once(
     assert calls == 2
 
 
-_COUNTER_WORKER = textwrap.dedent(
-    """
-    import asyncio, sys
-    from kernel.testing import boot_kernel
-    from kernel_cache import CacheManager
-    from kernel_redis import RedisService
-
-    url, prefix = sys.argv[1], sys.argv[2]
-
-    async def main():
-        # 600 concurrent operations share the pool: on a loaded 2-core machine a connect can take
-        # longer than the 0.5 s default; this test is about exact counts, not latency.
-        config = {"redis": {"url": url},
-                  "cache": {"backend": "redis", "key_prefix": prefix, "timeout": 10.0}}
-        async with boot_kernel("redis", "cache", config=config) as kernel:
-            raw = kernel.get(RedisService).client
-            cache = kernel.get(CacheManager)
-            await raw.incr(f"{prefix}:ready")
-            while not await raw.exists(f"{prefix}:go"):
-                await asyncio.sleep(0.005)
-            await asyncio.gather(*(cache.increment("hits", ttl=60) for _ in range(500)))
-            await asyncio.gather(*(cache.decrement("hits", 2) for _ in range(100)))
-
-    asyncio.run(main())
-    """
-)
-
-
 @pytest.mark.slow
 async def test_counters_are_exact_across_processes(redis_url: str, prefix: str) -> None:
     n = 3
-    async with released_together(_COUNTER_WORKER, redis_url, prefix, n=n) as (procs, raw):
+    async with released_together("counters", redis_url, prefix, n=n) as (procs, raw):
         await outputs_of(procs)
         assert int(await raw.get(f"{{{prefix}:default}}:hits")) == n * (500 - 200)
         ttl = await raw.ttl(f"{{{prefix}:default}}:hits")
