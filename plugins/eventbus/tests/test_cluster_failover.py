@@ -23,7 +23,9 @@ from kernel_eventbus import EventMetadata, PublishNotReplicatedError, PublishTim
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import AnyRedis, connect
 from kernel_redis.testing import (
-    FAILOVER_LEAKS_IGNORED,
+    FAILOVER_ITEMS,
+    FAILOVER_KILL_AT,
+    FAILOVER_MARKS,
     FailoverRun,
     PrivateRedisCluster,
     PrivateRedisSentinel,
@@ -34,36 +36,21 @@ from kernel_redis.testing import (
 
 from kernel.testing import wait_until
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.slow,
-    FAILOVER_LEAKS_IGNORED,  # redis-py drops connections to the killed node unclosed (redis/redis-py#4053)
-]
-
-N = 1000
-KILL_AT = 300
+pytestmark = FAILOVER_MARKS  # slow; redis-py drops connections to the killed node unclosed (#4053)
+N, KILL_AT = FAILOVER_ITEMS, FAILOVER_KILL_AT
 PUBLISHERS = 8
 """Publishes in flight at once (more writes the replica may not have when the primary dies)."""
 EVENT = "failover.e"
 
 
-class Run(FailoverRun[int]):
-    """What one failover run saw; ``done`` once the end marker ``N`` was handled."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.done = False
-
-    async def handler(self, data: Any, meta: EventMetadata) -> None:
-        self.read(data["n"])
-        if data["n"] == N:
-            self.done = True
+Run = FailoverRun[int]
+"""What one failover run saw of the events ``0..N-1`` and the end marker ``N`` (by number)."""
 
 
 async def _settled(client: AnyRedis, bus: RedisEventBus, run: Run) -> bool:
     """The end marker was handled and nothing is pending in the group (entries delivered by the dead
     primary are reclaimed after ``visibility_timeout``)."""
-    if not run.done:
+    if N not in run.seen:
         return False
     return int((await client.xpending(bus.stream_key(EVENT), "g"))["pending"]) == 0
 
@@ -126,7 +113,11 @@ async def test_sigkilled_primary_mid_stream(
             replication_timeout=1.0,
             publish_timeout=30.0,
         )
-        bus.subscribe(EVENT, run.handler, group="g")
+
+        async def handler(data: Any, meta: EventMetadata) -> None:
+            run.read(data["n"])
+
+        bus.subscribe(EVENT, handler, group="g")
         await bus.start()
         try:
             numbers = iter(range(N))

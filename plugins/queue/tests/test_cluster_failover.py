@@ -22,7 +22,9 @@ import anyio
 import pytest
 from kernel_queue import JobContext, QueueManager, queue_tag
 from kernel_redis.testing import (
-    FAILOVER_LEAKS_IGNORED,
+    FAILOVER_ITEMS,
+    FAILOVER_KILL_AT,
+    FAILOVER_MARKS,
     FailoverRun,
     close_dropped_cluster_connections,
     private_redis_cluster,
@@ -30,28 +32,14 @@ from kernel_redis.testing import (
 
 from kernel.testing import boot_kernel, wait_until
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.slow,
-    FAILOVER_LEAKS_IGNORED,  # redis-py drops connections to the killed node unclosed (redis/redis-py#4053)
-]
-
-N = 1000
-KILL_AT = 300
+pytestmark = FAILOVER_MARKS  # slow; redis-py drops connections to the killed node unclosed (#4053)
+N, KILL_AT = FAILOVER_ITEMS, FAILOVER_KILL_AT
 PRODUCERS = 8
 QUEUE = "kqtestfailover"
 
 
-class Run(FailoverRun[str]):
-    """What one failover run saw: jobs added (by id) and run, and when each add was acknowledged."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ack_times: list[float] = []
-        self.revived = 0.0
-
-    async def proc(self, job: JobContext) -> None:
-        self.read(job.id)
+Run = FailoverRun[str]
+"""What one failover run saw: jobs added (by id) and run, and when each add was acknowledged."""
 
 
 async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
@@ -68,7 +56,6 @@ async def _produce(qm: QueueManager, run: Run, ids: list[str]) -> None:
                     raise AssertionError(f"adds fail for 60 s: {exc!r}") from exc
                 await anyio.sleep(0.05)
         run.acknowledged(jid, started)
-        run.ack_times.append(time.monotonic())
 
 
 @pytest.mark.parametrize("durability", ["default", "replicated"])
@@ -90,7 +77,11 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
                 qm = k.get(QueueManager)
                 events: list[tuple[float, str]] = []
                 qm.listen_to_queue_events(QUEUE, lambda e: events.append((time.monotonic(), e["job_id"])))
-                await qm.create_worker(QUEUE, run.proc, concurrency=8)
+
+                async def proc(job: JobContext) -> None:
+                    run.read(job.id)
+
+                await qm.create_worker(QUEUE, proc, concurrency=8)
                 ids = [f"j{i}" for i in range(N)]
                 async with anyio.create_task_group() as tg:
                     for p in range(PRODUCERS):
@@ -103,7 +94,7 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
                     # The operator restarts the dead node: it rejoins as the new primary's replica (until
                     # then a replicated add finds no replica and raises EnqueueNotReplicatedError).
                     await anyio.to_thread.run_sync(cluster.revive, port)
-                    run.revived = time.monotonic() - run.killed_at
+                    revived = time.monotonic() - run.killed_at
 
                 async def drained() -> bool:
                     return (await qm.get_queue_stats(QUEUE))["total"] == 0
@@ -128,7 +119,7 @@ async def test_sigkilled_primary_while_jobs_run(durability: Literal["default", "
         print(
             f"\nFAILOVER queue durability={durability}: jobs={N} acknowledged={len(run.acked)} "
             f"lost={len(lost)} duplicates={duplicates} refused={dict(run.refused)} "
-            f"promoted_after={run.promoted:.2f}s revived_after={run.revived:.2f}s "
+            f"promoted_after={run.promoted:.2f}s revived_after={revived:.2f}s "
             f"add_outage={add_outage:.2f}s add_back={run.write_back:.2f}s run_back={run.read_back:.2f}s "
             f"events_back={events_back:.2f}s"
         )

@@ -64,7 +64,10 @@ __all__ = [
     "PrivateRedisSentinel",
     "RedisServer",
     "RedisServerError",
+    "FAILOVER_ITEMS",
+    "FAILOVER_KILL_AT",
     "FAILOVER_LEAKS_IGNORED",
+    "FAILOVER_MARKS",
     "close_dropped_cluster_connections",
     "find_redis_server",
     "leftover_test_keys",
@@ -93,6 +96,12 @@ SENTINEL_SERVICE = "kernel-test"
 FAILOVER_LEAKS_IGNORED = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 """Mark of a failover test: the connections redis-py drops unclosed when a node dies are not its failure
 (the test's own assertions are about what was lost, duplicated or recovered)."""
+FAILOVER_MARKS = [pytest.mark.anyio, pytest.mark.slow, FAILOVER_LEAKS_IGNORED]
+"""``pytestmark`` of a failover test module: async, slow, and :data:`FAILOVER_LEAKS_IGNORED`."""
+FAILOVER_ITEMS = 1000
+"""How many items (events, jobs) a failover test writes."""
+FAILOVER_KILL_AT = 300
+"""After how many acknowledged writes a failover test kills the primary."""
 
 
 K = TypeVar("K", bound=Hashable)
@@ -109,6 +118,8 @@ class FailoverRun(Generic[K]):
 
     def __init__(self) -> None:
         self.acked: set[K] = set()
+        self.ack_times: list[float] = []
+        """When each acknowledged write returned (``time.monotonic()``), in that order."""
         self.refused: Counter[str] = Counter()
         """Writes that raised, by exception class name."""
         self.seen: Counter[K] = Counter()
@@ -130,9 +141,11 @@ class FailoverRun(Generic[K]):
 
     def acknowledged(self, item: K, started: float) -> None:
         """The write of ``item`` that started at ``started`` returned."""
+        returned = time.monotonic()
         self.acked.add(item)
+        self.ack_times.append(returned)
         if self.killed_at and started > self.killed_at and not self.write_back:
-            self.write_back = time.monotonic() - self.killed_at
+            self.write_back = returned - self.killed_at
 
     def read(self, item: K) -> None:
         """``item`` was read (handled, run) once more."""
