@@ -129,6 +129,21 @@ class _State:
     """The consumer loop lost Redis and has not read since (logged once, then quiet)."""
 
 
+@attrs.frozen
+class _Failed:
+    """A stream entry to retry or dead-letter: where it stands, what it carried, how it failed."""
+
+    stream: str
+    is_retry: bool
+    """``stream`` is the subscription's retry stream (its entries are deleted once acknowledged)."""
+    entry_id: bytes
+    data: Any
+    meta: EventMetadata
+    failure: Failure
+    first_failure: str | None
+    """When the event first failed (retry entries carry it), else None: this failure is the first."""
+
+
 def _decode_event(fields: dict[bytes, bytes] | None, event: str) -> tuple[Any, EventMetadata]:
     """Data and metadata of an event-stream entry (see ``_publish``): a header line, then the JSON data.
 
@@ -692,10 +707,8 @@ class RedisEventBus(EventBus):
             failure = await self._invoke(sub, data, meta)
             if failure is None:
                 acks.append(entry_id)
-            elif failure.retry:
-                await self._schedule_retry(sub, state, stream, False, entry_id, data, meta, failure, None)
             else:
-                await self._dead(sub, stream, False, entry_id, data, meta, failure, None)
+                await self._failed(sub, state, _Failed(stream, False, entry_id, data, meta, failure, None))
             # slow handlers: do not hold many finished entries unacknowledged (a crash repeats them)
             if (acks or state.retry_acks) and time.monotonic() >= flush_at:
                 await self._flush_acks(sub, state)
@@ -744,17 +757,15 @@ class RedisEventBus(EventBus):
                 f"{self.max_deliveries}"
             )
             limit = Failure(err, False, now_rfc3339())
-            await self._dead(sub, stream, is_retry, entry_id, data, meta, limit, first_failure)
+            await self._dead(sub, _Failed(stream, is_retry, entry_id, data, meta, limit, first_failure))
             return
         failure = await self._invoke(sub, data, meta)
         if failure is None:
             (state.retry_acks if is_retry else state.acks).append(entry_id)
-        elif failure.retry:
-            await self._schedule_retry(
-                sub, state, stream, is_retry, entry_id, data, meta, failure, first_failure
-            )
         else:
-            await self._dead(sub, stream, is_retry, entry_id, data, meta, failure, first_failure)
+            await self._failed(
+                sub, state, _Failed(stream, is_retry, entry_id, data, meta, failure, first_failure)
+            )
 
     async def _flush_acks(self, sub: Subscription, state: _State) -> None:
         main, retry = state.acks, state.retry_acks
@@ -773,23 +784,20 @@ class RedisEventBus(EventBus):
         del main[:n_main]
         del retry[:n_retry]
 
-    def _ack_in(self, pipe: Any, sub: Subscription, stream: str, is_retry: bool, entry_id: bytes) -> None:
-        pipe.xack(stream, sub.name, entry_id)
-        if is_retry:
-            pipe.xdel(stream, entry_id)
+    def _ack_in(self, pipe: Any, sub: Subscription, failed: _Failed) -> None:
+        pipe.xack(failed.stream, sub.name, failed.entry_id)
+        if failed.is_retry:
+            pipe.xdel(failed.stream, failed.entry_id)
 
-    async def _schedule_retry(
-        self,
-        sub: Subscription,
-        state: _State,
-        stream: str,
-        is_retry: bool,
-        entry_id: bytes,
-        data: Any,
-        meta: EventMetadata,
-        failure: Failure,
-        first_failure: str | None,
-    ) -> None:
+    async def _failed(self, sub: Subscription, state: _State, failed: _Failed) -> None:
+        """Schedule a retry of a failed entry when its failure allows one, else dead-letter it."""
+        if failed.failure.retry:
+            await self._schedule_retry(sub, state, failed)
+        else:
+            await self._dead(sub, failed)
+
+    async def _schedule_retry(self, sub: Subscription, state: _State, failed: _Failed) -> None:
+        meta = failed.meta
         due = _ms() + int(sub.policy.delay(meta.attempt) * 1000)
         member = dumps(
             {
@@ -800,33 +808,24 @@ class RedisEventBus(EventBus):
                 "tid": meta.trace_id,
                 "att": meta.attempt + 1,
                 "rep": meta.replayed_at,
-                "ff": first_failure or failure.at,
-                "d": data,
+                "ff": failed.first_failure or failed.failure.at,
+                "d": failed.data,
                 **({"tp": meta.traceparent} if meta.traceparent is not None else {}),
                 **({"tst": meta.tracestate} if meta.tracestate is not None else {}),
             }
         )
         pipe = self.client.pipeline(transaction=True)
         pipe.zadd(self.schedule_key(sub.name, sub.event), {member: due})
-        self._ack_in(pipe, sub, stream, is_retry, entry_id)
+        self._ack_in(pipe, sub, failed)
         await pipe.execute()
         state.next_due = min(state.next_due, due) if state.next_due else due
 
-    async def _dead(
-        self,
-        sub: Subscription,
-        stream: str,
-        is_retry: bool,
-        entry_id: bytes,
-        data: Any,
-        meta: EventMetadata,
-        failure: Failure,
-        first_failure: str | None,
-    ) -> None:
-        entry = self._dead_entry(sub, data, meta, failure, first_failure)
+    async def _dead(self, sub: Subscription, failed: _Failed) -> None:
+        meta = failed.meta
+        entry = self._dead_entry(sub, failed.data, meta, failed.failure, failed.first_failure)
         await self._dead_letters.note_event(entry.event_name)
         pipe = self.client.pipeline(transaction=True)  # dead-lettered and acknowledged at once (one slot)
-        self._ack_in(pipe, sub, stream, is_retry, entry_id)
+        self._ack_in(pipe, sub, failed)
         self._dead_letters.stage_add(pipe, entry)
         await pipe.execute()
         self._dlq_size_changed(await self._dead_letters.count())
@@ -858,7 +857,8 @@ class RedisEventBus(EventBus):
         err = UndecodableEventError(
             f"cannot decode stream entry {entry_id.decode()} of {stream}: {type(exc).__name__}: {exc}"
         )
-        await self._dead(sub, stream, is_retry, entry_id, raw, meta, Failure(err, False, now_rfc3339()), None)
+        failure = Failure(err, False, now_rfc3339())
+        await self._dead(sub, _Failed(stream, is_retry, entry_id, raw, meta, failure, None))
 
     async def _reclaim(self, sub: Subscription, state: _State) -> None:
         """Take over entries a dead (or too slow) consumer left unacknowledged past the visibility timeout."""
