@@ -55,6 +55,7 @@ class LoadedPlugin:
 
     @property
     def name(self) -> str:
+        """The plugin's name."""
         return self.plugin.name
 
 

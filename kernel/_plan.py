@@ -43,6 +43,7 @@ class PluginManager(pluggy.PluginManager):
     _MARK = f"{PROJECT}_impl"
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        """Hook options of ``name``: every ``kernel_*`` method is a hook implementation, marked or not."""
         if not name.startswith("kernel_") and not hasattr(getattr(type(plugin), name, None), self._MARK):
             return None
         return super().parse_hookimpl_opts(plugin, name)
@@ -92,6 +93,7 @@ class PlannedPlugin:
 
     @property
     def name(self) -> str:
+        """The plugin's name."""
         return self.plugin.name
 
 

@@ -116,6 +116,7 @@ class TraceIdFilter(logging.Filter):
     """Adds ``record.trace_id`` from the context."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Set ``record.trace_id`` (unless the record has one); always keep the record."""
         if not hasattr(record, "trace_id"):
             slot = _slot.get()
             record.trace_id = None if slot is None else slot.trace_id
@@ -142,6 +143,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, trace_id, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -162,6 +164,7 @@ class ConsoleFormatter(logging.Formatter):
     """Readable lines for development: ``time level logger message key=value … [trace]``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one readable line."""
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extras = " ".join(f"{k}={_jsonable(v)!r}" for k, v in _extras(record).items())
         trace_id = getattr(record, "trace_id", None)

@@ -121,6 +121,7 @@ class ChildServer(ProcessHandle):
 
     @property
     def running(self) -> bool:
+        """Whether the child process runs now."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
@@ -130,6 +131,7 @@ class ChildServer(ProcessHandle):
 
     @property
     def log_path(self) -> Path:
+        """The server's own log file (:attr:`log_name` in the work directory)."""
         return self._workdir / self.log_name
 
     def log_tail(self, lines: int = 20) -> str:

@@ -61,6 +61,7 @@ class ErrorsPlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[ErrorsConfig]) -> list[CheckIssue]:
+        """A production issue when ``expose_context`` shows internal error context to clients."""
         if ctx.config.expose_context:
             return [
                 CheckIssue.production(
@@ -73,6 +74,7 @@ class ErrorsPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[ErrorsConfig]) -> AsyncIterator[None]:
+        """Provide the ``ProblemRenderer`` (also under the name ``errors``) while the kernel runs."""
         from ._problem import ProblemRenderer  # the renderer and middleware: for a booted kernel only
 
         renderer = ProblemRenderer(ctx.config.type_base_url, ctx.config.expose_context)
@@ -81,6 +83,7 @@ class ErrorsPlugin(Plugin):
 
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[ErrorsConfig]) -> list[Middleware]:
+        """The ``ErrorMiddleware`` that renders errors as problem+json, at ``middleware_order``."""
         from ._middleware import ErrorMiddleware  # only a served app needs it (it imports asyncio)
         from ._problem import ProblemRenderer
 

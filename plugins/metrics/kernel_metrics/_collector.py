@@ -208,6 +208,7 @@ class MetricsCollector(Metrics):
     # ------------------------------------------------------------------ declaring metrics
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        """Get or create a counter (a ``_total`` suffix of ``name`` is optional: it is exported with one)."""
         return self._declare(Counter, "counter", name.removesuffix("_total"), documentation, labelnames, ())
 
     def gauge(
@@ -218,6 +219,7 @@ class MetricsCollector(Metrics):
         *,
         multiprocess_mode: GaugeMode = "livesum",
     ) -> Gauge:
+        """Get or create a gauge; ``multiprocess_mode`` says how the processes' values combine."""
         return self._declare(
             Gauge,
             "gauge",

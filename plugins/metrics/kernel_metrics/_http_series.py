@@ -38,6 +38,7 @@ class Series:
         self.buckets = [0] * (len(upper) + 1)  # the last one is +Inf
 
     def observe(self, seconds: float) -> None:
+        """Count one request that took ``seconds``."""
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le = "less or equal").
         # Most requests end within the first bucket: one float comparison instead of the bisection.
         index = 0 if seconds <= self.first else bisect_left(self.upper, seconds)
@@ -68,10 +69,12 @@ class HttpSeries(Collector):
             return found
 
     def describe(self) -> Iterator[Metric]:
+        """The two metric families, without samples (for registration)."""
         yield CounterMetricFamily(REQUESTS, REQUESTS_HELP, labels=LABELS)
         yield HistogramMetricFamily(DURATION, DURATION_HELP, labels=LABELS)
 
     def collect(self) -> Iterator[Metric]:
+        """A snapshot of every series: request counts and duration histograms."""
         with self._lock:
             snapshot = [(k, sum(s.buckets), s.sum, list(s.buckets)) for k, s in self._series.items()]
         requests = CounterMetricFamily(REQUESTS, REQUESTS_HELP, labels=LABELS)

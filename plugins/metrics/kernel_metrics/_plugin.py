@@ -28,6 +28,7 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[MetricsConfig]) -> list[CheckIssue]:
+        """A production issue when the scrape endpoint is open to any client."""
         cfg = ctx.config
         if cfg.token is None and not cfg.loopback_only:
             return [
@@ -41,6 +42,7 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     def kernel_register(self, ctx: PluginContext[MetricsConfig]) -> None:
+        """Register the ``MetricsCollector`` (also as ``Metrics``, named ``metrics``) before any lifespan."""
         # No I/O here, so every plugin can find the collector from its own lifespan.
         from ._api import Metrics
         from ._collector import MetricsCollector
@@ -59,6 +61,7 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[MetricsConfig]) -> AsyncIterator[None]:
+        """Warn about an open endpoint in production; at shutdown, mark this process's gauges dead."""
         from ._collector import MetricsCollector
 
         collector = ctx.registry.get(MetricsCollector)
@@ -76,6 +79,7 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     def kernel_routes(self, ctx: PluginContext[MetricsConfig]) -> list[Route]:
+        """The scrape endpoint at ``path`` (GET)."""
         from ._collector import MetricsCollector
         from ._endpoint import metrics_endpoint
 
@@ -87,6 +91,7 @@ class MetricsPlugin(Plugin):
 
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[MetricsConfig]) -> list[Middleware]:
+        """The HTTP ``MetricsMiddleware`` unless ``http_middleware`` is off."""
         cfg = ctx.config
         if not cfg.http_middleware:
             return []
