@@ -786,27 +786,23 @@ class KernelRedisQueue(RedisQueue):
             if not await self._store_finish(job, Status.FAILED, error=job.error):
                 return False  # its worker finished it after all, or another sweep took it
             self.failed += 1
-            await self.r.hincrby(self.keys.counts, "stalled", 1)
-            log.error(
-                "job %s failed: it lost its worker %d times",
-                job.key,
-                stalls,
-                extra={"queue": self.name, "job_id": job.key},
-            )
+            await self._count_stall(job, stalls, logging.ERROR, "job %s failed: it lost its worker %d times")
             return True
         job.error = reason
         if not await self.requeue(job, front=True):
             return False
-        await self.r.hincrby(self.keys.counts, "stalled", 1)
-        log.warning(
-            "reclaimed job %s from a dead worker (stall %d)",
-            job.key,
-            stalls,
-            extra={"queue": self.name, "job_id": job.key},
+        await self._count_stall(
+            job, stalls, logging.WARNING, "reclaimed job %s from a dead worker (stall %d)"
         )
         if self.event_hooks:
             await self._fire("stalled", job, {"stalls": stalls})
         return True
+
+    async def _count_stall(self, job: Job, stalls: int, level: int, message: str) -> None:
+        """Count a job taken from its dead worker (``stalled``) and log ``message % (job.key, stalls)``."""
+        await self.r.hincrby(self.keys.counts, "stalled", 1)
+        # stacklevel: the record names _reclaim, the caller, as it did when _reclaim logged itself
+        log.log(level, message, job.key, stalls, extra={"queue": self.name, "job_id": job.key}, stacklevel=2)
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         """Abort ``job``: a waiting one is finished as aborted now; a running one when its worker sees it."""
