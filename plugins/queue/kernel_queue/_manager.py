@@ -42,8 +42,16 @@ _RETRIES_SENTINEL = 1 << 30
 """SAQ's own ``retries`` is set out of reach: every failure goes through our retry policy."""
 _NO_DEFAULTS: dict[str, Any] = {}
 """The job options of a queue without defaults (never written)."""
-_BULK_KEYS = frozenset({"name", "data", "priority", "attempts", "backoff", "delay", "job_id", "timeout"})
+_JOB_OPTIONS = ("priority", "attempts", "backoff", "delay", "job_id", "timeout")
+"""The per-job options of ``add_job`` (keywords of ``_build``)."""
+_BULK_KEYS = frozenset({"name", "data", *_JOB_OPTIONS})
 """The keys an ``add_bulk_jobs`` item may have."""
+
+
+def _job_options(spec: Mapping[str, Any], **fixed: Any) -> dict[str, Any]:
+    """The job options ``spec`` gives (None for those it lacks), with ``fixed`` over them."""
+    return {key: spec.get(key) for key in _JOB_OPTIONS} | fixed
+
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -281,18 +289,9 @@ class QueueManager:
                 raise InvalidJobOptionError(f"jobs[{i}] must be a mapping with at least 'name', got {spec!r}")
             if not _BULK_KEYS.issuperset(spec):
                 raise InvalidJobOptionError(f"jobs[{i}]: unknown keys {sorted(set(spec) - _BULK_KEYS)}")
+            options = _job_options(spec)
             job, payload = self._build(
-                q,
-                spec["name"],
-                spec.get("data"),
-                priority=spec.get("priority"),
-                attempts=spec.get("attempts"),
-                backoff=spec.get("backoff"),
-                delay=spec.get("delay"),
-                job_id=spec.get("job_id"),
-                timeout=spec.get("timeout"),
-                where=f"jobs[{i}]: ",
-                queued=stamp,
+                q, spec["name"], spec.get("data"), **options, where=f"jobs[{i}]: ", queued=stamp
             )
             built.append(job)
             payloads.append(payload)
@@ -371,19 +370,11 @@ class QueueManager:
                 spec = json.loads(payload)
                 base = datetime.fromtimestamp(current, ZoneInfo(spec.get("tz", "UTC")))
                 tick = float(croniter(spec["cron"], base).get_next(float))
-                opts = spec.get("options", {})
-                job, stored = self._build(
-                    q,
-                    spec["name"],
-                    spec.get("data"),
-                    priority=opts.get("priority"),
-                    attempts=opts.get("attempts"),
-                    backoff=opts.get("backoff"),
-                    delay=None,
-                    job_id=f"repeat:{key}:{int(tick)}",
-                    timeout=opts.get("timeout"),
-                    scheduled=tick,
+                # no delay: due at the tick; the tick's own id (see below)
+                options = _job_options(
+                    spec.get("options", {}), delay=None, job_id=f"repeat:{key}:{int(tick)}"
                 )
+                job, stored = self._build(q, spec["name"], spec.get("data"), **options, scheduled=tick)
                 # The same id for the same tick from every worker: the enqueue dedupes it.
                 await q.add(job, stored)
             except Exception:
