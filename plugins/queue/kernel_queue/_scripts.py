@@ -39,6 +39,14 @@ local function newer_try(id, attempts)
 end
 """
 
+# A worker's write announced: the job's status on its own channel, then the queue's job event, if any.
+_ANNOUNCE = """
+local function announce(id, status, events, event)
+    redis.call('PUBLISH', id, status)
+    if event ~= '' then publish_event(events, event) end
+end
+"""
+
 # Shared by the scripts that put a job in the waiting set or take it off the active list.
 _HELPERS = (
     _NEWER_TRY
@@ -110,18 +118,19 @@ return {id, redis.call('GET', id)}
 # reclaimed it, a late (zombie) worker must not overwrite the new attempt's record.
 UPDATE = (
     _NEWER_TRY
+    + _ANNOUNCE
     + """
 -- KEYS: job, active, events; ARGV: payload, status, event, the writer's try (attempts)
 if redis.call('LPOS', KEYS[2], KEYS[1]) == false or newer_try(KEYS[1], ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[2])
-if ARGV[3] ~= '' then publish_event(KEYS[3], ARGV[3]) end
+announce(KEYS[1], ARGV[2], KEYS[3], ARGV[3])
 return 1
 """
 )
 
 FINISH = (
     _HELPERS
+    + _ANNOUNCE
     + """
 -- KEYS: active, incomplete, job, finished set, heartbeat, counts, events, waiting
 -- ARGV: payload, finish time, counter ('' : none), guard, status, event, keep ms (0: forever), cutoff,
@@ -139,8 +148,7 @@ if ARGV[3] ~= '' then
     redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
     if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
 end
-redis.call('PUBLISH', KEYS[3], ARGV[5])
-if ARGV[6] ~= '' then publish_event(KEYS[7], ARGV[6]) end
+announce(KEYS[3], ARGV[5], KEYS[7], ARGV[6])
 return 1
 """
 )
