@@ -10,7 +10,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import anyio
 import redis.asyncio as aioredis
@@ -27,8 +27,11 @@ from ._stats import CacheStats, CounterBoard
 
 if TYPE_CHECKING:  # the metrics plugin is optional: only its type is needed here
     from kernel_metrics import Metrics
+    from typing_extensions import TypeVar  # a default (PEP 696; typing's own from Python 3.13)
 
-T = TypeVar("T")
+    T = TypeVar("T", default=Any)
+    """A value's type: the ``as_type`` a call gives, else ``Any`` (JSON data)."""
+
 _log = logging.getLogger("kernel.plugins.cache")
 
 
@@ -257,7 +260,7 @@ class CacheManager:
             return {}
         present: list[str] = keys
         datas: list[bytes] = found  # type: ignore[assignment]  # no None in it, checked here
-        if None in found:
+        if not all(found):  # a None (or an empty value, which no encoder writes); cheaper than `in`
             present = [k for k, data in zip(keys, found, strict=True) if data is not None]
             datas = [data for data in found if data is not None]
         out: dict[str, Any] = {}
@@ -424,37 +427,16 @@ class CacheManager:
     # ------------------------------------------------------------------ get_or_set
 
     # On a miss the value returned is the stored one read back, so without ``as_type`` it is
-    # JSON data whatever the factory returned: typed ``Any``, ``T`` only with ``as_type=T``.
-    @overload
+    # JSON data whatever the factory returned: typed ``Any`` (T's default), ``T`` only with ``as_type=T``.
     async def get_or_set(
         self,
         key: str,
         factory: Callable[[], Any],
         ttl: float | None = None,
         *,
-        as_type: None = None,
+        as_type: type[T] | None = None,
         lock: bool | None = None,
-    ) -> Any: ...
-    @overload
-    async def get_or_set(
-        self,
-        key: str,
-        factory: Callable[[], Any],
-        ttl: float | None = None,
-        *,
-        as_type: type[T],
-        lock: bool | None = None,
-    ) -> T: ...
-
-    async def get_or_set(
-        self,
-        key: str,
-        factory: Callable[[], Any],
-        ttl: float | None = None,
-        *,
-        as_type: Any = None,
-        lock: bool | None = None,
-    ) -> Any:
+    ) -> T:
         """The cached value, or ``factory()``'s, stored for ``ttl`` (cache-aside).
 
         Single-flight: concurrent misses of one key in this process call ``factory`` once and
@@ -463,15 +445,17 @@ class CacheManager:
         the stored one read back (same shape as a hit: JSON data, or ``as_type``). When the
         backend is down the factory's value is returned, uncached.
         """
-        value = await self.get(key, MISSING, as_type=as_type)
+        kind: Any = as_type  # None (JSON data) or T: the reads below return either, as Any
+        value = await self.get(key, MISSING, as_type=kind)
         if value is not MISSING:
-            return value
+            return cast("T", value)
         load = self._load_locked if (self._sh.lock if lock is None else lock) else self._load
-        return await self._sh.flights.after_miss(
+        loaded: T = await self._sh.flights.after_miss(
             self._prefix + key,
-            functools.partial(load, key, factory, ttl, as_type),
-            functools.partial(self.get, key, MISSING, as_type=as_type),
+            functools.partial(load, key, factory, ttl, kind),
+            functools.partial(self.get, key, MISSING, as_type=kind),
         )
+        return loaded
 
     async def _load(self, key: str, factory: Callable[[], Any], ttl: float | None, as_type: Any) -> Any:
         result = factory()
