@@ -41,8 +41,9 @@ class CacheBackend(Protocol):
     - Raise one of ``outage_errors`` when the store cannot be reached: the manager then fails open
       (or raises :class:`~kernel_cache.CacheUnavailableError`) and backs off. Any other exception
       is a bug and propagates. A backend that cannot fail has ``outage_errors = ()``.
-    - ``get`` may be a plain attribute holding a bound coroutine function (the hot path then awaits
-      the client directly); the other members are usually ``async def``.
+    - ``get`` and ``get_many`` may be plain attributes holding a bound function that returns an
+      awaitable (the hot path then awaits the client directly); the other members are usually
+      ``async def``.
     """
 
     name: str
@@ -54,7 +55,7 @@ class CacheBackend(Protocol):
         """The value stored under ``key``, ``None`` when absent or expired."""
         ...
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str]) -> Awaitable[list[bytes | None]]:
         """The values of ``keys`` in their order (``None`` for each absent one), in one round trip."""
         ...
 
@@ -366,7 +367,10 @@ class RedisBackend:
         self._turn: AbstractAsyncContextManager[None] = contextlib.nullcontext()
         # Bound once: the hot path awaits redis-py directly, with no wrapper coroutine.
         self.get: Callable[[str], Awaitable[bytes | None]] = client.get
+        # One server: MGET's own awaitable, as get (no coroutine, no nullcontext per call).
+        self.get_many: Callable[[Sequence[str]], Awaitable[list[bytes | None]]] = self._mget
         if isinstance(client, RedisCluster):
+            self.get_many = self._get_many
             limit = client.connection_kwargs.get("max_connections", 0)
             if 0 < limit < 2**31:  # redis-py's default is unbounded
                 self._turn = _Gate(limit, pool_timeout)
@@ -379,8 +383,14 @@ class RedisBackend:
             data: bytes | None = await self.client.get(key)
         return data
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """``MGET`` of ``keys``; on a cluster one ``MGET`` per slot, one round trip per node."""
+    def _mget(self, keys: Sequence[str]) -> Awaitable[list[bytes | None]]:
+        """``get_many`` on one server: the client's ``MGET`` of ``keys`` (a list), nothing sent for none."""
+        if not keys:
+            return _no_values()
+        return self.client.mget(keys)
+
+    async def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``get_many`` on a cluster: one ``MGET`` per slot, one round trip per node."""
         if not keys:
             return []
         async with self._turn:
@@ -492,6 +502,10 @@ class RedisBackend:
         """Close the client when the backend made it (``owns_client``); a given one stays open."""
         if self._owns:
             await self.client.aclose()
+
+
+async def _no_values() -> list[bytes | None]:
+    return []
 
 
 def _one_slot(keys: Sequence[str]) -> bool:

@@ -23,10 +23,27 @@ except ImportError:  # pragma: no cover - a platform without orjson wheels
 
 # orjson reads an integer beyond the 64-bit range as a float. Such an integer has at least 19 digits in a
 # row; no float either encoder writes does (17 significant digits at most, then an exponent). Mapping every
-# digit to "0" and searching for 19 zeros is two C-speed passes, a fraction of the parse (``find``: cheaper
-# than ``in``, which goes through the buffer protocol).
+# digit to "0" and searching for 19 zeros is two C-speed passes (``find``: cheaper than ``in``, which goes
+# through the buffer protocol); the mapping costs ~9 instructions a byte. _may_hold_long_int() maps only
+# every 4th byte first: 19 digits in a row hold at least 4 of them, so 4 zeros in a row there.
 _DIGITS_TO_ZERO = bytes(48 if 48 <= i <= 57 else 46 for i in range(256))
 _LONG_DIGIT_RUN = b"0" * 19
+_STRIDE = 4
+_SAMPLED_RUN = b"0" * (len(_LONG_DIGIT_RUN) // _STRIDE)
+
+
+def _may_hold_long_int(data: bytes) -> bool:
+    """Whether ``data`` has 19 ASCII digits in a row (orjson would read such an integer as a float).
+
+    Exact: a quarter of the bytes first (every 4th byte: any 19 consecutive positions hold 4 multiples
+    of 4, so a run of 19 digits leaves 4 digits in a row there); all of them only when that sample has
+    4 digits in a row (never from an ISO timestamp; from about 1 UUID or phone number in 3).
+    """
+    if len(data) < 19 or data[::_STRIDE].translate(_DIGITS_TO_ZERO).find(_SAMPLED_RUN) < 0:
+        return False
+    return data.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) >= 0
+
+
 _BASIC = (str, int, bool, type(None))
 _SCALARS = frozenset(_BASIC)
 _MAX_DEPTH = 1000  # deeper than orjson (254) or the stdlib encoder (the recursion limit) ever writes
@@ -139,9 +156,7 @@ class JsonSerializer:
         """The JSON value of ``data``; ``as_type`` rebuilds it (``decode`` hook, pydantic, or cattrs)."""
         if type(data) is not bytes and isinstance(data, str):
             data = data.encode()
-        if orjson is not None and (
-            len(data) < 19 or data.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) < 0
-        ):
+        if orjson is not None and not _may_hold_long_int(data):
             try:
                 value = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -161,7 +176,7 @@ class JsonSerializer:
         if orjson is None:
             return [self.loads(d, as_type) for d in datas]
         joined = b"\n".join(datas)  # a str among them: TypeError, the caller goes one by one
-        if len(joined) >= 19 and joined.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) >= 0:
+        if _may_hold_long_int(joined):
             return [self.loads(d, as_type) for d in datas]
         parse = orjson.loads
         if as_type is None:

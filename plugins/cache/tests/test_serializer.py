@@ -126,3 +126,38 @@ def test_batch_encoding_matches_one_by_one() -> None:
         s.dumps_many([1, None, {"x": float("nan")}])
     with pytest.raises(json.JSONDecodeError):  # the caller then decodes one by one
         s.loads_many([b"1", b"not json"])
+
+
+def _long_digit_run(data: bytes) -> bool:
+    return re.search(rb"[0-9]{19}", data) is not None
+
+
+def test_long_integer_check_is_exact_at_every_alignment() -> None:
+    # The check samples every 4th byte before scanning all of them: a 19-digit integer is found
+    # wherever it starts, and 18 digits (an int orjson reads exactly) never send a value the slow way.
+    from kernel_cache._serializer import _may_hold_long_int
+
+    for pad in range(8):
+        for number in (10**17, -(10**18) + 1, 10**18, 2**64, -(2**63) - 1, 10**30):
+            data = b'{"' + b"k" * pad + b'":[1.5,"2026-12-01T22:57:00.000Z",' + str(number).encode() + b"]}"
+            assert _may_hold_long_int(data) == _long_digit_run(data) == (abs(number) >= 10**18), data
+        for text in (b"1234-5678-9012-3456", b"+1 555 123 4567", b"1" * 18, b"x" * pad + b"9" * 19):
+            data = b'{"t":"' + b"." * pad + text + b'","f":98.5}'
+            assert _may_hold_long_int(data) == _long_digit_run(data), data
+
+
+@pytest.mark.parametrize("pad", range(4))
+def test_long_integers_in_a_batch_decode_exactly_at_every_alignment(pad: int) -> None:
+    s = JsonSerializer()
+    values: list[Any] = [
+        {"id": 123, "name": "x" * pad, "score": 98.5, "at": "2026-12-01T22:57:00Z"},
+        {"nested": {"big": [2**64 + pad, {"neg": -(2**63) - 1 - pad}]}, "f": 1e19, "s": "9" * 25},
+        [0.1, -2.5e-300, 9223372036854775807, 18446744073709551615, -9223372036854775808],
+        "x" * pad + "12345678901234567890",
+    ]
+    datas = [s.dumps(v) for v in values]
+    for batch in (datas, datas[:1], datas[2:], [datas[0], datas[3]]):
+        got = s.loads_many(batch)
+        assert repr(got) == repr([json.loads(d) for d in batch])
+        assert repr(got) == repr([s.loads(d) for d in batch])
+    assert repr(s.loads_many(datas)) == repr(values)
