@@ -44,12 +44,25 @@ def otel_kernel(otel: bool, exporter: str = "otlp", sampler: str = "always_on") 
     return make_kernel("otel", "errors", Routes, config=config, environ=dict(os.environ))
 
 
+_SERVED: list[Any] = []
+"""The kernels :func:`served_on` made in this (server) process, for :func:`flush_spans`."""
+
+
 def served_on() -> Any:
     """The kernel app with tracing on, for ``uvicorn --factory`` (the lifespan boots the kernel)."""
     from kernel.web import KernelApp, LifespanMiddleware
 
     kernel = otel_kernel(True)
+    _SERVED.append(kernel)
     return LifespanMiddleware(KernelApp(kernel), kernel)
+
+
+def flush_spans() -> None:
+    """Export every span ended so far, in a :func:`served_on` server (the served count's flush)."""
+    from kernel_otel import Tracing
+
+    for kernel in _SERVED:
+        kernel.registry.get(Tracing).force_flush()
 
 
 def served_off() -> Any:
@@ -141,6 +154,43 @@ async def in_process(quick: bool) -> None:
             ("otel_kernel_json_always_off", always_off),
         ):
             await acompare(SUITE, case, driver(KernelApp(kernel), OTEL_PATH), raw, ops=2000, rounds_=n)
+
+
+def served_instructions() -> list[Any]:
+    """``served_otel_kernel_json`` in instruction mode: server Ir per request, exporter thread included.
+
+    Counted by :mod:`benchmarks._served_ir`; before each marker the tracing server flushes its
+    batch processor, so every span of the counted requests is encoded and POSTed to the receiver
+    within the segment.
+    """
+    try:
+        import kernel_otel  # noqa: F401
+    except ImportError:
+        return []
+    from . import _served_ir
+
+    receiver = OtlpReceiver()
+    # Under valgrind a request takes ~50x longer: with the default 5 s schedule the exporter would
+    # send small batches on its timer, where a real run fills 512-span batches first. Here it
+    # exports full batches and, at each marker, the rest.
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+    try:
+        result = _served_ir.count(
+            SUITE,
+            "served_otel_kernel_json",
+            "benchmarks._http_otel:served_on",
+            "benchmarks._http_otel:served_off",
+            OTEL_PATH,
+            lifespan=True,
+            env=env,
+            flush="benchmarks._http_otel:flush_spans",
+            target=1.15,
+        )
+        if receiver.exports == 0:
+            raise RuntimeError("served_otel instructions: the OTLP receiver got no export")
+    finally:
+        receiver.close()
+    return [result]
 
 
 async def served(quick: bool) -> None:

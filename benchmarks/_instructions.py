@@ -39,6 +39,10 @@ on the same machine image. A change elsewhere in the imported code can still mov
 few instructions per operation (e.g. ``registry_get_by_type``: type-keyed dicts hash by address,
 and addresses follow the heap's history): read differences below ~0.1% as noise.
 
+A suite may also define ``served_instructions()``: its served cases counted in the uvicorn server
+process, per request over real HTTP (:mod:`benchmarks._served_ir`); ``count`` runs it after the
+in-process cases.
+
 Needs Debian's ``valgrind`` (``apt-get install -y valgrind``).
 """
 
@@ -297,10 +301,14 @@ def count(suite: str) -> list[_harness.Result]:
     for entry in data["plan"]:
         case = per_case.setdefault(entry["case"], {"target": entry["target"]})
         case[entry["side"]] = (totals[entry["segment"]] - totals[entry["zero"]]) / max(entry["ops"], 1)
-    return [
+    results = [
         _harness.emit_counts(suite, name, c["ours"], c["raw"], target=c["target"])
         for name, c in per_case.items()
     ]
+    served = getattr(importlib.import_module(f"benchmarks.{suite}"), "served_instructions", None)
+    if served is not None:  # served cases: the whole server process per request (benchmarks._served_ir)
+        results += served()
+    return results
 
 
 def main(argv: list[str]) -> int:

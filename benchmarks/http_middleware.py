@@ -270,6 +270,21 @@ async def run(quick: bool) -> None:
     await _http_otel.served(quick)
 
 
+def served_instructions() -> list[Any]:
+    """The served cases in instruction mode (:mod:`benchmarks._served_ir`): server Ir per request."""
+    from . import _http_otel, _served_ir
+
+    starlette = _served_ir.count(
+        SUITE,
+        "served_starlette_json",
+        "benchmarks.http_middleware:served_ours",
+        "benchmarks.http_middleware:served_raw",
+        "/users/42",
+        target=1.10,
+    )
+    return [starlette, *_http_otel.served_instructions()]
+
+
 async def cpu_bound(quick: bool) -> None:
     """The in-process cases (no server): also what instruction mode counts."""
     if ErrorMiddleware is None:
