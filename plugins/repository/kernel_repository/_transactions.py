@@ -8,6 +8,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 
 from ._errors import has_label, map_error
@@ -18,10 +19,13 @@ Session = AsyncIOMotorClientSession
 """The session a transaction callback receives; pass it as ``session=`` to every repository call."""
 
 
-_SERIAL: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Lock]] = (
+_SERIAL: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], anyio.Lock]] = (
     weakref.WeakKeyDictionary()
 )
-"""Per event loop, one lock per nx-27017 server (see :func:`_one_at_a_time`)."""
+"""Per event loop, one lock per nx-27017 server (see :func:`_one_at_a_time`).
+
+Keyed by the asyncio loop (motor is asyncio-only; anyio has no "current loop"): a lock's waiters are
+futures of one loop, and a lock left held by a loop that ended must not block the next one."""
 _CHECKED: weakref.WeakKeyDictionary[Any, tuple[str, int] | None] = weakref.WeakKeyDictionary()
 """Client -> the nx-27017 server it talks to, or ``None`` for any other server."""
 
@@ -48,7 +52,9 @@ async def _one_at_a_time(client: AsyncIOMotorClient[Any]) -> AsyncIterator[None]
     nx-27017 0.8.1: of 20 concurrent transactions 18 failed with "no such savepoint" while
     their writes stayed visible). The server this plugin launches also gates transactions
     server-wide (``_wire_gate``, covering other processes); this lock queues a process's own
-    transactions instead of holding that gate up.
+    transactions instead of holding that gate up. The lock belongs to the task that runs the
+    transaction: a nested ``run_transaction`` in its callback raises ``RuntimeError`` (it would
+    wait for itself).
     """
     key = await _serial_key(client)
     if key is None:
@@ -57,7 +63,7 @@ async def _one_at_a_time(client: AsyncIOMotorClient[Any]) -> AsyncIterator[None]
     locks = _SERIAL.setdefault(asyncio.get_running_loop(), {})
     lock = locks.get(key)
     if lock is None:
-        lock = locks[key] = asyncio.Lock()
+        lock = locks[key] = anyio.Lock()
     async with lock:
         yield
 

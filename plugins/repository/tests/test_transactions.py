@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import anyio
+import anyio.lowlevel
 import pytest
 from kernel_errors import ConflictError, DatabaseError
 from kernel_repository import RepositoryManager
+from kernel_repository.testing import on_wire_server
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from pymongo.errors import OperationFailure
 from repository_models import (
@@ -54,6 +57,45 @@ async def test_commit_makes_every_write_visible(manager: RepositoryManager) -> N
     user = await users.with_transaction(work)
     assert (await users.find_by_id(user.id)).age == 5  # type: ignore[union-attr]
     assert await pubs.count() == 1
+
+
+async def test_concurrent_transactions_of_one_process_all_commit(manager: RepositoryManager) -> None:
+    # on nx-27017 they queue on the process's lock (two at once would nest); on MongoDB they overlap
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+
+    async def one(i: int) -> None:
+        async def work(session: AsyncIOMotorClientSession) -> None:
+            await users.create({"name": f"a{i}", "email": f"a{i}@x.io"}, session=session)
+            await anyio.lowlevel.checkpoint()  # let the other transactions start
+            await users.create({"name": f"b{i}", "email": f"b{i}@x.io"}, session=session)
+
+        await users.with_transaction(work)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(one, i)
+    assert await users.count() == 16
+
+
+@pytest.mark.skipif(not on_wire_server(), reason="the per-process lock serializes nx-27017 only")
+async def test_a_nested_transaction_on_the_wire_server_raises_instead_of_waiting_for_itself(
+    manager: RepositoryManager,
+) -> None:
+    await create_collections(manager)
+    users = manager.repository(UserRepository)
+
+    async def inner(session: AsyncIOMotorClientSession) -> None:
+        await users.create({"name": "in", "email": "in@x.io"}, session=session)
+
+    async def outer(session: AsyncIOMotorClientSession) -> None:
+        await users.create({"name": "out", "email": "out@x.io"}, session=session)
+        await users.with_transaction(inner)
+
+    with pytest.raises(RuntimeError, match="already held"):
+        with anyio.fail_after(30):
+            await users.with_transaction(outer)
+    assert await users.count() == 0
 
 
 async def test_exception_aborts_everything(manager: RepositoryManager) -> None:
