@@ -7,6 +7,7 @@ import json
 from collections import deque
 from typing import Any
 
+import anyio
 import attrs
 
 from ._bus import EventBus, PublishProgress, Subscription, log
@@ -24,7 +25,9 @@ class _Queue:
     """The deliveries waiting for one subscription and the worker tasks that run them.
 
     A deque and the futures of idle workers rather than an ``asyncio.Queue``: adding and taking an
-    item are a few C calls instead of several Python-level methods each, once per delivery.
+    item are a few C calls instead of several Python-level methods each, once per delivery. Loop
+    futures, not ``anyio.Event``: a new event per wait would cost a backend look-up and a wrapper
+    object on this per-delivery path (the bus is asyncio-only anyway: see ``_enqueue``).
     """
 
     items: deque[_Item] = attrs.field(factory=deque)
@@ -79,8 +82,10 @@ class MemoryEventBus(EventBus):
         self._queues: dict[str, _Queue] = {}
         self._outstanding = 0
         """Deliveries queued, running or waiting for a retry."""
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: anyio.Event | None = None
+        """What :meth:`join` waits for, made by the first waiter and set (then dropped) when
+        ``_outstanding`` reaches 0: publishing touches no event (an ``anyio.Event`` cannot be
+        cleared, and making one per 0 -> 1 transition would cost every isolated publish)."""
         self._idem = MemoryIdempotencyStore()
 
     # ------------------------------------------------------------------ delivering
@@ -100,8 +105,6 @@ class MemoryEventBus(EventBus):
             if queue is None:
                 self._enqueue(sub, item)  # the first delivery of a subscription starts its workers
                 continue
-            if not self._outstanding:
-                self._idle.clear()
             self._outstanding += 1
             queue.items.append(item)  # queue.put(item), inlined
             if queue.idle:
@@ -111,10 +114,10 @@ class MemoryEventBus(EventBus):
         queue = self._queues.get(sub.name)
         if queue is None:
             queue = self._queues[sub.name] = _Queue()
+            # asyncio tasks, not a task group: called from subscribe/publish/replay (synchronous or
+            # in any caller's task), the bus has no task of its own to hold a group open
             loop = asyncio.get_running_loop()
             queue.workers = [loop.create_task(self._work(sub, queue)) for _ in range(sub.concurrency)]
-        if not self._outstanding:
-            self._idle.clear()
         self._outstanding += 1
         queue.put(item)
 
@@ -122,7 +125,13 @@ class MemoryEventBus(EventBus):
         self._outstanding -= n
         if self._outstanding <= 0:
             self._outstanding = 0
-            self._idle.set()
+            self._set_idle()
+
+    def _set_idle(self) -> None:
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
 
     async def _work(self, sub: Subscription, queue: _Queue) -> None:
         items = queue.items
@@ -140,6 +149,7 @@ class MemoryEventBus(EventBus):
                         retry = (body, attrs.evolve(meta, attempt=meta.attempt + 1), first_failure)
                         self._outstanding += 1
                         queue.serial += 1
+                        # a loop timer (no anyio equivalent): cancellable from _stopped, no task per retry
                         queue.timers[queue.serial] = asyncio.get_running_loop().call_later(
                             sub.policy.delay(meta.attempt), self._requeue, sub, queue, queue.serial, retry
                         )
@@ -150,7 +160,8 @@ class MemoryEventBus(EventBus):
                 self._outstanding -= 1  # _finished(), inlined: once per delivery
                 if self._outstanding <= 0:
                     self._outstanding = 0
-                    self._idle.set()
+                    if self._idle is not None:
+                        self._set_idle()
 
     def _requeue(self, sub: Subscription, queue: _Queue, serial: int, item: _Item) -> None:
         queue.timers.pop(serial, None)
@@ -172,7 +183,12 @@ class MemoryEventBus(EventBus):
 
     async def join(self) -> None:
         """Wait until no delivery is queued, running or waiting for a retry (wrap in ``anyio.fail_after``)."""
-        await self._idle.wait()
+        if not self._outstanding:
+            return
+        idle = self._idle
+        if idle is None:
+            idle = self._idle = anyio.Event()
+        await idle.wait()
 
     # ------------------------------------------------------------------ DLQ
 
@@ -208,6 +224,7 @@ class MemoryEventBus(EventBus):
         for sub in list(self._by_name.values()):
             self._stopped(sub)
         if tasks:
+            # waits for the cancelled worker tasks of _enqueue (anyio waits only for a group's own tasks)
             await asyncio.gather(*tasks, return_exceptions=True)
         if lost:
             log.warning(
@@ -216,5 +233,5 @@ class MemoryEventBus(EventBus):
                 lost,
             )
         self._outstanding = 0
-        self._idle.set()
+        self._set_idle()
         await super().close()

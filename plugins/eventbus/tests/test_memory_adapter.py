@@ -108,3 +108,40 @@ async def test_dlq_is_bounded() -> None:
     await asyncio.wait_for(bus.join(), 5)
     assert [e.data for e in await bus.get_dead_letter_queue()] == [4, 3, 2]
     await bus.close()
+
+
+async def test_every_join_returns_when_idle_and_a_later_one_waits_for_new_work() -> None:
+    bus = MemoryEventBus()
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        await gate.wait()
+        handled.append(data)
+
+    bus.subscribe("e", handler, group="g")
+    await asyncio.wait_for(bus.join(), 1)  # nothing outstanding: returns at once
+    for round_ in (1, 2):
+        await bus.publish("e", round_)
+        joins = [asyncio.create_task(bus.join()) for _ in range(3)]
+        await wait_until(lambda: bus._idle is not None, what="the joins to wait")
+        assert not any(j.done() for j in joins)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*joins), 5)
+        assert handled[-1] == round_
+        gate.clear()
+    await bus.close()
+
+
+async def test_close_releases_a_waiting_join() -> None:
+    bus = MemoryEventBus(policy=RetryPolicy(base_delay=30))
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        raise RuntimeError("retry in 30 s")
+
+    bus.subscribe("e", handler, group="g")
+    await bus.publish("e", 1)
+    join = asyncio.create_task(bus.join())
+    await wait_until(lambda: bus._idle is not None, what="the join to wait")
+    await bus.close()
+    await asyncio.wait_for(join, 1)
