@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import TYPE_CHECKING
 
+import anyio
+
 from kernel import Command, HealthCheck, Plugin, PluginContext, Registry, hookimpl
 
 from ._cli import outbox_command
@@ -39,13 +41,14 @@ class OutboxPlugin(Plugin):
         await store.check_transactions()  # a standalone mongod fails the boot here, named
         relay = OutboxRelay(store, ctx.registry.get(EventBus), ctx.config, metrics=find_metrics(ctx.registry))
         ctx.provide(relay, name="outbox", types=OutboxRelay)
-        if ctx.config.relay:
-            await relay.start()
-            ctx.log.info("outbox: relay %s started on collection %r", relay.owner, store.collection_name)
-        try:
-            yield
-        finally:
-            await relay.stop()
+        async with anyio.create_task_group() as tg:  # the relay's life is this lifespan's
+            if ctx.config.relay:
+                await tg.start(relay.serve)
+                ctx.log.info("outbox: relay %s started on collection %r", relay.owner, store.collection_name)
+            try:
+                yield
+            finally:
+                await relay.stop()
 
     @hookimpl
     def kernel_health_checks(self, ctx: PluginContext[OutboxConfig]) -> list[HealthCheck]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
+from anyio.abc import TaskStatus
 from kernel_eventbus import EventBus, EventDataError, EventTooLargeError, PublishTimeoutError
 from kernel_repository import OutboxEntry, OutboxStatus, OutboxStore
 
@@ -88,10 +89,14 @@ class OutboxRelay:
         """Whether a change stream wakes this relay (``None``: not tried)."""
         self._metrics = _Metrics(metrics) if metrics is not None else None
         self._lock = anyio.Lock()
-        self._wake = asyncio.Event()
+        self._wake = anyio.Event()
+        """Set to claim now; replaced by a fresh one after each wait (an ``anyio.Event`` is not cleared)."""
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._remove_listener: object = None
+        self._scope: anyio.CancelScope | None = None
+        """The task group of :meth:`serve` while it runs (:meth:`stop` cancels it after the grace)."""
+        self._ended: anyio.Event | None = None
+        """Set when :meth:`serve` returns; ``None`` while the relay is stopped."""
+        self._task: asyncio.Task[None] | None = None
         self._lag: tuple[int, float] | None = None
         self._lag_at = 0.0
 
@@ -270,39 +275,79 @@ class OutboxRelay:
         """Claim now instead of at the next poll (called when this process commits entries)."""
         self._wake.set()
 
-    async def start(self) -> None:
-        """Run the relay loop (and the change-stream watcher) in background tasks until :meth:`stop`."""
-        if self._tasks:
-            return
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the relay loop (and the change-stream watcher) until :meth:`stop`.
+
+        For ``await tg.start(relay.serve)``: ready once it listens for this process's writes; an
+        error after that is logged, not raised.
+        """
+        if self._ended is not None:
+            raise RuntimeError("the relay runs already")
+        ended = self._ended = anyio.Event()
         self._stopping = False
-        self._remove_listener = self.store.add_listener(self.wake)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run(), name=f"outbox-relay:{self.owner}"))
-        if self.config.change_streams:
-            self._tasks.append(loop.create_task(self._watch(), name="outbox-watch"))
+        remove = self.store.add_listener(self.wake)
+        ready = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                tg.start_soon(self._run, name=f"outbox-relay:{self.owner}")
+                if self.config.change_streams:
+                    tg.start_soon(self._watch, name="outbox-watch")
+                ready = True
+                task_status.started()
+        except Exception:
+            if not ready:
+                raise
+            log.exception("outbox: the relay loop ended with an error")
+        finally:
+            if callable(remove):
+                remove()
+            self._scope = self._ended = None
+            ended.set()
+
+    async def start(self) -> None:
+        """Run :meth:`serve` in a background task until :meth:`stop`; returns once it is ready.
+
+        For a caller without a task group that outlives the relay; one with uses :meth:`serve`.
+        """
+        if self.running:
+            return
+        ready = anyio.Event()
+
+        class _Status:
+            def started(self, value: None = None) -> None:
+                ready.set()
+
+        # an asyncio task: start() and stop() are separate calls (stop() also from a command), so no
+        # task group of the caller's spans the relay's life
+        task = self._task = asyncio.get_running_loop().create_task(
+            self.serve(task_status=_Status()), name=f"outbox-serve:{self.owner}"
+        )
+        task.add_done_callback(lambda _task: ready.set())  # failed before it was ready
+        await ready.wait()
+        if task.done():
+            self._task = None
+            task.result()  # raises what serve() raised
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop after the batch in hand (cancelled after ``grace`` s: published entries are still marked,
         the rest given back)."""
-        if not self._tasks:
+        ended = self._ended
+        if ended is None:
             return
         self._stopping = True
         self._wake.set()
-        remove = self._remove_listener
-        if callable(remove):
-            remove()
-        tasks, self._tasks = self._tasks, []
-        _done, pending = await asyncio.wait(
-            tasks, timeout=self.config.publish_timeout + 1.0 if grace is None else grace
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        with anyio.move_on_after(self.config.publish_timeout + 1.0 if grace is None else grace):
+            await ended.wait()
+        if self._scope is not None:
+            self._scope.cancel()
+        await ended.wait()
+        self._task = None
 
     @property
     def running(self) -> bool:
         """Whether the background loop runs."""
-        return bool(self._tasks)
+        return self._ended is not None
 
     async def _run(self) -> None:
         next_status = 0.0
@@ -323,7 +368,7 @@ class OutboxRelay:
             elif n < self.config.batch_size:  # caught up: wait for a write, a change or the poll
                 with anyio.move_on_after(self.config.poll_interval):
                     await self._wake.wait()
-                self._wake.clear()
+                self._wake = anyio.Event()
 
     async def _watch(self) -> None:
         """Wake the relay on every insert into the outbox collection (where change streams exist)."""
@@ -335,9 +380,7 @@ class OutboxRelay:
                     change = await stream.try_next()
                     if change is not None and change.get("operationType") == "insert":
                         self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # not a cancellation: a BaseException
             self.change_stream = False
             log.info(
                 "outbox: no change streams on this server (%s: %s); polling every %gs",

@@ -230,3 +230,38 @@ async def test_entries_keep_the_writers_trace_context_and_are_published_in_it(bo
         entry = await store.get(docs[1]["_id"])
         assert entry is not None and entry.trace_context == headers.current
         store.set_propagation(None)
+
+
+async def test_serve_runs_the_relay_in_a_task_group_until_stop(boot: Boot) -> None:
+    async with boot(relay=False, change_streams=False, poll_interval=60.0) as kernel:
+        relay = kernel.get(OutboxRelay)
+        store = kernel.get(RepositoryManager).outbox
+        assert not relay.running
+        async with anyio.create_task_group() as tg:
+            await tg.start(relay.serve)
+            assert relay.running
+            with pytest.raises(RuntimeError, match="runs already"):
+                await relay.serve()
+            for n in (1, 2):  # each wake() is seen (the relay waits on a fresh event each time)
+                await add_entries(store, [OutboxEvent("served", {"n": n})])
+                relay.wake()  # the poll interval is a minute: only the wake can publish it in time
+                await wait_until(lambda n=n: relay.published == n, 10, what="the relay to publish")
+            with anyio.fail_after(5):
+                await relay.stop()  # the task group then exits: serve() returned
+        assert not relay.running
+
+
+async def test_start_runs_the_relay_in_a_task_of_its_own_and_another_task_stops_it(boot: Boot) -> None:
+    async with boot(relay=False, change_streams=False, poll_interval=60.0) as kernel:
+        relay = kernel.get(OutboxRelay)
+        store = kernel.get(RepositoryManager).outbox
+        await relay.start()
+        await relay.start()  # running already: nothing happens
+        assert relay.running
+        await add_entries(store, [OutboxEvent("started", {"n": 1})])
+        relay.wake()
+        await wait_until(lambda: relay.published == 1, 10, what="the relay to publish")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.stop)  # a command's stop() runs in another task
+        assert not relay.running
+        await relay.stop()  # stopped already: nothing happens
