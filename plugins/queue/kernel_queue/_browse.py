@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 from saq.job import Status
@@ -12,6 +12,8 @@ from ._errors import InvalidJobOptionError
 from ._job import JobInfo, JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._manager import QueueManager
     from ._queue import KernelRedisQueue
 
@@ -28,7 +30,7 @@ async def _ids(q: KernelRedisQueue, state: JobState, start: int, stop: int) -> l
     if state == "delayed":
         return list(await q.r.zrangebyscore(k.incomplete, "(0", "+inf", start=start, num=stop - start + 1))
     if state == "active":
-        return list(await q.r.lrange(k.active, start, stop))
+        return list(await cast("Awaitable[list[bytes]]", q.r.lrange(k.active, start, stop)))
     if state in ("completed", "failed"):
         return list(await q.r.zrevrange(k.completed if state == "completed" else k.failed, start, stop))
     raise InvalidJobOptionError(f"state must be one of {', '.join(LISTABLE)}, got {state!r}")
@@ -130,7 +132,8 @@ async def finished_per_interval(
     async with q.r.pipeline(transaction=True) as pipe:
         for start in starts:
             low, high = int(start * 1000), f"({int((start + width) * 1000)}"
-            pipe.zcount(q.keys.completed, low, high).zcount(q.keys.failed, low, high)
+            pipe.zcount(q.keys.completed, low, high)
+            pipe.zcount(q.keys.failed, low, high)
         counts = await pipe.execute()
     return [
         FinishedCounts(start, int(counts[2 * i]), int(counts[2 * i + 1])) for i, start in enumerate(starts)

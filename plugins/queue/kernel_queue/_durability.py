@@ -10,6 +10,7 @@ from ._errors import EnqueueNotReplicatedError
 
 if TYPE_CHECKING:
     from kernel_redis import RedisService
+    from redis.asyncio.client import Pipeline
 
     from ._scripts import Script
 
@@ -42,7 +43,7 @@ class Replication:
 
         key = command[3]  # the script's first key: every key of a queue is in its slot
 
-        def write(pipe: Any) -> None:
+        def write(pipe: Pipeline) -> None:
             pipe.execute_command(*command)
 
         try:

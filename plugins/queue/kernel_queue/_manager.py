@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
@@ -76,11 +76,10 @@ class QueueManager:
         eventbus: EventBus | None = None,
         processors: ProcessorRegistry | None = None,
     ) -> None:
-        # redis-py types its asyncio methods ``Awaitable[T] | T``; every call here is awaited.
-        self.redis: Any = redis
+        self.redis: AnyRedis = redis
         self.config = config or QueueConfig()
         self.processors = processors or ProcessorRegistry()
-        self._blocking: Any = blocking
+        self._blocking: AnyRedis | None = blocking
         self._replication = replication
         # Subscribes (SAQ's job listeners, queue_events): the client itself, or a node client on a cluster.
         self._listener, self._own_listener = listener_client(redis)
@@ -141,11 +140,12 @@ class QueueManager:
     async def _remember(self, name: str) -> None:
         if name in self._known_pending:
             self._known_pending.discard(name)
-            await self.redis.sadd(QUEUES_KEY, name)
+            await cast("Awaitable[int]", self.redis.sadd(QUEUES_KEY, name))
 
     async def queue_names(self) -> list[str]:
         """Every queue known to this Redis (used by any manager) plus the configured ones."""
-        stored = {n.decode() if isinstance(n, bytes) else n for n in await self.redis.smembers(QUEUES_KEY)}
+        members = await cast("Awaitable[set[bytes | str]]", self.redis.smembers(QUEUES_KEY))
+        stored = {n.decode() if isinstance(n, bytes) else n for n in members}
         return sorted(stored | set(self.config.queues) | set(self._queues))
 
     # ------------------------------------------------------------------ options and jobs

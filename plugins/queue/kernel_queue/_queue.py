@@ -236,9 +236,9 @@ class KernelRedisQueue(RedisQueue):
         self._pubsub = PubSubMultiplexer(listener.pubsub(), prefix=self.job_id(""))
         self.replication = replication
         """Set with ``durability = "replicated"``: enqueues wait for replicas through it."""
-        self.blocking: Any = blocking or redis
-        self.r: Any = redis
-        """The client, typed loosely: redis-py types asyncio methods ``Awaitable[T] | T``."""
+        self.blocking: AnyRedis = blocking or redis
+        self.r: AnyRedis = redis
+        """The client (redis-py types its asyncio methods ``Awaitable[T] | T``: awaits of those cast)."""
         self.poll_interval = poll_interval
         self.stall_timeout = stall_timeout
         self.max_stalls = max_stalls
@@ -318,12 +318,15 @@ class KernelRedisQueue(RedisQueue):
             for member, score in found:
                 new = self.job_id(member.decode()[len(old) :])
                 async with self.r.pipeline(transaction=True) as pipe:
-                    pipe.zrem(zset, member).zadd(zset, {new: score})
+                    pipe.zrem(zset, member)
+                    pipe.zadd(zset, {new: score})
                     await pipe.execute()
                 renamed += 1
-        for index, member in enumerate(await self.r.lrange(k.active, 0, -1)):
+        active = await cast("Awaitable[list[bytes]]", self.r.lrange(k.active, 0, -1))
+        for index, member in enumerate(active):
             if member.decode().startswith(old):
-                await self.r.lset(k.active, index, self.job_id(member.decode()[len(old) :]))
+                new_id = self.job_id(member.decode()[len(old) :])
+                await cast("Awaitable[str]", self.r.lset(k.active, index, new_id))
                 renamed += 1
         self._adopted = True
         if renamed:
@@ -514,16 +517,10 @@ class KernelRedisQueue(RedisQueue):
                 if job is not None:
                     return job
                 # The record was cleaned away while waiting: drop the dangling id.
-                await (
-                    self.r.pipeline(transaction=True)
-                    .lrem(self.keys.active, 0, job_id)
-                    .zrem(self.keys.heartbeat, job_id)
-                    .zrem(self.keys.incomplete, job_id)
-                    .execute()
-                )
+                await self._drop_dangling(job_id)
                 continue
             # Nothing to run (or paused): block until an enqueue wakes us, at most poll_interval.
-            await self.blocking.blpop([self.keys.wake], timeout=self.poll_interval)
+            await cast("Awaitable[object]", self.blocking.blpop([self.keys.wake], timeout=self.poll_interval))
         return None
 
     async def count(self, kind: CountKind) -> int:
@@ -767,14 +764,7 @@ class KernelRedisQueue(RedisQueue):
         """Re-queue (or fail, past ``max_stalls``) leased stalled job ``job_id``; False if it was not ours."""
         job = await self._get_job_by_id(job_id)
         if job is None:  # its record was cleaned away: drop the dangling id
-            k = self.keys
-            await (
-                self.r.pipeline(transaction=True)
-                .lrem(k.active, 0, job_id)
-                .zrem(k.heartbeat, job_id)
-                .zrem(k.incomplete, job_id)
-                .execute()
-            )
+            await self._drop_dangling(job_id)
             return False
         stalls = int(job.meta.get("stalls", 0)) + 1
         job.meta["stalls"] = stalls
@@ -798,9 +788,18 @@ class KernelRedisQueue(RedisQueue):
             await self._fire("stalled", job, {"stalls": stalls})
         return True
 
+    async def _drop_dangling(self, job_id: str) -> None:
+        """Take ``job_id``, whose record was cleaned away, off the active list and the running sets."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lrem(k.active, 0, job_id)
+        pipe.zrem(k.heartbeat, job_id)
+        pipe.zrem(k.incomplete, job_id)
+        await pipe.execute()
+
     async def _count_stall(self, job: Job, stalls: int, level: int, message: str) -> None:
         """Count a job taken from its dead worker (``stalled``) and log ``message % (job.key, stalls)``."""
-        await self.r.hincrby(self.keys.counts, "stalled", 1)
+        await cast("Awaitable[int]", self.r.hincrby(self.keys.counts, "stalled", 1))
         # stacklevel: the record names _reclaim, the caller, as it did when _reclaim logged itself
         log.log(level, message, job.key, stalls, extra={"queue": self.name, "job_id": job.key}, stacklevel=2)
 
@@ -809,14 +808,12 @@ class KernelRedisQueue(RedisQueue):
         async with self.r.pipeline(transaction=True) as pipe:
             job.status = Status.ABORTING
             job.error = error
-            dequeued, *_ = await (
-                pipe.zrem(self.keys.waiting, job.id)
-                .zrem(self.keys.incomplete, job.id)
-                .set(job.id, self.serialize(job))
-                .setex(job.abort_id, int(max(ttl, 1)), error)
-                .execute_command("PUBLISH", job.id, job.status)
-                .execute()
-            )
+            pipe.zrem(self.keys.waiting, job.id)
+            pipe.zrem(self.keys.incomplete, job.id)
+            pipe.set(job.id, self.serialize(job))
+            pipe.setex(job.abort_id, int(max(ttl, 1)), error)
+            pipe.execute_command("PUBLISH", job.id, job.status)
+            dequeued, *_ = await pipe.execute()
         if dequeued:
             await self.finish(job, Status.ABORTED, error=error, guard=False)
             await self.r.delete(job.abort_id)
@@ -854,8 +851,12 @@ class KernelRedisQueue(RedisQueue):
         await self.trim_finished()
         k = self.keys
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.zcard(k.waiting).llen(k.active).zcount(k.incomplete, "(0", "+inf")
-            pipe.zcard(k.completed).zcard(k.failed).exists(k.paused)
+            pipe.zcard(k.waiting)
+            pipe.llen(k.active)
+            pipe.zcount(k.incomplete, "(0", "+inf")
+            pipe.zcard(k.completed)
+            pipe.zcard(k.failed)
+            pipe.exists(k.paused)
             waiting, active, delayed, completed, failed, paused = await pipe.execute()
         return {
             "queue_name": self.name,
@@ -870,7 +871,7 @@ class KernelRedisQueue(RedisQueue):
 
     async def totals(self) -> dict[str, int]:
         """Lifetime totals kept even after :meth:`clean`: completed, failed, stalled."""
-        raw = await self.r.hgetall(self.keys.counts)
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self.r.hgetall(self.keys.counts))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def is_delayed(self, job: Job) -> bool:
@@ -905,7 +906,8 @@ class KernelRedisQueue(RedisQueue):
         )
         if ids:
             async with self.r.pipeline(transaction=True) as pipe:
-                pipe.zrem(zset, *ids).delete(*ids)
+                pipe.zrem(zset, *ids)
+                pipe.delete(*ids)
                 await pipe.execute()
         return ids
 
@@ -922,7 +924,9 @@ class KernelRedisQueue(RedisQueue):
             if job is not None and job.queued > cutoff_ms:
                 continue
             async with self.r.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.waiting, raw_id).zrem(self.keys.incomplete, raw_id).delete(raw_id)
+                pipe.zrem(self.keys.waiting, raw_id)
+                pipe.zrem(self.keys.incomplete, raw_id)
+                pipe.delete(raw_id)
                 res = await pipe.execute()
             if res[0] or res[1]:
                 removed.append(raw_id)
@@ -960,17 +964,17 @@ class KernelRedisQueue(RedisQueue):
 
     async def recurring_specs(self) -> dict[str, str]:
         """Every recurring job of this queue: key -> its JSON spec."""
-        raw = await self.r.hgetall(self.keys.repeat)
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self.r.hgetall(self.keys.repeat))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def put_recurring(self, key: str, spec: str) -> None:
         """Store (or replace) recurring job ``key``; a pending tick of the one it replaces is dropped."""
         await self._drop_pending_ticks(key)
-        await self.r.hset(self.keys.repeat, key, spec)
+        await cast("Awaitable[int]", self.r.hset(self.keys.repeat, key, spec))
 
     async def remove_recurring(self, key: str) -> bool:
         """Forget recurring job ``key`` and its pending tick; False if there was none."""
-        removed = bool(await self.r.hdel(self.keys.repeat, key))
+        removed = bool(await cast("Awaitable[int]", self.r.hdel(self.keys.repeat, key)))
         await self._drop_pending_ticks(key)
         return removed
 
@@ -978,12 +982,10 @@ class KernelRedisQueue(RedisQueue):
         pattern = self.job_id(f"repeat:{key}:*")
         async for member, score in self.r.zscan_iter(self.keys.incomplete, match=pattern):
             if score > 0:  # still delayed: not started yet
-                await (
-                    self.r.pipeline(transaction=True)
-                    .zrem(self.keys.incomplete, member)
-                    .delete(member)
-                    .execute()
-                )
+                pipe = self.r.pipeline(transaction=True)
+                pipe.zrem(self.keys.incomplete, member)
+                pipe.delete(member)
+                await pipe.execute()
 
 
 def backoff_delay(spec: Any, failures: int) -> float:

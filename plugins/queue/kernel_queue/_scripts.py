@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
     from redis.commands.core import AsyncScript
@@ -227,19 +229,19 @@ class Script:
     __slots__ = ("_redis", "_script", "sha", "source")
 
     def __init__(self, redis: Redis | RedisCluster, source: str) -> None:
-        self._redis: Any = redis
+        self._redis = redis
         self._script: AsyncScript = cast("Redis", redis).register_script(
             source
         )  # the cluster client has it too
         self.source = source
         self.sha: str = self._script.sha
 
-    async def __call__(self, keys: list[Any], args: list[Any], client: Any = None) -> Any:
-        """Run the script on ``client`` (default: the client it was registered on)."""
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        """Run the script on the client it was registered on; its Lua reply."""
         try:
-            return await self._script(keys=keys, args=args, client=client)
+            return await self._script(keys=keys, args=args)
         except NoScriptError:
-            return await (client or self._redis).eval(self.source, len(keys), *keys, *args)
+            return await cast("Awaitable[Any]", self._redis.eval(self.source, len(keys), *keys, *args))
 
 
 _PUBLISH_EVENT = """
