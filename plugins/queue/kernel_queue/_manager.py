@@ -487,7 +487,8 @@ class QueueManager:
 
     async def _workers_task_group(self) -> TaskGroup:
         # Workers outlive the call that starts them, so their task group lives in a task of its
-        # own (SAQ is asyncio-only): started on first use, ended by close().
+        # own, started on first use, ended by close(): anyio has no task that outlives its
+        # caller's task group, and SAQ is asyncio-only.
         if self._host is None:
             self._hosting = hosting = anyio.Event()
 
@@ -548,6 +549,7 @@ class QueueManager:
                 except Exception:
                     log.exception("queue event handler failed", extra={"queue": queue})
 
+        # An asyncio task: the handle this method returns (public API), outliving the caller.
         task = asyncio.create_task(run(), name=f"queue-events-{queue}")
         self._listeners.add(task)
         task.add_done_callback(self._listeners.discard)
@@ -567,6 +569,7 @@ class QueueManager:
         for task in list(self._listeners):
             task.cancel()
         if self._listeners:
+            # The asyncio tasks listen_to_queue_events() returned (public API): no task group owns them.
             await asyncio.gather(*self._listeners, return_exceptions=True)
         for q in self._queues.values():
             await q.disconnect()

@@ -15,11 +15,11 @@ every node over the cluster bus, so the queue's scripts publish them on a *shard
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool
@@ -135,7 +135,7 @@ async def _resubscribing(listener: aioredis.Redis, channel: str) -> AsyncGenerat
             delay = min(max(delay * 2, 0.05), _RETRY_MAX)
         finally:
             await pubsub.aclose()  # closes its connection (no UNSUBSCRIBE on a connection that may be dead)
-        await asyncio.sleep(delay)
+        await anyio.sleep(delay)
 
 
 class _NoShardChannels(Exception):
@@ -167,7 +167,7 @@ async def shard_messages(cluster: RedisCluster, channel: str) -> AsyncGenerator[
         except (RedisConnectionError, RedisTimeoutError, MovedError, OSError):
             address = None
             delay = min(max(delay * 2, 0.05), _RETRY_MAX)
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)
             continue
         delay = 0.0
         address = (connection.host, int(connection.port))

@@ -188,6 +188,7 @@ class QueueWorker(Worker):  # type: ignore[type-arg]
             upkeep, self._upkeep = self._upkeep, []
             for task in upkeep:
                 task.cancel()
+            # SAQ's own asyncio tasks (SAQ is asyncio-only): no anyio task group owns them.
             await asyncio.gather(*upkeep, return_exceptions=True)
 
     async def _beat(self) -> None:
