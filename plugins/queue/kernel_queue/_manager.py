@@ -175,20 +175,21 @@ class QueueManager:
         name: str,
         data: Any,
         *,
-        priority: int | None,
-        attempts: int | None,
-        backoff: Any,
-        delay: float | timedelta | None,
-        job_id: str | None,
-        timeout: float | timedelta | None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        backoff: Any = None,
+        delay: float | timedelta | None = None,
+        job_id: str | None = None,
+        timeout: float | timedelta | None = None,
         where: str = "",
         queued: int | None = None,
         scheduled: float | None = None,
     ) -> tuple[Job, bytes | str]:
         """A new job for ``queue``, queued at ``queued`` (default: now), and its stored JSON.
 
-        Due ``delay`` seconds from now, or at epoch ``scheduled``. Invalid input raises in the
-        order name, data, job_id, options.
+        Due ``delay`` seconds from now, or at epoch ``scheduled``. An option left None takes the
+        queue's default, then the config's. Invalid input raises in the order name, data, job_id,
+        options.
         """
         if not isinstance(name, str) or not name:
             raise InvalidJobOptionError(f"job name must be a non-empty str, got {name!r}")

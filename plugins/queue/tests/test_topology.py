@@ -179,17 +179,7 @@ async def test_jobs_of_the_earlier_layout_survive_migrate_keys_and_run(
         qm = k.get(QueueManager)
         old = _EarlierLayoutQueue(qm.redis, qname)
         for key, delay in (("waiting-1", None), ("delayed-2", 0.5)):
-            job, payload = qm._build(
-                old,
-                "n",
-                {"k": key},
-                priority=None,
-                attempts=None,
-                backoff=None,
-                delay=delay,
-                job_id=key,
-                timeout=None,
-            )
+            job, payload = qm._build(old, "n", {"k": key}, delay=delay, job_id=key)
             assert await old.add(job, payload)
         await qm.redis.sadd("kernel_queue:queues", qname)
         assert await qm.redis.exists(f"saq:{qname}:incomplete", f"saq:job:{qname}:waiting-1") == 2
