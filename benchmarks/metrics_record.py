@@ -6,7 +6,8 @@ Raw baselines are what a caller would write without the collector: ``metric.labe
 
 from __future__ import annotations
 
-from kernel_metrics import DEFAULT_DB_BUCKETS, DEFAULT_HTTP_BUCKETS, MetricsCollector
+from kernel_metrics import DEFAULT_HTTP_BUCKETS, MetricsCollector
+from kernel_repository import DEFAULT_DB_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ._harness import compare, rounds

@@ -16,7 +16,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._collector import MetricsCollector as MetricsCollector
     from ._collector import MultiprocessSetupError as MultiprocessSetupError
     from ._collector import multiprocess_dir_from_env as multiprocess_dir_from_env
-    from ._config import DEFAULT_DB_BUCKETS as DEFAULT_DB_BUCKETS
     from ._config import DEFAULT_HTTP_BUCKETS as DEFAULT_HTTP_BUCKETS
     from ._config import MetricsConfig as MetricsConfig
     from ._endpoint import metrics_endpoint as metrics_endpoint
@@ -34,7 +33,7 @@ else:  # PEP 562: a submodule is imported on first use of one of its names
             "MultiprocessSetupError",
             "multiprocess_dir_from_env",
         ],
-        "._config": ["DEFAULT_DB_BUCKETS", "DEFAULT_HTTP_BUCKETS", "MetricsConfig"],
+        "._config": ["DEFAULT_HTTP_BUCKETS", "MetricsConfig"],
         "._endpoint": ["metrics_endpoint"],
         "._middleware": ["MetricsMiddleware", "route_template"],
         "._plugin": ["MetricsPlugin"],

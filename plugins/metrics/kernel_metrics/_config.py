@@ -22,7 +22,6 @@ DEFAULT_HTTP_BUCKETS: tuple[float, ...] = (
     5.0,
     10.0,
 )
-DEFAULT_DB_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
 def _increasing(_inst: Any, attribute: attrs.Attribute[Any], value: list[float]) -> None:
@@ -65,5 +64,3 @@ class MetricsConfig:
     """Distinct label sets per built-in metric before new ones collapse into ``<other>``."""
     http_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_HTTP_BUCKETS), validator=_increasing)
     """Bucket bounds (seconds) of ``http_request_duration_seconds``."""
-    db_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_DB_BUCKETS), validator=_increasing)
-    """Bucket bounds (seconds) of ``db_query_duration_seconds``."""

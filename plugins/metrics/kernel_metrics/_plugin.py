@@ -51,8 +51,6 @@ class MetricsPlugin(Plugin):
         collector = MetricsCollector(
             process_metrics=cfg.process_metrics,
             http_buckets=cfg.http_buckets,
-            # Operators' bucket bounds by histogram name (db_buckets: a setting kept for the repository's).
-            buckets={"db_query_duration_seconds": cfg.db_buckets},
             max_series=cfg.max_series,
             # Every MetricsMiddleware on this collector skips these, a host app's own included.
             exclude_routes=[*cfg.exclude_routes, *([] if cfg.record_scrapes else [cfg.path])],

@@ -152,7 +152,9 @@ def test_an_open_endpoint_is_a_production_error_and_a_warning_elsewhere() -> Non
     [
         ({"path": "metrics"}, "plugins.metrics.path: must start with '/'"),
         ({"http_buckets": [1.0, 0.5]}, "plugins.metrics.http_buckets: must be strictly increasing"),
-        ({"db_buckets": []}, "plugins.metrics.db_buckets: must list at least one bucket bound"),
+        ({"http_buckets": []}, "plugins.metrics.http_buckets: must list at least one bucket bound"),
+        # The repository's histogram bounds are its own setting: [plugins.repository] db_buckets.
+        ({"db_buckets": [0.1]}, "plugins.metrics.db_buckets: unknown key"),
         ({"max_routes": 0}, "plugins.metrics.max_routes: must be > 0"),
         ({"token": 5}, "plugins.metrics.token"),
         ({"tokn": "x"}, "plugins.metrics.tokn: unknown key"),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from kernel import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs read
+    from ._config import DEFAULT_DB_BUCKETS as DEFAULT_DB_BUCKETS
     from ._config import EMBEDDED as EMBEDDED
     from ._config import RepositoryConfig as RepositoryConfig
     from ._documents import AUDIT_FIELDS as AUDIT_FIELDS
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from ._transactions import run_transaction as run_transaction
 else:  # PEP 562: a submodule is imported on first use of one of its names
     _EXPORTS = {  # submodule -> the public names it defines
-        "._config": ["EMBEDDED", "RepositoryConfig"],
+        "._config": ["DEFAULT_DB_BUCKETS", "EMBEDDED", "RepositoryConfig"],
         "._documents": ["AUDIT_FIELDS"],
         "._errors": ["map_error"],
         "._filters": ["FORBIDDEN_OPERATORS", "normalize_sort", "prepare_filter", "user_filter"],

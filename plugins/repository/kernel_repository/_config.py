@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -10,6 +12,8 @@ from kernel import Secret, redact_url
 
 EMBEDDED = "embedded"
 """``uri = "embedded"``: start a private MongoDB wire-protocol server for the kernel's lifetime."""
+DEFAULT_DB_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""Default bucket bounds (seconds) of ``db_query_duration_seconds`` (``db_buckets``)."""
 
 
 def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret) -> None:
@@ -36,6 +40,13 @@ def _check_uri(_inst: object, attribute: attrs.Attribute[Secret], value: Secret)
         _name, colon, port = (host.rpartition("]")[2] if host.startswith("[") else host).partition(":")
         if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"'uri' must give every host a port in 1..65535 (or none), got {shown!r}")
+
+
+def _bucket_bounds(_inst: object, attribute: attrs.Attribute[Any], value: list[float]) -> None:
+    if not value:
+        raise ValueError(f"'{attribute.name}' must list at least one bucket bound")
+    if any(b <= a for a, b in pairwise(value)):
+        raise ValueError(f"'{attribute.name}' must be strictly increasing, got {value!r}")
 
 
 def _check_database(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -82,6 +93,8 @@ class RepositoryConfig:
     """Ping the server at boot and fail the boot when it does not answer."""
     health_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
     """Seconds the health check's ``ping`` may take."""
+    db_buckets: list[float] = attrs.field(factory=lambda: list(DEFAULT_DB_BUCKETS), validator=_bucket_bounds)
+    """Bucket bounds (seconds) of ``db_query_duration_seconds``, recorded when ``metrics`` is enabled."""
     embedded_data_dir: Path | None = None
     """Data directory of the embedded server (default: a temporary directory removed at exit)."""
     embedded_startup_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))

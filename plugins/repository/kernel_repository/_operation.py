@@ -7,12 +7,13 @@ also the one place that knows how query durations reach the metrics plugin.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from kernel import Registry
 
+from ._config import DEFAULT_DB_BUCKETS
 from ._errors import map_error
 from ._observe import QueryObserver
 
@@ -21,9 +22,8 @@ if TYPE_CHECKING:  # the metrics plugin is optional: not a dependency of this pa
     from prometheus_client import Histogram
 
 DB_QUERY_DURATION = "db_query_duration_seconds"
-"""The histogram of query durations, labelled ``operation`` and ``collection``."""
-DB_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
-"""Its default bounds (seconds); ``[plugins.metrics] db_buckets`` overrides them."""
+"""The histogram of query durations, labelled ``operation`` and ``collection``; bucket bounds:
+``[plugins.repository] db_buckets``."""
 
 
 class QueryMetrics(Protocol):
@@ -34,19 +34,20 @@ class QueryMetrics(Protocol):
 
 
 class CollectorMetrics:
-    """:class:`QueryMetrics` on the metrics plugin's collector: declares :data:`DB_QUERY_DURATION`.
+    """:class:`QueryMetrics` on the metrics plugin's collector: declares :data:`DB_QUERY_DURATION`
+    with bucket bounds ``buckets`` (seconds).
 
     Label sets go through the collector's series budget (``max_series``).
     """
 
     __slots__ = ("_series",)
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, buckets: Sequence[float] = DEFAULT_DB_BUCKETS) -> None:
         histogram = metrics.histogram(
             DB_QUERY_DURATION,
             "Database query duration in seconds",
             ["operation", "collection"],
-            buckets=DB_BUCKETS,
+            buckets=buckets,
         )
         self._series: LabelBudget[Histogram] = metrics.bounded(histogram)
 
@@ -55,14 +56,16 @@ class CollectorMetrics:
         self._series.labels(operation, collection).observe(seconds)
 
 
-def find_query_metrics(registry: Registry) -> QueryMetrics | None:
-    """Query metrics on the metrics plugin's collector when it is enabled, else ``None``."""
+def find_query_metrics(
+    registry: Registry, buckets: Sequence[float] = DEFAULT_DB_BUCKETS
+) -> QueryMetrics | None:
+    """Query metrics (bounds ``buckets``) on the metrics plugin's collector if it is enabled, else None."""
     try:
         from kernel_metrics import Metrics
     except ImportError:  # not installed: nothing can have registered a collector
         return None
     metrics = registry.find(Metrics)
-    return None if metrics is None else CollectorMetrics(metrics)
+    return None if metrics is None else CollectorMetrics(metrics, buckets)
 
 
 class DatabaseOperation:

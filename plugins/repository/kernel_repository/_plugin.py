@@ -75,7 +75,7 @@ class RepositoryPlugin(Plugin):
             manager = RepositoryManager(
                 make_client(uri, cfg),
                 cfg,
-                metrics=find_query_metrics(ctx.registry),
+                metrics=find_query_metrics(ctx.registry, cfg.db_buckets),
                 server=server,
                 repositories=classes,
             )

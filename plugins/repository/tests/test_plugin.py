@@ -41,6 +41,8 @@ def pid_alive(pid: int) -> bool:
         ({"server_selection_timeout": 0}, "server_selection_timeout"),
         ({"pool": 3}, "pool: unknown key"),
         ({"ensure_indexes": "yes"}, "ensure_indexes"),
+        ({"db_buckets": []}, "db_buckets: must list at least one bucket bound"),
+        ({"db_buckets": [1.0, 0.5]}, "db_buckets: must be strictly increasing, got [1.0, 0.5]"),
     ],
 )
 def test_config_errors_are_clear_and_never_show_the_uri(config: dict[str, Any], message: str) -> None:

@@ -68,8 +68,8 @@ async def test_the_repository_declares_its_metric_with_the_operators_buckets(mon
 
     database = unique_database()
     config = {
-        "repository": {"uri": mongo_uri, "database": database},
-        "metrics": {"db_buckets": [0.25, 2.0], "max_series": 1},
+        "repository": {"uri": mongo_uri, "database": database, "db_buckets": [0.25, 2.0]},
+        "metrics": {"max_series": 1},
     }
     async with boot_kernel("metrics", "repository", config=config) as kernel:
         manager = kernel.get(RepositoryManager)
