@@ -464,7 +464,8 @@ class RedisEventBus(EventBus):
             state.task.cancel()
 
     def _launch(self, sub: Subscription) -> None:
-        # the loop is an asyncio task: subscribe() is synchronous and may run outside any task group
+        # the loop is an asyncio task: subscribe() is synchronous and may run outside any task group (and
+        # unsubscribe() cancels one loop), so no task group of start()'s caller can hold the loops
         state = self._states[sub.name]
         created = anyio.Event()
         self._setup.add(created)
@@ -525,9 +526,12 @@ class RedisEventBus(EventBus):
         self._stopping = True
         tasks = [s.task for s in self._states.values() if s.task is not None]
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=self.read_block + grace)
-            for t in pending:
-                t.cancel()
+            # the consumer loops are asyncio tasks (see _launch) and anyio waits only for its task groups'
+            # own: asyncio.wait and gather wait for these, under an anyio deadline
+            with anyio.move_on_after(self.read_block + grace):
+                await asyncio.wait(tasks)
+            for t in tasks:
+                t.cancel()  # nothing for those that ended
             await asyncio.gather(*tasks, return_exceptions=True)
         for name, state in self._states.items():
             state.task = None

@@ -338,3 +338,29 @@ async def test_concurrency_handles_a_batch_in_parallel(
         await bus.close()
     assert sorted(probe.done) == list(range(16))
     assert 2 <= probe.peak <= 4
+
+
+async def test_close_cancels_a_handler_still_running_after_the_grace(client: AnyRedis, prefix: str) -> None:
+    bus = make(client, prefix)
+    started: list[Any] = []
+    cancelled: list[Any] = []
+
+    async def handler(data: Any, meta: EventMetadata) -> None:
+        started.append(data)
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(data)
+            raise
+
+    bus.subscribe("slow", handler, group="gs")
+    await bus.start()
+    await bus.publish("slow", 1)
+    await wait_until(lambda: started == [1], 10, what="the handler to start")
+    t0 = time.monotonic()
+    with anyio.fail_after(10):
+        await bus.close(grace=0.1)
+    assert time.monotonic() - t0 < 5  # read_block 0.2 + grace 0.1, not the handler's forever
+    assert cancelled == [1]
+    # not acknowledged: delivered again later
+    await wait_until(lambda: _unacked(client, bus.stream_key("slow"), "gs", 1), 10, what="the entry pending")
