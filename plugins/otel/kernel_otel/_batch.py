@@ -23,17 +23,30 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 _BATCH_FIELDS = ("_queue", "_shutdown", "_max_queue_size", "_max_export_batch_size", "_worker_awaken")
 
 
+def _does_nothing(self: object, span: object, parent_context: object = None) -> None:
+    pass
+
+
+_QUIET_START = BatchSpanProcessor.on_start.__code__.co_code == _does_nothing.__code__.co_code
+"""Whether the SDK's ``BatchSpanProcessor.on_start`` does nothing (a span's start may skip it)."""
+
+
 class KernelBatchSpanProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor(exporter, ...)``, queueing each ended sampled span more cheaply.
 
     :attr:`fast` is False when the SDK's batch internals differ from the ones this was written
-    against, or the platform has no ``os.register_at_fork``: then ``on_end`` is the SDK's.
+    against (or its ``on_start`` does something), or the platform has no ``os.register_at_fork``:
+    then ``on_end`` is the SDK's, and spans call ``on_start``.
     """
 
     def __init__(self, span_exporter: SpanExporter, **options: float | int | None) -> None:
         super().__init__(span_exporter, **options)  # type: ignore[arg-type]
         batch = self._batch_processor
-        self.fast = hasattr(os, "register_at_fork") and all(hasattr(batch, name) for name in _BATCH_FIELDS)
+        self.fast = (
+            _QUIET_START
+            and hasattr(os, "register_at_fork")
+            and all(hasattr(batch, name) for name in _BATCH_FIELDS)
+        )
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.fast:

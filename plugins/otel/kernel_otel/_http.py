@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import FunctionType
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kernel.logging import reset_trace_id, set_trace_id
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
-from ._lean import LeanSpan, lean_tracer
+from ._lean import CONTEXT_IS_TUPLE, LeanSpan, lean_tracer
 
 _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
@@ -22,6 +24,35 @@ _SEEN = "kernel_otel.span"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = otel_context.Context()
 _SERVER_ERROR = Status(StatusCode.ERROR)
+_SERVER = SpanKind.SERVER
+_Context = otel_context.Context
+
+_runtime = otel_context._RUNTIME_CONTEXT
+_current: Callable[[], otel_context.Context]
+_attach: Callable[[otel_context.Context], Any]
+_reset: Callable[[Any], None]
+if type(_runtime) is ContextVarsRuntimeContext:  # the default: its variable's own methods, no wrapper calls
+    _current = _runtime._current_context.get
+    _attach = _runtime._current_context.set
+    _reset = _runtime._current_context.reset
+else:  # another runtime context (OTEL_PYTHON_CONTEXT): the API's functions
+    _current = otel_context.get_current
+    _attach = otel_context.attach
+    _reset = otel_context.detach
+
+
+def _detach(token: Any) -> None:
+    """``otel_context.detach(token)``: what the API does (a failure is logged, not raised)."""
+    try:
+        _reset(token)
+    except Exception:
+        otel_context.detach(token)  # fails again, and logs it as the API does
+
+
+def _live_parent() -> bool:
+    """Whether the current span (``trace.get_current_span()``) is recording."""
+    span = _current().get(_SPAN_KEY)
+    return span is not None and isinstance(span, trace.Span) and span.is_recording()
 
 
 def _host_header(text: str) -> dict[str, Any]:
@@ -37,6 +68,22 @@ def _host_header(text: str) -> dict[str, Any]:
     return found
 
 
+_HOSTS: dict[bytes, dict[str, Any]] = {}
+"""Host header -> its attributes (:func:`_host_header`): a server sees a few, again and again."""
+_HOSTS_MAX = 256
+
+
+def _host_attributes(host: bytes) -> dict[str, Any]:
+    """``_host_header(host.decode("latin-1"))``, remembered (the result is shared: read it only)."""
+    found = _HOSTS.get(host)
+    if found is None:
+        found = _host_header(host.decode("latin-1"))
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[host] = found
+    return found
+
+
 def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, Any]:
     """Semantic-convention attributes known before the app runs."""
     attributes: dict[str, Any] = {
@@ -48,7 +95,7 @@ def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, A
     host = headers.get(b"host")
     server = scope.get("server")
     if host:
-        attributes.update(_host_header(host.decode("latin-1")))
+        attributes.update(_host_attributes(host))
     elif server:
         attributes["server.address"] = server[0]
         if server[1] is not None:
@@ -95,6 +142,7 @@ class TracingMiddleware:
     def __init__(self, app: ASGIApp, tracer: trace.Tracer | None = None) -> None:
         self._tracer = lean_tracer(tracer) if tracer is not None else None
         self._explicit = tracer is not None
+        self._root: Any = getattr(self._tracer, "start_root_span", None)
         self._kernel: object = None
         self.app = app
 
@@ -111,6 +159,7 @@ class TracingMiddleware:
             self._kernel = kernel
             tracing = kernel.registry.find(Tracing) if kernel is not None else None
             self._tracer = tracing.kernel_tracer if tracing is not None else None
+            self._root = getattr(self._tracer, "start_root_span", None)
         return self._tracer
 
     @property
@@ -135,24 +184,12 @@ class TracingMiddleware:
             await self._call(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        # Under a live span (a host's own tracing layer) the request's span is its child. A span
-        # that is current but no longer recording is stale: a server may start the next request
-        # on a keep-alive connection from a copy of this one's context. Then the request is a root.
-        parent: otel_context.Context | None
-        if b"traceparent" in headers:
-            carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
-            if b"tracestate" in headers:
-                carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
-            parent = _PROPAGATOR.extract(carrier)
-        else:
-            parent = None if trace.get_current_span().is_recording() else _ROOT
         method = scope.get("method", "GET")
-        span = tracer.start_span(method, parent, kind=SpanKind.SERVER)
-        if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
-            _set(span, _server_attributes(scope, headers))
+        span, otel_token = self._start(tracer, scope, headers, method)
         scope[_SEEN] = span
-        otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
-        trace_token = set_trace_id(format(span.get_span_context().trace_id, "032x"))
+        # a lean span's own field (no method call); a started span always has one
+        context: trace.SpanContext = span._context if type(span) is LeanSpan else span.get_span_context()  # type: ignore[assignment]
+        trace_token = set_trace_id(format(context[0] if CONTEXT_IS_TUPLE else context.trace_id, "032x"))
         send_on = send if self._status_in_scope else self._recording(scope, send)
         try:
             await self._call(scope, receive, send_on)
@@ -164,7 +201,33 @@ class TracingMiddleware:
         finally:
             self._finish(span, scope, method)
             reset_trace_id(trace_token)
-            otel_context.detach(otel_token)
+            _detach(otel_token)
+
+    def _start(
+        self, tracer: trace.Tracer, scope: Scope, headers: dict[bytes, bytes], method: str
+    ) -> tuple[trace.Span, Any]:
+        """The request's span, made current: its context's token for :func:`_detach`."""
+        # Under a live span (a host's own tracing layer) the request's span is its child. A span
+        # that is current but no longer recording is stale: a server may start the next request
+        # on a keep-alive connection from a copy of this one's context. Then the request is a root.
+        parent: otel_context.Context | None
+        if b"traceparent" in headers:
+            carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
+            if b"tracestate" in headers:
+                carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
+            parent = _PROPAGATOR.extract(carrier)
+        elif _live_parent():
+            parent = None
+        else:  # a root span: sampled with its attributes in one step when the tracer can
+            root = self._root
+            span = root(method, _SERVER, _server_attributes(scope, headers)) if root is not None else None
+            if span is not None:  # set_span_in_context(span, _ROOT), as one new context
+                return span, _attach(_Context({_SPAN_KEY: span}))
+            parent = _ROOT
+        span = tracer.start_span(method, parent, kind=_SERVER)
+        if span.is_recording():  # an unsampled request skips building them (no sampler here reads them)
+            _set(span, _server_attributes(scope, headers))
+        return span, _attach(trace.set_span_in_context(span, parent))
 
     @staticmethod
     def _recording(scope: Scope, send: Send) -> Send:
@@ -177,7 +240,7 @@ class TracingMiddleware:
 
     @staticmethod
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
-        if span.is_recording():
+        if span._end_time is None if type(span) is LeanSpan else span.is_recording():
             route = route_of(scope)
             attributes: dict[str, str | int] = {}
             if route is not None:

@@ -27,6 +27,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import SpanKind, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, SpanContext
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
@@ -42,10 +43,30 @@ _DEFAULT_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 _UNSET = trace_api.Status(trace_api.StatusCode.UNSET)
 _NONE: tuple[Any, ...] = ()
 _new_readable = object.__new__
+_new_context = tuple.__new__
+_MAX_TRACE_ID = (1 << 128) - 1
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
+_EMPTY = context_api.Context()
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
+
+
+def _context_is_tuple() -> bool:
+    """Whether a ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, flags, state, ...)``."""
+    flags, state = TraceFlags(TraceFlags.SAMPLED), trace_api.TraceState([("k", "v")])
+    probe = SpanContext(3, 5, True, flags, state)
+    return isinstance(probe, tuple) and tuple(probe)[:5] == (
+        probe.trace_id,
+        probe.span_id,
+        probe.is_remote,
+        probe.trace_flags,
+        probe.trace_state,
+    )
+
+
+CONTEXT_IS_TUPLE = _context_is_tuple()
+"""The SDK's ``SpanContext`` is that tuple: its fields can be read by index (no property calls)."""
 
 
 def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
@@ -191,20 +212,30 @@ class LeanSpan(sdk_trace.Span):
         super().add_link(context, attributes)
 
     def update_name(self, name: str) -> None:
-        with self._lock:  # the SDK's, without its decorator's extra call
+        # the SDK's, without its decorator's extra call; acquire/release rather than ``with``, which
+        # makes two bound methods per use
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._end_time is None:
                 self._name = name
                 return
+        finally:
+            lock.release()
         _log.warning("Tried calling %s on an ended span.", "update_name")
 
     def end(self, end_time: int | None = None) -> None:
-        with self._lock:
+        lock = self._lock  # as in update_name
+        lock.acquire()
+        try:
             if self._end_time is not None:
                 _log.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is not dict:
                 self._attributes._immutable = True
+        finally:
+            lock.release()
         if self._record_end_metrics:
             self._record_end_metrics()
         processor = self._span_processor
@@ -269,6 +300,34 @@ def _decide(
     return result.decision, result.attributes, result.trace_state
 
 
+def _root_template(sdk: sdk_trace.Tracer) -> dict[str, Any] | None:
+    """The fields every span of :meth:`KernelTracer.start_root_span` shares; None when it does not apply.
+
+    It applies when the SDK tracer's sampler samples every root span without looking at it
+    (``ALWAYS_ON``, or ``ParentBased`` with that root), its ids are the plugin's, its span metrics
+    are off and its limits cannot apply to trusted attributes. (An SDK tracer's sampler, ids,
+    metrics, limits and processor are set once, when the provider makes it.)
+    """
+    sampler = sdk.sampler._root if type(sdk.sampler) is ParentBased else sdk.sampler
+    limits = sdk._span_limits
+    if not (
+        type(sampler) is StaticSampler
+        and sampler._decision is _SAMPLE
+        and type(sdk.id_generator) is KernelIdGenerator
+        and type(sdk._tracer_metrics) is NoOpTracerMetrics
+        and limits.max_span_attribute_length is None
+    ):
+        return None
+    return {
+        "_instrumentation_info": sdk.instrumentation_info,
+        "_instrumentation_scope": sdk._instrumentation_scope,
+        "_resource": sdk.resource,
+        "_sampler": sdk.sampler,
+        "_span_processor": sdk.span_processor,
+        "_limits": limits,
+    }
+
+
 class KernelTracer(trace_api.Tracer):
     """Starts :class:`LeanSpan` objects where ``sdk`` (an SDK tracer) starts its own spans.
 
@@ -278,6 +337,51 @@ class KernelTracer(trace_api.Tracer):
 
     def __init__(self, sdk: sdk_trace.Tracer) -> None:
         self.sdk = sdk
+        self._root_template = _root_template(sdk)
+        self._root_max = sdk._span_limits.max_span_attributes
+
+    def start_root_span(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> LeanSpan | None:
+        """A sampled root span with ``attributes`` (trusted, kept as given), or None when that is not sure.
+
+        The same span as ``start_span(name, Context(), kind)`` followed by
+        ``set_trusted(attributes)`` -- ids drawn the same way, sampled, processors' ``on_start``
+        called -- in fewer steps; None (nothing started) when the sampler, ids, metrics or limits
+        are not ones it knows (:func:`_root_template`), or the attributes are more than the limit allows.
+        ``attributes`` becomes the span's own dict.
+        """
+        template = self._root_template
+        if template is None or not self.sdk._is_enabled():
+            return None
+        maxlen = self._root_max
+        if maxlen is not None and len(attributes) > maxlen:
+            return None
+        trace_id = adopt.get() or random.getrandbits(128) or self.sdk.id_generator.generate_trace_id()
+        span_id = random.getrandbits(64) or self.sdk.id_generator.generate_span_id()
+        valid = 0 < trace_id <= _MAX_TRACE_ID  # an adopted id is the caller's
+        context = _new_context(
+            SpanContext, (trace_id, span_id, False, _SAMPLED_RANDOM, DEFAULT_TRACE_STATE, valid)
+        )
+        # the fields LeanSpan.__init__ sets, in its order (instances then share their keys)
+        span: LeanSpan = _new_readable(LeanSpan)
+        span._name = name
+        span._context = context
+        span._kind = kind
+        span._instrumentation_info = template["_instrumentation_info"]
+        span._instrumentation_scope = template["_instrumentation_scope"]
+        span._parent = None
+        span._start_time = time_ns()
+        span._resource = template["_resource"]
+        span._sampler = template["_sampler"]
+        span._record_exception = True
+        span._set_status_on_exception = True
+        span._span_processor = processor = template["_span_processor"]
+        span._limits = template["_limits"]
+        span._lock = threading.Lock()
+        span._attributes = attributes
+        span._record_end_metrics = None
+        if _sole_batch(processor) is None:  # a batch processor's on_start does nothing
+            processor.on_start(span, parent_context=_EMPTY)
+        return span
 
     def start_span(
         self,

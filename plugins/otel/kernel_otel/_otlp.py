@@ -20,10 +20,10 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from ._lean import LeanSpan
+from ._lean import CONTEXT_IS_TUPLE, LeanSpan
 
 _log = logging.getLogger(__name__)
 
@@ -47,20 +47,7 @@ _KIND_BY_ID = {id(kind): kind.value for kind in SpanKind}  # SpanKind's hash is 
 _UNSET = LeanSpan._status  # the status of every lean span until one is set
 
 
-def _context_is_tuple() -> bool:
-    """Whether a ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, flags, state, ...)``."""
-    flags, state = TraceFlags(TraceFlags.SAMPLED), TraceState([("k", "v")])
-    probe = SpanContext(3, 5, True, flags, state)
-    return isinstance(probe, tuple) and tuple(probe)[:5] == (
-        probe.trace_id,
-        probe.span_id,
-        probe.is_remote,
-        probe.trace_flags,
-        probe.trace_state,
-    )
-
-
-_SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if _context_is_tuple() else ())
+_SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
 """Span types :meth:`Encoder.span` reads field by field: the SDK's snapshot and an ended lean span."""
 _SPAN_TAG = [bytes((0x12, n)) for n in range(0x80)]  # a span field's tag and one-byte length
 
@@ -213,7 +200,8 @@ class Encoder:
         attributes = span._attributes
         if attributes:
             out.append(self._attributes(b"\x4a", attributes))
-        dropped = getattr(attributes, "dropped", 0)  # BoundedAttributes counts them; a dict drops none
+        # BoundedAttributes counts them; a (lean span's) dict drops none: no failed attribute lookup
+        dropped = 0 if type(attributes) is dict else getattr(attributes, "dropped", 0)
         if dropped:
             out.append(b"\x50" + _varint(dropped))
         if span._events or span._links:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kernel_otel import Tracing
 from kernel_otel._batch import KernelBatchSpanProcessor
+from kernel_otel._ids import KernelIdGenerator
 from kernel_otel._lean import KernelTracer, LeanSpan
 from kernel_otel._otlp import Encoder
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -18,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from kernel.testing import boot_kernel
 
@@ -169,4 +171,23 @@ def test_a_forked_child_queues_and_exports_its_own_spans() -> None:
     assert got == "child's"
     assert processor.force_flush()
     assert [span.name for span in exporter.spans] == ["parent's"]
+    provider.shutdown()
+
+
+def test_a_root_span_is_queued_itself_and_encodes_as_the_exporters() -> None:
+    exporter = Recording()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "batch"}),
+        id_generator=KernelIdGenerator(),
+        shutdown_on_exit=False,
+    )
+    processor = KernelBatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    provider.add_span_processor(processor)
+    tracer = KernelTracer(provider.get_tracer("milo-kernel"))  # type: ignore[arg-type]
+    span = tracer.start_root_span("GET", SpanKind.SERVER, {"http.request.method": "GET", "server.port": 80})
+    assert span is not None
+    span.end()
+    assert processor.force_flush()
+    assert exporter.spans == [span]
+    assert Encoder().request([span]) == encode_spans([span]).SerializePartialToString()
     provider.shutdown()

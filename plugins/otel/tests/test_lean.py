@@ -7,10 +7,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from kernel_otel._ids import KernelIdGenerator
 from kernel_otel._lean import KernelTracer, LeanSpan
+from kernel_otel._sdk import adopting
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -218,3 +221,78 @@ def test_snapshot_has_the_fields_of_the_sdks() -> None:
     (snapshot,) = exporter.get_finished_spans()
     assert type(snapshot) is ReadableSpan
     assert set(vars(snapshot)) == set(vars(ReadableSpan("reference")))
+
+
+_ROOT_ATTRIBUTES = {"http.request.method": "GET", "url.path": "/users/7", "server.port": 8000}
+
+
+def _root_pipeline(**provider: Any) -> tuple[trace.Tracer, KernelTracer, InMemorySpanExporter]:
+    return _pipeline(id_generator=KernelIdGenerator(), **provider)
+
+
+def _sdk_root(tracer: trace.Tracer) -> trace.Span:
+    span = tracer.start_span("GET", Context(), kind=SpanKind.SERVER)
+    span.set_attributes(dict(_ROOT_ATTRIBUTES))
+    return span
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON)], ids=["always_on", "parentbased_on"])
+def test_root_span_equals_the_sdks_root_span_with_its_attributes(sampler: Sampler) -> None:
+    sdk, lean, exporter = _root_pipeline(sampler=sampler)
+    _sdk_root(sdk).end()
+    span = lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES))
+    assert isinstance(span, LeanSpan) and span.is_recording()
+    span.set_trusted({"http.route": "/users/{id}"})  # what the middleware adds at the end, either way
+    span.end()
+    expected, got = exporter.get_finished_spans()
+    assert _view(got) == {
+        **_view(expected),
+        "attributes": [*_view(expected)["attributes"], ("http.route", "/users/{id}")],
+    }
+    assert set(vars(got)) == set(vars(expected))
+    context, want = got.get_span_context(), expected.get_span_context()
+    assert context is not None and want is not None
+    assert type(context) is type(want) and context.is_valid and context.trace_flags == want.trace_flags
+    assert (context.trace_state, context.is_remote) == (want.trace_state, want.is_remote)
+    assert got.parent is None and got.start_time is not None and got.end_time is not None
+
+
+def test_root_span_takes_an_adopted_trace_id() -> None:
+    _, lean, _ = _root_pipeline()
+    with adopting("0" * 31 + "9"):
+        span = lean.start_root_span("GET", SpanKind.SERVER, {})
+    assert span is not None and span.get_span_context().trace_id == 9
+    span.end()
+
+
+def test_root_span_calls_processors_on_start_unless_the_sole_one_is_the_batch() -> None:
+    started: list[trace.Span] = []
+
+    class Starts(SpanProcessor):
+        def on_start(self, span: trace.Span, parent_context: Context | None = None) -> None:
+            started.append(span)
+
+    _, lean, _ = _root_pipeline()
+    lean.sdk.span_processor.add_span_processor(Starts())  # type: ignore[attr-defined]
+    span = lean.start_root_span("GET", SpanKind.SERVER, {})
+    assert span is not None and started == [span]
+    span.end()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"sampler": ALWAYS_OFF},
+        {"sampler": TraceIdRatioBased(0.5)},
+        {"sampler": ParentBased(ALWAYS_OFF)},
+        {"id_generator": RandomIdGenerator()},
+        {"span_limits": SpanLimits(max_span_attribute_length=4)},
+        {"span_limits": SpanLimits(max_span_attributes=2)},
+    ],
+    ids=["always_off", "ratio", "parentbased_off", "other_ids", "value_length_limit", "count_limit"],
+)
+def test_root_span_declines_what_it_cannot_be_sure_of(options: dict[str, Any]) -> None:
+    ids = options.pop("id_generator", KernelIdGenerator())
+    _, lean, exporter = _pipeline(id_generator=ids, **options)
+    assert lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES)) is None
+    assert exporter.get_finished_spans() == ()
