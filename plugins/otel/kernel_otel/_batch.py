@@ -20,6 +20,8 @@ import os
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from ._spans import CONTEXT_IS_TUPLE
+
 _BATCH_FIELDS = ("_queue", "_shutdown", "_max_queue_size", "_max_export_batch_size", "_worker_awaken")
 
 
@@ -53,7 +55,7 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
             super().on_end(span)
             return
         context = span._context
-        if context is None or not context.trace_flags & 1:  # TraceFlags.SAMPLED
+        if context is None or not (context[3] if CONTEXT_IS_TUPLE else context.trace_flags) & 1:  # SAMPLED
             return
         batch = self._batch_processor
         queue = batch._queue

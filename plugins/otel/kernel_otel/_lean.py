@@ -33,6 +33,7 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 
 from ._batch import KernelBatchSpanProcessor
 from ._ids import KernelIdGenerator, adopt
+from ._spans import CONTEXT_IS_TUPLE as CONTEXT_IS_TUPLE
 
 _log = logging.getLogger(sdk_trace.__name__)  # the SDK span's warnings, under its logger
 
@@ -50,23 +51,6 @@ _DROP = Decision.DROP
 _EMPTY = context_api.Context()
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
-
-
-def _context_is_tuple() -> bool:
-    """Whether a ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, flags, state, ...)``."""
-    flags, state = TraceFlags(TraceFlags.SAMPLED), trace_api.TraceState([("k", "v")])
-    probe = SpanContext(3, 5, True, flags, state)
-    return isinstance(probe, tuple) and tuple(probe)[:5] == (
-        probe.trace_id,
-        probe.span_id,
-        probe.is_remote,
-        probe.trace_flags,
-        probe.trace_state,
-    )
-
-
-CONTEXT_IS_TUPLE = _context_is_tuple()
-"""The SDK's ``SpanContext`` is that tuple: its fields can be read by index (no property calls)."""
 
 
 def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
@@ -239,7 +223,8 @@ class LeanSpan(sdk_trace.Span):
         if self._record_end_metrics:
             self._record_end_metrics()
         processor = self._span_processor
-        sole = _sole_batch(processor)
+        last = _last_sole  # _sole_batch(processor), its remembered answer read here
+        sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
         if sole is not None:  # its _on_ending does nothing; the ended span itself is queued
             sole.on_end(self)
             return
@@ -379,7 +364,9 @@ class KernelTracer(trace_api.Tracer):
         span._lock = threading.Lock()
         span._attributes = attributes
         span._record_end_metrics = None
-        if _sole_batch(processor) is None:  # a batch processor's on_start does nothing
+        last = _last_sole  # _sole_batch(processor), its remembered answer read here
+        sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
+        if sole is None:  # a batch processor's on_start does nothing
             processor.on_start(span, parent_context=_EMPTY)
         return span
 
