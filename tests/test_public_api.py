@@ -61,8 +61,8 @@ def test_public_modules_import() -> None:
 def test_the_top_level_namespace_is_what_a_plugin_author_needs() -> None:
     assert len(kernel.__all__) <= 25, kernel.__all__
     homes = {  # each subpackage's whole public surface, pinned
-        "kernel.web": "ASGIApp KernelApp LifespanMiddleware Message RESPONSE_STATUS Receive Scope Send "
-        "lifespan_for send_response serve",
+        "kernel.web": "ASGIApp ASGIMiddleware KernelApp LifespanMiddleware Message RESPONSE_STATUS Receive "
+        "Scope Send lifespan_for send_response serve",
         "kernel.process": "ChildServer ProcessHandle die_with_parent free_port terminate",
         "kernel.logging": "FINISHED TraceSlot configure_logging get_trace_id get_trace_slot new_trace_id "
         "reset_trace_id set_trace_id set_trace_slot trace_context",

@@ -390,3 +390,50 @@ def test_serve_starts_every_request_from_a_fresh_context(tmp_path: Path, size: i
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.anyio
+async def test_asgi_middleware_binds_the_app_and_reads_whether_it_records_the_status() -> None:
+    from kernel.web import RESPONSE_STATUS, ASGIMiddleware
+
+    class Layer(ASGIMiddleware):
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            call = self._call
+            await call(scope, receive, send)
+
+    class Recording(ASGIMiddleware):
+        records_response_status = True
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            scope[RESPONSE_STATUS] = 204
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    outer = Layer(plain)
+    assert outer.app is plain and outer._call is plain and outer._status_in_scope is False
+    recording = Recording(plain)
+    outer.app = recording  # re-wrapping updates both
+    assert outer.app is recording and outer._call == recording.__call__ and outer._status_in_scope is True
+    assert ASGIMiddleware.records_response_status is False
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await outer(scope, receive, send)
+    assert [m.get("status") for m in sent] == [204, None]
+    assert scope[RESPONSE_STATUS] == 204

@@ -8,6 +8,8 @@
   middleware are written with.
 - :data:`RESPONSE_STATUS`: how stacked middleware share the response status without each
   wrapping ``send``; :func:`send_response`: a complete response in two ``send`` calls.
+- :class:`ASGIMiddleware`: the base of a middleware around one app (``app``, and the cheapest way
+  to call it), which the errors and metrics plugins' middleware share.
 
 Importing this package does not import uvicorn; :func:`serve` does.
 """
@@ -17,6 +19,7 @@ from typing import Final
 from .._plugin import ASGIApp, Message, Receive, Scope, Send
 from ._app import KernelApp, send_response
 from ._lifespan import LifespanMiddleware, lifespan_for
+from ._middleware import ASGIMiddleware
 from ._serve import serve
 
 RESPONSE_STATUS: Final = "kernel.response_status"
@@ -31,6 +34,7 @@ after the app returns instead of wrapping ``send`` a second time (the errors plu
 
 __all__ = [
     "ASGIApp",
+    "ASGIMiddleware",
     "KernelApp",
     "LifespanMiddleware",
     "Message",

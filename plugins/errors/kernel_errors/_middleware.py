@@ -7,7 +7,6 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from types import FunctionType
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from kernel.logging import (
     reset_trace_id,
     set_trace_slot,
 )
-from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
+from kernel.web import RESPONSE_STATUS, ASGIApp, ASGIMiddleware, Message, Receive, Scope, Send
 
 from ._errors import INTERNAL_CODE, AppError, _unwrap
 from ._problem import PROBLEM_JSON, ProblemRenderer
@@ -96,7 +95,7 @@ def _checked_trace_id(request_id: bytes | None, traceparent: bytes | None) -> st
     return None
 
 
-class ErrorMiddleware:
+class ErrorMiddleware(ASGIMiddleware):
     """Wrap any ASGI app: exceptions render as RFC 9457 problems, never leaking internals.
 
     Each request runs with a trace id set in the logging context and echoed in the
@@ -124,24 +123,13 @@ class ErrorMiddleware:
         self._header = trace_header.lower().encode("latin-1")
         self._client_level = client_error_level
 
-    @property
-    def app(self) -> ASGIApp:
-        """The wrapped app."""
-        return self._app
-
-    @app.setter
-    def app(self, app: ASGIApp) -> None:
-        self._app = app
-        # an instance's bound __call__: calling it skips the type-slot lookup (once per request)
-        direct = isinstance(type(app).__call__, FunctionType)
-        self._call: ASGIApp = app.__call__ if direct else app  # type: ignore[operator]
-
     records_response_status = True
     """Every HTTP response's status ends up in ``scope[kernel.web.RESPONSE_STATUS]`` (for an outer layer)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - inlined hot path
+        call = self._call  # an attribute load (specialised), where self._call(...) is an unspecialised lookup
         if scope["type"] != "http":
-            await self._call(scope, receive, send)
+            await call(scope, receive, send)
             return
         if _HANDLED in scope:
             await self._nested(scope, receive, send)
@@ -201,7 +189,7 @@ class ErrorMiddleware:
         ours.owner = owner
         token = set_trace_slot(ours)
         try:
-            await self._call(scope, receive, send_with_id)
+            await call(scope, receive, send_with_id)
         except Exception as exc:
             started = RESPONSE_STATUS in scope
             self._log(exc, scope, started)
@@ -219,7 +207,8 @@ class ErrorMiddleware:
                 scope[RESPONSE_STATUS] = message["status"]
             return send(message)
 
-        await self._call(scope, receive, send_status)
+        call = self._call
+        await call(scope, receive, send_status)
 
     def _log(self, exc: Exception, scope: Scope, started: bool) -> None:
         err = _unwrap(exc)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
-from types import FunctionType
-from typing import Any, cast
+from typing import Any
 
-from kernel.web import RESPONSE_STATUS, ASGIApp
+from kernel.web import RESPONSE_STATUS, ASGIApp, ASGIMiddleware
 
 from ._collector import OVERFLOW, MetricsCollector
 from ._http_series import Series
@@ -26,16 +25,6 @@ _SEEN = "kernel_metrics.recorded"
 
 def _skip(seconds: float) -> None:
     """Stands for the observer of an excluded route (never called)."""
-
-
-def _direct(app: ASGIApp) -> ASGIApp:
-    """``app``, or its bound ``__call__`` for an instance of a class defining one in Python.
-
-    Calling the bound method skips the type-slot lookup an instance call goes through (per request).
-    """
-    if isinstance(type(app).__call__, FunctionType):
-        return cast(ASGIApp, app.__call__)  # type: ignore[operator]
-    return app
 
 
 def _is_mount(route: object) -> bool:
@@ -78,7 +67,7 @@ def route_template(scope: Mapping[str, Any], root_path: str, unmatched: str, sta
     return _templated(prefix, params) + path
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(ASGIMiddleware):
     """Measure every HTTP request: count, duration and in-flight gauge, labelled by route template.
 
     ``collector`` may be omitted when the app runs under :func:`kernel.kernel_lifespan`:
@@ -171,26 +160,14 @@ class MetricsMiddleware:
             return template
         return route_template(scope, root_path, self._unmatched, status)
 
-    @property
-    def app(self) -> ASGIApp:
-        """The wrapped app."""
-        return self._app
-
-    @app.setter
-    def app(self, app: ASGIApp) -> None:
-        self._app = app
-        self._call = _direct(app)
-        # The app records each response's status in the scope (the errors plugin's ErrorMiddleware
-        # does, see kernel.web.RESPONSE_STATUS): read it there instead of wrapping send again.
-        self._status_in_scope = getattr(app, "records_response_status", False) is True
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - inlined hot path
+        call = self._call  # an attribute load (specialised), where self._call(...) is an unspecialised lookup
         if scope["type"] != "http" or _SEEN in scope:
-            await self._call(scope, receive, send)
+            await call(scope, receive, send)
             return
         collector = self._collector if self._explicit else self._resolve(scope)
         if collector is None:
-            await self._call(scope, receive, send)
+            await call(scope, receive, send)
             return
         scope[_SEEN] = True
         root_path = scope.get("root_path", "")
@@ -199,30 +176,31 @@ class MetricsMiddleware:
             collector._in_flight += 1
         else:
             collector.request_started()
-        # 500 unless the app starts a response: an escaping exception becomes the server's 500.
-        status = 500
-        in_scope = self._status_in_scope
-        if in_scope:
+        # The status: 500 unless the app starts a response (an escaping exception becomes the
+        # server's 500); read from the scope when the app records it there (ErrorMiddleware does).
+        box: list[int] | None = None
+        if self._status_in_scope:
             app_send = send
         else:
+            box = [500]
+
             # A plain function handing back send's awaitable: no coroutine of its own per message.
-            def app_send(message: Message) -> Awaitable[None]:
-                nonlocal status
+            # Defaults, not a closure: no cells for this function to make on every request.
+            def app_send(message: Message, send: Send = send, box: list[int] = box) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    box[0] = message["status"]
                 return send(message)
 
         t0 = perf_counter()
         try:
-            await self._call(scope, receive, app_send)
+            await call(scope, receive, app_send)
         finally:
             elapsed = perf_counter() - t0
             if counted:
                 collector._in_flight -= 1
             else:
                 collector.request_finished()
-            if in_scope:
-                status = scope.get(RESPONSE_STATUS, 500)
+            status = scope.get(RESPONSE_STATUS, 500) if box is None else box[0]
             # _template()'s fast path inlined: a plain route outside any mount, seen before
             route = scope.get("route")
             if "route_template" in scope:
