@@ -16,7 +16,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from kernel.logging import reset_trace_id, set_trace_id
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
-from ._lean import CONTEXT_IS_TUPLE, LeanSpan, lean_tracer
+from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
 
 _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
@@ -117,6 +117,11 @@ def _set(span: trace.Span, attributes: dict[str, Any]) -> None:
         span.set_attributes(attributes)
 
 
+def _root_spans(tracer: trace.Tracer | None) -> Any:
+    """``tracer.start_root_span`` when it makes sampled root spans; else None (the general path)."""
+    return tracer.start_root_span if isinstance(tracer, KernelTracer) and tracer.samples_roots else None
+
+
 def route_of(scope: Scope) -> str | None:
     """The template of the route that served the request: the kernel's, else Starlette's, else None."""
     template = scope.get("route_template")
@@ -142,7 +147,7 @@ class TracingMiddleware:
     def __init__(self, app: ASGIApp, tracer: trace.Tracer | None = None) -> None:
         self._tracer = lean_tracer(tracer) if tracer is not None else None
         self._explicit = tracer is not None
-        self._root: Any = getattr(self._tracer, "start_root_span", None)
+        self._root = _root_spans(self._tracer)
         self._kernel: object = None
         self.app = app
 
@@ -159,7 +164,7 @@ class TracingMiddleware:
             self._kernel = kernel
             tracing = kernel.registry.find(Tracing) if kernel is not None else None
             self._tracer = tracing.kernel_tracer if tracing is not None else None
-            self._root = getattr(self._tracer, "start_root_span", None)
+            self._root = _root_spans(self._tracer)
         return self._tracer
 
     @property

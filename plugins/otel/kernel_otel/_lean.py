@@ -323,6 +323,8 @@ class KernelTracer(trace_api.Tracer):
     def __init__(self, sdk: sdk_trace.Tracer) -> None:
         self.sdk = sdk
         self._root_template = _root_template(sdk)
+        self.samples_roots = self._root_template is not None
+        """Whether :meth:`start_root_span` makes root spans (else it always returns None)."""
         self._root_max = sdk._span_limits.max_span_attributes
 
     def start_root_span(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> LeanSpan | None:

@@ -240,6 +240,7 @@ def _sdk_root(tracer: trace.Tracer) -> trace.Span:
 def test_root_span_equals_the_sdks_root_span_with_its_attributes(sampler: Sampler) -> None:
     sdk, lean, exporter = _root_pipeline(sampler=sampler)
     _sdk_root(sdk).end()
+    assert lean.samples_roots
     span = lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES))
     assert isinstance(span, LeanSpan) and span.is_recording()
     span.set_trusted({"http.route": "/users/{id}"})  # what the middleware adds at the end, either way
@@ -296,3 +297,7 @@ def test_root_span_declines_what_it_cannot_be_sure_of(options: dict[str, Any]) -
     _, lean, exporter = _pipeline(id_generator=ids, **options)
     assert lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES)) is None
     assert exporter.get_finished_spans() == ()
+    # the middleware asks only a tracer that makes root spans (an unsampled request builds no attributes)
+    assert lean.samples_roots is (
+        "span_limits" in options and options["span_limits"].max_span_attribute_length is None
+    )
