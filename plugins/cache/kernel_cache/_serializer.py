@@ -180,7 +180,7 @@ class JsonSerializer:
             return [self.loads(d, as_type) for d in datas]
         parse = orjson.loads
         if as_type is None:
-            return [parse(d) for d in datas]
+            return list(map(parse, datas))  # no bytecode per value (a comprehension runs ~8)
         typed = self._typed
         return [typed(parse(d), as_type) for d in datas]
 
