@@ -55,6 +55,12 @@ READING = """\
   randomisation make the runs identical. Needs `valgrind` (Debian: `apt-get install -y valgrind`).
   The eventbus Redis cases are counted too, client side (`eventbus.<case>_client`: the redis-server
   is another process, so only our layer and redis-py are counted): the gate for publish and consume.
+  The served HTTP cases are counted in the server (`http_middleware.served_starlette_json`,
+  `served_otel_kernel_json`; `benchmarks/_served_ir.py`): each uvicorn process runs under
+  callgrind, a `SIGUSR1` handler on its event loop flushes (the span processor) and marks, and
+  Ir/request = (segment of N requests over real HTTP - empty segment) / N, all the process's
+  threads (the span exporter's too). Timing decides how many requests one loop wake-up finds, so
+  these counts move a little between runs (the raw server's by under 0.1% in four runs).
 - **Outbox.** `outbox` compares a create with `events=` (the document and its outbox entry in one
   transaction) plus the relay's publish against `insert_one` then `XADD`, and prints the lag from a
   create's commit to its handler (`lag outbox.commit_to_handler`, the relay running in the background).
