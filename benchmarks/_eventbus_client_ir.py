@@ -2,10 +2,9 @@
 
 The timed ``publish_vs_xadd`` and ``consume_batch100_vs_xreadgroup_xack`` move with the machine's
 load; the instructions the client process executes per operation hardly do. This runs the two
-cases of :mod:`benchmarks.eventbus` (same data, same raw baselines) in a child process under
-``valgrind --tool=callgrind`` with markers around each side (see :mod:`benchmarks._instructions`
-for the marker scheme); the private redis-server is a separate process, so only the client is
-counted. Prints::
+cases of :mod:`benchmarks.eventbus` (same data, same raw baselines) in the client process counted
+by :mod:`benchmarks._client_ir` (callgrind, markers around each side); the private redis-server is
+a separate process, so only the client is counted. Prints::
 
     client-ir eventbus.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw>
 
@@ -24,19 +23,13 @@ to 62k per event) and ``reclaim_interval`` (runs once, at start, in a real run).
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import json
-import os
 import secrets
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import _client_ir
+
+SUITE = "eventbus"
 PUBLISHES = 300
 EVENTS = 10_000
 READ_BLOCK = 2.5
@@ -47,7 +40,8 @@ RECLAIM_INTERVAL = 3600.0
 """Reclaim once, at start, as in a real run (a few tenths of a second against the default 5 s)."""
 
 
-async def _child() -> None:
+async def child(marks: _client_ir.Marks) -> None:
+    """The counted process: both sides of both cases, between markers."""
     import redis.asyncio as aioredis
     from kernel_eventbus._redis import RedisEventBus
     from kernel_redis import RedisServer
@@ -61,17 +55,7 @@ async def _child() -> None:
             kwargs["reclaim_interval"] = RECLAIM_INTERVAL
             super().__init__(*args, **kwargs)
 
-    suite.RedisEventBus = Scaled  # type: ignore[misc]  # what suite._consume_ours builds
-    marker = ctypes.pythonapi.Py_IsInitialized
-    marks = 0
-    plan: list[tuple[str, int, int]] = []
-
-    def mark() -> int:
-        nonlocal marks
-        marker()
-        marks += 1
-        return marks
-
+    suite.RedisEventBus = Scaled  # type: ignore[attr-defined]  # what suite._consume_ours builds
     server = RedisServer().start()
     client = aioredis.Redis.from_url(server.url)
     prefix = f"bench-{secrets.token_hex(4)}"
@@ -85,13 +69,7 @@ async def _child() -> None:
         async def raw() -> None:
             await client.xadd(stream, {"d": json.dumps(suite.DATA)}, maxlen=100_000, approximate=True)
 
-        for side, fn in (("publish_vs_xadd.ours", ours), ("publish_vs_xadd.raw", raw)):
-            for _ in range(50):
-                await fn()
-            mark()
-            for _ in range(PUBLISHES):
-                await fn()
-            plan.append((side, mark(), PUBLISHES))
+        await marks.calls("publish_vs_xadd", {"ours": ours, "raw": raw}, PUBLISHES, 50)
         key = bus.stream_key("bench.consume")
         pipe = client.pipeline(transaction=False)
         body = json.dumps(suite.DATA)
@@ -101,11 +79,11 @@ async def _child() -> None:
         await suite._consume_ours(client, prefix, EVENTS, 100)  # warm-up
         await suite._consume_raw(client, key, EVENTS, 100)
         case = "consume_batch100_vs_xreadgroup_xack"
-        mark()
+        marks.mark()
         await suite._consume_ours(client, prefix, EVENTS, 100)
-        plan.append((f"{case}.ours", mark(), EVENTS))
+        marks.counted(f"{case}.ours", EVENTS)
         await suite._consume_raw(client, key, EVENTS, 100)
-        plan.append((f"{case}.raw", mark(), EVENTS))
+        marks.counted(f"{case}.raw", EVENTS)
     finally:
         for pattern in (f"{prefix}:*", f"{{{prefix}*"):
             keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
@@ -113,63 +91,11 @@ async def _child() -> None:
                 await client.delete(*keys)
         await client.aclose()
         server.close()
-    print("#plan " + json.dumps(plan), flush=True)
-
-
-def _total(dump: Path) -> int:
-    for line in dump.read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"{dump}: no totals line")
 
 
 CASES = {"publish_vs_xadd": 1.10, "consume_batch100_vs_xreadgroup_xack": 1.10}
 """The two cases and their targets (the issue's, as for the timed cases)."""
 
 
-def count() -> None:
-    """Count both cases and record them (``eventbus.<case>_client``, instructions) with their targets.
-
-    What ``python -m benchmarks --instructions eventbus`` (and ``--with-instructions``) adds to the
-    memory adapter's counts.
-    """
-    from . import _harness
-
-    per_op = measure()
-    for case, target in CASES.items():
-        ours, raw = per_op[f"{case}.ours"], per_op[f"{case}.raw"]
-        _harness.emit_counts("eventbus", f"{case}_client", ours, raw, target=target)
-
-
-def measure() -> dict[str, float]:
-    """Client Ir per operation of each side (``<case>.ours``, ``<case>.raw``), from one callgrind run."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("needs valgrind on PATH (Debian: apt-get install -y valgrind)")
-    with tempfile.TemporaryDirectory(prefix="bench-client-ir-") as tmp:
-        out = Path(tmp) / "callgrind.out"
-        env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-        cmd = [valgrind, "--tool=callgrind", "--dump-before=ffi_call", f"--callgrind-out-file={out}"]
-        cmd += [sys.executable, "-m", "benchmarks._eventbus_client_ir", "--child"]
-        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        plans = [line[len("#plan ") :] for line in run.stdout.splitlines() if line.startswith("#plan ")]
-        if run.returncode or not plans:
-            raise SystemExit(
-                f"callgrind run failed (exit {run.returncode}):\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
-            )
-        return {side: _total(Path(f"{out}.{seg}")) / n for side, seg, n in json.loads(plans[0])}
-
-
-def main() -> int:
-    if sys.argv[1:] == ["--child"]:
-        asyncio.run(_child())
-        return 0
-    per_op = measure()
-    for case in CASES:
-        ours, raw = per_op[f"{case}.ours"], per_op[f"{case}.raw"]
-        print(f"client-ir eventbus.{case} ours={ours:.0f} raw={raw:.0f} ratio={ours / raw:.3f}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_client_ir.main(__name__))

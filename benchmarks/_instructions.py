@@ -41,7 +41,8 @@ and addresses follow the heap's history): read differences below ~0.1% as noise.
 
 A suite may also define ``served_instructions()``: its served cases counted in the uvicorn server
 process, per request over real HTTP (:mod:`benchmarks._served_ir`); ``count`` runs it after the
-in-process cases.
+in-process cases. The Redis suites' cases are counted client side (:mod:`benchmarks._client_ir`,
+``<suite>.<case>_client``: eventbus, cache, queue); ``count`` runs those last.
 
 Needs Debian's ``valgrind`` (``apt-get install -y valgrind``).
 """
@@ -207,6 +208,14 @@ def cpu_suites() -> list[str]:
     return [name for name in suites() if hasattr(importlib.import_module(f"benchmarks.{name}"), "cpu_bound")]
 
 
+def counted_suites() -> list[str]:
+    """Suites ``--instructions`` counts: CPU-bound cases, client counts of Redis cases
+    (:mod:`benchmarks._client_ir`), or both."""
+    from ._client_ir import MODULES
+
+    return sorted({*cpu_suites(), *MODULES})
+
+
 PLAN = "#instructions-plan "
 CHILD_ENV = {"PYTHONHASHSEED": "0", "PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
 
@@ -225,7 +234,8 @@ def _child(suite: str) -> None:
     print(PLAN + json.dumps({"marks": counter.marks, "plan": counter.plan}), flush=True)
 
 
-def _total(dump: Path) -> int:
+def dump_total(dump: Path) -> int:
+    """The instructions counted in one callgrind dump file (its ``totals:`` or ``summary:`` line)."""
     with dump.open() as f:
         for line in f:
             if line.startswith(("totals:", "summary:")):
@@ -233,34 +243,49 @@ def _total(dump: Path) -> int:
     raise RuntimeError(f"{dump}: no totals line (not a callgrind output file?)")
 
 
-def count(suite: str) -> list[_harness.Result]:
-    """Run ``suite``'s CPU-bound cases under callgrind; print and return one result per case."""
+def callgrind(out: Path, *options: str) -> list[str]:
+    """The start of a counted command: callgrind with a marker dump before each ``ffi_call``, into
+    ``out.<n>``, under ``setarch -R`` where there is one (no address-space randomisation, so
+    alignment-dependent C code such as memcpy and string hashing takes the same path in every run)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
-        raise RuntimeError("--instructions needs valgrind on PATH (Debian: apt-get install -y valgrind)")
-    if suite not in cpu_suites():
+        raise RuntimeError("instruction counts need valgrind on PATH (Debian: apt-get install -y valgrind)")
+    setarch = shutil.which("setarch")
+    no_aslr = [setarch, platform.machine(), "-R"] if setarch else []
+    return [
+        *no_aslr,
+        valgrind,
+        "--tool=callgrind",
+        "--dump-before=ffi_call",
+        *options,
+        f"--callgrind-out-file={out}",
+    ]
+
+
+def count(suite: str) -> list[_harness.Result]:
+    """Count ``suite``: its CPU-bound cases, served cases and client cases; print and return the results."""
+    if suite not in counted_suites():
         raise ValueError(
-            f"--instructions: suite {suite!r} has no CPU-bound cases; choose from {', '.join(cpu_suites())}"
+            f"--instructions: suite {suite!r} has nothing to count; choose from {', '.join(counted_suites())}"
         )
+    module = importlib.import_module(f"benchmarks.{suite}")
+    results = _count_cpu_bound(suite) if hasattr(module, "cpu_bound") else []
+    served = getattr(module, "served_instructions", None)
+    if served is not None:  # served cases: the whole server process per request (benchmarks._served_ir)
+        results += served()
+    from . import _client_ir
+
+    if suite in _client_ir.MODULES:  # Redis cases: the client process's instructions (the gate for them)
+        results += _client_ir.count(suite)
+    return results
+
+
+def _count_cpu_bound(suite: str) -> list[_harness.Result]:
+    """Run ``suite``'s CPU-bound cases under callgrind; print and return one result per case."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         log = Path(tmp) / "child.log"
-        # setarch -R: no address-space randomisation, so alignment-dependent C code (memcpy, string
-        # hashing) takes the same path in every run
-        setarch = shutil.which("setarch")
-        no_aslr = [setarch, platform.machine(), "-R"] if setarch else []
-        cmd = [
-            *no_aslr,
-            valgrind,
-            "--tool=callgrind",
-            "--dump-before=ffi_call",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "benchmarks._instructions",
-            "--child",
-            suite,
-        ]
+        cmd = [*callgrind(out), sys.executable, "-m", "benchmarks._instructions", "--child", suite]
         t0 = time.perf_counter()
         # A first run without valgrind: fails fast, and leaves every .pyc up to date, so that the
         # counted run never compiles (compiling changes the heap, hence addresses, hence counts).
@@ -295,20 +320,16 @@ def count(suite: str) -> list[_harness.Result]:
                 f"{suite}: callgrind wrote {len(dumps)} dumps for {data['marks']} markers: something else "
                 "called libffi's ffi_call (ctypes or cffi) while counting, so the segments are not ours"
             )
-        totals = {k: _total(Path(tmp) / f"callgrind.out.{k}") for k in dumps}
+        totals = {k: dump_total(Path(tmp) / f"callgrind.out.{k}") for k in dumps}
     print(f"# {suite}: callgrind run took {time.perf_counter() - t0:.0f} s", flush=True)
     per_case: dict[str, dict[str, Any]] = {}
     for entry in data["plan"]:
         case = per_case.setdefault(entry["case"], {"target": entry["target"]})
         case[entry["side"]] = (totals[entry["segment"]] - totals[entry["zero"]]) / max(entry["ops"], 1)
-    results = [
+    return [
         _harness.emit_counts(suite, name, c["ours"], c["raw"], target=c["target"])
         for name, c in per_case.items()
     ]
-    served = getattr(importlib.import_module(f"benchmarks.{suite}"), "served_instructions", None)
-    if served is not None:  # served cases: the whole server process per request (benchmarks._served_ir)
-        results += served()
-    return results
 
 
 def main(argv: list[str]) -> int:
@@ -319,7 +340,7 @@ def main(argv: list[str]) -> int:
     if args.child:
         _child(args.child)
         return 0
-    for suite in args.suites or cpu_suites():
+    for suite in args.suites or counted_suites():
         count(suite)
     return 0
 
