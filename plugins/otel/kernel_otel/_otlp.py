@@ -31,7 +31,7 @@ _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _INT64 = range(-(1 << 63), 1 << 63)
-_CACHED_TYPES = (str, int, bool, float)
+_CACHED_TYPES = (str, int, bool)  # not float: -0.0 == 0.0, and they encode apart
 _BLOCK_TYPES = frozenset((str, int, bool))  # equal values of these types encode alike (not -0.0 and 0.0)
 _CACHE_SIZE = 4096
 _REMOTE = 0x300  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -50,6 +50,12 @@ _UNSET = LeanSpan._status  # the status of every lean span until one is set
 _SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
 """Span types :meth:`Encoder.span` reads field by field: the SDK's snapshot and an ended lean span."""
 _SPAN_TAG = [bytes((0x12, n)) for n in range(0x80)]  # a span field's tag and one-byte length
+
+
+def _kind(kind: SpanKind) -> int:
+    """``kind.value``, mostly through an id()-keyed map (SpanKind's hash is Python code)."""
+    value = _KIND_BY_ID.get(id(kind))
+    return kind.value if value is None else value
 
 
 def _varint(n: int) -> bytes:
@@ -122,7 +128,8 @@ class Encoder:
     def __init__(self) -> None:
         self._seen: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._names: dict[tuple[str, int], bytes] = {}
-        self._blocks: dict[tuple[bytes, tuple[str, ...], tuple[type, ...], tuple[Any, ...]], bytes] = {}
+        self._blocks: dict[bytes, dict[tuple[Any, ...], bytes]] = {}
+        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out.
@@ -132,18 +139,23 @@ class Encoder:
         """
         if not attributes:
             return b""
-        types = tuple(map(type, attributes.values()))
-        if _BLOCK_TYPES.issuperset(types):
-            block = (tag, tuple(attributes), types, tuple(attributes.values()))
-            encoded = self._blocks.get(block)
-            if encoded is None:
-                encoded, whole = self._each(tag, attributes)
-                if whole:  # one left out is logged again next time, as the exporter does
-                    if len(self._blocks) >= _CACHE_SIZE:
-                        self._blocks.clear()
-                    self._blocks[block] = encoded
-            return encoded
-        return self._each(tag, attributes)[0]
+        blocks = self._blocks.get(tag)
+        if blocks is None:
+            blocks = self._blocks[tag] = {}
+        values = attributes.values()
+        block = (*attributes, *values, *map(type, values))  # keys, values, their types: one flat tuple
+        try:
+            encoded = blocks.get(block)
+        except TypeError:  # an unhashable value (a mapping): never remembered
+            return self._each(tag, attributes)[0]
+        if encoded is None:
+            encoded, whole = self._each(tag, attributes)
+            # one left out is logged again next time, as the exporter does
+            if whole and _BLOCK_TYPES.issuperset(block[2 * len(attributes) :]):
+                if len(blocks) >= _CACHE_SIZE:
+                    blocks.clear()
+                blocks[block] = encoded
+        return encoded
 
     def _each(self, tag: bytes, attributes: Mapping[str, Any]) -> tuple[bytes, bool]:
         """The attributes' fields, and whether every one of them could be encoded."""
@@ -186,18 +198,47 @@ class Encoder:
         ids = (_IDS_TAGS | context[0] << 80 | context[1]).to_bytes(28, "big")
         if parent is not None:
             ids += (_PARENT_TAG | parent[1]).to_bytes(10, "big")
-        kind = _KIND_BY_ID.get(id(span._kind))
-        if kind is None:
-            kind = span._kind.value
-        out = [ids, self._name_and_kind(span._name, kind)]
+        attributes = span._attributes
         start, end = span._start_time, span._end_time
+        if (
+            span._status is _UNSET
+            and type(attributes) is dict
+            and start
+            and end
+            and not (span._events or span._links)
+        ):
+            # a lean span's usual shape: its bytes but ids and times are remembered whole (see _template)
+            values = attributes.values()
+            key: Any = (
+                span._name,
+                id(span._kind),
+                parent is not None and parent[2],
+                *attributes,
+                *values,
+                *map(type, values),
+            )
+            try:
+                template = self._templates.get(key)
+            except TypeError:  # an unhashable value (a mapping)
+                template = None
+                key = None
+            if template is None:
+                template = self._template(span, key)
+            return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
+        return self._fields(span, ids)
+
+    def _fields(self, span: ReadableSpan, ids: bytes) -> bytes:
+        """:meth:`_snapshot` of any snapshot span, after its ``ids`` fields."""
+        parent = span._parent
+        attributes = span._attributes
+        start, end = span._start_time, span._end_time
+        out = [ids, self._name_and_kind(span._name, _kind(span._kind))]
         if start and end:
             out.append(_TIMES(0x39, start, 0x41, end))
         elif start:
             out.append(b"\x39" + _FIXED64(start))
         elif end:
             out.append(b"\x41" + _FIXED64(end))
-        attributes = span._attributes
         if attributes:
             out.append(self._attributes(b"\x4a", attributes))
         # BoundedAttributes counts them; a (lean span's) dict drops none: no failed attribute lookup
@@ -213,6 +254,25 @@ class Encoder:
             out.append(self._status(status))
         out.append(_SPAN_FLAGS[parent is not None and parent[2]])  # is_remote
         return b"".join(out)
+
+    def _template(self, span: ReadableSpan, key: tuple[Any, ...] | None) -> tuple[bytes, bytes]:
+        """A lean span's bytes before its times (name, kind) and after them (attributes, status, flags).
+
+        For a span with a dict of attributes, no events or links and an unset status. Remembered
+        under ``key`` (name, kind, remote parent, attribute keys, values and their types) when
+        every attribute is a ``str``/``int``/``bool`` that could be encoded.
+        """
+        attributes: dict[str, Any] = span._attributes  # type: ignore[assignment]  # a dict here
+        parent = span._parent
+        head = self._name_and_kind(span._name, _kind(span._kind))
+        encoded, whole = self._each(b"\x4a", attributes) if attributes else (b"", True)
+        tail = encoded + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
+        if key is not None and whole and _BLOCK_TYPES.issuperset(map(type, attributes.values())):
+            templates = self._templates
+            if len(templates) >= _CACHE_SIZE:
+                templates.clear()
+            templates[key] = (head, tail)
+        return head, tail
 
     def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:
         """:meth:`_snapshot` from the events on: through the span's properties."""

@@ -108,3 +108,27 @@ def test_dropped_attributes_are_encoded(count: int) -> None:
     spans = exporter.get_finished_spans()
     assert [s.dropped_attributes for s in spans] == [3 - count, 3 - count]
     assert Encoder().request(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def test_lean_spans_with_equal_values_of_other_types_encode_as_the_exporters() -> None:
+    """The remembered bytes of a lean span (ids and times aside) are keyed by each value's type too."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    remote = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    under_remote = trace.set_span_in_context(NonRecordingSpan(remote))
+    values: list[object] = [1, True, 1.0, "1", Colour.RED, "red", 0, False, -0.0, 0.0]
+    for context in (None, under_remote):
+        for kind in (SpanKind.SERVER, SpanKind.CLIENT):
+            for value in values * 2:  # each seen before, the second time
+                span = tracer.start_span("same", context, kind=kind)
+                assert isinstance(span, LeanSpan)
+                span.set_trusted({"http.route": "/a", "v": value})  # type: ignore[dict-item]
+                span.end()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 * 2 * 2 * len(values)
+    encoder = Encoder()
+    for span in spans:  # one at a time: each request has exactly that span's bytes
+        assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
+    assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
