@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ._lean import CONTEXT_IS_TUPLE, LeanSpan
+from ._transport import use_plain_http
 
 _log = logging.getLogger(__name__)
 
@@ -413,7 +414,9 @@ class Encoder:
 class KernelSpanExporter(OTLPSpanExporter):
     """The OTLP/HTTP span exporter, encoding each batch with :class:`Encoder`.
 
-    Sending is the exporter's own (client, retries, TLS, compression, size limit, metrics). With
+    Sending is the exporter's own (client, retries, TLS, compression, size limit, metrics), through
+    a persistent ``http.client`` connection instead of a ``requests`` session where that sends the
+    same (:mod:`kernel_otel._transport`: a plain ``http://`` endpoint, no proxy or ``.netrc``). With
     an exporter version whose internals differ from the ones this was written against,
     :attr:`fast` is False and batches go through the exporter's ``export`` unchanged.
     """
@@ -424,6 +427,8 @@ class KernelSpanExporter(OTLPSpanExporter):
         self.fast = all(
             hasattr(self, name) for name in ("_client", "_metrics", "_max_request_size", "_shutdown")
         )
+        self.plain_http = use_plain_http(self._client, self._endpoint, options) if self.fast else False
+        """Whether requests go out through :class:`~kernel_otel._transport.PlainHTTPTransport`."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self.fast or self._shutdown:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import requests
 from kernel_otel import Tracing
+from kernel_otel._otlp import KernelSpanExporter
+from kernel_otel._transport import PlainHTTPTransport, plain_http_applies
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kernel import Plugin, PluginContext, Route, hookimpl
 from kernel.testing import boot_kernel
@@ -34,6 +43,7 @@ class Receiver(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: Receiver
+    protocol_version = "HTTP/1.1"  # keeps connections alive, as a collector does
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
@@ -89,6 +99,7 @@ async def test_spans_arrive_at_an_otlp_http_receiver_and_parse(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.get("/ping")
         trace_id = response.headers["x-request-id"]
+        assert tracing.exporter.plain_http  # through the plain-HTTP transport
         assert tracing.force_flush(10_000)
     assert receiver.got.is_set()
     path, headers, body = receiver.requests[0]
@@ -107,3 +118,78 @@ async def test_spans_arrive_at_an_otlp_http_receiver_and_parse(
     attributes = {a.key: a.value for a in span.attributes}
     assert attributes["http.route"].string_value == "/ping"
     assert attributes["http.response.status_code"].int_value == 200
+
+
+def _export_one(exporter: KernelSpanExporter) -> SpanExportResult:
+    provider = TracerProvider(shutdown_on_exit=False)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("t").start_span("one").end()
+    return exporter.export(memory.get_finished_spans())
+
+
+def test_plain_http_sends_what_the_requests_transport_sends(receiver: Receiver) -> None:
+    options = {"endpoint": f"{receiver.url}/v1/traces", "headers": {"x-api-key": "k"}, "timeout": 5}
+    plain = KernelSpanExporter(**options)
+    default = KernelSpanExporter(**options, session=requests.Session())  # a caller's session: not replaced
+    assert plain.plain_http and isinstance(plain._client._transport, PlainHTTPTransport)
+    assert not default.plain_http and not isinstance(default._client._transport, PlainHTTPTransport)
+    assert _export_one(plain) == SpanExportResult.SUCCESS
+    assert _export_one(default) == SpanExportResult.SUCCESS
+    (path, sent, body), (path2, sent2, body2) = receiver.requests
+    assert (path, body[:2]) == (path2, body2[:2]) == ("/v1/traces", b"\x0a" + body[1:2])
+    for name in ("content-type", "user-agent", "x-api-key", "content-length"):
+        assert sent[name] == sent2[name], name
+    plain.shutdown()
+    default.shutdown()
+
+
+def test_plain_http_keeps_its_connection_and_reconnects_when_it_was_closed(receiver: Receiver) -> None:
+    exporter = KernelSpanExporter(endpoint=f"{receiver.url}/v1/traces", compression=Compression.Gzip)
+    assert exporter.plain_http
+    assert _export_one(exporter) == SpanExportResult.SUCCESS
+    transport: PlainHTTPTransport = exporter._client._transport
+    conn = transport._conn
+    assert _export_one(exporter) == SpanExportResult.SUCCESS
+    assert transport._conn is conn  # kept alive
+    assert conn is not None and conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as a server closing an idle connection leaves it
+    assert _export_one(exporter) == SpanExportResult.SUCCESS  # the client retries once on a new one
+    assert transport._conn is not conn
+    assert len(receiver.requests) == 3
+    assert all(headers["content-encoding"] == "gzip" for _, headers, _ in receiver.requests)
+    for _, _, body in receiver.requests:
+        assert ExportTraceServiceRequest.FromString(gzip.decompress(body)).resource_spans
+    exporter.shutdown()
+    assert transport._conn is None
+
+
+def test_plain_http_reports_a_refused_connection_as_a_connection_error() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    transport = PlainHTTPTransport()
+    result = transport.request("POST", f"http://127.0.0.1:{port}/v1/traces", data=b"x", timeout=5)
+    assert result.status_code is None
+    assert transport.is_connection_error(result.error)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "env"),
+    [
+        ("https://127.0.0.1:4318/v1/traces", {}),
+        ("http://user:secret@127.0.0.1:4318/v1/traces", {}),
+        ("http://collector:4318/v1/traces", {"HTTP_PROXY": "http://proxy:3128"}),
+        ("http://127.0.0.1:4318/v1/traces", {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER": "x"}),
+    ],
+    ids=["https", "userinfo", "proxy", "credential-provider"],
+)
+def test_plain_http_applies_only_where_requests_would_send_the_same(
+    endpoint: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert plain_http_applies("http://collector:4318/v1/traces")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert not plain_http_applies(endpoint)
