@@ -13,11 +13,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from kernel.logging import reset_trace_id, set_trace_id
+from kernel.logging import TraceSlot, reset_trace_id, set_trace_slot
 from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
 
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
 
+_new_slot = TraceSlot.__new__
 _SEEN = "kernel_otel.span"
 """Scope key of a request already traced (a nested KernelApp with its own middleware steps aside)."""
 
@@ -194,7 +195,11 @@ class TracingMiddleware:
         scope[_SEEN] = span
         # a lean span's own field (no method call); a started span always has one
         context: trace.SpanContext = span._context if type(span) is LeanSpan else span.get_span_context()  # type: ignore[assignment]
-        trace_token = set_trace_id(format(context[0] if CONTEXT_IS_TUPLE else context.trace_id, "032x"))
+        # set_trace_id(format(trace_id, "032x")) without its call: the request's TraceSlot (no owner)
+        slot = _new_slot(TraceSlot)
+        slot.trace_id = "%032x" % (context[0] if CONTEXT_IS_TUPLE else context.trace_id)
+        slot.owner = None
+        trace_token = set_trace_slot(slot)
         send_on = send if self._status_in_scope else self._recording(scope, send)
         try:
             await self._call(scope, receive, send_on)

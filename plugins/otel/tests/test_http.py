@@ -189,3 +189,16 @@ async def test_an_invalid_traceparent_starts_a_root_span() -> None:
         await _request(KernelApp(kernel), "GET", "/widgets/9", headers=headers)
         (span,) = tracing.memory.get_finished_spans()
     assert span.parent is None and span.context.trace_id != 0 and span.context.trace_flags.sampled
+
+
+@pytest.mark.anyio
+async def test_the_kernel_trace_id_is_the_span_trace_id_in_32_hex_digits_leading_zeros_kept() -> None:
+    caller_trace = "00000000000000000000000000000abc"  # formatted short, it would lose its zeros
+    headers = {"traceparent": f"00-{caller_trace}-b7ad6b7169203331-01"}
+    seen.clear()
+    async with boot_kernel("otel", Routes, config=MEMORY) as kernel:  # no errors plugin: the otel slot
+        response = await _request(KernelApp(kernel), "POST", "/users", headers=headers)
+        (span,) = kernel.registry.get(Tracing).memory.get_finished_spans()
+    assert response.status_code == 201
+    assert span.context.trace_id == 0xABC
+    assert seen["trace_id"] == caller_trace  # the span's, from the otel middleware's trace slot
