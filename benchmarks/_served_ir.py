@@ -31,8 +31,6 @@ import argparse
 import asyncio
 import importlib
 import os
-import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _harness
-from .http_middleware import _free_port, _load
+from ._instructions import callgrind, dump_total
+from .http_middleware import _free_port, _load, stop_process, uvicorn_command, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM = 300
@@ -83,14 +82,6 @@ def app() -> Any:
     return built
 
 
-def _total(dump: Path) -> int:
-    with dump.open() as f:
-        for line in f:
-            if line.startswith(("totals:", "summary:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"{dump}: no totals line")
-
-
 class CountedServer:
     """One uvicorn process under callgrind, serving ``factory`` through :func:`app`."""
 
@@ -103,9 +94,6 @@ class CountedServer:
         env: dict[str, str] | None,
         flush: str | None,
     ) -> None:
-        valgrind = shutil.which("valgrind")
-        if valgrind is None:
-            raise RuntimeError("served counts need valgrind (Debian: apt-get install -y valgrind)")
         self.port = _free_port()
         self.out = out
         self.marks_file = out.with_suffix(".marks")
@@ -119,31 +107,10 @@ class CountedServer:
         }
         if flush:
             environ[FLUSH] = flush
-        setarch = shutil.which("setarch")
-        no_aslr = [setarch, platform.machine(), "-R"] if setarch else []
+        # --compress-strings=no: each dump names its functions, so callgrind_annotate reads any one
         cmd = [
-            *no_aslr,
-            valgrind,
-            "--tool=callgrind",
-            "--dump-before=ffi_call",
-            "--compress-strings=no",  # each dump names its functions: callgrind_annotate reads any one
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "benchmarks._served_ir:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--loop",
-            "asyncio",
-            "--lifespan",
-            "on" if lifespan else "off",
+            *callgrind(out, "--compress-strings=no"),
+            *uvicorn_command("benchmarks._served_ir:app", self.port, lifespan),
         ]
         self.log = out.with_suffix(".log").open("wb")
         self.proc = subprocess.Popen(
@@ -152,20 +119,13 @@ class CountedServer:
         self.marks = 0
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        import socket
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise RuntimeError(f"uvicorn under callgrind exited with {code}: {self.tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_listening(
+            self.proc,
+            self.port,
+            timeout,
+            0.2,
+            lambda code: f"uvicorn under callgrind exited with {code}: {self.tail()}",
+        )
 
     def mark(self, timeout: float = 120.0) -> int:
         """Flush and dump in the server; returns the segment number once the server has done it."""
@@ -183,20 +143,14 @@ class CountedServer:
             time.sleep(0.05)
 
     def segment(self, number: int) -> int:
-        return _total(Path(f"{self.out}.{number}"))
+        return dump_total(Path(f"{self.out}.{number}"))
 
     def tail(self) -> str:
         self.log.flush()
         return self.out.with_suffix(".log").read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 60)
         self.log.close()
 
 

@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,61 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def uvicorn_command(factory: str, port: int, lifespan: bool) -> list[str]:
+    """The uvicorn command line of a served case: ``factory`` (``module:name``) on loopback ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--loop",
+        "asyncio",
+        "--lifespan",
+        "on" if lifespan else "off",
+    ]
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, timeout: float, poll: float, exited: Callable[[int], str]
+) -> None:
+    """Wait until ``proc`` accepts connections on loopback ``port``, polling every ``poll`` s.
+
+    Raises ``RuntimeError(exited(returncode))`` if it exits first, the last connection error after
+    ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise RuntimeError(exited(code))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Terminate ``proc`` if it still runs; kill it if it has not exited ``grace`` s later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Served:
     """A uvicorn process serving ``factory`` (here, or ``module:name``) on a free loopback port."""
 
@@ -120,41 +176,16 @@ class Served:
         environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         environ.update(env or {})
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                factory if ":" in factory else f"benchmarks.http_middleware:{factory}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--loop",
-                "asyncio",
-                "--lifespan",
-                "on" if lifespan else "off",
-            ],
+            uvicorn_command(
+                factory if ":" in factory else f"benchmarks.http_middleware:{factory}", self.port, lifespan
+            ),
             cwd=root,
             env=environ,
             stdin=subprocess.DEVNULL,
         )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_listening(self.proc, self.port, timeout, 0.05, lambda code: f"uvicorn exited with {code}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far, all its threads."""
@@ -162,13 +193,7 @@ class Served:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 async def _load(port: int, path: str, requests: int, connections: int = 8) -> float:
