@@ -81,11 +81,40 @@ The lines `python -m benchmarks` prints:
 ```text
 # <date> python <version> <machine> <mode> | redis-py <version>, parser <hiredis <version>|python>
 # <suite>: redis-server <version>, parser <hiredis|python>
+# <suite>: <seconds> s
 bench <suite>.<case> ours=<µs/op> raw=<µs/op> ratio=<ours/raw> iqr=<q1>..<q3> [target=<t> <verdict>]
 ceiling <suite>.<case> raw=<µs/op> iqr=<q1>..<q3> (<ops>/s)
 lag <suite>.<case> p50=<ms> p99=<ms> max=<ms> (<what ran>)
 bench <suite>.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw> unit=instructions [target=<t> met|missed]
 ```
+"""
+
+
+ISSUE_13_START: dict[str, float | tuple[float, float] | None] = {
+    "http_middleware.starlette_json": 1.321,
+    "http_middleware.starlette_404": 1.355,
+    "http_middleware.starlette_list50": 1.069,
+    "eventbus.memory_publish_deliver_vs_asyncio_queue": 1.731,
+    "eventbus.publish_vs_xadd_client": 1.224,
+    "eventbus.consume_batch100_vs_xreadgroup_xack_client": (1.331, 1.402),
+    "cache.get_client": 1.039,
+    "cache.set_client": None,
+    "cache.get_many_20_client": 1.341,
+    "cache.set_many_20_client": None,
+    "queue.add_job_client": None,
+}
+"""Instruction-count ratio of each gated case when issue 13 was opened (hiredis baseline, commits
+ab5c046 / 3af8c20; a range where runs differed, None where it was not counted then): the page's
+"Before and after" table, with this run's count as "now"."""
+
+BEFORE_AFTER = """## Before and after (instruction counts)
+
+Counts repeat whatever else the machine is doing, so they carry the verdicts for the CPU-bound cases
+and for the client side of the Redis cases (`<suite>.<case>_client`: callgrind around the client
+process, the server not counted; `benchmarks/_client_ir.py`). "Start" is the count when issue 13 was
+opened against the hiredis baseline (commits ab5c046 / 3af8c20; — where none was made then);
+"now" is this page's run ({date}), with the verdict of the instruction table above
+("within 1% of it": met, by less than a client count moves between runs).
 """
 
 
@@ -136,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     t0 = time.perf_counter()
     for name in timed:
+        started = time.perf_counter()
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             if inspect.iscoroutinefunction(module.run):
@@ -146,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"# suite {name} failed:", file=sys.stderr)
             traceback.print_exc()
+        print(f"# {name}: {time.perf_counter() - started:.1f} s", flush=True)
     for name in counted:
         try:
             _instructions.count(name)
@@ -271,7 +302,34 @@ def markdown(
         ]
         for c in _harness.CEILINGS:
             lines.append(f"| `{c.suite}.{c.case}` | {c.raw_us:.2f} | {1e6 / c.raw_us:,.0f} |")
+    if counted:
+        lines += ["", *before_after(counted)]
     return "\n".join(lines) + "\n\n" + READING
+
+
+def before_after(counted: list[_harness.Result]) -> list[str]:
+    """The "Before and after" section: each gated case's ratio at issue 13's start and in this run."""
+    now = {f"{r.suite}.{r.case}": r for r in counted}
+    lines = [
+        *BEFORE_AFTER.format(date=time.strftime("%Y-%m-%d %H:%M %Z")).splitlines(),
+        "",
+        "| case | start | now | target |",
+        "|---|---:|---:|---|",
+    ]
+    for name, start in ISSUE_13_START.items():
+        if isinstance(start, tuple):
+            was = f"{start[0]:.3f}\N{EN DASH}{start[1]:.3f}"
+        else:
+            was = "—" if start is None else f"{start:.3f}"
+        label = f"`{name.removesuffix('_client')}` (client side)" if name.endswith("_client") else f"`{name}`"
+        result = now.get(name)
+        if result is None:
+            lines.append(f"| {label} | {was} | not counted in this run | |")
+        else:
+            close = result.verdict == "met" and result.target and result.ratio > result.target * 0.99
+            note = " (within 1% of it)" if close else ""
+            lines.append(f"| {label} | {was} | {result.ratio:.3f} | {result.target_text}{note} |")
+    return lines
 
 
 if __name__ == "__main__":
