@@ -50,7 +50,8 @@ _UNSET = LeanSpan._status  # the status of every lean span until one is set
 
 _SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
 """Span types :meth:`Encoder.span` reads field by field: the SDK's snapshot and an ended lean span."""
-_SPAN_TAG = [bytes((0x12, n)) for n in range(0x80)]  # a span field's tag and one-byte length
+_SPAN_TAG: list[bytes | None] = [bytes((0x12, n)) for n in range(0x80)] + [None] * (0x4000 - 0x80)
+"""A span field's tag and length by the length (up to 16k), the two-byte lengths made when first seen."""
 
 
 def _kind(kind: SpanKind) -> int:
@@ -130,7 +131,7 @@ class Encoder:
         self._seen: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._names: dict[tuple[str, int], bytes] = {}
         self._blocks: dict[bytes, dict[tuple[Any, ...], bytes]] = {}
-        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes, tuple[tuple[int, type], ...]]] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out.
@@ -209,20 +210,26 @@ class Encoder:
             and not (span._events or span._links)
         ):
             # a lean span's usual shape: its bytes but ids and times are remembered whole (see _template)
-            values = attributes.values()
+            # name, kind, remote parent, attribute keys and values: their types are checked below
             key: Any = (
                 span._name,
                 id(span._kind),
                 parent is not None and parent[2],
                 *attributes,
-                *values,
-                *map(type, values),
+                *attributes.values(),
             )
             try:
                 template = self._templates.get(key)
             except TypeError:  # an unhashable value (a mapping)
                 template = None
                 key = None
+            if template is not None:
+                # Equal to a remembered str is a str (or a str subclass: the same bytes); equal to an
+                # int or a bool may be another of int, bool, float: those positions' types must match.
+                for at, kind in template[2]:
+                    if type(key[at]) is not kind:
+                        template = None
+                        break
             if template is None:
                 template = self._template(span, key)
             return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
@@ -256,24 +263,29 @@ class Encoder:
         out.append(_SPAN_FLAGS[parent is not None and parent[2]])  # is_remote
         return b"".join(out)
 
-    def _template(self, span: ReadableSpan, key: tuple[Any, ...] | None) -> tuple[bytes, bytes]:
+    def _template(self, span: ReadableSpan, key: tuple[Any, ...] | None) -> tuple[bytes, bytes, Any]:
         """A lean span's bytes before its times (name, kind) and after them (attributes, status, flags).
 
         For a span with a dict of attributes, no events or links and an unset status. Remembered
-        under ``key`` (name, kind, remote parent, attribute keys, values and their types) when
-        every attribute is a ``str``/``int``/``bool`` that could be encoded.
+        under ``key`` (name, kind, remote parent, attribute keys and values) when every attribute
+        is a ``str``/``int``/``bool`` that could be encoded, with the positions in ``key`` of its
+        values that are not strings and their types, for :meth:`_snapshot` to check.
         """
         attributes: dict[str, Any] = span._attributes  # type: ignore[assignment]  # a dict here
         parent = span._parent
         head = self._name_and_kind(span._name, _kind(span._kind))
         encoded, whole = self._each(b"\x4a", attributes) if attributes else (b"", True)
         tail = encoded + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
-        if key is not None and whole and _BLOCK_TYPES.issuperset(map(type, attributes.values())):
+        types = tuple(map(type, attributes.values()))
+        first = 3 + len(attributes)  # the first value's position in key
+        checks = tuple((first + i, kind) for i, kind in enumerate(types) if kind is not str)
+        template = (head, tail, checks)
+        if key is not None and whole and _BLOCK_TYPES.issuperset(types):
             templates = self._templates
             if len(templates) >= _CACHE_SIZE:
                 templates.clear()
-            templates[key] = (head, tail)
-        return head, tail
+            templates[key] = template
+        return template
 
     def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:
         """:meth:`_snapshot` from the events on: through the span's properties."""
@@ -381,10 +393,10 @@ class Encoder:
                 parts = scopes.setdefault(id(scope), (scope, []))[1]
             size = len(encoded)
             if size < 0x4000:  # the span field's tag and length (a span is mostly 128 to 16k bytes)
-                parts += (
-                    bytes((0x12, size & 0x7F | 0x80, size >> 7)) if size >= 0x80 else _SPAN_TAG[size],
-                    encoded,
-                )
+                tag = _SPAN_TAG[size]
+                if tag is None:
+                    tag = _SPAN_TAG[size] = bytes((0x12, size & 0x7F | 0x80, size >> 7))
+                parts += (tag, encoded)
             else:
                 parts += (b"\x12" + _varint(size), encoded)
         out: list[bytes] = []
