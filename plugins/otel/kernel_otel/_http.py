@@ -250,20 +250,24 @@ class TracingMiddleware:
 
     @staticmethod
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
-        if span._end_time is None if type(span) is LeanSpan else span.is_recording():
+        lean = span if type(span) is LeanSpan else None
+        if lean._end_time is None if lean is not None else span.is_recording():
             route = route_of(scope)
+            name = None
             attributes: dict[str, str | int] = {}
             if route is not None:
                 attributes["http.route"] = route
-                span.update_name(f"{method} {route}")
+                name = f"{method} {route}"
             status = scope.get(RESPONSE_STATUS)
             if isinstance(status, int):
                 attributes["http.response.status_code"] = status
                 if status >= 500:
                     attributes["error.type"] = str(status)
                     span.set_status(_SERVER_ERROR)
-            if type(span) is LeanSpan:  # _set(span, attributes), one call less
-                span.set_trusted(attributes)
-            else:
-                span.set_attributes(attributes)
+            if lean is not None:  # update_name, set_trusted and end in one call
+                lean.finish(name, attributes)
+                return
+            if name is not None:
+                span.update_name(name)
+            span.set_attributes(attributes)
         span.end()
