@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import FunctionType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -14,7 +13,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kernel.logging import TraceSlot, reset_trace_id, set_trace_slot
-from kernel.web import RESPONSE_STATUS, ASGIApp, Message, Receive, Scope, Send
+from kernel.web import RESPONSE_STATUS, ASGIApp, ASGIMiddleware, Message, Receive, Scope, Send
 
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
 
@@ -50,9 +49,8 @@ def _detach(token: Any) -> None:
         otel_context.detach(token)  # fails again, and logs it as the API does
 
 
-def _live_parent() -> bool:
-    """Whether the current span (``trace.get_current_span()``) is recording."""
-    span = _current().get(_SPAN_KEY)
+def _is_live(span: object) -> bool:
+    """Whether ``span`` (the current context's, if any) is a recording span."""
     return span is not None and isinstance(span, trace.Span) and span.is_recording()
 
 
@@ -132,7 +130,7 @@ def route_of(scope: Scope) -> str | None:
     return path if isinstance(path, str) and not hasattr(scope.get("route"), "routes") else None
 
 
-class TracingMiddleware:
+class TracingMiddleware(ASGIMiddleware):
     """Wrap any ASGI app: one SERVER span per HTTP request, following the HTTP semantic conventions.
 
     Without ``tracer`` (a host app's middleware list, built before the kernel boots) it uses
@@ -168,26 +166,14 @@ class TracingMiddleware:
             self._root = _root_spans(self._tracer)
         return self._tracer
 
-    @property
-    def app(self) -> ASGIApp:
-        """The wrapped app."""
-        return self._app
-
-    @app.setter
-    def app(self, app: ASGIApp) -> None:
-        self._app = app
-        direct = isinstance(type(app).__call__, FunctionType)
-        self._call: ASGIApp = app.__call__ if direct else app  # type: ignore[operator]
-        # The inner app records each status in the scope (kernel.web.RESPONSE_STATUS): read it there.
-        self._status_in_scope = getattr(app, "records_response_status", False) is True
-
     records_response_status = True
     """Every HTTP response's status ends up in ``scope[kernel.web.RESPONSE_STATUS]`` (for an outer layer)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = self._call  # a local: see kernel.web.ASGIMiddleware
         tracer = self._tracer if self._explicit else self._resolve(scope)
         if scope["type"] != "http" or _SEEN in scope or tracer is None:
-            await self._call(scope, receive, send)
+            await call(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
         method = scope.get("method", "GET")
@@ -202,7 +188,7 @@ class TracingMiddleware:
         trace_token = set_trace_slot(slot)
         send_on = send if self._status_in_scope else self._recording(scope, send)
         try:
-            await self._call(scope, receive, send_on)
+            await call(scope, receive, send_on)
         except BaseException as exc:
             span.record_exception(exc)
             span.set_attribute("error.type", type(exc).__qualname__)
@@ -211,7 +197,10 @@ class TracingMiddleware:
         finally:
             self._finish(span, scope, method)
             reset_trace_id(trace_token)
-            _detach(otel_token)
+            try:  # _detach(otel_token), without the call
+                _reset(otel_token)
+            except Exception:
+                _detach(otel_token)  # fails again, and logs it as the API does
 
     def _start(
         self, tracer: trace.Tracer, scope: Scope, headers: dict[bytes, bytes], method: str
@@ -226,8 +215,8 @@ class TracingMiddleware:
             if b"tracestate" in headers:
                 carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)
-        elif _live_parent():
-            parent = None
+        elif (current := _current().get(_SPAN_KEY)) is not None and _is_live(current):
+            parent = None  # the current span (trace.get_current_span()) is live
         else:  # a root span: sampled with its attributes in one step when the tracer can
             root = self._root
             span = root(method, _SERVER, _server_attributes(scope, headers)) if root is not None else None
@@ -252,7 +241,9 @@ class TracingMiddleware:
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
         lean = span if type(span) is LeanSpan else None
         if lean._end_time is None if lean is not None else span.is_recording():
-            route = route_of(scope)
+            route = scope.get("route_template")  # route_of(scope), the kernel's case without the call
+            if not isinstance(route, str):
+                route = route_of(scope)
             name = None
             attributes: dict[str, str | int] = {}
             if route is not None:

@@ -346,6 +346,21 @@ def _root_template(sdk: sdk_trace.Tracer) -> dict[str, Any] | None:
     }
 
 
+def _config_is_enabled(self: Any) -> bool:
+    return self._tracer_config.is_enabled  # type: ignore[no-any-return]
+
+
+def _reads_config(sdk: sdk_trace.Tracer) -> bool:
+    """Whether ``sdk._is_enabled()`` returns ``sdk._tracer_config.is_enabled`` (read directly then)."""
+    method = getattr(type(sdk), "_is_enabled", None)
+    code, ours = getattr(method, "__code__", None), _config_is_enabled.__code__
+    return (
+        code is not None
+        and hasattr(sdk, "_tracer_config")
+        and (code.co_code, code.co_names) == (ours.co_code, ours.co_names)
+    )
+
+
 class KernelTracer(trace_api.Tracer):
     """Starts :class:`LeanSpan` objects where ``sdk`` (an SDK tracer) starts its own spans.
 
@@ -359,6 +374,7 @@ class KernelTracer(trace_api.Tracer):
         self.samples_roots = self._root_template is not None
         """Whether :meth:`start_root_span` makes root spans (else it always returns None)."""
         self._root_max = sdk._span_limits.max_span_attributes
+        self._reads_config = _reads_config(sdk)
 
     def start_root_span(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> LeanSpan | None:
         """A sampled root span with ``attributes`` (trusted, kept as given), or None when that is not sure.
@@ -370,7 +386,10 @@ class KernelTracer(trace_api.Tracer):
         ``attributes`` becomes the span's own dict.
         """
         template = self._root_template
-        if template is None or not self.sdk._is_enabled():
+        sdk = self.sdk
+        if template is None or not (
+            sdk._tracer_config.is_enabled if self._reads_config else sdk._is_enabled()
+        ):
             return None
         maxlen = self._root_max
         if maxlen is not None and len(attributes) > maxlen:

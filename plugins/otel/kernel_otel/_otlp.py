@@ -380,10 +380,11 @@ class Encoder:
         resources: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         last: tuple[Any, Any] = (None, None)
         parts: list[bytes] = []
+        snapshot = self._snapshot
         for span in spans:
             if type(span) in _SNAPSHOTS:  # their fields, not their properties
                 resource, scope = span._resource, span._instrumentation_scope
-                encoded = self._snapshot(span)
+                encoded = snapshot(span)
             else:
                 resource, scope = span.resource, span.instrumentation_scope
                 encoded = self._any_span(span)

@@ -338,3 +338,17 @@ def test_finish_is_update_name_set_trusted_and_end(
     assert lean == expected
     assert sdk_warnings[: len(sdk_warnings) // 2] == sdk_warnings[len(sdk_warnings) // 2 :]  # same warnings
     assert lean[0]["name"] == {"unnamed": "GET", "ended-before": "GET"}.get(case, "GET /users/{id}")
+
+
+def test_root_span_follows_the_tracer_config_when_it_changes() -> None:
+    from opentelemetry.sdk.trace import _TracerConfig
+
+    sdk, lean, exporter = _pipeline(id_generator=KernelIdGenerator())
+    assert lean._reads_config  # the SDK's _is_enabled() reads its config: read here directly
+    sdk._set_tracer_config(_TracerConfig(is_enabled=False))  # type: ignore[attr-defined]
+    assert lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES)) is None
+    sdk._set_tracer_config(_TracerConfig(is_enabled=True))  # type: ignore[attr-defined]
+    span = lean.start_root_span("GET", SpanKind.SERVER, dict(_ROOT_ATTRIBUTES))
+    assert span is not None
+    span.end()
+    assert len(exporter.get_finished_spans()) == 1
