@@ -239,26 +239,22 @@ class TracingMiddleware(ASGIMiddleware):
 
     @staticmethod
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
-        lean = span if type(span) is LeanSpan else None
-        if lean._end_time is None if lean is not None else span.is_recording():
+        if span._end_time is None if type(span) is LeanSpan else span.is_recording():
             route = scope.get("route_template")  # route_of(scope), the kernel's case without the call
             if not isinstance(route, str):
                 route = route_of(scope)
-            name = None
             attributes: dict[str, str | int] = {}
             if route is not None:
                 attributes["http.route"] = route
-                name = f"{method} {route}"
+                span.update_name(f"{method} {route}")
             status = scope.get(RESPONSE_STATUS)
             if isinstance(status, int):
                 attributes["http.response.status_code"] = status
                 if status >= 500:
                     attributes["error.type"] = str(status)
                     span.set_status(_SERVER_ERROR)
-            if lean is not None:  # update_name, set_trusted and end in one call
-                lean.finish(name, attributes)
-                return
-            if name is not None:
-                span.update_name(name)
-            span.set_attributes(attributes)
+            if type(span) is LeanSpan:  # _set(span, attributes), one call less
+                span.set_trusted(attributes)
+            else:
+                span.set_attributes(attributes)
         span.end()

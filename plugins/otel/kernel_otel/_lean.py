@@ -170,39 +170,6 @@ class LeanSpan(sdk_trace.Span):
             return
         self.set_attributes(attributes)
 
-    def finish(self, name: str | None, attributes: Mapping[str, str | int]) -> None:
-        """``update_name(name)`` (unless None), ``set_trusted(attributes)``, ``end()`` in fewer steps.
-
-        Name and attributes are set under one hold of the span's lock when the attributes go in
-        as a plain update (see :meth:`set_trusted`) and the span has not ended; else step by step.
-        """
-        current = self._attributes
-        limits = self._limits
-        maxlen = limits.max_span_attributes
-        if (
-            type(current) is dict
-            and limits.max_span_attribute_length is None
-            and (maxlen is None or len(current) + len(attributes) <= maxlen)
-            and current.keys().isdisjoint(attributes)
-        ):
-            lock = self._lock
-            lock.acquire()
-            try:
-                live = self._end_time is None
-                if live:
-                    if name is not None:
-                        self._name = name
-                    current.update(attributes)
-            finally:
-                lock.release()
-            if live:
-                self.end()
-                return
-        if name is not None:
-            self.update_name(name)
-        self.set_trusted(attributes)
-        self.end()
-
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         self._bounded()
         super().set_attributes(attributes)

@@ -303,43 +303,6 @@ def test_root_span_declines_what_it_cannot_be_sure_of(options: dict[str, Any]) -
     )
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [SpanLimits(), SpanLimits(max_span_attributes=2), SpanLimits(max_span_attribute_length=2)],
-    ids=["no-limits", "count-limit", "length-limit"],
-)
-@pytest.mark.parametrize("case", ["renamed", "unnamed", "key-set-before", "ended-before"])
-def test_finish_is_update_name_set_trusted_and_end(
-    limits: SpanLimits, case: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    def work(tracer: trace.Tracer) -> None:
-        span = tracer.start_span("GET", kind=SpanKind.SERVER)
-        if isinstance(span, LeanSpan):
-            span.set_trusted({"url.path": "/a"})
-        else:
-            span.set_attributes({"url.path": "/a"})
-        if case == "key-set-before":
-            span.set_attribute("http.route", "/old")
-        if case == "ended-before":
-            span.end()
-        name = None if case == "unnamed" else "GET /users/{id}"
-        attributes = {"http.route": "/users/{id}", "http.response.status_code": 200}
-        if isinstance(span, LeanSpan):
-            span.finish(name, attributes)
-        else:
-            if name is not None:
-                span.update_name(name)
-            span.set_attributes(attributes)
-            span.end()
-
-    caplog.set_level("WARNING")
-    expected, lean = _both(work, span_limits=limits)
-    sdk_warnings = [r.getMessage() for r in caplog.records]
-    assert lean == expected
-    assert sdk_warnings[: len(sdk_warnings) // 2] == sdk_warnings[len(sdk_warnings) // 2 :]  # same warnings
-    assert lean[0]["name"] == {"unnamed": "GET", "ended-before": "GET"}.get(case, "GET /users/{id}")
-
-
 def test_root_span_follows_the_tracer_config_when_it_changes() -> None:
     from opentelemetry.sdk.trace import _TracerConfig
 
