@@ -94,7 +94,8 @@ def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, A
     host = headers.get(b"host")
     server = scope.get("server")
     if host:
-        attributes.update(_host_attributes(host))
+        found = _HOSTS.get(host)  # _host_attributes(host), its remembered case without the call
+        attributes.update(found if found is not None else _host_attributes(host))
     elif server:
         attributes["server.address"] = server[0]
         if server[1] is not None:
