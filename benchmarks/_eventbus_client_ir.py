@@ -2,15 +2,17 @@
 
 The timed ``publish_vs_xadd`` and ``consume_batch100_vs_xreadgroup_xack`` move with the machine's
 load; the instructions the client process executes per operation hardly do. This runs the two
-cases of :mod:`benchmarks.eventbus` (same data, same raw baselines) in the client process counted
+cases of :mod:`benchmarks.eventbus` (same data, same raw baselines), and ``redis_otel_publish`` of
+:mod:`benchmarks._eventbus_otel` (publish with tracing on vs off, its export included; target
+1.15, see :func:`_otel_publish`), in the client process counted
 by :mod:`benchmarks._client_ir` (callgrind, markers around each side); the private redis-server is
 a separate process, so only the client is counted. Prints::
 
     client-ir eventbus.<case> ours=<Ir/op> raw=<Ir/op> ratio=<ours/raw>
 
 ``python -m benchmarks --instructions eventbus`` (and ``--with-instructions``) runs it too and
-records both as ``eventbus.<case>_client`` with their targets (1.10). Not exact like the CPU-bound
-counts: how often the event loop finds a reply already there
+records them as ``eventbus.<case>_client`` with their targets (1.10; 1.15 for otel). Not
+exact like the CPU-bound counts: how often the event loop finds a reply already there
 varies a little, so counts move by ~0.5% (publish) to ~2% (consume) between runs. Valgrind
 slows the client ~50x, so the consumer's read_block is scaled up as much (``READ_BLOCK``):
 its time-based housekeeping (moving due retries, once per read_block) then runs as often per
@@ -25,6 +27,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import _client_ir
@@ -84,6 +90,7 @@ async def child(marks: _client_ir.Marks) -> None:
         marks.counted(f"{case}.ours", EVENTS)
         await suite._consume_raw(client, key, EVENTS, 100)
         marks.counted(f"{case}.raw", EVENTS)
+        await _otel_publish(marks, server.url, prefix)
     finally:
         for pattern in (f"{prefix}:*", f"{{{prefix}*"):
             keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
@@ -93,8 +100,64 @@ async def child(marks: _client_ir.Marks) -> None:
         server.close()
 
 
-CASES = {"publish_vs_xadd": 1.10, "consume_batch100_vs_xreadgroup_xack": 1.10}
-"""The two cases and their targets (the issue's, as for the timed cases)."""
+async def _otel_publish(marks: _client_ir.Marks, url: str, prefix: str) -> None:
+    """``redis_otel_publish``: publish on the Redis bus with tracing on (the otel plugin, sampler
+    always_on, batch OTLP export) vs off, as :func:`benchmarks._eventbus_otel.redis_publish`.
+
+    The OTLP receiver is another process (like the redis-server: not counted). The spans of the
+    warm-up are exported before the first marker, and the traced side's segment ends with a flush
+    of the span processor: every span of the segment, its encoding and POST, counts in it (the
+    export thread's work), and no other's.
+    """
+    from kernel_eventbus import EventBus
+    from kernel_otel import Tracing
+
+    from kernel.testing import boot_kernel
+
+    from ._eventbus_otel import DATA, _bus
+
+    with _receiver() as endpoint:
+        otel = {"sampler": "always_on", "exporter": "otlp", "endpoint": endpoint}
+        config = {"redis": {"url": url}, "eventbus": {"adapter": "redis", "prefix": prefix}, "otel": otel}
+        async with (
+            boot_kernel("otel", "redis", "eventbus", config=config) as kernel,
+            _bus(None, url, prefix) as plain,
+        ):
+            traced, tracing = kernel.get(EventBus), kernel.get(Tracing)
+            for bus, flush in ((traced, tracing.force_flush), (plain, None)):
+                for _ in range(WARM_OTEL):
+                    await bus.publish("bench.otel", DATA)
+                if flush is not None:
+                    flush()
+                marks.mark()
+                for _ in range(PUBLISHES):
+                    await bus.publish("bench.otel", DATA)
+                if flush is not None:
+                    flush()
+                side = "ours" if flush is not None else "raw"
+                marks.counted(f"redis_otel_publish.{side}", PUBLISHES)
+
+
+@contextmanager
+def _receiver() -> Iterator[str]:
+    """An OTLP/HTTP receiver (:class:`._http_otel.OtlpReceiver`) in another process: its endpoint."""
+    code = (
+        "import sys; from benchmarks._http_otel import OtlpReceiver; r = OtlpReceiver(); "
+        "print(r.endpoint, flush=True); sys.stdin.read()"
+    )
+    pipe = subprocess.PIPE
+    with subprocess.Popen([sys.executable, "-c", code], stdin=pipe, stdout=pipe, text=True) as receiver:
+        assert receiver.stdout is not None and receiver.stdin is not None
+        try:
+            yield receiver.stdout.readline().strip()
+        finally:
+            receiver.stdin.close()  # it ends when its stdin does
+            receiver.wait(10)
+
+
+WARM_OTEL = 50
+CASES = {"publish_vs_xadd": 1.10, "consume_batch100_vs_xreadgroup_xack": 1.10, "redis_otel_publish": 1.15}
+"""The cases and their targets (the issue's, as for the timed cases)."""
 
 
 if __name__ == "__main__":
