@@ -51,6 +51,7 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
         )
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Queue ``span`` for export if sampled (the SDK's steps, without its per-span ``os.getpid()``)."""
         if not self.fast:
             super().on_end(span)
             return

@@ -24,6 +24,7 @@ class CacheTracing:
         self._tracer = tracer
 
     def operation(self, name: str, namespace: str, backend: str, keys: int) -> CallEnded:
+        """Start a CLIENT span for a cache call inside a recording span; returns what ends it."""
         if not trace.get_current_span().is_recording():
             return _nothing
         span = self._tracer.start_span(

@@ -16,4 +16,5 @@ class KernelIdGenerator(RandomIdGenerator):
     """Random ids, except a root span started under ``adopting`` takes the given trace id."""
 
     def generate_trace_id(self) -> int:
+        """The adopted trace id (see ``adopt``) if one is set, else a random one."""
         return adopt.get() or super().generate_trace_id()

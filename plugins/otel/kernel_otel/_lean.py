@@ -171,10 +171,12 @@ class LeanSpan(sdk_trace.Span):
         self.set_attributes(attributes)
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        """The SDK's ``set_attributes``, validated and limited (on ``BoundedAttributes`` from now on)."""
         self._bounded()
         super().set_attributes(attributes)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        """The SDK's ``set_attribute``, validated and limited (on ``BoundedAttributes`` from now on)."""
         self._bounded()
         super().set_attribute(key, value)
 
@@ -184,18 +186,21 @@ class LeanSpan(sdk_trace.Span):
         attributes: types.Attributes = None,
         timestamp: int | None = None,
     ) -> None:
+        """The SDK's ``add_event``, the events container made on first use."""
         with self._lock:
             if self._events is _NONE:
                 self._events = self._new_events()  # type: ignore[no-untyped-call]
         super().add_event(name, attributes, timestamp)
 
     def add_link(self, context: trace_api.SpanContext, attributes: types.Attributes = None) -> None:
+        """The SDK's ``add_link``, the links container made on first use."""
         with self._lock:
             if self._links is _NONE:
                 self._links = self._new_links(())
         super().add_link(context, attributes)
 
     def update_name(self, name: str) -> None:
+        """Rename the span unless it has ended (then warn, as the SDK does)."""
         # the SDK's, without its decorator's extra call; acquire/release rather than ``with``, which
         # makes two bound methods per use
         lock = self._lock
@@ -209,6 +214,7 @@ class LeanSpan(sdk_trace.Span):
         _log.warning("Tried calling %s on an ended span.", "update_name")
 
     def end(self, end_time: int | None = None) -> None:
+        """End the span (once; again only warns) and hand it to the span processors."""
         lock = self._lock  # as in update_name
         lock.acquire()
         try:
@@ -402,6 +408,7 @@ class KernelTracer(trace_api.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
+        """A :class:`LeanSpan` (or a non-recording span) as the SDK tracer's ``start_span`` would start it."""
         sdk = self.sdk
         links = links or ()
         parent: trace_api.SpanContext | None = trace_api.get_current_span(context).get_span_context()

@@ -444,6 +444,7 @@ class KernelSpanExporter(OTLPSpanExporter):
         """Whether requests go out through :class:`~kernel_otel._transport.PlainHTTPTransport`."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Encode ``spans`` with :attr:`encoder` and send them as the OTLP exporter would."""
         if not self.fast or self._shutdown:
             return super().export(spans)
         with self._metrics.export_operation(len(spans)) as result:

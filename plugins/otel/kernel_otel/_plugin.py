@@ -39,6 +39,7 @@ class OtelPlugin(Plugin):
 
     @hookimpl
     def kernel_check(self, ctx: PluginContext[OtelConfig]) -> list[CheckIssue]:
+        """Invalid settings, and exporter choices that do not suit production."""
         try:
             settings = resolve(ctx.config, os.environ)
         except OtelSettingError as exc:
@@ -54,6 +55,7 @@ class OtelPlugin(Plugin):
 
     @hookimpl
     async def kernel_lifespan(self, ctx: PluginContext[OtelConfig]) -> AsyncIterator[None]:
+        """Set up the SDK and the instrumentation for the kernel's life; flush and shut down after."""
         settings = _settings(ctx)
         if settings.disabled:  # OTEL_SDK_DISABLED=true: no provider, no instrumentation
             ctx.log.info("otel: OTEL_SDK_DISABLED=true, tracing is off")
@@ -86,6 +88,7 @@ class OtelPlugin(Plugin):
 
     @hookimpl
     def kernel_middleware(self, ctx: PluginContext[OtelConfig]) -> list[Middleware]:
+        """The :class:`~kernel_otel._http.TracingMiddleware` (none when the SDK is disabled)."""
         from ._sdk import Tracing
 
         tracing = ctx.registry.find(Tracing)

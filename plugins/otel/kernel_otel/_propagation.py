@@ -16,11 +16,13 @@ class OutboxPropagation:
     ``tracestate``): the relay's publish span is a child of the span that wrote the entry."""
 
     def inject(self) -> dict[str, str]:
+        """The current span's W3C ``traceparent``/``tracestate`` headers (empty outside a span)."""
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)  # nothing outside a span
         return carrier
 
     def continuing(self, carrier: Mapping[str, str]) -> AbstractContextManager[None]:
+        """A block run in the trace context that ``carrier`` (from :meth:`inject`) holds."""
         return _attached(carrier)
 
 

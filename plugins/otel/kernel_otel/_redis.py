@@ -51,11 +51,13 @@ class RedisTracing:
         return ended
 
     def command(self, name: str, endpoint: RedisEndpoint) -> CommandEnded | None:
+        """A CLIENT span for one command inside a recording span (else None); returns what ends it."""
         if not trace.get_current_span().is_recording():
             return None
         return self._start(name, endpoint, 1)
 
     def pipeline(self, names: Sequence[str], size: int, endpoint: RedisEndpoint) -> CommandEnded | None:
+        """One CLIENT span for a pipeline (``BATCH <command>``, ``BATCH`` when mixed); as :meth:`command`."""
         if not trace.get_current_span().is_recording():
             return None
         kinds = set(names)

@@ -21,6 +21,7 @@ class RepositoryTracing:
         self._tracer = tracer
 
     def operation(self, name: str, collection: str, database: str) -> Callable[[BaseException | None], None]:
+        """Start a CLIENT span with ``db.*`` attributes; returns what ends it (recording an error)."""
         attributes: dict[str, str] = {"db.system.name": "mongodb", "db.operation.name": name}
         if collection:
             attributes["db.collection.name"] = collection
