@@ -113,6 +113,21 @@ class EventMetadata:
             **({"tracestate": self.tracestate} if self.tracestate is not None else {}),
         }
 
+    def with_trace_context(self, traceparent: str, tracestate: str | None = None) -> EventMetadata:
+        """A copy with ``traceparent`` and ``tracestate`` set (what a tracing observer stores); the same
+        as ``attrs.evolve(self, traceparent=..., tracestate=...)``, in a few stores."""
+        return make_metadata(
+            self.event_id,
+            self.event_name,
+            self.timestamp,
+            self.source,
+            self.trace_id,
+            self.attempt,
+            self.replayed_at,
+            traceparent,
+            tracestate,
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EventMetadata:
         """Inverse of :meth:`to_dict`."""

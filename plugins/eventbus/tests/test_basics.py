@@ -73,6 +73,18 @@ def test_make_metadata_builds_the_same_frozen_metadata_as_the_constructor() -> N
     assert attrs.evolve(fast, attempt=8).attempt == 8 and fast.attempt == 7
 
 
+def test_with_trace_context_is_evolve_of_the_two_fields() -> None:
+    values: dict[str, Any] = {a.name: f"v-{a.name}" for a in attrs.fields(EventMetadata)}
+    values["attempt"] = 3
+    meta = EventMetadata(**values)
+    for state in ("k=v", None):
+        traced = meta.with_trace_context("00-tp", state)
+        assert type(traced) is EventMetadata
+        assert traced == attrs.evolve(meta, traceparent="00-tp", tracestate=state)
+        assert repr(traced) == repr(attrs.evolve(meta, traceparent="00-tp", tracestate=state))
+    assert meta.traceparent == "v-traceparent"  # the original is unchanged
+
+
 def test_default_policy_is_three_retries_after_1_2_4_seconds() -> None:
     policy = RetryPolicy()
     assert [policy.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]

@@ -6,18 +6,46 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import attrs
 from kernel_eventbus import EventBus, EventMetadata, HandlerAttempt, Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._sdk import adopting
+from ._ids import adopt
+from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan
+from ._sdk import adopting, trace_id_int
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 SYSTEM = "milo-kernel-eventbus"
 """``messaging.system`` of the bus's spans (not a registered value: the bus is its own system)."""
+_PRODUCER = SpanKind.PRODUCER
+_adopt = adopt.set
+_unadopt = adopt.reset
+_runtime = otel_context._RUNTIME_CONTEXT
+_current: Callable[[], otel_context.Context] = (
+    _runtime._current_context.get  # the default runtime: its variable's own method, no wrapper calls
+    if type(_runtime) is ContextVarsRuntimeContext
+    else otel_context.get_current
+)
+
+
+def _static(sampler: Sampler) -> bool:
+    """Whether ``sampler`` decides without reading a span's attributes and keeps them as given (the
+    SDK's ``ALWAYS_ON``/``ALWAYS_OFF``, and ``ParentBased`` of those): the attributes may then be set
+    after the span started, with the same span as a result."""
+    if type(sampler) is ParentBased:
+        delegates = (
+            sampler._root,
+            sampler._remote_parent_sampled,
+            sampler._remote_parent_not_sampled,
+            sampler._local_parent_sampled,
+            sampler._local_parent_not_sampled,
+        )
+        return all(type(s) is StaticSampler for s in delegates)
+    return type(sampler) is StaticSampler
 
 
 def trace_context_of(span: trace.Span) -> dict[str, str]:
@@ -52,11 +80,21 @@ class _Attempt:
 
 
 class BusTracing:
-    """An :class:`kernel_eventbus.EventBusObserver` making spans in ``tracer``."""
+    """An :class:`kernel_eventbus.EventBusObserver` making spans in ``tracer``.
+
+    With the plugin's :class:`KernelTracer`, a publish outside any span starts its root span in one
+    step (:meth:`KernelTracer.start_root_span`, attributes trusted), a publish in a span sets its
+    trusted attributes after the start when the sampler cannot read them, and the ``traceparent`` is
+    formatted from the lean span's context: the spans and the ``traceparent`` the W3C propagator
+    would write, for less (tests/test_eventbus_lean.py compares them with the SDK tracer's).
+    """
 
     def __init__(self, tracer: trace.Tracer, adapter: str) -> None:
         self._tracer = tracer
         self._adapter = adapter
+        lean = tracer if type(tracer) is KernelTracer else None
+        self._root = lean.start_root_span if lean is not None and lean.samples_roots else None
+        self._trusted = lean is not None and _static(lean.sdk.sampler)
 
     def _attributes(self, meta: EventMetadata, operation: str) -> dict[str, Any]:
         return {
@@ -75,18 +113,34 @@ class BusTracing:
         Outside any span, the span's trace id is the event's kernel trace id (so the id in the
         event, its dead letters and its logs is the trace's).
         """
-        current = trace.get_current_span().get_span_context()
-        with adopting(None if current.is_valid else meta.trace_id):
-            span = self._tracer.start_span(
-                f"publish {meta.event_name}",
-                kind=SpanKind.PRODUCER,
-                attributes=self._attributes(meta, "send"),
-            )
-        carrier = trace_context_of(span)
-        if "traceparent" in carrier:
-            meta = attrs.evolve(
-                meta, traceparent=carrier["traceparent"], tracestate=carrier.get("tracestate")
-            )
+        name = f"publish {meta.event_name}"
+        attributes = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": meta.event_name,
+            "messaging.message.id": meta.event_id,
+            "kernel.eventbus.adapter": self._adapter,
+        }
+        span: trace.Span | None = None
+        root = self._root
+        if root is not None and not _current():  # an empty context (no span): a root span in one step
+            token = _adopt(trace_id_int(meta.trace_id))
+            try:
+                span = root(name, _PRODUCER, attributes)
+            finally:
+                _unadopt(token)
+        if span is None:
+            span = self._start(name, attributes, meta)
+        if type(span) is LeanSpan and CONTEXT_IS_TUPLE:  # the propagator's text, from the fields
+            context: Any = span._context  # (trace_id, span_id, is_remote, flags, state, valid): valid
+            state = context[4]
+            traceparent = f"00-{context[0]:032x}-{context[1]:016x}-{context[3]:02x}"
+            meta = meta.with_trace_context(traceparent, state.to_header() if state else None)
+        else:
+            carrier = trace_context_of(span)
+            if "traceparent" in carrier:
+                meta = meta.with_trace_context(carrier["traceparent"], carrier.get("tracestate"))
 
         def stored(error: BaseException | None) -> None:
             if error is not None:
@@ -96,6 +150,18 @@ class BusTracing:
             span.end()
 
         return meta, stored
+
+    def _start(self, name: str, attributes: dict[str, Any], meta: EventMetadata) -> trace.Span:
+        """The PRODUCER span the general way: a child of the current span, else a root span of the
+        event's kernel trace id."""
+        current = trace.get_current_span().get_span_context()
+        with adopting(None if current.is_valid else meta.trace_id):
+            if not self._trusted:  # the sampler may read the attributes: given at the start
+                return self._tracer.start_span(name, kind=_PRODUCER, attributes=attributes)
+            span = self._tracer.start_span(name, kind=_PRODUCER)
+        if type(span) is LeanSpan:  # else unsampled: non-recording
+            span.set_trusted(attributes)
+        return span
 
     @contextmanager
     def handling(self, subscription: Subscription, meta: EventMetadata) -> Iterator[HandlerAttempt]:
