@@ -64,10 +64,10 @@ async def _get(case: str, spans: dict[str, bool], redis_url: str | None, ops: in
 
 async def memory(quick: bool) -> None:
     """``otel_memory_get_spans`` (CPU-bound)."""
-    await _get("otel_memory_get_spans", {"cache_spans": True}, None, rounds(20_000, 2_000))
+    await _get("otel_memory_get_spans", {"cache_spans": True}, None, rounds(20_000, 1_000))
 
 
 async def redis(url: str, quick: bool) -> None:
     """``otel_redis_get_spans``: cache and Redis spans on a Redis-backed get."""
     spans = {"cache_spans": True, "redis_spans": True}
-    await _get("otel_redis_get_spans", spans, url, rounds(3000, 300))
+    await _get("otel_redis_get_spans", spans, url, rounds(3000, 200))

@@ -29,9 +29,12 @@ from __future__ import annotations
 import inspect
 import math
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
@@ -167,6 +170,75 @@ SERVERS: dict[str, str] = {}
 def rounds(full: int, quick: int) -> int:
     """How many rounds to run in the current mode."""
     return quick if QUICK else full
+
+
+T = TypeVar("T")
+
+
+class Early(Generic[T]):
+    """A context manager (a private server or cluster) entered ahead of use in quick mode.
+
+    ``with Early(cm) as value:`` enters ``cm`` and exits it after the block, as ``with cm`` does.
+    In quick mode the constructor already starts a thread that enters ``cm``, so a server's
+    start-up (mostly waiting: a cluster forming) overlaps the suite's work before the block, which
+    then only waits for the start to finish. The thread holds ``cm`` until the block ends and exits
+    it itself: the servers' processes die with the thread that started them (``PR_SET_PDEATHSIG``).
+    In full mode ``cm`` is entered at the block, as before. :meth:`close` ends it if the block never
+    ran (call it in a ``finally``).
+    """
+
+    def __init__(self, cm: AbstractContextManager[T]) -> None:
+        self._cm = cm
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._exit_error: BaseException | None = None
+        self._entered_here = False
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._thread: threading.Thread | None = None
+        if QUICK:
+            self._thread = threading.Thread(target=self._hold, name="bench-early-start", daemon=True)
+            self._thread.start()
+
+    def _hold(self) -> None:
+        try:
+            self._value = self._cm.__enter__()
+        except BaseException as exc:  # raised again by __enter__, in the suite's thread
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
+        self._release.wait()
+        try:
+            self._cm.__exit__(None, None, None)
+        except BaseException as exc:  # raised again by __exit__
+            self._exit_error = exc
+
+    def __enter__(self) -> T:
+        if self._thread is None:
+            self._entered_here = True
+            return self._cm.__enter__()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._entered_here:
+            self._entered_here = False
+            self._cm.__exit__(kind, error, tb)
+        elif self._thread is not None:
+            self._release.set()
+            self._thread.join()
+            self._thread = None
+            if self._exit_error is not None:
+                raise self._exit_error
+
+    def close(self) -> None:
+        """End ``cm`` if the block did not (after an early start, once it finished)."""
+        self.__exit__(None, None, None)
 
 
 def emit(

@@ -40,7 +40,7 @@ from kernel_eventbus import EventMetadata, MemoryEventBus
 from kernel_eventbus._redis import RedisEventBus
 from kernel_redis import RedisServer
 
-from ._harness import acompare, acompare_batches, ceiling, emit, redis_server, rounds
+from ._harness import Early, acompare, acompare_batches, ceiling, emit, redis_server, rounds
 
 DATA = {"user_id": "123", "email": "user@example.com", "plan": "pro", "tags": ["a", "b"]}
 
@@ -179,13 +179,19 @@ async def _ceilings(client: aioredis.Redis, prefix: str, consume_stream: str, n:
     ceiling("eventbus", "xreadgroup_batch1000", times)
 
 
-async def _cluster(quick: bool) -> None:
-    """Publish, consume and replicated publish on a private Redis Cluster (3 primaries, 1 replica each)."""
-    from kernel_redis import connect
+def _private_cluster() -> Early[Any]:
+    """The cluster cases' private Redis Cluster (3 primaries, 1 replica each), started early in quick mode."""
     from kernel_redis.testing import private_redis_cluster
 
+    return Early(private_redis_cluster(primaries=3, replicas=1))
+
+
+async def _cluster(private: Early[Any], quick: bool) -> None:
+    """Publish, consume and replicated publish on a private Redis Cluster (3 primaries, 1 replica each)."""
+    from kernel_redis import connect
+
     prefix = f"bench-{secrets.token_hex(4)}"
-    with private_redis_cluster(primaries=3, replicas=1) as cluster:
+    with private as cluster:
         client: Any = connect(cluster.url)
         try:
             await client.initialize()
@@ -210,7 +216,7 @@ async def _cluster(quick: bool) -> None:
                 pipe.execute_command("WAIT", 1, 1000)
                 await pipe.execute()
 
-            ops, rounds_ = rounds(2000, 400), rounds(9, 5)
+            ops, rounds_ = rounds(2000, 200), rounds(9, 5)
             await acompare(
                 "eventbus", "cluster_publish_vs_xadd", ours, raw, ops=ops, rounds_=rounds_, target=1.10
             )
@@ -238,7 +244,7 @@ async def _cluster(quick: bool) -> None:
                 )
             await primary.aclose()
 
-            n, batch = rounds(10_000, 5_000), 100
+            n, batch = rounds(10_000, 3_000), 100
             consume = bus.stream_key("bench.consume")
             pipe = client.pipeline(transaction=False)
             body = json.dumps(DATA)
@@ -267,6 +273,8 @@ async def run(quick: bool) -> None:
     url = external or server.url  # type: ignore[union-attr]
     prefix = f"bench-{secrets.token_hex(4)}"
     client = aioredis.Redis.from_url(url)
+    clustered = os.environ.get("EVENTBUS_BENCH_CLUSTER", "1") != "0"
+    cluster = _private_cluster() if clustered else None  # quick mode: forms while the cases below run
     try:
         await redis_server("eventbus", client)
         bus = RedisEventBus(client, prefix=prefix)
@@ -313,9 +321,11 @@ async def run(quick: bool) -> None:
 
         await _eventbus_otel.memory(quick)
         await _eventbus_otel.redis_publish(url, prefix, quick)
-        if os.environ.get("EVENTBUS_BENCH_CLUSTER", "1") != "0":
-            await _cluster(quick)
+        if cluster is not None:
+            await _cluster(cluster, quick)
     finally:
+        if cluster is not None:
+            cluster.close()
         for pattern in (f"{prefix}:*", f"{{{prefix}*"):  # the bus's keys carry {prefix:event} hash tags
             keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
             if keys:
