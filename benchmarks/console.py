@@ -13,6 +13,7 @@ This suite has no raw side to compare with: it prints no ``bench`` line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
@@ -65,51 +66,54 @@ async def run(quick: bool) -> None:
 
 
 async def _fill(kernel: Kernel) -> tuple[str, str, str]:
-    """The jobs and dead letters; the id of one dead-lettered event, the failing queue, a failed job."""
+    """The jobs and dead letters; the id of one dead-lettered event, the failing queue, a failed job.
+
+    The failing queue's jobs go first: its worker fails them while the waiting and delayed jobs
+    and the dead-lettered events are written (the same data as one step after another, sooner).
+    """
     qm, bus = kernel.get(QueueManager), kernel.get(EventBus)
-    for start in range(0, WAITING, 1000):
-        await qm.add_bulk_jobs(QUEUE, [{"name": "mail", "data": {"n": start + i}} for i in range(1000)])
-    for start in range(0, DELAYED, 1000):
-        await qm.add_bulk_jobs(
-            QUEUE, [{"name": "digest", "data": {"n": start + i}, "delay": 3600} for i in range(1000)]
-        )
     failing = f"{QUEUE}-failing"
 
     async def fail(job: JobContext) -> None:
         raise RuntimeError(f"refused {job.data['n']}")
 
-    for start in range(0, FAILED, 1000):
-        await qm.add_bulk_jobs(failing, [{"name": "charge", "data": {"n": start + i}} for i in range(1000)])
-    saq_log = logging.getLogger("saq")
-    saq_level, saq_log.level = saq_log.level, logging.CRITICAL  # not 2,000 tracebacks of failing jobs
-    try:
-        await qm.create_worker(failing, fail, concurrency=50)
-
-        async def all_failed() -> bool:
-            return bool((await qm.get_queue_stats(failing))["failed"] == FAILED)
-
-        await wait_until(all_failed, timeout=300, what="the failing jobs")
-        await qm.stop_workers()
-    finally:
-        saq_log.level = saq_level
-    job_id = (await list_jobs(qm, failing, "failed", limit=1))[0].id
-
     async def reject(data: Any, meta: EventMetadata) -> None:
         raise NonRetryableError(f"no handler for {data['n']}")
 
-    bus.subscribe("bench.event", reject, group="bench.event:reject")
-    bus_log = logging.getLogger("kernel.plugins.eventbus")
-    level, bus_log.level = bus_log.level, logging.CRITICAL  # not 1,000 dead-letter lines
-    try:
+    async def jobs() -> None:
+        for start in range(0, WAITING, 1000):
+            await qm.add_bulk_jobs(QUEUE, [{"name": "mail", "data": {"n": start + i}} for i in range(1000)])
+        for start in range(0, DELAYED, 1000):
+            await qm.add_bulk_jobs(
+                QUEUE, [{"name": "digest", "data": {"n": start + i}, "delay": 3600} for i in range(1000)]
+            )
+
+    async def dead_letters() -> None:
         for n in range(DEAD):
             await bus.publish("bench.event", {"n": n, "text": "x" * 200})
 
-        async def all_dead() -> bool:
-            return await bus.dead_letter_count() == DEAD
+    async def all_failed() -> bool:
+        return bool((await qm.get_queue_stats(failing))["failed"] == FAILED)
 
-        await wait_until(all_dead, timeout=300, what="the dead letters")
+    async def all_dead() -> bool:
+        return await bus.dead_letter_count() == DEAD
+
+    for start in range(0, FAILED, 1000):
+        await qm.add_bulk_jobs(failing, [{"name": "charge", "data": {"n": start + i}} for i in range(1000)])
+    saq_log, bus_log = logging.getLogger("saq"), logging.getLogger("kernel.plugins.eventbus")
+    saq_level, saq_log.level = saq_log.level, logging.CRITICAL  # not 2,000 tracebacks of failing jobs
+    bus_level, bus_log.level = bus_log.level, logging.CRITICAL  # not 1,000 dead-letter lines
+    try:
+        await qm.create_worker(failing, fail, concurrency=50)
+        bus.subscribe("bench.event", reject, group="bench.event:reject")
+        await asyncio.gather(jobs(), dead_letters())
+        await wait_until(all_failed, timeout=300, interval=0.1, what="the failing jobs")
+        await qm.stop_workers()
+        await wait_until(all_dead, timeout=300, interval=0.1, what="the dead letters")
     finally:
-        bus_log.setLevel(level)
+        saq_log.level = saq_level
+        bus_log.setLevel(bus_level)
+    job_id = (await list_jobs(qm, failing, "failed", limit=1))[0].id
     event_id = (await bus.get_dead_letter_queue(1))[0].event_id
     return event_id, failing, job_id
 
