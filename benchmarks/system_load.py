@@ -206,8 +206,9 @@ def run(quick: bool) -> None:
 
     from examples.service.run import Stack, wait_http
 
-    seconds = 0.8 if quick else 5.0
-    n_rounds = rounds(3, 2)
+    seconds = 0.4 if quick else 5.0
+    n_rounds = rounds(3, 3)
+    settle = 0.1 if quick else 0.2
     logs = Path(tempfile.mkdtemp(prefix="bench-system-"))
     raw_procs: list[subprocess.Popen[bytes]] = []
     with RedisServer(appendonly=True) as redis_server, MongoWireServer() as mongo:
@@ -268,19 +269,19 @@ def run(quick: bool) -> None:
             stack.start()
             raw_url = f"http://127.0.0.1:{raw_port}"
             wait_http(f"{raw_url}/users/000000000000000000000000", raw_procs[0], time.monotonic() + 60)
-            asyncio.run(_measure(stack.webs[0].url or "", raw_url, seconds, n_rounds))
+            asyncio.run(_measure(stack.webs[0].url or "", raw_url, seconds, n_rounds, settle))
         finally:
-            for proc in raw_procs:
+            for proc in raw_procs:  # the raw processes stop while the stack stops
                 proc.terminate()
+            stack.stop(grace=10)
             for proc in raw_procs:
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            stack.stop(grace=10)
 
 
-async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int) -> None:
+async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int, settle: float) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
         ids: dict[str, list[str]] = {}
@@ -299,7 +300,7 @@ async def _measure(ours_url: str, raw_url: str, seconds: float, n_rounds: int) -
                     elapsed, requests = f.elapsed, f.requests
                     await _drive(client, url, case, seconds, ids[side], f)
                     per_round[side].append((f.elapsed - elapsed) / max(f.requests - requests, 1) * 1e6)
-                    await asyncio.sleep(0.2)  # let the side's background work (events, jobs) settle
+                    await asyncio.sleep(settle)  # let the side's background work (events, jobs) settle
             emit(SUITE, case, per_round["ours"], per_round["raw"])
             for side, f in figures.items():
                 lat = sorted(f.latencies) or [0.0]
