@@ -153,7 +153,9 @@ async def in_process(quick: bool) -> None:
             ("otel_kernel_json_spans_only", spans_only),
             ("otel_kernel_json_always_off", always_off),
         ):
-            await acompare(SUITE, case, driver(KernelApp(kernel), OTEL_PATH), raw, ops=2000, rounds_=n)
+            await acompare(
+                SUITE, case, driver(KernelApp(kernel), OTEL_PATH), raw, ops=rounds(2000, 800), rounds_=n
+            )
 
 
 def served_instructions() -> list[Any]:
@@ -200,7 +202,7 @@ async def served(quick: bool) -> None:
     except ImportError:
         return
     n = rounds(15, 5)
-    requests = 1600 if n <= 5 else 4000
+    requests = rounds(4000, 400)
     receiver = OtlpReceiver()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
     servers = {
@@ -213,7 +215,7 @@ async def served(quick: bool) -> None:
         for server in servers.values():
             server.wait_ready()
         for server in servers.values():  # warm-up: imports, first-request paths
-            await _load(server.port, OTEL_PATH, 400)
+            await _load(server.port, OTEL_PATH, rounds(400, 200))
         for i in range(n):
             for side in ("raw", "ours") if i % 2 else ("ours", "raw"):
                 before = servers[side].cpu_seconds()

@@ -232,7 +232,7 @@ async def served(
         for server in servers.values():
             server.wait_ready()
         for server in servers.values():  # warm-up: imports, first-request paths
-            await _load(server.port, path, 400)
+            await _load(server.port, path, rounds(400, 200))
         o: list[float] = []
         r: list[float] = []
         for i in range(rounds_):
@@ -279,7 +279,7 @@ async def run(quick: bool) -> None:
     await cpu_bound(quick)
     # Over real HTTP (uvicorn, h11): what a client sees.
     n = rounds(15, 5)
-    requests = 1600 if n <= 5 else 4000
+    requests = rounds(4000, 400)
     await served(
         "served_starlette_json",
         "served_ours",
@@ -320,7 +320,13 @@ async def cpu_bound(quick: bool) -> None:
     wrapped = wrap(starlette, collector)
     raw = driver(starlette, "/users/42")
     await acompare(
-        SUITE, "starlette_json", driver(wrapped, "/users/42"), raw, ops=2000, rounds_=n, target=1.25
+        SUITE,
+        "starlette_json",
+        driver(wrapped, "/users/42"),
+        raw,
+        ops=rounds(2000, 800),
+        rounds_=n,
+        target=1.25,
     )
     # The same, one layer at a time, to see which one costs what.
     await acompare(
@@ -328,7 +334,7 @@ async def cpu_bound(quick: bool) -> None:
         "starlette_json_metrics_only",
         driver(wrap(starlette, collector, errors=False), "/users/42"),
         raw,
-        ops=2000,
+        ops=rounds(2000, 800),
         rounds_=n,
     )
     if ErrorMiddleware is not None:
@@ -337,16 +343,24 @@ async def cpu_bound(quick: bool) -> None:
             "starlette_json_errors_only",
             driver(wrap(starlette, None), "/users/42"),
             raw,
-            ops=2000,
+            ops=rounds(2000, 800),
             rounds_=n,
         )
     # A list endpoint (50 records): still no I/O, closer to what real handlers cost; and a 404.
-    for case, path, ops in (("starlette_list50", "/users", 1000), ("starlette_404", "/missing/42", 2000)):
+    for case, path, ops in (
+        ("starlette_list50", "/users", rounds(1000, 400)),
+        ("starlette_404", "/missing/42", rounds(2000, 800)),
+    ):
         await acompare(
             SUITE, case, driver(wrapped, path), driver(starlette, path), ops=ops, rounds_=n, target=1.25
         )
     await acompare(
-        SUITE, "asgi_noop", driver(wrap(noop, collector), "/"), driver(noop, "/"), ops=5000, rounds_=n
+        SUITE,
+        "asgi_noop",
+        driver(wrap(noop, collector), "/"),
+        driver(noop, "/"),
+        ops=rounds(5000, 2000),
+        rounds_=n,
     )
     from . import _http_otel
 

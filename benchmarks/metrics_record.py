@@ -16,7 +16,7 @@ SUITE = "metrics_record"
 
 
 def run(quick: bool) -> None:
-    ops = 20_000
+    ops = rounds(20_000, 8_000)
     n = rounds(15, 5)
     ours = MetricsCollector(process_metrics=False, multiprocess_dir=None)
     # What the event bus and the repository declare and record through (series budget included).

@@ -170,7 +170,7 @@ async def _costs(
 
 async def _lag(manager: RepositoryManager, bus: EventBus, quick: bool) -> None:
     repo = manager.repository(OutboxUserRepository)
-    total = rounds(2000, 150)
+    total = rounds(2000, 100)
     rate = 100.0  # creates per second, from 16 callers
     committed: dict[str, float] = {}
     handled: dict[str, float] = {}

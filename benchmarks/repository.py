@@ -93,7 +93,7 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
     engine = manager.engine
     coll = manager.database[BenchUser.__collection__]
     await manager.ensure_indexes([BenchUser])
-    ops, n = (40, 7) if quick else (60, 11)
+    ops, n = (20, 5) if quick else (60, 11)
     counter = 0
 
     def fresh() -> dict[str, Any]:
@@ -178,7 +178,7 @@ async def _cases(manager: RepositoryManager, quick: bool, *, wire: bool) -> None
         )
 
     assert len((await ours_page()).items) == len((await odmantic_page())[1]) == limit
-    pops, pn = (max(ops // 3, 5), n) if quick else (ops // 2, n)
+    pops, pn = (max(ops // 4, 4), n) if quick else (ops // 2, n)
     await acompare(SUITE, "find_paginated", ours_page, motor_page, ops=pops, rounds_=pn, target=TARGET)
     await acompare(SUITE, "find_paginated_vs_odmantic", ours_page, odmantic_page, ops=pops, rounds_=pn)
 
