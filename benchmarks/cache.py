@@ -202,7 +202,7 @@ async def _invalidate(cache: CacheManager, raw: aioredis.Redis, quick: bool) -> 
 
 async def _others(url: str, port: int, raw: aioredis.Redis, quick: bool) -> None:
     """aiocache and cashews on the same workload, each against the same raw baseline."""
-    ops, n = (80, 5) if quick else (200, 41)
+    ops, n = (80, 3) if quick else (200, 41)
     full = "bench:raw:profile"
     await raw.set(full, PAYLOAD)
 

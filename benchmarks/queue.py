@@ -279,7 +279,7 @@ async def _bulk(manager: QueueManager, client: aioredis.Redis, quick: bool) -> N
 
 
 async def _throughput(manager: QueueManager, client: aioredis.Redis, quick: bool) -> None:
-    jobs = 150 if quick else 1000
+    jobs = 100 if quick else 1000
 
     async def ours_batch() -> float:
         queue = _name("o")

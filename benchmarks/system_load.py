@@ -208,7 +208,7 @@ def run(quick: bool) -> None:
 
     seconds = 0.4 if quick else 5.0
     n_rounds = rounds(3, 3)
-    settle = 0.1 if quick else 0.2
+    settle = 0.05 if quick else 0.2
     logs = Path(tempfile.mkdtemp(prefix="bench-system-"))
     raw_procs: list[subprocess.Popen[bytes]] = []
     with RedisServer(appendonly=True) as redis_server, MongoWireServer() as mongo:
