@@ -182,9 +182,10 @@ class Early(Generic[T]):
     In quick mode the constructor already starts a thread that enters ``cm``, so a server's
     start-up (mostly waiting: a cluster forming) overlaps the suite's work before the block, which
     then only waits for the start to finish. The thread holds ``cm`` until the block ends and exits
-    it itself: the servers' processes die with the thread that started them (``PR_SET_PDEATHSIG``).
-    In full mode ``cm`` is entered at the block, as before. :meth:`close` ends it if the block never
-    ran (call it in a ``finally``).
+    it itself (the servers' processes die with the thread that started them: ``PR_SET_PDEATHSIG``),
+    while the suite goes on; :meth:`close` waits for that. In full mode ``cm`` is entered at the
+    block and exited after it, as before. Call :meth:`close` in a ``finally``: it also ends ``cm``
+    if the block never ran.
     """
 
     def __init__(self, cm: AbstractContextManager[T]) -> None:
@@ -211,7 +212,7 @@ class Early(Generic[T]):
         self._release.wait()
         try:
             self._cm.__exit__(None, None, None)
-        except BaseException as exc:  # raised again by __exit__
+        except BaseException as exc:  # raised again by close()
             self._exit_error = exc
 
     def __enter__(self) -> T:
@@ -229,16 +230,17 @@ class Early(Generic[T]):
         if self._entered_here:
             self._entered_here = False
             self._cm.__exit__(kind, error, tb)
-        elif self._thread is not None:
-            self._release.set()
+        else:
+            self._release.set()  # the thread exits cm; close() waits for it
+
+    def close(self) -> None:
+        """End ``cm`` if the block did not, and wait until it is exited (quick mode: by its thread)."""
+        self.__exit__(None, None, None)
+        if self._thread is not None:
             self._thread.join()
             self._thread = None
             if self._exit_error is not None:
                 raise self._exit_error
-
-    def close(self) -> None:
-        """End ``cm`` if the block did not (after an early start, once it finished)."""
-        self.__exit__(None, None, None)
 
 
 def emit(
