@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from kernel_eventbus import EventBus, EventMetadata, HandlerAttempt, Subscription
+from kernel_eventbus import EventBus, EventMetadata, Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
@@ -16,20 +15,36 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ._ids import adopt
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan
-from ._sdk import adopting, trace_id_int
+from ._sdk import trace_id_int
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 SYSTEM = "milo-kernel-eventbus"
 """``messaging.system`` of the bus's spans (not a registered value: the bus is its own system)."""
 _PRODUCER = SpanKind.PRODUCER
+_CONSUMER = SpanKind.CONSUMER
+_EMPTY = otel_context.Context()
 _adopt = adopt.set
 _unadopt = adopt.reset
 _runtime = otel_context._RUNTIME_CONTEXT
-_current: Callable[[], otel_context.Context] = (
-    _runtime._current_context.get  # the default runtime: its variable's own method, no wrapper calls
-    if type(_runtime) is ContextVarsRuntimeContext
-    else otel_context.get_current
+_current: Callable[[], otel_context.Context]
+_attach: Callable[[otel_context.Context], Any]
+_reset: Callable[[Any], None]
+if type(_runtime) is ContextVarsRuntimeContext:  # the default: its variable's own methods, no wrapper calls
+    _current = _runtime._current_context.get
+    _attach = _runtime._current_context.set
+    _reset = _runtime._current_context.reset
+else:  # another runtime context (OTEL_PYTHON_CONTEXT): the API's functions
+    _current = otel_context.get_current
+    _attach = otel_context.attach
+    _reset = otel_context.detach
+
+
+_READ_FIELDS = (
+    CONTEXT_IS_TUPLE
+    and tuple(trace.SpanContext(3, 5, False))[5:] == (True,)
+    and tuple(trace.INVALID_SPAN_CONTEXT)[5:] == (False,)
 )
+"""A span context is the tuple ``(trace_id, span_id, is_remote, flags, state, is_valid)``."""
 
 
 def _static(sampler: Sampler) -> bool:
@@ -65,12 +80,25 @@ def extract(meta: EventMetadata) -> otel_context.Context:
 
 
 class _Attempt:
-    """What the bus reports about one handler attempt: a failure marks the CONSUMER span."""
+    """One handler attempt's CONSUMER span, current while the attempt runs (the context manager
+    :meth:`BusTracing.handling` returns); what the bus reports about it: a failure marks the span."""
 
-    __slots__ = ("span",)
+    __slots__ = ("_token", "span")
 
     def __init__(self, span: trace.Span) -> None:
         self.span = span
+        self._token: Any = None
+
+    def __enter__(self) -> _Attempt:
+        self._token = _attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:  # otel_context.detach(token), without its call
+            _reset(self._token)
+        except Exception:
+            otel_context.detach(self._token)  # fails again, and logs it as the API does
+        self.span.end()
 
     def failed(self, error: BaseException, retry: bool) -> None:
         self.span.record_exception(error)
@@ -132,8 +160,10 @@ class BusTracing:
                 _unadopt(token)
         if span is None:
             span = self._start(name, attributes, meta)
-        if type(span) is LeanSpan and CONTEXT_IS_TUPLE:  # the propagator's text, from the fields
-            context: Any = span._context  # (trace_id, span_id, is_remote, flags, state, valid): valid
+        # the propagator's text, from the context's fields (a lean span's own; a valid context is not
+        # the invalid one the propagator skips)
+        context: Any = span._context if type(span) is LeanSpan else span.get_span_context()
+        if _READ_FIELDS and context[5]:  # (trace_id, span_id, is_remote, flags, state, is_valid)
             state = context[4]
             traceparent = f"00-{context[0]:032x}-{context[1]:016x}-{context[3]:02x}"
             meta = meta.with_trace_context(traceparent, state.to_header() if state else None)
@@ -155,16 +185,18 @@ class BusTracing:
         """The PRODUCER span the general way: a child of the current span, else a root span of the
         event's kernel trace id."""
         current = trace.get_current_span().get_span_context()
-        with adopting(None if current.is_valid else meta.trace_id):
+        token = _adopt(0 if current.is_valid else trace_id_int(meta.trace_id))
+        try:
             if not self._trusted:  # the sampler may read the attributes: given at the start
                 return self._tracer.start_span(name, kind=_PRODUCER, attributes=attributes)
             span = self._tracer.start_span(name, kind=_PRODUCER)
+        finally:
+            _unadopt(token)
         if type(span) is LeanSpan:  # else unsampled: non-recording
             span.set_trusted(attributes)
         return span
 
-    @contextmanager
-    def handling(self, subscription: Subscription, meta: EventMetadata) -> Iterator[HandlerAttempt]:
+    def handling(self, subscription: Subscription, meta: EventMetadata) -> _Attempt:
         """A CONSUMER span ``process <event>`` per attempt: a child of the publishing span and linked to it
         (its context, extracted from ``traceparent`` and ``tracestate``, has the producer's trace state).
 
@@ -185,20 +217,21 @@ class BusTracing:
                 links.append(Link(producer))
             else:
                 parent = None
-        with adopting(meta.trace_id if parent is None else None):
-            span = self._tracer.start_span(
-                f"process {meta.event_name}",
-                parent if parent is not None else otel_context.Context(),
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-                links=links,
-            )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        name = f"process {meta.event_name}"
+        context = parent if parent is not None else _EMPTY
+        token = _adopt(trace_id_int(meta.trace_id) if parent is None else 0)
         try:
-            yield _Attempt(span)
+            if not self._trusted:  # the sampler may read the attributes: given at the start
+                span = self._tracer.start_span(
+                    name, context, kind=_CONSUMER, attributes=attributes, links=links
+                )
+            else:
+                span = self._tracer.start_span(name, context, kind=_CONSUMER, links=links)
+                if type(span) is LeanSpan:  # else unsampled: non-recording
+                    span.set_trusted(attributes)
         finally:
-            otel_context.detach(token)
-            span.end()
+            _unadopt(token)
+        return _Attempt(span)
 
 
 def instrument_bus(bus: EventBus, tracer: trace.Tracer) -> Callable[[], None]:

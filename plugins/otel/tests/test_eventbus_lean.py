@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from kernel_eventbus import EventMetadata
 from kernel_eventbus._metadata import make_metadata
+from kernel_otel import _eventbus
 from kernel_otel._eventbus import BusTracing, _static
 from kernel_otel._ids import KernelIdGenerator
 from kernel_otel._lean import KernelTracer
@@ -40,7 +42,7 @@ def _view(span: ReadableSpan) -> dict[str, Any]:
             (e.name, {k: v for k, v in (e.attributes or {}).items() if k != "exception.stacktrace"})
             for e in span.events
         ],
-        "links": list(span.links),
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
         "status": (span.status.status_code, span.status.description),
         "scope": span.instrumentation_scope,
         "context": (span.context.trace_flags, span.context.trace_state, span.context.is_remote),
@@ -65,7 +67,9 @@ def _both(publish: Publish, **provider: Any) -> tuple[Any, Any]:
     results = []
     for tracer in (sdk, KernelTracer(sdk)):  # type: ignore[arg-type]
         exporter.clear()
-        given, stored = publish(BusTracing(tracer, "memory"))
+        # the reference: the SDK tracer's spans, the W3C propagator's traceparent and tracestate
+        with patch.object(_eventbus, "_READ_FIELDS", _eventbus._READ_FIELDS and tracer is not sdk):
+            given, stored = publish(BusTracing(tracer, "memory"))
         spans = exporter.get_finished_spans()
         results.append(
             (
@@ -81,8 +85,8 @@ def _both(publish: Publish, **provider: Any) -> tuple[Any, Any]:
 def _named(traceparent: str | None, given: EventMetadata, spans: Any) -> tuple[str, ...] | None:
     """``traceparent``'s fields, its ids named (the kernel trace id, an exported span), as ids differ
     between two runs."""
-    if traceparent is None:
-        return None
+    if traceparent is None or traceparent.count("-") != 3:
+        return (traceparent,) if traceparent is not None else None
     version, trace_id, span_id, flags = traceparent.split("-")
     exported = [f"{s.context.span_id:016x}" for s in spans]
     span = f"<span {exported.index(span_id)}>" if span_id in exported else "<not exported>"
@@ -159,6 +163,57 @@ def test_publish_with_span_limits_equals_the_sdks() -> None:
     assert len(lean[0][0]["attributes"]) == 3 and lean[0][0]["dropped_attributes"] == 3
 
 
+def test_context_fields_are_read_by_index() -> None:
+    assert _eventbus._READ_FIELDS  # else the propagator's path runs everywhere (still correct, slower)
+
+
 def test_static_samplers_are_the_sdks_fixed_decisions() -> None:
     assert _static(ALWAYS_ON) and _static(ALWAYS_OFF) and _static(ParentBased(ALWAYS_OFF))
     assert not _static(TraceIdRatioBased(0.5)) and not _static(ParentBased(TraceIdRatioBased(0.5)))
+
+
+class _Sub:
+    name = "welcome"
+
+
+def _handled(traceparent: str | None, tracestate: str | None = None, fail: bool = False) -> Publish:
+    def handle(observer: BusTracing) -> tuple[EventMetadata, EventMetadata]:
+        meta = make_metadata(
+            "e-1", "user.created", "2026-01-01T00:00:00.000Z", None, TRACE_ID, 2, "2026-01-02T00:00:00.000Z"
+        )
+        if traceparent is not None:
+            meta = meta.with_trace_context(traceparent, tracestate)
+        with observer.handling(_Sub(), meta) as attempt:  # type: ignore[arg-type]
+            inside = trace.get_current_span()
+            assert inside.get_span_context().is_valid or not inside.is_recording()
+            if fail:
+                attempt.failed(ValueError("bad"), retry=True)
+        assert trace.get_current_span() is not inside  # detached
+        return meta, meta
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    "sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5)], ids=["on", "parent-on", "ratio"]
+)
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        (f"00-{TRACE_ID}-b7ad6b7169203331-01", "k=v"),
+        (f"00-{TRACE_ID}-b7ad6b7169203331-00", None),
+        ("not a traceparent", None),
+        (None, None),
+    ],
+    ids=["sampled-state", "unsampled", "invalid", "none"],
+)
+def test_handling_span_equals_the_sdks(sampler: Sampler, carrier: tuple[str | None, str | None]) -> None:
+    sdk, lean = _both(_handled(*carrier), sampler=sampler)
+    assert lean == sdk
+
+
+def test_failed_attempt_span_equals_the_sdks() -> None:
+    sdk, lean = _both(_handled(f"00-{TRACE_ID}-b7ad6b7169203331-01", fail=True))
+    assert lean == sdk
+    (view,) = lean[0]
+    assert view["status"][1] == "ValueError: bad" and view["links"] and view["parent"] is not None
