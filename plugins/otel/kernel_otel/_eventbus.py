@@ -12,6 +12,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ._ids import adopt
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan
@@ -21,6 +22,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 SYSTEM = "milo-kernel-eventbus"
 """``messaging.system`` of the bus's spans (not a registered value: the bus is its own system)."""
 _PRODUCER = SpanKind.PRODUCER
+_NO_STATE = DEFAULT_TRACE_STATE
 _CONSUMER = SpanKind.CONSUMER
 _EMPTY = otel_context.Context()
 _adopt = adopt.set
@@ -166,7 +168,9 @@ class BusTracing:
         if _READ_FIELDS and context[5]:  # (trace_id, span_id, is_remote, flags, state, is_valid)
             state = context[4]
             traceparent = f"00-{context[0]:032x}-{context[1]:016x}-{context[3]:02x}"
-            meta = meta.with_trace_context(traceparent, state.to_header() if state else None)
+            # the empty DEFAULT_TRACE_STATE by identity: a TraceState's len() is a Python-level call
+            header = None if state is _NO_STATE or not state else state.to_header()
+            meta = meta.with_trace_context(traceparent, header)
         else:
             carrier = trace_context_of(span)
             if "traceparent" in carrier:
