@@ -46,6 +46,11 @@ _PARENT_TAG = 0x2208 << 64  # parent_span_id (field 4, 8 bytes)
 _TIMES = struct.Struct("<BQBQ").pack  # start and end time (fields 7 and 8, fixed64)
 _KIND_BY_ID = {id(kind): kind.value for kind in SpanKind}  # SpanKind's hash is Python code
 _UNSET = LeanSpan._status  # the status of every lean span until one is set
+PER_MESSAGE = "messaging.message.id"
+"""An attribute whose value differs on every span (the bus's event id): encoded inline, never remembered
+(a remembered span or attribute keyed on it would never be used again, and would fill the caches)."""
+_PER_MESSAGE_KEY = bytes((0x0A, len(PER_MESSAGE))) + PER_MESSAGE.encode() + b"\x12"
+"""Its ``KeyValue``'s key field and the value field's tag."""
 
 
 _SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
@@ -58,6 +63,14 @@ def _kind(kind: SpanKind) -> int:
     """``kind.value``, mostly through an id()-keyed map (SpanKind's hash is Python code)."""
     value = _KIND_BY_ID.get(id(kind))
     return kind.value if value is None else value
+
+
+def _type_checks(attributes: Mapping[str, Any]) -> tuple[tuple[type, ...], tuple[tuple[int, type], ...]]:
+    """The attribute values' types, and the positions in a remembered span's key (name, kind, remote
+    parent, keys, values) of the values that are not strings, with their types."""
+    types = tuple(map(type, attributes.values()))
+    first = 3 + len(attributes)  # the first value's position in the key
+    return types, tuple((first + i, kind) for i, kind in enumerate(types) if kind is not str)
 
 
 def _varint(n: int) -> bytes:
@@ -132,6 +145,7 @@ class Encoder:
         self._names: dict[tuple[str, int], bytes] = {}
         self._blocks: dict[bytes, dict[tuple[Any, ...], bytes]] = {}
         self._templates: dict[tuple[Any, ...], tuple[bytes, bytes, tuple[tuple[int, type], ...]]] = {}
+        self._shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, tuple[tuple[int, type], ...]]] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out.
@@ -153,7 +167,11 @@ class Encoder:
         if encoded is None:
             encoded, whole = self._each(tag, attributes)
             # one left out is logged again next time, as the exporter does
-            if whole and _BLOCK_TYPES.issuperset(block[2 * len(attributes) :]):
+            if (
+                whole
+                and _BLOCK_TYPES.issuperset(block[2 * len(attributes) :])
+                and PER_MESSAGE not in attributes
+            ):
                 if len(blocks) >= _CACHE_SIZE:
                     blocks.clear()
                 blocks[block] = encoded
@@ -165,7 +183,8 @@ class Encoder:
         parts: list[bytes] = []
         seen = self._seen
         for key, value in attributes.items():
-            memo = (tag, key, type(value), value) if type(value) in _CACHED_TYPES else None
+            cached = type(value) in _CACHED_TYPES and key != PER_MESSAGE
+            memo = (tag, key, type(value), value) if cached else None
             encoded = seen.get(memo) if memo is not None else None
             if encoded is None:
                 try:
@@ -231,6 +250,10 @@ class Encoder:
                         template = None
                         break
             if template is None:
+                if PER_MESSAGE in attributes and key is not None:  # an event's span: shape remembered
+                    parts = self._per_message(span, attributes, key)
+                    if parts is not None:
+                        return ids + parts[0] + _TIMES(0x39, start, 0x41, end) + parts[1]
                 template = self._template(span, key)
             return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
         return self._fields(span, ids)
@@ -276,15 +299,62 @@ class Encoder:
         head = self._name_and_kind(span._name, _kind(span._kind))
         encoded, whole = self._each(b"\x4a", attributes) if attributes else (b"", True)
         tail = encoded + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
-        types = tuple(map(type, attributes.values()))
-        first = 3 + len(attributes)  # the first value's position in key
-        checks = tuple((first + i, kind) for i, kind in enumerate(types) if kind is not str)
+        types, checks = _type_checks(attributes)
         template = (head, tail, checks)
         if key is not None and whole and _BLOCK_TYPES.issuperset(types):
             templates = self._templates
             if len(templates) >= _CACHE_SIZE:
                 templates.clear()
             templates[key] = template
+        return template
+
+    def _per_message(
+        self, span: ReadableSpan, attributes: dict[str, Any], key: tuple[Any, ...]
+    ) -> tuple[bytes, bytes] | None:
+        """:meth:`_template`'s bytes of a lean span with a (``str``) :data:`PER_MESSAGE` attribute.
+
+        Remembered under ``key`` with that value left out: the bytes before it and after it; the
+        value is encoded each time. None when the value is not a ``str`` (the usual path then).
+        """
+        value = attributes[PER_MESSAGE]
+        if type(value) is not str:
+            return None
+        at = key.index(PER_MESSAGE, 3) + len(attributes)  # its value's position in key
+        shape = (*key[:at], None, *key[at + 1 :])
+        template = self._shapes.get(shape)
+        if template is not None:
+            for position, kind in template[3]:
+                if type(shape[position]) is not kind:
+                    template = None
+                    break
+        if template is None:
+            template = self._shape(span, attributes, shape, at)
+        encoded = value.encode()
+        size = len(encoded)
+        if size < 0x60:  # every length below is one byte
+            field = bytes((0x4A, size + 26)) + _PER_MESSAGE_KEY + bytes((size + 2, 0x0A, size)) + encoded
+        else:
+            field = _field(b"\x4a", _key_value(PER_MESSAGE, value))
+        return template[0], template[1] + field + template[2]
+
+    def _shape(
+        self, span: ReadableSpan, attributes: dict[str, Any], shape: tuple[Any, ...], at: int
+    ) -> tuple[bytes, bytes, bytes, Any]:
+        """:meth:`_per_message`'s remembered parts: head, attributes before and after the value
+        (with status and flags), and the type checks of :meth:`_template`."""
+        parent = span._parent
+        items = list(attributes.items())
+        index = at - 3 - len(attributes)
+        before, whole = self._each(b"\x4a", dict(items[:index])) if index else (b"", True)
+        after, rest = self._each(b"\x4a", dict(items[index + 1 :]))
+        tail = after + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
+        types, checks = _type_checks(attributes)
+        template = (self._name_and_kind(span._name, _kind(span._kind)), before, tail, checks)
+        if whole and rest and _BLOCK_TYPES.issuperset(types):
+            shapes = self._shapes
+            if len(shapes) >= _CACHE_SIZE:
+                shapes.clear()
+            shapes[shape] = template
         return template
 
     def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:

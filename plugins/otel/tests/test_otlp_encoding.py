@@ -132,3 +132,53 @@ def test_lean_spans_with_equal_values_of_other_types_encode_as_the_exporters() -
     for span in spans:  # one at a time: each request has exactly that span's bytes
         assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
     assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def _event_spans(count: int, size: int = 36) -> list[ReadableSpan]:
+    """Lean PRODUCER spans as the event bus makes them: each with its own ``messaging.message.id``."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    for n in range(count):
+        span = tracer.start_span("user.created publish", kind=SpanKind.PRODUCER)
+        assert isinstance(span, LeanSpan)
+        span.set_trusted(
+            {
+                "messaging.system": "milo-kernel-eventbus",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": "user.created",
+                "messaging.message.id": f"{n:0{size}d}",
+                "kernel.eventbus.attempt": n % 2,
+            }
+        )
+        span.end()
+    return list(exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize("size", [0, 36, 0x5F, 0x60, 300])
+def test_event_spans_with_distinct_message_ids_encode_as_the_exporters(size: int) -> None:
+    spans = _event_spans(6, size)
+    encoder = Encoder()
+    for span in spans:  # one at a time: each request has exactly that span's bytes
+        assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
+    assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def test_message_ids_are_not_remembered() -> None:
+    """10k distinct ids: the encoder's caches keep one entry per span shape, not one per id."""
+    encoder = Encoder()
+    spans = _event_spans(10_000)
+
+    def sizes() -> list[int]:
+        caches = (encoder._seen, encoder._templates, encoder._shapes, encoder._names)
+        caches += tuple(encoder._blocks.values())
+        return [len(cache) for cache in caches]
+
+    encoder.request(spans[:2])  # both shapes (attempt 0 and 1), the resource's attributes
+    before = sizes()
+    assert before[1:4] == [0, 2, 1]
+    for span in spans:
+        encoder.span(span)
+    encoder.request(spans[-100:])
+    assert sizes() == before
