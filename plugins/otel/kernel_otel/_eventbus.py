@@ -8,7 +8,6 @@ from typing import Any
 from kernel_eventbus import EventBus, EventMetadata, Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -16,6 +15,9 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ._ids import adopt
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan
+from ._runtime import attach as _attach
+from ._runtime import current as _current
+from ._runtime import reset as _reset
 from ._sdk import trace_id_int
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -27,18 +29,6 @@ _CONSUMER = SpanKind.CONSUMER
 _EMPTY = otel_context.Context()
 _adopt = adopt.set
 _unadopt = adopt.reset
-_runtime = otel_context._RUNTIME_CONTEXT
-_current: Callable[[], otel_context.Context]
-_attach: Callable[[otel_context.Context], Any]
-_reset: Callable[[Any], None]
-if type(_runtime) is ContextVarsRuntimeContext:  # the default: its variable's own methods, no wrapper calls
-    _current = _runtime._current_context.get
-    _attach = _runtime._current_context.set
-    _reset = _runtime._current_context.reset
-else:  # another runtime context (OTEL_PYTHON_CONTEXT): the API's functions
-    _current = otel_context.get_current
-    _attach = otel_context.attach
-    _reset = otel_context.detach
 
 
 _READ_FIELDS = (

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -16,6 +15,9 @@ from kernel.logging import TraceSlot, reset_trace_id, set_trace_slot
 from kernel.web import RESPONSE_STATUS, ASGIApp, ASGIMiddleware, Message, Receive, Scope, Send
 
 from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
+from ._runtime import attach as _attach
+from ._runtime import current as _current
+from ._runtime import reset as _reset
 
 _new_slot = TraceSlot.__new__
 _SEEN = "kernel_otel.span"
@@ -26,19 +28,6 @@ _ROOT = otel_context.Context()
 _SERVER_ERROR = Status(StatusCode.ERROR)
 _SERVER = SpanKind.SERVER
 _Context = otel_context.Context
-
-_runtime = otel_context._RUNTIME_CONTEXT
-_current: Callable[[], otel_context.Context]
-_attach: Callable[[otel_context.Context], Any]
-_reset: Callable[[Any], None]
-if type(_runtime) is ContextVarsRuntimeContext:  # the default: its variable's own methods, no wrapper calls
-    _current = _runtime._current_context.get
-    _attach = _runtime._current_context.set
-    _reset = _runtime._current_context.reset
-else:  # another runtime context (OTEL_PYTHON_CONTEXT): the API's functions
-    _current = otel_context.get_current
-    _attach = otel_context.attach
-    _reset = otel_context.detach
 
 
 def _detach(token: Any) -> None:
