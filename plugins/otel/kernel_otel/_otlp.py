@@ -49,6 +49,7 @@ _UNSET = LeanSpan._status  # the status of every lean span until one is set
 PER_MESSAGE = "messaging.message.id"
 """An attribute whose value differs on every span (the bus's event id): encoded inline, never remembered
 (a remembered span or attribute keyed on it would never be used again, and would fill the caches)."""
+_NO_VALUE = (None,)  # in place of the per-message value in a remembered span's key
 _PER_MESSAGE_KEY = bytes((0x0A, len(PER_MESSAGE))) + PER_MESSAGE.encode() + b"\x12"
 """Its ``KeyValue``'s key field and the value field's tag."""
 
@@ -251,9 +252,9 @@ class Encoder:
                         break
             if template is None:
                 if PER_MESSAGE in attributes and key is not None:  # an event's span: shape remembered
-                    parts = self._per_message(span, attributes, key)
-                    if parts is not None:
-                        return ids + parts[0] + _TIMES(0x39, start, 0x41, end) + parts[1]
+                    encoded = self._per_message(span, attributes, key, ids)
+                    if encoded is not None:
+                        return encoded
                 template = self._template(span, key)
             return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
         return self._fields(span, ids)
@@ -309,9 +310,9 @@ class Encoder:
         return template
 
     def _per_message(
-        self, span: ReadableSpan, attributes: dict[str, Any], key: tuple[Any, ...]
-    ) -> tuple[bytes, bytes] | None:
-        """:meth:`_template`'s bytes of a lean span with a (``str``) :data:`PER_MESSAGE` attribute.
+        self, span: ReadableSpan, attributes: dict[str, Any], key: tuple[Any, ...], ids: bytes
+    ) -> bytes | None:
+        """:meth:`_snapshot` of a lean span with a (``str``) :data:`PER_MESSAGE` attribute, after ``ids``.
 
         Remembered under ``key`` with that value left out: the bytes before it and after it; the
         value is encoded each time. None when the value is not a ``str`` (the usual path then).
@@ -320,7 +321,7 @@ class Encoder:
         if type(value) is not str:
             return None
         at = key.index(PER_MESSAGE, 3) + len(attributes)  # its value's position in key
-        shape = (*key[:at], None, *key[at + 1 :])
+        shape = key[:at] + _NO_VALUE + key[at + 1 :]
         template = self._shapes.get(shape)
         if template is not None:
             for position, kind in template[3]:
@@ -335,7 +336,8 @@ class Encoder:
             field = bytes((0x4A, size + 26)) + _PER_MESSAGE_KEY + bytes((size + 2, 0x0A, size)) + encoded
         else:
             field = _field(b"\x4a", _key_value(PER_MESSAGE, value))
-        return template[0], template[1] + field + template[2]
+        times = _TIMES(0x39, span._start_time, 0x41, span._end_time)
+        return b"".join((ids, template[0], times, template[1], field, template[2]))
 
     def _shape(
         self, span: ReadableSpan, attributes: dict[str, Any], shape: tuple[Any, ...], at: int
