@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from kernel_cache import CacheManager, CacheUnavailableError
+from kernel_cache import CacheManager, CacheUnavailableError, CallEnded
 from kernel_redis import AnyRedis, RedisService
 
 from kernel import Kernel
@@ -48,15 +48,45 @@ async def _ready_then_go(raw: AnyRedis, prefix: str) -> None:
     await wait_until(lambda: raw.exists(f"{prefix}:go"), 30, interval=0.005, what="the parent's go")
 
 
+class _CountLockAttempts:
+    """A cache observer that counts every ended lock acquire, of any racer, in ``{prefix}:acquires``."""
+
+    def __init__(self, raw: AnyRedis, prefix: str) -> None:
+        self._raw, self._key = raw, f"{prefix}:acquires"
+        self._pending: set[asyncio.Task[object]] = set()
+
+    def operation(self, name: str, namespace: str, backend: str, keys: int) -> CallEnded:
+        """Count ``acquire`` once it ended (the observer is synchronous: the count is a task)."""
+
+        def ended(error: BaseException | None, found: int | None) -> None:
+            if name == "acquire":
+                task = asyncio.get_running_loop().create_task(self._raw.incr(self._key))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+        return ended
+
+
 async def get_or_set_race(url: str, prefix: str, mode: str) -> None:
-    """One of the racers for ``get_or_set`` (distributed lock when ``mode`` is ``lock``); prints the value."""
+    """One of the racers for ``get_or_set`` (distributed lock when ``mode`` is ``lock``); prints the value.
+
+    The factory finishes only once the other racer is in the race: with the lock, once it tried the
+    lock too (a second acquire); without, once it called the factory too (no cross-process single-flight).
+    """
     async with redis_cache_kernel(url, prefix, lock=mode == "lock") as kernel:
         raw = kernel.get(RedisService).client
-        cache = kernel.get(CacheManager).namespace("reports")
+        manager = kernel.get(CacheManager)
+        manager.set_observer(_CountLockAttempts(raw, prefix))
+        cache = manager.namespace("reports")
+
+        async def other_racer_arrived() -> bool:
+            if mode == "lock":
+                return int(await raw.get(f"{prefix}:acquires") or 0) >= 2
+            return int(await raw.get(f"{prefix}:factory-calls") or 0) >= 2
 
         async def factory() -> dict[str, int]:
             await raw.incr(f"{prefix}:factory-calls")
-            await asyncio.sleep(0.5)  # a slow computation: the other racer arrives while it runs
+            await wait_until(other_racer_arrived, 30, interval=0.005, what="the other racer")
             return {"computed_by": os.getpid()}
 
         await _ready_then_go(raw, prefix)
