@@ -24,7 +24,15 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ._lean import CONTEXT_IS_TUPLE, LeanSpan
-from ._transport import use_plain_http
+
+try:
+    from ._transport import use_plain_http
+except ImportError:  # an exporter older than its pluggable HTTP transport: keep its own transport
+
+    def use_plain_http(client: Any, endpoint: str, options: Mapping[str, Any]) -> bool:
+        """Never: this exporter version has no transport to replace."""
+        return False
+
 
 _log = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +144,38 @@ def test_plain_http_sends_what_the_requests_transport_sends(receiver: Receiver) 
         assert sent[name] == sent2[name], name
     plain.shutdown()
     default.shutdown()
+
+
+_WITHOUT_TRANSPORT_PACKAGE = """
+import sys
+# An exporter before its pluggable transport has no opentelemetry.exporter.http.transport, so this
+# module cannot import; the installed exporter needs that package itself, so block ours instead.
+sys.modules["kernel_otel._transport"] = None
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from kernel_otel._otlp import KernelSpanExporter
+exporter = KernelSpanExporter(endpoint=sys.argv[1])
+provider = TracerProvider(shutdown_on_exit=False)
+memory = InMemorySpanExporter()
+provider.add_span_processor(SimpleSpanProcessor(memory))
+provider.get_tracer("t").start_span("one").end()
+print(exporter.plain_http, exporter.export(memory.get_finished_spans()).name)
+"""
+
+
+def test_an_exporter_without_the_pluggable_transport_keeps_its_own(receiver: Receiver) -> None:
+    """Exporter versions before the transport package (the plugin allows >= 1.30) still load the
+    plugin and export through their own transport."""
+    run = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TRANSPORT_PACKAGE, f"{receiver.url}/v1/traces"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "SUCCESS"]
+    assert len(receiver.requests) == 1
 
 
 def test_plain_http_keeps_its_connection_and_reconnects_when_it_was_closed(receiver: Receiver) -> None:
