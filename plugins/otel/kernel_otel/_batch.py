@@ -9,18 +9,24 @@ schedule delay, the export batch size, ``force_flush``, ``shutdown``, the ``OTEL
 variables, the processor metrics -- is the SDK's own.
 
 A :class:`~kernel_otel._lean.LeanSpan` ending when this is the provider's only processor is
-queued itself, without the ``ReadableSpan`` snapshot the SDK hands processors (an ended span no
-longer changes: the exporter reads the same fields).
+queued without the ``ReadableSpan`` snapshot the SDK hands processors (an ended span no longer
+changes: the exporter reads the same fields). With the plugin's OTLP exporter it is queued as
+the bytes the exporter sends for it (:class:`~kernel_otel._otlp.EncodedSpan`), encoded where it
+ended: a queue of span objects kept the garbage collector busy (see that class).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from ._spans import CONTEXT_IS_TUPLE
+
+_lean_type: type | None = None
+"""``kernel_otel._lean.LeanSpan`` (set when that module loads: it imports this one)."""
 
 _BATCH_FIELDS = ("_queue", "_shutdown", "_max_queue_size", "_max_export_batch_size", "_worker_awaken")
 
@@ -49,6 +55,11 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
             and hasattr(os, "register_at_fork")
             and all(hasattr(batch, name) for name in _BATCH_FIELDS)
         )
+        queue_encoder = getattr(span_exporter, "queue_encoder", None)
+        self.encode: Callable[[ReadableSpan], object] | None = (
+            queue_encoder() if self.fast and queue_encoder is not None else None
+        )
+        """What an ended lean span is queued as (the exporter's ``queue_encoder()``), or None: itself."""
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue ``span`` for export if sampled (the SDK's steps, without its per-span ``os.getpid()``)."""
@@ -63,7 +74,14 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
         if batch._shutdown or len(queue) >= batch._max_queue_size:
             batch.emit(span)  # the SDK's way: logged, counted as dropped
             return
-        queue.appendleft(span)
+        encode = self.encode
+        if encode is not None and type(span) is _lean_type:
+            try:  # a span it cannot encode is queued itself: the exporter then reports it
+                queue.appendleft(encode(span) or span)
+            except Exception:
+                queue.appendleft(span)
+        else:
+            queue.appendleft(span)
         if len(queue) >= batch._max_export_batch_size:
             awaken = batch._worker_awaken
             if not awaken.is_set():

@@ -31,6 +31,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, SpanContext
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
+from . import _batch
 from ._batch import KernelBatchSpanProcessor
 from ._ids import KernelIdGenerator, adopt
 from ._spans import CONTEXT_IS_TUPLE as CONTEXT_IS_TUPLE
@@ -256,6 +257,9 @@ class LeanSpan(sdk_trace.Span):
             "_status": self._status,
         }
         return snapshot
+
+
+_batch._lean_type = LeanSpan  # what KernelBatchSpanProcessor may queue encoded
 
 
 def _decide(

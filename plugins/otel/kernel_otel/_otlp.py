@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -455,14 +456,23 @@ class Encoder:
             body += b"\x28" + _varint(link.dropped_attributes)
         return body + b"\x35" + _FIXED32(_REMOTE if context.is_remote else _LOCAL)
 
-    def request(self, spans: Sequence[ReadableSpan]) -> bytes:
-        """The ``ExportTraceServiceRequest``: spans grouped by resource, then instrumentation scope."""
+    def request(self, spans: Sequence[ReadableSpan | bytes], ended: tuple[Any, Any] | None = None) -> bytes:
+        """The ``ExportTraceServiceRequest``: spans grouped by resource, then instrumentation scope.
+
+        A ``bytes`` item is a span encoded when it ended (:meth:`span`), of the resource and scope
+        ``ended``.
+        """
         resources: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         last: tuple[Any, Any] = (None, None)
         parts: list[bytes] = []
         snapshot = self._snapshot
+        span: Any  # a span, or the bytes of one
         for span in spans:
-            if type(span) in _SNAPSHOTS:  # their fields, not their properties
+            kind = type(span)
+            if kind is bytes:  # encoded when it ended, a span of ``ended``'s group
+                resource, scope = ended  # type: ignore[misc]
+                encoded = span
+            elif kind in _SNAPSHOTS:  # their fields, not their properties
                 resource, scope = span._resource, span._instrumentation_scope
                 encoded = snapshot(span)
             else:
@@ -517,11 +527,43 @@ class KernelSpanExporter(OTLPSpanExporter):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.encoder = Encoder()
+        self.span_encoder = Encoder()
+        """:meth:`encode_span`'s, apart from the export thread's :attr:`encoder`."""
+        self._ended: tuple[Any, Any] | None = None  # the resource and scope of encoded spans
+        self._ended_lock = threading.Lock()
         self.fast = all(
             hasattr(self, name) for name in ("_client", "_metrics", "_max_request_size", "_shutdown")
         )
         self.plain_http = use_plain_http(self._client, self._endpoint, options) if self.fast else False
         """Whether requests go out through :class:`~kernel_otel._transport.PlainHTTPTransport`."""
+
+    def queue_encoder(self) -> Callable[[ReadableSpan], bytes | None] | None:
+        """What a batch processor may queue an ended lean span as: :meth:`encode_span` (None when
+        :attr:`fast` is False: then ``export`` is the exporter's own, which needs span objects)."""
+        return self.encode_span if self.fast else None
+
+    def encode_span(self, span: ReadableSpan) -> bytes | None:
+        """``span`` (ended, not to change again) as the bytes :meth:`export` sends for it, or None:
+        queue the span itself.
+
+        A batch queue of plain ``bytes`` is nothing to the garbage collector (not a container:
+        never tracked). Span objects waiting there, up to 512 for seconds, outlived the young
+        generation's collections: a server's queue made the collector run every hundred requests or
+        so, walk the waiting spans, and promote them into full collections of the whole heap.
+        Encoded, a span is freed as soon as its request lets go of it. Bytes carry no resource or
+        scope: spans of the first ended span's (the plugin's tracer's) are encoded, any other
+        span is queued itself. Runs where spans end, with its own :attr:`span_encoder`.
+        """
+        resource, scope = span._resource, span._instrumentation_scope
+        ended = self._ended
+        if ended is None:
+            with self._ended_lock:
+                if self._ended is None:
+                    self._ended = (resource, scope)
+                ended = self._ended
+        if resource is not ended[0] or scope is not ended[1]:
+            return None
+        return self.span_encoder.span(span)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode ``spans`` with :attr:`encoder` and send them as the OTLP exporter would."""
@@ -529,7 +571,7 @@ class KernelSpanExporter(OTLPSpanExporter):
             return super().export(spans)
         with self._metrics.export_operation(len(spans)) as result:
             try:
-                body = self.encoder.request(spans)
+                body = self.encoder.request(spans, self._ended)
             except Exception as exc:
                 _log.exception("cannot encode a batch of %d spans", len(spans))
                 result.error = exc

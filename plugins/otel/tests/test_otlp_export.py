@@ -227,3 +227,58 @@ def test_plain_http_applies_only_where_requests_would_send_the_same(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert not plain_http_applies(endpoint)
+
+
+def test_ended_lean_spans_wait_as_bytes_and_export_as_the_exporter_encodes_them(receiver: Receiver) -> None:
+    """Through the OTLP pipeline an ended lean span waits for export as its encoded bytes (nothing
+    for the garbage collector to track, the span freed when its caller lets go); spans of another
+    scope, and the SDK's own spans, wait as themselves. The request is the exporter's encoding of
+    the spans, in the order they ended."""
+    import gc
+    import weakref
+
+    from kernel_otel._batch import KernelBatchSpanProcessor
+    from kernel_otel._ids import KernelIdGenerator
+    from kernel_otel._lean import KernelTracer, LeanSpan
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanKind
+
+    exporter = KernelSpanExporter(endpoint=f"{receiver.url}/v1/traces")
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "queued"}),
+        id_generator=KernelIdGenerator(),
+        shutdown_on_exit=False,
+    )
+    processor = KernelBatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    provider.add_span_processor(processor)
+    sdk = provider.get_tracer("milo-kernel")
+    tracer, other = KernelTracer(sdk), KernelTracer(provider.get_tracer("other"))  # type: ignore[arg-type]
+    root = tracer.start_root_span("GET /users", SpanKind.SERVER, {"http.request.method": "GET"})
+    assert root is not None
+    child = tracer.start_span("publish user.created", kind=SpanKind.PRODUCER)
+    child.set_attribute("messaging.message.id", "e-1")
+    elsewhere = other.start_span("other scope")
+    theirs = sdk.start_span("an SDK span")
+    ended = [root, child, elsewhere, theirs]
+    for span in ended:
+        span.end()
+    expected = encode_spans(ended).SerializePartialToString()  # type: ignore[arg-type]
+
+    queued = list(reversed(processor._batch_processor._queue))  # the worker takes the oldest first
+    assert [type(item) for item in queued] == [bytes, bytes, LeanSpan, ReadableSpan]
+    assert not any(gc.is_tracked(item) for item in queued[:2])
+    freed = weakref.ref(root)
+    del root, ended, span
+    gc.disable()
+    try:
+        assert freed() is None  # by reference counting: nothing queued refers to it
+    finally:
+        gc.enable()
+
+    assert processor.force_flush(10_000)
+    ((path, _, body),) = receiver.requests
+    assert path == "/v1/traces"
+    assert body == expected
+    provider.shutdown()
