@@ -38,6 +38,24 @@ def _detach(token: Any) -> None:
         otel_context.detach(token)  # fails again, and logs it as the API does
 
 
+async def _send_in(outer: otel_context.Context, send: Send, message: Message) -> None:
+    """``await send(message)`` with ``outer`` as the current OpenTelemetry context.
+
+    The response's last message: a server copies the current context as it finishes a response
+    (uvicorn's keep-alive timer, held for seconds), and a copy holding the request's span keeps
+    the span and its attributes alive that long. Enough of them outlast the collector's young
+    generation: it then ran every hundred or so requests and promoted them into full collections.
+    """
+    token = _attach(outer)
+    try:
+        await send(message)
+    finally:
+        try:  # _detach(token), without the call
+            _reset(token)
+        except Exception:
+            _detach(token)
+
+
 def _is_live(span: object) -> bool:
     """Whether ``span`` (the current context's, if any) is a recording span."""
     return span is not None and isinstance(span, trace.Span) and span.is_recording()
@@ -167,6 +185,7 @@ class TracingMiddleware(ASGIMiddleware):
             return
         headers = dict(scope.get("headers") or ())
         method = scope.get("method", "GET")
+        outer = _current()  # the OpenTelemetry context the response's last message is sent in
         span, otel_token = self._start(tracer, scope, headers, method)
         scope[_SEEN] = span
         # a lean span's own field (no method call); a started span always has one
@@ -176,7 +195,7 @@ class TracingMiddleware(ASGIMiddleware):
         slot.trace_id = "%032x" % (context[0] if CONTEXT_IS_TUPLE else context.trace_id)
         slot.owner = None
         trace_token = set_trace_slot(slot)
-        send_on = send if self._status_in_scope else self._recording(scope, send)
+        send_on = self._sending(scope, send, outer, not self._status_in_scope)
         try:
             await call(scope, receive, send_on)
         except BaseException as exc:
@@ -219,13 +238,20 @@ class TracingMiddleware(ASGIMiddleware):
         return span, _attach(trace.set_span_in_context(span, parent))
 
     @staticmethod
-    def _recording(scope: Scope, send: Send) -> Send:
-        def send_status(message: Message) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
+    def _sending(scope: Scope, send: Send, outer: otel_context.Context, record_status: bool) -> Send:
+        """``send``, recording the response's status in ``scope`` (when ``record_status``), the
+        response's last message sent in context ``outer`` (see :func:`_send_in`)."""
+
+        def sending(message: Message) -> Awaitable[None]:
+            kind = message["type"]
+            if kind == "http.response.body":
+                if not message.get("more_body", False):
+                    return _send_in(outer, send, message)
+            elif kind == "http.response.start" and record_status:
                 scope[RESPONSE_STATUS] = message["status"]
             return send(message)
 
-        return send_status
+        return sending
 
     @staticmethod
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:

@@ -202,3 +202,50 @@ async def test_the_kernel_trace_id_is_the_span_trace_id_in_32_hex_digits_leading
     assert response.status_code == 201
     assert span.context.trace_id == 0xABC
     assert seen["trace_id"] == caller_trace  # the span's, from the otel middleware's trace slot
+
+
+@pytest.mark.anyio
+async def test_the_responses_last_message_is_sent_outside_the_request_span() -> None:
+    """A server copies the context as it finishes a response (uvicorn's keep-alive timer, alive
+    for seconds): that copy must not hold the request's span, or every span outlives its request."""
+    import contextvars
+    import gc
+    import weakref
+
+    from opentelemetry import trace
+
+    current: dict[str, Any] = {}
+
+    class Server:
+        """What the app's ``send`` reaches: notes the current span per message, copies the context
+        on the last one (as uvicorn does for its keep-alive timer)."""
+
+        copied: contextvars.Context | None = None
+
+        async def send(self, message: dict[str, Any]) -> None:
+            current[message["type"]] = trace.get_current_span()
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.copied = contextvars.copy_context()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    server = Server()
+    scope = {"type": "http", "method": "POST", "path": "/users", "headers": [], "query_string": b""}
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        await KernelApp(kernel)(scope, receive, server.send)  # type: ignore[arg-type]
+        (ended,) = tracing.memory.get_finished_spans()
+        assert current["http.response.start"].get_span_context() == ended.context  # current until then
+        assert server.copied is not None
+        kept = server.copied.run(trace.get_current_span)
+        assert kept is not current["http.response.start"]
+        assert not kept.get_span_context().is_valid  # the copy holds the context outside the request
+        span = weakref.ref(current.pop("http.response.start"))
+        scope.clear()
+        tracing.memory.clear()
+        gc.disable()  # freed by reference counting alone: the server's copy does not keep it
+        try:
+            assert span() is None
+        finally:
+            gc.enable()
