@@ -255,22 +255,26 @@ class TracingMiddleware(ASGIMiddleware):
 
     @staticmethod
     def _finish(span: trace.Span, scope: Scope, method: str) -> None:
-        if span._end_time is None if type(span) is LeanSpan else span.is_recording():
+        lean = type(span) is LeanSpan
+        if span._end_time is None if lean else span.is_recording():  # type: ignore[attr-defined]
             route = scope.get("route_template")  # route_of(scope), the kernel's case without the call
             if not isinstance(route, str):
                 route = route_of(scope)
             attributes: dict[str, str | int] = {}
+            name = None
             if route is not None:
                 attributes["http.route"] = route
-                span.update_name(f"{method} {route}")
+                name = f"{method} {route}"
             status = scope.get(RESPONSE_STATUS)
             if isinstance(status, int):
                 attributes["http.response.status_code"] = status
                 if status >= 500:
                     attributes["error.type"] = str(status)
                     span.set_status(_SERVER_ERROR)
-            if type(span) is LeanSpan:  # _set(span, attributes), one call less
-                span.set_trusted(attributes)
-            else:
-                span.set_attributes(attributes)
+            if lean:  # renamed, attributes set and ended in one step
+                span.finish(name, attributes)  # type: ignore[attr-defined]
+                return
+            if name is not None:
+                span.update_name(name)
+            span.set_attributes(attributes)
         span.end()

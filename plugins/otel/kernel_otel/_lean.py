@@ -238,6 +238,51 @@ class LeanSpan(sdk_trace.Span):
         processor._on_ending(self)
         processor.on_end(self._readable_span())
 
+    def finish(self, name: str | None, attributes: Mapping[str, str | int]) -> None:
+        """``update_name(name)`` (unless None), ``set_trusted(attributes)`` and ``end()``, in one step
+        when the attributes are new keys the limits cannot apply to (a request's closing attributes)."""
+        current = self._attributes
+        limits = self._limits
+        maxlen = limits.max_span_attributes
+        if (
+            type(current) is dict
+            and limits.max_span_attribute_length is None
+            and (maxlen is None or len(current) + len(attributes) <= maxlen)
+            and current.keys().isdisjoint(attributes)
+        ):
+            lock = self._lock  # as in update_name
+            lock.acquire()
+            try:
+                ended = self._end_time is not None
+                if not ended:
+                    if name is not None:
+                        self._name = name
+                    current.update(attributes)
+                    self._end_time = time_ns()
+            finally:
+                lock.release()
+            if not ended:
+                # end()'s hand-over to the processors, inlined (a request's last step)
+                if self._record_end_metrics:
+                    self._record_end_metrics()
+                processor = self._span_processor
+                last = _last_sole
+                sole = (
+                    last[1]
+                    if getattr(processor, "_span_processors", None) is last[0]
+                    else _sole_batch(processor)
+                )
+                if sole is not None:
+                    sole.on_end(self)
+                    return
+                processor._on_ending(self)
+                processor.on_end(self._readable_span())
+                return
+        if name is not None:
+            self.update_name(name)
+        self.set_trusted(attributes)
+        self.end()
+
     def _readable_span(self) -> sdk_trace.ReadableSpan:
         """The SDK's snapshot of the ended span (its ``ReadableSpan``), its fields set in one step."""
         snapshot = _new_readable(sdk_trace.ReadableSpan)
