@@ -201,8 +201,8 @@ async def served(quick: bool) -> None:
         import kernel_otel  # noqa: F401
     except ImportError:
         return
-    n = rounds(15, 5)
-    requests = rounds(4000, 400)
+    n = rounds(31, 5)  # per-round ratios spread ~5%: many short rounds, alternating
+    requests = rounds(3000, 400)
     receiver = OtlpReceiver()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
     servers = {

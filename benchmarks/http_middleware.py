@@ -188,9 +188,18 @@ class Served:
         wait_listening(self.proc, self.port, timeout, 0.05, lambda code: f"uvicorn exited with {code}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far, all its threads."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the server process has used so far, all its threads.
+
+        From each thread's ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds on the CPU) where the
+        kernel keeps it; else ``/proc/<pid>/stat``'s user + system time, in clock ticks (10 ms:
+        3% of a 3000-request round of a server at 100 µs a request).
+        """
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        try:
+            return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
+        except (OSError, ValueError, IndexError):  # no schedstat here, or a thread ended meanwhile
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         stop_process(self.proc, 10)
