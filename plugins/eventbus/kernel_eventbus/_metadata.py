@@ -115,18 +115,21 @@ class EventMetadata:
 
     def with_trace_context(self, traceparent: str, tracestate: str | None = None) -> EventMetadata:
         """A copy with ``traceparent`` and ``tracestate`` set (what a tracing observer stores); the same
-        as ``attrs.evolve(self, traceparent=..., tracestate=...)``, in a few stores."""
-        return make_metadata(
-            self.event_id,
-            self.event_name,
-            self.timestamp,
-            self.source,
-            self.trace_id,
-            self.attempt,
-            self.replayed_at,
-            traceparent,
-            tracestate,
-        )
+        as ``attrs.evolve(self, traceparent=..., tracestate=...)``, in a few stores (those of
+        :func:`make_metadata`, without its call: a traced publish makes one)."""
+        meta: Any = _new(_Unfrozen)
+        meta.event_id = self.event_id
+        meta.event_name = self.event_name
+        meta.timestamp = self.timestamp
+        meta.source = self.source
+        meta.trace_id = self.trace_id
+        meta.attempt = self.attempt
+        meta.replayed_at = self.replayed_at
+        meta.traceparent = traceparent
+        meta.tracestate = tracestate
+        meta.__class__ = EventMetadata
+        result: EventMetadata = meta
+        return result
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EventMetadata:

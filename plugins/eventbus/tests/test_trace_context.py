@@ -34,12 +34,13 @@ class Stamping:
     """An observer that stamps a fixed W3C trace context on every published event (as a tracer would)
     and records the metadata of every handler attempt."""
 
-    def __init__(self, tracestate: str | None = TRACESTATE) -> None:
+    def __init__(self, tracestate: str | None = TRACESTATE, traceparent: str = TRACEPARENT) -> None:
         self.tracestate = tracestate
+        self.traceparent = traceparent
         self.handled: list[EventMetadata] = []
 
     def publishing(self, meta: EventMetadata) -> tuple[EventMetadata, Callable[[BaseException | None], None]]:
-        stamped = attrs.evolve(meta, traceparent=TRACEPARENT, tracestate=self.tracestate)
+        stamped = attrs.evolve(meta, traceparent=self.traceparent, tracestate=self.tracestate)
         return stamped, lambda error: None
 
     @contextmanager
@@ -110,6 +111,25 @@ async def test_redis_entry_carries_tracestate_in_a_field_of_its_own(client: AnyR
         ({"id": "2"}, TRACEPARENT, None),  # an entry of an earlier publisher (no tracestate) still parses
         ({"id": "3"}, None, None),
     ]
+
+
+async def test_redis_entry_traceparent_is_stored_as_the_clients_encoder_makes_it(
+    client: AnyRedis, prefix: str
+) -> None:
+    """An ASCII traceparent goes out as bytes (no per-argument encoding), any other through the client's
+    encoder: the stored field is the same either way, and reads back as published."""
+    bus = RedisEventBus(client, prefix=prefix, read_block=0.2)
+    texts = [TRACEPARENT, "00-traceparent-\u00e9t\u00e9-01"]  # the second: not ASCII (another observer's)
+    for text in texts:
+        bus.set_observer(Stamping(tracestate=None, traceparent=text))
+        await bus.publish("user.created", {"id": text})
+    entries = await client.xrange(bus.stream_key("user.created"))
+    encoder = client.get_encoder()
+    assert [fields[b"tp"] for _id, fields in entries] == [encoder.encode(text) for text in texts]
+    assert entries[0][1][b"tp"] == TRACEPARENT.encode("ascii")
+    decoded = [_decode_event(fields, "user.created")[1] for _id, fields in entries]
+    assert decoded[0].traceparent == TRACEPARENT
+    assert decoded[1].traceparent == "00-traceparent-\ufffd\ufffdt\ufffd\ufffd-01"  # read as ASCII, replaced
 
 
 def test_metadata_dict_has_tracestate_only_when_set() -> None:
