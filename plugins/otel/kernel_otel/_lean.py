@@ -398,14 +398,17 @@ class KernelTracer(trace_api.Tracer):
         self._root_max = sdk._span_limits.max_span_attributes
         self._reads_config = _reads_config(sdk)
 
-    def start_root_span(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> LeanSpan | None:
+    def start_root_span(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], adopted: int | None = None
+    ) -> LeanSpan | None:
         """A sampled root span with ``attributes`` (trusted, kept as given), or None when that is not sure.
 
         The same span as ``start_span(name, Context(), kind)`` followed by
         ``set_trusted(attributes)`` -- ids drawn the same way, sampled, processors' ``on_start``
         called -- in fewer steps; None (nothing started) when the sampler, ids, metrics or limits
         are not ones it knows (:func:`_root_template`), or the attributes are more than the limit allows.
-        ``attributes`` becomes the span's own dict.
+        ``attributes`` becomes the span's own dict. ``adopted``, when given, is the trace id to adopt
+        (0: none), as if started with ``adopt`` set to it (without the context variable's set and reset).
         """
         template = self._root_template
         sdk = self.sdk
@@ -416,7 +419,9 @@ class KernelTracer(trace_api.Tracer):
         maxlen = self._root_max
         if maxlen is not None and len(attributes) > maxlen:
             return None
-        trace_id = adopt.get() or random.getrandbits(128) or self.sdk.id_generator.generate_trace_id()
+        if adopted is None:
+            adopted = adopt.get()
+        trace_id = adopted or random.getrandbits(128) or self.sdk.id_generator.generate_trace_id()
         span_id = random.getrandbits(64) or self.sdk.id_generator.generate_span_id()
         valid = 0 < trace_id <= _MAX_TRACE_ID  # an adopted id is the caller's
         context = _new_context(

@@ -58,9 +58,12 @@ _UNSET = LeanSpan._status  # the status of every lean span until one is set
 PER_MESSAGE = "messaging.message.id"
 """An attribute whose value differs on every span (the bus's event id): encoded inline, never remembered
 (a remembered span or attribute keyed on it would never be used again, and would fill the caches)."""
-_NO_VALUE = (None,)  # in place of the per-message value in a remembered span's key
 _PER_MESSAGE_KEY = bytes((0x0A, len(PER_MESSAGE))) + PER_MESSAGE.encode() + b"\x12"
 """Its ``KeyValue``'s key field and the value field's tag."""
+_MESSAGE_FIELD = tuple(
+    bytes((0x4A, size + 26)) + _PER_MESSAGE_KEY + bytes((size + 2, 0x0A, size)) for size in range(0x60)
+)
+"""Its attribute field up to the value's UTF-8 bytes, by their length (below 0x60: one-byte lengths)."""
 
 
 _SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
@@ -238,6 +241,10 @@ class Encoder:
             and end
             and not (span._events or span._links)
         ):
+            if PER_MESSAGE in attributes:  # an event's span: remembered without that value
+                encoded = self._per_message(span, attributes, ids)
+                if encoded is not None:
+                    return encoded
             # a lean span's usual shape: its bytes but ids and times are remembered whole (see _template)
             # name, kind, remote parent, attribute keys and values: their types are checked below
             key: Any = (
@@ -260,10 +267,6 @@ class Encoder:
                         template = None
                         break
             if template is None:
-                if PER_MESSAGE in attributes and key is not None:  # an event's span: shape remembered
-                    encoded = self._per_message(span, attributes, key, ids)
-                    if encoded is not None:
-                        return encoded
                 template = self._template(span, key)
             return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
         return self._fields(span, ids)
@@ -318,34 +321,39 @@ class Encoder:
             templates[key] = template
         return template
 
-    def _per_message(
-        self, span: ReadableSpan, attributes: dict[str, Any], key: tuple[Any, ...], ids: bytes
-    ) -> bytes | None:
+    def _per_message(self, span: ReadableSpan, attributes: dict[str, Any], ids: bytes) -> bytes | None:
         """:meth:`_snapshot` of a lean span with a (``str``) :data:`PER_MESSAGE` attribute, after ``ids``.
 
-        Remembered under ``key`` with that value left out: the bytes before it and after it; the
-        value is encoded each time. None when the value is not a ``str`` (the usual path then).
+        Remembered under its shape: the key of :meth:`_template` with that value left out (None in
+        its place), as the bytes before it and after it; the value is encoded each time. None when
+        the value is not a ``str``, or a value is unhashable (the usual path then).
         """
         value = attributes[PER_MESSAGE]
         if type(value) is not str:
             return None
-        at = key.index(PER_MESSAGE, 3) + len(attributes)  # its value's position in key
-        shape = key[:at] + _NO_VALUE + key[at + 1 :]
-        template = self._shapes.get(shape)
+        probe = attributes.copy()  # the shape's keys and values in one C-level copy (same order)
+        probe[PER_MESSAGE] = None
+        parent = span._parent
+        shape = (span._name, id(span._kind), parent is not None and parent[2], *probe, *probe.values())
+        try:
+            template = self._shapes.get(shape)
+        except TypeError:  # an unhashable value (a mapping)
+            return None
         if template is not None:
             for position, kind in template[3]:
                 if type(shape[position]) is not kind:
                     template = None
                     break
         if template is None:
+            at = 3 + len(attributes) + list(attributes).index(PER_MESSAGE)  # the value's position in shape
             template = self._shape(span, attributes, shape, at)
         encoded = value.encode()
         size = len(encoded)
-        if size < 0x60:  # every length below is one byte
-            field = bytes((0x4A, size + 26)) + _PER_MESSAGE_KEY + bytes((size + 2, 0x0A, size)) + encoded
-        else:
-            field = _field(b"\x4a", _key_value(PER_MESSAGE, value))
         times = _TIMES(0x39, span._start_time, 0x41, span._end_time)
+        if size < 0x60:  # every length of its field is one byte: the field's start is in a table
+            parts = (ids, template[0], times, template[1], _MESSAGE_FIELD[size], encoded, template[2])
+            return b"".join(parts)
+        field = _field(b"\x4a", _key_value(PER_MESSAGE, value))
         return b"".join((ids, template[0], times, template[1], field, template[2]))
 
     def _shape(
@@ -563,7 +571,8 @@ class KernelSpanExporter(OTLPSpanExporter):
                 ended = self._ended
         if resource is not ended[0] or scope is not ended[1]:
             return None
-        return self.span_encoder.span(span)
+        encoder = self.span_encoder
+        return encoder._snapshot(span) if type(span) in _SNAPSHOTS else encoder.span(span)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode ``spans`` with :attr:`encoder` and send them as the OTLP exporter would."""

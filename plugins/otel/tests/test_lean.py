@@ -266,6 +266,20 @@ def test_root_span_takes_an_adopted_trace_id() -> None:
     span.end()
 
 
+def test_root_span_takes_the_trace_id_given_to_adopt_in_place_of_the_context_variable() -> None:
+    """``adopted`` is what ``adopt`` would be set to: the given id, else (0) a random one, whatever
+    the variable holds."""
+    _, lean, _ = _root_pipeline()
+    with adopting("0" * 31 + "9"):
+        given = lean.start_root_span("GET", SpanKind.SERVER, {}, 7)
+        drawn = lean.start_root_span("GET", SpanKind.SERVER, {}, 0)
+    assert given is not None and given.get_span_context().trace_id == 7
+    assert drawn is not None and drawn.get_span_context().trace_id not in (0, 7, 9)
+    assert drawn.get_span_context().is_valid
+    given.end()
+    drawn.end()
+
+
 def test_root_span_calls_processors_on_start_unless_the_sole_one_is_the_batch() -> None:
     started: list[trace.Span] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 import pytest
 from kernel_otel import Tracing
@@ -134,7 +135,7 @@ def test_lean_spans_with_equal_values_of_other_types_encode_as_the_exporters() -
     assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
 
 
-def _event_spans(count: int, size: int = 36) -> list[ReadableSpan]:
+def _event_spans(count: int, size: int = 36, attempts: Sequence[object] = (0, 1)) -> list[ReadableSpan]:
     """Lean PRODUCER spans as the event bus makes them: each with its own ``messaging.message.id``."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(shutdown_on_exit=False)
@@ -149,7 +150,7 @@ def _event_spans(count: int, size: int = 36) -> list[ReadableSpan]:
                 "messaging.operation.type": "send",
                 "messaging.destination.name": "user.created",
                 "messaging.message.id": f"{n:0{size}d}",
-                "kernel.eventbus.attempt": n % 2,
+                "kernel.eventbus.attempt": attempts[n % len(attempts)],  # type: ignore[dict-item]
             }
         )
         span.end()
@@ -159,6 +160,15 @@ def _event_spans(count: int, size: int = 36) -> list[ReadableSpan]:
 @pytest.mark.parametrize("size", [0, 36, 0x5F, 0x60, 300])
 def test_event_spans_with_distinct_message_ids_encode_as_the_exporters(size: int) -> None:
     spans = _event_spans(6, size)
+    encoder = Encoder()
+    for span in spans:  # one at a time: each request has exactly that span's bytes
+        assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
+    assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def test_event_spans_with_equal_values_of_other_types_encode_as_the_exporters() -> None:
+    """An event span's remembered shape (its message id left out) is keyed by each value's type too."""
+    spans = _event_spans(20, attempts=(0, False, 1, True, 1.0))
     encoder = Encoder()
     for span in spans:  # one at a time: each request has exactly that span's bytes
         assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
