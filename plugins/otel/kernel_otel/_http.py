@@ -125,8 +125,13 @@ def _set(span: trace.Span, attributes: dict[str, Any]) -> None:
 
 
 def _root_spans(tracer: trace.Tracer | None) -> Any:
-    """``tracer.start_root_span`` when it makes sampled root spans; else None (the general path)."""
+    """``tracer.start_root_span`` when it starts root spans; else None (the general path)."""
     return tracer.start_root_span if isinstance(tracer, KernelTracer) and tracer.samples_roots else None
+
+
+def _samples_every_root(tracer: trace.Tracer | None) -> bool:
+    """Whether ``tracer``'s root spans are always sampled (then built with their attributes at once)."""
+    return isinstance(tracer, KernelTracer) and tracer.samples_every_root
 
 
 def route_of(scope: Scope) -> str | None:
@@ -155,6 +160,7 @@ class TracingMiddleware(ASGIMiddleware):
         self._tracer = lean_tracer(tracer) if tracer is not None else None
         self._explicit = tracer is not None
         self._root = _root_spans(self._tracer)
+        self._root_all = _samples_every_root(self._tracer)
         self._kernel: object = None
         self.app = app
 
@@ -172,6 +178,7 @@ class TracingMiddleware(ASGIMiddleware):
             tracing = kernel.registry.find(Tracing) if kernel is not None else None
             self._tracer = tracing.kernel_tracer if tracing is not None else None
             self._root = _root_spans(self._tracer)
+            self._root_all = _samples_every_root(self._tracer)
         return self._tracer
 
     records_response_status = True
@@ -228,7 +235,14 @@ class TracingMiddleware(ASGIMiddleware):
             parent = None  # the current span (trace.get_current_span()) is live
         else:  # a root span: sampled with its attributes in one step when the tracer can
             root = self._root
-            span = root(method, _SERVER, _server_attributes(scope, headers)) if root is not None else None
+            span = None
+            if root is not None:
+                if self._root_all:  # sampled: the attributes from the start
+                    span = root(method, _SERVER, _server_attributes(scope, headers))
+                else:  # maybe not sampled: the attributes only for a sampled span
+                    span = root(method, _SERVER, {})
+                    if type(span) is LeanSpan:
+                        span.set_trusted(_server_attributes(scope, headers))
             if span is not None:  # set_span_in_context(span, _ROOT), as one new context
                 return span, _attach(_Context({_SPAN_KEY: span}))
             parent = _ROOT

@@ -25,7 +25,13 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, SpanContext
 from opentelemetry.util import types
@@ -50,6 +56,7 @@ _MAX_TRACE_ID = (1 << 128) - 1
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
 _EMPTY = context_api.Context()
+_new_non_recording = trace_api.NonRecordingSpan
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
 
@@ -340,19 +347,50 @@ def _decide(
     return result.decision, result.attributes, result.trace_state
 
 
+_ALL_ROOTS = 1 << 64
+"""The bound of a root sampler that samples every trace id (its low 64 bits are always below it)."""
+_LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
+
+
+def _ratio_bound(sampler: Sampler) -> int | None:
+    """``sampler``'s bound when it is the SDK's ``TraceIdRatioBased`` deciding a root span as its code
+    does today: sampled (attributes kept) iff the trace id's low 64 bits are below the bound, dropped
+    (no attributes) otherwise, no trace state; checked on ids at and around the bound. Else None."""
+    if type(sampler) is not TraceIdRatioBased:
+        return None
+    bound = sampler.bound
+    attributes = {"probe": 1}
+    for low in {0, bound - 1, bound, bound + 1, _LOW64}:
+        if not 0 <= low <= _LOW64:
+            continue
+        result = sampler.should_sample(None, (0x5EED << 64) | low, "probe", SpanKind.INTERNAL, attributes, ())
+        sampled = low < bound
+        if (
+            result.decision is not (_SAMPLE if sampled else _DROP)
+            or dict(result.attributes or {}) != (attributes if sampled else {})
+            or (result.trace_state is not None and len(result.trace_state) > 0)
+        ):
+            return None
+    return bound
+
+
 def _root_template(sdk: sdk_trace.Tracer) -> dict[str, Any] | None:
     """The fields every span of :meth:`KernelTracer.start_root_span` shares; None when it does not apply.
 
-    It applies when the SDK tracer's sampler samples every root span without looking at it
-    (``ALWAYS_ON``, or ``ParentBased`` with that root), its ids are the plugin's, its span metrics
-    are off and its limits cannot apply to trusted attributes. (An SDK tracer's sampler, ids,
-    metrics, limits and processor are set once, when the provider makes it.)
+    It applies when the SDK tracer's root sampler (the sampler, or ``ParentBased``'s root) decides
+    from the trace id alone -- ``ALWAYS_ON``, ``ALWAYS_OFF``, ``TraceIdRatioBased`` (its bound is
+    ``"_bound"``: a root is sampled iff its trace id's low 64 bits are below it) -- its ids are the
+    plugin's, its span metrics are off and its limits cannot apply to trusted attributes. (An SDK
+    tracer's sampler, ids, metrics, limits and processor are set once, when the provider makes it.)
     """
     sampler = sdk.sampler._root if type(sdk.sampler) is ParentBased else sdk.sampler
     limits = sdk._span_limits
+    if type(sampler) is StaticSampler:
+        bound: int | None = _ALL_ROOTS if sampler._decision is _SAMPLE else 0
+    else:
+        bound = _ratio_bound(sampler)
     if not (
-        type(sampler) is StaticSampler
-        and sampler._decision is _SAMPLE
+        bound is not None
         and type(sdk.id_generator) is KernelIdGenerator
         and type(sdk._tracer_metrics) is NoOpTracerMetrics
         and limits.max_span_attribute_length is None
@@ -365,6 +403,7 @@ def _root_template(sdk: sdk_trace.Tracer) -> dict[str, Any] | None:
         "_sampler": sdk.sampler,
         "_span_processor": sdk.span_processor,
         "_limits": limits,
+        "_bound": bound,
     }
 
 
@@ -394,21 +433,26 @@ class KernelTracer(trace_api.Tracer):
         self.sdk = sdk
         self._root_template = _root_template(sdk)
         self.samples_roots = self._root_template is not None
-        """Whether :meth:`start_root_span` makes root spans (else it always returns None)."""
+        """Whether :meth:`start_root_span` starts root spans (else it always returns None)."""
+        self._root_bound = self._root_template["_bound"] if self._root_template is not None else 0
+        self.samples_every_root = self._root_bound == _ALL_ROOTS
+        """Whether every root span :meth:`start_root_span` starts is sampled (a :class:`LeanSpan`)."""
         self._root_max = sdk._span_limits.max_span_attributes
         self._reads_config = _reads_config(sdk)
 
     def start_root_span(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], adopted: int | None = None
-    ) -> LeanSpan | None:
-        """A sampled root span with ``attributes`` (trusted, kept as given), or None when that is not sure.
+    ) -> LeanSpan | trace_api.NonRecordingSpan | None:
+        """A root span with ``attributes`` (trusted, kept as given), or None when that is not sure.
 
         The same span as ``start_span(name, Context(), kind)`` followed by
-        ``set_trusted(attributes)`` -- ids drawn the same way, sampled, processors' ``on_start``
-        called -- in fewer steps; None (nothing started) when the sampler, ids, metrics or limits
-        are not ones it knows (:func:`_root_template`), or the attributes are more than the limit allows.
-        ``attributes`` becomes the span's own dict. ``adopted``, when given, is the trace id to adopt
-        (0: none), as if started with ``adopt`` set to it (without the context variable's set and reset).
+        ``set_trusted(attributes)`` -- ids drawn the same way, sampled or not as the sampler
+        decides, processors' ``on_start`` called -- in fewer steps: a :class:`LeanSpan`, or the
+        non-recording span of an unsampled trace. None (nothing started) when the sampler, ids,
+        metrics or limits are not ones it knows (:func:`_root_template`), or the attributes are
+        more than the limit allows. ``attributes`` becomes the span's own dict. ``adopted``, when
+        given, is the trace id to adopt (0: none), as if started with ``adopt`` set to it (without
+        the context variable's set and reset).
         """
         template = self._root_template
         sdk = self.sdk
@@ -424,6 +468,12 @@ class KernelTracer(trace_api.Tracer):
         trace_id = adopted or random.getrandbits(128) or self.sdk.id_generator.generate_trace_id()
         span_id = random.getrandbits(64) or self.sdk.id_generator.generate_span_id()
         valid = 0 < trace_id <= _MAX_TRACE_ID  # an adopted id is the caller's
+        if trace_id & _LOW64 >= self._root_bound:  # not sampled: the SDK's non-recording span
+            return _new_non_recording(
+                _new_context(
+                    SpanContext, (trace_id, span_id, False, _DEFAULT_RANDOM, DEFAULT_TRACE_STATE, valid)
+                )
+            )
         context = _new_context(
             SpanContext, (trace_id, span_id, False, _SAMPLED_RANDOM, DEFAULT_TRACE_STATE, valid)
         )

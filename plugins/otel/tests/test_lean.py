@@ -294,17 +294,20 @@ def test_root_span_calls_processors_on_start_unless_the_sole_one_is_the_batch() 
     span.end()
 
 
+class _OwnRatio(TraceIdRatioBased):
+    """A sampler of the application's own (here: the SDK's ratio, subclassed): asked, never assumed."""
+
+
 @pytest.mark.parametrize(
     "options",
     [
-        {"sampler": ALWAYS_OFF},
-        {"sampler": TraceIdRatioBased(0.5)},
-        {"sampler": ParentBased(ALWAYS_OFF)},
+        {"sampler": _OwnRatio(0.5)},
+        {"sampler": ParentBased(_OwnRatio(0.5))},
         {"id_generator": RandomIdGenerator()},
         {"span_limits": SpanLimits(max_span_attribute_length=4)},
         {"span_limits": SpanLimits(max_span_attributes=2)},
     ],
-    ids=["always_off", "ratio", "parentbased_off", "other_ids", "value_length_limit", "count_limit"],
+    ids=["own_sampler", "parentbased_own", "other_ids", "value_length_limit", "count_limit"],
 )
 def test_root_span_declines_what_it_cannot_be_sure_of(options: dict[str, Any]) -> None:
     ids = options.pop("id_generator", KernelIdGenerator())
@@ -329,3 +332,57 @@ def test_root_span_follows_the_tracer_config_when_it_changes() -> None:
     assert span is not None
     span.end()
     assert len(exporter.get_finished_spans()) == 1
+
+
+_ROOT_SAMPLERS = [
+    ALWAYS_OFF,
+    ParentBased(ALWAYS_OFF),
+    TraceIdRatioBased(0.5),
+    ParentBased(TraceIdRatioBased(0.25)),
+    TraceIdRatioBased(0.0),
+    TraceIdRatioBased(1.0),
+]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    _ROOT_SAMPLERS,
+    ids=["off", "parentbased_off", "ratio", "parentbased_ratio", "ratio_0", "ratio_1"],
+)
+def test_root_span_decides_as_the_sdks_sampler_does(sampler: Sampler) -> None:
+    """Unsampled roots are the SDK's non-recording span (same context); sampled ones the same spans."""
+    import random
+
+    sdk, lean, exporter = _root_pipeline(sampler=sampler)
+    assert lean.samples_roots
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    bound = getattr(root, "bound", 0)
+    rng = random.Random(16)
+    trace_ids = [rng.getrandbits(128) for _ in range(300)]
+    trace_ids += [(0xAB << 64) | low for low in (bound - 1, bound, bound + 1) if 0 <= low < 1 << 64]
+    decided = set()
+    for trace_id in trace_ids:
+        with adopting(format(trace_id, "032x")):
+            want = _sdk_root(sdk)
+        got = lean.start_root_span("GET", SpanKind.SERVER, {}, trace_id)
+        assert got is not None
+        if isinstance(got, LeanSpan):
+            got.set_trusted(dict(_ROOT_ATTRIBUTES))
+        assert (type(got), got.is_recording()) == (
+            (LeanSpan, True) if want.is_recording() else (trace.NonRecordingSpan, False)
+        )
+        context, wanted = got.get_span_context(), want.get_span_context()
+        assert (context.trace_id, context.trace_flags, context.trace_state, context.is_remote) == (
+            wanted.trace_id,
+            wanted.trace_flags,
+            wanted.trace_state,
+            wanted.is_remote,
+        )
+        assert context.is_valid and type(context) is type(wanted)
+        decided.add(want.is_recording())
+        want.end()
+        got.end()
+    if isinstance(root, TraceIdRatioBased) and 0 < root.rate < 1:
+        assert decided == {True, False}  # both decisions were compared
+    finished = exporter.get_finished_spans()
+    assert [_view(s) for s in finished[1::2]] == [_view(s) for s in finished[::2]]
