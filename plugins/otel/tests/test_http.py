@@ -249,3 +249,52 @@ async def test_the_responses_last_message_is_sent_outside_the_request_span() -> 
             assert span() is None
         finally:
             gc.enable()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+async def test_a_ratio_sampled_request_is_traced_as_its_trace_id_decides(ratio: float) -> None:
+    """``parentbased_traceidratio``: an unsampled request has a valid non-recording span (its trace id
+    still the request id) and builds no span; a sampled one has every attribute, as with always_on."""
+    from opentelemetry import trace
+
+    current: dict[str, Any] = {}
+
+    class Handler(Plugin):
+        name = "handler"
+
+        @hookimpl
+        def kernel_routes(self, ctx: PluginContext[object]) -> list[Route]:
+            async def user(scope: Scope, receive: Receive, send: Send) -> None:
+                current["span"] = trace.get_current_span()
+                current["recording"] = current["span"].is_recording()
+                await send({"type": "http.response.start", "status": 201, "headers": []})
+                await send({"type": "http.response.body", "body": b"{}"})
+
+            return [Route("/users", user, methods=("POST",))]
+
+    config = {"otel": {"exporter": "memory", "sampler": "parentbased_traceidratio", "ratio": ratio}}
+    async with boot_kernel("otel", "errors", Handler, config=config) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        response = await _request(KernelApp(kernel), "POST", "/users", headers={"user-agent": "t/1"})
+        spans = tracing.memory.get_finished_spans()
+    context = current["span"].get_span_context()
+    assert context.is_valid and response.headers["x-request-id"] == format(context.trace_id, "032x")
+    assert current["recording"] is (ratio == 1.0)
+    if ratio == 0.0:
+        assert spans == () and not context.trace_flags.sampled
+        return
+    (span,) = spans
+    assert span.name == "POST /users" and span.context == context
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "POST",
+        "url.path": "/users",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        "server.address": "api.test",
+        "server.port": 8080,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "t/1",
+        "http.route": "/users",
+        "http.response.status_code": 201,
+    }
