@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
@@ -65,6 +67,36 @@ def trace_context_of(span: trace.Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
     return carrier
+
+
+_TRACEPARENT_00 = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A ``traceparent`` of version 00 and nothing else (what the bus's publishers write)."""
+_FLAG_VALUES = tuple(trace.TraceFlags(flags) for flags in range(256))
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+_new_context = tuple.__new__
+_Context = otel_context.Context
+_NonRecordingSpan = trace.NonRecordingSpan
+
+
+def producer_context(meta: EventMetadata) -> trace.SpanContext:
+    """The span context the W3C propagator reads from ``meta``'s ``traceparent`` and ``tracestate``
+    (the invalid one when it reads none).
+
+    A version-00 ``traceparent`` alone (the bus's own publishers write it so) is read here, in one
+    regular-expression match; anything else -- a ``tracestate``, another version, spaces, all-zero
+    ids -- by the propagator itself (:func:`extract`).
+    """
+    text = meta.traceparent
+    if _READ_FIELDS and text is not None and meta.tracestate is None:
+        match = _TRACEPARENT_00.fullmatch(text)
+        if match is not None:
+            trace_hex, span_hex, flags = match.groups()
+            if trace_hex != _ZERO_TRACE_ID and span_hex != _ZERO_SPAN_ID:
+                # SpanContext(trace_id, span_id, is_remote=True, trace_flags, no trace state): valid
+                fields = (int(trace_hex, 16), int(span_hex, 16), True, _FLAG_VALUES[int(flags, 16)])
+                return _new_context(trace.SpanContext, (*fields, DEFAULT_TRACE_STATE, True))
+    return trace.get_current_span(extract(meta)).get_span_context()
 
 
 def extract(meta: EventMetadata) -> otel_context.Context:
@@ -214,12 +246,10 @@ class BusTracing:
         parent = None
         links: list[Link] = []
         if meta.traceparent is not None:
-            parent = extract(meta)
-            producer = trace.get_current_span(parent).get_span_context()
-            if producer.is_valid:
+            producer = producer_context(meta)
+            if producer.is_valid:  # the propagator's context: the producer as a non-recording span
+                parent = _Context({_SPAN_KEY: _NonRecordingSpan(producer)})
                 links.append(Link(producer))
-            else:
-                parent = None
         name = f"process {meta.event_name}"
         context = parent if parent is not None else _EMPTY
         token = _adopt(trace_id_int(meta.trace_id) if parent is None else 0)
