@@ -151,6 +151,7 @@ class BusTracing:
         lean = tracer if type(tracer) is KernelTracer else None
         self._root = lean.start_root_span if lean is not None and lean.samples_roots else None
         self._trusted = lean is not None and _static(lean.sdk.sampler)
+        self._child = lean.start_linked_child if lean is not None and lean.links_remote_children else None
 
     def _attributes(self, meta: EventMetadata, operation: str) -> dict[str, Any]:
         return {
@@ -247,6 +248,11 @@ class BusTracing:
         links: list[Link] = []
         if meta.traceparent is not None:
             producer = producer_context(meta)
+            child = self._child
+            if child is not None and producer.is_valid:  # the span in one step, when the tracer can
+                linked = child(f"process {meta.event_name}", _CONSUMER, producer, attributes)
+                if linked is not None:
+                    return _Attempt(linked)
             if producer.is_valid:  # the propagator's context: the producer as a non-recording span
                 parent = _Context({_SPAN_KEY: _NonRecordingSpan(producer)})
                 links.append(Link(producer))
