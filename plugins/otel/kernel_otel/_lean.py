@@ -61,8 +61,21 @@ _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
 
 
-def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
-    """The provider's only span processor when it is a fast :class:`KernelBatchSpanProcessor`.
+class _NoProcessor:
+    """Where a lean span goes when the provider has no span processor (exporter ``none``): nowhere."""
+
+    __slots__ = ()
+
+    def on_end(self, span: object) -> None:
+        """Nothing: no processor would see the span (nor the snapshot the SDK would make for them)."""
+
+
+_NOBODY = _NoProcessor()
+
+
+def _sole_batch(active: Any) -> KernelBatchSpanProcessor | _NoProcessor | None:
+    """The provider's only span processor when it is a fast :class:`KernelBatchSpanProcessor`;
+    :data:`_NOBODY` when it has none (a span's start and end then call nothing); else None.
 
     ``active`` is the provider's composite processor; its tuple of processors is replaced when
     one is added, so a span ending after that reaches every processor the SDK way.
@@ -72,7 +85,7 @@ def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
     last = _last_sole  # one read: another thread may replace it
     if processors is last[0]:
         return last[1]  # type: ignore[no-any-return]
-    sole = None
+    sole: KernelBatchSpanProcessor | _NoProcessor | None = None
     if (
         type(active) is sdk_trace.SynchronousMultiSpanProcessor
         and type(processors) is tuple
@@ -81,6 +94,8 @@ def _sole_batch(active: Any) -> KernelBatchSpanProcessor | None:
         and processors[0].fast
     ):
         sole = processors[0]
+    elif type(active) is sdk_trace.SynchronousMultiSpanProcessor and processors == ():
+        sole = _NOBODY
     _last_sole = (processors, sole)
     return sole
 
@@ -239,7 +254,7 @@ class LeanSpan(sdk_trace.Span):
         processor = self._span_processor
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
-        if sole is not None:  # its _on_ending does nothing; the ended span itself is queued
+        if sole is not None:  # its _on_ending does nothing; the ended span itself is queued (or none is)
             sole.on_end(self)
             return
         processor._on_ending(self)
@@ -521,7 +536,7 @@ class KernelTracer(trace_api.Tracer):
         span._record_end_metrics = None
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
-        if sole is None:  # a batch processor's on_start does nothing
+        if sole is None:  # a batch processor's on_start does nothing (and no processor's none)
             processor.on_start(span, parent_context=_EMPTY)
         return span
 
@@ -578,7 +593,7 @@ class KernelTracer(trace_api.Tracer):
         span._record_end_metrics = None
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
-        if sole is None:  # a batch processor's on_start does nothing
+        if sole is None:  # a batch processor's on_start does nothing (and no processor's none)
             context = trace_api.set_span_in_context(_new_non_recording(parent), _EMPTY)
             processor.on_start(span, parent_context=context)
         return span
