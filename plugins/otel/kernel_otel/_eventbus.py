@@ -118,7 +118,8 @@ class _Attempt:
         self._token: Any = None
 
     def __enter__(self) -> _Attempt:
-        self._token = _attach(trace.set_span_in_context(self.span))
+        # trace.set_span_in_context(self.span): the current context with the span, one new context
+        self._token = _attach(_Context({**_current(), _SPAN_KEY: self.span}))
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util import BoundedList as _BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, SpanContext
 from opentelemetry.util import types
@@ -57,6 +58,7 @@ _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
 _EMPTY = context_api.Context()
 _new_non_recording = trace_api.NonRecordingSpan
+_Link = trace_api.Link
 _last_sole: tuple[Any, Any] = (None, None)
 """The processors tuple :func:`_sole_batch` last looked at and its answer (held: its id stays unique)."""
 
@@ -476,6 +478,11 @@ class KernelTracer(trace_api.Tracer):
         self._root_max = sdk._span_limits.max_span_attributes
         self._reads_config = _reads_config(sdk)
         self._child_decisions = _remote_child_decisions(sdk)
+        limits = sdk._span_limits
+        self._link_attributes = BoundedAttributes(
+            limits.max_link_attributes, None, max_value_len=limits.max_attribute_length, immutable=True
+        )
+        """A link's attributes as the SDK sets them on a link without any (immutable: one for all)."""
         self.links_remote_children = self._child_decisions is not None
         """Whether :meth:`start_linked_child` starts spans (else it always returns None)."""
 
@@ -589,7 +596,10 @@ class KernelTracer(trace_api.Tracer):
         span._limits = sdk._span_limits
         span._lock = threading.Lock()
         span._attributes = attributes
-        span._links = span._new_links((trace_api.Link(parent),))
+        # span._new_links((Link(parent),)): the SDK's container, the link's empty attributes shared
+        links: _BoundedList[trace_api.Link] = _BoundedList(span._limits.max_links)
+        links.append(_Link(parent, self._link_attributes))
+        span._links = links
         span._record_end_metrics = None
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
