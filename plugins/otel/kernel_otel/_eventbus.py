@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from ._runtime import attach as _attach
 from ._runtime import current as _current
 from ._runtime import reset as _reset
 from ._sdk import trace_id_int
+from ._spans import remote_span_context
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 SYSTEM = "milo-kernel-eventbus"
@@ -69,12 +69,6 @@ def trace_context_of(span: trace.Span) -> dict[str, str]:
     return carrier
 
 
-_TRACEPARENT_00 = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-"""A ``traceparent`` of version 00 and nothing else (what the bus's publishers write)."""
-_FLAG_VALUES = tuple(trace.TraceFlags(flags) for flags in range(256))
-_ZERO_TRACE_ID = "0" * 32
-_ZERO_SPAN_ID = "0" * 16
-_new_context = tuple.__new__
 _Context = otel_context.Context
 _NonRecordingSpan = trace.NonRecordingSpan
 
@@ -88,14 +82,10 @@ def producer_context(meta: EventMetadata) -> trace.SpanContext:
     ids -- by the propagator itself (:func:`extract`).
     """
     text = meta.traceparent
-    if _READ_FIELDS and text is not None and meta.tracestate is None:
-        match = _TRACEPARENT_00.fullmatch(text)
-        if match is not None:
-            trace_hex, span_hex, flags = match.groups()
-            if trace_hex != _ZERO_TRACE_ID and span_hex != _ZERO_SPAN_ID:
-                # SpanContext(trace_id, span_id, is_remote=True, trace_flags, no trace state): valid
-                fields = (int(trace_hex, 16), int(span_hex, 16), True, _FLAG_VALUES[int(flags, 16)])
-                return _new_context(trace.SpanContext, (*fields, DEFAULT_TRACE_STATE, True))
+    if text is not None and meta.tracestate is None:
+        context = remote_span_context(text)
+        if context is not None:
+            return context
     return trace.get_current_span(extract(meta)).get_span_context()
 
 
@@ -152,7 +142,7 @@ class BusTracing:
         lean = tracer if type(tracer) is KernelTracer else None
         self._root = lean.start_root_span if lean is not None and lean.samples_roots else None
         self._trusted = lean is not None and _static(lean.sdk.sampler)
-        self._child = lean.start_linked_child if lean is not None and lean.links_remote_children else None
+        self._child = lean.start_remote_child if lean is not None and lean.starts_remote_children else None
 
     def _attributes(self, meta: EventMetadata, operation: str) -> dict[str, Any]:
         return {
@@ -251,7 +241,7 @@ class BusTracing:
             producer = producer_context(meta)
             child = self._child
             if child is not None and producer.is_valid:  # the span in one step, when the tracer can
-                linked = child(f"process {meta.event_name}", _CONSUMER, producer, attributes)
+                linked = child(f"process {meta.event_name}", _CONSUMER, producer, attributes, True)
                 if linked is not None:
                     return _Attempt(linked)
             if producer.is_valid:  # the propagator's context: the producer as a non-recording span

@@ -18,6 +18,7 @@ from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
 from ._runtime import attach as _attach
 from ._runtime import current as _current
 from ._runtime import reset as _reset
+from ._spans import remote_span_context
 
 _new_slot = TraceSlot.__new__
 _SEEN = "kernel_otel.span"
@@ -129,6 +130,15 @@ def _root_spans(tracer: trace.Tracer | None) -> Any:
     return tracer.start_root_span if isinstance(tracer, KernelTracer) and tracer.samples_roots else None
 
 
+def _remote_children(tracer: trace.Tracer | None) -> Any:
+    """``tracer.start_remote_child`` when it starts children of a caller's span; else None."""
+    return (
+        tracer.start_remote_child
+        if isinstance(tracer, KernelTracer) and tracer.starts_remote_children
+        else None
+    )
+
+
 def _samples_every_root(tracer: trace.Tracer | None) -> bool:
     """Whether ``tracer``'s root spans are always sampled (then built with their attributes at once)."""
     return isinstance(tracer, KernelTracer) and tracer.samples_every_root
@@ -161,6 +171,7 @@ class TracingMiddleware(ASGIMiddleware):
         self._explicit = tracer is not None
         self._root = _root_spans(self._tracer)
         self._root_all = _samples_every_root(self._tracer)
+        self._remote = _remote_children(self._tracer)
         self._kernel: object = None
         self.app = app
 
@@ -179,6 +190,7 @@ class TracingMiddleware(ASGIMiddleware):
             self._tracer = tracing.kernel_tracer if tracing is not None else None
             self._root = _root_spans(self._tracer)
             self._root_all = _samples_every_root(self._tracer)
+            self._remote = _remote_children(self._tracer)
         return self._tracer
 
     records_response_status = True
@@ -227,7 +239,17 @@ class TracingMiddleware(ASGIMiddleware):
         # on a keep-alive connection from a copy of this one's context. Then the request is a root.
         parent: otel_context.Context | None
         if b"traceparent" in headers:
-            carrier = {"traceparent": headers[b"traceparent"].decode("latin-1")}
+            traceparent = headers[b"traceparent"].decode("latin-1")
+            remote = self._remote
+            if remote is not None and b"tracestate" not in headers:  # the caller's span in one step
+                caller = remote_span_context(traceparent)  # None: not the plain version-00 form
+                child = remote(method, _SERVER, caller, {}) if caller is not None else None
+                if child is not None:
+                    if type(child) is LeanSpan:
+                        child.set_trusted(_server_attributes(scope, headers))
+                    # set_span_in_context(child, the propagator's context), as one new context
+                    return child, _attach(_Context({_SPAN_KEY: child}))
+            carrier = {"traceparent": traceparent}
             if b"tracestate" in headers:
                 carrier["tracestate"] = headers[b"tracestate"].decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)

@@ -483,8 +483,8 @@ class KernelTracer(trace_api.Tracer):
             limits.max_link_attributes, None, max_value_len=limits.max_attribute_length, immutable=True
         )
         """A link's attributes as the SDK sets them on a link without any (immutable: one for all)."""
-        self.links_remote_children = self._child_decisions is not None
-        """Whether :meth:`start_linked_child` starts spans (else it always returns None)."""
+        self.starts_remote_children = self._child_decisions is not None
+        """Whether :meth:`start_remote_child` starts spans (else it always returns None)."""
 
     def start_root_span(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], adopted: int | None = None
@@ -547,19 +547,24 @@ class KernelTracer(trace_api.Tracer):
             processor.on_start(span, parent_context=_EMPTY)
         return span
 
-    def start_linked_child(
-        self, name: str, kind: SpanKind, parent: SpanContext, attributes: dict[str, Any]
+    def start_remote_child(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: SpanContext,
+        attributes: dict[str, Any],
+        linked: bool = False,
     ) -> LeanSpan | trace_api.NonRecordingSpan | None:
-        """A child of ``parent`` (a valid remote span context: a producer's) linked to it, with
-        ``attributes`` (trusted, kept as given); None when that is not sure.
+        """A child of ``parent`` (a valid remote span context: a caller's or a producer's), linked to
+        it when ``linked``, with ``attributes`` (trusted, kept as given); None when that is not sure.
 
         The same span as ``start_span(name, set_span_in_context(NonRecordingSpan(parent)), kind,
-        links=[Link(parent)])`` followed by ``set_trusted(attributes)`` -- the sampler's decision
-        for a remote parent, a span id drawn the same way, the parent's trace state, the link
-        through the SDK's own link container, processors' ``on_start`` called -- in fewer steps;
-        a non-recording span when not sampled. None (nothing started) unless the sampler decides
-        from the parent alone (:func:`_remote_child_decisions`), or when the attributes are more
-        than the limit allows.
+        links=[Link(parent)] if linked else ())`` followed by ``set_trusted(attributes)`` -- the
+        sampler's decision for a remote parent, a span id drawn the same way, the parent's trace
+        state, the link through the SDK's own link container, processors' ``on_start`` called --
+        in fewer steps; a non-recording span when not sampled. None (nothing started) unless the
+        sampler decides from the parent alone (:func:`_remote_child_decisions`), or when the
+        attributes are more than the limit allows.
         """
         decisions = self._child_decisions
         sdk = self.sdk
@@ -596,10 +601,12 @@ class KernelTracer(trace_api.Tracer):
         span._limits = sdk._span_limits
         span._lock = threading.Lock()
         span._attributes = attributes
-        # span._new_links((Link(parent),)): the SDK's container, the link's empty attributes shared
-        links: _BoundedList[trace_api.Link] = _BoundedList(span._limits.max_links)
-        links.append(_Link(parent, self._link_attributes))
-        span._links = links
+        if (
+            linked
+        ):  # span._new_links((Link(parent),)): the SDK's container, the link's empty attributes shared
+            links: _BoundedList[trace_api.Link] = _BoundedList(span._limits.max_links)
+            links.append(_Link(parent, self._link_attributes))
+            span._links = links
         span._record_end_metrics = None
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)

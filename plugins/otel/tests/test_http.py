@@ -298,3 +298,48 @@ async def test_a_ratio_sampled_request_is_traced_as_its_trace_id_decides(ratio: 
         "http.route": "/users",
         "http.response.status_code": 201,
     }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("flags", ["01", "00"])
+async def test_a_plain_traceparent_is_continued_without_the_propagator_as_it_would(flags: str) -> None:
+    """A version-00 ``traceparent`` without ``tracestate`` (what a traced caller sends) is read and its
+    child started in one step: the same span as through the propagator (a ``tracestate`` takes that
+    path), but for the trace state."""
+    from unittest.mock import patch
+
+    from kernel_otel import _http
+
+    caller_trace, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    plain = {"traceparent": f"00-{caller_trace}-{caller_span}-{flags}", "user-agent": "t/1"}
+    spans = []
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        app = KernelApp(kernel)
+        with patch.object(
+            _http._PROPAGATOR, "extract", side_effect=AssertionError("the propagator was asked")
+        ):
+            plain_response = await _request(app, "POST", "/users", headers=plain)
+        spans.extend(tracing.memory.get_finished_spans())
+        tracing.memory.clear()
+        await _request(
+            app, "POST", "/users", headers={**plain, "tracestate": "vendor=x"}
+        )  # the propagator's path
+        spans.extend(tracing.memory.get_finished_spans())
+    assert plain_response.headers["x-request-id"] == caller_trace
+    if flags == "00":  # the caller did not sample: neither does parentbased_always_on
+        assert spans == []
+        return
+    fast, general = spans
+    assert fast.parent is not None and fast.parent.is_remote
+    assert (fast.parent.trace_id, fast.parent.span_id) == (int(caller_trace, 16), int(caller_span, 16))
+    assert (fast.context.trace_id, fast.context.trace_flags) == (
+        general.context.trace_id,
+        general.context.trace_flags,
+    )
+    assert (fast.name, fast.kind, list(fast.links)) == (general.name, general.kind, [])
+    assert general.parent is not None
+    assert fast.parent[:4] == general.parent[:4]  # trace id, span id, remote, flags (not the trace state)
+    assert dict(fast.attributes or {}) == dict(general.attributes or {})
+    assert list(fast.attributes or {}) == list(general.attributes or {})  # the same order too
+    assert fast.context.trace_state.get("vendor") is None and general.context.trace_state.get("vendor") == "x"

@@ -1,5 +1,5 @@
-"""``KernelTracer.start_linked_child``: a consumer's span, child of and linked to a remote producer,
-as the SDK tracer starts it."""
+"""``KernelTracer.start_remote_child(..., linked=True)``: a consumer's span, child of and linked to a
+remote producer, as the SDK tracer starts it."""
 
 from __future__ import annotations
 
@@ -43,10 +43,12 @@ def _sdk_child(tracer: trace.Tracer, parent: SpanContext) -> trace.Span:
 )
 def test_linked_child_equals_the_sdks(sampler: Sampler) -> None:
     sdk, lean, exporter = _root_pipeline(sampler=sampler)
-    assert lean.links_remote_children
+    assert lean.starts_remote_children
     for parent in PARENTS:
         want = _sdk_child(sdk, parent)
-        got = lean.start_linked_child("process user.created", SpanKind.CONSUMER, parent, dict(ATTRIBUTES))
+        got = lean.start_remote_child(
+            "process user.created", SpanKind.CONSUMER, parent, dict(ATTRIBUTES), True
+        )
         assert got is not None
         assert type(got) is (LeanSpan if want.is_recording() else NonRecordingSpan)
         context, wanted = got.get_span_context(), want.get_span_context()
@@ -83,7 +85,7 @@ def test_linked_child_calls_processors_on_start_with_the_producer_as_parent() ->
 
     _, lean, _ = _root_pipeline()
     lean.sdk.span_processor.add_span_processor(Starts())  # type: ignore[attr-defined]
-    span = lean.start_linked_child("process", SpanKind.CONSUMER, PARENTS[3], {})
+    span = lean.start_remote_child("process", SpanKind.CONSUMER, PARENTS[3], {}, True)
     assert span is not None and started == [(span, PARENTS[3])]
     span.end()
 
@@ -103,12 +105,12 @@ def test_linked_child_declines_what_it_cannot_be_sure_of(options: dict[str, Any]
 
     ids = options.pop("id_generator", KernelIdGenerator())
     _, lean, exporter = _pipeline(id_generator=ids, **options)
-    assert not lean.links_remote_children
-    assert lean.start_linked_child("process", SpanKind.CONSUMER, PARENTS[3], dict(ATTRIBUTES)) is None
+    assert not lean.starts_remote_children
+    assert lean.start_remote_child("process", SpanKind.CONSUMER, PARENTS[3], dict(ATTRIBUTES), True) is None
     assert exporter.get_finished_spans() == ()
 
 
 def test_linked_child_declines_more_attributes_than_the_limit() -> None:
     _, lean, _ = _root_pipeline(span_limits=SpanLimits(max_span_attributes=1))
-    assert isinstance(lean, KernelTracer) and lean.links_remote_children
-    assert lean.start_linked_child("process", SpanKind.CONSUMER, PARENTS[3], dict(ATTRIBUTES)) is None
+    assert isinstance(lean, KernelTracer) and lean.starts_remote_children
+    assert lean.start_remote_child("process", SpanKind.CONSUMER, PARENTS[3], dict(ATTRIBUTES), True) is None
