@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # optional: the relay records metrics only when the metrics p
 log = logging.getLogger("kernel.plugins.outbox")
 
 _FIRST_BACKOFF = 0.1
+_SETTLE_TIMEOUT = 5.0
+"""How long a relay tries to mark a batch done (and give the rest back) before leaving it to its lease."""
 _REJECTED = (EventTooLargeError, EventDataError)
 """The bus refuses these events whatever its state: retrying cannot help."""
 
@@ -136,7 +138,7 @@ class OutboxRelay:
                     failed = True
                     break
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT):
                 await self._settle(published, batch[handled:])
         if not failed:
             self.backoff = 0.0
@@ -187,10 +189,16 @@ class OutboxRelay:
         )
 
     async def _settle(self, published: list[OutboxEntry], rest: list[OutboxEntry]) -> None:
-        """Mark ``published`` done and give ``rest`` back; failures leave them to their lease."""
+        """Mark ``published`` done and give ``rest`` back; failures leave them to their lease.
+
+        Published entries it could not mark done (an error, or :data:`_SETTLE_TIMEOUT` ran out) are
+        published again when their lease expires: counted as ``unsettled`` duplicates.
+        """
+        unmarked = published
         try:
             if published:
                 done = await self.store.mark_done(published)
+                unmarked = []
                 self.published += done
                 if self._metrics is not None:
                     self._metrics.published.inc(done)
@@ -207,6 +215,18 @@ class OutboxRelay:
                 type(exc).__name__,
                 exc,
             )
+            if unmarked:
+                self._count_duplicate("unsettled", len(unmarked))
+        except BaseException:  # cancelled: the settle timeout ran out (or the relay is stopping)
+            if unmarked:
+                log.warning(
+                    "outbox: could not mark %d published entries done within %.0f s; they return when "
+                    "their lease expires and are published again",
+                    len(unmarked),
+                    _SETTLE_TIMEOUT,
+                )
+                self._count_duplicate("unsettled", len(unmarked))
+            raise
 
     def _failed(self, exc: BaseException, reason: str) -> None:
         first = self.backoff == 0.0

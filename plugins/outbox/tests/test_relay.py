@@ -265,3 +265,47 @@ async def test_start_runs_the_relay_in_a_task_of_its_own_and_another_task_stops_
             tg.start_soon(relay.stop)  # a command's stop() runs in another task
         assert not relay.running
         await relay.stop()  # stopped already: nothing happens
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout"])
+async def test_published_entries_left_unmarked_are_counted_as_duplicates_and_published_again(
+    boot: Boot,
+    redis_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    """A batch published but not marked done (the database failed, or marking outlasted the settle
+    timeout) comes back when its lease expires and is published again: each such entry is counted in
+    ``outbox_duplicates_total{reason="unsettled"}``, so every extra copy on the bus is accounted for."""
+    from kernel_outbox import _relay
+
+    async with boot(relay=False, lease_seconds=1.0, publish_timeout=0.5) as kernel:
+        relay = kernel.get(OutboxRelay)
+        store = relay.store
+        await add_entries(store, [OutboxEvent("acct.unsettled", {"n": n}) for n in range(3)])
+        mark_done = store.mark_done
+        calls: list[int] = []
+
+        async def marking(entries: Any) -> int:
+            calls.append(len(entries))
+            if len(calls) == 1:
+                if failure == "error":
+                    raise ConnectionError("the database went away")
+                await anyio.sleep_forever()  # until the settle timeout cancels it
+            return await mark_done(entries)
+
+        monkeypatch.setattr(store, "mark_done", marking)
+        monkeypatch.setattr(_relay, "_SETTLE_TIMEOUT", 0.2)
+        with caplog.at_level("WARNING", logger=_relay.log.name):
+            assert await relay.run_once() == 3  # published; not marked done
+        assert relay.duplicates == 3
+        assert any("published again" in r.getMessage() for r in caplog.records)
+        await wait_until(relay.run_once, 15, interval=0.05, what="the entries back after their lease")
+        events = await stream_events(redis_url, prefix, "acct.unsettled")
+        ids = [e["event_id"] for e in events]
+        assert len(ids) == 6 and len(set(ids)) == 3  # each published twice, with its own identity
+        assert len(ids) - len(set(ids)) == relay.duplicates  # every extra copy counted
+        assert await store.collection.count_documents({"status": "pending"}) == 0
+        assert await store.collection.count_documents({"status": "done"}) == 3
