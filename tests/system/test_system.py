@@ -208,15 +208,17 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     published = total(scrape, "eventbus_events_total", event="user.created", status="published")
     handled = total(scrape, "eventbus_events_total", event="user.created", status="success")
     # The relays publish every stored user's event once (a publish cut by the restart is counted
-    # as an error, not as published, and is published again). When not, say what the relays saw.
+    # as an error, not as published, and is published again), except the at-least-once duplicates
+    # the relays count themselves: entries published twice after a lease expired, and entries whose
+    # "done" could not be written (published again after their lease, maybe after this scrape).
     duplicates = {
         reason: total(scrape, "outbox_duplicates_total", reason=reason)
-        for reason in ("lease_expired", "publish_timeout")
+        for reason in ("lease_expired", "unsettled", "publish_timeout")
     }
-    unsettled = sum(c.log.count("could not settle a batch") for c in stack.webs)
-    assert published == REQUESTS == len(load.created), (
-        f"published {published:.0f} for {len(load.created)} users; outbox duplicates {duplicates}, "
-        f"batches not settled {unsettled}"
+    counted_twice = duplicates["lease_expired"] + duplicates["unsettled"]
+    assert len(load.created) == REQUESTS
+    assert REQUESTS <= published <= REQUESTS + counted_twice, (
+        f"published {published:.0f} for {REQUESTS} users; outbox duplicates {duplicates}"
     )
     assert handled >= REQUESTS
     completed = total(scrape, "queue_jobs_total", queue="notifications", event="completed")
