@@ -391,58 +391,85 @@ def _ratio_bound(sampler: Sampler) -> int | None:
     return bound
 
 
-def _root_template(sdk: sdk_trace.Tracer) -> dict[str, Any] | None:
-    """The fields every span of :meth:`KernelTracer.start_root_span` shares; None when it does not apply.
+_Fields = tuple[Any, Any, Any, Any, Any, Any]
+"""The fields a lean span takes from its SDK tracer: instrumentation info and scope, resource,
+sampler, span processor, span limits."""
 
-    It applies when the SDK tracer's root sampler (the sampler, or ``ParentBased``'s root) decides
-    from the trace id alone -- ``ALWAYS_ON``, ``ALWAYS_OFF``, ``TraceIdRatioBased`` (its bound is
-    ``"_bound"``: a root is sampled iff its trace id's low 64 bits are below it) -- its ids are the
+
+def _lean_fields(sdk: sdk_trace.Tracer) -> _Fields | None:
+    """What :func:`_new_lean_span` copies from ``sdk``, when the one-step starts apply to it; else None.
+
+    They apply when a span context is the tuple this module builds, the SDK tracer's ids are the
     plugin's, its span metrics are off and its limits cannot apply to trusted attributes. (An SDK
     tracer's sampler, ids, metrics, limits and processor are set once, when the provider makes it.)
     """
-    sampler = sdk.sampler._root if type(sdk.sampler) is ParentBased else sdk.sampler
     limits = sdk._span_limits
-    if type(sampler) is StaticSampler:
-        bound: int | None = _ALL_ROOTS if sampler._decision is _SAMPLE else 0
-    else:
-        bound = _ratio_bound(sampler)
     if not (
-        bound is not None
+        CONTEXT_IS_TUPLE
         and type(sdk.id_generator) is KernelIdGenerator
         and type(sdk._tracer_metrics) is NoOpTracerMetrics
         and limits.max_span_attribute_length is None
     ):
         return None
-    return {
-        "_instrumentation_info": sdk.instrumentation_info,
-        "_instrumentation_scope": sdk._instrumentation_scope,
-        "_resource": sdk.resource,
-        "_sampler": sdk.sampler,
-        "_span_processor": sdk.span_processor,
-        "_limits": limits,
-        "_bound": bound,
-    }
+    scope = sdk._instrumentation_scope
+    return (sdk.instrumentation_info, scope, sdk.resource, sdk.sampler, sdk.span_processor, limits)
 
 
-def _remote_child_decisions(sdk: sdk_trace.Tracer) -> tuple[bool, bool] | None:
+def _root_bound(sampler: Sampler) -> int | None:
+    """A root span is sampled iff its trace id's low 64 bits are below this, when ``sampler``'s root
+    decision (its own, or ``ParentBased``'s root's) rests on the trace id alone: ``ALWAYS_ON``,
+    ``ALWAYS_OFF``, ``TraceIdRatioBased``. Else None."""
+    root = sampler._root if type(sampler) is ParentBased else sampler
+    if type(root) is StaticSampler:
+        return _ALL_ROOTS if root._decision is _SAMPLE else 0
+    return _ratio_bound(root)
+
+
+def _remote_decisions(sampler: Sampler) -> tuple[bool, bool] | None:
     """Whether a child of a remote parent is sampled when the parent is, and when it is not; None
-    unless the SDK tracer's sampler decides that alone (``ALWAYS_ON``/``ALWAYS_OFF``, or ``ParentBased``
-    with those for remote parents) and the rest of :func:`_root_template`'s conditions hold."""
-    sampler = sdk.sampler
+    unless ``sampler`` decides that alone (``ALWAYS_ON``/``ALWAYS_OFF``, or ``ParentBased`` with
+    those for remote parents)."""
     if type(sampler) is ParentBased:
         delegates = (sampler._remote_parent_sampled, sampler._remote_parent_not_sampled)
     else:
         delegates = (sampler, sampler)
-    limits = sdk._span_limits
-    if not (
-        CONTEXT_IS_TUPLE
-        and all(type(delegate) is StaticSampler for delegate in delegates)
-        and type(sdk.id_generator) is KernelIdGenerator
-        and type(sdk._tracer_metrics) is NoOpTracerMetrics
-        and limits.max_span_attribute_length is None
-    ):
+    if not all(type(delegate) is StaticSampler for delegate in delegates):
         return None
     return delegates[0]._decision is _SAMPLE, delegates[1]._decision is _SAMPLE  # type: ignore[attr-defined]
+
+
+def _new_lean_span(
+    name: str,
+    context: SpanContext,
+    kind: SpanKind,
+    parent: SpanContext | None,
+    fields: _Fields,
+    attributes: dict[str, Any],
+    links: Any = None,
+) -> LeanSpan:
+    """A started :class:`LeanSpan` whose attribute dict is ``attributes`` (``links``: its link
+    container, if any), its fields set as ``LeanSpan.__init__`` sets them, in its order (instances
+    then share their keys); its processors not yet told."""
+    span: LeanSpan = _new_readable(LeanSpan)
+    span._name = name
+    span._context = context
+    span._kind = kind
+    span._instrumentation_info = fields[0]
+    span._instrumentation_scope = fields[1]
+    span._parent = parent
+    span._start_time = time_ns()
+    span._resource = fields[2]
+    span._sampler = fields[3]
+    span._record_exception = True
+    span._set_status_on_exception = True
+    span._span_processor = fields[4]
+    span._limits = fields[5]
+    span._lock = threading.Lock()
+    span._attributes = attributes
+    if links is not None:
+        span._links = links
+    span._record_end_metrics = None
+    return span
 
 
 def _config_is_enabled(self: Any) -> bool:
@@ -469,15 +496,16 @@ class KernelTracer(trace_api.Tracer):
 
     def __init__(self, sdk: sdk_trace.Tracer) -> None:
         self.sdk = sdk
-        self._root_template = _root_template(sdk)
-        self.samples_roots = self._root_template is not None
+        self._fields = _lean_fields(sdk)
+        bound = _root_bound(sdk.sampler) if self._fields is not None else None
+        self.samples_roots = bound is not None
         """Whether :meth:`start_root_span` starts root spans (else it always returns None)."""
-        self._root_bound = self._root_template["_bound"] if self._root_template is not None else 0
-        self.samples_every_root = self._root_bound == _ALL_ROOTS
+        self._root_bound = bound if bound is not None else 0
+        self.samples_every_root = bound == _ALL_ROOTS
         """Whether every root span :meth:`start_root_span` starts is sampled (a :class:`LeanSpan`)."""
         self._root_max = sdk._span_limits.max_span_attributes
         self._reads_config = _reads_config(sdk)
-        self._child_decisions = _remote_child_decisions(sdk)
+        self._child_decisions = _remote_decisions(sdk.sampler) if self._fields is not None else None
         limits = sdk._span_limits
         self._link_attributes = BoundedAttributes(
             limits.max_link_attributes, None, max_value_len=limits.max_attribute_length, immutable=True
@@ -495,14 +523,13 @@ class KernelTracer(trace_api.Tracer):
         ``set_trusted(attributes)`` -- ids drawn the same way, sampled or not as the sampler
         decides, processors' ``on_start`` called -- in fewer steps: a :class:`LeanSpan`, or the
         non-recording span of an unsampled trace. None (nothing started) when the sampler, ids,
-        metrics or limits are not ones it knows (:func:`_root_template`), or the attributes are
-        more than the limit allows. ``attributes`` becomes the span's own dict. ``adopted``, when
-        given, is the trace id to adopt (0: none), as if started with ``adopt`` set to it (without
-        the context variable's set and reset).
+        metrics or limits are not ones it knows (:func:`_lean_fields`, :func:`_root_bound`), or the
+        attributes are more than the limit allows. ``attributes`` becomes the span's own dict.
+        ``adopted``, when given, is the trace id to adopt (0: none), as if started with ``adopt`` set
+        to it (without the context variable's set and reset).
         """
-        template = self._root_template
         sdk = self.sdk
-        if template is None or not (
+        if not self.samples_roots or not (
             sdk._tracer_config.is_enabled if self._reads_config else sdk._is_enabled()
         ):
             return None
@@ -523,24 +550,8 @@ class KernelTracer(trace_api.Tracer):
         context = _new_context(
             SpanContext, (trace_id, span_id, False, _SAMPLED_RANDOM, DEFAULT_TRACE_STATE, valid)
         )
-        # the fields LeanSpan.__init__ sets, in its order (instances then share their keys)
-        span: LeanSpan = _new_readable(LeanSpan)
-        span._name = name
-        span._context = context
-        span._kind = kind
-        span._instrumentation_info = template["_instrumentation_info"]
-        span._instrumentation_scope = template["_instrumentation_scope"]
-        span._parent = None
-        span._start_time = time_ns()
-        span._resource = template["_resource"]
-        span._sampler = template["_sampler"]
-        span._record_exception = True
-        span._set_status_on_exception = True
-        span._span_processor = processor = template["_span_processor"]
-        span._limits = template["_limits"]
-        span._lock = threading.Lock()
-        span._attributes = attributes
-        span._record_end_metrics = None
+        span = _new_lean_span(name, context, kind, None, self._fields, attributes)  # type: ignore[arg-type]
+        processor = span._span_processor
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
         if sole is None:  # a batch processor's on_start does nothing (and no processor's none)
@@ -563,7 +574,7 @@ class KernelTracer(trace_api.Tracer):
         sampler's decision for a remote parent, a span id drawn the same way, the parent's trace
         state, the link through the SDK's own link container, processors' ``on_start`` called --
         in fewer steps; a non-recording span when not sampled. None (nothing started) unless the
-        sampler decides from the parent alone (:func:`_remote_child_decisions`), or when the
+        sampler decides from the parent alone (:func:`_remote_decisions`), or when the
         attributes are more than the limit allows.
         """
         decisions = self._child_decisions
@@ -584,35 +595,18 @@ class KernelTracer(trace_api.Tracer):
                 _new_context(SpanContext, (trace_id, span_id, False, unsampled, state, True))
             )
         sampled = _SAMPLED_RANDOM if flags & 2 else _SAMPLED
-        # the fields LeanSpan.__init__ sets, in its order (instances then share their keys)
-        span: LeanSpan = _new_readable(LeanSpan)
-        span._name = name
-        span._context = _new_context(SpanContext, (trace_id, span_id, False, sampled, state, True))
-        span._kind = kind
-        span._instrumentation_info = sdk.instrumentation_info
-        span._instrumentation_scope = sdk._instrumentation_scope
-        span._parent = parent
-        span._start_time = time_ns()
-        span._resource = sdk.resource
-        span._sampler = sdk.sampler
-        span._record_exception = True
-        span._set_status_on_exception = True
-        span._span_processor = processor = sdk.span_processor
-        span._limits = sdk._span_limits
-        span._lock = threading.Lock()
-        span._attributes = attributes
-        if (
-            linked
-        ):  # span._new_links((Link(parent),)): the SDK's container, the link's empty attributes shared
-            links: _BoundedList[trace_api.Link] = _BoundedList(span._limits.max_links)
+        context = _new_context(SpanContext, (trace_id, span_id, False, sampled, state, True))
+        links: _BoundedList[trace_api.Link] | None = None
+        if linked:  # span._new_links((Link(parent),)): the SDK's container, its empty attributes shared
+            links = _BoundedList(sdk._span_limits.max_links)
             links.append(_Link(parent, self._link_attributes))
-            span._links = links
-        span._record_end_metrics = None
+        span = _new_lean_span(name, context, kind, parent, self._fields, attributes, links)  # type: ignore[arg-type]
+        processor = span._span_processor
         last = _last_sole  # _sole_batch(processor), its remembered answer read here
         sole = last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
         if sole is None:  # a batch processor's on_start does nothing (and no processor's none)
-            context = trace_api.set_span_in_context(_new_non_recording(parent), _EMPTY)
-            processor.on_start(span, parent_context=context)
+            parent_context = trace_api.set_span_in_context(_new_non_recording(parent), _EMPTY)
+            processor.on_start(span, parent_context=parent_context)
         return span
 
     def start_span(
