@@ -18,6 +18,19 @@ from kernel.web import KernelApp, Receive, Scope, Send
 
 MEMORY = {"otel": {"exporter": "memory", "service_name": "svc-test"}}
 seen: dict[str, Any] = {}
+POST_USERS_ATTRIBUTES = {
+    "http.request.method": "POST",
+    "url.path": "/users",
+    "url.scheme": "http",
+    "network.protocol.version": "1.1",
+    "server.address": "api.test",
+    "server.port": 8080,
+    "client.address": "127.0.0.1",
+    "user_agent.original": "t/1",
+    "http.route": "/users",
+    "http.response.status_code": 201,
+}
+"""A sampled ``POST /users`` span's attributes (user agent ``t/1``, base URL ``http://api.test:8080``)."""
 
 
 class Routes(Plugin):
@@ -62,18 +75,7 @@ async def test_request_yields_server_span_with_semantic_attributes(caplog: pytes
     assert span.name == "POST /users"
     assert span.resource.attributes["service.name"] == "svc-test"
     attributes = dict(span.attributes or {})
-    assert attributes == {
-        "http.request.method": "POST",
-        "url.path": "/users",
-        "url.scheme": "http",
-        "network.protocol.version": "1.1",
-        "server.address": "api.test",
-        "server.port": 8080,
-        "client.address": "127.0.0.1",
-        "user_agent.original": "t/1",
-        "http.route": "/users",
-        "http.response.status_code": 201,
-    }
+    assert attributes == POST_USERS_ATTRIBUTES
     trace_id = format(span.context.trace_id, "032x")
     assert seen["trace_id"] == trace_id  # the kernel trace id inside the request is the span's
     assert response.headers["x-request-id"] == trace_id  # and the errors plugin echoes it
@@ -286,18 +288,7 @@ async def test_a_ratio_sampled_request_is_traced_as_its_trace_id_decides(ratio: 
         return
     (span,) = spans
     assert span.name == "POST /users" and span.context == context
-    assert dict(span.attributes or {}) == {
-        "http.request.method": "POST",
-        "url.path": "/users",
-        "url.scheme": "http",
-        "network.protocol.version": "1.1",
-        "server.address": "api.test",
-        "server.port": 8080,
-        "client.address": "127.0.0.1",
-        "user_agent.original": "t/1",
-        "http.route": "/users",
-        "http.response.status_code": 201,
-    }
+    assert dict(span.attributes or {}) == POST_USERS_ATTRIBUTES
 
 
 @pytest.mark.anyio
