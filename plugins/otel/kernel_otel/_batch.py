@@ -55,6 +55,7 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
             and hasattr(os, "register_at_fork")
             and all(hasattr(batch, name) for name in _BATCH_FIELDS)
         )
+        self.exporter = span_exporter
         queue_encoder = getattr(span_exporter, "queue_encoder", None)
         self.encode: Callable[[ReadableSpan], object] | None = (
             queue_encoder() if self.fast and queue_encoder is not None else None

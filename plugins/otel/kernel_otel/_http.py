@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from random import getrandbits as _bits
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -14,7 +15,23 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from kernel.logging import TraceSlot, reset_trace_id, set_trace_slot
 from kernel.web import RESPONSE_STATUS, ASGIApp, ASGIMiddleware, Message, Receive, Scope, Send
 
-from ._lean import CONTEXT_IS_TUPLE, KernelTracer, LeanSpan, lean_tracer
+from ._ids import adopt
+from ._lean import (
+    _DEFAULT_RANDOM,
+    _LOW64,
+    _MAX_TRACE_ID,
+    _SAMPLED_RANDOM,
+    CONTEXT_IS_TUPLE,
+    KernelTracer,
+    LeanSpan,
+    RootLane,
+    _new_context,
+    _new_lean_span,
+    _new_non_recording,
+    end_root,
+    lean_tracer,
+    root_lane,
+)
 from ._runtime import attach as _attach
 from ._runtime import current as _current
 from ._runtime import reset as _reset
@@ -29,6 +46,11 @@ _ROOT = otel_context.Context()
 _SERVER_ERROR = Status(StatusCode.ERROR)
 _SERVER = SpanKind.SERVER
 _Context = otel_context.Context
+_adopted = adopt.get
+_SpanContext = trace.SpanContext
+_NO_STATE = trace.DEFAULT_TRACE_STATE
+_SERVER_ATTRIBUTES = 11
+"""The most attributes a request's span gets here: 8 known at the start, 3 at the end."""
 
 
 def _detach(token: Any) -> None:
@@ -172,6 +194,7 @@ class TracingMiddleware(ASGIMiddleware):
         self._root = _root_spans(self._tracer)
         self._root_all = _samples_every_root(self._tracer)
         self._remote = _remote_children(self._tracer)
+        self._lane = root_lane(self._tracer, _SERVER_ATTRIBUTES)
         self._kernel: object = None
         self.app = app
 
@@ -191,6 +214,7 @@ class TracingMiddleware(ASGIMiddleware):
             self._root = _root_spans(self._tracer)
             self._root_all = _samples_every_root(self._tracer)
             self._remote = _remote_children(self._tracer)
+            self._lane = root_lane(self._tracer, _SERVER_ATTRIBUTES)
         return self._tracer
 
     records_response_status = True
@@ -205,13 +229,41 @@ class TracingMiddleware(ASGIMiddleware):
         headers = dict(scope.get("headers") or ())
         method = scope.get("method", "GET")
         outer = _current()  # the OpenTelemetry context the response's last message is sent in
-        span, otel_token = self._start(tracer, scope, headers, method)
+        span: trace.Span
+        lane = self._lane
+        if (
+            lane is not None
+            and b"traceparent" not in headers
+            and ((live := outer.get(_SPAN_KEY)) is None or not _is_live(live))
+            and lane.applies()
+        ):
+            # a root span, started in line: tracer.start_root_span's steps (see kernel_otel._lean)
+            sdk = lane.sdk
+            trace_id = _adopted() or _bits(128) or sdk.id_generator.generate_trace_id()
+            span_id = _bits(64) or sdk.id_generator.generate_span_id()
+            valid = 0 < trace_id <= _MAX_TRACE_ID  # an adopted id is the caller's
+            if trace_id & _LOW64 < lane.bound:  # sampled: the attributes from the start
+                started = _new_context(
+                    _SpanContext, (trace_id, span_id, False, _SAMPLED_RANDOM, _NO_STATE, valid)
+                )
+                attributes = _server_attributes(scope, headers)
+                span = _new_lean_span(method, started, _SERVER, None, lane.fields, attributes)
+            else:  # the SDK's non-recording span
+                started = _new_context(
+                    _SpanContext, (trace_id, span_id, False, _DEFAULT_RANDOM, _NO_STATE, valid)
+                )
+                span = _new_non_recording(started)
+            otel_token = _attach(_Context({_SPAN_KEY: span}))  # set_span_in_context(span, _ROOT)
+        else:
+            lane = None
+            span, otel_token = self._start(tracer, scope, headers, method)
+            # a lean span's own field (no method call); a started span always has one
+            context: trace.SpanContext = span._context if type(span) is LeanSpan else span.get_span_context()  # type: ignore[assignment]
+            trace_id = context[0] if CONTEXT_IS_TUPLE else context.trace_id
         scope[_SEEN] = span
-        # a lean span's own field (no method call); a started span always has one
-        context: trace.SpanContext = span._context if type(span) is LeanSpan else span.get_span_context()  # type: ignore[assignment]
         # set_trace_id(format(trace_id, "032x")) without its call: the request's TraceSlot (no owner)
         slot = _new_slot(TraceSlot)
-        slot.trace_id = "%032x" % (context[0] if CONTEXT_IS_TUPLE else context.trace_id)
+        slot.trace_id = f"{trace_id:032x}"
         slot.owner = None
         trace_token = set_trace_slot(slot)
         send_on = self._sending(scope, send, outer, not self._status_in_scope)
@@ -223,7 +275,7 @@ class TracingMiddleware(ASGIMiddleware):
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            self._finish(span, scope, method)
+            self._finish(span, scope, method, lane)
             reset_trace_id(trace_token)
             try:  # _detach(otel_token), without the call
                 _reset(otel_token)
@@ -290,7 +342,9 @@ class TracingMiddleware(ASGIMiddleware):
         return sending
 
     @staticmethod
-    def _finish(span: trace.Span, scope: Scope, method: str) -> None:
+    def _finish(span: trace.Span, scope: Scope, method: str, lane: RootLane | None = None) -> None:
+        """Name the span after its route, set the response's attributes and end it (through ``lane``
+        when it started the span)."""
         lean = type(span) is LeanSpan
         if span._end_time is None if lean else span.is_recording():  # type: ignore[attr-defined]
             route = scope.get("route_template")  # route_of(scope), the kernel's case without the call
@@ -308,7 +362,10 @@ class TracingMiddleware(ASGIMiddleware):
                     attributes["error.type"] = str(status)
                     span.set_status(_SERVER_ERROR)
             if lean:  # renamed, attributes set and ended in one step
-                span.finish(name, attributes)  # type: ignore[attr-defined]
+                if lane is not None:
+                    end_root(lane, span, name, attributes)  # type: ignore[arg-type]
+                else:
+                    span.finish(name, attributes)  # type: ignore[attr-defined]
                 return
             if name is not None:
                 span.update_name(name)

@@ -472,6 +472,119 @@ def _new_lean_span(
     return span
 
 
+class RootLane:
+    """What a caller needs to start and end root spans of a :class:`KernelTracer` in line.
+
+    For a tracer whose root decision rests on the trace id (:func:`_root_bound`) and whose provider's
+    only span processor is the plugin's batch processor with an encoder for the tracer's spans (or
+    no processor at all): a root span is then started from two id draws and ended by
+    :func:`end_root`, which queues its encoded bytes itself. :meth:`applies` says, per span,
+    whether that still holds (the tracer enabled, the provider's processors unchanged).
+    """
+
+    __slots__ = (
+        "active",
+        "batch",
+        "bound",
+        "encode",
+        "fields",
+        "max_attributes",
+        "processors",
+        "sdk",
+        "sole",
+    )
+
+    def __init__(
+        self, tracer: KernelTracer, sole: KernelBatchSpanProcessor | _NoProcessor, encode: Any
+    ) -> None:
+        fields = tracer._fields
+        assert fields is not None
+        self.sdk = tracer.sdk
+        self.fields = fields
+        self.bound = tracer._root_bound
+        """A root span is sampled iff its trace id's low 64 bits are below this."""
+        self.max_attributes: int | None = tracer._root_max
+        self.active = fields[4]
+        self.processors = self.active._span_processors
+        self.sole = sole
+        self.batch = sole._batch_processor if type(sole) is KernelBatchSpanProcessor else None
+        self.encode = encode
+
+    def applies(self) -> bool:
+        """Whether a root span may be started and ended through this lane now."""
+        return self.sdk._tracer_config.is_enabled and self.active._span_processors is self.processors
+
+
+def root_lane(tracer: trace_api.Tracer | None, attributes: int) -> RootLane | None:
+    """``tracer``'s :class:`RootLane` for root spans of up to ``attributes`` attributes, or None."""
+    if type(tracer) is not KernelTracer or not tracer.samples_roots or not tracer._reads_config:
+        return None
+    fields = tracer._fields
+    maxlen = tracer._root_max
+    if fields is None or (maxlen is not None and maxlen < attributes):
+        return None
+    sole = _sole_batch(fields[4])
+    if sole is None:
+        return None
+    encode = None
+    if type(sole) is KernelBatchSpanProcessor:
+        lean_encoder = getattr(sole.exporter, "lean_encoder", None)
+        if sole.encode is None or lean_encoder is None:
+            return None
+        encode = lean_encoder(fields[2], fields[1])  # the tracer's resource and scope
+        if encode is None:
+            return None
+    return RootLane(tracer, sole, encode)
+
+
+def end_root(lane: RootLane, span: LeanSpan, name: str | None, attributes: Mapping[str, str | int]) -> None:
+    """``span.finish(name, attributes)`` for a span ``lane`` started (:meth:`RootLane.applies` held),
+    queueing it encoded as the batch processor would (``KernelBatchSpanProcessor.on_end``)."""
+    current = span._attributes
+    maxlen = lane.max_attributes
+    if (
+        type(current) is not dict
+        or (maxlen is not None and len(current) + len(attributes) > maxlen)
+        or not current.keys().isdisjoint(attributes)
+    ):
+        span.finish(name, attributes)
+        return
+    lock = span._lock  # as in LeanSpan.update_name
+    lock.acquire()
+    try:
+        ended = span._end_time is not None
+        if not ended:
+            if name is not None:
+                span._name = name
+            current.update(attributes)
+            span._end_time = time_ns()
+    finally:
+        lock.release()
+    if ended:  # ended already: the SDK's warnings, from finish
+        span.finish(name, attributes)
+        return
+    if lane.active._span_processors is not lane.processors:  # a processor was added meanwhile
+        processor = span._span_processor
+        processor._on_ending(span)
+        processor.on_end(span._readable_span())
+        return
+    batch = lane.batch
+    if batch is None:  # no span processor
+        return
+    queue = batch._queue
+    if batch._shutdown or len(queue) >= batch._max_queue_size:
+        lane.sole.on_end(span)  # dropped the SDK's way: logged, counted
+        return
+    try:  # a span it cannot encode is queued itself: the exporter then reports it
+        queue.appendleft(lane.encode(span) or span)
+    except Exception:
+        queue.appendleft(span)
+    if len(queue) >= batch._max_export_batch_size:
+        awaken = batch._worker_awaken
+        if not awaken.is_set():
+            awaken.set()
+
+
 def _config_is_enabled(self: Any) -> bool:
     return self._tracer_config.is_enabled  # type: ignore[no-any-return]
 

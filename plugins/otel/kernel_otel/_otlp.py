@@ -574,6 +574,23 @@ class KernelSpanExporter(OTLPSpanExporter):
         encoder = self.span_encoder
         return encoder._snapshot(span) if type(span) in _SNAPSHOTS else encoder.span(span)
 
+    def lean_encoder(self, resource: Any, scope: Any) -> Callable[[ReadableSpan], bytes] | None:
+        """What :meth:`encode_span` does for an ended lean span of ``resource`` and ``scope``, without
+        its checks: a caller that has made those checks once (a tracer's own spans). None when such a
+        span would not be encoded here (``fast`` is False, or spans of another group are).
+
+        Binds the encoded spans' group to ``resource`` and ``scope`` when none is yet.
+        """
+        if not self.fast or LeanSpan not in _SNAPSHOTS:
+            return None
+        with self._ended_lock:
+            if self._ended is None:
+                self._ended = (resource, scope)
+            ended = self._ended
+        if resource is not ended[0] or scope is not ended[1]:
+            return None
+        return self.span_encoder._snapshot
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode ``spans`` with :attr:`encoder` and send them as the OTLP exporter would."""
         if not self.fast or self._shutdown:

@@ -9,11 +9,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 import requests
 from kernel_otel import Tracing
+from kernel_otel._http import TracingMiddleware
 from kernel_otel._otlp import KernelSpanExporter
 from kernel_otel._transport import PlainHTTPTransport, plain_http_applies
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -282,3 +284,127 @@ def test_ended_lean_spans_wait_as_bytes_and_export_as_the_exporter_encodes_them(
     assert path == "/v1/traces"
     assert body == expected
     provider.shutdown()
+
+
+def _lane_app(tracing: Tracing, lane: bool) -> tuple[TracingMiddleware, httpx.AsyncClient]:
+    """The tracing middleware around a small app (``/ping``, ``/broken``), with its root lane or not."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/broken":
+            raise RuntimeError("boom")
+        if scope["path"] == "/add-processor":  # a processor added while the request's span is open
+            tracing.provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        scope["route_template"] = scope["path"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"pong"})
+
+    middleware = TracingMiddleware(app, tracing.tracer)
+    if not lane:
+        middleware._lane = None
+    transport = httpx.ASGITransport(app=middleware, raise_app_exceptions=False)
+    return middleware, httpx.AsyncClient(transport=transport, base_url="http://api.test:8080")
+
+
+def _exported(receiver: Receiver) -> list[Any]:
+    """Every span the receiver got, in the order they were exported."""
+    spans = []
+    for _, _, body in receiver.requests:
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            spans += [span for scope in resource_spans.scope_spans for span in scope.spans]
+    return spans
+
+
+def _without_ids_and_times(span: Any) -> Any:
+    copy = type(span)()
+    copy.CopyFrom(span)
+    for name in ("trace_id", "span_id", "start_time_unix_nano", "end_time_unix_nano"):
+        copy.ClearField(name)
+    for event in copy.events:
+        event.ClearField("time_unix_nano")
+    return copy
+
+
+@pytest.mark.anyio
+async def test_requests_through_the_root_lane_export_what_the_general_path_exports(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root request's span started and ended in line (the OTLP pipeline's case) is the span the
+    general path (the tracer's start_root_span, finish, the processor's on_end) exports, byte for
+    byte but its ids and times; a caller's traceparent still takes the general path."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    requests_ = [("GET", "/ping", {}), ("POST", "/broken", {"user-agent": "t/1"})]
+    caller = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    async with boot_kernel("otel", config={"otel": {"service_name": "lane"}}) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        for lane in (True, False):
+            middleware, client = _lane_app(tracing, lane)
+            assert (middleware._lane is not None) is lane
+            async with client:
+                for method, path, headers in requests_:
+                    await client.request(method, path, headers=headers)
+                await client.get("/ping", headers=caller)
+        assert tracing.force_flush(10_000)
+    spans = _exported(receiver)
+    assert len(spans) == 6
+    laned, general = spans[:3], spans[3:]
+    assert [_without_ids_and_times(span) for span in laned] == [
+        _without_ids_and_times(span) for span in general
+    ]
+    assert [span.name for span in laned] == ["GET /ping", "POST", "GET /ping"]
+    broken = {a.key: a.value for a in laned[1].attributes}
+    assert broken["error.type"].string_value == "RuntimeError"
+    assert laned[1].events[0].name == "exception"
+    assert laned[2].trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.mark.anyio
+async def test_a_processor_added_during_a_request_or_after_gets_the_requests_spans(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root lane hands spans to the batch processor only while it is the provider's only one: a
+    span whose request added a processor, and every later one, reaches every processor."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    async with boot_kernel("otel", config={"otel": {"service_name": "lane"}}) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        _, client = _lane_app(tracing, True)
+        async with client:
+            await client.get("/ping")
+            await client.get("/add-processor")
+            added = tracing.provider._active_span_processor._span_processors[-1]
+            await client.get("/ping")
+        assert tracing.force_flush(10_000)
+    memory = added.span_exporter
+    assert [span.name for span in memory.get_finished_spans()] == ["GET /add-processor", "GET /ping"]
+    assert [span.name for span in _exported(receiver)] == ["GET /ping", "GET /add-processor", "GET /ping"]
+
+
+@pytest.mark.anyio
+async def test_the_root_lane_samples_as_the_ratio_sampler_decides() -> None:
+    """With ``parentbased_traceidratio`` (and no exporter: the lane's no-processor case) a request is
+    recorded exactly when the SDK's sampler would record its trace id."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    seen: list[tuple[int, bool]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        span = trace.get_current_span()
+        seen.append((span.get_span_context().trace_id, span.is_recording()))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = {"otel": {"exporter": "none", "sampler": "parentbased_traceidratio", "ratio": 0.5}}
+    async with boot_kernel("otel", config=config) as kernel:
+        middleware = TracingMiddleware(app, kernel.registry.get(Tracing).tracer)
+        assert middleware._lane is not None
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for _ in range(64):
+                await client.get("/")
+    sampler = TraceIdRatioBased(0.5)
+    expected = [
+        (trace_id, sampler.should_sample(None, trace_id, "GET").decision.is_recording())
+        for trace_id, _ in seen
+    ]
+    assert seen == expected
+    assert {recording for _, recording in seen} == {True, False}
