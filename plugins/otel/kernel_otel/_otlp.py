@@ -16,6 +16,7 @@ import logging
 import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -44,6 +45,8 @@ _INT64 = range(-(1 << 63), 1 << 63)
 _CACHED_TYPES = (str, int, bool)  # not float: -0.0 == 0.0, and they encode apart
 _BLOCK_TYPES = frozenset((str, int, bool))  # equal values of these types encode alike (not -0.0 and 0.0)
 _CACHE_SIZE = 4096
+_LAYOUT_SPANS = 256
+"""How many spans a layout remembers (by their stable values: method, route, status, host...)."""
 _REMOTE = 0x300  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _LOCAL = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _SPAN_FLAGS = {True: b"\x85\x01" + _FIXED32(_REMOTE), False: b"\x85\x01" + _FIXED32(_LOCAL)}
@@ -56,14 +59,84 @@ _TIMES = struct.Struct("<BQBQ").pack  # start and end time (fields 7 and 8, fixe
 _KIND_BY_ID = {id(kind): kind.value for kind in SpanKind}  # SpanKind's hash is Python code
 _UNSET = LeanSpan._status  # the status of every lean span until one is set
 PER_MESSAGE = "messaging.message.id"
-"""An attribute whose value differs on every span (the bus's event id): encoded inline, never remembered
-(a remembered span or attribute keyed on it would never be used again, and would fill the caches)."""
-_PER_MESSAGE_KEY = bytes((0x0A, len(PER_MESSAGE))) + PER_MESSAGE.encode() + b"\x12"
-"""Its ``KeyValue``'s key field and the value field's tag."""
-_MESSAGE_FIELD = tuple(
-    bytes((0x4A, size + 26)) + _PER_MESSAGE_KEY + bytes((size + 2, 0x0A, size)) for size in range(0x60)
-)
-"""Its attribute field up to the value's UTF-8 bytes, by their length (below 0x60: one-byte lengths)."""
+"""An attribute whose value differs on every span (the bus's event id): see :data:`VARYING`."""
+VARYING = frozenset((PER_MESSAGE, "url.path", "url.query", "client.address", "user_agent.original"))
+"""Attributes of the plugin's spans whose values vary from span to span (an event's id, a request's
+path, query, client and user agent): a lean span's string value of one of these is encoded where
+it is, each time, and never remembered. A span remembered with it would be used again only for
+that value: with ``/users/{id}`` paths or many clients nearly every span would miss, be encoded
+whole, and push the spans that do repeat out of the caches."""
+
+
+def _prefixes(key: str) -> tuple[bytes, ...]:
+    """A :data:`VARYING` attribute's field up to its value's UTF-8 bytes, by their length: the
+    lengths for which every length in the field is one byte."""
+    name = key.encode()
+    head = bytes((0x0A, len(name))) + name + b"\x12"
+    return tuple(
+        bytes((0x4A, 6 + len(name) + size)) + head + bytes((size + 2, 0x0A, size))
+        for size in range(max(0, 0x80 - 6 - len(name)))
+    )
+
+
+_PREFIXES = {key: _prefixes(key) for key in VARYING}
+
+
+class _Layout:
+    """A lean span's attribute keys (with its name, kind, remote parent): where the :data:`VARYING`
+    values are among the attribute values, and the spans remembered by their other values."""
+
+    __slots__ = ("plan", "spans", "stable", "varying")
+
+    def __init__(self, attributes: Mapping[str, Any]) -> None:
+        keys = tuple(attributes)
+        self.varying = tuple(i for i, key in enumerate(keys) if key in VARYING)
+        """The positions of the varying values in ``tuple(attributes.values())``."""
+        self.plan = tuple((i, _PREFIXES[keys[i]], len(_PREFIXES[keys[i]]), keys[i]) for i in self.varying)
+        """Per varying value: its position, its field's starts by length (and how many), its key."""
+        stable = [i for i in range(len(keys)) if i not in self.varying]
+        self.stable: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+        """The other values, from all of them (a tuple)."""
+        if not self.varying:
+            self.stable = _same
+        elif len(stable) > 1:
+            self.stable = itemgetter(*stable)
+        else:
+            self.stable = _picker(stable)
+        self.spans: dict[tuple[Any, ...], tuple[tuple[bytes, ...], tuple[tuple[int, type], ...]]] = {}
+        """Stable values -> the span's bytes around its times and varying values, and type checks."""
+
+
+def _add_varying(
+    out: list[bytes],
+    plan: tuple[tuple[int, tuple[bytes, ...], int, str], ...],
+    values: tuple[Any, ...],
+    parts: tuple[bytes, ...],
+) -> bool:
+    """Add each varying value's field and the remembered bytes after it to ``out`` (``plan``: the
+    layout's); False when one is not a ``str`` (then the span is encoded field by field)."""
+    after = 2
+    for at, prefixes, limit, key in plan:
+        value = values[at]
+        if type(value) is not str:
+            return False
+        encoded = value.encode()
+        size = len(encoded)
+        if size < limit:  # every length in its field is one byte: its start is in the table
+            out += (prefixes[size], encoded, parts[after])
+        else:
+            out += (_field(b"\x4a", _key_value(key, value)), parts[after])
+        after += 1
+    return True
+
+
+def _same(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return values
+
+
+def _picker(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """``itemgetter(*positions)`` that always returns a tuple (for none or one position)."""
+    return lambda values: tuple(values[i] for i in positions)
 
 
 _SNAPSHOTS = frozenset((ReadableSpan, LeanSpan) if CONTEXT_IS_TUPLE else ())
@@ -76,14 +149,6 @@ def _kind(kind: SpanKind) -> int:
     """``kind.value``, mostly through an id()-keyed map (SpanKind's hash is Python code)."""
     value = _KIND_BY_ID.get(id(kind))
     return kind.value if value is None else value
-
-
-def _type_checks(attributes: Mapping[str, Any]) -> tuple[tuple[type, ...], tuple[tuple[int, type], ...]]:
-    """The attribute values' types, and the positions in a remembered span's key (name, kind, remote
-    parent, keys, values) of the values that are not strings, with their types."""
-    types = tuple(map(type, attributes.values()))
-    first = 3 + len(attributes)  # the first value's position in the key
-    return types, tuple((first + i, kind) for i, kind in enumerate(types) if kind is not str)
 
 
 def _varint(n: int) -> bytes:
@@ -157,8 +222,7 @@ class Encoder:
         self._seen: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._names: dict[tuple[str, int], bytes] = {}
         self._blocks: dict[bytes, dict[tuple[Any, ...], bytes]] = {}
-        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes, tuple[tuple[int, type], ...]]] = {}
-        self._shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, tuple[tuple[int, type], ...]]] = {}
+        self._layouts: dict[tuple[Any, ...], _Layout] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged, left out.
@@ -183,7 +247,7 @@ class Encoder:
             if (
                 whole
                 and _BLOCK_TYPES.issuperset(block[2 * len(attributes) :])
-                and PER_MESSAGE not in attributes
+                and VARYING.isdisjoint(attributes)
             ):
                 if len(blocks) >= _CACHE_SIZE:
                     blocks.clear()
@@ -196,7 +260,7 @@ class Encoder:
         parts: list[bytes] = []
         seen = self._seen
         for key, value in attributes.items():
-            cached = type(value) in _CACHED_TYPES and key != PER_MESSAGE
+            cached = type(value) in _CACHED_TYPES and key not in VARYING
             memo = (tag, key, type(value), value) if cached else None
             encoded = seen.get(memo) if memo is not None else None
             if encoded is None:
@@ -241,34 +305,34 @@ class Encoder:
             and end
             and not (span._events or span._links)
         ):
-            if PER_MESSAGE in attributes:  # an event's span: remembered without that value
-                encoded = self._per_message(span, attributes, ids)
-                if encoded is not None:
-                    return encoded
-            # a lean span's usual shape: its bytes but ids and times are remembered whole (see _template)
-            # name, kind, remote parent, attribute keys and values: their types are checked below
-            key: Any = (
-                span._name,
-                id(span._kind),
-                parent is not None and parent[2],
-                *attributes,
-                *attributes.values(),
-            )
+            # a lean span's usual form: its bytes but ids, times and varying values are remembered,
+            # by its attribute keys (its layout) and then the other values
+            remote = parent is not None and parent[2]
+            layout = self._layouts.get((span._name, id(span._kind), remote, *attributes))
+            if layout is None:
+                layout = self._layout(span, attributes)
+            values = tuple(attributes.values())
             try:
-                template = self._templates.get(key)
+                remembered = layout.spans.get(layout.stable(values))
             except TypeError:  # an unhashable value (a mapping)
-                template = None
-                key = None
-            if template is not None:
+                return self._fields(span, ids)
+            if remembered is not None:
                 # Equal to a remembered str is a str (or a str subclass: the same bytes); equal to an
                 # int or a bool may be another of int, bool, float: those positions' types must match.
-                for at, kind in template[2]:
-                    if type(key[at]) is not kind:
-                        template = None
+                for at, kind in remembered[1]:
+                    if type(values[at]) is not kind:
+                        remembered = None
                         break
-            if template is None:
-                template = self._template(span, key)
-            return ids + template[0] + _TIMES(0x39, start, 0x41, end) + template[1]
+            if remembered is None:
+                remembered = self._remember(span, layout, attributes)
+            parts = remembered[0]
+            times = _TIMES(0x39, start, 0x41, end)
+            varying = layout.varying
+            if not varying:
+                return ids + parts[0] + times + parts[1]
+            out = [ids, parts[0], times, parts[1]]
+            if _add_varying(out, layout.plan, values, parts):
+                return b"".join(out)
         return self._fields(span, ids)
 
     def _fields(self, span: ReadableSpan, ids: bytes) -> bytes:
@@ -299,82 +363,50 @@ class Encoder:
         out.append(_SPAN_FLAGS[parent is not None and parent[2]])  # is_remote
         return b"".join(out)
 
-    def _template(self, span: ReadableSpan, key: tuple[Any, ...] | None) -> tuple[bytes, bytes, Any]:
-        """A lean span's bytes before its times (name, kind) and after them (attributes, status, flags).
-
-        For a span with a dict of attributes, no events or links and an unset status. Remembered
-        under ``key`` (name, kind, remote parent, attribute keys and values) when every attribute
-        is a ``str``/``int``/``bool`` that could be encoded, with the positions in ``key`` of its
-        values that are not strings and their types, for :meth:`_snapshot` to check.
-        """
-        attributes: dict[str, Any] = span._attributes  # type: ignore[assignment]  # a dict here
+    def _layout(self, span: ReadableSpan, attributes: dict[str, Any]) -> _Layout:
+        """The (remembered) :class:`_Layout` of a lean span with these attribute keys."""
         parent = span._parent
-        head = self._name_and_kind(span._name, _kind(span._kind))
-        encoded, whole = self._each(b"\x4a", attributes) if attributes else (b"", True)
-        tail = encoded + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
-        types, checks = _type_checks(attributes)
-        template = (head, tail, checks)
-        if key is not None and whole and _BLOCK_TYPES.issuperset(types):
-            templates = self._templates
-            if len(templates) >= _CACHE_SIZE:
-                templates.clear()
-            templates[key] = template
-        return template
+        layout = _Layout(attributes)
+        layouts = self._layouts
+        if len(layouts) >= _CACHE_SIZE:
+            layouts.clear()
+        layouts[span._name, id(span._kind), parent is not None and parent[2], *attributes] = layout
+        return layout
 
-    def _per_message(self, span: ReadableSpan, attributes: dict[str, Any], ids: bytes) -> bytes | None:
-        """:meth:`_snapshot` of a lean span with a (``str``) :data:`PER_MESSAGE` attribute, after ``ids``.
+    def _remember(
+        self, span: ReadableSpan, layout: _Layout, attributes: dict[str, Any]
+    ) -> tuple[tuple[bytes, ...], tuple[tuple[int, type], ...]]:
+        """A lean span's bytes before its times (name, kind), then its attributes up to each varying
+        value and after the last (with status and flags), and the positions and types of its values
+        that are not strings. Remembered in ``layout`` by the other values when each of those is a
+        ``str``/``int``/``bool`` that could be encoded.
 
-        Remembered under its shape: the key of :meth:`_template` with that value left out (None in
-        its place), as the bytes before it and after it; the value is encoded each time. None when
-        the value is not a ``str``, or a value is unhashable (the usual path then).
+        For a span with a dict of attributes, no events or links and an unset status.
         """
-        value = attributes[PER_MESSAGE]
-        if type(value) is not str:
-            return None
-        probe = attributes.copy()  # the shape's keys and values in one C-level copy (same order)
-        probe[PER_MESSAGE] = None
-        parent = span._parent
-        shape = (span._name, id(span._kind), parent is not None and parent[2], *probe, *probe.values())
-        try:
-            template = self._shapes.get(shape)
-        except TypeError:  # an unhashable value (a mapping)
-            return None
-        if template is not None:
-            for position, kind in template[3]:
-                if type(shape[position]) is not kind:
-                    template = None
-                    break
-        if template is None:
-            at = 3 + len(attributes) + list(attributes).index(PER_MESSAGE)  # the value's position in shape
-            template = self._shape(span, attributes, shape, at)
-        encoded = value.encode()
-        size = len(encoded)
-        times = _TIMES(0x39, span._start_time, 0x41, span._end_time)
-        if size < 0x60:  # every length of its field is one byte: the field's start is in a table
-            parts = (ids, template[0], times, template[1], _MESSAGE_FIELD[size], encoded, template[2])
-            return b"".join(parts)
-        field = _field(b"\x4a", _key_value(PER_MESSAGE, value))
-        return b"".join((ids, template[0], times, template[1], field, template[2]))
-
-    def _shape(
-        self, span: ReadableSpan, attributes: dict[str, Any], shape: tuple[Any, ...], at: int
-    ) -> tuple[bytes, bytes, bytes, Any]:
-        """:meth:`_per_message`'s remembered parts: head, attributes before and after the value
-        (with status and flags), and the type checks of :meth:`_template`."""
         parent = span._parent
         items = list(attributes.items())
-        index = at - 3 - len(attributes)
-        before, whole = self._each(b"\x4a", dict(items[:index])) if index else (b"", True)
-        after, rest = self._each(b"\x4a", dict(items[index + 1 :]))
-        tail = after + _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
-        types, checks = _type_checks(attributes)
-        template = (self._name_and_kind(span._name, _kind(span._kind)), before, tail, checks)
-        if whole and rest and _BLOCK_TYPES.issuperset(types):
-            shapes = self._shapes
-            if len(shapes) >= _CACHE_SIZE:
-                shapes.clear()
-            shapes[shape] = template
-        return template
+        parts = [self._name_and_kind(span._name, _kind(span._kind))]
+        whole = True
+        begin = 0
+        for at in (*layout.varying, len(items)):  # the stable attributes between varying ones
+            encoded, complete = self._each(b"\x4a", dict(items[begin:at])) if at > begin else (b"", True)
+            parts.append(encoded)
+            whole = whole and complete
+            begin = at + 1
+        parts[-1] += _UNSET_STATUS + _SPAN_FLAGS[parent is not None and parent[2]]
+        values = tuple(attributes.values())
+        varying = set(layout.varying)
+        checks = tuple(
+            (i, type(value)) for i, value in enumerate(values) if i not in varying and type(value) is not str
+        )
+        remembered = (tuple(parts), checks)
+        stable = layout.stable(values)
+        if whole and _BLOCK_TYPES.issuperset(map(type, stable)):
+            spans = layout.spans
+            if len(spans) >= _LAYOUT_SPANS:
+                spans.clear()
+            spans[stable] = remembered
+        return remembered
 
     def _any_tail(self, span: ReadableSpan, out: list[bytes]) -> bytes:
         """:meth:`_snapshot` from the events on: through the span's properties."""

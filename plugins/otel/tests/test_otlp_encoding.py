@@ -181,14 +181,63 @@ def test_message_ids_are_not_remembered() -> None:
     spans = _event_spans(10_000)
 
     def sizes() -> list[int]:
-        caches = (encoder._seen, encoder._templates, encoder._shapes, encoder._names)
-        caches += tuple(encoder._blocks.values())
-        return [len(cache) for cache in caches]
+        remembered = sum(len(layout.spans) for layout in encoder._layouts.values())
+        caches = (encoder._seen, encoder._layouts, encoder._names, *encoder._blocks.values())
+        return [remembered, *(len(cache) for cache in caches)]
 
     encoder.request(spans[:2])  # both shapes (attempt 0 and 1), the resource's attributes
     before = sizes()
-    assert before[1:4] == [0, 2, 1]
+    assert (before[0], *before[2:4]) == (2, 1, 1)  # 2 spans remembered, of 1 layout; 1 name
     for span in spans:
         encoder.span(span)
     encoder.request(spans[-100:])
     assert sizes() == before
+
+
+def _request_spans(count: int, agent: str = "t/1") -> list[ReadableSpan]:
+    """Lean SERVER spans as the HTTP middleware makes them, each with its own path and client."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    for n in range(count):
+        span = tracer.start_span("GET /users/{id}", kind=SpanKind.SERVER)
+        assert isinstance(span, LeanSpan)
+        span.set_trusted(
+            {
+                "http.request.method": "GET",
+                "url.path": f"/users/{n}",
+                "url.scheme": "http",
+                "server.address": "api.test",
+                "server.port": 8080 + n % 2,
+                "client.address": f"10.0.{n // 256}.{n % 256}",
+                "user_agent.original": agent,
+                "http.route": "/users/{id}",
+                "http.response.status_code": 200 if n % 3 else 404,
+            }
+        )
+        span.end()
+    return list(exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize("agent", ["t/1", "é" * 50, "a" * (0x80 - 6 - len("user_agent.original")), "a" * 300])
+def test_request_spans_with_distinct_paths_and_clients_encode_as_the_exporters(agent: str) -> None:
+    """Paths, clients and user agents are encoded where they are, each time: around them a span's
+    bytes are remembered, with each remembered span's ints checked by type."""
+    spans = _request_spans(12, agent)
+    encoder = Encoder()
+    for span in spans:  # one at a time: each request has exactly that span's bytes
+        assert encoder.request([span]) == encode_spans([span]).SerializePartialToString()
+    assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def test_paths_and_clients_are_not_remembered() -> None:
+    """10k requests with distinct paths and clients: the caches keep one entry per span's layout
+    and its stable values (here 2 ports x 2 statuses), none per path or client."""
+    encoder = Encoder()
+    spans = _request_spans(10_000)
+    for span in spans:
+        encoder.span(span)
+    (layout,) = encoder._layouts.values()
+    assert len(layout.spans) == 4
+    assert not any(key in {"url.path", "client.address"} for _, key, _, _ in encoder._seen)
