@@ -13,10 +13,17 @@ from ._harness import acompare, emit, rounds
 from .http_middleware import SUITE, Served, _load, driver
 
 OTEL_PATH = "/users/7"
+"""The path of the in-process cases."""
+SERVED_PATH = "/users/{n}"
+"""The served cases' paths: ``/users/1`` to ``/users/1000`` in turn, as a service's clients ask for
+different users. One path for every request would flatter the tracing: a span's path, client and
+user agent are encoded each time in real traffic (see ``kernel_otel._otlp.VARYING``)."""
+AGENT = "bench-client/1.0"
+"""The served cases' ``User-Agent`` (a real client sends one: the span's ``user_agent.original``)."""
 
 
 def otel_kernel(otel: bool, exporter: str = "otlp", sampler: str = "always_on") -> Any:
-    """An unbooted kernel: errors plugin and one JSON route, with or without the otel plugin.
+    """An unbooted kernel: errors plugin, one JSON route (``/users/{id}``), with or without the otel plugin.
 
     The otel plugin samples every request (``sampler``); with ``exporter="otlp"`` it exports to
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the loopback receiver) through its BatchSpanProcessor.
@@ -31,12 +38,13 @@ def otel_kernel(otel: bool, exporter: str = "otlp", sampler: str = "always_on") 
         @hookimpl
         def kernel_routes(self, ctx: PluginContext[object]) -> list[Route]:
             async def one_user(scope: Scope, receive: Receive, send: Send) -> None:
+                scope["route_template"] = "/users/{id}"  # as a router with path parameters names it
                 body = b'{"id":"7","name":"Ada"}'
                 headers = [(b"content-type", b"application/json"), (b"content-length", b"23")]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
 
-            return [Route(OTEL_PATH, one_user)]
+            return [Route("/users", one_user, prefix=True)]
 
     if not otel:
         return make_kernel("errors", Routes, environ=dict(os.environ))
@@ -182,10 +190,11 @@ def served_instructions() -> list[Any]:
             "served_otel_kernel_json",
             "benchmarks._http_otel:served_on",
             "benchmarks._http_otel:served_off",
-            OTEL_PATH,
+            SERVED_PATH,
             lifespan=True,
             env=env,
             flush="benchmarks._http_otel:flush_spans",
+            agent=AGENT,
             target=1.15,
         )
         if receiver.exports == 0:
@@ -242,11 +251,11 @@ async def _pair(
         for server in servers.values():
             server.wait_ready()
         for server in servers.values():  # warm-up: imports, first-request paths
-            await _load(server.port, OTEL_PATH, rounds(400, 200))
+            await _load(server.port, SERVED_PATH, rounds(400, 200), agent=AGENT)
         for i in range(n):
             for side in ("raw", "ours") if i % 2 else ("ours", "raw"):
                 before = servers[side].cpu_seconds()
-                wall[side].append(await _load(servers[side].port, OTEL_PATH, requests))
+                wall[side].append(await _load(servers[side].port, SERVED_PATH, requests, agent=AGENT))
                 used = servers[side].cpu_seconds() - before
                 cpu[side].append(used / (requests // 8 * 8) * 1e6)
     finally:

@@ -22,6 +22,7 @@ time-driven work (uvicorn's 0.1 s tick, an exporter's schedule) depend on timing
 agree within ~1%.
 
 ``python -m benchmarks._served_ir [--keep DIR] ours_factory raw_factory path`` counts one case
+(a ``{n}`` in ``path`` varies it over the requests)
 by hand; ``--keep`` leaves the dump files for ``callgrind_annotate --inclusive=yes``.
 """
 
@@ -154,10 +155,10 @@ class CountedServer:
         self.log.close()
 
 
-async def _count_one(server: CountedServer, path: str, requests: int) -> float:
-    await _load(server.port, path, WARM)
+async def _count_one(server: CountedServer, path: str, requests: int, agent: str | None) -> float:
+    await _load(server.port, path, WARM, agent=agent)
     server.mark()
-    await _load(server.port, path, requests)
+    await _load(server.port, path, requests, agent=agent)
     full = server.mark()
     zero = server.mark()
     done = requests // 8 * 8
@@ -174,11 +175,13 @@ def measure(
     env: dict[str, str] | None = None,
     flush: str | None = None,
     keep: Path | None = None,
+    agent: str | None = None,
 ) -> tuple[float, float]:
     """Server Ir per request of factory ``ours`` and factory ``raw`` (``module:name`` each).
 
     ``env`` and ``flush`` apply to ``ours`` only (the instrumented side); ``keep``: a directory
     that keeps the callgrind dumps (``ours.out.<n>``, ``raw.out.<n>``; segment 2 is the counted one).
+    ``path`` and ``agent``: the requests' (see :func:`benchmarks.http_middleware._load`).
     """
     with tempfile.TemporaryDirectory(prefix="bench-served-ir-") as tmp:
         where = keep or Path(tmp)
@@ -190,7 +193,7 @@ def measure(
         try:
             for server in servers.values():
                 server.wait_ready()
-            counts = {side: asyncio.run(_count_one(s, path, requests)) for side, s in servers.items()}
+            counts = {side: asyncio.run(_count_one(s, path, requests, agent)) for side, s in servers.items()}
         finally:
             for server in servers.values():
                 server.stop()
@@ -221,6 +224,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--lifespan", action="store_true")
     parser.add_argument("--flush", help="module:function the ours server calls before each marker")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the ours server")
+    parser.add_argument("--agent", help="a User-Agent header the requests carry")
     parser.add_argument("ours")
     parser.add_argument("raw")
     parser.add_argument("path")
@@ -235,6 +239,7 @@ def main(argv: list[str]) -> int:
         env=env,
         flush=args.flush,
         keep=args.keep,
+        agent=args.agent,
     )
     print(f"served-ir ours={ours:.0f} raw={raw:.0f} ratio={ours / raw:.3f}")
     return 0

@@ -205,16 +205,33 @@ class Served:
         stop_process(self.proc, 10)
 
 
-async def _load(port: int, path: str, requests: int, connections: int = 8) -> float:
-    """Send ``requests`` GETs over ``connections`` keep-alive connections; wall µs per request."""
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: application/json\r\n\r\n".encode()
+VARIED = 1000
+"""How many paths a ``{n}`` in a load's path stands for (``/users/{n}``: ``/users/1`` ... ``/users/1000``)."""
+
+
+def _requests(path: str, agent: str | None) -> list[bytes]:
+    """The request bytes a load cycles through: one, or one per path when ``path`` has ``{n}``."""
+    paths = [path.replace("{n}", str(n)) for n in range(1, VARIED + 1)] if "{n}" in path else [path]
+    extra = f"User-Agent: {agent}\r\n" if agent else ""
+    return [
+        f"GET {p} HTTP/1.1\r\nHost: bench\r\nAccept: application/json\r\n{extra}\r\n".encode() for p in paths
+    ]
+
+
+async def _load(port: int, path: str, requests: int, connections: int = 8, agent: str | None = None) -> float:
+    """Send ``requests`` GETs over ``connections`` keep-alive connections; wall µs per request.
+
+    A ``{n}`` in ``path`` makes each connection go through ``VARIED`` paths in turn (as a service's
+    clients ask for different users); ``agent`` is a ``User-Agent`` header to send.
+    """
+    variants = _requests(path, agent)
     per_conn = requests // connections
 
-    async def one_connection() -> None:
+    async def one_connection(offset: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for _ in range(per_conn):
-                writer.write(request)
+            for i in range(per_conn):
+                writer.write(variants[(offset + i) % len(variants)])
                 head = await reader.readuntil(b"\r\n\r\n")
                 if not head.startswith(b"HTTP/1.1 200"):
                     raise RuntimeError(f"unexpected response: {head[:80]!r}")
@@ -228,7 +245,7 @@ async def _load(port: int, path: str, requests: int, connections: int = 8) -> fl
             await writer.wait_closed()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    await asyncio.gather(*(one_connection(c * 127) for c in range(connections)))
     return (time.perf_counter() - t0) / (per_conn * connections) * 1e6
 
 
