@@ -104,6 +104,18 @@ def load_with_faults(stack: Stack) -> tuple[Load, list[str]]:
         return runner.join(), faults
 
 
+def _outbox_warnings(stack: Stack) -> list[str]:
+    """The web processes' outbox log lines at warning or above (what a relay saw), for a failure message."""
+    found = []
+    for web in stack.webs:
+        for line in web.log.splitlines():
+            if line.startswith("{") and '"outbox' in line:
+                record = json.loads(line)
+                if record.get("level") in ("warning", "error", "critical"):
+                    found.append(f"{web.name}: {record.get('message')}")
+    return found
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
     t0 = time.monotonic()
     while not predicate():
@@ -218,7 +230,8 @@ def test_two_web_two_workers_500_requests_worker_kill_and_redis_restart(
     counted_twice = duplicates["lease_expired"] + duplicates["unsettled"]
     assert len(load.created) == REQUESTS
     assert REQUESTS <= published <= REQUESTS + counted_twice, (
-        f"published {published:.0f} for {REQUESTS} users; outbox duplicates {duplicates}"
+        f"published {published:.0f} for {REQUESTS} users; outbox duplicates {duplicates}; "
+        f"the relays' warnings: {_outbox_warnings(stack)}"
     )
     assert handled >= REQUESTS
     completed = total(scrape, "queue_jobs_total", queue="notifications", event="completed")
