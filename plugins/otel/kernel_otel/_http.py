@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from random import getrandbits as _bits
 from typing import Any
@@ -49,8 +50,8 @@ _Context = otel_context.Context
 _adopted = adopt.get
 _SpanContext = trace.SpanContext
 _NO_STATE = trace.DEFAULT_TRACE_STATE
-_SERVER_ATTRIBUTES = 11
-"""The most attributes a request's span gets here: 8 known at the start, 3 at the end."""
+_SERVER_ATTRIBUTES = 12
+"""The most attributes a request's span gets here: 9 known at the start, 3 at the end."""
 
 
 def _detach(token: Any) -> None:
@@ -113,6 +114,17 @@ def _host_attributes(host: bytes) -> dict[str, Any]:
     return found
 
 
+_REDACTED = re.compile(r"(?:^|(?<=&))(AWSAccessKeyId|Signature|sig|X-Goog-Signature)=[^&#]*")
+"""Query parameters whose values the semantic conventions say to redact by default (signed URLs)."""
+
+
+def _query(raw: bytes) -> str:
+    """``url.query`` of a request's raw query string: its parameters as sent, a signature's value
+    (``sig``, ``Signature``, ``AWSAccessKeyId``, ``X-Goog-Signature``) replaced by ``REDACTED``."""
+    text = raw.decode("latin-1")
+    return _REDACTED.sub(r"\1=REDACTED", text) if "=" in text else text
+
+
 def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, Any]:
     """Semantic-convention attributes known before the app runs."""
     attributes: dict[str, Any] = {
@@ -121,6 +133,9 @@ def _server_attributes(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, A
         "url.scheme": scope.get("scheme", "http"),
         "network.protocol.version": scope.get("http_version", "1.1"),
     }
+    query = scope.get("query_string")
+    if query:
+        attributes["url.query"] = _query(query)
     host = headers.get(b"host")
     server = scope.get("server")
     if host:

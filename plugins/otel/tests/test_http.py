@@ -334,3 +334,19 @@ async def test_a_plain_traceparent_is_continued_without_the_propagator_as_it_wou
     assert dict(fast.attributes or {}) == dict(general.attributes or {})
     assert list(fast.attributes or {}) == list(general.attributes or {})  # the same order too
     assert fast.context.trace_state.get("vendor") is None and general.context.trace_state.get("vendor") == "x"
+
+
+@pytest.mark.anyio
+async def test_the_query_string_is_url_query_with_signatures_redacted() -> None:
+    """``url.query`` as sent, but the values the semantic conventions name (signed URLs' ``sig``,
+    ``Signature``, ``AWSAccessKeyId``, ``X-Goog-Signature``) are ``REDACTED``; none without a query."""
+    async with boot_kernel("otel", "errors", Routes, config=MEMORY) as kernel:
+        tracing = kernel.registry.get(Tracing)
+        app = KernelApp(kernel)
+        await _request(app, "POST", "/users?page=2&sig=s3cr3t&mysig=kept&Signature=a%2Fb&AWSAccessKeyId=AK")
+        await _request(app, "POST", "/users")
+        spans = tracing.memory.get_finished_spans()
+    queried, plain = (dict(span.attributes or {}) for span in spans)
+    assert queried["url.query"] == "page=2&sig=REDACTED&mysig=kept&Signature=REDACTED&AWSAccessKeyId=REDACTED"
+    assert queried["url.path"] == "/users"
+    assert "url.query" not in plain

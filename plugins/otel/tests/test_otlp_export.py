@@ -332,7 +332,7 @@ async def test_requests_through_the_root_lane_export_what_the_general_path_expor
     general path (the tracer's start_root_span, finish, the processor's on_end) exports, byte for
     byte but its ids and times; a caller's traceparent still takes the general path."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
-    requests_ = [("GET", "/ping", {}), ("POST", "/broken", {"user-agent": "t/1"})]
+    requests_ = [("GET", "/ping?page=2&sig=s", {}), ("POST", "/broken", {"user-agent": "t/1"})]
     caller = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     async with boot_kernel("otel", config={"otel": {"service_name": "lane"}}) as kernel:
         tracing = kernel.registry.get(Tracing)
@@ -355,6 +355,8 @@ async def test_requests_through_the_root_lane_export_what_the_general_path_expor
     assert broken["error.type"].string_value == "RuntimeError"
     assert laned[1].events[0].name == "exception"
     assert laned[2].trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"
+    query = {a.key: a.value for a in laned[0].attributes}["url.query"]
+    assert query.string_value == "page=2&sig=REDACTED"
 
 
 @pytest.mark.anyio
