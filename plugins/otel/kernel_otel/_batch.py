@@ -70,13 +70,17 @@ class KernelBatchSpanProcessor(BatchSpanProcessor):
         context = span._context
         if context is None or not (context[3] if CONTEXT_IS_TUPLE else context.trace_flags) & 1:  # SAMPLED
             return
+        self.enqueue(span, self.encode if type(span) is _lean_type else None)
+
+    def enqueue(self, span: ReadableSpan, encode: Callable[[ReadableSpan], object] | None) -> None:
+        """Queue ended sampled ``span`` (as ``encode(span)`` when given), or drop it the SDK's way
+        when the queue is full or shut down."""
         batch = self._batch_processor
         queue = batch._queue
         if batch._shutdown or len(queue) >= batch._max_queue_size:
             batch.emit(span)  # the SDK's way: logged, counted as dropped
             return
-        encode = self.encode
-        if encode is not None and type(span) is _lean_type:
+        if encode is not None:
             try:  # a span it cannot encode is queued itself: the exporter then reports it
                 queue.appendleft(encode(span) or span)
             except Exception:

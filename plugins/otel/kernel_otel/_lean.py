@@ -273,39 +273,41 @@ class LeanSpan(sdk_trace.Span):
             and limits.max_span_attribute_length is None
             and (maxlen is None or len(current) + len(attributes) <= maxlen)
             and current.keys().isdisjoint(attributes)
-        ):
-            lock = self._lock  # as in update_name
-            lock.acquire()
-            try:
-                ended = self._end_time is not None
-                if not ended:
-                    if name is not None:
-                        self._name = name
-                    current.update(attributes)
-                    self._end_time = time_ns()
-            finally:
-                lock.release()
-            if not ended:
-                # end()'s hand-over to the processors, inlined (a request's last step)
-                if self._record_end_metrics:
-                    self._record_end_metrics()
-                processor = self._span_processor
-                last = _last_sole
-                sole = (
-                    last[1]
-                    if getattr(processor, "_span_processors", None) is last[0]
-                    else _sole_batch(processor)
-                )
-                if sole is not None:
-                    sole.on_end(self)
-                    return
-                processor._on_ending(self)
-                processor.on_end(self._readable_span())
+        ) and self._close(name, attributes):
+            # end()'s hand-over to the processors, inlined (a request's last step)
+            if self._record_end_metrics:
+                self._record_end_metrics()
+            processor = self._span_processor
+            last = _last_sole
+            sole = (
+                last[1] if getattr(processor, "_span_processors", None) is last[0] else _sole_batch(processor)
+            )
+            if sole is not None:
+                sole.on_end(self)
                 return
+            processor._on_ending(self)
+            processor.on_end(self._readable_span())
+            return
         if name is not None:
             self.update_name(name)
         self.set_trusted(attributes)
         self.end()
+
+    def _close(self, name: str | None, attributes: Mapping[str, str | int]) -> bool:
+        """Rename (unless None), add ``attributes`` to the trusted dict and end, under the span's
+        lock; False (nothing done) when it had ended already. The processors are not told."""
+        lock = self._lock  # as in update_name
+        lock.acquire()
+        try:
+            if self._end_time is not None:
+                return False
+            if name is not None:
+                self._name = name
+            self._attributes.update(attributes)
+            self._end_time = time_ns()
+            return True
+        finally:
+            lock.release()
 
     def _readable_span(self) -> sdk_trace.ReadableSpan:
         """The SDK's snapshot of the ended span (its ``ReadableSpan``), its fields set in one step."""
@@ -484,7 +486,6 @@ class RootLane:
 
     __slots__ = (
         "active",
-        "batch",
         "bound",
         "encode",
         "fields",
@@ -507,7 +508,6 @@ class RootLane:
         self.active = fields[4]
         self.processors = self.active._span_processors
         self.sole = sole
-        self.batch = sole._batch_processor if type(sole) is KernelBatchSpanProcessor else None
         self.encode = encode
 
     def applies(self) -> bool:
@@ -549,18 +549,7 @@ def end_root(lane: RootLane, span: LeanSpan, name: str | None, attributes: Mappi
     ):
         span.finish(name, attributes)
         return
-    lock = span._lock  # as in LeanSpan.update_name
-    lock.acquire()
-    try:
-        ended = span._end_time is not None
-        if not ended:
-            if name is not None:
-                span._name = name
-            current.update(attributes)
-            span._end_time = time_ns()
-    finally:
-        lock.release()
-    if ended:  # ended already: the SDK's warnings, from finish
+    if not span._close(name, attributes):  # ended already: the SDK's warnings, from finish
         span.finish(name, attributes)
         return
     if lane.active._span_processors is not lane.processors:  # a processor was added meanwhile
@@ -568,21 +557,9 @@ def end_root(lane: RootLane, span: LeanSpan, name: str | None, attributes: Mappi
         processor._on_ending(span)
         processor.on_end(span._readable_span())
         return
-    batch = lane.batch
-    if batch is None:  # no span processor
-        return
-    queue = batch._queue
-    if batch._shutdown or len(queue) >= batch._max_queue_size:
-        lane.sole.on_end(span)  # dropped the SDK's way: logged, counted
-        return
-    try:  # a span it cannot encode is queued itself: the exporter then reports it
-        queue.appendleft(lane.encode(span) or span)
-    except Exception:
-        queue.appendleft(span)
-    if len(queue) >= batch._max_export_batch_size:
-        awaken = batch._worker_awaken
-        if not awaken.is_set():
-            awaken.set()
+    sole = lane.sole
+    if type(sole) is KernelBatchSpanProcessor:  # else no span processor
+        sole.enqueue(span, lane.encode)
 
 
 def _config_is_enabled(self: Any) -> bool:

@@ -595,12 +595,7 @@ class KernelSpanExporter(OTLPSpanExporter):
         span is queued itself. Runs where spans end, with its own :attr:`span_encoder`.
         """
         resource, scope = span._resource, span._instrumentation_scope
-        ended = self._ended
-        if ended is None:
-            with self._ended_lock:
-                if self._ended is None:
-                    self._ended = (resource, scope)
-                ended = self._ended
+        ended = self._ended or self._bind(resource, scope)
         if resource is not ended[0] or scope is not ended[1]:
             return None
         encoder = self.span_encoder
@@ -615,13 +610,17 @@ class KernelSpanExporter(OTLPSpanExporter):
         """
         if not self.fast or LeanSpan not in _SNAPSHOTS:
             return None
-        with self._ended_lock:
-            if self._ended is None:
-                self._ended = (resource, scope)
-            ended = self._ended
+        ended = self._bind(resource, scope)
         if resource is not ended[0] or scope is not ended[1]:
             return None
         return self.span_encoder._snapshot
+
+    def _bind(self, resource: Any, scope: Any) -> tuple[Any, Any]:
+        """The encoded spans' resource and scope: ``resource`` and ``scope`` unless already bound."""
+        with self._ended_lock:
+            if self._ended is None:
+                self._ended = (resource, scope)
+            return self._ended
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode ``spans`` with :attr:`encoder` and send them as the OTLP exporter would."""

@@ -113,10 +113,7 @@ def test_dropped_attributes_are_encoded(count: int) -> None:
 
 def test_lean_spans_with_equal_values_of_other_types_encode_as_the_exporters() -> None:
     """The remembered bytes of a lean span (ids and times aside) are keyed by each value's type too."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    tracer, exporter = _lean_pipeline()
     remote = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     under_remote = trace.set_span_in_context(NonRecordingSpan(remote))
     values: list[object] = [1, True, 1.0, "1", Colour.RED, "red", 0, False, -0.0, 0.0]
@@ -135,12 +132,17 @@ def test_lean_spans_with_equal_values_of_other_types_encode_as_the_exporters() -
     assert encoder.request(spans) == encode_spans(spans).SerializePartialToString()
 
 
-def _event_spans(count: int, size: int = 36, attempts: Sequence[object] = (0, 1)) -> list[ReadableSpan]:
-    """Lean PRODUCER spans as the event bus makes them: each with its own ``messaging.message.id``."""
+def _lean_pipeline() -> tuple[KernelTracer, InMemorySpanExporter]:
+    """A lean tracer whose ended spans an in-memory exporter keeps."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    return KernelTracer(provider.get_tracer("t")), exporter  # type: ignore[arg-type]
+
+
+def _event_spans(count: int, size: int = 36, attempts: Sequence[object] = (0, 1)) -> list[ReadableSpan]:
+    """Lean PRODUCER spans as the event bus makes them: each with its own ``messaging.message.id``."""
+    tracer, exporter = _lean_pipeline()
     for n in range(count):
         span = tracer.start_span("user.created publish", kind=SpanKind.PRODUCER)
         assert isinstance(span, LeanSpan)
@@ -196,10 +198,7 @@ def test_message_ids_are_not_remembered() -> None:
 
 def _request_spans(count: int, agent: str = "t/1") -> list[ReadableSpan]:
     """Lean SERVER spans as the HTTP middleware makes them, each with its own path and client."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = KernelTracer(provider.get_tracer("t"))  # type: ignore[arg-type]
+    tracer, exporter = _lean_pipeline()
     for n in range(count):
         span = tracer.start_span("GET /users/{id}", kind=SpanKind.SERVER)
         assert isinstance(span, LeanSpan)
