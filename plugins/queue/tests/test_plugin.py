@@ -136,13 +136,16 @@ async def test_metrics_are_recorded_when_enabled(with_metrics: Kernel, qname: st
     await manager.create_worker(qname, proc)
     jid = await manager.add_job(qname, "x", {})
 
-    async def done() -> bool:
-        info = await manager.get_job(qname, jid)
-        return info is not None and info.state == "completed"
+    counted = f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0'
 
-    await wait_until(done)
+    async def done() -> bool:
+        # The hooks run after the job's record is written: another task can see "completed" in
+        # Redis before the worker's task has counted it, so wait for both.
+        info = await manager.get_job(qname, jid)
+        return info is not None and info.state == "completed" and counted in exposition(with_metrics)
+
+    await wait_until(done, what="the job completed and counted")
     text = exposition(with_metrics)
-    assert f'queue_jobs_total{{event="completed",queue="{qname}"}} 1.0' in text
     assert f'queue_job_duration_seconds_count{{queue="{qname}",status="completed"}} 1.0' in text
 
 
