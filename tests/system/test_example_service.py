@@ -120,8 +120,16 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
         while not any(ln["message"] == "notification sent" for ln in json_lines(worker.log)):
             assert time.monotonic() < deadline, worker.log[-3000:]
             time.sleep(0.1)
-        scrape = c.get("/health/metrics")
-        assert scrape.status_code == 200
+        # The worker counts the job as completed after its record is written, a moment after the
+        # log line: scrape until the count is there (its value is checked below).
+        completed = (("event", "completed"), ("queue", "notifications"))
+        while True:
+            scrape = c.get("/health/metrics")
+            assert scrape.status_code == 200
+            if completed in series(scrape.text, "queue_jobs_total"):
+                break
+            assert time.monotonic() < deadline, "the worker never counted the job as completed"
+            time.sleep(0.1)
 
     # One trace id: the request, the event's subscriber (web) and the job (worker process).
     traced = [ln for ln in json_lines(web.log) + json_lines(worker.log) if ln.get("trace_id") == trace]
@@ -141,7 +149,7 @@ def test_users_flow_cache_errors_metrics_trace_and_graceful_stop(make_stack: Cal
     assert series(text, "cache_deletes_total")[(("namespace", "user"),)] == 1
     db = series(text, "db_query_duration_seconds_count")
     assert db[(("collection", "users"), ("operation", "create"))] == 2  # one stored, one duplicate
-    assert series(text, "queue_jobs_total")[(("event", "completed"), ("queue", "notifications"))] == 1
+    assert series(text, "queue_jobs_total")[completed] == 1
 
     crash_trace = crash.json().get("trace_id") or crash.headers["x-request-id"]
     pids = [web.pid, worker.pid, stack.redis.pid, stack.mongo.pid]
