@@ -131,22 +131,22 @@ def test_kill_primary_of_a_key_promotes_its_replica_and_the_data_survives() -> N
         pids = cluster.pids
         owner = cluster.primary_of(key)
         replica = next(n for n in cluster.nodes if n.primary_id == owner.node_id)
-        client = cluster_client(cluster)
-        try:
-            client.set(key, "kept")
-            with cluster.client(owner.port) as node:
-                assert node.execute_command("WAIT", 1, 5000) == 1
-            assert cluster.kill_primary_of(key) == owner.port
-            assert not cluster.server(owner.port).running
-            assert cluster.wait_promoted(owner.port) == replica.port
-            assert cluster.primary_of(key).port == replica.port
-            with cluster.client(replica.port) as node:
-                assert node.get(key) == "kept"
-            cluster.revive(owner.port)  # rejoins as the new primary's replica
-            revived = next(n for n in cluster.nodes if n.port == owner.port)
-            assert revived.role == "replica" and revived.primary_id == replica.node_id
-        finally:
-            client.close()
+        # WAIT counts the replicas that acknowledged the writes *of its own connection*: the write
+        # and the WAIT go down one connection to the key's primary, or WAIT proves nothing of it.
+        with cluster.client(owner.port) as node:
+            pipe = node.pipeline(transaction=False)
+            pipe.set(key, "kept")
+            pipe.execute_command("WAIT", 1, 5000)
+            assert pipe.execute() == [True, 1]
+        assert cluster.kill_primary_of(key) == owner.port
+        assert not cluster.server(owner.port).running
+        assert cluster.wait_promoted(owner.port) == replica.port
+        assert cluster.primary_of(key).port == replica.port
+        with cluster.client(replica.port) as node:
+            assert node.get(key) == "kept"
+        cluster.revive(owner.port)  # rejoins as the new primary's replica
+        revived = next(n for n in cluster.nodes if n.port == owner.port)
+        assert revived.role == "replica" and revived.primary_id == replica.node_id
     assert all(wait_gone(pid) for pid in pids), "a cluster node outlived the context"
 
 
@@ -181,8 +181,10 @@ def test_sentinel_promotes_the_replica_when_the_master_dies() -> None:
         replica = next(s.port for s in group.servers if s.port != old)
         sentinel, master = sentinel_master(group)
         try:
-            master.set(key, "kept")
-            assert master.execute_command("WAIT", 1, 5000) == 1  # type: ignore[no-untyped-call]
+            pipe = master.pipeline(transaction=False)  # the write and its WAIT on one connection
+            pipe.set(key, "kept")
+            pipe.execute_command("WAIT", 1, 5000)
+            assert pipe.execute() == [True, 1]
             assert group.kill_master() == old
             assert group.wait_new_master(old) == replica
             assert master.get(key) == b"kept"  # the master-bound client followed the failover
