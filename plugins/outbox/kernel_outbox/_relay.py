@@ -54,6 +54,10 @@ class _Metrics:
             "Outbox entries this relay published that may be published twice, by reason",
             ["reason"],
         )
+        self.takeovers = collector.counter(
+            "outbox_takeovers_total",
+            "Outbox entries claimed after another claim's lease ran out unsettled (maybe published already)",
+        )
 
 
 class OutboxRelay:
@@ -83,6 +87,9 @@ class OutboxRelay:
         """Entries this relay published (and marked done)."""
         self.duplicates = 0
         """Entries this relay published that may also be published by another attempt."""
+        self.takeovers = 0
+        """Entries this relay claimed from a lease that ran out unsettled (its holder died or stalled):
+        maybe published already by that holder, which (if it died) counted nothing."""
         self.last_error: str | None = None
         """The latest publish or database failure (``None`` after a success)."""
         self.backoff = 0.0
@@ -119,6 +126,7 @@ class OutboxRelay:
             )
             if not batch:
                 return 0
+            self._count_takeovers(batch)
             return await self._publish_batch(batch)
 
     async def _publish_batch(self, batch: list[OutboxEntry]) -> int:
@@ -227,6 +235,21 @@ class OutboxRelay:
                 )
                 self._count_duplicate("unsettled", len(unmarked))
             raise
+
+    def _count_takeovers(self, batch: list[OutboxEntry]) -> None:
+        """Count and log the claimed entries of ``batch`` taken over from a lease that ran out unsettled:
+        their earlier holder (a relay that died, stalled or could not mark them) may have published
+        them. Counted before they are published: the count always covers the copies they may add."""
+        taken = sum(1 for entry in batch if entry.taken_over)
+        if taken:
+            self.takeovers += taken
+            if self._metrics is not None:
+                self._metrics.takeovers.inc(taken)
+            log.warning(
+                "outbox: took over %d entries whose lease ran out unsettled (their relay died, stalled or "
+                "could not mark them done): they may have been published already and are published again",
+                taken,
+            )
 
     def _failed(self, exc: BaseException, reason: str) -> None:
         first = self.backoff == 0.0

@@ -121,6 +121,37 @@ async def test_a_dead_relays_lease_expires_and_another_takes_over(
         assert published[0]["event_id"] == held[0].event_id
 
 
+async def test_a_dead_relays_published_entry_is_counted_as_taken_over_before_its_second_copy(
+    boot: Boot, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay killed after publishing and before marking done counts nothing: the relay that takes
+    the entry over after the lease counts it (``outbox_takeovers_total``) before publishing it again,
+    so the takeovers always cover the extra copies on the bus."""
+    from kernel_metrics import MetricsCollector
+    from kernel_outbox import _relay
+
+    async with boot(relay=False, lease_seconds=1.0, publish_timeout=0.5) as kernel:
+        store = kernel.get(RepositoryManager).outbox
+        relay = kernel.get(OutboxRelay)
+        await add_entries(store, [OutboxEvent("acct.crash", {"n": n}) for n in range(2)])
+        (held,) = await store.claim("a-relay-that-died", limit=1, lease=1.0)
+        # what the dead relay did before it was killed: published the entry, under its identity
+        await kernel.get(EventBus).publish(
+            held.name, held.data, event_id=held.event_id, occurred_at=held.occurred_at, trace_id=held.trace_id
+        )
+        assert await relay.run_once() == 1  # the other entry, never claimed: no takeover
+        assert relay.takeovers == 0
+        with caplog.at_level("WARNING", logger=_relay.log.name):
+            await wait_until(relay.run_once, 15, interval=0.05, what="the takeover after lease expiry")
+        assert relay.takeovers == 1 and relay.duplicates == 0
+        assert any("took over 1 entries" in r.getMessage() for r in caplog.records)
+        ids = [e["event_id"] for e in await stream_events(redis_url, prefix, "acct.crash")]
+        assert ids.count(held.event_id) == 2 and len(ids) == 3
+        assert len(ids) - len(set(ids)) <= relay.takeovers  # every extra copy covered
+        scrape = kernel.get(MetricsCollector).render()[0].decode()
+        assert "outbox_takeovers_total 1.0" in scrape
+
+
 async def test_entries_wait_while_the_bus_is_down_then_go(boot: Boot, prefix: str) -> None:
     with private_redis_server() as server:
         async with boot(redis_url=server.url, max_backoff=0.5, publish_timeout=0.3) as kernel:

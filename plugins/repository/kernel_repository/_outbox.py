@@ -123,6 +123,9 @@ class OutboxEntry:
     """W3C ``traceparent`` of the span current when the entry was written (tracing on), else None."""
     tracestate: str | None = None
     """W3C ``tracestate`` that went with it, if any."""
+    taken_over: bool = False
+    """Set by :meth:`OutboxStore.claim` when the entry was under an earlier claim's lease that ran out
+    unsettled: that holder (a relay that died or stalled) may have published it already."""
 
     @property
     def trace_context(self) -> dict[str, str]:
@@ -428,7 +431,8 @@ class OutboxStore:
         """Lease up to ``limit`` due entries to ``owner`` for ``lease`` seconds, in ``seq`` order.
 
         Entries behind an earlier pending entry of the same aggregate that this claim did not get
-        (leased elsewhere, waiting for a retry, or taken by a concurrent claim) are skipped.
+        (leased elsewhere, waiting for a retry, or taken by a concurrent claim) are skipped. An
+        entry taken from an earlier claim whose lease ran out is marked ``taken_over``.
         """
         if limit < 1 or lease <= 0:
             raise ValueError(f"claim needs limit >= 1 and lease > 0, got {limit}, {lease}")
@@ -472,7 +476,10 @@ class OutboxStore:
                 )
             returned = set(give_back)
             got = [d for d in got if d["_id"] not in returned]
-        return [OutboxEntry.from_document(d) for d in got]
+        # A candidate still carrying a lease had it run out: its holder never settled it.
+        expired = {d["_id"] for d in wanted if d.get("lease_until") is not None}
+        entries = [OutboxEntry.from_document(d) for d in got]
+        return [attrs.evolve(e, taken_over=True) if e.event_id in expired else e for e in entries]
 
     async def _candidates(self, current: datetime, limit: int) -> list[dict[str, Any]]:
         """Pending entries this claim may take, in ``seq`` order (aggregates behind a held entry skipped)."""

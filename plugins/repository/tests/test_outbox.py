@@ -201,6 +201,10 @@ async def test_an_expired_lease_is_taken_over(manager: RepositoryManager) -> Non
 
     await wait_until(takeover, 10, what="the lease to expire")
     assert [e.event_id for e in taken] == ids
+    # the dead relay's entry is marked as taken over (it may have been published); the next one,
+    # never claimed, is not
+    assert [e.taken_over for e in taken] == [True, False]
+    assert not any(e.taken_over for e in dead)
     # the dead holder's late mark finds its claim gone: a duplicate it can count
     assert await store.mark_done(dead) == 0
     assert await store.mark_done(taken) == 2
