@@ -8,7 +8,14 @@ import sys
 
 import pytest
 
-from kernel.testing import assert_dies_with_parent, boot_kernel, make_kernel, process_alive, wait_gone
+from kernel.testing import (
+    assert_dies_with_parent,
+    boot_kernel,
+    make_kernel,
+    poll_until,
+    process_alive,
+    wait_gone,
+)
 
 # A parent whose child has no parent-death signal: the child survives a SIGKILLed parent.
 _ORPHANING_PARENT = """
@@ -42,3 +49,10 @@ def test_make_kernel_rejects_a_misspelt_keyword() -> None:
 async def test_boot_kernel_passes_every_keyword_on() -> None:
     async with boot_kernel(settings={"log_level": "DEBUG"}, processes=3, environ={}) as kernel:
         assert kernel.settings.log_level == "DEBUG"
+
+
+def test_poll_until_returns_the_first_truthy_value_or_fails_naming_what() -> None:
+    answers = iter([None, 0, "ready"])
+    assert poll_until(lambda: next(answers), 5, interval=0.001) == "ready"
+    with pytest.raises(AssertionError, match=r"timed out after 0.05s waiting for the moon"):
+        poll_until(lambda: None, 0.05, interval=0.01, what="the moon")

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import anyio
@@ -39,11 +39,15 @@ __all__ = [
     "http_scope",
     "kill_left_running",
     "make_kernel",
+    "poll_until",
     "process_alive",
     "urls_with_passwords",
     "wait_gone",
     "wait_until",
 ]
+
+
+T = TypeVar("T")
 
 
 class KernelOptions(TypedDict, total=False):
@@ -162,6 +166,28 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await anyio.sleep(interval)
+
+
+def poll_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """:func:`wait_until` for synchronous tests (other processes, a blocking client): poll
+    ``predicate`` every ``interval`` s until it returns a truthy value, and return that value.
+
+    Raises ``AssertionError`` naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 # Passwords are runs of 4+ capital letters joined by characters that break URL parsing; nothing

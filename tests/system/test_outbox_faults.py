@@ -39,6 +39,7 @@ from user_load import LoadThread, UserLoad
 
 from examples.service.notifications import RUNS_KEY, SENT_KEY
 from examples.service.run import Child, Stack
+from kernel.testing import poll_until
 
 REQUESTS = 500
 STREAM = "{eventbus:user.created}:stream"  # the bus's stream key (kernel_eventbus._keys.stream_key)
@@ -95,14 +96,7 @@ class Load(UserLoad):
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``predicate`` until it is truthy (returned), or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
+    return poll_until(predicate, timeout, interval=0.1, what=what)
 
 
 class Observed:
